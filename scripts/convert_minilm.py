@@ -28,7 +28,7 @@ def main(model_dir: Path, out: Path) -> None:
     w.add_layer_norm_eps(cfg["layer_norm_eps"])
     w.add_causal_attention(False)
     w.add_pooling_type(gguf.PoolingType.MEAN)
-    w.add_uint32("bert.attention.token_type_count", cfg.get("type_vocab_size", 2))
+    w.add_token_type_count(cfg.get("type_vocab_size", 2))
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
 
     # llama.cpp's WPM tokenizer wants word-initial pieces marked with U+2581 and
@@ -68,8 +68,10 @@ def main(model_dir: Path, out: Path) -> None:
         new = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if new is None:
             raise SystemExit(f"convert_minilm: no GGUF name for tensor {name!r}")
-        # Norms and biases stay F32 (llama.cpp adds them in F32); matrices go F16.
-        data = data.astype(np.float16 if data.ndim == 2 else np.float32)
+        # Norms, biases and the token-type embeddings stay F32 (llama.cpp adds them to F32
+        # activations directly); the other matrices go F16.
+        f16 = data.ndim == 2 and new != "token_types.weight"
+        data = data.astype(np.float16 if f16 else np.float32)
         w.add_tensor(new, data)
 
     w.write_header_to_file()

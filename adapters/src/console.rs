@@ -48,7 +48,7 @@ impl Adapter for ConsoleAdapter {
                 author: Author { id: "console".into(), name: whoami(), roles: vec![] },
                 command: Command::parse(text),
                 text: text.to_string(),
-                reply: Box::new(ConsoleSink { printed: 0, done: Some(done_tx) }),
+                reply: Box::new(ConsoleSink { shown: String::new(), done: Some(done_tx) }),
             };
             if inbox.send(incoming).await.is_err() {
                 break;
@@ -75,14 +75,14 @@ fn whoami() -> String {
 
 /// Prints the answer as it grows. Dropping it (even on error) releases the prompt.
 pub struct ConsoleSink {
-    printed: usize,
+    shown: String,
     done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl ConsoleSink {
     /// A sink not tied to a console loop (for one-shot `lore ask`).
     pub fn stdout() -> Self {
-        Self { printed: 0, done: None }
+        Self { shown: String::new(), done: None }
     }
 }
 
@@ -93,12 +93,17 @@ impl ReplySink for ConsoleSink {
     }
 
     async fn update(&mut self, text_so_far: &str) -> anyhow::Result<()> {
-        let new = text_so_far.get(self.printed..).unwrap_or("");
+        // A terminal cannot edit what it printed: print what was added, or start a new line
+        // when the text was replaced (e.g. a "waiting in line" notice by the answer).
+        let new = match text_so_far.strip_prefix(self.shown.as_str()) {
+            Some(added) => added.to_string(),
+            None => format!("\n{text_so_far}"),
+        };
         if !new.is_empty() {
             let mut out = tokio::io::stdout();
             out.write_all(new.as_bytes()).await?;
             out.flush().await?;
-            self.printed = text_so_far.len();
+            self.shown = text_so_far.to_string();
         }
         Ok(())
     }

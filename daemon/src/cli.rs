@@ -1,0 +1,301 @@
+//! The `lore` command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use lore_adapters::console::{ConsoleAdapter, ConsoleSink};
+use lore_adapters::Adapter;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{unknown_bot, App};
+use crate::config::{BotConfig, Config};
+use crate::pipeline::{respond, Question};
+use crate::router::Router;
+
+#[derive(Debug, Parser)]
+#[command(name = "lore", version, about = "Turn your own text into a chat bot that answers questions about it")]
+pub struct Cli {
+    /// Configuration file [default: $LORE_CONFIG, else ./lore.yaml, else ./config/lore.yaml]
+    #[arg(long, global = true, env = "LORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v: debug, -vv: trace, including llama.cpp).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Chunk, embed and store files in a knowledge base.
+    Ingest {
+        /// Knowledge base; created if it does not exist.
+        #[arg(long)]
+        kb: String,
+        /// Files or folders (default: the knowledge base's `sources` from the config).
+        paths: Vec<PathBuf>,
+    },
+    /// Answer one question, streamed to stdout, with sources.
+    Ask {
+        #[arg(long, conflicts_with = "kb", required_unless_present = "kb")]
+        bot: Option<String>,
+        #[arg(long)]
+        kb: Option<String>,
+        question: String,
+    },
+    /// A conversation on the console.
+    Chat {
+        #[arg(long, conflicts_with = "kb", required_unless_present = "kb")]
+        bot: Option<String>,
+        #[arg(long)]
+        kb: Option<String>,
+    },
+    /// Run every configured bot until Ctrl-C or SIGTERM.
+    Run,
+    /// Check the configuration, models and knowledge bases, then exit.
+    Check,
+    /// Score retrieval and answers on a SQuAD 2.0 file.
+    Eval(crate::eval::EvalArgs),
+    /// Measure speed (optionally against the llama.cpp reference program).
+    Bench(crate::bench::BenchArgs),
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,lore=info",
+        1 => "info,lore=debug",
+        _ => "debug,llama_cpp_2=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        let local = PathBuf::from("lore.yaml");
+        if local.exists() {
+            local
+        } else {
+            PathBuf::from("config/lore.yaml")
+        }
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Bench(args) = &cli.command {
+        if let (Some(m), Some(e)) = (&args.model, &args.embedder) {
+            return crate::bench::run(args.clone(), m.clone(), e.clone()).await;
+        }
+    }
+    let config = Config::load(&config_path(cli.config))?;
+    match cli.command {
+        Command::Ingest { kb, paths } => ingest(config, &kb, paths).await,
+        Command::Ask { bot, kb, question } => ask(config, bot.as_deref(), kb.as_deref(), &question).await,
+        Command::Chat { bot, kb } => chat(config, bot.as_deref(), kb.as_deref()).await,
+        Command::Run => serve(config).await,
+        Command::Check => check(config).await,
+        Command::Eval(args) => {
+            let llm_rerank =
+                config.retrieval.rerankers.iter().any(|r| matches!(r, lore_plugins::RerankerConfig::Llm { .. }));
+            let app = App::load(config, !args.retrieval_only || llm_rerank).await?;
+            let metrics = crate::eval::run(&app, &args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&metrics)?);
+            } else {
+                crate::eval::print_table(&metrics);
+            }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let m = &config.models;
+            crate::bench::run(args, m.generator.path.clone(), m.embedder.path.clone()).await
+        }
+    }
+}
+
+async fn ingest(config: Config, kb_name: &str, paths: Vec<PathBuf>) -> anyhow::Result<()> {
+    if !crate::config::valid_kb_name(kb_name) {
+        bail!("knowledge base name {kb_name:?} is not valid: use letters, digits, '-' and '_'");
+    }
+    let paths = if paths.is_empty() {
+        match config.knowledge_bases.get(kb_name) {
+            Some(kb) if !kb.sources.is_empty() => kb.sources.clone(),
+            _ => bail!("no files given, and {} lists no sources for knowledge base {kb_name:?}", config.file.display()),
+        }
+    } else {
+        paths
+    };
+    let chunking = config.chunking_for(kb_name).clone();
+    let app = App::load(config, false).await?;
+    let kb = app.kb(kb_name, true).await?;
+    let report = crate::ingest::ingest(&kb, &app.embedder, &paths, &chunking, true).await?;
+    println!("{kb_name}: {report}; {} chunks stored", kb.count().await?);
+    Ok(())
+}
+
+async fn ask(config: Config, bot: Option<&str>, kb: Option<&str>, question: &str) -> anyhow::Result<()> {
+    let kb_name = kb_for(&config, bot, kb)?;
+    let app = App::load(config, true).await?;
+    let (template, retrieval) = app.bot_settings(bot)?;
+    let kb = app.kb(&kb_name, false).await?;
+    let answer = app
+        .pipeline()
+        .prepare(Question { text: question, kb: &kb, retrieval: &retrieval, template: &template, history: &[] })
+        .await?;
+    respond(answer, &mut ConsoleSink::stdout()).await?;
+    Ok(())
+}
+
+fn kb_for(config: &Config, bot: Option<&str>, kb: Option<&str>) -> anyhow::Result<String> {
+    match (bot, kb) {
+        (_, Some(kb)) => Ok(kb.to_string()),
+        (Some(bot), None) => Ok(config.bots.get(bot).ok_or_else(|| unknown_bot(config, bot))?.knowledge_base.clone()),
+        (None, None) => bail!("name a --bot or a --kb"),
+    }
+}
+
+async fn chat(mut config: Config, bot: Option<&str>, kb: Option<&str>) -> anyhow::Result<()> {
+    let name = match (bot, kb) {
+        (Some(bot), _) => {
+            kb_for(&config, Some(bot), None)?;
+            bot.to_string()
+        }
+        (None, Some(kb)) => {
+            // An ad-hoc console bot on this knowledge base, with default settings.
+            let name = format!("console-{kb}");
+            config.bots.insert(name.clone(), BotConfig::console(kb));
+            name
+        }
+        (None, None) => bail!("name a --bot or a --kb"),
+    };
+    let app = Arc::new(App::load(config, true).await?);
+    eprintln!("Ask {name} anything (/help for commands, /quit or Ctrl-D to leave).");
+    let adapter: Box<dyn Adapter> = Box::new(ConsoleAdapter::new(&name));
+    serve_adapters(app, vec![adapter]).await
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Arc::new(App::load(config, true).await?);
+    let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
+    let mut console = None;
+    for (name, bot) in &app.config.bots {
+        match &bot.adapter {
+            crate::config::AdapterConfig::Console => {
+                if let Some(other) = console.replace(name.clone()) {
+                    bail!("bots {other:?} and {name:?} both use the console; only one can read the terminal");
+                }
+                adapters.push(Box::new(ConsoleAdapter::new(name)));
+            }
+        }
+    }
+    if adapters.is_empty() {
+        bail!("{}: no bots configured", app.config.file.display());
+    }
+    serve_adapters(app, adapters).await
+}
+
+/// Runs adapters and the router until the adapters end or a shutdown signal arrives, then
+/// lets answers in progress finish (up to a deadline).
+async fn serve_adapters(app: Arc<App>, adapters: Vec<Box<dyn Adapter>>) -> anyhow::Result<()> {
+    let router = Arc::new(Router::new(app)?);
+    let shutdown = CancellationToken::new();
+    let (inbox_tx, mut inbox) = mpsc::channel(256);
+    let mut running = tokio::task::JoinSet::new();
+    for adapter in adapters {
+        let tx = inbox_tx.clone();
+        let token = shutdown.clone();
+        running.spawn(async move { adapter.run(tx, token).await });
+    }
+    drop(inbox_tx);
+    let signal = {
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            token.cancel();
+        })
+    };
+    let mut answers = tokio::task::JoinSet::new();
+    while let Some(msg) = inbox.recv().await {
+        let router = router.clone();
+        answers.spawn(async move { router.handle(msg).await });
+        // Reap finished answers so the set does not grow without bound.
+        while answers.try_join_next().is_some() {}
+    }
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while answers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("answers still running after 30 s; stopping anyway");
+    }
+    signal.abort();
+    while let Some(result) = running.join_next().await {
+        result.context("adapter task panicked")??;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn check(config: Config) -> anyhow::Result<()> {
+    println!("config {}: ok", config.file.display());
+    let app = App::load(config, true).await?;
+    let g = app.generator.as_ref().expect("loaded");
+    println!(
+        "generator {}: {} (chat template: {}), {} tokens per conversation, {} in parallel",
+        g.path().display(),
+        g.architecture(),
+        if g.has_chat_template() { "yes" } else { "no, using prompts/plain.txt" },
+        g.context_tokens(),
+        g.parallel()
+    );
+    println!("embedder {}: {} dimensions", app.config.models.embedder.path.display(), lore_plugins::Embedder::dim(&app.embedder));
+    println!("devices: {}", crate::engine::devices().join(", "));
+    let mut problems = 0;
+    for (name, bot) in &app.config.bots {
+        let mut kbs = vec![bot.knowledge_base.clone()];
+        kbs.extend(bot.channels.values().filter_map(|c| c.knowledge_base.clone()));
+        for kb in kbs {
+            match app.kb(&kb, false).await {
+                Ok(k) => println!("bot {name}: knowledge base {kb}: {} chunks", k.count().await?),
+                Err(e) => {
+                    problems += 1;
+                    println!("bot {name}: knowledge base {kb}: {e}");
+                }
+            }
+        }
+    }
+    if problems > 0 {
+        bail!("{problems} problem(s) found");
+    }
+    println!("all good");
+    Ok(())
+}

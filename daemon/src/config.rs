@@ -1,0 +1,685 @@
+//! The YAML configuration: parsed into typed structs (unknown keys rejected), then checked
+//! once at start-up. Every error names the file, the line and the key.
+//!
+//! Paths may use `~` and `${VAR}` / `${VAR:-default}`; relative paths are relative to the
+//! config file's folder.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use lore_plugins::{RerankerConfig, RetrieverConfig};
+use serde::Deserialize;
+
+/// The configuration as written, after path expansion.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Folder holding the LanceDB knowledge bases and conversation memory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    pub models: Models,
+    /// Retrieval defaults for every bot and channel.
+    #[serde(default)]
+    pub retrieval: Retrieval,
+    /// Defaults for knowledge bases created from the command line.
+    #[serde(default)]
+    pub chunking: Chunking,
+    /// Knowledge bases by name.
+    #[serde(default)]
+    pub knowledge_bases: BTreeMap<String, KnowledgeBaseConfig>,
+    /// Bots by name.
+    #[serde(default)]
+    pub bots: BTreeMap<String, BotConfig>,
+    /// The file this was read from (set by the loader).
+    #[serde(skip)]
+    pub file: PathBuf,
+    #[serde(skip)]
+    source_text: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("${LORE_DATA:-~/.local/share/lore}")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Models {
+    pub generator: GeneratorConfig,
+    pub embedder: EmbedderConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// A GGUF file: any llama.cpp-supported chat or base model.
+    pub path: PathBuf,
+    /// Layers offloaded to the GPU (0 = CPU only; a large number = all).
+    #[serde(default)]
+    pub gpu_layers: u32,
+    /// Tokens one conversation may use, prompt and answer together.
+    #[serde(default = "default_context_tokens")]
+    pub context_tokens: usize,
+    /// Conversations decoded together (continuous batching).
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+    /// Questions that may wait for a free slot before new ones are refused.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// Tokens decoded per step (llama.cpp's n_batch).
+    #[serde(default = "default_batch_tokens")]
+    pub batch_tokens: usize,
+    /// CPU threads; default: one per available core.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Longest answer, in tokens.
+    #[serde(default = "default_max_answer_tokens")]
+    pub max_answer_tokens: usize,
+    #[serde(default)]
+    pub sampling: Sampling,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// A BERT-family embedding GGUF (mean pooling).
+    pub path: PathBuf,
+    #[serde(default)]
+    pub gpu_layers: u32,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Most tokens per embedded text (and per decode).
+    #[serde(default = "default_embed_batch")]
+    pub batch_tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sampling {
+    /// 0 = always the most likely token (deterministic).
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    #[serde(default = "default_top_k")]
+    pub top_k: u32,
+    #[serde(default = "default_top_p")]
+    pub top_p: f32,
+    #[serde(default = "default_min_p")]
+    pub min_p: f32,
+    /// 1.0 = off.
+    #[serde(default = "default_repeat_penalty")]
+    pub repeat_penalty: f32,
+    #[serde(default = "default_seed")]
+    pub seed: u32,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: default_temperature(),
+            top_k: default_top_k(),
+            top_p: default_top_p(),
+            min_p: default_min_p(),
+            repeat_penalty: default_repeat_penalty(),
+            seed: default_seed(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retrieval {
+    #[serde(default)]
+    pub retriever: RetrieverConfig,
+    /// Applied in order after retrieval.
+    #[serde(default)]
+    pub rerankers: Vec<RerankerConfig>,
+    /// Candidates fetched from the knowledge base.
+    #[serde(default = "default_top_k_chunks")]
+    pub top_k: usize,
+    /// Passages put in front of the question (at most; fewer if the context is short).
+    #[serde(default = "default_passages")]
+    pub passages: usize,
+    /// If no passage's cosine similarity reaches this, answer `abstain_text` without
+    /// calling the generator.
+    #[serde(default = "default_min_score")]
+    pub min_score: f32,
+    #[serde(default = "default_abstain_text")]
+    pub abstain_text: String,
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        Self {
+            retriever: RetrieverConfig::default(),
+            rerankers: vec![],
+            top_k: default_top_k_chunks(),
+            passages: default_passages(),
+            min_score: default_min_score(),
+            abstain_text: default_abstain_text(),
+        }
+    }
+}
+
+/// Retrieval settings a bot or channel may override; unset keys inherit.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalOverride {
+    pub retriever: Option<RetrieverConfig>,
+    pub rerankers: Option<Vec<RerankerConfig>>,
+    pub top_k: Option<usize>,
+    pub passages: Option<usize>,
+    pub min_score: Option<f32>,
+    pub abstain_text: Option<String>,
+}
+
+impl Retrieval {
+    pub fn with(&self, o: &RetrievalOverride) -> Retrieval {
+        Retrieval {
+            retriever: o.retriever.clone().unwrap_or_else(|| self.retriever.clone()),
+            rerankers: o.rerankers.clone().unwrap_or_else(|| self.rerankers.clone()),
+            top_k: o.top_k.unwrap_or(self.top_k),
+            passages: o.passages.unwrap_or(self.passages),
+            min_score: o.min_score.unwrap_or(self.min_score),
+            abstain_text: o.abstain_text.clone().unwrap_or_else(|| self.abstain_text.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunking {
+    /// Largest chunk, in embedder tokens.
+    #[serde(default = "default_chunk_tokens")]
+    pub max_tokens: usize,
+    /// Tokens repeated from the end of one chunk at the start of the next.
+    #[serde(default = "default_overlap_tokens")]
+    pub overlap_tokens: usize,
+    /// `paragraph`: chunks of whole paragraphs where they fit; `sentence`: one sentence each.
+    #[serde(default)]
+    pub unit: ChunkUnit,
+}
+
+impl Default for Chunking {
+    fn default() -> Self {
+        Self { max_tokens: default_chunk_tokens(), overlap_tokens: default_overlap_tokens(), unit: ChunkUnit::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkUnit {
+    #[default]
+    Paragraph,
+    Sentence,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeBaseConfig {
+    /// Files and folders ingested by `lore ingest --kb NAME` (folders: every .txt/.md below).
+    #[serde(default)]
+    pub sources: Vec<PathBuf>,
+    pub chunking: Option<Chunking>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    /// Where the bot talks.
+    #[serde(default)]
+    pub adapter: AdapterConfig,
+    /// The knowledge base it answers from, unless a channel says otherwise.
+    pub knowledge_base: String,
+    /// A prompt template: a name in `prompts/` (`default`, `plain`) or a file path.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// System message for chat models.
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub retrieval: RetrievalOverride,
+    /// Per-channel settings, by Discord channel/thread id or Telegram chat id.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelConfig>,
+    /// Who may ask (empty lists = everyone).
+    #[serde(default)]
+    pub allow: Allow,
+    /// User ids allowed to run admin commands.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Recent turns kept per conversation.
+    #[serde(default = "default_memory_turns")]
+    pub memory_turns: usize,
+}
+
+impl BotConfig {
+    /// A console bot on `kb` with default settings.
+    pub fn console(kb: &str) -> Self {
+        Self {
+            adapter: AdapterConfig::Console,
+            knowledge_base: kb.to_string(),
+            prompt: None,
+            system: None,
+            retrieval: RetrievalOverride::default(),
+            channels: BTreeMap::new(),
+            allow: Allow::default(),
+            admins: vec![],
+            memory_turns: default_memory_turns(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub knowledge_base: Option<String>,
+    #[serde(default)]
+    pub retrieval: RetrievalOverride,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    /// User ids.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Discord role ids.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Telegram chat ids / Discord channel ids.
+    #[serde(default)]
+    pub chats: Vec<String>,
+}
+
+impl Allow {
+    pub fn permits(&self, user: &str, roles: &[String], chat: &str) -> bool {
+        let open = self.users.is_empty() && self.roles.is_empty() && self.chats.is_empty();
+        open || self.users.iter().any(|u| u == user)
+            || self.roles.iter().any(|r| roles.contains(r))
+            || self.chats.iter().any(|c| c == chat)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AdapterConfig {
+    /// Standard input and output (`lore chat`, or `lore run` in a terminal).
+    #[default]
+    Console,
+}
+
+fn default_context_tokens() -> usize {
+    2048
+}
+fn default_parallel() -> usize {
+    4
+}
+fn default_max_queue() -> usize {
+    64
+}
+fn default_batch_tokens() -> usize {
+    512
+}
+fn default_embed_batch() -> usize {
+    512
+}
+fn default_max_answer_tokens() -> usize {
+    256
+}
+fn default_temperature() -> f32 {
+    0.0
+}
+fn default_top_k() -> u32 {
+    40
+}
+fn default_top_p() -> f32 {
+    0.95
+}
+fn default_min_p() -> f32 {
+    0.05
+}
+fn default_repeat_penalty() -> f32 {
+    1.1
+}
+fn default_seed() -> u32 {
+    42
+}
+fn default_top_k_chunks() -> usize {
+    8
+}
+fn default_passages() -> usize {
+    4
+}
+fn default_min_score() -> f32 {
+    0.25
+}
+fn default_abstain_text() -> String {
+    "I don't know: the knowledge base does not seem to cover that.".into()
+}
+fn default_chunk_tokens() -> usize {
+    160
+}
+fn default_overlap_tokens() -> usize {
+    32
+}
+fn default_memory_turns() -> usize {
+    6
+}
+
+/// A configuration problem, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    /// Dotted path of the key, e.g. `bots.helper.knowledge_base`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and parses `file`, expands paths. Does not touch models or knowledge bases:
+    /// see [`Config::validate`].
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(file, &text)
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            let inner = e.into_inner();
+            let line = inner.location().map(|l| l.line()).or_else(|| locate(text, &key));
+            // serde_yaml appends "at line X column Y"; the line is reported separately.
+            let message = inner.to_string();
+            let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+            ConfigError { file: file.to_path_buf(), line, key, message }
+        })?;
+        cfg.file = file.to_path_buf();
+        cfg.source_text = text.to_string();
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let expand = |p: &Path, key: &str| -> Result<PathBuf, ConfigError> {
+            expand_path(p, &base).map_err(|message| cfg.error(key, message))
+        };
+        let data_dir = expand(&cfg.data_dir, "data_dir")?;
+        let gen = expand(&cfg.models.generator.path, "models.generator.path")?;
+        let emb = expand(&cfg.models.embedder.path, "models.embedder.path")?;
+        let mut kbs = cfg.knowledge_bases.clone();
+        for (name, kb) in kbs.iter_mut() {
+            for (i, s) in kb.sources.iter_mut().enumerate() {
+                *s = expand(s, &format!("knowledge_bases.{name}.sources.{i}"))?;
+            }
+        }
+        cfg.data_dir = data_dir;
+        cfg.models.generator.path = gen;
+        cfg.models.embedder.path = emb;
+        cfg.knowledge_bases = kbs;
+        cfg.check_structure()?;
+        Ok(cfg)
+    }
+
+    /// An error located at `key` of this file.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: locate(&self.source_text, key),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Checks that need no file system: names resolve, numbers make sense.
+    fn check_structure(&self) -> Result<(), ConfigError> {
+        let g = &self.models.generator;
+        if g.context_tokens < 256 {
+            return Err(self.error("models.generator.context_tokens", "must be at least 256"));
+        }
+        if g.max_answer_tokens == 0 || g.max_answer_tokens * 2 > g.context_tokens {
+            return Err(self.error("models.generator.max_answer_tokens", "must be between 1 and half of context_tokens"));
+        }
+        if g.parallel == 0 || g.parallel > 64 {
+            return Err(self.error("models.generator.parallel", "must be between 1 and 64"));
+        }
+        if g.batch_tokens < 32 {
+            return Err(self.error("models.generator.batch_tokens", "must be at least 32"));
+        }
+        self.check_chunking("chunking", &self.chunking)?;
+        for (name, kb) in &self.knowledge_bases {
+            if !valid_kb_name(name) {
+                return Err(self.error(&format!("knowledge_bases.{name}"), "a knowledge base name may use letters, digits, '-' and '_' only"));
+            }
+            if let Some(c) = &kb.chunking {
+                self.check_chunking(&format!("knowledge_bases.{name}.chunking"), c)?;
+            }
+        }
+        for (name, bot) in &self.bots {
+            self.check_kb_name(&format!("bots.{name}.knowledge_base"), &bot.knowledge_base)?;
+            for (ch, c) in &bot.channels {
+                if let Some(kb) = &c.knowledge_base {
+                    self.check_kb_name(&format!("bots.{name}.channels.{ch}.knowledge_base"), kb)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_chunking(&self, key: &str, c: &Chunking) -> Result<(), ConfigError> {
+        if c.max_tokens < 16 {
+            return Err(self.error(&format!("{key}.max_tokens"), "must be at least 16"));
+        }
+        if c.overlap_tokens * 2 > c.max_tokens {
+            return Err(self.error(&format!("{key}.overlap_tokens"), "must be at most half of max_tokens"));
+        }
+        Ok(())
+    }
+
+    fn check_kb_name(&self, key: &str, kb: &str) -> Result<(), ConfigError> {
+        if self.knowledge_bases.contains_key(kb) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.knowledge_bases.keys().map(String::as_str).collect();
+        Err(self.error(key, format!("unknown knowledge base {kb:?} (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") })))
+    }
+
+    /// Checks that need the file system: the model files exist and are GGUF models llama.cpp
+    /// can run, knowledge-base sources exist. Runs before anything is loaded.
+    pub fn validate_files(&self) -> Result<(), ConfigError> {
+        for (key, path) in [
+            ("models.generator.path", &self.models.generator.path),
+            ("models.embedder.path", &self.models.embedder.path),
+        ] {
+            crate::engine::check_model_file(path).map_err(|e| self.error(key, e.to_string()))?;
+        }
+        for (name, kb) in &self.knowledge_bases {
+            for (i, s) in kb.sources.iter().enumerate() {
+                if !s.exists() {
+                    return Err(self.error(&format!("knowledge_bases.{name}.sources.{i}"), format!("{} does not exist", s.display())));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Chunking for a knowledge base: its own, else the defaults.
+    pub fn chunking_for(&self, kb: &str) -> &Chunking {
+        self.knowledge_bases.get(kb).and_then(|k| k.chunking.as_ref()).unwrap_or(&self.chunking)
+    }
+}
+
+pub fn valid_kb_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Expands `~`, `${VAR}` and `${VAR:-default}`; joins relative paths to `base`.
+pub fn expand_path(p: &Path, base: &Path) -> Result<PathBuf, String> {
+    let raw = p.to_str().ok_or_else(|| format!("path {} is not UTF-8", p.display()))?;
+    let mut out = String::new();
+    let mut rest = raw;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').ok_or_else(|| format!("unclosed ${{ in {raw:?}"))? + start;
+        let inner = &rest[start + 2..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match std::env::var(name).ok().filter(|v| !v.is_empty()) {
+            Some(v) => out.push_str(&v),
+            None => match default {
+                Some(d) => out.push_str(d),
+                None => return Err(format!("environment variable {name} is not set (used in {raw:?})")),
+            },
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    if out == "~" || out.starts_with("~/") {
+        let home = std::env::var("HOME").map_err(|_| "HOME is not set, cannot expand ~".to_string())?;
+        out = format!("{home}{}", &out[1..]);
+    }
+    let path = PathBuf::from(out);
+    Ok(if path.is_relative() { base.join(path) } else { path })
+}
+
+/// Line (1-based) of a dotted key path in block-style YAML, if it can be found.
+pub fn locate(text: &str, key: &str) -> Option<usize> {
+    if key.is_empty() {
+        return None;
+    }
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut want = 0;
+    let mut min_indent = 0;
+    let mut best = None;
+    let mut list_index: Option<(usize, usize)> = None; // (indent of the list, items seen)
+    for (no, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if want > 0 && indent < min_indent {
+            break;
+        }
+        if want >= parts.len() {
+            break;
+        }
+        let part = parts[want];
+        if let Ok(i) = part.parse::<usize>() {
+            // A list item: count "- " entries at one indent.
+            if let Some(item) = trimmed.strip_prefix("- ") {
+                let (ind, seen) = *list_index.get_or_insert((indent, 0));
+                if indent == ind {
+                    if seen == i {
+                        best = Some(no + 1);
+                        want += 1;
+                        min_indent = indent + 2;
+                        let _ = item;
+                    }
+                    list_index = Some((ind, seen + 1));
+                }
+            }
+            continue;
+        }
+        let key_text = trimmed.trim_start_matches("- ");
+        let name = key_text.split(':').next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'');
+        if indent >= min_indent && name == part && key_text.contains(':') {
+            best = Some(no + 1);
+            want += 1;
+            min_indent = indent + 1;
+            list_index = None;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = "\
+models:
+  generator:
+    path: /m/gen.gguf
+  embedder:
+    path: /m/emb.gguf
+knowledge_bases:
+  docs:
+    sources: [notes]
+bots:
+  helper:
+    knowledge_base: docs
+";
+
+    #[test]
+    fn a_good_config_parses_and_resolves_relative_paths() {
+        let cfg = Config::parse(Path::new("/etc/lore/lore.yaml"), OK).unwrap();
+        assert_eq!(cfg.knowledge_bases["docs"].sources, vec![PathBuf::from("/etc/lore/notes")]);
+        assert_eq!(cfg.models.generator.context_tokens, 2048);
+        assert_eq!(cfg.bots["helper"].knowledge_base, "docs");
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_line_and_key() {
+        let text = OK.replace("    path: /m/gen.gguf\n", "    path: /m/gen.gguf\n    gpu_layer: 3\n");
+        let e = Config::parse(Path::new("lore.yaml"), &text).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.key.starts_with("models.generator"), "{e}");
+        assert!(e.message.contains("unknown field `gpu_layer`"), "{e}");
+        assert!(e.to_string().starts_with("lore.yaml:4: models.generator"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_knowledge_base_is_located() {
+        let text = OK.replace("knowledge_base: docs", "knowledge_base: nope");
+        let e = Config::parse(Path::new("lore.yaml"), &text).unwrap_err();
+        assert_eq!(e.key, "bots.helper.knowledge_base");
+        assert_eq!(e.line, Some(11));
+        assert!(e.message.contains("unknown knowledge base \"nope\" (known: docs)"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_located() {
+        let text = OK.replace("    path: /m/gen.gguf\n", "    path: /m/gen.gguf\n    parallel: many\n");
+        let e = Config::parse(Path::new("lore.yaml"), &text).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert_eq!(e.key, "models.generator.parallel");
+    }
+
+    #[test]
+    fn env_and_home_expand() {
+        std::env::set_var("LORE_TEST_DIR_X", "/x");
+        assert_eq!(expand_path(Path::new("${LORE_TEST_DIR_X}/a"), Path::new("/b")).unwrap(), PathBuf::from("/x/a"));
+        assert_eq!(expand_path(Path::new("${LORE_UNSET_Y:-/d}/a"), Path::new("/b")).unwrap(), PathBuf::from("/d/a"));
+        assert!(expand_path(Path::new("${LORE_UNSET_Y}/a"), Path::new("/b")).is_err());
+        assert_eq!(expand_path(Path::new("rel"), Path::new("/b")).unwrap(), PathBuf::from("/b/rel"));
+    }
+
+    #[test]
+    fn locate_finds_nested_keys_and_list_items() {
+        let text = "a:\n  b:\n    - x\n    - y\n  c: 1\n";
+        assert_eq!(locate(text, "a.c"), Some(5));
+        assert_eq!(locate(text, "a.b.1"), Some(4));
+        assert_eq!(locate(text, "a.zz"), Some(1));
+    }
+}

@@ -1,0 +1,168 @@
+//! Embeddings through llama.cpp: a BERT-family GGUF, mean pooling, unit-length vectors.
+
+use std::path::Path;
+use std::sync::{mpsc as std_mpsc, Arc};
+
+use async_trait::async_trait;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::oneshot;
+
+use super::{backend, load_model, thread_count, EngineError};
+use crate::config::EmbedderConfig;
+
+type Reply = oneshot::Sender<anyhow::Result<Vec<Vec<f32>>>>;
+
+/// An embedding model on its own thread. Cheap to clone.
+#[derive(Clone)]
+pub struct LlamaEmbedder {
+    model: Arc<LlamaModel>,
+    jobs: std_mpsc::Sender<(Vec<String>, Reply)>,
+    dim: usize,
+    /// Most tokens one text may have; longer texts are cut (and chunking avoids that).
+    max_tokens: usize,
+}
+
+impl LlamaEmbedder {
+    pub fn load(cfg: &EmbedderConfig) -> Result<Self, EngineError> {
+        let model = load_model(&cfg.path, cfg.gpu_layers)?;
+        let dim = model.n_embd() as usize;
+        // Non-causal models must see a whole text in one micro-batch.
+        let max_tokens = (model.n_ctx_train() as usize).clamp(8, cfg.batch_tokens);
+        let (tx, rx) = std_mpsc::channel::<(Vec<String>, Reply)>();
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        {
+            let model = model.clone();
+            let threads = thread_count(cfg.threads);
+            let path = cfg.path.clone();
+            std::thread::Builder::new()
+                .name("lore-embedder".into())
+                .spawn(move || {
+                    let params = LlamaContextParams::default()
+                        .with_embeddings(true)
+                        .with_pooling_type(LlamaPoolingType::Mean)
+                        .with_n_ctx(std::num::NonZeroU32::new(max_tokens as u32))
+                        .with_n_batch(max_tokens as u32)
+                        .with_n_ubatch(max_tokens as u32)
+                        .with_n_seq_max(MAX_SEQS as u32)
+                        .with_n_threads(threads)
+                        .with_n_threads_batch(threads);
+                    let mut ctx = match backend().and_then(|b| {
+                        model.new_context(b, params).map_err(|e| EngineError::Context {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        })
+                    }) {
+                        Ok(ctx) => {
+                            let _ = ready_tx.send(Ok(()));
+                            ctx
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    while let Ok((texts, reply)) = rx.recv() {
+                        let _ = reply.send(embed_all(&model, &mut ctx, &texts, max_tokens));
+                    }
+                })
+                .map_err(|e| EngineError::Backend(format!("cannot start the embedder thread: {e}")))?;
+        }
+        ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        tracing::info!(model = %cfg.path.display(), dim, "embedder ready");
+        Ok(Self { model, jobs: tx, dim, max_tokens })
+    }
+
+    /// Number of tokens the embedder sees for `text` (including its special tokens).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.model.vocab().tokenize(text.as_bytes(), true, false).len()
+    }
+
+    /// Most tokens one text may have.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    pub fn path_arch(path: &Path) -> Result<String, EngineError> {
+        Ok(super::architecture(path)?)
+    }
+}
+
+/// Sequences packed into one decode (llama.cpp allows up to 256).
+const MAX_SEQS: usize = 64;
+
+fn embed_all(
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    texts: &[String],
+    max_tokens: usize,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let vocab = model.vocab();
+    let tokenized: Vec<Vec<LlamaToken>> = texts
+        .iter()
+        .map(|t| {
+            let mut toks = vocab.tokenize(t.as_bytes(), true, false);
+            if toks.len() > max_tokens {
+                // Keep the closing [SEP]: BERT pools over a well-formed sequence.
+                let last = *toks.last().expect("non-empty");
+                toks.truncate(max_tokens - 1);
+                toks.push(last);
+            }
+            toks
+        })
+        .collect();
+    let mut out = Vec::with_capacity(texts.len());
+    let mut batch = LlamaBatch::new(max_tokens, MAX_SEQS as i32);
+    let mut start = 0;
+    while start < tokenized.len() {
+        // Pack as many whole texts as fit in one micro-batch.
+        let mut end = start;
+        let mut used = 0;
+        while end < tokenized.len() && end - start < MAX_SEQS && used + tokenized[end].len() <= max_tokens {
+            used += tokenized[end].len();
+            end += 1;
+        }
+        batch.clear();
+        for (seq, toks) in tokenized[start..end].iter().enumerate() {
+            batch.add_sequence(toks, seq as i32, true)?;
+        }
+        ctx.clear_kv_cache();
+        ctx.decode(&mut batch)?;
+        for seq in 0..end - start {
+            let v = ctx.embeddings_seq_ith(seq as i32).map_err(|_| anyhow::anyhow!("no embedding for sequence {seq}"))?;
+            out.push(normalise(v));
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+fn normalise(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm == 0.0 {
+        v.to_vec()
+    } else {
+        v.iter().map(|x| x / norm).collect()
+    }
+}
+
+#[async_trait]
+impl lore_plugins::Embedder for LlamaEmbedder {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    async fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(vec![]);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send((texts.to_vec(), tx))
+            .map_err(|_| anyhow::anyhow!("the embedder has stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("the embedder has stopped"))?
+    }
+}

@@ -1,0 +1,677 @@
+//! Text generation with continuous batching.
+//!
+//! One worker thread owns the model's context. Up to `parallel` requests are active at once,
+//! each in its own sequence of one unified KV cache. Every step decodes ONE batch that holds
+//! the next token of every generating sequence plus a chunk of the prompt of sequences
+//! still reading theirs (chunked prefill), like llama.cpp's own server: a new question never
+//! waits for another conversation's answer to finish.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::DecodeError;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{backend, load_model, thread_count, EngineError, Utf8Stream};
+use crate::config::{GeneratorConfig, Sampling};
+
+/// What a generation reports, in order: maybe `Queued`, then `Text` pieces, then one
+/// `Done` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Waiting for a free sequence; `position` 1 is next in line.
+    Queued { position: usize },
+    /// More answer text (a delta), always whole UTF-8 characters.
+    Text(String),
+    Done(Finish),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    pub reason: StopReason,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// For [`Generator::score`]: mean log-probability of the continuation's tokens.
+    pub mean_logprob: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model ended its answer.
+    EndOfText,
+    /// A stop string appeared (it is not part of the text).
+    StopString,
+    /// `max_tokens` reached.
+    Length,
+    /// The context window is full.
+    ContextFull,
+    Cancelled,
+}
+
+/// One generation to run.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// The whole prompt, already in the model's chat format.
+    pub prompt: String,
+    pub max_tokens: usize,
+    /// Generation ends before any of these strings; they are never streamed.
+    pub stop: Vec<String>,
+    /// When `ignore_eos` is set, end-of-text tokens do not stop generation (benchmarks).
+    pub ignore_eos: bool,
+    pub sampling: Sampling,
+}
+
+/// Receives the events of one generation. Dropping it cancels the generation.
+pub struct Generation {
+    pub events: mpsc::UnboundedReceiver<Event>,
+    cancel: CancellationToken,
+}
+
+impl Generation {
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+struct Job {
+    tokens: Vec<LlamaToken>,
+    /// Scoring instead of generating: tokens from this index on are scored, none generated.
+    score_from: Option<usize>,
+    request: GenerateRequest,
+    events: mpsc::UnboundedSender<Event>,
+    cancel: CancellationToken,
+}
+
+struct Queue {
+    jobs: Mutex<QueueState>,
+    wake: Condvar,
+}
+
+struct QueueState {
+    waiting: VecDeque<Job>,
+    /// Sequences currently in use by the worker.
+    active: usize,
+    shutdown: bool,
+}
+
+/// A handle on a loaded generator model. Cheap to clone; the worker thread stops when the
+/// last handle is dropped.
+#[derive(Clone)]
+pub struct Generator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    model: Arc<LlamaModel>,
+    queue: Arc<Queue>,
+    path: PathBuf,
+    arch: String,
+    parallel: usize,
+    context_tokens: usize,
+    max_queue: usize,
+    kv_cache_bytes: u64,
+    chat_template: Option<llama_cpp_2::model::LlamaChatTemplate>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.queue.jobs.lock() {
+            q.shutdown = true;
+        }
+        self.queue.wake.notify_all();
+        if let Some(w) = self.worker.lock().ok().and_then(|mut w| w.take()) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Generator {
+    /// Loads the model and starts its worker thread.
+    pub fn load(cfg: &GeneratorConfig) -> Result<Self, EngineError> {
+        let path = cfg.path.clone();
+        let arch = super::architecture(&path)?;
+        let model = load_model(&path, cfg.gpu_layers)?;
+        let parallel = cfg.parallel.max(1);
+        let train_ctx = model.n_ctx_train() as usize;
+        let context_tokens = if train_ctx > 0 { cfg.context_tokens.min(train_ctx) } else { cfg.context_tokens };
+        // F16 K and V for every layer and cell (llama.cpp's default cache type).
+        let head_dim = model.n_embd() as u64 / model.n_head().max(1) as u64;
+        let kv_cache_bytes =
+            2 * 2 * model.n_layer() as u64 * head_dim * model.n_head_kv() as u64 * (context_tokens * parallel) as u64;
+        let queue = Arc::new(Queue {
+            jobs: Mutex::new(QueueState { waiting: VecDeque::new(), active: 0, shutdown: false }),
+            wake: Condvar::new(),
+        });
+        let chat_template = model
+            .chat_template(None)
+            .ok()
+            // A template llama.cpp cannot apply is as good as none: use the plain prompt.
+            .filter(|t| {
+                let probe = [LlamaChatMessage::new("user".into(), "hi".into()).expect("no NUL")];
+                model.apply_chat_template(t, &probe, true).is_ok()
+            });
+
+        // The worker builds the context itself (it borrows the model) and reports back.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let worker = {
+            let model = model.clone();
+            let queue = queue.clone();
+            let threads = thread_count(cfg.threads);
+            let batch_tokens = cfg.batch_tokens;
+            let path = path.clone();
+            std::thread::Builder::new()
+                .name("lore-generator".into())
+                .spawn(move || {
+                    let params = LlamaContextParams::default()
+                        .with_n_ctx(std::num::NonZeroU32::new((context_tokens * parallel) as u32))
+                        .with_n_batch(batch_tokens as u32)
+                        .with_n_ubatch(batch_tokens as u32)
+                        .with_n_seq_max(parallel as u32)
+                        .with_kv_unified(true)
+                        .with_n_threads(threads)
+                        .with_n_threads_batch(threads);
+                    let ctx = match backend().and_then(|b| {
+                        model.new_context(b, params).map_err(|e| EngineError::Context {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        })
+                    }) {
+                        Ok(ctx) => {
+                            let _ = ready_tx.send(Ok(()));
+                            ctx
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    Worker::new(&model, ctx, queue, parallel, context_tokens, batch_tokens).run();
+                })
+                .map_err(|e| EngineError::Backend(format!("cannot start the generator thread: {e}")))?
+        };
+        ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        tracing::info!(model = %path.display(), %arch, parallel, context_tokens, chat_template = chat_template.is_some(), "generator ready");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                model,
+                queue,
+                path,
+                arch,
+                parallel,
+                context_tokens,
+                max_queue: cfg.max_queue,
+                kv_cache_bytes,
+                chat_template,
+                worker: Mutex::new(Some(worker)),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The GGUF architecture (`llama`, `gptneox`, ...).
+    pub fn architecture(&self) -> &str {
+        &self.inner.arch
+    }
+
+    /// Tokens one conversation may use: prompt and answer together.
+    pub fn context_tokens(&self) -> usize {
+        self.inner.context_tokens
+    }
+
+    pub fn parallel(&self) -> usize {
+        self.inner.parallel
+    }
+
+    /// Size of the KV cache of all sequences together.
+    pub fn kv_cache_bytes(&self) -> u64 {
+        self.inner.kv_cache_bytes
+    }
+
+    /// Number of tokens `text` takes in a prompt.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        tokenize(&self.inner.model, text).len()
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.inner.chat_template.is_some()
+    }
+
+    /// Renders `(role, content)` messages with the model's own chat template, ending with the
+    /// assistant's turn opened. `None` when the model has no template llama.cpp can apply.
+    pub fn render_chat(&self, messages: &[(&str, &str)]) -> Option<String> {
+        let template = self.inner.chat_template.as_ref()?;
+        let msgs: Vec<LlamaChatMessage> = messages
+            .iter()
+            .map(|(r, c)| LlamaChatMessage::new(r.to_string(), c.replace('\0', "")).expect("NUL removed"))
+            .collect();
+        self.inner.model.apply_chat_template(template, &msgs, true).ok()
+    }
+
+    /// Queues a generation. Events arrive on the returned receiver as the worker produces
+    /// them; drop it (or call `cancel`) to stop.
+    pub fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
+        let tokens = tokenize(&self.inner.model, &request.prompt);
+        self.submit(tokens, None, request)
+    }
+
+    /// Mean log-probability the model gives `continuation` right after `context` (no
+    /// sampling). Runs in the same batches as generations.
+    pub async fn score(&self, context: &str, continuation: &str) -> Result<f64, EngineError> {
+        let mut tokens = tokenize(&self.inner.model, context);
+        let from = tokens.len();
+        tokens.extend(self.inner.model.vocab().tokenize(continuation.as_bytes(), false, false));
+        if tokens.len() == from || from == 0 {
+            return Ok(0.0);
+        }
+        let request = GenerateRequest {
+            prompt: String::new(),
+            max_tokens: 0,
+            stop: vec![],
+            ignore_eos: true,
+            sampling: Sampling::default(),
+        };
+        let mut g = self.submit(tokens, Some(from), request)?;
+        while let Some(e) = g.events.recv().await {
+            match e {
+                Event::Done(f) => return f.mean_logprob.ok_or(EngineError::Stopped),
+                Event::Failed(m) => return Err(EngineError::Backend(m)),
+                _ => {}
+            }
+        }
+        Err(EngineError::Stopped)
+    }
+
+    fn submit(&self, tokens: Vec<LlamaToken>, score_from: Option<usize>, request: GenerateRequest) -> Result<Generation, EngineError> {
+        if tokens.len() + 1 > self.inner.context_tokens {
+            return Err(EngineError::PromptTooLong { prompt: tokens.len(), limit: self.inner.context_tokens });
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let mut q = self.inner.queue.jobs.lock().map_err(|_| EngineError::Stopped)?;
+        if q.shutdown {
+            return Err(EngineError::Stopped);
+        }
+        if q.waiting.len() >= self.inner.max_queue {
+            return Err(EngineError::QueueFull(q.waiting.len()));
+        }
+        let busy = q.active + q.waiting.len() >= self.inner.parallel;
+        q.waiting.push_back(Job { tokens, score_from, request, events: tx.clone(), cancel: cancel.clone() });
+        if busy {
+            let _ = tx.send(Event::Queued { position: q.waiting.len() });
+        }
+        drop(q);
+        self.inner.queue.wake.notify_all();
+        Ok(Generation { events: rx, cancel })
+    }
+}
+
+fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
+    model.vocab().tokenize(text.as_bytes(), true, true)
+}
+
+/// A request being served in one sequence of the context.
+struct Active {
+    seq: i32,
+    job: Job,
+    /// Prompt tokens already in the KV cache.
+    prefilled: usize,
+    /// Position of the next token in this sequence.
+    n_past: usize,
+    /// Token sampled last, to be decoded next.
+    next: Option<LlamaToken>,
+    /// Index in the current batch whose logits belong to this sequence.
+    logits_at: Option<i32>,
+    /// Scoring: batch indices whose logits predict a scored token, and that token.
+    score_at: Vec<(i32, LlamaToken)>,
+    logprob_sum: f64,
+    logprob_n: usize,
+    generated: usize,
+    sampler: LlamaSampler,
+    utf8: Utf8Stream,
+    /// Text produced but not yet sent because it might be the start of a stop string.
+    held: String,
+    piece: Vec<u8>,
+}
+
+struct Worker<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    queue: Arc<Queue>,
+    slots: Vec<Option<Active>>,
+    context_tokens: usize,
+    batch: LlamaBatch<'static>,
+    batch_tokens: usize,
+}
+
+impl<'m> Worker<'m> {
+    fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        queue: Arc<Queue>,
+        parallel: usize,
+        context_tokens: usize,
+        batch_tokens: usize,
+    ) -> Self {
+        Self {
+            model,
+            ctx,
+            queue,
+            slots: (0..parallel).map(|_| None).collect(),
+            context_tokens,
+            batch: LlamaBatch::new(batch_tokens, parallel as i32),
+            batch_tokens,
+        }
+    }
+
+    fn run(mut self) {
+        while self.admit() {
+            self.drop_cancelled();
+            if self.slots.iter().all(Option::is_none) {
+                continue;
+            }
+            self.step();
+        }
+    }
+
+    /// Moves waiting jobs into free sequences. Blocks while there is nothing to do.
+    /// Returns false when the worker should stop.
+    fn admit(&mut self) -> bool {
+        let mut q = match self.queue.jobs.lock() {
+            Ok(q) => q,
+            Err(_) => return false,
+        };
+        loop {
+            if q.shutdown {
+                return false;
+            }
+            let idle = self.slots.iter().all(Option::is_none);
+            if !(idle && q.waiting.is_empty()) {
+                break;
+            }
+            q = match self.queue.wake.wait(q) {
+                Ok(q) => q,
+                Err(_) => return false,
+            };
+        }
+        let mut admitted = false;
+        for (seq, slot) in self.slots.iter_mut().enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            let Some(job) = q.waiting.pop_front() else { break };
+            if job.cancel.is_cancelled() || job.events.is_closed() {
+                continue;
+            }
+            *slot = Some(Active {
+                seq: seq as i32,
+                sampler: sampler(self.model, &job.request.sampling),
+                job,
+                prefilled: 0,
+                n_past: 0,
+                next: None,
+                logits_at: None,
+                score_at: Vec::new(),
+                logprob_sum: 0.0,
+                logprob_n: 0,
+                generated: 0,
+                utf8: Utf8Stream::default(),
+                held: String::new(),
+                piece: Vec::with_capacity(32),
+            });
+            admitted = true;
+        }
+        q.active = self.slots.iter().filter(|s| s.is_some()).count();
+        if admitted {
+            // Everyone still waiting moved up.
+            for (i, job) in q.waiting.iter().enumerate() {
+                let _ = job.events.send(Event::Queued { position: i + 1 });
+            }
+        }
+        true
+    }
+
+    fn drop_cancelled(&mut self) {
+        for i in 0..self.slots.len() {
+            let cancelled = self.slots[i]
+                .as_ref()
+                .is_some_and(|a| a.job.cancel.is_cancelled() || a.job.events.is_closed());
+            if cancelled {
+                self.finish(i, StopReason::Cancelled);
+            }
+        }
+    }
+
+    /// Decodes one batch: one token per generating sequence, then prompt chunks.
+    fn step(&mut self) {
+        self.batch.clear();
+        let mut budget = self.batch_tokens;
+        for a in self.slots.iter_mut().flatten() {
+            a.logits_at = None;
+            if let Some(tok) = a.next {
+                if budget == 0 {
+                    break;
+                }
+                self.batch.add(tok, a.n_past as i32, &[a.seq], true).expect("batch sized to n_batch");
+                a.logits_at = Some(self.batch.n_tokens() - 1);
+                budget -= 1;
+            }
+        }
+        for a in self.slots.iter_mut().flatten() {
+            if a.next.is_some() || budget == 0 {
+                continue;
+            }
+            let prompt = &a.job.tokens;
+            let take = (prompt.len() - a.prefilled).min(budget);
+            a.score_at.clear();
+            for (j, &tok) in prompt[a.prefilled..a.prefilled + take].iter().enumerate() {
+                let pos = a.prefilled + j;
+                let last = pos + 1 == prompt.len();
+                // Scoring wants the logits that predict every token from `score_from` on.
+                let scored = a.job.score_from.is_some_and(|from| pos + 1 >= from && !last);
+                self.batch.add(tok, pos as i32, &[a.seq], last || scored).expect("batch sized to n_batch");
+                if scored {
+                    a.score_at.push((self.batch.n_tokens() - 1, prompt[pos + 1]));
+                }
+                if last && a.job.score_from.is_none() {
+                    a.logits_at = Some(self.batch.n_tokens() - 1);
+                }
+            }
+            a.prefilled += take;
+            a.n_past = a.prefilled;
+            budget -= take;
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        match self.ctx.decode(&mut self.batch) {
+            Ok(()) => {}
+            Err(DecodeError::NoKvCacheSlot) => {
+                // Admission keeps every sequence within its share of the cache, so this
+                // means fragmentation: give up on the youngest request, not on everyone.
+                tracing::warn!("KV cache full; failing the newest generation");
+                if let Some(i) = self.slots.iter().rposition(Option::is_some) {
+                    self.fail(i, "the model's context is full; please ask again");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "decode failed");
+                for i in 0..self.slots.len() {
+                    if self.slots[i].is_some() {
+                        self.fail(i, &format!("generation failed: {e}"));
+                    }
+                }
+                return;
+            }
+        }
+        for i in 0..self.slots.len() {
+            let Some(a) = self.slots[i].as_mut() else { continue };
+            if a.job.score_from.is_some() {
+                for &(at, target) in &a.score_at {
+                    a.logprob_sum += log_softmax_at(self.ctx.get_logits_ith(at), target);
+                    a.logprob_n += 1;
+                }
+                a.score_at.clear();
+                if a.prefilled == a.job.tokens.len() {
+                    self.finish(i, StopReason::EndOfText);
+                }
+                continue;
+            }
+            let Some(at) = a.logits_at else { continue };
+            if a.next.is_some() {
+                a.n_past += 1;
+            }
+            let token = a.sampler.sample(&self.ctx, at);
+            a.generated += 1;
+            if !a.job.request.ignore_eos && self.model.vocab().is_eog(token) {
+                self.finish(i, StopReason::EndOfText);
+                continue;
+            }
+            a.piece.clear();
+            self.model.vocab().token_to_piece_into(token, &mut a.piece, false, None);
+            let text = a.utf8.push(&a.piece);
+            if let Some(reason) = emit(a, &text) {
+                self.finish(i, reason);
+                continue;
+            }
+            if a.generated >= a.job.request.max_tokens {
+                self.finish(i, StopReason::Length);
+            } else if a.n_past + 1 >= self.context_tokens {
+                self.finish(i, StopReason::ContextFull);
+            } else {
+                a.next = Some(token);
+            }
+        }
+    }
+
+    fn finish(&mut self, i: usize, reason: StopReason) {
+        if let Some(mut a) = self.slots[i].take() {
+            if reason != StopReason::StopString {
+                let rest = a.utf8.finish();
+                a.held.push_str(&rest);
+                if reason != StopReason::Cancelled && !a.held.is_empty() {
+                    let _ = a.job.events.send(Event::Text(std::mem::take(&mut a.held)));
+                }
+            }
+            let _ = a.job.events.send(Event::Done(Finish {
+                reason,
+                prompt_tokens: a.job.tokens.len(),
+                generated_tokens: a.generated,
+                mean_logprob: (a.logprob_n > 0).then(|| a.logprob_sum / a.logprob_n as f64),
+            }));
+            self.release(a.seq);
+        }
+    }
+
+    fn fail(&mut self, i: usize, message: &str) {
+        if let Some(a) = self.slots[i].take() {
+            let _ = a.job.events.send(Event::Failed(message.to_string()));
+            self.release(a.seq);
+        }
+    }
+
+    fn release(&mut self, seq: i32) {
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        if let Ok(mut q) = self.queue.jobs.lock() {
+            q.active = self.slots.iter().filter(|s| s.is_some()).count();
+        }
+    }
+}
+
+/// Sends what is safe to send of `text`, holding back anything that could be the start of
+/// a stop string. Returns `Some` when a stop string was found.
+fn emit(a: &mut Active, text: &str) -> Option<StopReason> {
+    a.held.push_str(text);
+    let stops = &a.job.request.stop;
+    if let Some(at) = stops.iter().filter_map(|s| a.held.find(s.as_str())).min() {
+        a.held.truncate(at);
+        if !a.held.is_empty() {
+            let _ = a.job.events.send(Event::Text(std::mem::take(&mut a.held)));
+        }
+        return Some(StopReason::StopString);
+    }
+    let keep = stops
+        .iter()
+        .map(|s| longest_suffix_prefix(&a.held, s))
+        .max()
+        .unwrap_or(0);
+    let cut = a.held.len() - keep;
+    if cut > 0 {
+        let rest = a.held.split_off(cut);
+        let out = std::mem::replace(&mut a.held, rest);
+        let _ = a.job.events.send(Event::Text(out));
+    }
+    None
+}
+
+/// Length in bytes of the longest suffix of `text` that is a proper prefix of `stop`
+/// (always at a character boundary of `text`).
+fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
+    let max = stop.len().saturating_sub(1).min(text.len());
+    (1..=max)
+        .rev()
+        .find(|&n| text.is_char_boundary(text.len() - n) && stop.starts_with(&text[text.len() - n..]))
+        .unwrap_or(0)
+}
+
+/// log softmax(logits)[target], computed stably.
+fn log_softmax_at(logits: &[f32], target: LlamaToken) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+    logits.get(target.0 as usize).map_or(f64::NEG_INFINITY, |&l| l as f64 - max - sum.ln())
+}
+
+fn sampler(model: &LlamaModel, s: &Sampling) -> LlamaSampler {
+    let mut chain = Vec::new();
+    if s.repeat_penalty != 1.0 {
+        chain.push(LlamaSampler::penalties(model.n_vocab(), 64, s.repeat_penalty, 0.0, 0.0));
+    }
+    if s.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        chain.push(LlamaSampler::top_k(s.top_k as i32));
+        chain.push(LlamaSampler::top_p(s.top_p, 1));
+        chain.push(LlamaSampler::min_p(s.min_p, 1));
+        chain.push(LlamaSampler::temp(s.temperature));
+        chain.push(LlamaSampler::dist(s.seed));
+    }
+    LlamaSampler::chain_simple(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_suffix_prefix;
+
+    #[test]
+    fn holds_back_a_possible_stop_string_start() {
+        assert_eq!(longest_suffix_prefix("answer\nQues", "\nQuestion:"), 5);
+        assert_eq!(longest_suffix_prefix("answer", "\nQuestion:"), 0);
+        assert_eq!(longest_suffix_prefix("é", "x"), 0);
+    }
+}
+
+#[async_trait::async_trait]
+impl lore_plugins::Scorer for Generator {
+    async fn logprob(&self, context: &str, continuation: &str) -> anyhow::Result<f64> {
+        Ok(self.score(context, continuation).await?)
+    }
+}

@@ -1,0 +1,81 @@
+//! The only module that knows llama.cpp (`llama-cpp-2`).
+//!
+//! Everything else sees [`Generator`] (a handle that streams text for a prompt) and
+//! [`LlamaEmbedder`] (an implementation of `lore_plugins::Embedder`). Each owns one OS
+//! thread that owns the llama.cpp context: contexts are not `Sync` and decoding blocks.
+
+mod embed;
+mod generate;
+mod model_file;
+mod utf8;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+
+pub use embed::LlamaEmbedder;
+pub use generate::{Event, Finish, GenerateRequest, Generation, Generator, StopReason};
+pub use model_file::{architecture, check as check_model_file, ModelFileError};
+pub use utf8::Utf8Stream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    ModelFile(#[from] ModelFileError),
+    #[error("llama.cpp could not start: {0}")]
+    Backend(String),
+    #[error("llama.cpp could not load {path} (architecture `{arch}`): the file may be damaged, or this llama.cpp build does not support that architecture")]
+    Load { path: String, arch: String },
+    #[error("llama.cpp could not create a context for {path}: {reason}")]
+    Context { path: String, reason: String },
+    #[error("the generator has stopped")]
+    Stopped,
+    #[error("too many questions are waiting ({0} in line); try again shortly")]
+    QueueFull(usize),
+    #[error("the prompt has {prompt} tokens but the context holds {limit}")]
+    PromptTooLong { prompt: usize, limit: usize },
+}
+
+/// The process-wide llama.cpp backend (it may be initialised only once).
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            // llama.cpp logs every tensor at load; route it through tracing (off by default).
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Backend(e.clone()))
+}
+
+/// Loads a GGUF model after checking that llama.cpp can run its architecture.
+fn load_model(path: &Path, gpu_layers: u32) -> Result<Arc<LlamaModel>, EngineError> {
+    let arch = model_file::check(path)?;
+    let backend = backend()?;
+    let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+    LlamaModel::load_from_file(backend, path, &params)
+        .map(Arc::new)
+        .map_err(|_| EngineError::Load { path: path.display().to_string(), arch })
+}
+
+/// Threads for llama.cpp: the configured count, else one per available core. llama.cpp's
+/// own default (4) oversubscribes small machines and slows decoding several times.
+pub fn thread_count(configured: Option<usize>) -> i32 {
+    let n = configured.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    n.clamp(1, 512) as i32
+}
+
+/// Names of the compute devices llama.cpp can use (CPU, CUDA0, ...), for `lore check`.
+pub fn devices() -> Vec<String> {
+    if backend().is_err() {
+        return vec![];
+    }
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| format!("{} ({})", d.name, d.description))
+        .collect()
+}

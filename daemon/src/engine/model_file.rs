@@ -1,0 +1,46 @@
+//! Checks on a model file before llama.cpp sees it: llama.cpp aborts or returns a bare
+//! null on files it cannot run, so say what is wrong in words first.
+
+use std::path::Path;
+
+use llama_cpp_2::gguf::GgufContext;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelFileError {
+    #[error("model file {0} does not exist")]
+    Missing(String),
+    #[error("{0} is not a GGUF model file (convert it with llama.cpp's convert_hf_to_gguf.py)")]
+    NotGguf(String),
+    #[error("{path} is a GPT-J model: llama.cpp has no GPT-J implementation, so lore cannot run it. Use a GPT-NeoX-class model instead (Pythia, GPT-NeoX-20B, RedPajama-INCITE) or a Llama-family model")]
+    GptJ { path: String },
+}
+
+/// The `general.architecture` of a GGUF file.
+pub fn architecture(path: &Path) -> Result<String, ModelFileError> {
+    let shown = path.display().to_string();
+    if !path.is_file() {
+        return Err(ModelFileError::Missing(shown));
+    }
+    let mut magic = [0u8; 4];
+    let ok = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok();
+    if !ok || &magic != b"GGUF" {
+        return Err(ModelFileError::NotGguf(shown));
+    }
+    let ctx = GgufContext::from_file(path).ok_or_else(|| ModelFileError::NotGguf(shown.clone()))?;
+    let idx = ctx.find_key("general.architecture");
+    if idx < 0 {
+        return Err(ModelFileError::NotGguf(shown));
+    }
+    Ok(ctx.val_str(idx).unwrap_or("unknown").to_string())
+}
+
+/// Returns the architecture if llama.cpp can run it.
+pub fn check(path: &Path) -> Result<String, ModelFileError> {
+    let arch = architecture(path)?;
+    if arch == "gptj" {
+        return Err(ModelFileError::GptJ { path: path.display().to_string() });
+    }
+    Ok(arch)
+}

@@ -1,0 +1,389 @@
+//! `lore eval`: ask every question of a SQuAD 2.0 file through the bots' pipeline and score
+//! retrieval (recall@k, MRR of the gold paragraph) and answers (official EM / F1, abstention).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use lore_adapters::{ReplySink, SourceRef};
+use lore_plugins::{Embedder, Hit, KbStore, RetrieverConfig};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::config::Retrieval;
+use crate::engine::{Event, GenerateRequest};
+use crate::pipeline::{respond, Question};
+use crate::prompt::{self, Template};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// A SQuAD 2.0 JSON file (official format).
+    #[arg(long)]
+    pub squad: PathBuf,
+    /// Retriever to use instead of the config's: vector, fulltext or hybrid.
+    #[arg(long)]
+    pub retriever: Option<String>,
+    /// Abstention threshold instead of the config's `min_score`.
+    #[arg(long)]
+    pub min_score: Option<f32>,
+    /// Ask the model without passages (for comparison).
+    #[arg(long)]
+    pub closed_book: bool,
+    /// Only retrieval metrics (no generation).
+    #[arg(long)]
+    pub retrieval_only: bool,
+    /// At most this many questions.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Where to write the predictions (official format; "" = abstained).
+    #[arg(long, default_value = "predictions.json")]
+    pub predictions: PathBuf,
+    /// Print the metrics as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Deserialize)]
+struct Squad {
+    data: Vec<Article>,
+}
+
+#[derive(Deserialize)]
+struct Article {
+    title: String,
+    paragraphs: Vec<Paragraph>,
+}
+
+#[derive(Deserialize)]
+struct Paragraph {
+    context: String,
+    qas: Vec<Qa>,
+}
+
+#[derive(Deserialize)]
+struct Qa {
+    id: String,
+    question: String,
+    #[serde(default)]
+    answers: Vec<AnswerSpan>,
+    #[serde(default)]
+    is_impossible: bool,
+}
+
+#[derive(Deserialize)]
+struct AnswerSpan {
+    text: String,
+}
+
+/// One scored question.
+#[derive(Debug, Clone)]
+struct Scored {
+    has_answer: bool,
+    /// 1-based rank of the gold paragraph among the top 20 (None: not found).
+    gold_rank: Option<usize>,
+    exact: f64,
+    f1: f64,
+    abstained: bool,
+    latency_ms: f64,
+}
+
+pub const EVAL_SYSTEM: &str = include_str!("../../prompts/eval-system.txt");
+
+pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
+    let squad: Squad = serde_json::from_slice(
+        &std::fs::read(&args.squad).with_context(|| format!("cannot read {}", args.squad.display()))?,
+    )
+    .with_context(|| format!("{}: not a SQuAD 2.0 JSON file", args.squad.display()))?;
+    let mut retrieval = app.config.retrieval.clone();
+    if let Some(r) = &args.retriever {
+        retrieval.retriever = match r.as_str() {
+            "vector" => RetrieverConfig::Vector,
+            "fulltext" => RetrieverConfig::Fulltext,
+            "hybrid" => RetrieverConfig::default(),
+            other => anyhow::bail!("--retriever {other}: use vector, fulltext or hybrid"),
+        };
+    }
+    if let Some(m) = args.min_score {
+        retrieval.min_score = m;
+    }
+    let template = Template { system: EVAL_SYSTEM.trim().to_string(), body: None };
+    let work = std::env::temp_dir().join(format!("lore-eval-{}", std::process::id()));
+    let store = KbStore::open(&work).await?;
+    let pipeline = if args.retrieval_only { None } else { Some(app.pipeline()) };
+    let mut predictions = BTreeMap::new();
+    let mut scored = Vec::new();
+    let limit = args.limit.unwrap_or(usize::MAX);
+    'articles: for (ai, article) in squad.data.iter().enumerate() {
+        // The paragraphs as one text file, the way a user would have the article.
+        let file = work.join(format!("article-{ai}.txt"));
+        let text = article.paragraphs.iter().map(|p| p.context.trim()).collect::<Vec<_>>().join("\n\n") + "\n";
+        std::fs::write(&file, &text)?;
+        let kb = store.open_or_create(&format!("article_{ai}"), app.embedder.dim()).await?;
+        crate::ingest::ingest(&kb, &app.embedder, &[file.clone()], app.config.chunking_for(""), !args.json).await?;
+        if !args.json {
+            eprintln!("eval: {} ({} paragraphs)", article.title, article.paragraphs.len());
+        }
+        for (pi, paragraph) in article.paragraphs.iter().enumerate() {
+            let line = (2 * pi + 1) as u32;
+            for qa in &paragraph.qas {
+                if scored.len() >= limit {
+                    break 'articles;
+                }
+                let started = Instant::now();
+                let ranked = retrieve_for_metrics(app, &kb, &qa.question, &retrieval).await?;
+                let gold_rank = ranked.iter().position(|h| h.chunk.line_start <= line && line <= h.chunk.line_end).map(|r| r + 1);
+                let (prediction, abstained) = match &pipeline {
+                    None => (String::new(), false),
+                    Some(p) if args.closed_book => (closed_book(p, &template, &qa.question).await?, false),
+                    Some(p) => {
+                        let answer = p
+                            .prepare(Question { text: &qa.question, kb: &kb, retrieval: &retrieval, template: &template, history: &[] })
+                            .await?;
+                        let outcome = respond(answer, &mut Discard).await?;
+                        // The model saying it does not know is an abstention too.
+                        if outcome.abstained || says_dont_know(&outcome.text) {
+                            (String::new(), true)
+                        } else {
+                            (clean_answer(&outcome.text), false)
+                        }
+                    }
+                };
+                let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+                let golds: Vec<&str> = qa.answers.iter().map(|a| a.text.as_str()).collect();
+                let has_answer = !qa.is_impossible && !golds.is_empty();
+                let (exact, f1) = if args.retrieval_only { (0.0, 0.0) } else { score(&prediction, &golds, has_answer) };
+                predictions.insert(qa.id.clone(), prediction);
+                scored.push(Scored { has_answer, gold_rank, exact, f1, abstained, latency_ms });
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    if !args.retrieval_only {
+        std::fs::write(&args.predictions, serde_json::to_vec_pretty(&predictions)?)
+            .with_context(|| format!("cannot write {}", args.predictions.display()))?;
+    }
+    let mut metrics = metrics(&scored, !args.retrieval_only);
+    let m = metrics.as_object_mut().expect("object");
+    m.insert("retriever".into(), json!(retrieval.retriever.name()));
+    m.insert("min_score".into(), json!(retrieval.min_score));
+    m.insert("closed_book".into(), json!(args.closed_book));
+    m.insert("file".into(), json!(args.squad.display().to_string()));
+    Ok(metrics)
+}
+
+/// The top 20 after reranking, for recall@k and MRR.
+async fn retrieve_for_metrics(app: &App, kb: &lore_plugins::KnowledgeBase, question: &str, r: &Retrieval) -> anyhow::Result<Vec<Hit>> {
+    let wide = Retrieval { top_k: r.top_k.max(20), ..r.clone() };
+    let embedder: std::sync::Arc<dyn Embedder> = std::sync::Arc::new(app.embedder.clone());
+    let mut hits = wide.retriever.build(embedder.clone()).retrieve(kb, question, wide.top_k).await?;
+    let scorer = app.generator.clone().map(|g| std::sync::Arc::new(g) as std::sync::Arc<dyn lore_plugins::Scorer>);
+    let cx = lore_plugins::PluginContext { embedder, scorer };
+    for rr in &wide.rerankers {
+        hits = rr.build(&cx)?.rerank(question, hits).await?;
+    }
+    Ok(hits)
+}
+
+async fn closed_book(p: &crate::pipeline::Pipeline, template: &Template, question: &str) -> anyhow::Result<String> {
+    let built = prompt::build(&p.generator, template, question, &[], &[], p.max_answer_tokens)?;
+    let mut g = p.generator.generate(GenerateRequest {
+        prompt: built.text,
+        max_tokens: p.max_answer_tokens,
+        stop: built.stop,
+        ignore_eos: false,
+        sampling: p.sampling.clone(),
+    })?;
+    let mut text = String::new();
+    while let Some(e) = g.events.recv().await {
+        match e {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done(_) => break,
+            Event::Failed(m) => anyhow::bail!("{m}"),
+            Event::Queued { .. } => {}
+        }
+    }
+    Ok(clean_answer(&text))
+}
+
+/// The answer without citation marks, on one line.
+fn clean_answer(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        match rest[open..].find(']') {
+            Some(close) if rest[open + 1..open + close].chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') => {
+                rest = &rest[open + close + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// "I don't know", "I do not know the answer.", "Unknown" and the like.
+pub fn says_dont_know(text: &str) -> bool {
+    let n = normalize_answer(text);
+    ["i dont know", "i do not know", "unknown", "not mentioned", "no answer"].iter().any(|p| n.starts_with(p))
+}
+
+struct Discard;
+
+#[async_trait::async_trait]
+impl ReplySink for Discard {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn update(&mut self, _: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn finish(&mut self, _: &str, _: &[SourceRef]) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn say(&mut self, _: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// SQuAD's answer normalisation: lower case, no punctuation, no articles, single spaces.
+pub fn normalize_answer(s: &str) -> String {
+    let lower = s.to_lowercase();
+    let no_punct: String = lower.chars().filter(|c| !c.is_ascii_punctuation()).collect();
+    no_punct.split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).collect::<Vec<_>>().join(" ")
+}
+
+/// Exact match and token F1 against the best gold answer; for unanswerable questions an
+/// empty prediction scores 1, anything else 0.
+pub fn score(prediction: &str, golds: &[&str], has_answer: bool) -> (f64, f64) {
+    let p = normalize_answer(prediction);
+    if !has_answer {
+        let v = if p.is_empty() { 1.0 } else { 0.0 };
+        return (v, v);
+    }
+    let mut best = (0.0f64, 0.0f64);
+    for g in golds {
+        let g = normalize_answer(g);
+        let exact = if p == g { 1.0 } else { 0.0 };
+        best.0 = best.0.max(exact);
+        best.1 = best.1.max(f1(&p, &g));
+    }
+    best
+}
+
+fn f1(prediction: &str, gold: &str) -> f64 {
+    let p: Vec<&str> = prediction.split_whitespace().collect();
+    let g: Vec<&str> = gold.split_whitespace().collect();
+    if p.is_empty() || g.is_empty() {
+        return if p == g { 1.0 } else { 0.0 };
+    }
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for w in &g {
+        *counts.entry(w).or_default() += 1;
+    }
+    let mut common = 0;
+    for w in &p {
+        if let Some(c) = counts.get_mut(w) {
+            if *c > 0 {
+                *c -= 1;
+                common += 1;
+            }
+        }
+    }
+    if common == 0 {
+        return 0.0;
+    }
+    let precision = common as f64 / p.len() as f64;
+    let recall = common as f64 / g.len() as f64;
+    2.0 * precision * recall / (precision + recall)
+}
+
+fn metrics(s: &[Scored], answers: bool) -> Value {
+    let answerable: Vec<&Scored> = s.iter().filter(|x| x.has_answer).collect();
+    let unanswerable: Vec<&Scored> = s.iter().filter(|x| !x.has_answer).collect();
+    let recall_at = |k: usize| frac(answerable.iter().filter(|x| x.gold_rank.is_some_and(|r| r <= k)).count(), answerable.len());
+    let mrr = answerable.iter().map(|x| x.gold_rank.map_or(0.0, |r| 1.0 / r as f64)).sum::<f64>() / answerable.len().max(1) as f64;
+    let mut m = json!({
+        "questions": s.len(),
+        "answerable": answerable.len(),
+        "unanswerable": unanswerable.len(),
+        "recall@1": recall_at(1),
+        "recall@5": recall_at(5),
+        "recall@20": recall_at(20),
+        "mrr": mrr,
+    });
+    if answers {
+        let avg = |v: &[&Scored], f: fn(&Scored) -> f64| 100.0 * v.iter().map(|x| f(x)).sum::<f64>() / v.len().max(1) as f64;
+        let all: Vec<&Scored> = s.iter().collect();
+        let abstained = s.iter().filter(|x| x.abstained).count();
+        let correct_abstentions = unanswerable.iter().filter(|x| x.abstained).count();
+        let lat: Vec<f64> = s.iter().map(|x| x.latency_ms).collect();
+        let o = m.as_object_mut().expect("object");
+        o.insert("exact".into(), json!(avg(&all, |x| x.exact)));
+        o.insert("f1".into(), json!(avg(&all, |x| x.f1)));
+        o.insert("HasAns_exact".into(), json!(avg(&answerable, |x| x.exact)));
+        o.insert("HasAns_f1".into(), json!(avg(&answerable, |x| x.f1)));
+        o.insert("NoAns_exact".into(), json!(avg(&unanswerable, |x| x.exact)));
+        o.insert("NoAns_f1".into(), json!(avg(&unanswerable, |x| x.f1)));
+        o.insert("abstained".into(), json!(abstained));
+        o.insert("abstention_precision".into(), json!(frac(correct_abstentions, abstained)));
+        o.insert("abstention_recall".into(), json!(frac(correct_abstentions, unanswerable.len())));
+        o.insert("latency_ms_p50".into(), json!(crate::bench::percentile(&lat, 50.0)));
+        o.insert("latency_ms_p95".into(), json!(crate::bench::percentile(&lat, 95.0)));
+    }
+    m
+}
+
+fn frac(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+pub fn print_table(m: &Value) {
+    let keys = [
+        "questions", "answerable", "unanswerable", "recall@1", "recall@5", "recall@20", "mrr", "exact", "f1", "HasAns_exact",
+        "HasAns_f1", "NoAns_exact", "NoAns_f1", "abstained", "abstention_precision", "abstention_recall", "latency_ms_p50",
+        "latency_ms_p95",
+    ];
+    println!("{} — retriever {}, min_score {}, closed book {}", m["file"].as_str().unwrap_or(""), m["retriever"], m["min_score"], m["closed_book"]);
+    for k in keys {
+        if let Some(v) = m.get(k) {
+            match v.as_f64() {
+                Some(x) if v.is_f64() => println!("  {k:<22} {x:>9.3}"),
+                _ => println!("  {k:<22} {v:>9}"),
+            }
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squad_normalisation_and_scores() {
+        assert_eq!(normalize_answer("The  Normans, of France!"), "normans of france");
+        assert_eq!(score("in France [1]", &["France"], true).0, 0.0);
+        assert_eq!(score(&clean_answer("France [1]."), &["France"], true), (1.0, 1.0));
+        let (_, f) = score("northern France", &["France", "Normandy"], true);
+        assert!((f - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(score("", &[], false), (1.0, 1.0));
+        assert_eq!(score("France", &[], false), (0.0, 0.0));
+        assert!(says_dont_know("I don't know."));
+        assert!(!says_dont_know("In France"));
+    }
+
+    #[test]
+    fn citations_are_removed_but_other_brackets_stay() {
+        assert_eq!(clean_answer("Rollo [1, 2] led them [citation]"), "Rollo led them [citation]");
+    }
+}

@@ -1,0 +1,147 @@
+//! Retrievers: choose the chunks of a knowledge base that may answer a question.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::{Embedder, Hit, KnowledgeBase};
+
+/// Finds up to `k` chunks for a question, best first.
+#[async_trait]
+pub trait Retriever: Send + Sync {
+    async fn retrieve(&self, kb: &KnowledgeBase, question: &str, k: usize) -> anyhow::Result<Vec<Hit>>;
+}
+
+/// Which retriever a bot or channel uses (`type:` in YAML).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RetrieverConfig {
+    /// Dense search: cosine similarity of embeddings.
+    Vector,
+    /// Lexical search: BM25 over LanceDB's full-text index. Finds exact terms and names.
+    Fulltext,
+    /// Both, fused by weighted reciprocal rank.
+    Hybrid {
+        /// Weight of the vector ranking in the fusion.
+        #[serde(default = "one")]
+        vector_weight: f32,
+        /// Weight of the full-text ranking in the fusion.
+        #[serde(default = "one")]
+        fulltext_weight: f32,
+        /// The `k` of reciprocal-rank fusion: 1 / (k + rank). 60 is the usual choice.
+        #[serde(default = "sixty")]
+        rrf_k: f32,
+        /// How many candidates each side contributes before fusion, as a multiple of top_k.
+        #[serde(default = "two")]
+        candidates_factor: usize,
+    },
+}
+
+fn one() -> f32 {
+    1.0
+}
+fn sixty() -> f32 {
+    60.0
+}
+fn two() -> usize {
+    2
+}
+
+impl Default for RetrieverConfig {
+    fn default() -> Self {
+        Self::Hybrid { vector_weight: 1.0, fulltext_weight: 1.0, rrf_k: 60.0, candidates_factor: 2 }
+    }
+}
+
+impl RetrieverConfig {
+    pub fn build(&self, embedder: Arc<dyn Embedder>) -> Arc<dyn Retriever> {
+        match *self {
+            Self::Vector => Arc::new(VectorRetriever { embedder }),
+            Self::Fulltext => Arc::new(FulltextRetriever),
+            Self::Hybrid { vector_weight, fulltext_weight, rrf_k, candidates_factor } => Arc::new(HybridRetriever {
+                vector: VectorRetriever { embedder },
+                vector_weight,
+                fulltext_weight,
+                rrf_k,
+                candidates_factor: candidates_factor.max(1),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Vector => "vector",
+            Self::Fulltext => "fulltext",
+            Self::Hybrid { .. } => "hybrid",
+        }
+    }
+}
+
+pub struct VectorRetriever {
+    embedder: Arc<dyn Embedder>,
+}
+
+#[async_trait]
+impl Retriever for VectorRetriever {
+    async fn retrieve(&self, kb: &KnowledgeBase, question: &str, k: usize) -> anyhow::Result<Vec<Hit>> {
+        if k == 0 || question.trim().is_empty() {
+            return Ok(vec![]);
+        }
+        let vector = self.embedder.embed(&[question.to_string()]).await?.remove(0);
+        Ok(kb.search_vector(&vector, k).await?)
+    }
+}
+
+pub struct FulltextRetriever;
+
+#[async_trait]
+impl Retriever for FulltextRetriever {
+    async fn retrieve(&self, kb: &KnowledgeBase, question: &str, k: usize) -> anyhow::Result<Vec<Hit>> {
+        Ok(kb.search_fulltext(question, k).await?)
+    }
+}
+
+pub struct HybridRetriever {
+    vector: VectorRetriever,
+    vector_weight: f32,
+    fulltext_weight: f32,
+    rrf_k: f32,
+    candidates_factor: usize,
+}
+
+#[async_trait]
+impl Retriever for HybridRetriever {
+    async fn retrieve(&self, kb: &KnowledgeBase, question: &str, k: usize) -> anyhow::Result<Vec<Hit>> {
+        if k == 0 || question.trim().is_empty() {
+            return Ok(vec![]);
+        }
+        let n = k * self.candidates_factor;
+        let (dense, lexical) = tokio::try_join!(
+            self.vector.retrieve(kb, question, n),
+            FulltextRetriever.retrieve(kb, question, n)
+        )?;
+        Ok(fuse(&[(dense, self.vector_weight), (lexical, self.fulltext_weight)], self.rrf_k, k))
+    }
+}
+
+/// Weighted reciprocal-rank fusion: score = sum of weight / (rrf_k + rank), rank from 1.
+/// A chunk keeps the cosine similarity of whichever list knew it.
+pub fn fuse(lists: &[(Vec<Hit>, f32)], rrf_k: f32, k: usize) -> Vec<Hit> {
+    let mut fused: HashMap<String, Hit> = HashMap::new();
+    for (hits, weight) in lists {
+        for (rank, hit) in hits.iter().enumerate() {
+            let add = weight / (rrf_k + rank as f32 + 1.0);
+            let entry = fused
+                .entry(hit.chunk.id.clone())
+                .or_insert_with(|| Hit { score: 0.0, ..hit.clone() });
+            entry.score += add;
+            entry.similarity = entry.similarity.or(hit.similarity);
+        }
+    }
+    let mut out: Vec<Hit> = fused.into_values().collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk.id.cmp(&b.chunk.id)));
+    out.truncate(k);
+    out
+}

@@ -1,0 +1,192 @@
+//! The llama.cpp engine: embeddings, GPT-NeoX and chat models through the same generator
+//! the bots use, streaming, cancellation, many conversations at once, prompt fitting.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lore::config::{EmbedderConfig, GeneratorConfig, Sampling};
+use lore::engine::{Event, GenerateRequest, Generator, LlamaEmbedder, StopReason};
+use lore_plugins::embedder::cosine;
+use lore_plugins::Embedder;
+use lore_tests::models::{embedder_path, generator_path, model};
+
+fn generator_config(path: &Path) -> GeneratorConfig {
+    serde_yaml::from_str::<GeneratorConfig>(&format!("path: {}\ncontext_tokens: 512\nparallel: 2\nmax_queue: 4", path.display())).unwrap()
+}
+
+fn request(prompt: &str, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        prompt: prompt.into(),
+        max_tokens,
+        stop: vec![],
+        ignore_eos: true,
+        sampling: Sampling { temperature: 0.0, ..Sampling::default() },
+    }
+}
+
+/// Collects a generation's text and how it finished.
+async fn collect(mut g: lore::engine::Generation) -> (String, Vec<Event>) {
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(120), g.events.recv()).await.expect("generation stalled") {
+        if let Event::Text(t) = &e {
+            text.push_str(t);
+        }
+        let end = matches!(e, Event::Done(_) | Event::Failed(_));
+        events.push(e);
+        if end {
+            break;
+        }
+    }
+    (text, events)
+}
+
+fn finish(events: &[Event]) -> &lore::engine::Finish {
+    match events.last() {
+        Some(Event::Done(f)) => f,
+        other => panic!("generation did not finish: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_converted_embedder_matches_sentence_transformers() {
+    let cfg: EmbedderConfig = serde_yaml::from_str(&format!("path: {}", embedder_path().display())).unwrap();
+    let e = LlamaEmbedder::load(&cfg).unwrap();
+    assert_eq!(e.dim(), 384);
+    let texts: Vec<String> = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today."]
+        .map(String::from)
+        .to_vec();
+    let v = e.embed(&texts).await.unwrap();
+    for x in &v {
+        let norm: f32 = x.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not normalised: {norm}");
+    }
+    let paraphrase = cosine(&v[0], &v[1]);
+    let unrelated = cosine(&v[0], &v[2]);
+    assert!((paraphrase - 0.755).abs() < 0.01, "paraphrase similarity {paraphrase}, sentence-transformers gives 0.755");
+    assert!(unrelated < 0.2 && paraphrase > unrelated + 0.4, "unrelated {unrelated}");
+    // Batching must not change results: embed one at a time and compare.
+    let single = e.embed(&texts[1..2].to_vec()).await.unwrap();
+    assert!(cosine(&single[0], &v[1]) > 0.9999);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tiny_gptneox_model_generates_through_the_bot_engine() {
+    let g = Generator::load(&generator_config(&model("gptneox-tiny.F16.gguf"))).unwrap();
+    assert_eq!(g.architecture(), "gptneox");
+    assert!(!g.has_chat_template(), "GPT-NeoX base models have no chat template");
+    let (text, events) = collect(g.generate(request("Question: what is the answer?\nAnswer:", 24)).unwrap()).await;
+    let f = finish(&events);
+    assert_eq!((f.reason, f.generated_tokens), (StopReason::Length, 24));
+    assert!(!text.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gptj_model_is_refused_with_a_clear_message() {
+    let err = Generator::load(&generator_config(&model("gptj-tiny.F16.gguf"))).err().expect("GPT-J must not load").to_string();
+    assert!(err.contains("GPT-J") && err.contains("llama.cpp") && err.contains("GPT-NeoX"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_model_streams_and_stops_at_end_of_text() {
+    let g = Generator::load(&generator_config(&generator_path())).unwrap();
+    assert!(g.has_chat_template());
+    let prompt = g.render_chat(&[("user", "Say hello in French, one word.")]).unwrap();
+    let mut req = request(&prompt, 64);
+    req.ignore_eos = false;
+    let (text, events) = collect(g.generate(req).unwrap()).await;
+    assert!(events.iter().filter(|e| matches!(e, Event::Text(_))).count() >= 1);
+    assert_eq!(finish(&events).reason, StopReason::EndOfText, "{text}");
+    assert!(text.to_lowercase().contains("bonjour"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_stops_generation_and_frees_the_sequence() {
+    let g = Generator::load(&generator_config(&generator_path())).unwrap();
+    let mut gen = g.generate(request("Count to one thousand:", 400)).unwrap();
+    // Wait for the first piece, then cancel.
+    loop {
+        match gen.events.recv().await.unwrap() {
+            Event::Text(_) => break,
+            Event::Queued { .. } => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    gen.cancel();
+    let mut last = None;
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(30), gen.events.recv()).await.unwrap() {
+        last = Some(e);
+    }
+    match last {
+        Some(Event::Done(f)) => {
+            assert_eq!(f.reason, StopReason::Cancelled);
+            assert!(f.generated_tokens < 400);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Both sequences are free again: two new generations run to the end.
+    let a = g.generate(request("One", 8)).unwrap();
+    let b = g.generate(request("Two", 8)).unwrap();
+    let ((_, ea), (_, eb)) = tokio::join!(collect(a), collect(b));
+    assert_eq!(finish(&ea).generated_tokens, 8);
+    assert_eq!(finish(&eb).generated_tokens, 8);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_questions_than_sequences_queue_and_all_finish() {
+    let g = Generator::load(&generator_config(&generator_path())).unwrap();
+    let gens: Vec<_> = (0..5).map(|i| g.generate(request(&format!("Story number {i}:"), 12)).unwrap()).collect();
+    // The queue holds 4 and two run: one more is refused cleanly.
+    let refused = (0..3).map(|_| g.generate(request("extra", 4))).filter(Result::is_err).count();
+    assert!(refused >= 1, "a full queue must refuse");
+    let results = futures::future::join_all(gens.into_iter().map(collect)).await;
+    let queued = results.iter().filter(|(_, ev)| ev.iter().any(|e| matches!(e, Event::Queued { .. }))).count();
+    assert!(queued >= 3, "only {queued} reported a queue position");
+    for (_, events) in &results {
+        assert_eq!(finish(events).generated_tokens, 12);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn greedy_output_is_the_same_alone_and_batched() {
+    let g = Generator::load(&generator_config(&generator_path())).unwrap();
+    let alone = collect(g.generate(request("The capital of France is", 16)).unwrap()).await.0;
+    let (a, _b) = tokio::join!(
+        collect(g.generate(request("The capital of France is", 16)).unwrap()),
+        collect(g.generate(request("Once upon a time, in a land far away,", 16)).unwrap())
+    );
+    assert_eq!(a.0, alone);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_longer_than_the_context_is_refused_not_crashed() {
+    let g = Generator::load(&generator_config(&generator_path())).unwrap();
+    let err = g.generate(request(&"word ".repeat(2000), 8)).err().expect("must refuse").to_string();
+    assert!(err.contains("prompt has") && err.contains("512"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prompts_are_fitted_by_dropping_turns_then_passages_never_the_question() {
+    use lore::prompt::{build, Template, Turn};
+    use lore_plugins::{Chunk, Hit};
+    let g = Generator::load(&generator_config(&generator_path())).unwrap();
+    let passage = |i: u32| Hit {
+        chunk: Chunk::new("doc.txt", i, i, i, format!("Passage {i}: {}", "filler text ".repeat(40))),
+        score: 1.0,
+        similarity: Some(0.9),
+    };
+    let passages: Vec<Hit> = (0..6).map(passage).collect();
+    let history: Vec<Turn> = (0..4)
+        .map(|i| Turn { question: format!("old question {i} {}", "x ".repeat(30)), answer: "old answer".into() })
+        .collect();
+    let question = "What does passage 0 say?";
+    let p = build(&g, &Template::default(), question, &passages, &history, 128).unwrap();
+    assert!(p.tokens <= 512 - 128, "{} tokens", p.tokens);
+    assert!(p.text.contains(question));
+    assert_eq!(p.turns_used, 0, "turns go before passages");
+    assert!(!p.passages.is_empty() && p.passages.len() < 6);
+    assert_eq!(p.passages[0].chunk.position, 0, "the best passage stays");
+
+    let err = build(&g, &Template::default(), &"why ".repeat(600), &passages, &history, 128).unwrap_err();
+    assert!(err.to_string().contains("question is too long"), "{err}");
+}

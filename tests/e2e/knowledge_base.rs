@@ -1,0 +1,72 @@
+//! Ingest: chunk ids are stable, unchanged files write nothing, changes replace, removals
+//! delete, bad input is reported before anything is written.
+
+use std::path::Path;
+
+use lore::app::App;
+use lore::ingest::ingest;
+use lore_tests::models::config;
+
+async fn app(dir: &Path) -> App {
+    App::load(config(dir, ""), false).await.unwrap()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reingest_is_a_noop_and_changes_replace_old_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    write(&docs.join("a.md"), "# Apples\n\nApples grow on trees in orchards.\n\nThey are picked in autumn.\n");
+    write(&docs.join("b.txt"), "Bananas grow in the tropics.\n");
+    write(&docs.join("ignored.pdf"), "not text");
+    let app = app(dir.path()).await;
+    let kb = app.kb("fruit", true).await.unwrap();
+    let chunking = app.config.chunking.clone();
+
+    let first = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, false).await.unwrap();
+    assert_eq!((first.files, first.changed_files), (2, 2));
+    let stored = kb.count().await.unwrap();
+    assert_eq!(first.chunks_added, stored);
+    let version = kb.version().await.unwrap();
+
+    let again = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, false).await.unwrap();
+    assert_eq!((again.unchanged_files, again.changed_files, again.chunks_embedded), (2, 0, 0), "{again}");
+    assert_eq!(kb.version().await.unwrap(), version, "an unchanged re-ingest wrote a new version");
+
+    write(&docs.join("b.txt"), "Bananas grow in the tropics, on large herbs.\n");
+    std::fs::remove_file(docs.join("a.md")).unwrap();
+    let changed = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, false).await.unwrap();
+    assert_eq!((changed.changed_files, changed.removed_files), (1, 1), "{changed}");
+    let chunks = kb.all_chunks().await.unwrap();
+    assert_eq!(chunks.len(), 1);
+    assert!(chunks[0].text.contains("large herbs"));
+    assert!(chunks[0].source.ends_with("b.txt"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_reported_with_its_place_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    write(&docs.join("good.txt"), "Fine text.\n");
+    std::fs::write(docs.join("bad.txt"), b"line one\nline two \xff\xfe broken\n").unwrap();
+    let app = app(dir.path()).await;
+    let kb = app.kb("mixed", true).await.unwrap();
+    let err = ingest(&kb, &app.embedder, &[docs.clone()], &app.config.chunking, false).await.unwrap_err().to_string();
+    assert!(err.contains("bad.txt:2") && err.contains("not valid UTF-8"), "{err}");
+    assert_eq!(kb.count().await.unwrap(), 0);
+
+    let pdf = docs.join("paper.pdf");
+    write(&pdf, "%PDF");
+    let err = ingest(&kb, &app.embedder, &[pdf], &app.config.chunking, false).await.unwrap_err().to_string();
+    assert!(err.contains("paper.pdf") && err.contains("cannot ingest this file type"), "{err}");
+
+    let err = ingest(&kb, &app.embedder, &[dir.path().join("nope")], &app.config.chunking, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
+}

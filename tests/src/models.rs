@@ -1,0 +1,72 @@
+//! Where the tests find models and data, and configs that use them.
+
+use std::path::{Path, PathBuf};
+
+use lore::config::Config;
+
+/// Folder with the models `scripts/setup --test-models` writes.
+pub fn models_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("LORE_MODELS") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var("LORE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/lore"));
+    cache.join("models")
+}
+
+/// A model file, or a panic that says how to get it.
+pub fn model(name: &str) -> PathBuf {
+    let path = models_dir().join(name);
+    assert!(path.is_file(), "{} is missing: run scripts/setup --test-models", path.display());
+    path
+}
+
+pub fn generator_path() -> PathBuf {
+    model("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+pub fn embedder_path() -> PathBuf {
+    model("all-MiniLM-L6-v2.F16.gguf")
+}
+
+/// The evaluation data beside the repository (`../shared/data`).
+pub fn shared_data(rel: &str) -> PathBuf {
+    let root = std::env::var("LORE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let path = root.join("data").join(rel);
+    assert!(path.exists(), "{} is missing (the shared data folder sits beside the repository)", path.display());
+    path
+}
+
+/// A SQuAD 2.0 article's paragraphs, as one text file with a blank line between paragraphs
+/// (as a user would have it). Returns the paragraphs too.
+pub fn squad_article_text(file: &str, dir: &Path) -> (PathBuf, Vec<String>) {
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(shared_data(file)).unwrap()).unwrap();
+    let article = &json["data"][0];
+    let paragraphs: Vec<String> = article["paragraphs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["context"].as_str().unwrap().trim().to_string())
+        .collect();
+    let title = article["title"].as_str().unwrap().to_lowercase();
+    let path = dir.join(format!("{title}.txt"));
+    std::fs::write(&path, paragraphs.join("\n\n") + "\n").unwrap();
+    (path, paragraphs)
+}
+
+/// A config on the default models with its data directory in `dir`; `extra` is appended
+/// (more knowledge bases and bots).
+pub fn config(dir: &Path, extra: &str) -> Config {
+    let text = format!(
+        "data_dir: {data}\nmodels:\n  generator:\n    path: {gen}\n    context_tokens: 2048\n    max_answer_tokens: 96\n  embedder:\n    path: {emb}\n{extra}",
+        data = dir.join("data").display(),
+        gen = generator_path().display(),
+        emb = embedder_path().display(),
+    );
+    let file = dir.join("lore.yaml");
+    std::fs::write(&file, &text).unwrap();
+    Config::load(&file).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
