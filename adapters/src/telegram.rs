@@ -1,0 +1,570 @@
+//! Telegram through teloxide's Bot API client: long polling brings messages, answers are
+//! HTML messages edited as they stream.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use serde::Deserialize;
+use teloxide::prelude::*;
+use teloxide::types::{
+    AllowedUpdate, BotCommand, ChatAction, Me, MessageId, ParseMode, ReplyParameters, UpdateKind,
+};
+use teloxide::{ApiError, RequestError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::text::{split_message, telegram_html, EditThrottle, Secret};
+use crate::{Adapter, Author, Command, ConversationKey, Incoming, ReplySink, SourceRef};
+
+/// Telegram allows 4096 characters (UTF-16 code units, after entity parsing) per message.
+const LIMIT: usize = 4096;
+/// How often a request answered "retry after" is retried before it is given up.
+const MAX_RETRIES: u32 = 4;
+/// Longest wait between two failed polls.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The `telegram:` section of a bot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// Environment variable that holds the bot token.
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// Base URL of a self-hosted Bot API server, instead of `https://api.telegram.org`.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// How long one `getUpdates` long poll waits for news, in seconds.
+    #[serde(default = "default_poll_timeout_secs")]
+    pub poll_timeout_secs: u32,
+    /// Least time between two edits of streamed answers in one chat, in milliseconds
+    /// (Telegram allows about one edit per second per chat).
+    #[serde(default = "default_edit_interval_ms")]
+    pub edit_interval_ms: u64,
+}
+
+fn default_token_env() -> String {
+    "TELEGRAM_TOKEN".into()
+}
+
+fn default_poll_timeout_secs() -> u32 {
+    30
+}
+
+fn default_edit_interval_ms() -> u64 {
+    1000
+}
+
+/// One bot's connection to Telegram.
+#[derive(Debug)]
+pub struct TelegramAdapter {
+    name: String,
+    cfg: TelegramConfig,
+    token: Secret,
+}
+
+impl TelegramAdapter {
+    pub fn new(bot_name: &str, cfg: &TelegramConfig, token: String) -> anyhow::Result<Self> {
+        let token = token.trim().to_string();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the Telegram token (${}) is empty",
+            cfg.token_env
+        );
+        if let Some(url) = &cfg.api_url {
+            url::Url::parse(url).with_context(|| format!("telegram.api_url {url:?}"))?;
+        }
+        Ok(Self {
+            name: bot_name.to_string(),
+            cfg: cfg.clone(),
+            token: Secret::new(token),
+        })
+    }
+
+    fn client(&self) -> anyhow::Result<Bot> {
+        // teloxide's default client gives up after 17 s: a long poll must have longer.
+        let timeout = Duration::from_secs(u64::from(self.cfg.poll_timeout_secs) + 10);
+        let http = teloxide::net::default_reqwest_settings().timeout(timeout).build()?;
+        let bot = Bot::with_client(self.token.expose(), http);
+        Ok(match &self.cfg.api_url {
+            Some(url) => bot.set_api_url(url::Url::parse(url)?),
+            None => bot,
+        })
+    }
+}
+
+#[async_trait]
+impl Adapter for TelegramAdapter {
+    async fn run(
+        self: Box<Self>,
+        inbox: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let bot = self.client()?;
+        let throttle = EditThrottle::new(Duration::from_millis(self.cfg.edit_interval_ms));
+        let mut backoff = Backoff::default();
+        let me = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                me = bot.get_me().send() => match me {
+                    Ok(me) => break me,
+                    // A wrong token never gets better.
+                    Err(RequestError::Api(ApiError::InvalidToken)) => {
+                        anyhow::bail!("Telegram rejected the token of bot {:?}", self.name)
+                    }
+                    Err(error) => {
+                        warn!(bot = %self.name, %error, "Telegram getMe failed; retrying");
+                        backoff.wait(&shutdown).await;
+                    }
+                },
+            }
+        };
+        info!(bot = %self.name, username = %me.username(), "connected to Telegram");
+        // getUpdates is refused while a webhook is set.
+        if let Err(error) = retry(|| bot.delete_webhook().send()).await {
+            warn!(bot = %self.name, %error, "deleteWebhook failed");
+        }
+        let commands: Vec<_> = Command::ALL
+            .iter()
+            .map(|(_, name, about)| BotCommand::new(*name, *about))
+            .collect();
+        if let Err(error) = retry(|| bot.set_my_commands(commands.clone()).send()).await {
+            warn!(bot = %self.name, %error, "setMyCommands failed");
+        }
+
+        // Telegram re-sends every update until a poll's offset passes it: the offset moves on
+        // only after the message is in the inbox, so none is lost and none comes twice.
+        let mut offset: i32 = 0;
+        loop {
+            let poll = bot
+                .get_updates()
+                .offset(offset)
+                .timeout(self.cfg.poll_timeout_secs)
+                .allowed_updates([AllowedUpdate::Message]);
+            let updates = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                updates = poll.send() => updates,
+            };
+            let updates = match updates {
+                Ok(updates) => updates,
+                Err(RequestError::RetryAfter(after)) => {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(after.duration()) => continue,
+                    }
+                }
+                Err(error) => {
+                    warn!(bot = %self.name, %error, "Telegram getUpdates failed; retrying");
+                    backoff.wait(&shutdown).await;
+                    continue;
+                }
+            };
+            backoff = Backoff::default();
+            for update in updates {
+                offset = offset.max(
+                    i32::try_from(update.id.0)
+                        .unwrap_or(i32::MAX)
+                        .saturating_add(1),
+                );
+                let UpdateKind::Message(msg) = update.kind else {
+                    continue;
+                };
+                let Some(incoming) = self.incoming(&bot, &me, &throttle, &msg) else {
+                    continue;
+                };
+                if inbox.send(incoming).await.is_err() {
+                    debug!(bot = %self.name, "inbox closed; stopping");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+impl TelegramAdapter {
+    /// The message as a question for the bot, or `None` when it is not addressed to it.
+    fn incoming(
+        &self,
+        bot: &Bot,
+        me: &Me,
+        throttle: &EditThrottle,
+        msg: &Message,
+    ) -> Option<Incoming> {
+        let from = msg.from.as_ref()?;
+        if from.is_bot {
+            return None;
+        }
+        let text = msg.text().or_else(|| msg.caption())?;
+        let username = me.username();
+        let private = msg.chat.is_private();
+        let (ask, rest) = strip_command(text, "ask", username);
+        let mention = format!("@{username}");
+        let mentioned = contains_ci(text, &mention);
+        let reply_to_me = msg
+            .reply_to_message()
+            .and_then(|m| m.from.as_ref())
+            .is_some_and(|u| u.id == me.id);
+        let command = command_for_me(text, username);
+        if !(private || ask || mentioned || reply_to_me || command.is_some()) {
+            return None;
+        }
+        let question = remove_ci(rest, &mention);
+        Some(Incoming {
+            bot: self.name.clone(),
+            conversation: ConversationKey(format!("telegram:{}", msg.chat.id)),
+            channel: msg.chat.id.to_string(),
+            author: Author {
+                id: from.id.to_string(),
+                name: from.full_name(),
+                roles: vec![],
+            },
+            command,
+            text: question,
+            reply: Box::new(TelegramSink {
+                bot: bot.clone(),
+                chat: msg.chat.id,
+                reply_to: (!private).then_some(msg.id),
+                throttle: throttle.clone(),
+                streaming: None,
+                shown: String::new(),
+            }),
+        })
+    }
+}
+
+/// Doubling waits between failed connection attempts, from half a second up to 30 s.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(500))
+    }
+}
+
+impl Backoff {
+    async fn wait(&mut self, shutdown: &CancellationToken) {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(self.0) => {}
+        }
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// If `text` starts with `/name` or `/name@bot` (this bot), returns true and the rest.
+fn strip_command<'a>(text: &'a str, name: &str, bot: &str) -> (bool, &'a str) {
+    let trimmed = text.trim_start();
+    let word_end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
+    let (word, rest) = trimmed.split_at(word_end);
+    let Some(word) = word.strip_prefix('/') else {
+        return (false, text);
+    };
+    let (cmd, target) = word
+        .split_once('@')
+        .map_or((word, None), |(c, t)| (c, Some(t)));
+    let for_me = target.is_none_or(|t| t.eq_ignore_ascii_case(bot));
+    if cmd.eq_ignore_ascii_case(name) && for_me {
+        (true, rest)
+    } else {
+        (false, text)
+    }
+}
+
+/// A known command meant for this bot: `/reset`, or `/reset@thisbot` (not `@otherbot`).
+fn command_for_me(text: &str, bot: &str) -> Option<Command> {
+    let word = text.split_whitespace().next()?;
+    if let Some((_, target)) = word.split_once('@') {
+        if !target.eq_ignore_ascii_case(bot) {
+            return None;
+        }
+    }
+    Command::parse(word)
+}
+
+fn contains_ci(text: &str, needle: &str) -> bool {
+    text.to_ascii_lowercase()
+        .contains(&needle.to_ascii_lowercase())
+}
+
+/// Removes every `needle` (ASCII case-insensitive) and trims.
+fn remove_ci(text: &str, needle: &str) -> String {
+    // ASCII lowercasing keeps byte offsets, so positions found in `lower` cut `text`.
+    let lower = text.to_ascii_lowercase();
+    let needle = needle.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (i, _) in lower.match_indices(&needle) {
+        out.push_str(&text[last..i]);
+        last = i + needle.len();
+    }
+    out.push_str(&text[last..]);
+    if out.contains('\n') {
+        out.trim().to_string()
+    } else {
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// Runs a request, waiting out and retrying Telegram's "retry after N seconds".
+async fn retry<T, F, Fut>(mut call: F) -> Result<T, RequestError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RequestError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(RequestError::RetryAfter(after)) if attempt < MAX_RETRIES => {
+                warn!(
+                    retry_in_secs = after.seconds(),
+                    "Telegram rate limit; retrying"
+                );
+                tokio::time::sleep(after.duration()).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Splits at Telegram's limit, counted the way Telegram counts (UTF-16 code units).
+fn split_for_telegram(text: &str) -> Vec<String> {
+    let mut limit = LIMIT;
+    loop {
+        let pieces = split_message(text, limit);
+        if limit <= 512 || pieces.iter().all(|p| p.encode_utf16().count() <= LIMIT) {
+            return pieces;
+        }
+        limit = limit * 3 / 4;
+    }
+}
+
+struct TelegramSink {
+    bot: Bot,
+    chat: ChatId,
+    /// In groups, the first message of the answer replies to the question.
+    reply_to: Option<MessageId>,
+    throttle: EditThrottle,
+    /// The message edited as the answer streams, once sent.
+    streaming: Option<MessageId>,
+    /// What it shows now (HTML): an edit that changes nothing is skipped.
+    shown: String,
+}
+
+impl TelegramSink {
+    async fn post(&mut self, html: &str) -> Result<MessageId, RequestError> {
+        let reply_to = self.reply_to.take();
+        let msg = retry(|| {
+            let mut req = self
+                .bot
+                .send_message(self.chat, html)
+                .parse_mode(ParseMode::Html);
+            if let Some(question) = reply_to {
+                req = req
+                    .reply_parameters(ReplyParameters::new(question).allow_sending_without_reply());
+            }
+            req.send()
+        })
+        .await?;
+        Ok(msg.id)
+    }
+
+    /// Shows `html` in the streamed message: edits it, or sends it when there is none yet or
+    /// the edit failed.
+    async fn show(&mut self, html: &str) -> anyhow::Result<()> {
+        if html == self.shown {
+            return Ok(());
+        }
+        match self.streaming {
+            Some(id) => {
+                let edit = retry(|| {
+                    self.bot
+                        .edit_message_text(self.chat, id, html)
+                        .parse_mode(ParseMode::Html)
+                        .send()
+                })
+                .await;
+                match edit {
+                    Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => {}
+                    Err(error) => {
+                        warn!(%error, chat = %self.chat, "editing the answer failed; sending it anew");
+                        self.streaming = Some(self.post(html).await?);
+                    }
+                }
+            }
+            None => self.streaming = Some(self.post(html).await?),
+        }
+        self.shown = html.to_string();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReplySink for TelegramSink {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        retry(|| {
+            self.bot
+                .send_chat_action(self.chat, ChatAction::Typing)
+                .send()
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn update(&mut self, text_so_far: &str) -> anyhow::Result<()> {
+        if text_so_far.trim().is_empty() || !self.throttle.try_acquire(&self.chat.to_string()) {
+            return Ok(());
+        }
+        let first = split_for_telegram(text_so_far).swap_remove(0);
+        self.show(&telegram_html(&first)).await
+    }
+
+    async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
+        let mut pieces: Vec<String> = split_for_telegram(text.trim_end())
+            .iter()
+            .map(|p| telegram_html(p))
+            .collect();
+        let (sources_html, sources_len) = format_sources(sources);
+        if !sources.is_empty() {
+            let last_len = pieces.last().map_or(0, |p| visible_len(p));
+            match pieces.last_mut() {
+                Some(last) if last_len + sources_len <= LIMIT && !last.is_empty() => {
+                    last.push_str(&sources_html);
+                }
+                _ => pieces.push(sources_html.trim_start().to_string()),
+            }
+        }
+        pieces.retain(|p| !p.trim().is_empty());
+        let mut pieces = pieces.into_iter();
+        if let Some(first) = pieces.next() {
+            if self.streaming.is_some() {
+                self.throttle.acquire(&self.chat.to_string()).await;
+            }
+            self.show(&first).await?;
+        }
+        for piece in pieces {
+            self.post(&piece).await?;
+        }
+        Ok(())
+    }
+
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        for piece in split_for_telegram(text)
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+        {
+            self.post(&telegram_html(&piece)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The sources block in Telegram HTML and its visible length in UTF-16 units.
+fn format_sources(sources: &[SourceRef]) -> (String, usize) {
+    if sources.is_empty() {
+        return (String::new(), 0);
+    }
+    let mut html = String::from("\n\n<b>Sources</b>");
+    let mut plain = String::from("\n\nSources");
+    for s in sources {
+        let line = format!("\n[{}] {} ({})", s.number, s.source, s.location);
+        html.push_str(&crate::text::escape_html(&line));
+        plain.push_str(&line);
+    }
+    (html, plain.encode_utf16().count())
+}
+
+/// Length Telegram counts for rendered HTML: tags dropped, entities one unit each. Only
+/// meant for HTML this module made (no `<` or `>` inside attribute values).
+fn visible_len(html: &str) -> usize {
+    let mut len = 0;
+    let mut in_tag = false;
+    let mut in_entity = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if in_tag => {}
+            '&' => {
+                in_entity = true;
+                len += 1;
+            }
+            ';' if in_entity => in_entity = false,
+            _ if in_entity => {}
+            _ => len += c.len_utf16(),
+        }
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let cfg: TelegramConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(cfg.token_env, "TELEGRAM_TOKEN");
+        assert_eq!(cfg.poll_timeout_secs, 30);
+        assert!(serde_json::from_str::<TelegramConfig>(r#"{"api": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn token_is_not_in_debug_output() {
+        let cfg: TelegramConfig = serde_json::from_str("{}").unwrap();
+        let adapter = TelegramAdapter::new("b", &cfg, "123:secret".into()).unwrap();
+        assert!(!format!("{adapter:?}").contains("123:secret"));
+    }
+
+    #[test]
+    fn ask_is_stripped_only_when_meant_for_this_bot() {
+        assert_eq!(
+            strip_command("/ask what is lore?", "ask", "LoreBot"),
+            (true, " what is lore?")
+        );
+        assert_eq!(
+            strip_command("/ask@lorebot why", "ask", "LoreBot"),
+            (true, " why")
+        );
+        assert_eq!(strip_command("/ask@other why", "ask", "LoreBot").0, false);
+        assert_eq!(strip_command("/asked", "ask", "LoreBot").0, false);
+        assert_eq!(strip_command("ask me", "ask", "LoreBot").0, false);
+    }
+
+    #[test]
+    fn commands_for_other_bots_are_ignored() {
+        assert_eq!(command_for_me("/reset", "LoreBot"), Some(Command::Reset));
+        assert_eq!(
+            command_for_me("/reset@lorebot", "LoreBot"),
+            Some(Command::Reset)
+        );
+        assert_eq!(command_for_me("/reset@other_bot", "LoreBot"), None);
+        assert_eq!(command_for_me("hello", "LoreBot"), None);
+    }
+
+    #[test]
+    fn mention_is_removed_case_insensitively() {
+        assert_eq!(
+            remove_ci("@LoreBot  what is  it?", "@lorebot"),
+            "what is it?"
+        );
+        assert_eq!(remove_ci("hi @lorebot\ncode", "@LoreBot"), "hi \ncode");
+    }
+
+    #[test]
+    fn visible_length_ignores_tags_and_counts_entities_once() {
+        assert_eq!(visible_len("<b>a&lt;b</b>"), 3);
+        assert_eq!(visible_len("<pre>x</pre>😀"), 3);
+    }
+
+    #[test]
+    fn split_counts_utf16_units() {
+        let text = "😀".repeat(3000);
+        let pieces = split_for_telegram(&text);
+        assert!(pieces.len() >= 2);
+        assert!(pieces.iter().all(|p| p.encode_utf16().count() <= LIMIT));
+        assert_eq!(pieces.concat(), text);
+    }
+}

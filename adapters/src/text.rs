@@ -1,4 +1,12 @@
-//! Text helpers shared by the adapters: splitting at a platform's length limit.
+//! Helpers shared by the adapters: splitting at a platform's length limit, escaping user and
+//! model text for Discord markdown and Telegram HTML, spacing out edits, keeping tokens secret.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Splits `text` into pieces of at most `limit` characters (Unicode scalar values), preferring
 /// paragraph, line and word boundaries, never cutting a character, and keeping fenced code
@@ -31,7 +39,14 @@ pub fn split_message(text: &str, limit: usize) -> Vec<String> {
 
 /// Byte offset of the best place to cut within the first `budget` characters.
 fn best_cut(text: &str, budget: usize) -> usize {
-    let hard = text.char_indices().nth(budget).map_or(text.len(), |(i, _)| i);
+    let mut hard = text
+        .char_indices()
+        .nth(budget)
+        .map_or(text.len(), |(i, _)| i);
+    // A hard cut must not separate an escaping backslash from the character it escapes.
+    if hard < text.len() && text[..hard].ends_with('\\') {
+        hard -= 1;
+    }
     let window = &text[..hard];
     for sep in ["\n\n", "\n", " "] {
         if let Some(i) = window.rfind(sep) {
@@ -42,6 +57,183 @@ fn best_cut(text: &str, budget: usize) -> usize {
         }
     }
     hard
+}
+
+/// Escapes Discord markdown in user or model text so it shows as typed: outside balanced
+/// fenced code blocks (kept as code), markdown characters get a backslash and `@everyone` /
+/// `@here` are broken with a zero-width space. An unbalanced fence is shown literally.
+pub fn escape_discord(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for segment in fenced_segments(text) {
+        match segment {
+            Segment::Code(code) => {
+                out.push_str("```");
+                out.push_str(code);
+                out.push_str("```");
+            }
+            Segment::Text(plain) => escape_discord_plain(plain, &mut out),
+        }
+    }
+    out
+}
+
+fn escape_discord_plain(text: &str, out: &mut String) {
+    let mut at_line_start = true;
+    for c in neutralise_mentions(text).chars() {
+        match c {
+            '\\' | '*' | '_' | '~' | '`' | '|' | '[' | ']' | '<' => out.push('\\'),
+            '#' | '>' | '-' if at_line_start => out.push('\\'),
+            _ => {}
+        }
+        out.push(c);
+        at_line_start = c == '\n' || (at_line_start && c == ' ');
+    }
+}
+
+/// Breaks `@everyone` and `@here` with a zero-width space so they can never ping, whatever
+/// the platform's mention settings.
+pub fn neutralise_mentions(text: &str) -> String {
+    text.replace("@everyone", "@\u{200B}everyone")
+        .replace("@here", "@\u{200B}here")
+}
+
+/// Escapes `&`, `<` and `>` for Telegram's HTML parse mode.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders user or model text as Telegram HTML: everything escaped, balanced ``` fenced
+/// blocks shown as `<pre>` (a language tag on the fence line is dropped). The visible
+/// length equals the text's length minus the fences, so split before rendering.
+pub fn telegram_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for segment in fenced_segments(text) {
+        match segment {
+            Segment::Code(code) => {
+                let code = match code.split_once('\n') {
+                    Some((lang, rest)) if !lang.contains(char::is_whitespace) => rest,
+                    _ => code,
+                };
+                out.push_str("<pre>");
+                out.push_str(&escape_html(code.trim_end_matches('\n')));
+                out.push_str("</pre>");
+            }
+            Segment::Text(plain) => out.push_str(&escape_html(plain)),
+        }
+    }
+    out
+}
+
+enum Segment<'a> {
+    Text(&'a str),
+    /// What lies between a pair of ``` fences.
+    Code(&'a str),
+}
+
+/// Cuts `text` at ``` fences: pairs enclose code; a final unpaired fence stays in the text.
+fn fenced_segments(text: &str) -> Vec<Segment<'_>> {
+    const FENCE: &str = "```";
+    let mut segments = Vec::new();
+    let mut rest = text;
+    loop {
+        let Some(open) = rest.find(FENCE) else { break };
+        let after = &rest[open + FENCE.len()..];
+        let Some(close) = after.find(FENCE) else {
+            break;
+        };
+        if open > 0 {
+            segments.push(Segment::Text(&rest[..open]));
+        }
+        segments.push(Segment::Code(&after[..close]));
+        rest = &after[close + FENCE.len()..];
+    }
+    if !rest.is_empty() {
+        segments.push(Segment::Text(rest));
+    }
+    segments
+}
+
+/// Spaces out message edits per place (a channel or chat), so that several answers streaming
+/// in one place together stay under the platform's edit limit. Cheap to clone; clones share
+/// the schedule.
+#[derive(Clone, Debug)]
+pub struct EditThrottle {
+    interval: Duration,
+    // A std Mutex is fine: it is held for a map lookup, never across an await.
+    last: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl EditThrottle {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: Arc::default(),
+        }
+    }
+
+    /// Takes the slot and returns true when an edit in `place` may go out now.
+    pub fn try_acquire(&self, place: &str) -> bool {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last
+            .get(place)
+            .is_some_and(|t| now.duration_since(*t) < self.interval)
+        {
+            return false;
+        }
+        if last.len() > 1024 {
+            let interval = self.interval;
+            last.retain(|_, t| now.duration_since(*t) < interval);
+        }
+        last.insert(place.to_string(), now);
+        true
+    }
+
+    /// Waits until an edit in `place` may go out, then takes the slot (for final text, which
+    /// must not be dropped).
+    pub async fn acquire(&self, place: &str) {
+        loop {
+            let wait = {
+                let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+                last.get(place)
+                    .map(|t| (*t + self.interval).saturating_duration_since(Instant::now()))
+            };
+            match wait {
+                Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+                _ if self.try_acquire(place) => return,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A bot token: readable only through [`Secret::expose`], never printed by `Debug`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +274,81 @@ mod tests {
             assert_eq!(p.matches("```").count() % 2, 0, "unbalanced fence in {p:?}");
             assert!(p.chars().count() <= 2000);
         }
+    }
+
+    #[test]
+    fn hard_cut_keeps_escapes_with_their_character() {
+        // No spaces: the cut is hard; it must not leave a trailing backslash.
+        let text = escape_discord(&"*".repeat(3000));
+        // An odd budget puts the hard cut right after a backslash.
+        let pieces = split_message(&text, 2001);
+        for p in &pieces {
+            assert!(!p.ends_with('\\') || p.ends_with("\\\\"), "dangling escape");
+            assert!(
+                p.starts_with("\\*"),
+                "piece starts mid-escape: {:?}",
+                &p[..4]
+            );
+        }
+        assert_eq!(pieces.concat(), text);
+    }
+
+    #[test]
+    fn discord_escaping_keeps_text_visible_and_inert() {
+        let cases = [
+            ("plain words", "plain words"),
+            (
+                "**bold** _it_ ~~s~~ `c` |sp|",
+                "\\*\\*bold\\*\\* \\_it\\_ \\~\\~s\\~\\~ \\`c\\` \\|sp\\|",
+            ),
+            ("[link](http://x)", "\\[link\\](http://x)"),
+            ("<@123> <#5> <t:1>", "\\<@123> \\<#5> \\<t:1>"),
+            (
+                "# head\n> quote\n- item\na - b",
+                "\\# head\n\\> quote\n\\- item\na - b",
+            ),
+            ("@everyone and @here", "@\u{200B}everyone and @\u{200B}here"),
+            ("back\\slash", "back\\\\slash"),
+            // Balanced code blocks stay code; their insides are left alone.
+            (
+                "see:\n```rust\nlet *x = a_b;\n```\ndone_",
+                "see:\n```rust\nlet *x = a_b;\n```\ndone\\_",
+            ),
+            // An unbalanced fence is shown literally.
+            ("open ``` never closed *", "open \\`\\`\\` never closed \\*"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(escape_discord(input), expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn html_escaping_and_code_blocks() {
+        assert_eq!(escape_html("<b>a & b</b>"), "&lt;b&gt;a &amp; b&lt;/b&gt;");
+        assert_eq!(
+            telegram_html("x < y\n```rust\nif a < b {}\n```\nend & <i>"),
+            "x &lt; y\n<pre>if a &lt; b {}</pre>\nend &amp; &lt;i&gt;"
+        );
+        assert_eq!(telegram_html("```no close <b>"), "```no close &lt;b&gt;");
+    }
+
+    #[tokio::test]
+    async fn throttle_spaces_edits_per_place() {
+        let throttle = EditThrottle::new(Duration::from_millis(100));
+        let start = Instant::now();
+        assert!(throttle.try_acquire("a"));
+        assert!(!throttle.try_acquire("a"));
+        assert!(throttle.try_acquire("b"), "places are independent");
+        throttle.acquire("a").await;
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        assert!(!throttle.try_acquire("a"));
+    }
+
+    #[test]
+    fn secret_is_redacted() {
+        assert_eq!(
+            format!("{:?}", Secret::new("tok".into())),
+            "Secret(<redacted>)"
+        );
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{unknown_bot, App};
-use crate::config::{BotConfig, Config};
+use crate::config::{AdapterConfig, BotConfig, Config};
 use crate::pipeline::{respond, Question};
 use crate::router::Router;
 
@@ -189,12 +189,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
     let mut console = None;
     for (name, bot) in &app.config.bots {
+        let key = format!("bots.{name}.adapter");
         match &bot.adapter {
-            crate::config::AdapterConfig::Console => {
+            AdapterConfig::Console => {
                 if let Some(other) = console.replace(name.clone()) {
                     bail!("bots {other:?} and {name:?} both use the console; only one can read the terminal");
                 }
                 adapters.push(Box::new(ConsoleAdapter::new(name)));
+            }
+            #[cfg(feature = "discord")]
+            AdapterConfig::Discord(cfg) => {
+                let token = token(&app.config, &key, &cfg.token_env)?;
+                adapters.push(Box::new(lore_adapters::discord::DiscordAdapter::new(name, cfg, token)?));
+            }
+            #[cfg(feature = "telegram")]
+            AdapterConfig::Telegram(cfg) => {
+                let token = token(&app.config, &key, &cfg.token_env)?;
+                adapters.push(Box::new(lore_adapters::telegram::TelegramAdapter::new(name, cfg, token)?));
             }
         }
     }
@@ -204,19 +215,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     serve_adapters(app, adapters).await
 }
 
+/// A bot token from the environment (never logged).
+#[cfg(any(feature = "discord", feature = "telegram"))]
+fn token(config: &Config, key: &str, var: &str) -> anyhow::Result<String> {
+    match std::env::var(var) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => Err(config.error(&format!("{key}.token_env"), format!("environment variable {var} holds no bot token")).into()),
+    }
+}
+
 /// Runs adapters and the router until the adapters end or a shutdown signal arrives, then
 /// lets answers in progress finish (up to a deadline).
 async fn serve_adapters(app: Arc<App>, adapters: Vec<Box<dyn Adapter>>) -> anyhow::Result<()> {
-    let router = Arc::new(Router::new(app)?);
     let shutdown = CancellationToken::new();
-    let (inbox_tx, mut inbox) = mpsc::channel(256);
-    let mut running = tokio::task::JoinSet::new();
-    for adapter in adapters {
-        let tx = inbox_tx.clone();
-        let token = shutdown.clone();
-        running.spawn(async move { adapter.run(tx, token).await });
-    }
-    drop(inbox_tx);
     let signal = {
         let token = shutdown.clone();
         tokio::spawn(async move {
@@ -225,6 +236,23 @@ async fn serve_adapters(app: Arc<App>, adapters: Vec<Box<dyn Adapter>>) -> anyho
             token.cancel();
         })
     };
+    let result = serve_until(app, adapters, shutdown).await;
+    signal.abort();
+    result
+}
+
+/// Runs `adapters` and the router until every adapter ends (after `shutdown` fires, or
+/// on its own), then lets answers in progress finish, up to a deadline.
+pub async fn serve_until(app: Arc<App>, adapters: Vec<Box<dyn Adapter>>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let router = Arc::new(Router::new(app)?);
+    let (inbox_tx, mut inbox) = mpsc::channel(256);
+    let mut running = tokio::task::JoinSet::new();
+    for adapter in adapters {
+        let tx = inbox_tx.clone();
+        let token = shutdown.clone();
+        running.spawn(async move { adapter.run(tx, token).await });
+    }
+    drop(inbox_tx);
     let mut answers = tokio::task::JoinSet::new();
     while let Some(msg) = inbox.recv().await {
         let router = router.clone();
@@ -239,7 +267,6 @@ async fn serve_adapters(app: Arc<App>, adapters: Vec<Box<dyn Adapter>>) -> anyho
     if drained.is_err() {
         tracing::warn!("answers still running after 30 s; stopping anyway");
     }
-    signal.abort();
     while let Some(result) = running.join_next().await {
         result.context("adapter task panicked")??;
     }

@@ -301,11 +301,17 @@ impl Allow {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum AdapterConfig {
     /// Standard input and output (`lore chat`, or `lore run` in a terminal).
     #[default]
     Console,
+    /// A Discord bot (token from the environment variable `token_env`).
+    #[cfg(feature = "discord")]
+    Discord(lore_adapters::discord::DiscordConfig),
+    /// A Telegram bot (token from the environment variable `token_env`).
+    #[cfg(feature = "telegram")]
+    Telegram(lore_adapters::telegram::TelegramConfig),
 }
 
 fn default_context_tokens() -> usize {

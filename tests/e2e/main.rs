@@ -1,6 +1,9 @@
 //! The one integration-test binary (heavy crates link once).
 
 mod answering;
+mod bots;
 mod config_errors;
+mod discord;
 mod engine;
 mod knowledge_base;
+mod telegram;

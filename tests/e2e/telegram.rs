@@ -1,0 +1,241 @@
+//! The Telegram adapter (real teloxide client) against the fake Bot API server.
+
+use std::time::Duration;
+
+use lore_adapters::telegram::{TelegramAdapter, TelegramConfig};
+use lore_adapters::Command;
+use lore_tests::fake_telegram::{strip_tags, Chat, FakeTelegram, BOT_ID, DROPPED};
+use lore_tests::{
+    assert_retried_after, assert_words_whole, init, long_answer, sample_sources,
+    stream_sample_answer, wait_until, RunningAdapter,
+};
+use serde_json::json;
+
+const TOKEN: &str = "123456:fake-telegram-token";
+const ANN: i64 = 42;
+const PRIVATE: Chat = Chat::Private(ANN);
+const GROUP: Chat = Chat::Group(-100_200);
+const OTHER_BOT: i64 = 43;
+const EDIT_MS: u64 = 200;
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Running {
+    fake: FakeTelegram,
+    run: RunningAdapter,
+}
+
+impl Running {
+    async fn start() -> Self {
+        init();
+        let fake = FakeTelegram::start(TOKEN).await;
+        let cfg: TelegramConfig = serde_json::from_value(json!({
+            "api_url": fake.api_url(),
+            "poll_timeout_secs": 5,
+            "edit_interval_ms": EDIT_MS,
+        }))
+        .unwrap();
+        let adapter = TelegramAdapter::new("docs", &cfg, TOKEN.into()).unwrap();
+        let run = RunningAdapter::spawn(Box::new(adapter));
+        // Fails when teloxide talks to the real Telegram instead. (Polls are recorded when
+        // they return, so wait for the last call before polling starts.)
+        wait_until(WAIT, "the bot registers its commands on the fake", || {
+            !fake.calls("setMyCommands").is_empty()
+        })
+        .await;
+        Self { fake, run }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_private_chat_streams_typing_edits_and_html_answer_with_sources() {
+    let mut bot = Running::start().await;
+    assert_eq!(bot.fake.calls("getMe").len(), 1);
+    let commands = &bot.fake.calls("setMyCommands")[0]["commands"];
+    let names: Vec<_> = commands
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["command"].clone())
+        .collect();
+    assert_eq!(names, vec!["help", "sources", "reset", "kb"]);
+
+    bot.fake.push_message(PRIVATE, ANN, "what is lore?");
+    let mut incoming = bot.run.next().await;
+    assert_eq!(incoming.text, "what is lore?");
+    assert_eq!(incoming.conversation.0, format!("telegram:{ANN}"));
+    assert_eq!(incoming.channel, ANN.to_string());
+    assert_eq!(incoming.author.id, ANN.to_string());
+    assert_eq!(incoming.command, None);
+
+    let answer = stream_sample_answer(&mut *incoming.reply).await;
+
+    let requests = bot.fake.requests();
+    let typing = requests
+        .iter()
+        .position(|r| r.path == "sendChatAction")
+        .expect("typing");
+    assert_eq!(requests[typing].body["action"], "typing");
+    let first_send = requests
+        .iter()
+        .position(|r| r.path == "sendMessage")
+        .unwrap();
+    assert!(typing < first_send);
+    assert_eq!(
+        bot.fake.calls("sendMessage").len(),
+        1,
+        "one message, edited"
+    );
+    let edits = bot.fake.calls("editMessageText");
+    assert!(edits.len() >= 2, "streamed edits expected: {edits:?}");
+    assert!(edits.iter().all(|e| e["parse_mode"] == "HTML"));
+    let sources = "\n\n<b>Sources</b>\n\
+                    [1] guide.md (lines 1-9)\n[2] my_notes&lt;b&gt;*.md (lines 12-20)";
+    assert_eq!(bot.fake.shown_in(ANN), vec![answer + sources]);
+    let edit_times: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path == "editMessageText")
+        .map(|r| r.at)
+        .collect();
+    for pair in edit_times.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_millis(EDIT_MS - 30));
+    }
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_group_needs_ask_mention_reply_or_command() {
+    let mut bot = Running::start().await;
+    let fake = &bot.fake;
+    fake.push_message(GROUP, ANN, "just chatting");
+    fake.push_bot_message(GROUP, OTHER_BOT, "/ask I am a bot");
+    fake.push_message(GROUP, ANN, "/ask what is lore?");
+    fake.push_message(GROUP, ANN, "/ask@OtherBot not for us");
+    fake.push_message(GROUP, ANN, "@LoreTestBot why  so?");
+    fake.push_reply(GROUP, ANN, "and then?", BOT_ID);
+    fake.push_reply(GROUP, ANN, "reply to a person", ANN + 1);
+    fake.push_message(GROUP, ANN, "/reset@OtherBot");
+    fake.push_message(GROUP, ANN, "/reset@LoreTestBot");
+    fake.push_message(PRIVATE, ANN, "/help");
+
+    // One polling loop: messages arrive in order.
+    let ask = bot.run.next().await;
+    assert_eq!((ask.text.as_str(), ask.command), ("what is lore?", None));
+    assert_eq!(ask.conversation.0, format!("telegram:{}", GROUP.id()));
+    assert_eq!(bot.run.next().await.text, "why so?");
+    assert_eq!(bot.run.next().await.text, "and then?");
+    assert_eq!(bot.run.next().await.command, Some(Command::Reset));
+    let help = bot.run.next().await;
+    assert_eq!(help.command, Some(Command::Help));
+    assert_eq!(help.conversation.0, format!("telegram:{ANN}"));
+    bot.run.assert_nothing_more();
+
+    // In a group the answer replies to the question.
+    let mut ask = ask;
+    ask.reply.say("Lore is a bot.").await.unwrap();
+    let sent = bot.fake.calls("sendMessage");
+    assert!(
+        sent[0]["reply_parameters"]["message_id"].is_i64(),
+        "{}",
+        sent[0]
+    );
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_long_answer_is_split_at_4096_keeping_words_utf8_and_code() {
+    let mut bot = Running::start().await;
+    bot.fake.push_message(PRIVATE, ANN, "tell me all");
+    let mut incoming = bot.run.next().await;
+    let answer = long_answer(10_000);
+    incoming
+        .reply
+        .finish(&answer, &sample_sources())
+        .await
+        .unwrap();
+
+    let shown = bot.fake.shown_in(ANN);
+    assert!(shown.len() >= 3, "{} pieces", shown.len());
+    for piece in &shown {
+        let visible = strip_tags(piece);
+        assert!(
+            visible.encode_utf16().count() <= 4096,
+            "piece of {} units",
+            visible.len()
+        );
+        assert_eq!(
+            piece.matches("<pre>").count(),
+            piece.matches("</pre>").count()
+        );
+        assert!(!piece.contains("```"), "fences become <pre>: {piece:?}");
+        assert_words_whole(&visible, &answer);
+    }
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_429_is_retried_after_retry_after_and_answer_arrives_once() {
+    let mut bot = Running::start().await;
+    bot.fake.push_message(PRIVATE, ANN, "hello");
+    let mut incoming = bot.run.next().await;
+    bot.fake.rate_limit("sendMessage", 1, 1);
+    incoming.reply.finish("Hi there.", &[]).await.unwrap();
+
+    let sends: Vec<_> = bot
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "sendMessage")
+        .collect();
+    assert_retried_after(&sends, Duration::from_secs(1));
+    assert_eq!(bot.fake.shown_in(ANN), vec!["Hi there."]);
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_polling_survives_errors_and_delivers_each_update_once() {
+    let mut bot = Running::start().await;
+    // The waiting poll and the next one fail; the bot backs off and polls again.
+    bot.fake.fail("getUpdates", 2);
+    bot.fake.push_message(PRIVATE, ANN, "first");
+    bot.fake.push_message(PRIVATE, ANN, "second");
+    assert_eq!(bot.run.next().await.text, "first");
+    assert_eq!(bot.run.next().await.text, "second");
+    let failed = bot
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "getUpdates" && r.status == DROPPED)
+        .count();
+    assert_eq!(failed, 2, "the fake broke two polls");
+    // Later polls confirm the updates: nothing comes again.
+    bot.fake.push_message(PRIVATE, ANN, "third");
+    assert_eq!(bot.run.next().await.text, "third");
+    bot.run.assert_nothing_more();
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_hostile_text_is_html_escaped() {
+    let mut bot = Running::start().await;
+    bot.fake.push_message(PRIVATE, ANN, "<b>hi</b>");
+    let mut incoming = bot.run.next().await;
+    assert_eq!(
+        incoming.text, "<b>hi</b>",
+        "the question itself is passed on unchanged"
+    );
+    incoming
+        .reply
+        .update("<b>bold</b> & <script>")
+        .await
+        .unwrap();
+    incoming
+        .reply
+        .finish("<b>bold</b> & <script>alert(1)</script> **x** `y", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        bot.fake.shown_in(ANN),
+        vec!["&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt; **x** `y"]
+    );
+    bot.run.stop().await;
+}

@@ -1,0 +1,519 @@
+//! A fake Discord for the real serenity client: REST under `/api/v10` and the gateway
+//! websocket at `/gw`, both on one 127.0.0.1 port. It records every REST request and every
+//! gateway frame the client sends, lets a test inject dispatches, answer requests with 429,
+//! and drop the websocket.
+//!
+//! Not modelled: permissions, guild/channel objects (READY has no guilds), zlib transport
+//! compression, sharding, real rate-limit buckets and headers beyond a scripted 429,
+//! attachments and embeds, the gateway's own rate limits, invalid-session timing.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::{wait_until, Recorded, Server};
+
+/// The bot's own user id in the fake.
+pub const BOT_ID: u64 = 900_000_000_000_000_001;
+/// The application id the fake reports in READY.
+pub const APP_ID: u64 = 900_000_000_000_000_002;
+const HEARTBEAT_MS: u64 = 41_250;
+/// Channel id the fake gives interaction responses (it does not track where they were used).
+const INTERACTION_CHANNEL: &str = "1";
+
+pub struct FakeDiscord {
+    state: Arc<Shared>,
+    server: Server,
+}
+
+#[derive(Default)]
+struct Shared {
+    addr: Mutex<Option<SocketAddr>>,
+    rest: Mutex<Vec<Recorded>>,
+    /// Frames the client sent on the gateway, parsed.
+    gateway_in: Mutex<Vec<Value>>,
+    gateway: Mutex<Gateway>,
+    /// Scripted 429s: (method, path substring, how many left, retry_after seconds).
+    rate_limits: Mutex<Vec<(Method, String, u32, f64)>>,
+    /// Messages the bot sent, by id, so edits can return the whole object.
+    messages: Mutex<HashMap<u64, Value>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Gateway {
+    session: Option<Session>,
+    /// The live connection, once it is identified or resumed.
+    live: Option<mpsc::UnboundedSender<Out>>,
+    /// Events injected before the first session, delivered after READY.
+    early: VecDeque<(String, Value)>,
+    sessions_started: u32,
+}
+
+struct Session {
+    id: String,
+    seq: u64,
+    /// Every dispatch of the session, for replay on resume.
+    log: Vec<(u64, String)>,
+}
+
+enum Out {
+    Frame(String),
+    /// Drop the TCP connection without a close frame.
+    Drop,
+}
+
+impl FakeDiscord {
+    pub async fn start() -> Self {
+        let state = Arc::new(Shared {
+            next_id: AtomicU64::new(1_000_000),
+            ..Shared::default()
+        });
+        let app = Router::new()
+            .route("/gw", get(gateway))
+            .fallback(rest)
+            .with_state(state.clone());
+        let server = Server::start(app).await;
+        *state.addr.lock().unwrap() = Some(server.addr);
+        Self { state, server }
+    }
+
+    /// REST base to give serenity as its proxy.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    /// Every REST request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.rest.lock().unwrap().clone()
+    }
+
+    /// Every gateway frame the client sent so far.
+    pub fn gateway_frames(&self) -> Vec<Value> {
+        self.state.gateway_in.lock().unwrap().clone()
+    }
+
+    /// Frames with this opcode the client sent (2 Identify, 6 Resume, 1 Heartbeat).
+    pub fn ops(&self, op: u64) -> Vec<Value> {
+        self.gateway_frames()
+            .into_iter()
+            .filter(|f| f["op"] == op)
+            .collect()
+    }
+
+    /// Waits until the client identified and got READY (fails if serenity went elsewhere).
+    pub async fn wait_ready(&self, timeout: Duration) {
+        wait_until(timeout, "the client identifies on the fake gateway", || {
+            self.state.gateway.lock().unwrap().live.is_some() && !self.ops(2).is_empty()
+        })
+        .await;
+    }
+
+    /// The next `count` requests with this method whose path contains `path_part` get a 429.
+    pub fn rate_limit(&self, method: Method, path_part: &str, count: u32, retry_after_secs: f64) {
+        self.state.rate_limits.lock().unwrap().push((
+            method,
+            path_part.to_string(),
+            count,
+            retry_after_secs,
+        ));
+    }
+
+    /// Sends a dispatch (op 0) with the next sequence number; before the first session it
+    /// waits for READY, while the socket is down it waits for a resume.
+    pub fn dispatch(&self, event: &str, data: Value) {
+        let mut gw = self.state.gateway.lock().unwrap();
+        let Some(session) = gw.session.as_mut() else {
+            gw.early.push_back((event.to_string(), data));
+            return;
+        };
+        let frame = push_event(session, event, data);
+        if let Some(live) = &gw.live {
+            let _ = live.send(Out::Frame(frame));
+        }
+    }
+
+    /// Drops the gateway connection abruptly (no close frame), as a network failure would.
+    pub fn drop_gateway(&self) {
+        let mut gw = self.state.gateway.lock().unwrap();
+        if let Some(live) = gw.live.take() {
+            let _ = live.send(Out::Drop);
+        }
+    }
+
+    /// Whether a gateway connection is identified or resumed right now.
+    pub fn gateway_live(&self) -> bool {
+        self.state.gateway.lock().unwrap().live.is_some()
+    }
+
+    /// A MESSAGE_CREATE payload from a human; adjust it with [`MessageSpec`] setters.
+    pub fn message(&self, channel: u64, author: u64, content: &str) -> MessageSpec {
+        let id = self.state.next_id.fetch_add(1, Ordering::SeqCst);
+        let author = user(author, &format!("user{author}"), false);
+        MessageSpec(message_object(id, &channel.to_string(), author, content))
+    }
+
+    /// Injects a message (MESSAGE_CREATE); returns its id.
+    pub fn send(&self, spec: MessageSpec) -> u64 {
+        let id = spec.0["id"].as_str().unwrap().parse().unwrap();
+        self.dispatch("MESSAGE_CREATE", spec.0);
+        id
+    }
+
+    /// Bodies of the messages the bot posted or edited in a channel, in order, with the
+    /// request method ("POST" or "PATCH"); only successful requests.
+    pub fn sent_in(&self, channel: u64) -> Vec<(String, Value)> {
+        let prefix = format!("/api/v10/channels/{channel}/messages");
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(&prefix) && r.status < 300)
+            .map(|r| (r.method, r.body))
+            .collect()
+    }
+
+    /// The text each message of the bot in a channel shows now, in the order they were posted.
+    pub fn shown_in(&self, channel: u64) -> Vec<String> {
+        let channel = channel.to_string();
+        let messages = self.state.messages.lock().unwrap();
+        let mut mine: Vec<_> = messages
+            .values()
+            .filter(|m| m["channel_id"] == channel.as_str())
+            .collect();
+        mine.sort_by_key(|m| m["id"].as_str().unwrap().parse::<u64>().unwrap());
+        mine.iter()
+            .map(|m| m["content"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+/// A message being built for injection.
+pub struct MessageSpec(pub Value);
+
+impl MessageSpec {
+    /// In a guild, with the author's member roles.
+    pub fn guild(mut self, guild: u64, roles: &[u64]) -> Self {
+        self.0["guild_id"] = guild.to_string().into();
+        self.0["member"] = json!({
+            "roles": roles.iter().map(u64::to_string).collect::<Vec<_>>(),
+            "joined_at": "2025-01-01T00:00:00.000000+00:00",
+            "deaf": false,
+            "mute": false,
+            "flags": 0,
+        });
+        self
+    }
+
+    /// Mentions the bot (the `<@id>` must be in the content too).
+    pub fn mentioning_bot(mut self) -> Self {
+        self.0["mentions"] = json!([user(BOT_ID, "lore", true)]);
+        self
+    }
+
+    /// Written by a bot.
+    pub fn from_bot(mut self, id: u64) -> Self {
+        self.0["author"] = user(id, &format!("bot{id}"), true);
+        self
+    }
+
+    /// A reply to an earlier message by `author`.
+    pub fn replying_to(mut self, message: u64, author: u64, author_is_bot: bool) -> Self {
+        let channel = self.0["channel_id"].clone();
+        self.0["message_reference"] =
+            json!({"message_id": message.to_string(), "channel_id": channel});
+        let channel = channel.as_str().unwrap_or_default();
+        let earlier = message_object(
+            message,
+            channel,
+            user(author, "someone", author_is_bot),
+            "earlier",
+        );
+        self.0["referenced_message"] = earlier;
+        self.0["type"] = 19.into();
+        self
+    }
+}
+
+/// A user object as Discord sends it.
+pub fn user(id: u64, name: &str, bot: bool) -> Value {
+    json!({
+        "id": id.to_string(),
+        "username": name,
+        "discriminator": "0",
+        "global_name": null,
+        "avatar": null,
+        "bot": bot,
+        "public_flags": 0,
+    })
+}
+
+fn push_event(session: &mut Session, event: &str, data: Value) -> String {
+    session.seq += 1;
+    let frame = json!({"op": 0, "t": event, "s": session.seq, "d": data}).to_string();
+    session.log.push((session.seq, frame.clone()));
+    frame
+}
+
+async fn gateway(ws: WebSocketUpgrade, State(state): State<Arc<Shared>>) -> Response {
+    ws.on_upgrade(move |socket| serve_gateway(socket, state))
+}
+
+async fn serve_gateway(mut socket: WebSocket, state: Arc<Shared>) {
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_MS}, "s": null, "t": null});
+    if socket
+        .send(WsMessage::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(Out::Frame(frame)) => {
+                    if socket.send(WsMessage::Text(frame.into())).await.is_err() {
+                        return;
+                    }
+                }
+                // Returning drops the socket: the TCP connection closes without a close frame.
+                Some(Out::Drop) | None => return,
+            },
+            frame = socket.recv() => {
+                let Some(Ok(frame)) = frame else { return };
+                let text = match frame {
+                    WsMessage::Text(t) => t.to_string(),
+                    WsMessage::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+                    WsMessage::Close(_) => return,
+                    _ => continue,
+                };
+                let Ok(value) = serde_json::from_str::<Value>(&text) else { continue };
+                state.gateway_in.lock().unwrap().push(value.clone());
+                for reply in on_client_frame(&state, &value, &tx) {
+                    if socket.send(WsMessage::Text(reply.into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the server answers to one client frame; may make this connection the live one.
+fn on_client_frame(state: &Shared, frame: &Value, tx: &mpsc::UnboundedSender<Out>) -> Vec<String> {
+    let addr = state.addr.lock().unwrap().expect("addr");
+    match frame["op"].as_u64() {
+        Some(1) => vec![json!({"op": 11, "d": null, "s": null, "t": null}).to_string()],
+        Some(2) => {
+            let mut gw = state.gateway.lock().unwrap();
+            gw.sessions_started += 1;
+            let mut session = Session {
+                id: format!("session-{}", gw.sessions_started),
+                seq: 0,
+                log: Vec::new(),
+            };
+            let ready = json!({
+                "v": 10,
+                "user": {
+                    "id": BOT_ID.to_string(), "username": "lore", "discriminator": "0",
+                    "global_name": null, "avatar": null, "bot": true, "verified": true,
+                    "mfa_enabled": false, "flags": 0, "public_flags": 0,
+                },
+                "guilds": [],
+                "session_id": session.id,
+                "resume_gateway_url": format!("ws://{addr}/gw"),
+                "shard": [0, 1],
+                "application": {"id": APP_ID.to_string(), "flags": 0},
+                "private_channels": [],
+                "relationships": [],
+            });
+            let mut out = vec![push_event(&mut session, "READY", ready)];
+            while let Some((event, data)) = gw.early.pop_front() {
+                out.push(push_event(&mut session, &event, data));
+            }
+            gw.session = Some(session);
+            gw.live = Some(tx.clone());
+            out
+        }
+        Some(6) => {
+            let mut gw = state.gateway.lock().unwrap();
+            let d = &frame["d"];
+            let seq = d["seq"].as_u64().unwrap_or(0);
+            match gw.session.as_mut() {
+                Some(session) if d["session_id"] == session.id.as_str() => {
+                    let mut out: Vec<String> = session
+                        .log
+                        .iter()
+                        .filter(|(s, _)| *s > seq)
+                        .map(|(_, f)| f.clone())
+                        .collect();
+                    out.push(push_event(session, "RESUMED", json!({})));
+                    gw.live = Some(tx.clone());
+                    out
+                }
+                _ => vec![json!({"op": 9, "d": false, "s": null, "t": null}).to_string()],
+            }
+        }
+        _ => vec![],
+    }
+}
+
+async fn rest(State(state): State<Arc<Shared>>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let limited = {
+        let mut limits = state.rate_limits.lock().unwrap();
+        limits
+            .iter_mut()
+            .find(|(m, part, left, _)| *m == method && path.contains(part.as_str()) && *left > 0)
+            .map(|(_, _, left, after)| {
+                *left -= 1;
+                *after
+            })
+    };
+    let response = match limited {
+        Some(after) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                ("retry-after", format!("{}", after.ceil())),
+                ("x-ratelimit-scope", "user".to_string()),
+            ],
+            Json(json!({
+                "message": "You are being rate limited.",
+                "retry_after": after,
+                "global": false,
+                "code": 0,
+            })),
+        )
+            .into_response(),
+        None => route(&state, &method, &path, &body),
+    };
+    state.rest.lock().unwrap().push(Recorded {
+        method: method.to_string(),
+        path,
+        body,
+        status: response.status().as_u16(),
+        at: tokio::time::Instant::now(),
+    });
+    response
+}
+
+fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response {
+    let addr = state.addr.lock().unwrap().expect("addr");
+    let Some(rest) = path.strip_prefix("/api/v10/") else {
+        return not_found();
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", ["gateway"]) => Json(json!({"url": format!("ws://{addr}/gw")})).into_response(),
+        ("GET", ["gateway", "bot"]) => Json(json!({
+            "url": format!("ws://{addr}/gw"),
+            "shards": 1,
+            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
+        }))
+        .into_response(),
+        ("GET", ["users", "@me"]) => Json(user(BOT_ID, "lore", true)).into_response(),
+        ("POST", ["channels", _, "typing"]) => StatusCode::NO_CONTENT.into_response(),
+        ("POST", ["channels", channel, "messages"]) => {
+            Json(new_message(state, channel, body)).into_response()
+        }
+        ("PATCH", ["channels", _, "messages", id]) => edit_message(state, id, body),
+        ("PUT", ["applications", _, "commands"])
+        | ("PUT", ["applications", _, "guilds", _, "commands"]) => {
+            Json(json!([])).into_response()
+        }
+        ("POST", ["interactions", _, _, "callback"]) => StatusCode::NO_CONTENT.into_response(),
+        ("PATCH", ["webhooks", _, token, "messages", "@original"]) => {
+            let id = original_id(token);
+            if !state.messages.lock().unwrap().contains_key(&id) {
+                let msg = message_json(id, INTERACTION_CHANNEL, body);
+                state.messages.lock().unwrap().insert(id, msg);
+            }
+            edit_message(state, &id.to_string(), body)
+        }
+        ("POST", ["webhooks", _, _]) => {
+            Json(new_message(state, INTERACTION_CHANNEL, body)).into_response()
+        }
+        ("PATCH", ["webhooks", _, _, "messages", id]) => edit_message(state, id, body),
+        _ => not_found(),
+    }
+}
+
+/// A stable fake id for an interaction's original response.
+fn original_id(token: &str) -> u64 {
+    token.bytes().fold(7_000_000u64, |h, b| {
+        h.wrapping_mul(31).wrapping_add(u64::from(b))
+    })
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"message": "404: Not Found", "code": 0})),
+    )
+        .into_response()
+}
+
+/// A message object as REST and the gateway return it.
+fn message_object(id: u64, channel: &str, author: Value, content: &str) -> Value {
+    json!({
+        "id": id.to_string(),
+        "channel_id": channel,
+        "author": author,
+        "content": content,
+        "timestamp": "2026-01-01T00:00:00.000000+00:00",
+        "edited_timestamp": null,
+        "tts": false,
+        "mention_everyone": false,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": false,
+        "type": 0,
+    })
+}
+
+/// The bot's message made from a create request's body.
+fn message_json(id: u64, channel: &str, body: &Value) -> Value {
+    let content = body["content"].as_str().unwrap_or("");
+    let mut msg = message_object(id, channel, user(BOT_ID, "lore", true), content);
+    if body.get("message_reference").is_some() {
+        msg["type"] = 19.into();
+    }
+    msg
+}
+
+fn new_message(state: &Shared, channel: &str, body: &Value) -> Value {
+    let id = state.next_id.fetch_add(1, Ordering::SeqCst);
+    let msg = message_json(id, channel, body);
+    state.messages.lock().unwrap().insert(id, msg.clone());
+    msg
+}
+
+fn edit_message(state: &Shared, id: &str, body: &Value) -> Response {
+    let mut messages = state.messages.lock().unwrap();
+    let Some(msg) = id.parse::<u64>().ok().and_then(|id| messages.get_mut(&id)) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "Unknown Message", "code": 10008})),
+        )
+            .into_response();
+    };
+    if let Some(content) = body.get("content") {
+        msg["content"] = content.clone();
+    }
+    msg["edited_timestamp"] = "2026-01-01T00:00:02.000000+00:00".into();
+    Json(msg.clone()).into_response()
+}

@@ -1,0 +1,451 @@
+//! A fake Telegram Bot API server for the real teloxide client: `POST /bot<TOKEN>/<method>`
+//! with JSON or form bodies on 127.0.0.1. Tests push updates that `getUpdates` long polling
+//! hands out (honouring `offset` and `timeout`), script 429s and failures, and read every
+//! request back.
+//!
+//! Not modelled: webhooks, files and multipart uploads, inline mode, callback queries, most
+//! methods, HTML validation beyond stripping tags for the stored text, per-chat rate limits
+//! other than scripted ones, entity offsets in UTF-16 (mentions are found by text).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::{Recorded, Server};
+
+/// The bot's id and username in the fake.
+pub const BOT_ID: i64 = 7_000_001;
+pub const BOT_USERNAME: &str = "LoreTestBot";
+/// The status [`Recorded`] shows for a request whose connection the fake broke.
+pub const DROPPED: u16 = 0;
+
+pub struct FakeTelegram {
+    token: String,
+    state: Arc<Shared>,
+    server: Server,
+}
+
+struct Shared {
+    token: String,
+    requests: Mutex<Vec<Recorded>>,
+    /// Updates not yet confirmed by a later offset.
+    updates: Mutex<Vec<Value>>,
+    new_update: Notify,
+    next_update: AtomicI64,
+    next_message: AtomicI64,
+    /// Scripted failures: (method, how many left, response maker).
+    scripts: Mutex<Vec<(String, u32, Failure)>>,
+    /// Messages the bot sent: (chat, message_id) -> text as sent (HTML).
+    sent: Mutex<HashMap<(i64, i64), String>>,
+}
+
+#[derive(Clone, Copy)]
+enum Failure {
+    RetryAfter(u32),
+    /// The connection breaks in the middle of the response.
+    Drop,
+}
+
+impl FakeTelegram {
+    pub async fn start(token: &str) -> Self {
+        let state = Arc::new(Shared {
+            token: token.to_string(),
+            requests: Mutex::default(),
+            updates: Mutex::default(),
+            new_update: Notify::new(),
+            next_update: AtomicI64::new(100),
+            next_message: AtomicI64::new(500),
+            scripts: Mutex::default(),
+            sent: Mutex::default(),
+        });
+        let app = Router::new().fallback(handle).with_state(state.clone());
+        let server = Server::start(app).await;
+        Self {
+            token: token.to_string(),
+            state,
+            server,
+        }
+    }
+
+    /// What to give teloxide as its API URL.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/", self.server.addr)
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Every request so far; `path` holds the method name.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Successful requests of one method, by body.
+    pub fn calls(&self, method: &str) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == method && r.status == 200)
+            .map(|r| r.body)
+            .collect()
+    }
+
+    /// The next `count` calls of `method` get a 429 with `retry_after`.
+    pub fn rate_limit(&self, method: &str, count: u32, retry_after_secs: u32) {
+        self.state.scripts.lock().unwrap().push((
+            method.to_string(),
+            count,
+            Failure::RetryAfter(retry_after_secs),
+        ));
+    }
+
+    /// The next `count` calls of `method` lose their connection mid-response. (Not a 5xx:
+    /// teloxide waits 10 s after a server error before it reports it.)
+    pub fn fail(&self, method: &str, count: u32) {
+        self.state
+            .scripts
+            .lock()
+            .unwrap()
+            .push((method.to_string(), count, Failure::Drop));
+        // Wakes a waiting long poll, which then fails.
+        self.state.new_update.notify_waiters();
+    }
+
+    /// Queues a text message from a user; returns its message id.
+    pub fn push_message(&self, chat: Chat, from: i64, text: &str) -> i64 {
+        self.push(chat, from, false, text, None)
+    }
+
+    /// Queues a message from a user that replies to an earlier message of `replied_author`.
+    pub fn push_reply(&self, chat: Chat, from: i64, text: &str, replied_author: i64) -> i64 {
+        self.push(chat, from, false, text, Some(replied_author))
+    }
+
+    /// Queues a text message written by another bot.
+    pub fn push_bot_message(&self, chat: Chat, from: i64, text: &str) -> i64 {
+        self.push(chat, from, true, text, None)
+    }
+
+    fn push(&self, chat: Chat, from: i64, is_bot: bool, text: &str, reply: Option<i64>) -> i64 {
+        let message_id = self.state.next_message.fetch_add(1, Ordering::SeqCst);
+        let chat_json = chat.json();
+        let mut message = json!({
+            "message_id": message_id,
+            "date": 1_767_225_600,
+            "chat": chat_json,
+            "from": user(from, is_bot),
+            "text": text,
+        });
+        let mentions: Vec<Value> = text
+            .match_indices(&format!("@{BOT_USERNAME}"))
+            .map(|(i, m)| json!({"type": "mention", "offset": text[..i].encode_utf16().count(), "length": m.len()}))
+            .collect();
+        if !mentions.is_empty() {
+            message["entities"] = mentions.into();
+        }
+        if let Some(author) = reply {
+            message["reply_to_message"] = json!({
+                "message_id": message_id - 1,
+                "date": 1_767_225_500,
+                "chat": chat_json,
+                "from": user(author, author == BOT_ID),
+                "text": "earlier",
+            });
+        }
+        let update_id = self.state.next_update.fetch_add(1, Ordering::SeqCst);
+        self.state
+            .updates
+            .lock()
+            .unwrap()
+            .push(json!({"update_id": update_id, "message": message}));
+        self.state.new_update.notify_waiters();
+        message_id
+    }
+
+    /// Text of every message the bot sent to `chat` (HTML as sent, after edits), in order.
+    pub fn shown_in(&self, chat: i64) -> Vec<String> {
+        let sent = self.state.sent.lock().unwrap();
+        let mut mine: Vec<_> = sent.iter().filter(|((c, _), _)| *c == chat).collect();
+        mine.sort_by_key(|((_, id), _)| *id);
+        mine.into_iter().map(|(_, text)| text.clone()).collect()
+    }
+}
+
+/// A chat an update comes from.
+#[derive(Clone, Copy)]
+pub enum Chat {
+    Private(i64),
+    Group(i64),
+}
+
+impl Chat {
+    pub fn id(self) -> i64 {
+        match self {
+            Self::Private(id) | Self::Group(id) => id,
+        }
+    }
+
+    fn json(self) -> Value {
+        match self {
+            Self::Private(id) => json!({"id": id, "type": "private", "first_name": "Ann"}),
+            Self::Group(id) => json!({"id": id, "type": "supergroup", "title": "Readers"}),
+        }
+    }
+}
+
+fn user(id: i64, is_bot: bool) -> Value {
+    if id == BOT_ID {
+        return json!({"id": id, "is_bot": true, "first_name": "Lore", "username": BOT_USERNAME});
+    }
+    json!({"id": id, "is_bot": is_bot, "first_name": format!("User{id}"), "username": format!("user{id}")})
+}
+
+fn ok(result: Value) -> Response {
+    Json(json!({"ok": true, "result": result})).into_response()
+}
+
+fn error(code: u16, description: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+    (
+        status,
+        Json(json!({"ok": false, "error_code": code, "description": description})),
+    )
+        .into_response()
+}
+
+async fn handle(
+    State(state): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let (token, method) = path.split_once('/').unwrap_or((path, ""));
+    // Telegram method names are case-insensitive; teloxide sends `GetMe`. Record them the
+    // way the Bot API documents them (`getMe`).
+    let method = match method.chars().next() {
+        Some(first) => first
+            .to_lowercase()
+            .chain(method.chars().skip(1))
+            .collect::<String>(),
+        None => String::new(),
+    };
+    let body = parse_body(&headers, &body);
+    let response = if token.strip_prefix("bot") != Some(state.token.as_str()) {
+        error(401, "Unauthorized")
+    } else if let Some(failure) = scripted(&state, &method) {
+        failure_response(failure)
+    } else {
+        route(&state, &method, &body).await
+    };
+    state.requests.lock().unwrap().push(Recorded {
+        method: "POST".into(),
+        path: method,
+        body,
+        status: match response.extensions().get::<Dropped>() {
+            Some(_) => DROPPED,
+            None => response.status().as_u16(),
+        },
+        at: tokio::time::Instant::now(),
+    });
+    response
+}
+
+/// Marks a response whose connection the fake breaks.
+#[derive(Clone, Copy)]
+struct Dropped;
+
+fn failure_response(failure: Failure) -> Response {
+    match failure {
+        Failure::RetryAfter(after) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({
+                "ok": false,
+                "error_code": 429,
+                "description": format!("Too Many Requests: retry after {after}"),
+                "parameters": {"retry_after": after},
+            })),
+        )
+            .into_response(),
+        Failure::Drop => {
+            // A body that fails makes the server abort the connection.
+            let broken = futures::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("connection dropped"))
+            });
+            let mut response = (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                Body::from_stream(broken),
+            )
+                .into_response();
+            response.extensions_mut().insert(Dropped);
+            response
+        }
+    }
+}
+
+fn scripted(state: &Shared, method: &str) -> Option<Failure> {
+    let mut scripts = state.scripts.lock().unwrap();
+    let (_, left, failure) = scripts
+        .iter_mut()
+        .find(|(m, left, _)| m == method && *left > 0)?;
+    *left -= 1;
+    Some(*failure)
+}
+
+async fn route(state: &Shared, method: &str, body: &Value) -> Response {
+    match method {
+        "getMe" => ok(json!({
+            "id": BOT_ID, "is_bot": true, "first_name": "Lore", "username": BOT_USERNAME,
+            "can_join_groups": true, "can_read_all_group_messages": false,
+            "supports_inline_queries": false, "can_connect_to_business": false,
+            "has_main_web_app": false,
+        })),
+        "getWebhookInfo" => {
+            ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
+        }
+        "deleteWebhook" | "setMyCommands" | "sendChatAction" => ok(json!(true)),
+        "getUpdates" => get_updates(state, body).await,
+        "sendMessage" => {
+            let chat = body["chat_id"].as_i64().unwrap_or_default();
+            let text = body["text"].as_str().unwrap_or_default().to_string();
+            if text.is_empty() {
+                return error(400, "Bad Request: message text is empty");
+            }
+            let id = state.next_message.fetch_add(1, Ordering::SeqCst);
+            state.sent.lock().unwrap().insert((chat, id), text.clone());
+            ok(bot_message(chat, id, &text))
+        }
+        "editMessageText" => {
+            let chat = body["chat_id"].as_i64().unwrap_or_default();
+            let id = body["message_id"].as_i64().unwrap_or_default();
+            let text = body["text"].as_str().unwrap_or_default().to_string();
+            let mut sent = state.sent.lock().unwrap();
+            match sent.get_mut(&(chat, id)) {
+                None => error(400, "Bad Request: message to edit not found"),
+                Some(old) if *old == text => error(
+                    400,
+                    "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+                ),
+                Some(old) => {
+                    old.clone_from(&text);
+                    ok(bot_message(chat, id, &text))
+                }
+            }
+        }
+        _ => error(404, "Not Found: method not found"),
+    }
+}
+
+fn bot_message(chat: i64, id: i64, text: &str) -> Value {
+    let chat = if chat > 0 {
+        Chat::Private(chat)
+    } else {
+        Chat::Group(chat)
+    };
+    json!({
+        "message_id": id,
+        "date": 1_767_225_601,
+        "chat": chat.json(),
+        "from": user(BOT_ID, true),
+        "text": strip_tags(text),
+    })
+}
+
+/// The text a user would see: tags removed, the three entities unescaped.
+pub fn strip_tags(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+async fn get_updates(state: &Shared, body: &Value) -> Response {
+    let offset = body["offset"].as_i64().unwrap_or(0);
+    let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0));
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        // Register interest before looking, so a push between the look and the wait is seen.
+        let notified = state.new_update.notified();
+        // A failure scripted while this poll waits breaks it, like a dropped connection.
+        if let Some(failure) = scripted(state, "getUpdates") {
+            return failure_response(failure);
+        }
+        {
+            let mut updates = state.updates.lock().unwrap();
+            // An offset confirms every update before it: Telegram forgets them.
+            updates.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            if !updates.is_empty() {
+                return ok(Value::Array(updates.clone()));
+            }
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return ok(json!([]));
+        }
+    }
+}
+
+/// JSON, or `application/x-www-form-urlencoded` turned into a JSON object (numbers and
+/// JSON-looking values parsed).
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Value {
+    let form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return serde_json::from_slice(body).unwrap_or(Value::Null);
+    }
+    let mut map = serde_json::Map::new();
+    for pair in String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        let value = serde_json::from_str(&v).unwrap_or(Value::String(v));
+        map.insert(percent_decode(k), value);
+    }
+    Value::Object(map)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
