@@ -95,6 +95,9 @@ impl ReplySink for ConsoleSink {
     async fn update(&mut self, text_so_far: &str) -> anyhow::Result<()> {
         // A terminal cannot edit what it printed: print what was added, or start a new line
         // when the text was replaced (e.g. a "waiting in line" notice by the answer).
+        if self.shown.starts_with(text_so_far) {
+            return Ok(()); // nothing new (e.g. the final text, trimmed)
+        }
         let new = match text_so_far.strip_prefix(self.shown.as_str()) {
             Some(added) => added.to_string(),
             None => format!("\n{text_so_far}"),

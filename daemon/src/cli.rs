@@ -72,8 +72,8 @@ pub fn main() -> anyhow::Result<()> {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn,lore=info",
-        1 => "info,lore=debug",
+        0 => "warn,lance=error,lance_index=error,lancedb=error",
+        1 => "info,lance=warn,lancedb=warn,lore=debug",
         _ => "debug,llama_cpp_2=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());

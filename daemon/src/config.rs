@@ -131,7 +131,7 @@ pub struct Retrieval {
     #[serde(default)]
     pub retriever: RetrieverConfig,
     /// Applied in order after retrieval.
-    #[serde(default)]
+    #[serde(default = "default_rerankers")]
     pub rerankers: Vec<RerankerConfig>,
     /// Candidates fetched from the knowledge base.
     #[serde(default = "default_top_k_chunks")]
@@ -151,7 +151,7 @@ impl Default for Retrieval {
     fn default() -> Self {
         Self {
             retriever: RetrieverConfig::default(),
-            rerankers: vec![],
+            rerankers: default_rerankers(),
             top_k: default_top_k_chunks(),
             passages: default_passages(),
             min_score: default_min_score(),
@@ -350,11 +350,14 @@ fn default_repeat_penalty() -> f32 {
 fn default_seed() -> u32 {
     42
 }
+fn default_rerankers() -> Vec<RerankerConfig> {
+    vec![RerankerConfig::Llm { candidates: 12 }]
+}
 fn default_top_k_chunks() -> usize {
-    8
+    12
 }
 fn default_passages() -> usize {
-    4
+    1
 }
 fn default_min_score() -> f32 {
     0.25

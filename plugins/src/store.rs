@@ -307,7 +307,7 @@ impl KnowledgeBase {
             .query()
             .nearest_to(vector)?
             .distance_type(DistanceType::Cosine)
-            .select(Select::columns(&CHUNK_COLUMNS))
+            .select(Select::columns(&[&CHUNK_COLUMNS[..], &["_distance"]].concat()))
             .limit(k)
             .execute()
             .await?
@@ -330,7 +330,7 @@ impl KnowledgeBase {
             .table
             .query()
             .full_text_search(FullTextSearchQuery::new(query.to_string()))
-            .select(Select::columns(&CHUNK_COLUMNS))
+            .select(Select::columns(&[&CHUNK_COLUMNS[..], &["_score"]].concat()))
             .limit(k)
             .execute()
             .await?

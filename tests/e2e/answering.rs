@@ -58,7 +58,9 @@ async fn normans_question_is_answered_with_france_and_cites_the_paragraph() {
 async fn gold_paragraph_recall_at_5_on_normans() {
     let dir = tempfile::tempdir().unwrap();
     let (app, paragraphs) = normans_app(dir.path()).await;
-    let (_, retrieval) = app.bot_settings(Some("b")).unwrap();
+    let (_, mut retrieval) = app.bot_settings(Some("b")).unwrap();
+    // Retrieval alone (hybrid): the llm reranker's extra gain is measured by `lore eval`.
+    retrieval.rerankers.clear();
     let kb = app.kb("normans", false).await.unwrap();
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(lore_tests::models::shared_data("squad-v2/normans.json")).unwrap()).unwrap();
@@ -81,7 +83,7 @@ async fn gold_paragraph_recall_at_5_on_normans() {
     let recall = found as f64 / asked as f64;
     println!("normans recall@5 ({}): {found}/{asked} = {recall:.3}", retrieval.retriever.name());
     assert!(asked > 90);
-    assert!(recall >= 0.85, "recall@5 {recall:.3} fell below 0.85");
+    assert!(recall >= 0.95, "recall@5 {recall:.3} fell below 0.95");
 }
 
 #[tokio::test(flavor = "multi_thread")]

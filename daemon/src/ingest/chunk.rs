@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn paragraphs_pack_together_up_to_the_limit() {
         let text = "a b.\n\nc d.\n\ne f g h i j.\n";
-        let c = chunk(text, &cfg(4, 0), &words);
+        let c = chunk(text, &cfg(6, 0), &words);
         assert_eq!(c.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(), vec!["a b.\n\nc d.", "e f g h i j."]);
     }
 
