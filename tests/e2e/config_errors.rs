@@ -75,3 +75,12 @@ fn a_non_gguf_file_is_refused() {
     let err = cfg.validate_files().unwrap_err().to_string();
     assert!(err.contains("not a GGUF model file"), "{err}");
 }
+
+#[test]
+fn the_bot_example_config_parses() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bots.example.yaml");
+    let cfg = Config::load(&file).unwrap();
+    assert!(matches!(cfg.bots["discord-helper"].adapter, lore::config::AdapterConfig::Discord(_)));
+    assert!(matches!(cfg.bots["telegram-helper"].adapter, lore::config::AdapterConfig::Telegram(_)));
+    assert_eq!(cfg.bots["discord-helper"].channels["234567890123456789"].knowledge_base.as_deref(), Some("releases"));
+}
