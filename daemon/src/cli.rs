@@ -72,7 +72,7 @@ pub fn main() -> anyhow::Result<()> {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn,lance=error,lance_index=error,lancedb=error",
+        0 => "warn,lance=error,lance_index=error,lancedb=error,llama-cpp-2=error",
         1 => "info,lance=warn,lancedb=warn,lore=debug",
         _ => "debug,llama_cpp_2=debug",
     };
