@@ -11,7 +11,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::oneshot;
 
-use super::{backend, load_model, thread_count, EngineError};
+use super::{load_model, thread_count, EngineError};
 use crate::config::EmbedderConfig;
 
 type Reply = oneshot::Sender<anyhow::Result<Vec<Vec<f32>>>>;
@@ -50,20 +50,9 @@ impl LlamaEmbedder {
                         .with_n_seq_max(MAX_SEQS as u32)
                         .with_n_threads(threads)
                         .with_n_threads_batch(threads);
-                    let mut ctx = match backend().and_then(|b| {
-                        model.new_context(b, params).map_err(|e| EngineError::Context {
-                            path: path.display().to_string(),
-                            reason: e.to_string(),
-                        })
-                    }) {
-                        Ok(ctx) => {
-                            let _ = ready_tx.send(Ok(()));
-                            ctx
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
+                    let mut ctx = match super::worker_context(&model, params, &path, &ready_tx) {
+                        Some(ctx) => ctx,
+                        None => return,
                     };
                     while let Ok((texts, reply)) = rx.recv() {
                         let _ = reply.send(embed_all(&model, &mut ctx, &texts, max_tokens));

@@ -20,7 +20,7 @@ use llama_cpp_2::DecodeError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{backend, load_model, thread_count, EngineError, Utf8Stream};
+use super::{load_model, thread_count, EngineError, Utf8Stream};
 use crate::config::{GeneratorConfig, Sampling};
 
 /// What a generation reports, in order: maybe `Queued`, then `Text` pieces, then one
@@ -186,20 +186,9 @@ impl Generator {
                         .with_kv_unified(true)
                         .with_n_threads(threads)
                         .with_n_threads_batch(threads);
-                    let ctx = match backend().and_then(|b| {
-                        model.new_context(b, params).map_err(|e| EngineError::Context {
-                            path: path.display().to_string(),
-                            reason: e.to_string(),
-                        })
-                    }) {
-                        Ok(ctx) => {
-                            let _ = ready_tx.send(Ok(()));
-                            ctx
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
+                    let ctx = match super::worker_context(&model, params, &path, &ready_tx) {
+                        Some(ctx) => ctx,
+                        None => return,
                     };
                     Worker::new(&model, ctx, queue, parallel, context_tokens, batch_tokens).run();
                 })

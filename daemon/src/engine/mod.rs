@@ -62,6 +62,31 @@ fn load_model(path: &Path, gpu_layers: u32) -> Result<Arc<LlamaModel>, EngineErr
         .map_err(|_| EngineError::Load { path: path.display().to_string(), arch })
 }
 
+/// Creates a context on the calling (worker) thread and tells the loader, waiting on
+/// `ready`, whether that worked.
+fn worker_context<'m>(
+    model: &'m LlamaModel,
+    params: llama_cpp_2::context::params::LlamaContextParams,
+    path: &Path,
+    ready: &std::sync::mpsc::Sender<Result<(), EngineError>>,
+) -> Option<llama_cpp_2::context::LlamaContext<'m>> {
+    let made = backend().and_then(|b| {
+        model
+            .new_context(b, params)
+            .map_err(|e| EngineError::Context { path: path.display().to_string(), reason: e.to_string() })
+    });
+    match made {
+        Ok(ctx) => {
+            let _ = ready.send(Ok(()));
+            Some(ctx)
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            None
+        }
+    }
+}
+
 /// Threads for llama.cpp: the configured count, else one per available core. llama.cpp's
 /// own default (4) oversubscribes small machines and slows decoding several times.
 pub fn thread_count(configured: Option<usize>) -> i32 {
