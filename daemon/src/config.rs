@@ -536,9 +536,7 @@ impl Config {
     }
 }
 
-pub fn valid_kb_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
+pub use lore_plugins::store::valid_kb_name;
 
 /// Expands `~`, `${VAR}` and `${VAR:-default}`; joins relative paths to `base`.
 pub fn expand_path(p: &Path, base: &Path) -> Result<PathBuf, String> {

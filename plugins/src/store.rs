@@ -130,9 +130,13 @@ impl KbStore {
     }
 }
 
+/// Knowledge-base names become table names: letters, digits, '-' and '_', at most 64.
+pub fn valid_kb_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
+    if valid_kb_name(name) {
         Ok(())
     } else {
         Err(StoreError::BadName(name.into()))

@@ -1,6 +1,5 @@
 //! Embeddings through llama.cpp: a BERT-family GGUF, mean pooling, unit-length vectors.
 
-use std::path::Path;
 use std::sync::{mpsc as std_mpsc, Arc};
 
 use async_trait::async_trait;
@@ -73,10 +72,6 @@ impl LlamaEmbedder {
     /// Most tokens one text may have.
     pub fn max_tokens(&self) -> usize {
         self.max_tokens
-    }
-
-    pub fn path_arch(path: &Path) -> Result<String, EngineError> {
-        Ok(super::architecture(path)?)
     }
 }
 
