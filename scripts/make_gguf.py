@@ -3,6 +3,7 @@
 
   make_gguf.py gptneox OUT.gguf [--shape tiny|pythia-1.4b|pythia-6.9b] [--type f16|q8_0|q4_0]
   make_gguf.py gptj OUT.gguf          # a tiny GPT-J file: llama.cpp has no graph for it
+  make_gguf.py bert-reranker OUT.gguf # a tiny BERT cross-encoder (rank pooling, one score)
 
 Speed does not depend on weight values, so these serve throughput checks; the tiny one
 proves the GPT-NeoX path loads and generates through lore's engine.
@@ -123,6 +124,70 @@ def gptj(out: str) -> None:
     finish(w)
 
 
+def wordpiece_vocab():
+    """A small WordPiece vocabulary that spells any ASCII text: word-initial pieces carry
+    U+2581 (as llama.cpp's WPM tokenizer expects), continuation pieces are bare."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    types = [gguf.TokenType.CONTROL] * len(tokens)
+    chars = [chr(c) for c in range(33, 127)]
+    words = "the of and to in is was what who when where which how bee bees honey hive queen worker".split()
+    for piece in ["\u2581" + c for c in chars] + chars + ["\u2581" + w for w in words]:
+        tokens.append(piece)
+        types.append(gguf.TokenType.NORMAL)
+    return tokens, types
+
+
+def bert_reranker(out: str) -> None:
+    """BERT with a classification head and rank pooling, the shape of bge-reranker GGUFs:
+    llama.cpp scores a (query, document) pair from the first token's output."""
+    n_embd, n_layer, n_head, n_ff, n_ctx = 32, 2, 2, 64, 512
+    rng = np.random.default_rng(1234)
+    tokens, types = wordpiece_vocab()
+    w = gguf.GGUFWriter(out, "bert")
+    w.add_name("random-bert-reranker-tiny")
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(n_ff)
+    w.add_block_count(n_layer)
+    w.add_head_count(n_head)
+    w.add_layer_norm_eps(1e-12)
+    w.add_causal_attention(False)
+    w.add_pooling_type(gguf.PoolingType.RANK)
+    w.add_token_type_count(2)
+    w.add_tokenizer_model("bert")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(3)
+    w.add_sep_token_id(3)
+    w.add_unk_token_id(1)
+    w.add_pad_token_id(0)
+    w.add_mask_token_id(4)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(True)
+    f32 = lambda *shape: (rng.standard_normal(shape) * 0.2).astype(np.float32)
+    w.add_tensor("token_embd.weight", f32(len(tokens), n_embd))
+    w.add_tensor("token_types.weight", f32(2, n_embd))
+    w.add_tensor("position_embd.weight", f32(n_ctx, n_embd))
+    w.add_tensor("token_embd_norm.weight", np.ones(n_embd, dtype=np.float32))
+    w.add_tensor("token_embd_norm.bias", np.zeros(n_embd, dtype=np.float32))
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        for name, rows, cols in [("attn_q", n_embd, n_embd), ("attn_k", n_embd, n_embd), ("attn_v", n_embd, n_embd),
+                                 ("attn_output", n_embd, n_embd), ("ffn_up", n_ff, n_embd), ("ffn_down", n_embd, n_ff)]:
+            w.add_tensor(p + name + ".weight", f32(rows, cols))
+            w.add_tensor(p + name + ".bias", f32(rows))
+        for norm in ("attn_output_norm", "layer_output_norm"):
+            w.add_tensor(p + norm + ".weight", np.ones(n_embd, dtype=np.float32))
+            w.add_tensor(p + norm + ".bias", np.zeros(n_embd, dtype=np.float32))
+    w.add_tensor("cls.weight", f32(n_embd, n_embd))
+    w.add_tensor("cls.bias", f32(n_embd))
+    w.add_tensor("cls.output.weight", f32(1, n_embd))
+    w.add_tensor("cls.output.bias", f32(1))
+    finish(w)
+
+
 def finish(w: gguf.GGUFWriter) -> None:
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -132,13 +197,15 @@ def finish(w: gguf.GGUFWriter) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("arch", choices=["gptneox", "gptj"])
+    ap.add_argument("arch", choices=["gptneox", "gptj", "bert-reranker"])
     ap.add_argument("out")
     ap.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
     ap.add_argument("--type", default="f16", choices=["f32", "f16", "q8_0", "q4_0"])
     a = ap.parse_args()
     if a.arch == "gptneox":
         gptneox(a.out, a.shape, a.type)
+    elif a.arch == "bert-reranker":
+        bert_reranker(a.out)
     else:
         gptj(a.out)
 

@@ -9,7 +9,7 @@ use lore_plugins::{KbStore, KnowledgeBase};
 use tokio::sync::Mutex;
 
 use crate::config::{Config, Retrieval};
-use crate::engine::{Generator, LlamaEmbedder};
+use crate::engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
 use crate::pipeline::Pipeline;
 use crate::prompt::Template;
 
@@ -19,6 +19,8 @@ pub struct App {
     pub store: KbStore,
     pub embedder: LlamaEmbedder,
     pub generator: Option<Generator>,
+    /// The `cross-encoder` reranker's model (`models.reranker`), when configured.
+    pub cross_encoder: Option<LlamaCrossEncoder>,
     kbs: Mutex<HashMap<String, KnowledgeBase>>,
 }
 
@@ -30,7 +32,8 @@ impl App {
             .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
         let embedder = LlamaEmbedder::load(&config.models.embedder)?;
         let generator = if with_generator { Some(Generator::load(&config.models.generator)?) } else { None };
-        Ok(Self { config, store, embedder, generator, kbs: Mutex::new(HashMap::new()) })
+        let cross_encoder = config.models.reranker.as_ref().map(LlamaCrossEncoder::load).transpose()?;
+        Ok(Self { config, store, embedder, generator, cross_encoder, kbs: Mutex::new(HashMap::new()) })
     }
 
     pub fn pipeline(&self) -> Pipeline {
@@ -38,6 +41,7 @@ impl App {
         Pipeline {
             generator: self.generator.clone().expect("loaded with the generator"),
             embedder: Arc::new(self.embedder.clone()),
+            cross_encoder: self.cross_encoder.clone().map(|c| Arc::new(c) as Arc<dyn lore_plugins::PairScorer>),
             max_answer_tokens: g.max_answer_tokens,
             sampling: g.sampling.clone(),
         }
@@ -71,6 +75,15 @@ impl App {
                 let template = Template::load(b.prompt.as_deref(), b.system.as_deref(), &base)?;
                 Ok((template, self.config.retrieval.with(&b.retrieval)))
             }
+        }
+    }
+
+    /// What rerankers may use; the generator only when it is loaded.
+    pub fn plugin_context(&self) -> lore_plugins::PluginContext {
+        lore_plugins::PluginContext {
+            embedder: Arc::new(self.embedder.clone()),
+            scorer: self.generator.clone().map(|g| Arc::new(g) as Arc<dyn lore_plugins::Scorer>),
+            cross_encoder: self.cross_encoder.clone().map(|c| Arc::new(c) as Arc<dyn lore_plugins::PairScorer>),
         }
     }
 

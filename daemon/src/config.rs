@@ -47,6 +47,10 @@ fn default_data_dir() -> PathBuf {
 pub struct Models {
     pub generator: GeneratorConfig,
     pub embedder: EmbedderConfig,
+    /// A cross-encoder GGUF (rank pooling) for the `cross-encoder` reranker; same keys as
+    /// the embedder.
+    #[serde(default)]
+    pub reranker: Option<EmbedderConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -434,6 +438,10 @@ impl Config {
         let data_dir = expand(&cfg.data_dir, "data_dir")?;
         let gen = expand(&cfg.models.generator.path, "models.generator.path")?;
         let emb = expand(&cfg.models.embedder.path, "models.embedder.path")?;
+        let reranker = match &cfg.models.reranker {
+            Some(r) => Some(expand(&r.path, "models.reranker.path")?),
+            None => None,
+        };
         let mut kbs = cfg.knowledge_bases.clone();
         for (name, kb) in kbs.iter_mut() {
             for (i, s) in kb.sources.iter_mut().enumerate() {
@@ -443,6 +451,9 @@ impl Config {
         cfg.data_dir = data_dir;
         cfg.models.generator.path = gen;
         cfg.models.embedder.path = emb;
+        if let (Some(r), Some(path)) = (cfg.models.reranker.as_mut(), reranker) {
+            r.path = path;
+        }
         cfg.knowledge_bases = kbs;
         cfg.check_structure()?;
         Ok(cfg)
@@ -474,6 +485,17 @@ impl Config {
             return Err(self.error("models.generator.batch_tokens", "must be at least 32"));
         }
         self.check_chunking("chunking", &self.chunking)?;
+        self.check_rerankers("retrieval.rerankers", &self.retrieval.rerankers)?;
+        for (name, bot) in &self.bots {
+            if let Some(r) = &bot.retrieval.rerankers {
+                self.check_rerankers(&format!("bots.{name}.retrieval.rerankers"), r)?;
+            }
+            for (ch, c) in &bot.channels {
+                if let Some(r) = &c.retrieval.rerankers {
+                    self.check_rerankers(&format!("bots.{name}.channels.{ch}.retrieval.rerankers"), r)?;
+                }
+            }
+        }
         for (name, kb) in &self.knowledge_bases {
             if !valid_kb_name(name) {
                 return Err(self.error(&format!("knowledge_bases.{name}"), "a knowledge base name may use letters, digits, '-' and '_' only"));
@@ -503,6 +525,18 @@ impl Config {
         Ok(())
     }
 
+    fn check_rerankers(&self, key: &str, rerankers: &[RerankerConfig]) -> Result<(), ConfigError> {
+        for (i, r) in rerankers.iter().enumerate() {
+            if matches!(r, RerankerConfig::CrossEncoder { .. }) && self.models.reranker.is_none() {
+                return Err(self.error(
+                    &format!("{key}.{i}"),
+                    "the cross-encoder reranker needs a reranking model: add `models.reranker.path` (a bge-reranker GGUF, for instance)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_kb_name(&self, key: &str, kb: &str) -> Result<(), ConfigError> {
         if self.knowledge_bases.contains_key(kb) {
             return Ok(());
@@ -519,6 +553,9 @@ impl Config {
             ("models.embedder.path", &self.models.embedder.path),
         ] {
             crate::engine::check_model_file(path).map_err(|e| self.error(key, e.to_string()))?;
+        }
+        if let Some(r) = &self.models.reranker {
+            crate::engine::check_model_file(&r.path).map_err(|e| self.error("models.reranker.path", e.to_string()))?;
         }
         for (name, kb) in &self.knowledge_bases {
             for (i, s) in kb.sources.iter().enumerate() {

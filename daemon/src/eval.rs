@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::config::Retrieval;
 use crate::engine::{Event, GenerateRequest};
-use crate::pipeline::{respond, Question};
+use crate::pipeline::{best_similarity, respond, Question};
+use futures::{StreamExt, TryStreamExt};
 use crate::prompt::{self, Template};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -25,6 +26,9 @@ pub struct EvalArgs {
     /// Retriever to use instead of the config's: vector, fulltext or hybrid.
     #[arg(long)]
     pub retriever: Option<String>,
+    /// Skip the config's rerankers (retriever order only).
+    #[arg(long)]
+    pub no_rerank: bool,
     /// Abstention threshold instead of the config's `min_score`.
     #[arg(long)]
     pub min_score: Option<f32>,
@@ -77,17 +81,63 @@ struct AnswerSpan {
     text: String,
 }
 
-/// One scored question.
+/// One question asked: what the model said and how strong the evidence was, so the
+/// abstention threshold can be applied (and swept) afterwards without asking again.
+#[derive(Debug, Clone)]
+struct Asked {
+    has_answer: bool,
+    golds: Vec<String>,
+    /// 1-based rank of the gold paragraph among the top 20 (None: not found).
+    gold_rank: Option<usize>,
+    /// Best similarity among the retrieved passages (None: closed book).
+    evidence: Option<f32>,
+    /// The cleaned answer ("" when the model itself said it does not know).
+    answer: String,
+    latency_ms: f64,
+}
+
+/// A question scored at one abstention threshold.
 #[derive(Debug, Clone)]
 struct Scored {
     has_answer: bool,
-    /// 1-based rank of the gold paragraph among the top 20 (None: not found).
     gold_rank: Option<usize>,
     exact: f64,
     f1: f64,
     abstained: bool,
     latency_ms: f64,
 }
+
+impl Asked {
+    /// The answer as submitted at this threshold ("" = abstained).
+    fn prediction(&self, min_score: f32) -> &str {
+        let weak = self.evidence.is_some_and(|e| e < min_score);
+        if weak {
+            ""
+        } else {
+            &self.answer
+        }
+    }
+
+    fn scored(&self, min_score: f32) -> Scored {
+        let prediction = self.prediction(min_score);
+        let golds: Vec<&str> = self.golds.iter().map(String::as_str).collect();
+        let (exact, f1) = score(prediction, &golds, self.has_answer);
+        Scored {
+            has_answer: self.has_answer,
+            gold_rank: self.gold_rank,
+            exact,
+            f1,
+            abstained: prediction.is_empty(),
+            latency_ms: self.latency_ms,
+        }
+    }
+}
+
+/// Answers are a short phrase; a longer budget only lets the small model ramble.
+const EVAL_ANSWER_TOKENS: usize = 48;
+
+/// Abstention thresholds reported by the sweep.
+const SWEEP: [f32; 11] = [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6];
 
 pub const EVAL_SYSTEM: &str = include_str!("../../prompts/eval-system.txt");
 
@@ -108,14 +158,32 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
     if let Some(m) = args.min_score {
         retrieval.min_score = m;
     }
+    if args.no_rerank {
+        retrieval.rerankers.clear();
+    }
+    // Retrieve the top 20 (for recall@20); the prompt still gets the first `passages`.
+    retrieval.top_k = retrieval.top_k.max(20);
+    // Every question is answered; the threshold is applied when scoring.
+    let generate_always = Retrieval { min_score: f32::MIN, ..retrieval.clone() };
     let template = Template { system: EVAL_SYSTEM.trim().to_string(), body: None };
     let work = std::env::temp_dir().join(format!("lore-eval-{}", std::process::id()));
     let store = KbStore::open(&work).await?;
-    let pipeline = if args.retrieval_only { None } else { Some(app.pipeline()) };
-    let mut predictions = BTreeMap::new();
-    let mut scored = Vec::new();
-    let limit = args.limit.unwrap_or(usize::MAX);
-    'articles: for (ai, article) in squad.data.iter().enumerate() {
+    let pipeline = if args.retrieval_only {
+        None
+    } else {
+        let mut p = app.pipeline();
+        p.max_answer_tokens = p.max_answer_tokens.min(EVAL_ANSWER_TOKENS);
+        Some(p)
+    };
+    // As many questions in flight as the engine decodes together, like a busy bot.
+    let in_flight = if args.retrieval_only { 1 } else { app.config.models.generator.parallel };
+    let mut predictions: BTreeMap<String, String> = BTreeMap::new();
+    let mut asked: Vec<Asked> = Vec::new();
+    let mut left = args.limit.unwrap_or(usize::MAX);
+    for (ai, article) in squad.data.iter().enumerate() {
+        if left == 0 {
+            break;
+        }
         // The paragraphs as one text file, the way a user would have the article.
         let file = work.join(format!("article-{ai}.txt"));
         let text = article.paragraphs.iter().map(|p| p.context.trim()).collect::<Vec<_>>().join("\n\n") + "\n";
@@ -125,62 +193,95 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
         if !args.json {
             eprintln!("eval: {} ({} paragraphs)", article.title, article.paragraphs.len());
         }
-        for (pi, paragraph) in article.paragraphs.iter().enumerate() {
-            let line = (2 * pi + 1) as u32;
-            for qa in &paragraph.qas {
-                if scored.len() >= limit {
-                    break 'articles;
-                }
+        let questions: Vec<(u32, &Qa)> = article
+            .paragraphs
+            .iter()
+            .enumerate()
+            .flat_map(|(pi, p)| p.qas.iter().map(move |qa| ((2 * pi + 1) as u32, qa)))
+            .take(left)
+            .collect();
+        left -= questions.len();
+        let (kb, retrieval, generate_always, template, pipeline) = (&kb, &retrieval, &generate_always, &template, &pipeline);
+        let answered: Vec<Asked> = futures::stream::iter(questions)
+            .map(|(line, qa)| async move {
                 let started = Instant::now();
-                let ranked = retrieve_for_metrics(app, &kb, &qa.question, &retrieval).await?;
-                let gold_rank = ranked.iter().position(|h| h.chunk.line_start <= line && line <= h.chunk.line_end).map(|r| r + 1);
-                let (prediction, abstained) = match &pipeline {
-                    None => (String::new(), false),
-                    Some(p) if args.closed_book => (closed_book(p, &template, &qa.question).await?, false),
+                let ranked = retrieve_for_metrics(app, kb, &qa.question, retrieval).await?;
+                let gold_rank =
+                    ranked.iter().position(|h| h.chunk.line_start <= line && line <= h.chunk.line_end).map(|r| r + 1);
+                let (answer, evidence) = match pipeline {
+                    None => (String::new(), None),
+                    Some(p) if args.closed_book => (closed_book(p, template, &qa.question).await?, None),
                     Some(p) => {
-                        let answer = p
-                            .prepare(Question { text: &qa.question, kb: &kb, retrieval: &retrieval, template: &template, history: &[] })
-                            .await?;
-                        let outcome = respond(answer, &mut Discard).await?;
-                        // The model saying it does not know is an abstention too.
-                        if outcome.abstained || says_dont_know(&outcome.text) {
-                            (String::new(), true)
-                        } else {
-                            (clean_answer(&outcome.text), false)
-                        }
+                        let evidence = best_similarity(&ranked);
+                        let q = Question { text: &qa.question, kb, retrieval: generate_always, template, history: &[] };
+                        let outcome = respond(p.answer_from(q, ranked, started.elapsed())?, &mut Discard).await?;
+                        (clean_answer(&outcome.text), Some(evidence))
                     }
                 };
-                let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-                let golds: Vec<&str> = qa.answers.iter().map(|a| a.text.as_str()).collect();
-                let has_answer = !qa.is_impossible && !golds.is_empty();
-                let (exact, f1) = if args.retrieval_only { (0.0, 0.0) } else { score(&prediction, &golds, has_answer) };
-                predictions.insert(qa.id.clone(), prediction);
-                scored.push(Scored { has_answer, gold_rank, exact, f1, abstained, latency_ms });
-            }
-        }
+                // The model saying it does not know is an abstention too.
+                let answer = if says_dont_know(&answer) { String::new() } else { answer };
+                let golds: Vec<String> = qa.answers.iter().map(|a| a.text.clone()).collect();
+                anyhow::Ok((
+                    qa.id.clone(),
+                    Asked {
+                        has_answer: !qa.is_impossible && !golds.is_empty(),
+                        golds,
+                        gold_rank,
+                        evidence,
+                        answer,
+                        latency_ms: started.elapsed().as_secs_f64() * 1e3,
+                    },
+                ))
+            })
+            .buffered(in_flight)
+            .map_ok(|(id, a)| {
+                predictions.insert(id, a.prediction(retrieval.min_score).to_string());
+                a
+            })
+            .try_collect()
+            .await?;
+        asked.extend(answered);
     }
     let _ = std::fs::remove_dir_all(&work);
-    if !args.retrieval_only {
+    let answers = !args.retrieval_only;
+    if answers {
         std::fs::write(&args.predictions, serde_json::to_vec_pretty(&predictions)?)
             .with_context(|| format!("cannot write {}", args.predictions.display()))?;
     }
-    let mut metrics = metrics(&scored, !args.retrieval_only);
-    let m = metrics.as_object_mut().expect("object");
+    let scored: Vec<Scored> = asked.iter().map(|a| a.scored(retrieval.min_score)).collect();
+    let mut report = metrics(&scored, answers);
+    let m = report.as_object_mut().expect("object");
+    if answers && !args.closed_book {
+        let sweep: Vec<Value> = SWEEP
+            .iter()
+            .map(|&t| {
+                let s: Vec<Scored> = asked.iter().map(|a| a.scored(t)).collect();
+                let v = metrics(&s, true);
+                json!({
+                    "min_score": t,
+                    "HasAns_f1": v["HasAns_f1"],
+                    "NoAns_f1": v["NoAns_f1"],
+                    "f1": v["f1"],
+                    "abstention_precision": v["abstention_precision"],
+                    "abstention_recall": v["abstention_recall"],
+                })
+            })
+            .collect();
+        m.insert("abstention_sweep".into(), json!(sweep));
+    }
     m.insert("retriever".into(), json!(retrieval.retriever.name()));
+    m.insert("rerankers".into(), json!(retrieval.rerankers.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>()));
     m.insert("min_score".into(), json!(retrieval.min_score));
     m.insert("closed_book".into(), json!(args.closed_book));
     m.insert("file".into(), json!(args.squad.display().to_string()));
-    Ok(metrics)
+    Ok(report)
 }
 
-/// The top 20 after reranking, for recall@k and MRR.
+/// The candidates after reranking, best first: recall@k and MRR are computed on them.
 async fn retrieve_for_metrics(app: &App, kb: &lore_plugins::KnowledgeBase, question: &str, r: &Retrieval) -> anyhow::Result<Vec<Hit>> {
-    let wide = Retrieval { top_k: r.top_k.max(20), ..r.clone() };
-    let embedder: std::sync::Arc<dyn Embedder> = std::sync::Arc::new(app.embedder.clone());
-    let mut hits = wide.retriever.build(embedder.clone()).retrieve(kb, question, wide.top_k).await?;
-    let scorer = app.generator.clone().map(|g| std::sync::Arc::new(g) as std::sync::Arc<dyn lore_plugins::Scorer>);
-    let cx = lore_plugins::PluginContext { embedder, scorer };
-    for rr in &wide.rerankers {
+    let cx = app.plugin_context();
+    let mut hits = r.retriever.build(cx.embedder.clone()).retrieve(kb, question, r.top_k).await?;
+    for rr in &r.rerankers {
         hits = rr.build(&cx)?.rerank(question, hits).await?;
     }
     Ok(hits)
@@ -362,8 +463,21 @@ pub fn print_table(m: &Value) {
             }
         }
     }
+    if let Some(sweep) = m.get("abstention_sweep").and_then(Value::as_array) {
+        println!("  abstention sweep: min_score  HasAns_f1  NoAns_abstained  abstention_precision  f1");
+        for row in sweep {
+            let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "  {:>27.2}  {:>9.1}  {:>15.3}  {:>20.3}  {:>5.1}",
+                f("min_score"),
+                f("HasAns_f1"),
+                f("abstention_recall"),
+                f("abstention_precision"),
+                f("f1")
+            );
+        }
+    }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lore_adapters::{ReplySink, SourceRef};
-use lore_plugins::{Embedder, Hit, KnowledgeBase, PluginContext};
+use lore_plugins::{Embedder, Hit, KnowledgeBase, PairScorer, PluginContext};
 
 use crate::config::{Retrieval, Sampling};
 use crate::engine::{Event, GenerateRequest, Generation, Generator, StopReason};
@@ -16,6 +16,8 @@ use crate::prompt::{self, Template, Turn};
 pub struct Pipeline {
     pub generator: Generator,
     pub embedder: Arc<dyn Embedder>,
+    /// The `cross-encoder` reranker's model, when one is configured.
+    pub cross_encoder: Option<Arc<dyn PairScorer>>,
     pub max_answer_tokens: usize,
     pub sampling: Sampling,
 }
@@ -63,15 +65,23 @@ impl Pipeline {
     }
 
     pub fn plugin_context(&self) -> PluginContext {
-        PluginContext { embedder: self.embedder.clone(), scorer: Some(Arc::new(self.generator.clone())) }
+        PluginContext {
+            embedder: self.embedder.clone(),
+            scorer: Some(Arc::new(self.generator.clone())),
+            cross_encoder: self.cross_encoder.clone(),
+        }
     }
 
     /// Retrieves, decides whether to abstain, and starts generating.
     pub async fn prepare(&self, q: Question<'_>) -> anyhow::Result<Answer> {
         let started = Instant::now();
         let hits = self.retrieve(q.kb, q.text, q.retrieval).await?;
-        let retrieval_time = started.elapsed();
-        let best = hits.iter().map(|h| h.similarity.unwrap_or(h.score)).fold(f32::MIN, f32::max);
+        self.answer_from(q, hits, started.elapsed())
+    }
+
+    /// Abstains or starts generating from passages already retrieved and reranked.
+    pub fn answer_from(&self, q: Question<'_>, hits: Vec<Hit>, retrieval_time: Duration) -> anyhow::Result<Answer> {
+        let best = best_similarity(&hits);
         if hits.is_empty() || best < q.retrieval.min_score {
             tracing::info!(best, min_score = q.retrieval.min_score, "abstaining: weak evidence");
             return Ok(Answer::Abstain { text: q.retrieval.abstain_text.clone(), retrieved: hits, retrieval_time });
@@ -87,6 +97,12 @@ impl Pipeline {
         })?;
         Ok(Answer::Generate { generation, prompt, retrieval_time })
     }
+}
+
+/// The evidence strength compared with `min_score`: the best cosine similarity among the
+/// hits (a reranker's own score where no similarity is known).
+pub fn best_similarity(hits: &[Hit]) -> f32 {
+    hits.iter().map(|h| h.similarity.unwrap_or(h.score)).fold(f32::MIN, f32::max)
 }
 
 /// Streams `answer` into `sink` and finishes it with sources.

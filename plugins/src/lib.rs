@@ -10,6 +10,6 @@ pub mod retrieve;
 pub mod store;
 
 pub use embedder::Embedder;
-pub use rerank::{PluginContext, Reranker, RerankerConfig, Scorer};
+pub use rerank::{PairScorer, PluginContext, Reranker, RerankerConfig, Scorer};
 pub use retrieve::{Retriever, RetrieverConfig};
 pub use store::{Chunk, Hit, KbStore, KnowledgeBase, StoreError, WriteSummary};

@@ -15,12 +15,22 @@ pub trait Scorer: Send + Sync {
     async fn logprob(&self, context: &str, continuation: &str) -> anyhow::Result<f64>;
 }
 
+/// A cross-encoder: reads a question and a passage together and scores their relevance
+/// (higher = more relevant; the scale is the model's own).
+#[async_trait]
+pub trait PairScorer: Send + Sync {
+    /// One score per passage, in order.
+    async fn score_pairs(&self, question: &str, passages: &[String]) -> anyhow::Result<Vec<f32>>;
+}
+
 /// What plugins may use when they are built.
 #[derive(Clone)]
 pub struct PluginContext {
     pub embedder: Arc<dyn Embedder>,
     /// Present when a generator is loaded (needed by the `llm` reranker).
     pub scorer: Option<Arc<dyn Scorer>>,
+    /// Present when `models.reranker` is configured (needed by the `cross-encoder` reranker).
+    pub cross_encoder: Option<Arc<dyn PairScorer>>,
 }
 
 #[async_trait]
@@ -49,6 +59,17 @@ pub enum RerankerConfig {
         #[serde(default = "default_llm_candidates")]
         candidates: usize,
     },
+    /// A reranking model (`models.reranker`, e.g. a bge-reranker GGUF) reads the question
+    /// with each passage and scores the pair.
+    CrossEncoder {
+        /// How many of the best candidates to rescore; the rest keep their order after them.
+        #[serde(default = "default_cross_encoder_candidates")]
+        candidates: usize,
+    },
+}
+
+fn default_cross_encoder_candidates() -> usize {
+    20
 }
 
 fn default_llm_candidates() -> usize {
@@ -60,6 +81,16 @@ fn default_lambda() -> f32 {
 }
 
 impl RerankerConfig {
+    /// The name used in YAML (`type:`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Threshold { .. } => "threshold",
+            Self::Mmr { .. } => "mmr",
+            Self::Llm { .. } => "llm",
+            Self::CrossEncoder { .. } => "cross-encoder",
+        }
+    }
+
     pub fn build(&self, cx: &PluginContext) -> anyhow::Result<Arc<dyn Reranker>> {
         Ok(match *self {
             Self::Threshold { min_score } => Arc::new(Threshold { min_score }),
@@ -67,6 +98,12 @@ impl RerankerConfig {
             Self::Llm { candidates } => Arc::new(LlmReranker {
                 candidates,
                 scorer: cx.scorer.clone().ok_or_else(|| anyhow::anyhow!("the llm reranker needs the generator"))?,
+            }),
+            Self::CrossEncoder { candidates } => Arc::new(CrossEncoder {
+                candidates,
+                model: cx.cross_encoder.clone().ok_or_else(|| {
+                    anyhow::anyhow!("the cross-encoder reranker needs a reranking model: set `models.reranker.path`")
+                })?,
             }),
         })
     }
@@ -121,6 +158,13 @@ impl Reranker for Mmr {
     }
 }
 
+/// The longest question the `llm` reranker scores (longer ones are cut).
+const MAX_SCORED_QUESTION_CHARS: usize = 1000;
+
+fn truncate_chars(s: &str, max: usize) -> &str {
+    s.char_indices().nth(max).map_or(s, |(i, _)| &s[..i])
+}
+
 pub struct LlmReranker {
     candidates: usize,
     scorer: Arc<dyn Scorer>,
@@ -132,24 +176,56 @@ pub fn question_likelihood_context(passage: &str) -> String {
     format!("Passage: {}\nPlease write a question based on this passage.\nQuestion:", passage.trim())
 }
 
+/// Rescores the first `candidates` hits with `score` (one score per hit, higher = better)
+/// and sorts them; the rest keep their order after them. Blank questions change nothing.
+async fn rescore_top<F, Fut>(question: &str, mut hits: Vec<Hit>, candidates: usize, score: F) -> anyhow::Result<Vec<Hit>>
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<f32>>>,
+{
+    let n = candidates.min(hits.len());
+    if n < 2 || question.trim().is_empty() {
+        return Ok(hits);
+    }
+    let rest = hits.split_off(n);
+    let scores = score(hits.iter().map(|h| h.chunk.text.clone()).collect()).await?;
+    anyhow::ensure!(scores.len() == hits.len(), "the reranker scored {} of {} passages", scores.len(), hits.len());
+    for (h, s) in hits.iter_mut().zip(scores) {
+        h.score = s;
+    }
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    hits.extend(rest);
+    Ok(hits)
+}
+
 #[async_trait]
 impl Reranker for LlmReranker {
-    async fn rerank(&self, question: &str, mut hits: Vec<Hit>) -> anyhow::Result<Vec<Hit>> {
-        let n = self.candidates.min(hits.len());
-        if n < 2 || question.trim().is_empty() {
-            return Ok(hits);
-        }
-        let rest = hits.split_off(n);
-        let continuation = format!(" {}", question.trim());
-        // Scored concurrently: the engine batches them together.
-        let contexts: Vec<String> = hits.iter().map(|h| question_likelihood_context(&h.chunk.text)).collect();
-        let scores =
-            futures::future::try_join_all(contexts.iter().map(|c| self.scorer.logprob(c, &continuation))).await?;
-        for (h, s) in hits.iter_mut().zip(scores) {
-            h.score = s as f32;
-        }
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-        hits.extend(rest);
-        Ok(hits)
+    async fn rerank(&self, question: &str, hits: Vec<Hit>) -> anyhow::Result<Vec<Hit>> {
+        // A question is a sentence or two; a pasted essay would not fit the generator's
+        // context beside a passage, and its opening says what it is about.
+        let continuation = format!(" {}", truncate_chars(question.trim(), MAX_SCORED_QUESTION_CHARS));
+        rescore_top(question, hits, self.candidates, |passages| async move {
+            // Scored concurrently: the engine batches them together.
+            let contexts: Vec<String> = passages.iter().map(|p| question_likelihood_context(p)).collect();
+            let scores =
+                futures::future::try_join_all(contexts.iter().map(|c| self.scorer.logprob(c, &continuation))).await?;
+            Ok(scores.into_iter().map(|s| s as f32).collect())
+        })
+        .await
+    }
+}
+
+pub struct CrossEncoder {
+    candidates: usize,
+    model: Arc<dyn PairScorer>,
+}
+
+#[async_trait]
+impl Reranker for CrossEncoder {
+    async fn rerank(&self, question: &str, hits: Vec<Hit>) -> anyhow::Result<Vec<Hit>> {
+        rescore_top(question, hits, self.candidates, |passages| async move {
+            self.model.score_pairs(question.trim(), &passages).await
+        })
+        .await
     }
 }

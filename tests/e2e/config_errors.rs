@@ -84,3 +84,14 @@ fn the_bot_example_config_parses() {
     assert!(matches!(cfg.bots["telegram-helper"].adapter, lore::config::AdapterConfig::Telegram(_)));
     assert_eq!(cfg.bots["discord-helper"].channels["234567890123456789"].knowledge_base.as_deref(), Some("releases"));
 }
+
+#[test]
+fn a_cross_encoder_without_a_reranking_model_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = good(&generator_path())
+        .replace("    knowledge_base: docs\n", "    knowledge_base: docs\n    retrieval:\n      rerankers:\n        - type: cross-encoder\n");
+    let err = Config::load(&write_config(dir.path(), &body)).unwrap_err();
+    assert_eq!(err.key, "bots.helper.retrieval.rerankers.0", "{err}");
+    assert!(err.line.is_some(), "{err}");
+    assert!(err.message.contains("models.reranker.path"), "{err}");
+}

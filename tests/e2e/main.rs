@@ -6,4 +6,5 @@ mod config_errors;
 mod discord;
 mod engine;
 mod knowledge_base;
+mod plugins;
 mod telegram;

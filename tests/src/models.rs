@@ -30,6 +30,11 @@ pub fn embedder_path() -> PathBuf {
     model("all-MiniLM-L6-v2.F16.gguf")
 }
 
+/// A tiny random-weight BERT cross-encoder (rank pooling) from `scripts/make_gguf.py`.
+pub fn reranker_path() -> PathBuf {
+    model("reranker-tiny.F32.gguf")
+}
+
 /// The evaluation data beside the repository (`../shared/data`).
 pub fn shared_data(rel: &str) -> PathBuf {
     let root = std::env::var("LORE_SHARED")
@@ -60,8 +65,13 @@ pub fn squad_article_text(file: &str, dir: &Path) -> (PathBuf, Vec<String>) {
 /// A config on the default models with its data directory in `dir`; `extra` is appended
 /// (more knowledge bases and bots).
 pub fn config(dir: &Path, extra: &str) -> Config {
+    config_with_models(dir, "", extra)
+}
+
+/// Like [`config`], with `models_extra` added under `models:` (indented two spaces).
+pub fn config_with_models(dir: &Path, models_extra: &str, extra: &str) -> Config {
     let text = format!(
-        "data_dir: {data}\nmodels:\n  generator:\n    path: {gen}\n    context_tokens: 2048\n    max_answer_tokens: 96\n  embedder:\n    path: {emb}\n{extra}",
+        "data_dir: {data}\nmodels:\n  generator:\n    path: {gen}\n    context_tokens: 2048\n    max_answer_tokens: 96\n  embedder:\n    path: {emb}\n{models_extra}{extra}",
         data = dir.join("data").display(),
         gen = generator_path().display(),
         emb = embedder_path().display(),

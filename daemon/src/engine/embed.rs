@@ -3,9 +3,8 @@
 use std::sync::{mpsc as std_mpsc, Arc};
 
 use async_trait::async_trait;
-use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::params::LlamaPoolingType;
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::oneshot;
@@ -40,15 +39,7 @@ impl LlamaEmbedder {
             std::thread::Builder::new()
                 .name("lore-embedder".into())
                 .spawn(move || {
-                    let params = LlamaContextParams::default()
-                        .with_embeddings(true)
-                        .with_pooling_type(LlamaPoolingType::Mean)
-                        .with_n_ctx(std::num::NonZeroU32::new(max_tokens as u32))
-                        .with_n_batch(max_tokens as u32)
-                        .with_n_ubatch(max_tokens as u32)
-                        .with_n_seq_max(MAX_SEQS as u32)
-                        .with_n_threads(threads)
-                        .with_n_threads_batch(threads);
+                    let params = super::encoder_params(LlamaPoolingType::Mean, max_tokens, MAX_SEQS, threads);
                     let mut ctx = match super::worker_context(&model, params, &path, &ready_tx) {
                         Some(ctx) => ctx,
                         None => return,
@@ -98,30 +89,7 @@ fn embed_all(
             toks
         })
         .collect();
-    let mut out = Vec::with_capacity(texts.len());
-    let mut batch = LlamaBatch::new(max_tokens, MAX_SEQS as i32);
-    let mut start = 0;
-    while start < tokenized.len() {
-        // Pack as many whole texts as fit in one micro-batch.
-        let mut end = start;
-        let mut used = 0;
-        while end < tokenized.len() && end - start < MAX_SEQS && used + tokenized[end].len() <= max_tokens {
-            used += tokenized[end].len();
-            end += 1;
-        }
-        batch.clear();
-        for (seq, toks) in tokenized[start..end].iter().enumerate() {
-            batch.add_sequence(toks, seq as i32, true)?;
-        }
-        ctx.clear_kv_cache();
-        ctx.decode(&mut batch)?;
-        for seq in 0..end - start {
-            let v = ctx.embeddings_seq_ith(seq as i32).map_err(|_| anyhow::anyhow!("no embedding for sequence {seq}"))?;
-            out.push(normalise(v));
-        }
-        start = end;
-    }
-    Ok(out)
+    Ok(super::pooled_outputs(ctx, &tokenized, max_tokens, MAX_SEQS)?.iter().map(|v| normalise(v)).collect())
 }
 
 fn normalise(v: &[f32]) -> Vec<f32> {

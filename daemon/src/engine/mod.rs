@@ -1,12 +1,14 @@
 //! The only module that knows llama.cpp (`llama-cpp-2`).
 //!
 //! Everything else sees [`Generator`] (a handle that streams text for a prompt) and
-//! [`LlamaEmbedder`] (an implementation of `lore_plugins::Embedder`). Each owns one OS
+//! [`LlamaEmbedder`] (an implementation of `lore_plugins::Embedder`) and
+//! [`LlamaCrossEncoder`] (`lore_plugins::PairScorer`). Each owns one OS
 //! thread that owns the llama.cpp context: contexts are not `Sync` and decoding blocks.
 
 mod embed;
 mod generate;
 mod model_file;
+mod rank;
 mod utf8;
 
 use std::path::Path;
@@ -18,6 +20,7 @@ use llama_cpp_2::model::LlamaModel;
 
 pub use embed::LlamaEmbedder;
 pub use generate::{Event, Finish, GenerateRequest, Generation, Generator, StopReason};
+pub use rank::LlamaCrossEncoder;
 pub use model_file::{architecture, check as check_model_file, ModelFileError};
 pub use utf8::Utf8Stream;
 
@@ -31,6 +34,8 @@ pub enum EngineError {
     Load { path: String, arch: String },
     #[error("llama.cpp could not create a context for {path}: {reason}")]
     Context { path: String, reason: String },
+    #[error("{path} is not a reranking model (its GGUF has no rank pooling): point `models.reranker.path` at a cross-encoder GGUF such as bge-reranker")]
+    NotAReranker { path: String },
     #[error("the generator has stopped")]
     Stopped,
     #[error("too many questions are waiting ({0} in line); try again shortly")]
@@ -85,6 +90,60 @@ fn worker_context<'m>(
             None
         }
     }
+}
+
+/// Context settings for a non-causal encoder (embedder, reranker): a whole text in one
+/// micro-batch, many texts per decode, pooled outputs.
+fn encoder_params(
+    pooling: llama_cpp_2::context::params::LlamaPoolingType,
+    max_tokens: usize,
+    max_seqs: usize,
+    threads: i32,
+) -> llama_cpp_2::context::params::LlamaContextParams {
+    llama_cpp_2::context::params::LlamaContextParams::default()
+        .with_embeddings(true)
+        .with_pooling_type(pooling)
+        .with_n_ctx(std::num::NonZeroU32::new(max_tokens as u32))
+        .with_n_batch(max_tokens as u32)
+        .with_n_ubatch(max_tokens as u32)
+        .with_n_seq_max(max_seqs as u32)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+}
+
+/// Decodes whole token sequences packed into as few micro-batches as fit (`max_tokens`
+/// tokens, `max_seqs` sequences each) and returns each sequence's pooled output, in order.
+/// For non-causal models (embedders, rerankers), which must see a sequence in one batch.
+fn pooled_outputs(
+    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+    sequences: &[Vec<llama_cpp_2::token::LlamaToken>],
+    max_tokens: usize,
+    max_seqs: usize,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(sequences.len());
+    let mut batch = llama_cpp_2::llama_batch::LlamaBatch::new(max_tokens, max_seqs as i32);
+    let mut start = 0;
+    while start < sequences.len() {
+        let mut end = start;
+        let mut used = 0;
+        while end < sequences.len() && end - start < max_seqs && used + sequences[end].len() <= max_tokens {
+            used += sequences[end].len();
+            end += 1;
+        }
+        anyhow::ensure!(end > start, "a sequence of {} tokens exceeds the batch of {max_tokens}", sequences[start].len());
+        batch.clear();
+        for (seq, toks) in sequences[start..end].iter().enumerate() {
+            batch.add_sequence(toks, seq as i32, true)?;
+        }
+        ctx.clear_kv_cache();
+        ctx.decode(&mut batch)?;
+        for seq in 0..end - start {
+            let v = ctx.embeddings_seq_ith(seq as i32).map_err(|_| anyhow::anyhow!("no output for sequence {seq}"))?;
+            out.push(v.to_vec());
+        }
+        start = end;
+    }
+    Ok(out)
 }
 
 /// Threads for llama.cpp: the configured count, else one per available core. llama.cpp's
