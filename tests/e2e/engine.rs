@@ -195,3 +195,33 @@ async fn prompts_are_fitted_by_dropping_turns_then_passages_never_the_question()
     let err = build(&g, &Template::default(), &"why ".repeat(600), &passages, &history, 128).unwrap_err();
     assert!(err.to_string().contains("question is too long"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follow_up_reuses_the_cached_prompt_prefix_and_answers_the_same() {
+    let shared = "You answer questions about honey bees. A colony has one queen, thousands of workers \
+                  and a few hundred drones. Workers collect nectar and pollen; the queen lays eggs. ";
+    let first = format!("{shared}Question: What does the queen do?\nAnswer:");
+    let follow_up = format!("{shared}Question: What do workers collect?\nAnswer:");
+    let cfg = serde_yaml::from_str::<GeneratorConfig>(&format!("path: {}\ncontext_tokens: 512\nparallel: 1", generator_path().display())).unwrap();
+
+    let g = Generator::load(&cfg).unwrap();
+    let (_, events) = collect(g.generate(request(&first, 8)).unwrap()).await;
+    assert_eq!(finish(&events).reused_tokens, 0, "nothing was cached yet");
+    let (cached_text, events) = collect(g.generate(request(&follow_up, 16)).unwrap()).await;
+    let f = finish(&events);
+    let shared_tokens = g.count_tokens(shared);
+    assert!(
+        f.reused_tokens + 2 >= shared_tokens && f.reused_tokens < f.prompt_tokens,
+        "reused {} of {} prompt tokens; the shared part has {shared_tokens}",
+        f.reused_tokens,
+        f.prompt_tokens
+    );
+    // A question in another context (scoring) in between does not disturb the cache.
+    g.score("Bees make honey.", " Yes").await.unwrap();
+    drop(g);
+
+    let fresh = Generator::load(&cfg).unwrap();
+    let (fresh_text, events) = collect(fresh.generate(request(&follow_up, 16)).unwrap()).await;
+    assert_eq!(finish(&events).reused_tokens, 0);
+    assert_eq!(cached_text, fresh_text, "the reused prefix changed the answer");
+}

@@ -5,6 +5,10 @@
 //! the next token of every generating sequence plus a chunk of the prompt of sequences
 //! still reading theirs (chunked prefill), like llama.cpp's own server: a new question never
 //! waits for another conversation's answer to finish.
+//!
+//! A finished sequence keeps its prompt in the cache. A new request goes to the free
+//! sequence whose kept prompt shares the longest prefix with its own (the system prompt,
+//! a follow-up's earlier turns) and decodes only the rest, as llama.cpp's server does.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,8 @@ pub enum Event {
 pub struct Finish {
     pub reason: StopReason,
     pub prompt_tokens: usize,
+    /// Prompt tokens found in the cache from an earlier request (not decoded again).
+    pub reused_tokens: usize,
     pub generated_tokens: usize,
     /// For [`Generator::score`]: mean log-probability of the continuation's tokens.
     pub mean_logprob: Option<f64>,
@@ -323,6 +329,8 @@ struct Active {
     job: Job,
     /// Prompt tokens already in the KV cache.
     prefilled: usize,
+    /// Of those, how many an earlier request left there.
+    reused: usize,
     /// Position of the next token in this sequence.
     n_past: usize,
     /// Token sampled last, to be decoded next.
@@ -341,11 +349,17 @@ struct Active {
     piece: Vec<u8>,
 }
 
+/// A shared prefix shorter than this is decoded again: reusing it saves too little to be
+/// worth keeping a free sequence's tokens apart.
+const MIN_REUSE_TOKENS: usize = 16;
+
 struct Worker<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
     queue: Arc<Queue>,
     slots: Vec<Option<Active>>,
+    /// Per sequence: the prompt tokens its part of the KV cache holds while it is free.
+    kept: Vec<Vec<LlamaToken>>,
     context_tokens: usize,
     batch: LlamaBatch<'static>,
     batch_tokens: usize,
@@ -365,6 +379,7 @@ impl<'m> Worker<'m> {
             ctx,
             queue,
             slots: (0..parallel).map(|_| None).collect(),
+            kept: vec![Vec::new(); parallel],
             context_tokens,
             batch: LlamaBatch::new(batch_tokens, parallel as i32),
             batch_tokens,
@@ -384,7 +399,8 @@ impl<'m> Worker<'m> {
     /// Moves waiting jobs into free sequences. Blocks while there is nothing to do.
     /// Returns false when the worker should stop.
     fn admit(&mut self) -> bool {
-        let mut q = match self.queue.jobs.lock() {
+        let queue = self.queue.clone();
+        let mut q = match queue.jobs.lock() {
             Ok(q) => q,
             Err(_) => return false,
         };
@@ -396,26 +412,25 @@ impl<'m> Worker<'m> {
             if !(idle && q.waiting.is_empty()) {
                 break;
             }
-            q = match self.queue.wake.wait(q) {
+            q = match queue.wake.wait(q) {
                 Ok(q) => q,
                 Err(_) => return false,
             };
         }
         let mut admitted = false;
-        for (seq, slot) in self.slots.iter_mut().enumerate() {
-            if slot.is_some() {
-                continue;
-            }
+        while self.slots.iter().any(Option::is_none) {
             let Some(job) = q.waiting.pop_front() else { break };
             if job.cancel.is_cancelled() || job.events.is_closed() {
                 continue;
             }
-            *slot = Some(Active {
+            let (seq, reused) = self.pick_sequence(&job);
+            self.slots[seq] = Some(Active {
                 seq: seq as i32,
                 sampler: sampler(self.model, &job.request.sampling),
                 job,
-                prefilled: 0,
-                n_past: 0,
+                prefilled: reused,
+                reused,
+                n_past: reused,
                 next: None,
                 logits_at: None,
                 score_at: Vec::new(),
@@ -438,6 +453,40 @@ impl<'m> Worker<'m> {
         true
     }
 
+    /// The free sequence for `job` and how many of its prompt tokens are already cached
+    /// there; the rest of that sequence's cache is dropped.
+    fn pick_sequence(&mut self, job: &Job) -> (usize, usize) {
+        // At least one prompt token is decoded (its logits start the answer); scoring
+        // needs the logits from the token before the scored part.
+        let limit = job.tokens.len().saturating_sub(1).min(job.score_from.map_or(usize::MAX, |f| f.saturating_sub(1)));
+        let common = |kept: &[LlamaToken]| kept.iter().zip(&job.tokens).take_while(|(a, b)| a == b).count().min(limit);
+        let free = (0..self.slots.len()).filter(|&s| self.slots[s].is_none());
+        // Longest shared prefix first; among equals, the sequence keeping the least.
+        let seq = free
+            .max_by_key(|&s| (common(&self.kept[s]), std::cmp::Reverse(self.kept[s].len())))
+            .expect("called with a free sequence");
+        let shared = common(&self.kept[seq]);
+        let reused = if shared >= MIN_REUSE_TOKENS { shared } else { 0 };
+        if reused < self.kept[seq].len() {
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), Some(reused as u32), None);
+        }
+        self.kept[seq].clear();
+        (seq, reused)
+    }
+
+    /// Drops what free sequences keep, to make room in the cache.
+    fn evict_kept(&mut self) -> bool {
+        let mut any = false;
+        for seq in 0..self.slots.len() {
+            if self.slots[seq].is_none() && !self.kept[seq].is_empty() {
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                self.kept[seq].clear();
+                any = true;
+            }
+        }
+        any
+    }
+
     fn drop_cancelled(&mut self) {
         for i in 0..self.slots.len() {
             let cancelled = self.slots[i]
@@ -453,6 +502,7 @@ impl<'m> Worker<'m> {
     fn step(&mut self) {
         self.batch.clear();
         let mut budget = self.batch_tokens;
+        let before: Vec<Option<usize>> = self.slots.iter().map(|s| s.as_ref().map(|a| a.prefilled)).collect();
         for a in self.slots.iter_mut().flatten() {
             a.logits_at = None;
             if let Some(tok) = a.next {
@@ -494,6 +544,17 @@ impl<'m> Worker<'m> {
         match self.ctx.decode(&mut self.batch) {
             Ok(()) => {}
             Err(DecodeError::NoKvCacheSlot) => {
+                // Nothing of this batch was decoded (one micro-batch): undo the prefill.
+                for (slot, before) in self.slots.iter_mut().zip(&before) {
+                    if let (Some(a), Some(p)) = (slot.as_mut(), before) {
+                        a.prefilled = *p;
+                        a.n_past = if a.next.is_some() { a.n_past } else { *p };
+                    }
+                }
+                if self.evict_kept() {
+                    tracing::debug!("KV cache full; dropped the prompts kept for reuse");
+                    return;
+                }
                 // Admission keeps every sequence within its share of the cache, so this
                 // means fragmentation: give up on the youngest request, not on everyone.
                 tracing::warn!("KV cache full; failing the newest generation");
@@ -564,10 +625,15 @@ impl<'m> Worker<'m> {
             let _ = a.job.events.send(Event::Done(Finish {
                 reason,
                 prompt_tokens: a.job.tokens.len(),
+                reused_tokens: a.reused,
                 generated_tokens: a.generated,
                 mean_logprob: (a.logprob_n > 0).then(|| a.logprob_sum / a.logprob_n as f64),
             }));
-            self.release(a.seq);
+            // Keep the prompt (not the answer, which the next prompt quotes re-tokenized).
+            let _ = self.ctx.clear_kv_cache_seq(Some(a.seq as u32), Some(a.prefilled as u32), None);
+            a.job.tokens.truncate(a.prefilled);
+            self.kept[a.seq as usize] = a.job.tokens;
+            self.mark_active();
         }
     }
 
@@ -580,6 +646,11 @@ impl<'m> Worker<'m> {
 
     fn release(&mut self, seq: i32) {
         let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        self.kept[seq as usize].clear();
+        self.mark_active();
+    }
+
+    fn mark_active(&mut self) {
         if let Ok(mut q) = self.queue.jobs.lock() {
             q.active = self.slots.iter().filter(|s| s.is_some()).count();
         }
