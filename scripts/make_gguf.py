@@ -4,6 +4,7 @@
   make_gguf.py gptneox OUT.gguf [--shape tiny|pythia-1.4b|pythia-6.9b] [--type f16|q8_0|q4_0]
   make_gguf.py gptj OUT.gguf          # a tiny GPT-J file: llama.cpp has no graph for it
   make_gguf.py bert-reranker OUT.gguf # a tiny BERT cross-encoder (rank pooling, one score)
+  make_gguf.py bert OUT.gguf --shape minilm   # an embedder shaped like all-MiniLM-L6-v2
 
 Speed does not depend on weight values, so these serve throughput checks; the tiny one
 proves the GPT-NeoX path loads and generates through lore's engine.
@@ -137,14 +138,26 @@ def wordpiece_vocab():
     return tokens, types
 
 
-def bert_reranker(out: str) -> None:
-    """BERT with a classification head and rank pooling, the shape of bge-reranker GGUFs:
-    llama.cpp scores a (query, document) pair from the first token's output."""
-    n_embd, n_layer, n_head, n_ff, n_ctx = 32, 2, 2, 64, 512
+BERT_SHAPES = {
+    # n_embd, n_layer, n_head, n_ff, n_ctx
+    "tiny": (32, 2, 2, 64, 512),
+    "minilm": (384, 6, 12, 1536, 512),
+}
+
+
+def bert(out: str, shape: str, reranker: bool) -> None:
+    """A BERT encoder. As a reranker it has a classification head and rank pooling, the
+    shape of bge-reranker GGUFs (llama.cpp scores a (query, document) pair from the first
+    token's output); otherwise it is an embedder with mean pooling (all-MiniLM's shape)."""
+    n_embd, n_layer, n_head, n_ff, n_ctx = BERT_SHAPES[shape]
     rng = np.random.default_rng(1234)
     tokens, types = wordpiece_vocab()
+    n_vocab = 30522 if shape == "minilm" else len(tokens)
+    while len(tokens) < n_vocab:
+        tokens.append(f"[unused{len(tokens)}]")
+        types.append(gguf.TokenType.UNUSED)
     w = gguf.GGUFWriter(out, "bert")
-    w.add_name("random-bert-reranker-tiny")
+    w.add_name(f"random-bert-{'reranker-' if reranker else ''}{shape}")
     w.add_context_length(n_ctx)
     w.add_embedding_length(n_embd)
     w.add_feed_forward_length(n_ff)
@@ -152,7 +165,7 @@ def bert_reranker(out: str) -> None:
     w.add_head_count(n_head)
     w.add_layer_norm_eps(1e-12)
     w.add_causal_attention(False)
-    w.add_pooling_type(gguf.PoolingType.RANK)
+    w.add_pooling_type(gguf.PoolingType.RANK if reranker else gguf.PoolingType.MEAN)
     w.add_token_type_count(2)
     w.add_tokenizer_model("bert")
     w.add_tokenizer_pre("default")
@@ -167,7 +180,7 @@ def bert_reranker(out: str) -> None:
     w.add_add_bos_token(True)
     w.add_add_eos_token(True)
     f32 = lambda *shape: (rng.standard_normal(shape) * 0.2).astype(np.float32)
-    w.add_tensor("token_embd.weight", f32(len(tokens), n_embd))
+    w.add_tensor("token_embd.weight", f32(n_vocab, n_embd))
     w.add_tensor("token_types.weight", f32(2, n_embd))
     w.add_tensor("position_embd.weight", f32(n_ctx, n_embd))
     w.add_tensor("token_embd_norm.weight", np.ones(n_embd, dtype=np.float32))
@@ -181,10 +194,11 @@ def bert_reranker(out: str) -> None:
         for norm in ("attn_output_norm", "layer_output_norm"):
             w.add_tensor(p + norm + ".weight", np.ones(n_embd, dtype=np.float32))
             w.add_tensor(p + norm + ".bias", np.zeros(n_embd, dtype=np.float32))
-    w.add_tensor("cls.weight", f32(n_embd, n_embd))
-    w.add_tensor("cls.bias", f32(n_embd))
-    w.add_tensor("cls.output.weight", f32(1, n_embd))
-    w.add_tensor("cls.output.bias", f32(1))
+    if reranker:
+        w.add_tensor("cls.weight", f32(n_embd, n_embd))
+        w.add_tensor("cls.bias", f32(n_embd))
+        w.add_tensor("cls.output.weight", f32(1, n_embd))
+        w.add_tensor("cls.output.bias", f32(1))
     finish(w)
 
 
@@ -197,15 +211,15 @@ def finish(w: gguf.GGUFWriter) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("arch", choices=["gptneox", "gptj", "bert-reranker"])
+    ap.add_argument("arch", choices=["gptneox", "gptj", "bert", "bert-reranker"])
     ap.add_argument("out")
-    ap.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
+    ap.add_argument("--shape", default="tiny", choices=sorted(set(SHAPES) | set(BERT_SHAPES)))
     ap.add_argument("--type", default="f16", choices=["f32", "f16", "q8_0", "q4_0"])
     a = ap.parse_args()
     if a.arch == "gptneox":
         gptneox(a.out, a.shape, a.type)
-    elif a.arch == "bert-reranker":
-        bert_reranker(a.out)
+    elif a.arch in ("bert", "bert-reranker"):
+        bert(a.out, a.shape, a.arch == "bert-reranker")
     else:
         gptj(a.out)
 

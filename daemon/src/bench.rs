@@ -57,9 +57,28 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON object to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
 }
 
+/// The retrieval and time-to-first-token test, kept apart so that a bench binary without
+/// the knowledge-base store (lore-bench, shipped to GPU machines) stays small.
+pub type RetrievalTest =
+    for<'a> fn(&'a Generator, &'a LlamaEmbedder, usize) -> futures::future::BoxFuture<'a, anyhow::Result<Value>>;
+
+/// Every measurement, with retrieval.
 pub async fn run(args: BenchArgs, gen_path: PathBuf, emb_path: PathBuf) -> anyhow::Result<()> {
+    run_with(args, gen_path, emb_path, Some(|g, e, n| Box::pin(ttft_test(g, e, n)))).await
+}
+
+/// Every measurement; time to first token only when `retrieval` is given.
+pub async fn run_with(
+    args: BenchArgs,
+    gen_path: PathBuf,
+    emb_path: PathBuf,
+    retrieval: Option<RetrievalTest>,
+) -> anyhow::Result<()> {
     let gen_path = args.model.clone().unwrap_or(gen_path);
     let emb_path = args.embedder.clone().unwrap_or(emb_path);
     let threads = crate::engine::thread_count(args.threads) as usize;
@@ -105,10 +124,11 @@ pub async fn run(args: BenchArgs, gen_path: PathBuf, emb_path: PathBuf) -> anyho
     out.insert("batched".into(), json!(batched));
     out.insert("sequential".into(), sequential.clone());
 
-    progress("retrieval and time to first token");
     let embedder = LlamaEmbedder::load(&emb_config(&emb_path, threads, args.gpu_layers))?;
-    let ttft = ttft_test(&generator, &embedder, args.kb_chunks).await?;
-    out.insert("ttft".into(), ttft);
+    if let Some(test) = retrieval {
+        progress("retrieval and time to first token");
+        out.insert("ttft".into(), test(&generator, &embedder, args.kb_chunks).await?);
+    }
 
     progress("ingest embedding");
     let texts = sample_texts(args.embed_texts);
@@ -159,6 +179,9 @@ pub async fn run(args: BenchArgs, gen_path: PathBuf, emb_path: PathBuf) -> anyho
     }
 
     let out = Value::Object(out);
+    if let Some(file) = &args.json_out {
+        std::fs::write(file, serde_json::to_vec_pretty(&out)?).with_context(|| format!("cannot write {}", file.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -182,8 +205,12 @@ fn request(prompt: String, max_tokens: usize) -> GenerateRequest {
 }
 
 /// Text that tokenises to about `n` tokens (" the" is one token in most vocabularies).
+/// Every call's text starts differently, so no request finds its prompt already in the
+/// engine's prefix cache: these tests measure decoding, as llama.cpp's tools do.
 fn prompt_of(generator: &Generator, n: usize) -> (String, usize) {
-    let text = " the".repeat(n.saturating_sub(1).max(1));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let salt = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let text = format!("{salt}:{}", " the".repeat(n.saturating_sub(3).max(1)));
     let tokens = generator.count_tokens(&text);
     (text, tokens)
 }
@@ -215,21 +242,21 @@ async fn timed(generator: &Generator, req: GenerateRequest) -> anyhow::Result<Ti
 }
 
 async fn pp_test(generator: &Generator, n_prompt: usize, reps: usize) -> anyhow::Result<Vec<f64>> {
-    let (text, tokens) = prompt_of(generator, n_prompt);
-    timed(generator, request(text.clone(), 1)).await?; // warm-up
+    timed(generator, request(prompt_of(generator, n_prompt).0, 1)).await?; // warm-up
     let mut out = Vec::new();
     for _ in 0..reps {
-        let t = timed(generator, request(text.clone(), 1)).await?;
+        let (text, tokens) = prompt_of(generator, n_prompt);
+        let t = timed(generator, request(text, 1)).await?;
         out.push(tokens as f64 / (t.done - t.submitted).as_secs_f64());
     }
     Ok(out)
 }
 
 async fn tg_test(generator: &Generator, n_gen: usize, reps: usize) -> anyhow::Result<Vec<f64>> {
-    timed(generator, request(" the".into(), 4)).await?; // warm-up
+    timed(generator, request(prompt_of(generator, 1).0, 4)).await?; // warm-up
     let mut out = Vec::new();
     for _ in 0..reps {
-        let t = timed(generator, request(" the".into(), n_gen)).await?;
+        let t = timed(generator, request(prompt_of(generator, 1).0, n_gen)).await?;
         let first = t.first.unwrap_or(t.submitted);
         out.push((t.generated.saturating_sub(1)) as f64 / (t.done - first).as_secs_f64());
     }
@@ -237,11 +264,12 @@ async fn tg_test(generator: &Generator, n_gen: usize, reps: usize) -> anyhow::Re
 }
 
 async fn batched_test(generator: &Generator, np: usize, n: usize, reps: usize) -> anyhow::Result<Value> {
-    let (text, tokens) = prompt_of(generator, n);
+    let tokens = prompt_of(generator, n).1;
     let mut tg = Vec::new();
     let mut total = Vec::new();
     for rep in 0..=reps {
-        let runs = futures::future::try_join_all((0..np).map(|_| timed(generator, request(text.clone(), n)))).await?;
+        let runs =
+            futures::future::try_join_all((0..np).map(|_| timed(generator, request(prompt_of(generator, n).0, n)))).await?;
         if rep == 0 {
             continue; // warm-up
         }
@@ -258,11 +286,11 @@ async fn batched_test(generator: &Generator, np: usize, n: usize, reps: usize) -
 
 /// The same conversations answered one after another (how a one-at-a-time bot would).
 async fn sequential_test(generator: &Generator, np: usize, n: usize) -> anyhow::Result<Value> {
-    let (text, tokens) = prompt_of(generator, n);
+    let tokens = prompt_of(generator, n).1;
     let start = Instant::now();
     let mut generated = 0;
     for _ in 0..np {
-        generated += timed(generator, request(text.clone(), n)).await?.generated;
+        generated += timed(generator, request(prompt_of(generator, n).0, n)).await?.generated;
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(json!({"np": np, "tg_tps": generated as f64 / secs, "total_tps": (np * tokens + generated) as f64 / secs}))

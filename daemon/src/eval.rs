@@ -47,6 +47,9 @@ pub struct EvalArgs {
     /// Print the metrics as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also write one JSON line per question (answer, evidence, gold rank, scores) here.
+    #[arg(long)]
+    pub details: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -85,12 +88,17 @@ struct AnswerSpan {
 /// abstention threshold can be applied (and swept) afterwards without asking again.
 #[derive(Debug, Clone)]
 struct Asked {
+    id: String,
+    question: String,
     has_answer: bool,
     golds: Vec<String>,
     /// 1-based rank of the gold paragraph among the top 20 (None: not found).
     gold_rank: Option<usize>,
     /// Best similarity among the retrieved passages (None: closed book).
     evidence: Option<f32>,
+    /// The first passage's score after reranking (the `llm` reranker: the question's mean
+    /// log-probability after it).
+    top_score: Option<f32>,
     /// The cleaned answer ("" when the model itself said it does not know).
     answer: String,
     latency_ms: f64,
@@ -208,6 +216,7 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
                 let ranked = retrieve_for_metrics(app, kb, &qa.question, retrieval).await?;
                 let gold_rank =
                     ranked.iter().position(|h| h.chunk.line_start <= line && line <= h.chunk.line_end).map(|r| r + 1);
+                let top_score = ranked.first().map(|h| h.score);
                 let (answer, evidence) = match pipeline {
                     None => (String::new(), None),
                     Some(p) if args.closed_book => (closed_book(p, template, &qa.question).await?, None),
@@ -224,10 +233,13 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
                 anyhow::Ok((
                     qa.id.clone(),
                     Asked {
+                        id: qa.id.clone(),
+                        question: qa.question.clone(),
                         has_answer: !qa.is_impossible && !golds.is_empty(),
                         golds,
                         gold_rank,
                         evidence,
+                        top_score,
                         answer,
                         latency_ms: started.elapsed().as_secs_f64() * 1e3,
                     },
@@ -249,6 +261,22 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
             .with_context(|| format!("cannot write {}", args.predictions.display()))?;
     }
     let scored: Vec<Scored> = asked.iter().map(|a| a.scored(retrieval.min_score)).collect();
+    if let Some(file) = &args.details {
+        let lines: Vec<String> = asked
+            .iter()
+            .zip(&scored)
+            .map(|(a, s)| {
+                json!({
+                    "id": a.id, "question": a.question, "has_answer": a.has_answer, "golds": a.golds,
+                    "answer": a.answer, "evidence": a.evidence, "top_score": a.top_score,
+                    "gold_rank": a.gold_rank, "exact": s.exact, "f1": s.f1, "abstained": s.abstained,
+                    "latency_ms": a.latency_ms,
+                })
+                .to_string()
+            })
+            .collect();
+        std::fs::write(file, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", file.display()))?;
+    }
     let mut report = metrics(&scored, answers);
     let m = report.as_object_mut().expect("object");
     if answers && !args.closed_book {

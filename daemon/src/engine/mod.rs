@@ -51,10 +51,28 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
         .get_or_init(|| {
             // llama.cpp logs every tensor at load; route it through tracing (off by default).
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            #[cfg(feature = "dynamic-backends")]
+            load_backend_modules();
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| EngineError::Backend(e.clone()))
+}
+
+/// With `dynamic-backends`, ggml's compute backends (CPU variants, CUDA, ...) are shared
+/// libraries loaded at start: from `$LORE_BACKENDS_DIR`, else beside the executable, else
+/// where the build put them. A `libggml-cuda.so` built elsewhere from the same llama.cpp
+/// source can be dropped in beside the binary.
+#[cfg(feature = "dynamic-backends")]
+fn load_backend_modules() {
+    let dir = std::env::var_os("LORE_BACKENDS_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)))
+        .filter(|d| std::fs::read_dir(d).is_ok_and(|mut it| it.any(|f| f.is_ok_and(|f| f.file_name().to_string_lossy().starts_with("libggml-")))));
+    match dir {
+        Some(dir) => llama_cpp_2::llama_backend::load_backends_from_path(&dir),
+        None => llama_cpp_2::llama_backend::load_backends(),
+    }
 }
 
 /// Loads a GGUF model after checking that llama.cpp can run its architecture.
