@@ -16,6 +16,7 @@ use arrow_array::{
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use lancedb::index::scalar::{FtsIndexBuilder, FullTextSearchQuery};
+use lancedb::index::vector::IvfHnswSqIndexBuilder;
 use lancedb::index::Index;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::Table;
@@ -88,6 +89,9 @@ pub struct Hit {
     /// it: comparable across retrievers, so abstention can rely on it.
     pub similarity: Option<f32>,
 }
+
+/// Chunks in a knowledge base from which vector search uses an ANN index.
+pub const VECTOR_INDEX_MIN_ROWS: usize = 5_000;
 
 /// The LanceDB database holding every knowledge base of one data directory.
 #[derive(Clone)]
@@ -251,7 +255,28 @@ impl KnowledgeBase {
             merge.execute(reader).await?;
         }
         self.refresh_fts_index().await?;
+        self.refresh_vector_index().await?;
         Ok(summary)
+    }
+
+    /// Whether vector search goes through an ANN index (see [`VECTOR_INDEX_MIN_ROWS`]).
+    pub async fn has_vector_index(&self) -> Result<bool> {
+        Ok(self.table.list_indices().await?.iter().any(|i| i.columns.iter().any(|c| c == "vector")))
+    }
+
+    /// Above [`VECTOR_INDEX_MIN_ROWS`] chunks, vector search goes through an ANN index
+    /// (IVF-HNSW with scalar quantization, cosine), rebuilt after each write; below, an
+    /// exact scan is fast enough and exact.
+    async fn refresh_vector_index(&self) -> Result<()> {
+        if self.count().await? < VECTOR_INDEX_MIN_ROWS {
+            return Ok(());
+        }
+        self.table
+            .create_index(&["vector"], Index::IvfHnswSq(IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine)))
+            .replace(true)
+            .execute()
+            .await?;
+        Ok(())
     }
 
     async fn refresh_fts_index(&self) -> Result<()> {

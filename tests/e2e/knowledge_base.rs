@@ -70,3 +70,43 @@ async fn bad_input_is_reported_with_its_place_and_nothing_is_written() {
         .to_string();
     assert!(err.contains("nope"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_knowledge_base_searches_through_an_ann_index_and_still_finds_exact_matches() {
+    use lore_plugins::store::VECTOR_INDEX_MIN_ROWS;
+    use lore_plugins::{Chunk, KbStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = KbStore::open(dir.path()).await.unwrap();
+    let dim = 32;
+    let kb = store.open_or_create("large", dim).await.unwrap();
+    // Deterministic pseudo-random unit vectors, one chunk each.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let n = VECTOR_INDEX_MIN_ROWS + 100;
+    let rows: Vec<(Chunk, Vec<f32>)> = (0..n)
+        .map(|i| {
+            let mut v: Vec<f32> = (0..dim).map(|_| next()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            (Chunk::new(&format!("doc{}.txt", i / 500), i as u32, 1, 1, format!("chunk number {i}")), v)
+        })
+        .collect();
+    let sources: Vec<String> = (0..n.div_ceil(500)).map(|d| format!("doc{d}.txt")).collect();
+    kb.replace_sources(&rows, &sources).await.unwrap();
+    assert!(kb.has_vector_index().await.unwrap(), "no ANN index over {n} chunks");
+    // Each probe's own vector must come back first, with similarity ~1.
+    let mut found = 0;
+    for i in (0..n).step_by(n / 50) {
+        let hits = kb.search_vector(&rows[i].1, 5).await.unwrap();
+        assert!(hits.len() == 5);
+        if hits[0].chunk.id == rows[i].0.id && hits[0].similarity.unwrap() > 0.99 {
+            found += 1;
+        }
+    }
+    assert!(found >= 48, "the index found only {found} of 50 exact matches");
+}
