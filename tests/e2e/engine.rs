@@ -218,6 +218,10 @@ async fn a_follow_up_reuses_the_cached_prompt_prefix_and_answers_the_same() {
     );
     // A question in another context (scoring) in between does not disturb the cache.
     g.score("Bees make honey.", " Yes").await.unwrap();
+    // Forgetting the kept prompts makes the next request decode everything again.
+    g.forget_cached_prompts();
+    let (_, events) = collect(g.generate(request(&follow_up, 1)).unwrap()).await;
+    assert_eq!(finish(&events).reused_tokens, 0, "kept prompts survived forget_cached_prompts");
     drop(g);
 
     let fresh = Generator::load(&cfg).unwrap();

@@ -112,6 +112,8 @@ struct QueueState {
     waiting: VecDeque<Job>,
     /// Sequences currently in use by the worker.
     active: usize,
+    /// Drop the prompts free sequences keep for reuse (see `Generator::forget_cached_prompts`).
+    forget: bool,
     shutdown: bool,
 }
 
@@ -161,7 +163,7 @@ impl Generator {
         let kv_cache_bytes =
             2 * 2 * model.n_layer() as u64 * head_dim * model.n_head_kv() as u64 * (context_tokens * parallel) as u64;
         let queue = Arc::new(Queue {
-            jobs: Mutex::new(QueueState { waiting: VecDeque::new(), active: 0, shutdown: false }),
+            jobs: Mutex::new(QueueState { waiting: VecDeque::new(), active: 0, forget: false, shutdown: false }),
             wake: Condvar::new(),
         });
         let chat_template = model
@@ -295,6 +297,16 @@ impl Generator {
         Err(EngineError::Stopped)
     }
 
+    /// Drops the prompts that finished requests left in the cache, so the next requests
+    /// start from an empty cache (benchmarks measure each test that way, like llama.cpp's
+    /// tools with their fresh contexts). Takes effect before the next request starts.
+    pub fn forget_cached_prompts(&self) {
+        if let Ok(mut q) = self.inner.queue.jobs.lock() {
+            q.forget = true;
+        }
+        self.inner.queue.wake.notify_all();
+    }
+
     fn submit(&self, tokens: Vec<LlamaToken>, score_from: Option<usize>, request: GenerateRequest) -> Result<Generation, EngineError> {
         if tokens.len() + 1 > self.inner.context_tokens {
             return Err(EngineError::PromptTooLong { prompt: tokens.len(), limit: self.inner.context_tokens });
@@ -407,6 +419,10 @@ impl<'m> Worker<'m> {
         loop {
             if q.shutdown {
                 return false;
+            }
+            if q.forget {
+                self.evict_kept();
+                q.forget = false;
             }
             let idle = self.slots.iter().all(Option::is_none);
             if !(idle && q.waiting.is_empty()) {
