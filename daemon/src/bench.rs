@@ -105,6 +105,17 @@ pub async fn run_with(
     out.insert("gpu_layers".into(), json!(args.gpu_layers));
     out.insert("devices".into(), json!(crate::engine::devices()));
 
+    // The reference runs before and after lore and its figures are averaged: on a small
+    // shared machine speed drifts by minutes, and a one-sided reference would blame lore.
+    let texts = sample_texts(args.embed_texts);
+    let reference_before = match &args.reference {
+        Some(reference) => {
+            progress("reference (llama.cpp C API), first run");
+            Some(run_reference(reference, &args, &gen_path, &emb_path, threads, &texts)?)
+        }
+        None => None,
+    };
+
     progress("loading");
     let generator = Generator::load(&gen_cfg(max_parallel, threads))?;
 
@@ -131,7 +142,6 @@ pub async fn run_with(
     }
 
     progress("ingest embedding");
-    let texts = sample_texts(args.embed_texts);
     let embed = embed_test(&embedder, &texts, args.reps).await?;
     out.insert("embed_texts_per_s".into(), stats_json(&embed));
 
@@ -171,10 +181,19 @@ pub async fn run_with(
         out.insert("threads_sweep".into(), json!({"results": sweep, "configured_vs_best": configured / best}));
     }
 
-    if let Some(reference) = &args.reference {
-        progress("reference (llama.cpp C API)");
-        let r = run_reference(reference, &args, &gen_path, &emb_path, threads, &texts)?;
-        out.insert("reference".into(), r);
+    if let (Some(reference), Some(before)) = (&args.reference, reference_before) {
+        progress("reference (llama.cpp C API), second run");
+        let after = run_reference(reference, &args, &gen_path, &emb_path, threads, &texts)?;
+        let f = |v: &Value, a: &str, b: &str| v[a][b].as_f64().unwrap_or(f64::NAN);
+        out.insert(
+            "reference_drift".into(),
+            json!({
+                "pp": f(&after, "bench", "pp_tps_mean") / f(&before, "bench", "pp_tps_mean"),
+                "tg": f(&after, "bench", "tg_tps_mean") / f(&before, "bench", "tg_tps_mean"),
+            }),
+        );
+        out.insert("reference".into(), mean_json(&before, &after));
+        out.insert("reference_runs".into(), json!([before, after]));
         out.insert("ratios".into(), ratios(&out));
     }
 
@@ -434,6 +453,23 @@ fn run_reference(
     Ok(json!({"bench": bench, "batched": batched, "embed": embed}))
 }
 
+/// The mean of two results of the same shape: numbers averaged, everything else from `a`.
+fn mean_json(a: &Value, b: &Value) -> Value {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) if !x.is_nan() && !y.is_nan() => json!((x + y) / 2.0),
+            _ => a.clone(),
+        },
+        (Value::Object(x), Value::Object(y)) => {
+            Value::Object(x.iter().map(|(k, v)| (k.clone(), y.get(k).map_or_else(|| v.clone(), |w| mean_json(v, w)))).collect())
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            Value::Array(x.iter().zip(y).map(|(v, w)| mean_json(v, w)).collect())
+        }
+        _ => a.clone(),
+    }
+}
+
 fn ratios(out: &serde_json::Map<String, Value>) -> Value {
     let r = &out["reference"];
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
@@ -466,6 +502,13 @@ fn print_table(out: &Value) {
         if v.is_null() { "-".into() } else { format!("{:.2}", f(v)) }
     };
     println!("model {}  threads {}  gpu_layers {}  devices {}", out["model"].as_str().unwrap_or(""), out["threads"], out["gpu_layers"], out["devices"]);
+    if let Some(d) = out.get("reference_drift") {
+        println!(
+            "reference: mean of a run before and one after lore's; second / first: pp {:.2}, tg {:.2}",
+            f(&d["pp"]),
+            f(&d["tg"])
+        );
+    }
     println!("{:<44} {:>12} {:>12} {:>7} {:>7}", "test", "lore", "reference", "ratio", "target");
     let row = |name: &str, lore: f64, reference: Option<f64>, ratio: String, target: &str| {
         let r = reference.map_or("-".into(), |x| format!("{x:.1}"));
