@@ -160,6 +160,8 @@ pub async fn run_with(
     );
     drop(generator);
 
+    // The sweep measures decoding alone: no other model's threads around.
+    drop(embedder);
     if !args.no_thread_sweep && args.gpu_layers == 0 {
         progress("thread sweep");
         let mut sweep = Vec::new();
@@ -456,6 +458,8 @@ fn run_reference(
 /// The mean of two results of the same shape: numbers averaged, everything else from `a`.
 fn mean_json(a: &Value, b: &Value) -> Value {
     match (a, b) {
+        // Equal numbers (counts, parallelism) stay as they are, integers included.
+        (Value::Number(x), Value::Number(y)) if x == y => a.clone(),
         (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
             (Some(x), Some(y)) if !x.is_nan() && !y.is_nan() => json!((x + y) / 2.0),
             _ => a.clone(),
@@ -643,4 +647,19 @@ const WORDS: &[&str] = &[
 
 fn synthetic_sentence(rng: &mut SplitMix, words: usize) -> String {
     (0..words).map(|_| WORDS[(rng.next() % WORDS.len() as u64) as usize]).collect::<Vec<_>>().join(" ") + "."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_reference_runs_average_their_figures_but_keep_their_keys() {
+        let a = json!({"bench": {"pp_tps_mean": 100.0}, "batched": {"results": [{"np": 4, "tg_tps": 10.0}]}, "model": "m"});
+        let b = json!({"bench": {"pp_tps_mean": 200.0}, "batched": {"results": [{"np": 4, "tg_tps": 30.0}]}, "model": "m"});
+        let m = mean_json(&a, &b);
+        assert_eq!(m["bench"]["pp_tps_mean"], json!(150.0));
+        assert_eq!(m["batched"]["results"][0], json!({"np": 4, "tg_tps": 20.0}));
+        assert_eq!(m["model"], json!("m"));
+    }
 }
