@@ -106,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check => check(config).await,
         Command::Eval(args) => {
             let llm_rerank = !args.no_rerank
+                && !args.closed_book
                 && config.retrieval.rerankers.iter().any(|r| matches!(r, lore_plugins::RerankerConfig::Llm { .. }));
             let app = App::load(config, !args.retrieval_only || llm_rerank).await?;
             let metrics = crate::eval::run(&app, &args).await?;

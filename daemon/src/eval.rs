@@ -32,7 +32,7 @@ pub struct EvalArgs {
     /// Abstention threshold instead of the config's `min_score`.
     #[arg(long)]
     pub min_score: Option<f32>,
-    /// Ask the model without passages (for comparison).
+    /// Ask the model without passages (for comparison; recall is then the retriever's alone).
     #[arg(long)]
     pub closed_book: bool,
     /// Only retrieval metrics (no generation).
@@ -166,7 +166,8 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
     if let Some(m) = args.min_score {
         retrieval.min_score = m;
     }
-    if args.no_rerank {
+    // Closed book, passages only feed the recall figures: rerankers would only cost time.
+    if args.no_rerank || args.closed_book {
         retrieval.rerankers.clear();
     }
     // Retrieve the top 20 (for recall@20); the prompt still gets the first `passages`.
