@@ -364,7 +364,7 @@ fn default_passages() -> usize {
     1
 }
 fn default_min_score() -> f32 {
-    0.25
+    0.30
 }
 fn default_abstain_text() -> String {
     "I don't know: the knowledge base does not seem to cover that.".into()
