@@ -40,8 +40,7 @@ impl App {
         let g = &self.config.models.generator;
         Pipeline {
             generator: self.generator.clone().expect("loaded with the generator"),
-            embedder: Arc::new(self.embedder.clone()),
-            cross_encoder: self.cross_encoder.clone().map(|c| Arc::new(c) as Arc<dyn lore_plugins::PairScorer>),
+            plugins: self.plugin_context(),
             max_answer_tokens: g.max_answer_tokens,
             sampling: g.sampling.clone(),
         }
@@ -78,7 +77,7 @@ impl App {
         }
     }
 
-    /// What rerankers may use; the generator only when it is loaded.
+    /// What retrievers and rerankers may use; the generator only when it is loaded.
     pub fn plugin_context(&self) -> lore_plugins::PluginContext {
         lore_plugins::PluginContext {
             embedder: Arc::new(self.embedder.clone()),

@@ -243,7 +243,10 @@ struct Timing {
     generated: usize,
 }
 
+/// One request, from an empty cache (as llama.cpp's tools measure: a fresh context per
+/// test); the prompts of `prompt_of` share no prefix with each other either.
 async fn timed(generator: &Generator, req: GenerateRequest) -> anyhow::Result<Timing> {
+    generator.forget_cached_prompts();
     let mut g = generator.generate(req)?;
     let submitted = Instant::now();
     let mut first = None;
@@ -263,11 +266,9 @@ async fn timed(generator: &Generator, req: GenerateRequest) -> anyhow::Result<Ti
 }
 
 async fn pp_test(generator: &Generator, n_prompt: usize, reps: usize) -> anyhow::Result<Vec<f64>> {
-    generator.forget_cached_prompts();
     timed(generator, request(prompt_of(generator, n_prompt).0, 1)).await?; // warm-up
     let mut out = Vec::new();
     for _ in 0..reps {
-        generator.forget_cached_prompts();
         let (text, tokens) = prompt_of(generator, n_prompt);
         let t = timed(generator, request(text, 1)).await?;
         out.push(tokens as f64 / (t.done - t.submitted).as_secs_f64());
@@ -276,11 +277,9 @@ async fn pp_test(generator: &Generator, n_prompt: usize, reps: usize) -> anyhow:
 }
 
 async fn tg_test(generator: &Generator, n_gen: usize, reps: usize) -> anyhow::Result<Vec<f64>> {
-    generator.forget_cached_prompts();
     timed(generator, request(prompt_of(generator, 1).0, 4)).await?; // warm-up
     let mut out = Vec::new();
     for _ in 0..reps {
-        generator.forget_cached_prompts();
         let t = timed(generator, request(prompt_of(generator, 1).0, n_gen)).await?;
         let first = t.first.unwrap_or(t.submitted);
         out.push((t.generated.saturating_sub(1)) as f64 / (t.done - first).as_secs_f64());
@@ -293,7 +292,6 @@ async fn batched_test(generator: &Generator, np: usize, n: usize, reps: usize) -
     let mut tg = Vec::new();
     let mut total = Vec::new();
     for rep in 0..=reps {
-        generator.forget_cached_prompts();
         let runs =
             futures::future::try_join_all((0..np).map(|_| timed(generator, request(prompt_of(generator, n).0, n)))).await?;
         if rep == 0 {
@@ -316,7 +314,6 @@ async fn sequential_test(generator: &Generator, np: usize, n: usize) -> anyhow::
     let start = Instant::now();
     let mut generated = 0;
     for _ in 0..np {
-        generator.forget_cached_prompts();
         generated += timed(generator, request(prompt_of(generator, n).0, n)).await?.generated;
     }
     let secs = start.elapsed().as_secs_f64();
@@ -341,8 +338,11 @@ async fn ttft_test(generator: &Generator, embedder: &LlamaEmbedder, n_chunks: us
     kb.replace_sources(&rows, &sources).await?;
     let pipeline = Pipeline {
         generator: generator.clone(),
-        embedder: Arc::new(embedder.clone()),
-        cross_encoder: None,
+        plugins: lore_plugins::PluginContext {
+            embedder: Arc::new(embedder.clone()),
+            scorer: Some(Arc::new(generator.clone())),
+            cross_encoder: None,
+        },
         max_answer_tokens: 32,
         sampling: Sampling { temperature: 0.0, ..Sampling::default() },
     };

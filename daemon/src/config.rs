@@ -486,16 +486,6 @@ impl Config {
         }
         self.check_chunking("chunking", &self.chunking)?;
         self.check_rerankers("retrieval.rerankers", &self.retrieval.rerankers)?;
-        for (name, bot) in &self.bots {
-            if let Some(r) = &bot.retrieval.rerankers {
-                self.check_rerankers(&format!("bots.{name}.retrieval.rerankers"), r)?;
-            }
-            for (ch, c) in &bot.channels {
-                if let Some(r) = &c.retrieval.rerankers {
-                    self.check_rerankers(&format!("bots.{name}.channels.{ch}.retrieval.rerankers"), r)?;
-                }
-            }
-        }
         for (name, kb) in &self.knowledge_bases {
             if !valid_kb_name(name) {
                 return Err(self.error(&format!("knowledge_bases.{name}"), "a knowledge base name may use letters, digits, '-' and '_' only"));
@@ -506,9 +496,15 @@ impl Config {
         }
         for (name, bot) in &self.bots {
             self.check_kb_name(&format!("bots.{name}.knowledge_base"), &bot.knowledge_base)?;
+            if let Some(r) = &bot.retrieval.rerankers {
+                self.check_rerankers(&format!("bots.{name}.retrieval.rerankers"), r)?;
+            }
             for (ch, c) in &bot.channels {
                 if let Some(kb) = &c.knowledge_base {
                     self.check_kb_name(&format!("bots.{name}.channels.{ch}.knowledge_base"), kb)?;
+                }
+                if let Some(r) = &c.retrieval.rerankers {
+                    self.check_rerankers(&format!("bots.{name}.channels.{ch}.retrieval.rerankers"), r)?;
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use lore_adapters::{ReplySink, SourceRef};
-use lore_plugins::{Embedder, Hit, KbStore, RetrieverConfig};
+use lore_plugins::{Embedder, KbStore, RetrieverConfig};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -186,6 +186,7 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
     };
     // As many questions in flight as the engine decodes together, like a busy bot.
     let in_flight = if args.retrieval_only { 1 } else { app.config.models.generator.parallel };
+    let plugins = app.plugin_context();
     let mut predictions: BTreeMap<String, String> = BTreeMap::new();
     let mut asked: Vec<Asked> = Vec::new();
     let mut left = args.limit.unwrap_or(usize::MAX);
@@ -210,11 +211,13 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
             .take(left)
             .collect();
         left -= questions.len();
-        let (kb, retrieval, generate_always, template, pipeline) = (&kb, &retrieval, &generate_always, &template, &pipeline);
+        let (kb, retrieval, generate_always, template, pipeline, plugins) =
+            (&kb, &retrieval, &generate_always, &template, &pipeline, &plugins);
         let answered: Vec<Asked> = futures::stream::iter(questions)
             .map(|(line, qa)| async move {
                 let started = Instant::now();
-                let ranked = retrieve_for_metrics(app, kb, &qa.question, retrieval).await?;
+                // Recall@k and MRR are computed on the reranked candidates, best first.
+                let ranked = crate::pipeline::retrieve(plugins, kb, &qa.question, retrieval).await?;
                 let gold_rank =
                     ranked.iter().position(|h| h.chunk.line_start <= line && line <= h.chunk.line_end).map(|r| r + 1);
                 let top_score = ranked.first().map(|h| h.score);
@@ -304,16 +307,6 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
     m.insert("closed_book".into(), json!(args.closed_book));
     m.insert("file".into(), json!(args.squad.display().to_string()));
     Ok(report)
-}
-
-/// The candidates after reranking, best first: recall@k and MRR are computed on them.
-async fn retrieve_for_metrics(app: &App, kb: &lore_plugins::KnowledgeBase, question: &str, r: &Retrieval) -> anyhow::Result<Vec<Hit>> {
-    let cx = app.plugin_context();
-    let mut hits = r.retriever.build(cx.embedder.clone()).retrieve(kb, question, r.top_k).await?;
-    for rr in &r.rerankers {
-        hits = rr.build(&cx)?.rerank(question, hits).await?;
-    }
-    Ok(hits)
 }
 
 async fn closed_book(p: &crate::pipeline::Pipeline, template: &Template, question: &str) -> anyhow::Result<String> {

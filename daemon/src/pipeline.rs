@@ -1,11 +1,10 @@
 //! Where passages are chosen and the answer is generated: embed the question, retrieve,
 //! rerank, abstain if the evidence is weak, build the prompt, stream the answer.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lore_adapters::{ReplySink, SourceRef};
-use lore_plugins::{Embedder, Hit, KnowledgeBase, PairScorer, PluginContext};
+use lore_plugins::{Hit, KnowledgeBase, PluginContext};
 
 use crate::config::{Retrieval, Sampling};
 use crate::engine::{Event, GenerateRequest, Generation, Generator, StopReason};
@@ -15,9 +14,9 @@ use crate::prompt::{self, Template, Turn};
 #[derive(Clone)]
 pub struct Pipeline {
     pub generator: Generator,
-    pub embedder: Arc<dyn Embedder>,
-    /// The `cross-encoder` reranker's model, when one is configured.
-    pub cross_encoder: Option<Arc<dyn PairScorer>>,
+    /// What retrievers and rerankers use: the embedder, this generator as the `llm`
+    /// reranker's scorer, the cross-encoder when one is configured.
+    pub plugins: PluginContext,
     pub max_answer_tokens: usize,
     pub sampling: Sampling,
 }
@@ -55,21 +54,7 @@ pub struct Outcome {
 impl Pipeline {
     /// Retrieves and reranks the passages for `question`, best first.
     pub async fn retrieve(&self, kb: &KnowledgeBase, question: &str, retrieval: &Retrieval) -> anyhow::Result<Vec<Hit>> {
-        let retriever = retrieval.retriever.build(self.embedder.clone());
-        let mut hits = retriever.retrieve(kb, question, retrieval.top_k).await?;
-        let cx = self.plugin_context();
-        for r in &retrieval.rerankers {
-            hits = r.build(&cx)?.rerank(question, hits).await?;
-        }
-        Ok(hits)
-    }
-
-    pub fn plugin_context(&self) -> PluginContext {
-        PluginContext {
-            embedder: self.embedder.clone(),
-            scorer: Some(Arc::new(self.generator.clone())),
-            cross_encoder: self.cross_encoder.clone(),
-        }
+        retrieve(&self.plugins, kb, question, retrieval).await
     }
 
     /// Retrieves, decides whether to abstain, and starts generating.
@@ -97,6 +82,16 @@ impl Pipeline {
         })?;
         Ok(Answer::Generate { generation, prompt, retrieval_time })
     }
+}
+
+/// The retriever's top `top_k` for `question`, then each reranker of the chain in order.
+pub async fn retrieve(cx: &PluginContext, kb: &KnowledgeBase, question: &str, retrieval: &Retrieval) -> anyhow::Result<Vec<Hit>> {
+    let retriever = retrieval.retriever.build(cx.embedder.clone());
+    let mut hits = retriever.retrieve(kb, question, retrieval.top_k).await?;
+    for r in &retrieval.rerankers {
+        hits = r.build(cx)?.rerank(question, hits).await?;
+    }
+    Ok(hits)
 }
 
 /// The evidence strength compared with `min_score`: the best cosine similarity among the
