@@ -1,93 +1,123 @@
-//! Wiring: turn a checked config into loaded models, a knowledge-base store and bots.
+//! Wiring: turn a checked config into loaded models, a knowledge-base store, and the
+//! answerer the router uses.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use lore_plugins::{KbStore, KnowledgeBase};
-use tokio::sync::Mutex;
+use async_trait::async_trait;
+use lore_core::{Embedder, PluginContext, ReplySink};
+use lore_engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
+use lore_plugins::{KbHandle, KbStore, KnowledgeBase};
 
-use crate::config::{Config, Retrieval};
-use crate::engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
-use crate::pipeline::Pipeline;
-use crate::prompt::Template;
+use crate::config::Config;
+use crate::pipeline::{respond, Chain, Outcome, Pipeline, Reranking};
+use crate::prompt::Turn;
+use crate::router::{Answerer, Place};
 
-/// Loaded models and the store. The generator loads only for commands that need it.
+/// Which models a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Models {
+    /// Generator, embedder and (when configured) the cross-encoder: answering.
+    All,
+    /// The embedder (and cross-encoder) only: ingest, retrieval-only evaluation.
+    WithoutGenerator,
+}
+
+/// Loaded models and the store.
 pub struct App {
     pub config: Config,
     pub store: KbStore,
     pub embedder: LlamaEmbedder,
+    /// Loaded with [`Models::All`].
     pub generator: Option<Generator>,
     /// The `cross-encoder` reranker's model (`models.reranker`), when configured.
     pub cross_encoder: Option<LlamaCrossEncoder>,
-    kbs: Mutex<HashMap<String, KnowledgeBase>>,
 }
 
 impl App {
-    pub async fn load(config: Config, with_generator: bool) -> anyhow::Result<Self> {
+    pub async fn load(config: Config, models: Models) -> anyhow::Result<Self> {
         config.validate_files()?;
         let store = KbStore::open(&config.data_dir)
             .await
             .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
         let embedder = LlamaEmbedder::load(&config.models.embedder)?;
-        let generator = if with_generator { Some(Generator::load(&config.models.generator)?) } else { None };
+        let generator = match models {
+            Models::All => Some(Generator::load(&config.models.generator)?),
+            Models::WithoutGenerator => None,
+        };
         let cross_encoder = config.models.reranker.as_ref().map(LlamaCrossEncoder::load).transpose()?;
-        Ok(Self { config, store, embedder, generator, cross_encoder, kbs: Mutex::new(HashMap::new()) })
+        Ok(Self { config, store, embedder, generator, cross_encoder })
     }
 
+    /// The generator and its settings. Panics unless loaded with [`Models::All`].
     pub fn pipeline(&self) -> Pipeline {
         let g = &self.config.models.generator;
         Pipeline {
-            generator: self.generator.clone().expect("loaded with the generator"),
-            plugins: self.plugin_context(),
+            model: Arc::new(self.generator.clone().expect("loaded with Models::All")),
             max_answer_tokens: g.max_answer_tokens,
             sampling: g.sampling.clone(),
         }
     }
 
-    /// Opens a knowledge base, creating it when `create` is set.
-    pub async fn kb(&self, name: &str, create: bool) -> anyhow::Result<KnowledgeBase> {
-        let mut kbs = self.kbs.lock().await;
-        if let Some(kb) = kbs.get(name) {
-            return Ok(kb.clone());
-        }
-        let dim = lore_plugins::Embedder::dim(&self.embedder);
-        let kb = if create {
-            self.store.open_or_create(name, dim).await?
-        } else {
-            self.store.open_kb(name).await?.ok_or_else(|| {
-                anyhow::anyhow!("knowledge base {name:?} is empty: add files with `lore ingest --kb {name} FILES...`")
-            })?
-        };
-        kbs.insert(name.to_string(), kb.clone());
-        Ok(kb)
-    }
-
-    /// The template and retrieval settings of a bot (or the defaults, for `--kb`).
-    pub fn bot_settings(&self, bot: Option<&str>) -> anyhow::Result<(Template, Retrieval)> {
-        let base = self.config_dir();
-        match bot {
-            None => Ok((Template::default(), self.config.retrieval.clone())),
-            Some(name) => {
-                let b = self.config.bots.get(name).ok_or_else(|| unknown_bot(&self.config, name))?;
-                let template = Template::load(b.prompt.as_deref(), b.system.as_deref(), &base)?;
-                Ok((template, self.config.retrieval.with(&b.retrieval)))
-            }
-        }
-    }
-
     /// What retrievers and rerankers may use; the generator only when it is loaded.
-    pub fn plugin_context(&self) -> lore_plugins::PluginContext {
-        lore_plugins::PluginContext {
+    pub fn plugin_context(&self) -> PluginContext {
+        PluginContext {
             embedder: Arc::new(self.embedder.clone()),
-            scorer: self.generator.clone().map(|g| Arc::new(g) as Arc<dyn lore_plugins::Scorer>),
-            cross_encoder: self.cross_encoder.clone().map(|c| Arc::new(c) as Arc<dyn lore_plugins::PairScorer>),
+            scorer: self.generator.clone().map(|g| Arc::new(g) as Arc<dyn lore_core::Scorer>),
+            cross_encoder: self.cross_encoder.clone().map(|c| Arc::new(c) as Arc<dyn lore_core::PairScorer>),
         }
     }
 
-    pub fn config_dir(&self) -> PathBuf {
-        self.config.file.parent().map(Path::to_path_buf).unwrap_or_default()
+    /// A knowledge base to answer from (opened when first searched).
+    pub fn kb(&self, name: &str) -> anyhow::Result<KbHandle> {
+        Ok(KbHandle::new(self.store.clone(), name)?)
+    }
+
+    /// A knowledge base to ingest into, created empty when it does not exist.
+    pub async fn kb_for_ingest(&self, name: &str) -> anyhow::Result<KnowledgeBase> {
+        Ok(self.store.open_or_create(name, self.embedder.dim()).await?)
+    }
+
+    /// `place` resolved: its knowledge base, retriever and rerankers.
+    pub fn chain(&self, place: Place) -> anyhow::Result<Chain> {
+        Chain::build(self.kb(&place.kb)?, place.retrieval, place.template, &self.plugin_context())
+    }
+
+    /// The answerer the router uses. Panics unless loaded with [`Models::All`].
+    pub fn answering(&self) -> Answering {
+        Answering { pipeline: self.pipeline(), store: self.store.clone(), plugins: self.plugin_context() }
+    }
+}
+
+/// The daemon's answerer: places become [`Chain`]s, questions go through the pipeline.
+pub struct Answering {
+    pub pipeline: Pipeline,
+    pub store: KbStore,
+    pub plugins: PluginContext,
+}
+
+#[async_trait]
+impl Answerer for Answering {
+    type Route = Chain;
+
+    fn route(&self, place: Place) -> anyhow::Result<Chain> {
+        Chain::build(KbHandle::new(self.store.clone(), &place.kb)?, place.retrieval, place.template, &self.plugins)
+    }
+
+    async fn answer(
+        &self,
+        chain: &Chain,
+        question: &str,
+        history: &[Turn],
+        reranking: Reranking,
+        sink: &mut dyn ReplySink,
+    ) -> anyhow::Result<Outcome> {
+        let answer = self.pipeline.prepare_with(chain, question, history, reranking).await?;
+        respond(answer, sink).await
+    }
+
+    async fn chunks(&self, chain: &Chain) -> anyhow::Result<usize> {
+        Ok(chain.kb.count().await?)
     }
 }
 

@@ -10,10 +10,12 @@ use lore_adapters::Adapter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{unknown_bot, App};
+use crate::app::{unknown_bot, App, Models};
 use crate::config::{AdapterConfig, BotConfig, Config};
-use crate::pipeline::{respond, Question};
-use crate::router::Router;
+use crate::ingest::Progress;
+use crate::pipeline::respond;
+use crate::prompt::Template;
+use crate::router::{bot_place, Place, Router};
 
 #[derive(Debug, Parser)]
 #[command(name = "lore", version, about = "Turn your own text into a chat bot that answers questions about it")]
@@ -60,7 +62,7 @@ pub enum Command {
     /// Score retrieval and answers on a SQuAD 2.0 file.
     Eval(crate::eval::EvalArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
-    Bench(crate::bench::BenchArgs),
+    Bench(lore_engine::bench::BenchArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -72,7 +74,7 @@ pub fn main() -> anyhow::Result<()> {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn,lance=error,lance_index=error,lancedb=error,llama-cpp-2=error",
+        0 => "warn,lance=error,lance_index=error,lancedb=error,llama_cpp_2=error",
         1 => "info,lance=warn,lancedb=warn,lore=debug",
         _ => "debug,llama_cpp_2=debug",
     };
@@ -108,7 +110,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let llm_rerank = !args.no_rerank
                 && !args.closed_book
                 && config.retrieval.rerankers.iter().any(|r| matches!(r, lore_plugins::RerankerConfig::Llm { .. }));
-            let app = App::load(config, !args.retrieval_only || llm_rerank).await?;
+            let models = if !args.retrieval_only || llm_rerank { Models::All } else { Models::WithoutGenerator };
+            let app = App::load(config, models).await?;
             let metrics = crate::eval::run(&app, &args).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&metrics)?);
@@ -137,38 +140,32 @@ async fn ingest(config: Config, kb_name: &str, paths: Vec<PathBuf>) -> anyhow::R
         paths
     };
     let chunking = config.chunking_for(kb_name).clone();
-    let app = App::load(config, false).await?;
-    let kb = app.kb(kb_name, true).await?;
-    let report = crate::ingest::ingest(&kb, &app.embedder, &paths, &chunking, true).await?;
+    let app = App::load(config, Models::WithoutGenerator).await?;
+    let kb = app.kb_for_ingest(kb_name).await?;
+    let report = crate::ingest::ingest(&kb, &app.embedder, &paths, &chunking, Progress::Bar).await?;
     println!("{kb_name}: {report}; {} chunks stored", kb.count().await?);
     Ok(())
 }
 
 async fn ask(config: Config, bot: Option<&str>, kb: Option<&str>, question: &str) -> anyhow::Result<()> {
-    let kb_name = kb_for(&config, bot, kb)?;
-    let app = App::load(config, true).await?;
-    let (template, retrieval) = app.bot_settings(bot)?;
-    let kb = app.kb(&kb_name, false).await?;
-    let answer = app
-        .pipeline()
-        .prepare(Question { text: question, kb: &kb, retrieval: &retrieval, template: &template, history: &[] })
-        .await?;
+    let place = match (bot, kb) {
+        (Some(bot), _) => bot_place(&config, bot)?,
+        (None, Some(kb)) => {
+            Place { kb: kb.to_string(), retrieval: config.retrieval.clone(), template: Template::default() }
+        }
+        (None, None) => bail!("name a --bot or a --kb"),
+    };
+    let app = App::load(config, Models::All).await?;
+    let chain = app.chain(place)?;
+    let answer = app.pipeline().prepare(&chain, question, &[]).await?;
     respond(answer, &mut ConsoleSink::stdout()).await?;
     Ok(())
-}
-
-fn kb_for(config: &Config, bot: Option<&str>, kb: Option<&str>) -> anyhow::Result<String> {
-    match (bot, kb) {
-        (_, Some(kb)) => Ok(kb.to_string()),
-        (Some(bot), None) => Ok(config.bots.get(bot).ok_or_else(|| unknown_bot(config, bot))?.knowledge_base.clone()),
-        (None, None) => bail!("name a --bot or a --kb"),
-    }
 }
 
 async fn chat(mut config: Config, bot: Option<&str>, kb: Option<&str>) -> anyhow::Result<()> {
     let name = match (bot, kb) {
         (Some(bot), _) => {
-            kb_for(&config, Some(bot), None)?;
+            config.bots.get(bot).ok_or_else(|| unknown_bot(&config, bot))?;
             bot.to_string()
         }
         (None, Some(kb)) => {
@@ -179,14 +176,14 @@ async fn chat(mut config: Config, bot: Option<&str>, kb: Option<&str>) -> anyhow
         }
         (None, None) => bail!("name a --bot or a --kb"),
     };
-    let app = Arc::new(App::load(config, true).await?);
+    let app = Arc::new(App::load(config, Models::All).await?);
     eprintln!("Ask {name} anything (/help for commands, /quit or Ctrl-D to leave).");
     let adapter: Box<dyn Adapter> = Box::new(ConsoleAdapter::new(&name));
     serve_adapters(app, vec![adapter]).await
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = Arc::new(App::load(config, true).await?);
+    let app = Arc::new(App::load(config, Models::All).await?);
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
     let mut console = None;
     for (name, bot) in &app.config.bots {
@@ -221,7 +218,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 fn token(config: &Config, key: &str, var: &str) -> anyhow::Result<String> {
     match std::env::var(var) {
         Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-        _ => Err(config.error(&format!("{key}.token_env"), format!("environment variable {var} holds no bot token")).into()),
+        _ => Err(config
+            .error(&format!("{key}.token_env"), format!("environment variable {var} holds no bot token"))
+            .into()),
     }
 }
 
@@ -244,8 +243,12 @@ async fn serve_adapters(app: Arc<App>, adapters: Vec<Box<dyn Adapter>>) -> anyho
 
 /// Runs `adapters` and the router until every adapter ends (after `shutdown` fires, or
 /// on its own), then lets answers in progress finish, up to a deadline.
-pub async fn serve_until(app: Arc<App>, adapters: Vec<Box<dyn Adapter>>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let router = Arc::new(Router::new(app)?);
+pub async fn serve_until(
+    app: Arc<App>,
+    adapters: Vec<Box<dyn Adapter>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = Arc::new(Router::new(&app.config, app.answering(), Some(app.config.data_dir.join("conversations")))?);
     let (inbox_tx, mut inbox) = mpsc::channel(256);
     let mut running = tokio::task::JoinSet::new();
     for adapter in adapters {
@@ -255,9 +258,18 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<Box<dyn Adapter>>, shutdow
     }
     drop(inbox_tx);
     let mut answers = tokio::task::JoinSet::new();
+    // Messages being handled at once: everyone in line and being answered, and room for
+    // commands. Past that the loop stops reading, the inbox fills, and adapters wait:
+    // pushing back on the platforms instead of spawning without bound.
+    let settings = router.line().settings();
+    let handling = Arc::new(tokio::sync::Semaphore::new(settings.max_waiting + settings.concurrent + 64));
     while let Some(msg) = inbox.recv().await {
-        let router = router.clone();
-        answers.spawn(async move { router.handle(msg).await });
+        let permit = handling.clone().acquire_owned().await.expect("never closed");
+        let handled = router.handle(msg);
+        answers.spawn(async move {
+            handled.await;
+            drop(permit);
+        });
         // Reap finished answers so the set does not grow without bound.
         while answers.try_join_next().is_some() {}
     }
@@ -295,24 +307,28 @@ async fn shutdown_signal() {
 
 async fn check(config: Config) -> anyhow::Result<()> {
     println!("config {}: ok", config.file.display());
-    let app = App::load(config, true).await?;
+    let app = App::load(config, Models::All).await?;
     let g = app.generator.as_ref().expect("loaded");
     println!(
         "generator {}: {} (chat template: {}), {} tokens per conversation, {} in parallel",
         g.path().display(),
         g.architecture(),
         if g.has_chat_template() { "yes" } else { "no, using prompts/plain.txt" },
-        g.context_tokens(),
+        lore_core::ChatModel::context_tokens(g),
         g.parallel()
     );
-    println!("embedder {}: {} dimensions", app.config.models.embedder.path.display(), lore_plugins::Embedder::dim(&app.embedder));
-    println!("devices: {}", crate::engine::devices().join(", "));
+    println!(
+        "embedder {}: {} dimensions",
+        app.config.models.embedder.path.display(),
+        lore_plugins::Embedder::dim(&app.embedder)
+    );
+    println!("devices: {}", lore_engine::devices().join(", "));
     let mut problems = 0;
     for (name, bot) in &app.config.bots {
         let mut kbs = vec![bot.knowledge_base.clone()];
         kbs.extend(bot.channels.values().filter_map(|c| c.knowledge_base.clone()));
         for kb in kbs {
-            match app.kb(&kb, false).await {
+            match app.kb(&kb)?.require().await {
                 Ok(k) => println!("bot {name}: knowledge base {kb}: {} chunks", k.count().await?),
                 Err(e) => {
                     problems += 1;

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use lore_core::Sampling;
+pub use lore_engine::settings::{EmbedderConfig, GeneratorConfig};
 use lore_plugins::{RerankerConfig, RetrieverConfig};
 use serde::Deserialize;
 
@@ -18,6 +20,7 @@ pub struct Config {
     /// Folder holding the LanceDB knowledge bases and conversation memory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The GGUF models: generator, embedder, and optionally a reranker.
     pub models: Models,
     /// Retrieval defaults for every bot and channel.
     #[serde(default)]
@@ -31,6 +34,9 @@ pub struct Config {
     /// Bots by name.
     #[serde(default)]
     pub bots: BTreeMap<String, BotConfig>,
+    /// How questions from many people at once are let in (every bot shares one line).
+    #[serde(default)]
+    pub admission: Admission,
     /// The file this was read from (set by the loader).
     #[serde(skip)]
     pub file: PathBuf,
@@ -45,7 +51,9 @@ fn default_data_dir() -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Models {
+    /// The model that writes answers (and scores passages for the `llm` reranker).
     pub generator: GeneratorConfig,
+    /// The model that turns chunks and questions into vectors for retrieval.
     pub embedder: EmbedderConfig,
     /// A cross-encoder GGUF (rank pooling) for the `cross-encoder` reranker; same keys as
     /// the embedder.
@@ -53,85 +61,10 @@ pub struct Models {
     pub reranker: Option<EmbedderConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GeneratorConfig {
-    /// A GGUF file: any llama.cpp-supported chat or base model.
-    pub path: PathBuf,
-    /// Layers offloaded to the GPU (0 = CPU only; a large number = all).
-    #[serde(default)]
-    pub gpu_layers: u32,
-    /// Tokens one conversation may use, prompt and answer together.
-    #[serde(default = "default_context_tokens")]
-    pub context_tokens: usize,
-    /// Conversations decoded together (continuous batching).
-    #[serde(default = "default_parallel")]
-    pub parallel: usize,
-    /// Questions that may wait for a free slot before new ones are refused.
-    #[serde(default = "default_max_queue")]
-    pub max_queue: usize,
-    /// Tokens decoded per step (llama.cpp's n_batch).
-    #[serde(default = "default_batch_tokens")]
-    pub batch_tokens: usize,
-    /// CPU threads; default: one per available core.
-    #[serde(default)]
-    pub threads: Option<usize>,
-    /// Longest answer, in tokens.
-    #[serde(default = "default_max_answer_tokens")]
-    pub max_answer_tokens: usize,
-    #[serde(default)]
-    pub sampling: Sampling,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmbedderConfig {
-    /// A BERT-family embedding GGUF (mean pooling).
-    pub path: PathBuf,
-    #[serde(default)]
-    pub gpu_layers: u32,
-    #[serde(default)]
-    pub threads: Option<usize>,
-    /// Most tokens per embedded text (and per decode).
-    #[serde(default = "default_embed_batch")]
-    pub batch_tokens: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Sampling {
-    /// 0 = always the most likely token (deterministic).
-    #[serde(default = "default_temperature")]
-    pub temperature: f32,
-    #[serde(default = "default_top_k")]
-    pub top_k: u32,
-    #[serde(default = "default_top_p")]
-    pub top_p: f32,
-    #[serde(default = "default_min_p")]
-    pub min_p: f32,
-    /// 1.0 = off.
-    #[serde(default = "default_repeat_penalty")]
-    pub repeat_penalty: f32,
-    #[serde(default = "default_seed")]
-    pub seed: u32,
-}
-
-impl Default for Sampling {
-    fn default() -> Self {
-        Self {
-            temperature: default_temperature(),
-            top_k: default_top_k(),
-            top_p: default_top_p(),
-            min_p: default_min_p(),
-            repeat_penalty: default_repeat_penalty(),
-            seed: default_seed(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retrieval {
+    /// How candidates are found: `vector`, `fulltext` or `hybrid`.
     #[serde(default)]
     pub retriever: RetrieverConfig,
     /// Applied in order after retrieval.
@@ -143,10 +76,13 @@ pub struct Retrieval {
     /// Passages put in front of the question (at most; fewer if the context is short).
     #[serde(default = "default_passages")]
     pub passages: usize,
-    /// If no passage's cosine similarity reaches this, answer `abstain_text` without
-    /// calling the generator.
+    /// If no retrieved passage's cosine similarity to the question reaches this, answer
+    /// `abstain_text` without calling the generator. Every retriever measures the same
+    /// cosine similarity (the full-text one embeds the question for it), so the threshold
+    /// means the same whichever is chosen.
     #[serde(default = "default_min_score")]
     pub min_score: f32,
+    /// What the bot says when it abstains.
     #[serde(default = "default_abstain_text")]
     pub abstain_text: String,
 }
@@ -168,11 +104,17 @@ impl Default for Retrieval {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrievalOverride {
+    /// Replaces `retrieval.retriever`.
     pub retriever: Option<RetrieverConfig>,
+    /// Replaces the whole `retrieval.rerankers` chain (`[]` = none).
     pub rerankers: Option<Vec<RerankerConfig>>,
+    /// Replaces `retrieval.top_k`.
     pub top_k: Option<usize>,
+    /// Replaces `retrieval.passages`.
     pub passages: Option<usize>,
+    /// Replaces `retrieval.min_score`.
     pub min_score: Option<f32>,
+    /// Replaces `retrieval.abstain_text`.
     pub abstain_text: Option<String>,
 }
 
@@ -187,6 +129,50 @@ impl Retrieval {
             abstain_text: o.abstain_text.clone().unwrap_or_else(|| self.abstain_text.clone()),
         }
     }
+}
+
+/// Admission by question: one place in line per question, answered `parallel`
+/// (`models.generator.parallel`) at a time, people taking turns.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admission {
+    /// Questions that may wait for their turn; beyond this a question is refused with a
+    /// short notice.
+    #[serde(default = "default_max_waiting_questions")]
+    pub max_waiting_questions: usize,
+    /// Answers in progress per person; their further questions wait behind other
+    /// people's.
+    #[serde(default = "default_per_user_in_flight")]
+    pub per_user_in_flight: usize,
+    /// At most this many questions per person in a time window; more get a polite notice.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Whether questions that had to wait still get the `llm` reranker (it costs one
+    /// prompt-sized pass per candidate). Off: when others are waiting, it is skipped so
+    /// the line moves faster.
+    #[serde(default)]
+    pub rerank_when_busy: bool,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            max_waiting_questions: default_max_waiting_questions(),
+            per_user_in_flight: default_per_user_in_flight(),
+            rate_limit: None,
+            rerank_when_busy: false,
+        }
+    }
+}
+
+/// `questions` per `per_seconds`, per person.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Questions allowed in the window.
+    pub questions: usize,
+    /// The window, in seconds.
+    pub per_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -205,7 +191,11 @@ pub struct Chunking {
 
 impl Default for Chunking {
     fn default() -> Self {
-        Self { max_tokens: default_chunk_tokens(), overlap_tokens: default_overlap_tokens(), unit: ChunkUnit::default() }
+        Self {
+            max_tokens: default_chunk_tokens(),
+            overlap_tokens: default_overlap_tokens(),
+            unit: ChunkUnit::default(),
+        }
     }
 }
 
@@ -223,13 +213,14 @@ pub struct KnowledgeBaseConfig {
     /// Files and folders ingested by `lore ingest --kb NAME` (folders: every .txt/.md below).
     #[serde(default)]
     pub sources: Vec<PathBuf>,
+    /// How its files are cut into chunks; default: the top-level `chunking`.
     pub chunking: Option<Chunking>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BotConfig {
-    /// Where the bot talks.
+    /// Where the bot talks: `type: console`, `discord` or `telegram`.
     #[serde(default)]
     pub adapter: AdapterConfig,
     /// The knowledge base it answers from, unless a channel says otherwise.
@@ -240,6 +231,7 @@ pub struct BotConfig {
     /// System message for chat models.
     #[serde(default)]
     pub system: Option<String>,
+    /// Retrieval settings for this bot, over the top-level `retrieval`.
     #[serde(default)]
     pub retrieval: RetrievalOverride,
     /// Per-channel settings, by Discord channel/thread id or Telegram chat id.
@@ -276,7 +268,9 @@ impl BotConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
+    /// The knowledge base this channel answers from, instead of the bot's.
     pub knowledge_base: Option<String>,
+    /// Retrieval settings for this channel, over the bot's.
     #[serde(default)]
     pub retrieval: RetrievalOverride,
 }
@@ -318,41 +312,11 @@ pub enum AdapterConfig {
     Telegram(lore_adapters::telegram::TelegramConfig),
 }
 
-fn default_context_tokens() -> usize {
-    2048
-}
-fn default_parallel() -> usize {
-    4
-}
-fn default_max_queue() -> usize {
+fn default_max_waiting_questions() -> usize {
     64
 }
-fn default_batch_tokens() -> usize {
-    512
-}
-fn default_embed_batch() -> usize {
-    512
-}
-fn default_max_answer_tokens() -> usize {
-    256
-}
-fn default_temperature() -> f32 {
-    0.0
-}
-fn default_top_k() -> u32 {
-    40
-}
-fn default_top_p() -> f32 {
-    0.95
-}
-fn default_min_p() -> f32 {
-    0.05
-}
-fn default_repeat_penalty() -> f32 {
-    1.1
-}
-fn default_seed() -> u32 {
-    42
+fn default_per_user_in_flight() -> usize {
+    1
 }
 fn default_rerankers() -> Vec<RerankerConfig> {
     vec![RerankerConfig::Llm { candidates: 12 }]
@@ -405,8 +369,8 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads and parses `file`, expands paths. Does not touch models or knowledge bases:
-    /// see [`Config::validate`].
+    /// Reads and parses `file`, expands paths and checks what needs no file system. Does
+    /// not touch models or knowledge bases: see [`Config::validate_files`].
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
             file: file.to_path_buf(),
@@ -476,7 +440,9 @@ impl Config {
             return Err(self.error("models.generator.context_tokens", "must be at least 256"));
         }
         if g.max_answer_tokens == 0 || g.max_answer_tokens * 2 > g.context_tokens {
-            return Err(self.error("models.generator.max_answer_tokens", "must be between 1 and half of context_tokens"));
+            return Err(
+                self.error("models.generator.max_answer_tokens", "must be between 1 and half of context_tokens")
+            );
         }
         if g.parallel == 0 || g.parallel > 64 {
             return Err(self.error("models.generator.parallel", "must be between 1 and 64"));
@@ -484,11 +450,32 @@ impl Config {
         if g.batch_tokens < 32 {
             return Err(self.error("models.generator.batch_tokens", "must be at least 32"));
         }
+        let a = &self.admission;
+        if a.per_user_in_flight == 0 {
+            return Err(self.error("admission.per_user_in_flight", "must be at least 1"));
+        }
+        if let Some(r) = &a.rate_limit {
+            if r.questions == 0 || r.per_seconds == 0 {
+                return Err(self.error("admission.rate_limit", "questions and per_seconds must be at least 1"));
+            }
+        }
+        // Every question answered at once may queue one scoring job per `llm` candidate
+        // besides its generation; the engine must take them all.
+        let jobs = g.parallel * (1 + self.most_llm_candidates());
+        if g.max_queue < jobs {
+            return Err(self.error(
+                "models.generator.max_queue",
+                format!("must be at least {jobs}: {} answers at once, each with up to {} engine jobs (its `llm` reranker's candidates and its generation)", g.parallel, jobs / g.parallel),
+            ));
+        }
         self.check_chunking("chunking", &self.chunking)?;
         self.check_rerankers("retrieval.rerankers", &self.retrieval.rerankers)?;
         for (name, kb) in &self.knowledge_bases {
             if !valid_kb_name(name) {
-                return Err(self.error(&format!("knowledge_bases.{name}"), "a knowledge base name may use letters, digits, '-' and '_' only"));
+                return Err(self.error(
+                    &format!("knowledge_bases.{name}"),
+                    "a knowledge base name may use letters, digits, '-' and '_' only",
+                ));
             }
             if let Some(c) = &kb.chunking {
                 self.check_chunking(&format!("knowledge_bases.{name}.chunking"), c)?;
@@ -509,6 +496,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The most candidates any `llm` reranker of any bot or channel scores.
+    fn most_llm_candidates(&self) -> usize {
+        let bots = self.bots.values();
+        let overrides =
+            bots.flat_map(|b| std::iter::once(&b.retrieval).chain(b.channels.values().map(|c| &c.retrieval)));
+        overrides
+            .filter_map(|o| o.rerankers.as_ref())
+            .chain(std::iter::once(&self.retrieval.rerankers))
+            .flatten()
+            .filter_map(|r| match r {
+                RerankerConfig::Llm { candidates } => Some(*candidates),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     fn check_chunking(&self, key: &str, c: &Chunking) -> Result<(), ConfigError> {
@@ -538,7 +542,13 @@ impl Config {
             return Ok(());
         }
         let known: Vec<&str> = self.knowledge_bases.keys().map(String::as_str).collect();
-        Err(self.error(key, format!("unknown knowledge base {kb:?} (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") })))
+        Err(self.error(
+            key,
+            format!(
+                "unknown knowledge base {kb:?} (known: {})",
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            ),
+        ))
     }
 
     /// Checks that need the file system: the model files exist and are GGUF models llama.cpp
@@ -548,15 +558,18 @@ impl Config {
             ("models.generator.path", &self.models.generator.path),
             ("models.embedder.path", &self.models.embedder.path),
         ] {
-            crate::engine::check_model_file(path).map_err(|e| self.error(key, e.to_string()))?;
+            lore_engine::check_model_file(path).map_err(|e| self.error(key, e.to_string()))?;
         }
         if let Some(r) = &self.models.reranker {
-            crate::engine::check_model_file(&r.path).map_err(|e| self.error("models.reranker.path", e.to_string()))?;
+            lore_engine::check_model_file(&r.path).map_err(|e| self.error("models.reranker.path", e.to_string()))?;
         }
         for (name, kb) in &self.knowledge_bases {
             for (i, s) in kb.sources.iter().enumerate() {
                 if !s.exists() {
-                    return Err(self.error(&format!("knowledge_bases.{name}.sources.{i}"), format!("{} does not exist", s.display())));
+                    return Err(self.error(
+                        &format!("knowledge_bases.{name}.sources.{i}"),
+                        format!("{} does not exist", s.display()),
+                    ));
                 }
             }
         }
@@ -704,6 +717,25 @@ bots:
         let e = Config::parse(Path::new("lore.yaml"), &text).unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
         assert_eq!(e.key, "models.generator.parallel");
+    }
+
+    #[test]
+    fn an_engine_queue_too_small_for_the_llm_reranker_is_named() {
+        let text = OK.replace("    path: /m/gen.gguf\n", "    path: /m/gen.gguf\n    max_queue: 20\n")
+            + "    retrieval:\n      rerankers: [{type: llm, candidates: 12}]\n";
+        let e = Config::parse(Path::new("lore.yaml"), &text).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("models.generator.max_queue", Some(4)));
+        assert!(e.message.contains("at least 52"), "{e}");
+    }
+
+    #[test]
+    fn admission_defaults_and_limits() {
+        let cfg = Config::parse(Path::new("lore.yaml"), OK).unwrap();
+        assert_eq!(cfg.admission, Admission::default());
+        assert_eq!(cfg.admission.max_waiting_questions, 64);
+        let text = OK.to_string() + "admission:\n  rate_limit: {questions: 0, per_seconds: 60}\n";
+        let e = Config::parse(Path::new("lore.yaml"), &text).unwrap_err();
+        assert_eq!(e.key, "admission.rate_limit", "{e}");
     }
 
     #[test]

@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use lore_adapters::{ReplySink, SourceRef};
-use lore_plugins::{Embedder, KbStore, RetrieverConfig};
+use futures::{StreamExt, TryStreamExt};
+use lore_core::{Embedder, GenerateRequest, ReplySink, SourceRef};
+use lore_plugins::{KbHandle, KbStore, RetrieverConfig};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::config::Retrieval;
-use crate::engine::{Event, GenerateRequest};
-use crate::pipeline::{best_similarity, respond, Question};
-use futures::{StreamExt, TryStreamExt};
+use crate::ingest::Progress;
+use crate::pipeline::{best_similarity, respond, Chain, Pipeline};
 use crate::prompt::{self, Template};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -149,185 +149,245 @@ const SWEEP: [f32; 11] = [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 
 
 pub const EVAL_SYSTEM: &str = include_str!("../../prompts/eval-system.txt");
 
+/// Asks every question (up to `--limit`) of the SQuAD file, article by article, and
+/// returns the metrics; writes the predictions (and `--details`) files.
 pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
-    let squad: Squad = serde_json::from_slice(
-        &std::fs::read(&args.squad).with_context(|| format!("cannot read {}", args.squad.display()))?,
-    )
-    .with_context(|| format!("{}: not a SQuAD 2.0 JSON file", args.squad.display()))?;
-    let mut retrieval = app.config.retrieval.clone();
-    if let Some(r) = &args.retriever {
-        retrieval.retriever = match r.as_str() {
-            "vector" => RetrieverConfig::Vector,
-            "fulltext" => RetrieverConfig::Fulltext,
-            "hybrid" => RetrieverConfig::default(),
-            other => anyhow::bail!("--retriever {other}: use vector, fulltext or hybrid"),
-        };
-    }
-    if let Some(m) = args.min_score {
-        retrieval.min_score = m;
-    }
-    // Closed book, passages only feed the recall figures: rerankers would only cost time.
-    if args.no_rerank || args.closed_book {
-        retrieval.rerankers.clear();
-    }
-    // Retrieve the top 20 (for recall@20); the prompt still gets the first `passages`.
-    retrieval.top_k = retrieval.top_k.max(20);
-    // Every question is answered; the threshold is applied when scoring.
-    let generate_always = Retrieval { min_score: f32::MIN, ..retrieval.clone() };
-    let template = Template { system: EVAL_SYSTEM.trim().to_string(), body: None };
+    let squad = read_squad(&args.squad)?;
+    let eval = Evaluation::new(app, args)?;
     let work = std::env::temp_dir().join(format!("lore-eval-{}", std::process::id()));
     let store = KbStore::open(&work).await?;
-    let pipeline = if args.retrieval_only {
-        None
-    } else {
-        let mut p = app.pipeline();
-        p.max_answer_tokens = p.max_answer_tokens.min(EVAL_ANSWER_TOKENS);
-        Some(p)
-    };
-    // As many questions in flight as the engine decodes together, like a busy bot.
-    let in_flight = if args.retrieval_only { 1 } else { app.config.models.generator.parallel };
-    let plugins = app.plugin_context();
-    let mut predictions: BTreeMap<String, String> = BTreeMap::new();
     let mut asked: Vec<Asked> = Vec::new();
     let mut left = args.limit.unwrap_or(usize::MAX);
     for (ai, article) in squad.data.iter().enumerate() {
         if left == 0 {
             break;
         }
-        // The paragraphs as one text file, the way a user would have the article.
-        let file = work.join(format!("article-{ai}.txt"));
-        let text = article.paragraphs.iter().map(|p| p.context.trim()).collect::<Vec<_>>().join("\n\n") + "\n";
-        std::fs::write(&file, &text)?;
-        let kb = store.open_or_create(&format!("article_{ai}"), app.embedder.dim()).await?;
-        crate::ingest::ingest(&kb, &app.embedder, &[file.clone()], app.config.chunking_for(""), !args.json).await?;
-        if !args.json {
-            eprintln!("eval: {} ({} paragraphs)", article.title, article.paragraphs.len());
-        }
+        let chain = eval.ingest_article(&store, &work, ai, article).await?;
         let questions: Vec<(u32, &Qa)> = article
             .paragraphs
             .iter()
             .enumerate()
-            .flat_map(|(pi, p)| p.qas.iter().map(move |qa| ((2 * pi + 1) as u32, qa)))
+            .flat_map(|(pi, p)| p.qas.iter().map(move |qa| (paragraph_line(pi), qa)))
             .take(left)
             .collect();
         left -= questions.len();
-        let (kb, retrieval, generate_always, template, pipeline, plugins) =
-            (&kb, &retrieval, &generate_always, &template, &pipeline, &plugins);
-        let answered: Vec<Asked> = futures::stream::iter(questions)
-            .map(|(line, qa)| async move {
-                let started = Instant::now();
-                // Recall@k and MRR are computed on the reranked candidates, best first.
-                let ranked = crate::pipeline::retrieve(plugins, kb, &qa.question, retrieval).await?;
-                let gold_rank =
-                    ranked.iter().position(|h| h.chunk.line_start <= line && line <= h.chunk.line_end).map(|r| r + 1);
-                let top_score = ranked.first().map(|h| h.score);
-                let (answer, evidence) = match pipeline {
-                    None => (String::new(), None),
-                    Some(p) if args.closed_book => (closed_book(p, template, &qa.question).await?, None),
-                    Some(p) => {
-                        let evidence = best_similarity(&ranked);
-                        let q = Question { text: &qa.question, kb, retrieval: generate_always, template, history: &[] };
-                        let outcome = respond(p.answer_from(q, ranked, started.elapsed())?, &mut Discard).await?;
-                        (clean_answer(&outcome.text), Some(evidence))
-                    }
-                };
-                // The model saying it does not know is an abstention too.
-                let answer = if says_dont_know(&answer) { String::new() } else { answer };
-                let golds: Vec<String> = qa.answers.iter().map(|a| a.text.clone()).collect();
-                anyhow::Ok((
-                    qa.id.clone(),
-                    Asked {
-                        id: qa.id.clone(),
-                        question: qa.question.clone(),
-                        has_answer: !qa.is_impossible && !golds.is_empty(),
-                        golds,
-                        gold_rank,
-                        evidence,
-                        top_score,
-                        answer,
-                        latency_ms: started.elapsed().as_secs_f64() * 1e3,
-                    },
-                ))
-            })
-            .buffered(in_flight)
-            .map_ok(|(id, a)| {
-                predictions.insert(id, a.prediction(retrieval.min_score).to_string());
-                a
-            })
-            .try_collect()
-            .await?;
-        asked.extend(answered);
+        asked.extend(eval.ask_all(&chain, questions).await?);
     }
     let _ = std::fs::remove_dir_all(&work);
-    let answers = !args.retrieval_only;
-    if answers {
-        std::fs::write(&args.predictions, serde_json::to_vec_pretty(&predictions)?)
-            .with_context(|| format!("cannot write {}", args.predictions.display()))?;
-    }
-    let scored: Vec<Scored> = asked.iter().map(|a| a.scored(retrieval.min_score)).collect();
-    if let Some(file) = &args.details {
-        let lines: Vec<String> = asked
-            .iter()
-            .zip(&scored)
-            .map(|(a, s)| {
-                json!({
-                    "id": a.id, "question": a.question, "has_answer": a.has_answer, "golds": a.golds,
-                    "answer": a.answer, "evidence": a.evidence, "top_score": a.top_score,
-                    "gold_rank": a.gold_rank, "exact": s.exact, "f1": s.f1, "abstained": s.abstained,
-                    "latency_ms": a.latency_ms,
-                })
-                .to_string()
-            })
-            .collect();
-        std::fs::write(file, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", file.display()))?;
-    }
-    let mut report = metrics(&scored, answers);
-    let m = report.as_object_mut().expect("object");
-    if answers && !args.closed_book {
-        let sweep: Vec<Value> = SWEEP
-            .iter()
-            .map(|&t| {
-                let s: Vec<Scored> = asked.iter().map(|a| a.scored(t)).collect();
-                let v = metrics(&s, true);
-                json!({
-                    "min_score": t,
-                    "HasAns_f1": v["HasAns_f1"],
-                    "NoAns_f1": v["NoAns_f1"],
-                    "f1": v["f1"],
-                    "abstention_precision": v["abstention_precision"],
-                    "abstention_recall": v["abstention_recall"],
-                })
-            })
-            .collect();
-        m.insert("abstention_sweep".into(), json!(sweep));
-    }
-    m.insert("retriever".into(), json!(retrieval.retriever.name()));
-    m.insert("rerankers".into(), json!(retrieval.rerankers.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>()));
-    m.insert("min_score".into(), json!(retrieval.min_score));
-    m.insert("closed_book".into(), json!(args.closed_book));
-    m.insert("file".into(), json!(args.squad.display().to_string()));
-    Ok(report)
+    eval.write_files(&asked)?;
+    Ok(eval.report(&asked))
 }
 
-async fn closed_book(p: &crate::pipeline::Pipeline, template: &Template, question: &str) -> anyhow::Result<String> {
-    let built = prompt::build(&p.generator, template, question, &[], &[], p.max_answer_tokens)?;
-    let mut g = p.generator.generate(GenerateRequest {
-        prompt: built.text,
-        max_tokens: p.max_answer_tokens,
-        stop: built.stop,
-        ignore_eos: false,
-        sampling: p.sampling.clone(),
-    })?;
-    let mut text = String::new();
-    while let Some(e) = g.events.recv().await {
-        match e {
-            Event::Text(t) => text.push_str(&t),
-            Event::Done(_) => break,
-            Event::Failed(m) => anyhow::bail!("{m}"),
-            Event::Queued { .. } => {}
+fn read_squad(file: &std::path::Path) -> anyhow::Result<Squad> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: not a SQuAD 2.0 JSON file", file.display()))
+}
+
+/// Line of paragraph `i` in an article's text file (one blank line between paragraphs).
+fn paragraph_line(i: usize) -> u32 {
+    (2 * i + 1) as u32
+}
+
+/// One evaluation run's settings, shared by every article.
+struct Evaluation<'a> {
+    app: &'a App,
+    args: &'a EvalArgs,
+    retrieval: Retrieval,
+    /// `retrieval` without a threshold: every question is answered, and the threshold is
+    /// applied when scoring (so it can be swept).
+    generate_always: Retrieval,
+    template: Template,
+    /// `None` with `--retrieval-only`.
+    pipeline: Option<Pipeline>,
+    /// Questions in flight: as many as the engine decodes together, like a busy bot.
+    in_flight: usize,
+}
+
+impl<'a> Evaluation<'a> {
+    fn new(app: &'a App, args: &'a EvalArgs) -> anyhow::Result<Self> {
+        let mut retrieval = app.config.retrieval.clone();
+        if let Some(r) = &args.retriever {
+            retrieval.retriever = match r.as_str() {
+                "vector" => RetrieverConfig::Vector,
+                "fulltext" => RetrieverConfig::Fulltext,
+                "hybrid" => RetrieverConfig::default(),
+                other => anyhow::bail!("--retriever {other}: use vector, fulltext or hybrid"),
+            };
         }
+        if let Some(m) = args.min_score {
+            retrieval.min_score = m;
+        }
+        // Closed book, passages only feed the recall figures: rerankers would only cost time.
+        if args.no_rerank || args.closed_book {
+            retrieval.rerankers.clear();
+        }
+        // Retrieve the top 20 (for recall@20); the prompt still gets the first `passages`.
+        retrieval.top_k = retrieval.top_k.max(20);
+        let pipeline = (!args.retrieval_only).then(|| {
+            let mut p = app.pipeline();
+            p.max_answer_tokens = p.max_answer_tokens.min(EVAL_ANSWER_TOKENS);
+            p
+        });
+        Ok(Self {
+            app,
+            args,
+            generate_always: Retrieval { min_score: f32::MIN, ..retrieval.clone() },
+            retrieval,
+            template: Template { system: EVAL_SYSTEM.trim().to_string(), body: None },
+            pipeline,
+            in_flight: if args.retrieval_only { 1 } else { app.config.models.generator.parallel },
+        })
     }
-    Ok(clean_answer(&text))
+
+    /// Writes the article's paragraphs as one text file (the way a user would have it),
+    /// ingests it into a knowledge base of its own, and builds the retrieval chain on it.
+    async fn ingest_article(
+        &self,
+        store: &KbStore,
+        work: &std::path::Path,
+        ai: usize,
+        article: &Article,
+    ) -> anyhow::Result<Chain> {
+        let file = work.join(format!("article-{ai}.txt"));
+        let text = article.paragraphs.iter().map(|p| p.context.trim()).collect::<Vec<_>>().join("\n\n") + "\n";
+        std::fs::write(&file, &text)?;
+        let name = format!("article_{ai}");
+        let kb = store.open_or_create(&name, self.app.embedder.dim()).await?;
+        let progress = if self.args.json { Progress::Quiet } else { Progress::Bar };
+        crate::ingest::ingest(&kb, &self.app.embedder, &[file], self.app.config.chunking_for(""), progress).await?;
+        if !self.args.json {
+            eprintln!("eval: {} ({} paragraphs)", article.title, article.paragraphs.len());
+        }
+        let plugins = self.app.plugin_context();
+        Chain::build(KbHandle::new(store.clone(), &name)?, self.retrieval.clone(), self.template.clone(), &plugins)
+    }
+
+    /// Asks `questions` (with the line of their gold paragraph), `in_flight` at a time.
+    async fn ask_all(&self, chain: &Chain, questions: Vec<(u32, &Qa)>) -> anyhow::Result<Vec<Asked>> {
+        futures::stream::iter(questions)
+            .map(|(line, qa)| self.ask(chain, line, qa))
+            .buffered(self.in_flight)
+            .try_collect()
+            .await
+    }
+
+    async fn ask(&self, chain: &Chain, line: u32, qa: &Qa) -> anyhow::Result<Asked> {
+        let started = Instant::now();
+        // Recall@k and MRR are computed on the reranked candidates, best first.
+        let ranked = chain.retrieve(&qa.question).await?;
+        let gold_rank =
+            ranked.iter().position(|h| h.chunk.line_start <= line && line <= h.chunk.line_end).map(|r| r + 1);
+        let top_score = ranked.first().map(|h| h.score);
+        let (answer, evidence) = match &self.pipeline {
+            None => (String::new(), None),
+            Some(p) if self.args.closed_book => (closed_book(p, &self.template, &qa.question).await?, None),
+            Some(p) => {
+                // No evidence at all is as weak as it gets.
+                let evidence = best_similarity(&ranked).unwrap_or(f32::MIN);
+                let answer =
+                    p.answer_from(&self.generate_always, &self.template, &qa.question, &[], ranked, started.elapsed())?;
+                let outcome = respond(answer, &mut Discard).await?;
+                (clean_answer(&outcome.text), Some(evidence))
+            }
+        };
+        // The model saying it does not know is an abstention too.
+        let answer = if says_dont_know(&answer) { String::new() } else { answer };
+        let golds: Vec<String> = qa.answers.iter().map(|a| a.text.clone()).collect();
+        Ok(Asked {
+            id: qa.id.clone(),
+            question: qa.question.clone(),
+            has_answer: !qa.is_impossible && !golds.is_empty(),
+            golds,
+            gold_rank,
+            evidence,
+            top_score,
+            answer,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// The predictions file (official format) and, with `--details`, one JSON line per
+    /// question.
+    fn write_files(&self, asked: &[Asked]) -> anyhow::Result<()> {
+        let min_score = self.retrieval.min_score;
+        if !self.args.retrieval_only {
+            let predictions: BTreeMap<&str, &str> =
+                asked.iter().map(|a| (a.id.as_str(), a.prediction(min_score))).collect();
+            std::fs::write(&self.args.predictions, serde_json::to_vec_pretty(&predictions)?)
+                .with_context(|| format!("cannot write {}", self.args.predictions.display()))?;
+        }
+        if let Some(file) = &self.args.details {
+            let lines: Vec<String> = asked
+                .iter()
+                .map(|a| {
+                    let s = a.scored(min_score);
+                    json!({
+                        "id": a.id, "question": a.question, "has_answer": a.has_answer, "golds": a.golds,
+                        "answer": a.answer, "evidence": a.evidence, "top_score": a.top_score,
+                        "gold_rank": a.gold_rank, "exact": s.exact, "f1": s.f1, "abstained": s.abstained,
+                        "latency_ms": a.latency_ms,
+                    })
+                    .to_string()
+                })
+                .collect();
+            std::fs::write(file, lines.join("\n") + "\n")
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Metrics at the configured threshold, the abstention sweep, and the settings used.
+    fn report(&self, asked: &[Asked]) -> Value {
+        let (args, retrieval) = (self.args, &self.retrieval);
+        let answers = !args.retrieval_only;
+        let scored: Vec<Scored> = asked.iter().map(|a| a.scored(retrieval.min_score)).collect();
+        let mut report = metrics(&scored, answers);
+        let m = report.as_object_mut().expect("object");
+        if answers && !args.closed_book {
+            m.insert("abstention_sweep".into(), abstention_sweep(asked));
+        }
+        m.insert("retriever".into(), json!(retrieval.retriever.name()));
+        m.insert("rerankers".into(), json!(retrieval.rerankers.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>()));
+        m.insert("min_score".into(), json!(retrieval.min_score));
+        m.insert("closed_book".into(), json!(args.closed_book));
+        m.insert("file".into(), json!(args.squad.display().to_string()));
+        report
+    }
+}
+
+fn abstention_sweep(asked: &[Asked]) -> Value {
+    let sweep: Vec<Value> = SWEEP
+        .iter()
+        .map(|&t| {
+            let s: Vec<Scored> = asked.iter().map(|a| a.scored(t)).collect();
+            let v = metrics(&s, true);
+            json!({
+                "min_score": t,
+                "HasAns_f1": v["HasAns_f1"],
+                "NoAns_f1": v["NoAns_f1"],
+                "f1": v["f1"],
+                "abstention_precision": v["abstention_precision"],
+                "abstention_recall": v["abstention_recall"],
+            })
+        })
+        .collect();
+    json!(sweep)
+}
+
+async fn closed_book(p: &Pipeline, template: &Template, question: &str) -> anyhow::Result<String> {
+    let built = prompt::build(p.model.as_ref(), template, question, &[], &[], p.max_answer_tokens)?;
+    let generated = p
+        .model
+        .generate(GenerateRequest {
+            prompt: built.text,
+            max_tokens: p.max_answer_tokens,
+            stop: built.stop,
+            ignore_eos: false,
+            sampling: p.sampling.clone(),
+        })?
+        .collect()
+        .await?;
+    Ok(clean_answer(&generated.text))
 }
 
 /// The answer without citation marks, on one line.
@@ -429,8 +489,10 @@ fn f1(prediction: &str, gold: &str) -> f64 {
 fn metrics(s: &[Scored], answers: bool) -> Value {
     let answerable: Vec<&Scored> = s.iter().filter(|x| x.has_answer).collect();
     let unanswerable: Vec<&Scored> = s.iter().filter(|x| !x.has_answer).collect();
-    let recall_at = |k: usize| frac(answerable.iter().filter(|x| x.gold_rank.is_some_and(|r| r <= k)).count(), answerable.len());
-    let mrr = answerable.iter().map(|x| x.gold_rank.map_or(0.0, |r| 1.0 / r as f64)).sum::<f64>() / answerable.len().max(1) as f64;
+    let recall_at =
+        |k: usize| frac(answerable.iter().filter(|x| x.gold_rank.is_some_and(|r| r <= k)).count(), answerable.len());
+    let mrr = answerable.iter().map(|x| x.gold_rank.map_or(0.0, |r| 1.0 / r as f64)).sum::<f64>()
+        / answerable.len().max(1) as f64;
     let mut m = json!({
         "questions": s.len(),
         "answerable": answerable.len(),
@@ -441,7 +503,8 @@ fn metrics(s: &[Scored], answers: bool) -> Value {
         "mrr": mrr,
     });
     if answers {
-        let avg = |v: &[&Scored], f: fn(&Scored) -> f64| 100.0 * v.iter().map(|x| f(x)).sum::<f64>() / v.len().max(1) as f64;
+        let avg =
+            |v: &[&Scored], f: fn(&Scored) -> f64| 100.0 * v.iter().map(|x| f(x)).sum::<f64>() / v.len().max(1) as f64;
         let all: Vec<&Scored> = s.iter().collect();
         let abstained = s.iter().filter(|x| x.abstained).count();
         let correct_abstentions = unanswerable.iter().filter(|x| x.abstained).count();
@@ -456,8 +519,8 @@ fn metrics(s: &[Scored], answers: bool) -> Value {
         o.insert("abstained".into(), json!(abstained));
         o.insert("abstention_precision".into(), json!(frac(correct_abstentions, abstained)));
         o.insert("abstention_recall".into(), json!(frac(correct_abstentions, unanswerable.len())));
-        o.insert("latency_ms_p50".into(), json!(crate::bench::percentile(&lat, 50.0)));
-        o.insert("latency_ms_p95".into(), json!(crate::bench::percentile(&lat, 95.0)));
+        o.insert("latency_ms_p50".into(), json!(lore_engine::bench::percentile(&lat, 50.0)));
+        o.insert("latency_ms_p95".into(), json!(lore_engine::bench::percentile(&lat, 95.0)));
     }
     m
 }
@@ -472,11 +535,32 @@ fn frac(a: usize, b: usize) -> f64 {
 
 pub fn print_table(m: &Value) {
     let keys = [
-        "questions", "answerable", "unanswerable", "recall@1", "recall@5", "recall@20", "mrr", "exact", "f1", "HasAns_exact",
-        "HasAns_f1", "NoAns_exact", "NoAns_f1", "abstained", "abstention_precision", "abstention_recall", "latency_ms_p50",
+        "questions",
+        "answerable",
+        "unanswerable",
+        "recall@1",
+        "recall@5",
+        "recall@20",
+        "mrr",
+        "exact",
+        "f1",
+        "HasAns_exact",
+        "HasAns_f1",
+        "NoAns_exact",
+        "NoAns_f1",
+        "abstained",
+        "abstention_precision",
+        "abstention_recall",
+        "latency_ms_p50",
         "latency_ms_p95",
     ];
-    println!("{} — retriever {}, min_score {}, closed book {}", m["file"].as_str().unwrap_or(""), m["retriever"], m["min_score"], m["closed_book"]);
+    println!(
+        "{} — retriever {}, min_score {}, closed book {}",
+        m["file"].as_str().unwrap_or(""),
+        m["retriever"],
+        m["min_score"],
+        m["closed_book"]
+    );
     for k in keys {
         if let Some(v) = m.get(k) {
             match v.as_f64() {

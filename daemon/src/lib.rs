@@ -2,20 +2,21 @@
 //!
 //! Where things happen:
 //! - a message enters in [`router`] (adapters feed it; commands and allow-lists live there);
-//! - passages are chosen in [`pipeline`] (retrievers and rerankers from `lore-plugins`);
-//! - tokens are generated in [`engine`] (the only module that knows llama.cpp).
+//! - passages are chosen in [`pipeline`] (a [`pipeline::Chain`] per bot and channel, built
+//!   once from `lore-plugins`' retrievers and rerankers);
+//! - tokens are generated in the `lore-engine` crate (the only one that knows llama.cpp).
 //!
-//! This crate is glue: it reads the config, builds plugins and adapters, and routes. It
-//! knows nothing of LanceDB/Arrow (that is `lore-plugins`) or serenity/teloxide
-//! (`lore-adapters`).
+//! This crate is glue: it reads the config, builds the models, plugins and adapters, and
+//! routes. It knows nothing of llama.cpp (that is `lore-engine`), LanceDB/Arrow
+//! (`lore-plugins`) or serenity/teloxide (`lore-adapters`).
 
 pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod engine;
 pub mod eval;
 pub mod ingest;
+pub mod line;
 pub mod memory;
 pub mod pipeline;
 pub mod prompt;

@@ -1,33 +1,73 @@
-//! Where passages are chosen and the answer is generated: embed the question, retrieve,
-//! rerank, abstain if the evidence is weak, build the prompt, stream the answer.
+//! Where passages are chosen and the answer is generated: retrieve, rerank, abstain if the
+//! evidence is weak, build the prompt, stream the answer.
+//!
+//! A [`Chain`] is one bot's (or one channel's) way to find passages, built once at start;
+//! a [`Pipeline`] is what every chain shares: the generator and its settings.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lore_adapters::{ReplySink, SourceRef};
-use lore_plugins::{Hit, KnowledgeBase, PluginContext};
+use lore_core::{ChatModel, Event, GenerateRequest, Generation, Hit, PluginContext, ReplySink, Reranker, Retriever};
+use lore_core::{SourceRef, StopReason};
+use lore_plugins::KbHandle;
 
 use crate::config::{Retrieval, Sampling};
-use crate::engine::{Event, GenerateRequest, Generation, Generator, StopReason};
 use crate::prompt::{self, Template, Turn};
 
-/// Everything needed to answer questions; shared by every bot.
-#[derive(Clone)]
-pub struct Pipeline {
-    pub generator: Generator,
-    /// What retrievers and rerankers use: the embedder, this generator as the `llm`
-    /// reranker's scorer, the cross-encoder when one is configured.
-    pub plugins: PluginContext,
-    pub max_answer_tokens: usize,
-    pub sampling: Sampling,
+/// One bot's or channel's retrieval, resolved once: the knowledge base, the retriever and
+/// rerankers built for it, the thresholds, and the prompt template.
+pub struct Chain {
+    pub kb: KbHandle,
+    retriever: Arc<dyn Retriever>,
+    rerankers: Vec<Arc<dyn Reranker>>,
+    pub settings: Retrieval,
+    pub template: Template,
 }
 
-/// One question and where to look for its answer.
-pub struct Question<'a> {
-    pub text: &'a str,
-    pub kb: &'a KnowledgeBase,
-    pub retrieval: &'a Retrieval,
-    pub template: &'a Template,
-    pub history: &'a [Turn],
+impl Chain {
+    /// Builds the plugins `settings` name for `kb`; fails when one needs a model that is
+    /// not loaded (the `llm` reranker without the generator, say).
+    pub fn build(kb: KbHandle, settings: Retrieval, template: Template, cx: &PluginContext) -> anyhow::Result<Self> {
+        let retriever = settings.retriever.build(kb.clone(), cx.embedder.clone());
+        let rerankers = settings.rerankers.iter().map(|r| r.build(cx)).collect::<anyhow::Result<_>>()?;
+        Ok(Self { kb, retriever, rerankers, settings, template })
+    }
+
+    /// The retriever's top `top_k` for `question`, then each reranker in order.
+    pub async fn retrieve(&self, question: &str) -> anyhow::Result<Vec<Hit>> {
+        self.retrieve_with(question, Reranking::Full).await
+    }
+
+    /// Like [`Chain::retrieve`], leaving out the `llm` reranker when asked to.
+    pub async fn retrieve_with(&self, question: &str, reranking: Reranking) -> anyhow::Result<Vec<Hit>> {
+        let mut hits = self.retriever.retrieve(question, self.settings.top_k).await?;
+        for (r, config) in self.rerankers.iter().zip(&self.settings.rerankers) {
+            if reranking == Reranking::WithoutLlm && matches!(config, lore_plugins::RerankerConfig::Llm { .. }) {
+                tracing::info!("others are waiting: skipping the llm reranker for this question");
+                continue;
+            }
+            hits = r.rerank(question, hits).await?;
+        }
+        Ok(hits)
+    }
+}
+
+/// How much reranking a question gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reranking {
+    /// The whole configured chain.
+    Full,
+    /// Everything but the `llm` reranker (one prompt-sized pass per candidate): for
+    /// questions answered while others wait, unless `admission.rerank_when_busy`.
+    WithoutLlm,
+}
+
+/// What answering needs besides a chain; shared by every bot.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub model: Arc<dyn ChatModel>,
+    pub max_answer_tokens: usize,
+    pub sampling: Sampling,
 }
 
 /// What the pipeline decided to do.
@@ -52,28 +92,43 @@ pub struct Outcome {
 }
 
 impl Pipeline {
-    /// Retrieves and reranks the passages for `question`, best first.
-    pub async fn retrieve(&self, kb: &KnowledgeBase, question: &str, retrieval: &Retrieval) -> anyhow::Result<Vec<Hit>> {
-        retrieve(&self.plugins, kb, question, retrieval).await
+    /// Retrieves, decides whether to abstain, and starts generating.
+    pub async fn prepare(&self, chain: &Chain, question: &str, history: &[Turn]) -> anyhow::Result<Answer> {
+        self.prepare_with(chain, question, history, Reranking::Full).await
     }
 
-    /// Retrieves, decides whether to abstain, and starts generating.
-    pub async fn prepare(&self, q: Question<'_>) -> anyhow::Result<Answer> {
+    /// Like [`Pipeline::prepare`], with the given reranking.
+    pub async fn prepare_with(
+        &self,
+        chain: &Chain,
+        question: &str,
+        history: &[Turn],
+        reranking: Reranking,
+    ) -> anyhow::Result<Answer> {
         let started = Instant::now();
-        let hits = self.retrieve(q.kb, q.text, q.retrieval).await?;
-        self.answer_from(q, hits, started.elapsed())
+        let hits = chain.retrieve_with(question, reranking).await?;
+        self.answer_from(&chain.settings, &chain.template, question, history, hits, started.elapsed())
     }
 
     /// Abstains or starts generating from passages already retrieved and reranked.
-    pub fn answer_from(&self, q: Question<'_>, hits: Vec<Hit>, retrieval_time: Duration) -> anyhow::Result<Answer> {
+    pub fn answer_from(
+        &self,
+        settings: &Retrieval,
+        template: &Template,
+        question: &str,
+        history: &[Turn],
+        hits: Vec<Hit>,
+        retrieval_time: Duration,
+    ) -> anyhow::Result<Answer> {
         let best = best_similarity(&hits);
-        if hits.is_empty() || best < q.retrieval.min_score {
-            tracing::info!(best, min_score = q.retrieval.min_score, "abstaining: weak evidence");
-            return Ok(Answer::Abstain { text: q.retrieval.abstain_text.clone(), retrieved: hits, retrieval_time });
+        if best.is_none_or(|b| b < settings.min_score) {
+            tracing::info!(best, min_score = settings.min_score, "abstaining: weak evidence");
+            return Ok(Answer::Abstain { text: settings.abstain_text.clone(), retrieved: hits, retrieval_time });
         }
-        let passages: Vec<Hit> = hits.into_iter().take(q.retrieval.passages).collect();
-        let prompt = prompt::build(&self.generator, q.template, q.text, &passages, q.history, self.max_answer_tokens)?;
-        let generation = self.generator.generate(GenerateRequest {
+        let passages: Vec<Hit> = hits.into_iter().take(settings.passages).collect();
+        let prompt =
+            prompt::build(self.model.as_ref(), template, question, &passages, history, self.max_answer_tokens)?;
+        let generation = self.model.generate(GenerateRequest {
             prompt: prompt.text.clone(),
             max_tokens: self.max_answer_tokens,
             stop: prompt.stop.clone(),
@@ -84,20 +139,11 @@ impl Pipeline {
     }
 }
 
-/// The retriever's top `top_k` for `question`, then each reranker of the chain in order.
-pub async fn retrieve(cx: &PluginContext, kb: &KnowledgeBase, question: &str, retrieval: &Retrieval) -> anyhow::Result<Vec<Hit>> {
-    let retriever = retrieval.retriever.build(cx.embedder.clone());
-    let mut hits = retriever.retrieve(kb, question, retrieval.top_k).await?;
-    for r in &retrieval.rerankers {
-        hits = r.build(cx)?.rerank(question, hits).await?;
-    }
-    Ok(hits)
-}
-
-/// The evidence strength compared with `min_score`: the best cosine similarity among the
-/// hits (a reranker's own score where no similarity is known).
-pub fn best_similarity(hits: &[Hit]) -> f32 {
-    hits.iter().map(|h| h.similarity.unwrap_or(h.score)).fold(f32::MIN, f32::max)
+/// The evidence compared with `min_score`: the best cosine similarity between the question
+/// and a retrieved passage. `None` when nothing was retrieved or no retriever knew a
+/// similarity: then the bot abstains.
+pub fn best_similarity(hits: &[Hit]) -> Option<f32> {
+    hits.iter().filter_map(|h| h.similarity).reduce(f32::max)
 }
 
 /// Streams `answer` into `sink` and finishes it with sources.
@@ -120,11 +166,12 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
             let mut text = String::new();
             let mut first_token = None;
             let mut stop = None;
+            // Not `Generation::collect`: every piece is shown as it arrives.
             while let Some(event) = generation.events.recv().await {
                 match event {
-                    Event::Queued { position } => {
-                        sink.update(&format!("(waiting: {} in line)", ordinal(position))).await?;
-                    }
+                    // Not shown: people see their place in the router's line of questions;
+                    // the engine's own queue also counts reranking jobs.
+                    Event::Queued { position } => tracing::debug!(position, "generation queued in the engine"),
                     Event::Text(piece) => {
                         first_token.get_or_insert_with(|| started.elapsed() + retrieval_time);
                         text.push_str(&piece);
@@ -137,7 +184,7 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                         stop = Some(f.reason);
                         break;
                     }
-                    Event::Failed(message) => anyhow::bail!("{message}"),
+                    Event::Failed(message) => return Err(lore_core::GenerateError::Failed(message).into()),
                 }
             }
             let text = text.trim().to_string();
@@ -165,18 +212,13 @@ pub fn source_refs(passages: &[Hit]) -> Vec<SourceRef> {
         .enumerate()
         .map(|(i, h)| {
             let path = std::path::Path::new(&h.chunk.source);
-            let shown = cwd
-                .as_ref()
-                .and_then(|c| path.strip_prefix(c).ok())
-                .unwrap_or(path)
-                .display()
-                .to_string();
+            let shown = cwd.as_ref().and_then(|c| path.strip_prefix(c).ok()).unwrap_or(path).display().to_string();
             SourceRef { number: i + 1, source: shown, location: h.chunk.location() }
         })
         .collect()
 }
 
-fn ordinal(n: usize) -> String {
+pub fn ordinal(n: usize) -> String {
     let suffix = match (n % 10, n % 100) {
         (1, 11) | (2, 12) | (3, 13) => "th",
         (1, _) => "st",
@@ -185,4 +227,71 @@ fn ordinal(n: usize) -> String {
         _ => "th",
     };
     format!("{n}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use lore_core::testing::EchoModel;
+    use lore_core::Chunk;
+
+    use super::*;
+
+    fn hit(similarity: Option<f32>) -> Hit {
+        Hit { chunk: Chunk::new("a.md", 0, 1, 2, "Bees dance.".into()), score: 0.5, similarity }
+    }
+
+    fn pipeline() -> Pipeline {
+        Pipeline {
+            model: Arc::new(EchoModel::new(512, "They dance [1].")),
+            max_answer_tokens: 32,
+            sampling: Sampling::default(),
+        }
+    }
+
+    #[test]
+    fn evidence_is_the_best_known_similarity() {
+        assert_eq!(best_similarity(&[]), None);
+        assert_eq!(best_similarity(&[hit(None)]), None);
+        assert_eq!(best_similarity(&[hit(Some(0.2)), hit(None), hit(Some(0.4))]), Some(0.4));
+    }
+
+    #[tokio::test]
+    async fn weak_evidence_abstains_and_strong_evidence_answers_with_sources() {
+        struct Record(Vec<String>);
+        #[async_trait::async_trait]
+        impl ReplySink for Record {
+            async fn typing(&mut self) -> anyhow::Result<()> {
+                Ok(())
+            }
+            async fn update(&mut self, text: &str) -> anyhow::Result<()> {
+                self.0.push(format!("update {text}"));
+                Ok(())
+            }
+            async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
+                self.0.push(format!("finish {text} sources {}", sources.len()));
+                Ok(())
+            }
+            async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+                self.0.push(format!("say {text}"));
+                Ok(())
+            }
+        }
+        let settings = Retrieval { min_score: 0.3, ..Retrieval::default() };
+        let p = pipeline();
+        let t = Template::default();
+        for weak in [vec![], vec![hit(Some(0.1))], vec![hit(None)]] {
+            let mut sink = Record(vec![]);
+            let answer = p.answer_from(&settings, &t, "How?", &[], weak, Duration::ZERO).unwrap();
+            let outcome = respond(answer, &mut sink).await.unwrap();
+            assert!(outcome.abstained);
+            assert_eq!(sink.0, vec![format!("finish {} sources 0", settings.abstain_text)]);
+        }
+        let mut sink = Record(vec![]);
+        let answer = p.answer_from(&settings, &t, "How?", &[], vec![hit(Some(0.8))], Duration::ZERO).unwrap();
+        let outcome = respond(answer, &mut sink).await.unwrap();
+        assert!(!outcome.abstained);
+        assert_eq!(outcome.text, "They dance [1].");
+        assert_eq!(sink.0.last().unwrap(), "finish They dance [1]. sources 1");
+        assert!(sink.0[0].starts_with("update They"), "{:?}", sink.0);
+    }
 }

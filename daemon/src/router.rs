@@ -1,133 +1,288 @@
 //! Where a message enters: every adapter feeds the router, which applies allow-lists,
-//! runs commands, picks the channel's knowledge base and hands questions to the pipeline.
+//! runs commands, picks the channel's way of answering and hands questions to an
+//! [`Answerer`] (the pipeline in the daemon, a stand-in in tests).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
-use lore_adapters::{Command, Incoming};
+use async_trait::async_trait;
+use lore_core::{Command, Incoming, ReplySink};
 
-use crate::app::App;
-use crate::config::{BotConfig, Retrieval};
+use crate::config::{Allow, Config, Retrieval};
+use crate::line::{Line, LineSettings, Refusal, Ticket, Wait};
 use crate::memory::{Memory, ShownSource};
-use crate::pipeline::{respond, source_refs, Pipeline, Question};
+use crate::pipeline::{Outcome, Reranking};
 use crate::prompt::{Template, Turn};
 
-pub struct Router {
-    app: Arc<App>,
-    pipeline: Pipeline,
-    bots: BTreeMap<String, Bot>,
+/// Where and how a bot answers in one place (its default, or a configured channel), as
+/// the config says; the answerer turns it into its own resolved form once, at start.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub kb: String,
+    pub retrieval: Retrieval,
+    pub template: Template,
+}
+
+/// Where bot `name` answers outside its configured channels.
+pub fn bot_place(config: &Config, name: &str) -> anyhow::Result<Place> {
+    let b = config.bots.get(name).ok_or_else(|| crate::app::unknown_bot(config, name))?;
+    let base = config.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    Ok(Place {
+        kb: b.knowledge_base.clone(),
+        retrieval: config.retrieval.with(&b.retrieval),
+        template: Template::load(b.prompt.as_deref(), b.system.as_deref(), &base)?,
+    })
+}
+
+/// Where bot `name` answers in its configured channel `id`: the channel's settings over
+/// the bot's.
+pub fn channel_place(config: &Config, name: &str, id: &str) -> anyhow::Result<Place> {
+    let mut place = bot_place(config, name)?;
+    if let Some(c) = config.bots[name].channels.get(id) {
+        place.kb = c.knowledge_base.clone().unwrap_or(place.kb);
+        place.retrieval = place.retrieval.with(&c.retrieval);
+    }
+    Ok(place)
+}
+
+/// Answers questions for the router.
+#[async_trait]
+pub trait Answerer: Send + Sync {
+    /// A place resolved for answering (retriever and rerankers built, and so on).
+    type Route: Send + Sync;
+    /// Resolves a place once, when the router is built.
+    fn route(&self, place: Place) -> anyhow::Result<Self::Route>;
+    /// Answers `question` into `sink` (streaming, then finishing with sources).
+    async fn answer(
+        &self,
+        route: &Self::Route,
+        question: &str,
+        history: &[Turn],
+        reranking: Reranking,
+        sink: &mut dyn ReplySink,
+    ) -> anyhow::Result<Outcome>;
+    /// How many chunks the place's knowledge base holds.
+    async fn chunks(&self, route: &Self::Route) -> anyhow::Result<usize>;
+}
+
+/// A bot with its places resolved.
+struct Bot<R> {
+    allow: Allow,
+    memory_turns: usize,
+    default: Routed<R>,
+    channels: BTreeMap<String, Routed<R>>,
+}
+
+struct Routed<R> {
+    kb: String,
+    route: R,
+}
+
+pub struct Router<A: Answerer> {
+    answerer: A,
+    bots: BTreeMap<String, Bot<A::Route>>,
     memory: Memory,
+    line: Line,
+    rerank_when_busy: bool,
 }
 
-struct Bot {
-    config: BotConfig,
-    template: Template,
-    retrieval: Retrieval,
-}
-
-impl Router {
-    pub fn new(app: Arc<App>) -> anyhow::Result<Self> {
+impl<A: Answerer> Router<A> {
+    /// Resolves every bot's default place and configured channels; conversation memory
+    /// lives under `memory` (RAM only when `None`).
+    pub fn new(config: &Config, answerer: A, memory: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
         let mut bots = BTreeMap::new();
         let mut max_turns = 1;
-        for name in app.config.bots.keys() {
-            let (template, retrieval) = app.bot_settings(Some(name))?;
-            let config = app.config.bots[name].clone();
-            max_turns = max_turns.max(config.memory_turns);
-            bots.insert(name.clone(), Bot { config, template, retrieval });
+        for (name, b) in &config.bots {
+            let resolve = |place: Place| -> anyhow::Result<Routed<A::Route>> {
+                Ok(Routed { kb: place.kb.clone(), route: answerer.route(place)? })
+            };
+            let default = resolve(bot_place(config, name)?)?;
+            let mut channels = BTreeMap::new();
+            for id in b.channels.keys() {
+                channels.insert(id.clone(), resolve(channel_place(config, name, id)?)?);
+            }
+            max_turns = max_turns.max(b.memory_turns);
+            bots.insert(name.clone(), Bot { allow: b.allow.clone(), memory_turns: b.memory_turns, default, channels });
         }
-        let memory = Memory::new(Some(app.config.data_dir.join("conversations")), max_turns);
-        Ok(Self { pipeline: app.pipeline(), app, bots, memory })
+        let a = &config.admission;
+        let line = Line::new(LineSettings {
+            concurrent: config.models.generator.parallel,
+            max_waiting: a.max_waiting_questions,
+            per_user_in_flight: a.per_user_in_flight,
+            rate_limit: a.rate_limit.as_ref().map(|r| (r.questions, std::time::Duration::from_secs(r.per_seconds))),
+        });
+        Ok(Self { answerer, bots, memory: Memory::new(memory, max_turns), line, rerank_when_busy: a.rerank_when_busy })
+    }
+
+    /// The line every question waits in.
+    pub fn line(&self) -> &Line {
+        &self.line
     }
 
     /// Handles one message; failures are logged and reported to the user, never fatal.
-    pub async fn handle(&self, mut msg: Incoming) {
-        let conversation = msg.conversation.to_string();
-        if let Err(error) = self.handle_inner(&mut msg).await {
-            tracing::warn!(%error, bot = %msg.bot, %conversation, "answer failed");
-            let _ = msg.reply.say(&format!("Sorry, I could not answer that: {error}")).await;
+    ///
+    /// A question takes its place in line before this returns (the returned future does
+    /// the rest): called in the order messages arrive, the line keeps that order however
+    /// the futures are then scheduled.
+    pub fn handle(self: &Arc<Self>, mut msg: Incoming) -> impl Future<Output = ()> + Send + 'static
+    where
+        A: 'static,
+    {
+        let router = self.clone();
+        let place_in_line = self.is_question_for_us(&msg).then(|| self.line.join(&asker(&msg)));
+        async move {
+            if let Err(error) = router.handle_inner(&mut msg, place_in_line).await {
+                let id = error_id();
+                tracing::warn!(error = format!("{error:#}"), error_id = %id, bot = %msg.bot, conversation = %msg.conversation, "answer failed");
+                let _ = msg.reply.say(&user_message(&error, &id)).await;
+            }
         }
     }
 
-    async fn handle_inner(&self, msg: &mut Incoming) -> anyhow::Result<()> {
+    /// A question (not a command) to a known bot from someone it answers.
+    fn is_question_for_us(&self, msg: &Incoming) -> bool {
+        msg.command.is_none()
+            && !msg.text.trim().is_empty()
+            && self.bots.get(&msg.bot).is_some_and(|b| b.allow.permits(&msg.author.id, &msg.author.roles, &msg.channel))
+    }
+
+    async fn handle_inner(
+        &self,
+        msg: &mut Incoming,
+        place_in_line: Option<Result<Ticket, Refusal>>,
+    ) -> anyhow::Result<()> {
         let Some(bot) = self.bots.get(&msg.bot) else {
             anyhow::bail!("no bot named {:?}", msg.bot);
         };
-        let conv = msg.conversation.to_string();
-        if !bot.config.allow.permits(&msg.author.id, &msg.author.roles, &msg.channel) {
+        if !bot.allow.permits(&msg.author.id, &msg.author.roles, &msg.channel) {
             tracing::info!(bot = %msg.bot, user = %msg.author.id, channel = %msg.channel, "refused: not on the allow-list");
-            msg.reply.say("Sorry, I only answer people this bot has been set up for.").await?;
-            return Ok(());
+            return msg.reply.say("Sorry, I only answer people this bot has been set up for.").await;
         }
-        let channel = bot.config.channels.get(&msg.channel);
-        let kb_name = channel.and_then(|c| c.knowledge_base.clone()).unwrap_or_else(|| bot.config.knowledge_base.clone());
-        let retrieval = match channel {
-            Some(c) => bot.retrieval.with(&c.retrieval),
-            None => bot.retrieval.clone(),
-        };
+        let place = bot.channels.get(&msg.channel).unwrap_or(&bot.default);
+        // Two bots in one channel keep separate conversations.
+        let conversation = format!("{}/{}", msg.bot, msg.conversation);
         match msg.command {
-            Some(Command::Help) => {
-                msg.reply.say(&help_text(&msg.bot)).await?;
-                return Ok(());
-            }
-            Some(Command::Reset) => {
-                self.memory.reset(&conv);
-                msg.reply.say("Done: I forgot this conversation.").await?;
-                return Ok(());
-            }
-            Some(Command::Kb) => {
-                let count = self.app.kb(&kb_name, false).await.ok();
-                let size = match count {
-                    Some(kb) => format!("{} chunks", kb.count().await.unwrap_or(0)),
-                    None => "empty".into(),
-                };
-                msg.reply.say(&format!("This channel answers from the knowledge base \"{kb_name}\" ({size}).")).await?;
-                return Ok(());
-            }
-            Some(Command::Sources) => {
-                let sources = self.memory.last_sources(&conv);
-                let text = if sources.is_empty() {
-                    "The last answer had no sources.".to_string()
-                } else {
-                    sources
-                        .iter()
-                        .map(|s| format!("[{}] {} ({})\n{}", s.number, s.source, s.location, s.text))
-                        .collect::<Vec<_>>()
-                        .join("\n\n")
-                };
-                msg.reply.say(&text).await?;
-                return Ok(());
-            }
-            None => {}
+            Some(Command::Help) => msg.reply.say(&help_text(&msg.bot)).await,
+            Some(Command::Reset) => self.reset(&conversation, msg.reply.as_mut()).await,
+            Some(Command::Kb) => self.describe_kb(place, msg.reply.as_mut()).await,
+            Some(Command::Sources) => self.last_sources(&conversation, msg.reply.as_mut()).await,
+            None => match place_in_line {
+                None => msg.reply.say(&help_text(&msg.bot)).await,
+                Some(Err(refusal)) => {
+                    tracing::info!(bot = %msg.bot, user = %msg.author.id, %refusal, "question refused");
+                    msg.reply.say(&format!("Sorry, {refusal}.")).await
+                }
+                Some(Ok(ticket)) => self.answer(bot, place, &conversation, ticket, msg).await,
+            },
         }
+    }
+
+    async fn reset(&self, conversation: &str, reply: &mut dyn ReplySink) -> anyhow::Result<()> {
+        self.memory.reset(conversation);
+        reply.say("Done: I forgot this conversation.").await
+    }
+
+    async fn describe_kb(&self, place: &Routed<A::Route>, reply: &mut dyn ReplySink) -> anyhow::Result<()> {
+        let size = match self.answerer.chunks(&place.route).await? {
+            0 => "empty".to_string(),
+            n => format!("{n} chunks"),
+        };
+        reply.say(&format!("This channel answers from the knowledge base \"{}\" ({size}).", place.kb)).await
+    }
+
+    async fn last_sources(&self, conversation: &str, reply: &mut dyn ReplySink) -> anyhow::Result<()> {
+        let sources = self.memory.last_sources(conversation);
+        let text = if sources.is_empty() {
+            "The last answer had no sources.".to_string()
+        } else {
+            sources
+                .iter()
+                .map(|s| format!("[{}] {} ({})\n{}", s.number, s.source, s.location, s.text))
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        };
+        reply.say(&text).await
+    }
+
+    async fn answer(
+        &self,
+        bot: &Bot<A::Route>,
+        place: &Routed<A::Route>,
+        conversation: &str,
+        mut ticket: Ticket,
+        msg: &mut Incoming,
+    ) -> anyhow::Result<()> {
         let question = msg.text.trim();
-        if question.is_empty() {
-            msg.reply.say(&help_text(&msg.bot)).await?;
-            return Ok(());
-        }
         msg.reply.typing().await?;
-        let kb = self.app.kb(&kb_name, false).await?;
-        let history = self.memory.turns(&conv);
-        let keep = bot.config.memory_turns;
-        let history = &history[history.len().saturating_sub(keep)..];
-        let answer = self
-            .pipeline
-            .prepare(Question { text: question, kb: &kb, retrieval: &retrieval, template: &bot.template, history })
-            .await?;
-        let outcome = respond(answer, msg.reply.as_mut()).await?;
-        let shown: Vec<ShownSource> = source_refs(&outcome.passages)
+        let turn = loop {
+            match ticket.wait().await {
+                Wait::Moved(position) => msg.reply.update(&waiting_text(position)).await?,
+                Wait::Turn(turn) => break turn,
+            }
+        };
+        let reranking = if turn.busy && !self.rerank_when_busy { Reranking::WithoutLlm } else { Reranking::Full };
+        let history = self.memory.turns(conversation);
+        let history = &history[history.len().saturating_sub(bot.memory_turns)..];
+        let outcome = self.answerer.answer(&place.route, question, history, reranking, msg.reply.as_mut()).await?;
+        drop(turn);
+        let shown: Vec<ShownSource> = crate::pipeline::source_refs(&outcome.passages)
             .into_iter()
             .zip(&outcome.passages)
-            .map(|(r, h)| ShownSource { number: r.number, source: r.source, location: r.location, text: h.chunk.text.clone() })
+            .map(|(r, h)| ShownSource {
+                number: r.number,
+                source: r.source,
+                location: r.location,
+                text: h.chunk.text.clone(),
+            })
             .collect();
-        self.memory.record(&conv, Turn { question: question.to_string(), answer: outcome.text }, shown);
+        self.memory.record(conversation, Turn { question: question.to_string(), answer: outcome.text }, shown);
         Ok(())
     }
 }
 
+/// What a chat user is told when answering failed: the reason when it is theirs to act
+/// on (the line is full, the question is too long), else only an id to quote, which the
+/// log line with the full cause carries too.
+fn user_message(error: &anyhow::Error, id: &str) -> String {
+    for cause in error.chain() {
+        if let Some(e @ lore_core::GenerateError::QueueFull(_)) = cause.downcast_ref() {
+            return format!("Sorry, I could not answer that: {e}");
+        }
+        if let Some(e @ crate::prompt::PromptError::QuestionTooLong { .. }) = cause.downcast_ref() {
+            return format!("Sorry, I could not answer that: {e}");
+        }
+    }
+    format!("Sorry, something went wrong while answering (error {id}). Please try again later.")
+}
+
+/// A short id that ties what a user saw to the log line with the cause.
+fn error_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:06x}", (nanos ^ n.wrapping_mul(0x9E37_79B9)) & 0xFF_FFFF)
+}
+
+/// Who holds a place in line: a person of one bot (user ids are per platform).
+fn asker(msg: &Incoming) -> String {
+    format!("{}/{}", msg.bot, msg.author.id)
+}
+
+/// What a waiting question shows until its turn.
+pub fn waiting_text(position: usize) -> String {
+    format!("(waiting: {} in line)", crate::pipeline::ordinal(position))
+}
+
 fn help_text(bot: &str) -> String {
-    let mut s = format!("I am {bot}. Ask me a question and I will answer from my knowledge base, citing passages like [1].\n");
+    let mut s =
+        format!("I am {bot}. Ask me a question and I will answer from my knowledge base, citing passages like [1].\n");
     for (_, name, what) in Command::ALL {
         s.push_str(&format!("/{name}: {what}\n"));
     }
     s
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,15 +1,16 @@
-//! Retrieval for Lore: the `Embedder`, `Retriever` and `Reranker` traits, the built-in
-//! plugins, and the LanceDB knowledge-base store.
+//! Retrieval for Lore: the built-in retrievers and rerankers, and the LanceDB
+//! knowledge-base store.
 //!
 //! This crate is the only one that knows LanceDB and Arrow. It knows nothing about
-//! llama.cpp (embedders come in through the [`Embedder`] trait) or chat platforms.
+//! llama.cpp (models come in through `lore-core`'s `Embedder`, `Scorer` and `PairScorer`
+//! traits), chat platforms or the YAML config file.
 
-pub mod embedder;
+pub mod contract;
 pub mod rerank;
 pub mod retrieve;
 pub mod store;
 
-pub use embedder::Embedder;
-pub use rerank::{PairScorer, PluginContext, Reranker, RerankerConfig, Scorer};
-pub use retrieve::{Retriever, RetrieverConfig};
-pub use store::{Chunk, Hit, KbStore, KnowledgeBase, StoreError, WriteSummary};
+pub use lore_core::{Chunk, Embedder, Hit, PairScorer, PluginContext, Reranker, Retriever, Scorer};
+pub use rerank::RerankerConfig;
+pub use retrieve::RetrieverConfig;
+pub use store::{KbHandle, KbStore, KnowledgeBase, StoreError, WriteSummary};

@@ -5,46 +5,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use crate::embedder::cosine;
-use crate::{Embedder, Hit};
+use lore_core::cosine;
 
-/// A language model that can say how likely a text is (the generator, through llama.cpp).
-#[async_trait]
-pub trait Scorer: Send + Sync {
-    /// Mean log-probability of the tokens of `continuation` right after `context`.
-    async fn logprob(&self, context: &str, continuation: &str) -> anyhow::Result<f64>;
-}
-
-/// A cross-encoder: reads a question and a passage together and scores their relevance
-/// (higher = more relevant; the scale is the model's own).
-#[async_trait]
-pub trait PairScorer: Send + Sync {
-    /// One score per passage, in order.
-    async fn score_pairs(&self, question: &str, passages: &[String]) -> anyhow::Result<Vec<f32>>;
-}
-
-/// What plugins may use when they are built.
-#[derive(Clone)]
-pub struct PluginContext {
-    pub embedder: Arc<dyn Embedder>,
-    /// Present when a generator is loaded (needed by the `llm` reranker).
-    pub scorer: Option<Arc<dyn Scorer>>,
-    /// Present when `models.reranker` is configured (needed by the `cross-encoder` reranker).
-    pub cross_encoder: Option<Arc<dyn PairScorer>>,
-}
-
-#[async_trait]
-pub trait Reranker: Send + Sync {
-    /// Returns the hits to keep, best first.
-    async fn rerank(&self, question: &str, hits: Vec<Hit>) -> anyhow::Result<Vec<Hit>>;
-}
+use crate::{Embedder, Hit, PairScorer, PluginContext, Reranker, Scorer};
 
 /// One step of a bot's reranking chain (`type:` in YAML).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum RerankerConfig {
-    /// Drop hits whose cosine similarity (or score, where none is known) is below `min_score`.
-    Threshold { min_score: f32 },
+    /// Drop hits whose cosine similarity to the question is below `min_score` (hits with
+    /// none known are dropped too).
+    Threshold {
+        /// Lowest cosine similarity kept, from -1 to 1.
+        min_score: f32,
+    },
     /// Maximal marginal relevance: trade relevance against repeating what was already picked.
     Mmr {
         /// 1.0 = pure relevance, 0.0 = pure diversity.
@@ -116,7 +90,7 @@ pub struct Threshold {
 #[async_trait]
 impl Reranker for Threshold {
     async fn rerank(&self, _question: &str, mut hits: Vec<Hit>) -> anyhow::Result<Vec<Hit>> {
-        hits.retain(|h| h.similarity.unwrap_or(h.score) >= self.min_score);
+        hits.retain(|h| h.similarity.is_some_and(|s| s >= self.min_score));
         Ok(hits)
     }
 }
@@ -178,7 +152,12 @@ pub fn question_likelihood_context(passage: &str) -> String {
 
 /// Rescores the first `candidates` hits with `score` (one score per hit, higher = better)
 /// and sorts them; the rest keep their order after them. Blank questions change nothing.
-async fn rescore_top<F, Fut>(question: &str, mut hits: Vec<Hit>, candidates: usize, score: F) -> anyhow::Result<Vec<Hit>>
+async fn rescore_top<F, Fut>(
+    question: &str,
+    mut hits: Vec<Hit>,
+    candidates: usize,
+    score: F,
+) -> anyhow::Result<Vec<Hit>>
 where
     F: FnOnce(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Vec<f32>>>,

@@ -1,4 +1,7 @@
 //! Retrievers: choose the chunks of a knowledge base that may answer a question.
+//!
+//! Every built-in fills each hit's cosine similarity to the question (the full-text one
+//! embeds the question for that), so `min_score` means the same whichever is chosen.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,13 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use crate::{Embedder, Hit, KnowledgeBase};
-
-/// Finds up to `k` chunks for a question, best first.
-#[async_trait]
-pub trait Retriever: Send + Sync {
-    async fn retrieve(&self, kb: &KnowledgeBase, question: &str, k: usize) -> anyhow::Result<Vec<Hit>>;
-}
+use crate::{Embedder, Hit, KbHandle, Retriever};
 
 /// Which retriever a bot or channel uses (`type:` in YAML).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -56,12 +53,14 @@ impl Default for RetrieverConfig {
 }
 
 impl RetrieverConfig {
-    pub fn build(&self, embedder: Arc<dyn Embedder>) -> Arc<dyn Retriever> {
+    /// The retriever for one knowledge base.
+    pub fn build(&self, kb: KbHandle, embedder: Arc<dyn Embedder>) -> Arc<dyn Retriever> {
+        let source = Source { kb, embedder };
         match *self {
-            Self::Vector => Arc::new(VectorRetriever { embedder }),
-            Self::Fulltext => Arc::new(FulltextRetriever),
+            Self::Vector => Arc::new(VectorRetriever(source)),
+            Self::Fulltext => Arc::new(FulltextRetriever(source)),
             Self::Hybrid { vector_weight, fulltext_weight, rrf_k, candidates_factor } => Arc::new(HybridRetriever {
-                vector: VectorRetriever { embedder },
+                source,
                 vector_weight,
                 fulltext_weight,
                 rrf_k,
@@ -79,32 +78,46 @@ impl RetrieverConfig {
     }
 }
 
-pub struct VectorRetriever {
+/// Where a retriever looks, and how it embeds the question.
+struct Source {
+    kb: KbHandle,
     embedder: Arc<dyn Embedder>,
 }
 
+impl Source {
+    async fn embed(&self, question: &str) -> anyhow::Result<Vec<f32>> {
+        Ok(self.embedder.embed(&[question.to_string()]).await?.remove(0))
+    }
+}
+
+struct VectorRetriever(Source);
+
 #[async_trait]
 impl Retriever for VectorRetriever {
-    async fn retrieve(&self, kb: &KnowledgeBase, question: &str, k: usize) -> anyhow::Result<Vec<Hit>> {
+    async fn retrieve(&self, question: &str, k: usize) -> anyhow::Result<Vec<Hit>> {
         if k == 0 || question.trim().is_empty() {
             return Ok(vec![]);
         }
-        let vector = self.embedder.embed(&[question.to_string()]).await?.remove(0);
-        Ok(kb.search_vector(&vector, k).await?)
+        let kb = self.0.kb.require().await?;
+        Ok(kb.search_vector(&self.0.embed(question).await?, k).await?)
     }
 }
 
-pub struct FulltextRetriever;
+struct FulltextRetriever(Source);
 
 #[async_trait]
 impl Retriever for FulltextRetriever {
-    async fn retrieve(&self, kb: &KnowledgeBase, question: &str, k: usize) -> anyhow::Result<Vec<Hit>> {
-        Ok(kb.search_fulltext(question, k).await?)
+    async fn retrieve(&self, question: &str, k: usize) -> anyhow::Result<Vec<Hit>> {
+        if k == 0 || question.trim().is_empty() {
+            return Ok(vec![]);
+        }
+        let kb = self.0.kb.require().await?;
+        Ok(kb.search_fulltext(question, &self.0.embed(question).await?, k).await?)
     }
 }
 
-pub struct HybridRetriever {
-    vector: VectorRetriever,
+struct HybridRetriever {
+    source: Source,
     vector_weight: f32,
     fulltext_weight: f32,
     rrf_k: f32,
@@ -113,15 +126,15 @@ pub struct HybridRetriever {
 
 #[async_trait]
 impl Retriever for HybridRetriever {
-    async fn retrieve(&self, kb: &KnowledgeBase, question: &str, k: usize) -> anyhow::Result<Vec<Hit>> {
+    async fn retrieve(&self, question: &str, k: usize) -> anyhow::Result<Vec<Hit>> {
         if k == 0 || question.trim().is_empty() {
             return Ok(vec![]);
         }
+        let kb = self.source.kb.require().await?;
+        let vector = self.source.embed(question).await?;
         let n = k * self.candidates_factor;
-        let (dense, lexical) = tokio::try_join!(
-            self.vector.retrieve(kb, question, n),
-            FulltextRetriever.retrieve(kb, question, n)
-        )?;
+        let (dense, lexical) =
+            tokio::try_join!(kb.search_vector(&vector, n), kb.search_fulltext(question, &vector, n))?;
         Ok(fuse(&[(dense, self.vector_weight), (lexical, self.fulltext_weight)], self.rrf_k, k))
     }
 }
@@ -133,9 +146,7 @@ pub fn fuse(lists: &[(Vec<Hit>, f32)], rrf_k: f32, k: usize) -> Vec<Hit> {
     for (hits, weight) in lists {
         for (rank, hit) in hits.iter().enumerate() {
             let add = weight / (rrf_k + rank as f32 + 1.0);
-            let entry = fused
-                .entry(hit.chunk.id.clone())
-                .or_insert_with(|| Hit { score: 0.0, ..hit.clone() });
+            let entry = fused.entry(hit.chunk.id.clone()).or_insert_with(|| Hit { score: 0.0, ..hit.clone() });
             entry.score += add;
             entry.similarity = entry.similarity.or(hit.similarity);
         }

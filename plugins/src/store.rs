@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, RecordBatchIterator,
-    RecordBatchReader, StringArray, UInt32Array,
+    Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, RecordBatchIterator, RecordBatchReader,
+    StringArray, UInt32Array,
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
@@ -21,7 +21,7 @@ use lancedb::index::Index;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::Table;
 use lancedb::DistanceType;
-use sha2::{Digest, Sha256};
+use lore_core::{cosine, Chunk, Hit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,60 +35,11 @@ pub enum StoreError {
     Arrow(#[from] ArrowError),
     #[error("unexpected table layout: {0}")]
     Layout(String),
+    #[error("knowledge base {0:?} is empty: add files with `lore ingest --kb {0} FILES...`")]
+    Empty(String),
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// A piece of a source file, as stored (without its vector).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Chunk {
-    /// Content hash of source path and text.
-    pub id: String,
-    /// The file it came from, as the user named it.
-    pub source: String,
-    /// Index of the chunk within its file (0-based).
-    pub position: u32,
-    /// First and last line (1-based) of the chunk in its file.
-    pub line_start: u32,
-    pub line_end: u32,
-    pub text: String,
-}
-
-impl Chunk {
-    pub fn new(source: &str, position: u32, line_start: u32, line_end: u32, text: String) -> Self {
-        Self { id: chunk_id(source, &text), source: source.to_string(), position, line_start, line_end, text }
-    }
-
-    /// "lines 3-9" (or "line 3"), for citing the chunk.
-    pub fn location(&self) -> String {
-        if self.line_start == self.line_end {
-            format!("line {}", self.line_start)
-        } else {
-            format!("lines {}-{}", self.line_start, self.line_end)
-        }
-    }
-}
-
-/// Stable id of a chunk: the same file path and text always give the same id.
-pub fn chunk_id(source: &str, text: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(source.as_bytes());
-    h.update([0]);
-    h.update(text.as_bytes());
-    h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
-/// A chunk found by a search, with a score where higher is better.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hit {
-    pub chunk: Chunk,
-    /// Retriever-specific: cosine similarity for vector search, BM25 for full text, fused
-    /// rank score for hybrid. Rerankers may replace it.
-    pub score: f32,
-    /// Cosine similarity between the question and the chunk, when a vector search found
-    /// it: comparable across retrievers, so abstention can rely on it.
-    pub similarity: Option<f32>,
-}
 
 /// Chunks in a knowledge base from which vector search uses an ANN index.
 pub const VECTOR_INDEX_MIN_ROWS: usize = 5_000;
@@ -101,8 +52,10 @@ pub struct KbStore {
 
 impl KbStore {
     pub async fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Layout(format!("cannot create {}: {e}", dir.display())))?;
-        let uri = dir.to_str().ok_or_else(|| StoreError::Layout(format!("data directory {} is not UTF-8", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Layout(format!("cannot create {}: {e}", dir.display())))?;
+        let uri =
+            dir.to_str().ok_or_else(|| StoreError::Layout(format!("data directory {} is not UTF-8", dir.display())))?;
         Ok(Self { db: lancedb::connect(uri).execute().await? })
     }
 
@@ -131,6 +84,48 @@ impl KbStore {
         }
         let table = self.db.create_empty_table(name, schema(dim)).execute().await?;
         Ok(KnowledgeBase { name: name.to_string(), table, dim })
+    }
+}
+
+/// A knowledge base by name, opened on first use: a bot may be configured before its
+/// knowledge base is first ingested, and starts answering from it once it is.
+#[derive(Clone)]
+pub struct KbHandle {
+    store: KbStore,
+    name: String,
+    opened: Arc<tokio::sync::OnceCell<KnowledgeBase>>,
+}
+
+impl KbHandle {
+    pub fn new(store: KbStore, name: &str) -> Result<Self> {
+        check_name(name)?;
+        Ok(Self { store, name: name.to_string(), opened: Arc::default() })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The knowledge base, or `None` while nothing was ingested into it.
+    pub async fn get(&self) -> Result<Option<KnowledgeBase>> {
+        if let Some(kb) = self.opened.get() {
+            return Ok(Some(kb.clone()));
+        }
+        let Some(kb) = self.store.open_kb(&self.name).await? else { return Ok(None) };
+        Ok(Some(self.opened.get_or_init(|| async move { kb }).await.clone()))
+    }
+
+    /// The knowledge base, or [`StoreError::Empty`] while nothing was ingested into it.
+    pub async fn require(&self) -> Result<KnowledgeBase> {
+        self.get().await?.ok_or_else(|| StoreError::Empty(self.name.clone()))
+    }
+
+    /// Chunks stored (0 before the first ingest).
+    pub async fn count(&self) -> Result<usize> {
+        match self.get().await? {
+            Some(kb) => kb.count().await,
+            None => Ok(0),
+        }
     }
 }
 
@@ -206,14 +201,8 @@ impl KnowledgeBase {
 
     /// Ids of the stored chunks, by source.
     pub async fn stored_ids(&self) -> Result<BTreeMap<String, BTreeSet<String>>> {
-        let batches: Vec<RecordBatch> = self
-            .table
-            .query()
-            .select(Select::columns(&["id", "source"]))
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
+        let batches: Vec<RecordBatch> =
+            self.table.query().select(Select::columns(&["id", "source"])).execute().await?.try_collect().await?;
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for b in &batches {
             let ids = string_col(b, "id")?;
@@ -272,7 +261,10 @@ impl KnowledgeBase {
             return Ok(());
         }
         self.table
-            .create_index(&["vector"], Index::IvfHnswSq(IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine)))
+            .create_index(
+                &["vector"],
+                Index::IvfHnswSq(IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine)),
+            )
             .replace(true)
             .execute()
             .await?;
@@ -283,23 +275,21 @@ impl KnowledgeBase {
         if self.count().await? == 0 {
             return Ok(());
         }
-        self.table
-            .create_index(&["text"], Index::FTS(FtsIndexBuilder::default()))
-            .replace(true)
-            .execute()
-            .await?;
+        self.table.create_index(&["text"], Index::FTS(FtsIndexBuilder::default())).replace(true).execute().await?;
         Ok(())
     }
 
     fn batch(&self, chunks: &[(Chunk, Vec<f32>)]) -> Result<RecordBatch> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let mut flat = Vec::with_capacity(chunks.len() * self.dim);
         for (_, v) in chunks {
             if v.len() != self.dim {
-                return Err(StoreError::DimensionMismatch { name: self.name.clone(), stored: self.dim, wanted: v.len() });
+                return Err(StoreError::DimensionMismatch {
+                    name: self.name.clone(),
+                    stored: self.dim,
+                    wanted: v.len(),
+                });
             }
             flat.extend_from_slice(v);
         }
@@ -350,8 +340,10 @@ impl KnowledgeBase {
         Ok(hits)
     }
 
-    /// The `k` best chunks for `query` by BM25 over the full-text index.
-    pub async fn search_fulltext(&self, query: &str, k: usize) -> Result<Vec<Hit>> {
+    /// The `k` best chunks for `query` by BM25 over the full-text index, each with its
+    /// cosine similarity to `query_vector` (the question's embedding), so that abstention
+    /// compares the same signal whichever retriever found a chunk.
+    pub async fn search_fulltext(&self, query: &str, query_vector: &[f32], k: usize) -> Result<Vec<Hit>> {
         if k == 0 || query.trim().is_empty() || self.count().await? == 0 {
             return Ok(vec![]);
         }
@@ -359,25 +351,24 @@ impl KnowledgeBase {
             .table
             .query()
             .full_text_search(FullTextSearchQuery::new(query.to_string()))
-            .select(Select::columns(&[&CHUNK_COLUMNS[..], &["_score"]].concat()))
+            .select(Select::columns(&[&CHUNK_COLUMNS[..], &["_score", "vector"]].concat()))
             .limit(k)
             .execute()
             .await?
             .try_collect()
             .await?;
-        hits(&batches, "_score", |s| s)
+        let mut hits = hits(&batches, "_score", |s| s)?;
+        let vectors = vectors(&batches, self.dim)?;
+        for h in &mut hits {
+            h.similarity = vectors.get(&h.chunk.id).map(|v| cosine(query_vector, v));
+        }
+        Ok(hits)
     }
 
     /// Every chunk, in source and position order (for inspection and tests).
     pub async fn all_chunks(&self) -> Result<Vec<Chunk>> {
-        let batches: Vec<RecordBatch> = self
-            .table
-            .query()
-            .select(Select::columns(&CHUNK_COLUMNS))
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
+        let batches: Vec<RecordBatch> =
+            self.table.query().select(Select::columns(&CHUNK_COLUMNS)).execute().await?.try_collect().await?;
         let mut out = Vec::new();
         for b in &batches {
             for i in 0..b.num_rows() {
@@ -403,6 +394,28 @@ fn hits(batches: &[RecordBatch], score_col: &str, to_score: impl Fn(f32) -> f32)
         }
     }
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    Ok(out)
+}
+
+/// The `vector` column of search results, by chunk id.
+fn vectors(batches: &[RecordBatch], dim: usize) -> Result<std::collections::HashMap<String, Vec<f32>>> {
+    let mut out = std::collections::HashMap::new();
+    for b in batches {
+        let ids = string_col(b, "id")?;
+        let lists = b
+            .column_by_name("vector")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+            .ok_or_else(|| StoreError::Layout("search result has no vector column".into()))?;
+        let values = lists
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| StoreError::Layout("vectors are not f32".into()))?;
+        for i in 0..b.num_rows() {
+            let start = lists.value_offset(i) as usize;
+            out.insert(ids.value(i).to_string(), values.values()[start..start + dim].to_vec());
+        }
+    }
     Ok(out)
 }
 

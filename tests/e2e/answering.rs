@@ -1,17 +1,21 @@
 //! The answering path end to end on the real default models.
 
-use lore::app::App;
-use lore::pipeline::{respond, Question};
+use lore::app::{App, Models};
+use lore::ingest::Progress;
+use lore::pipeline::respond;
+use lore::router::bot_place;
 use lore_tests::capture::Capture;
 use lore_tests::models::{config, squad_article_text};
 
-const NORMANS_KB: &str = "knowledge_bases:\n  normans:\n    sources: [normans.txt]\nbots:\n  b:\n    knowledge_base: normans\n";
+const NORMANS_KB: &str =
+    "knowledge_bases:\n  normans:\n    sources: [normans.txt]\nbots:\n  b:\n    knowledge_base: normans\n";
 
 async fn normans_app(dir: &std::path::Path) -> (App, Vec<String>) {
     let (file, paragraphs) = squad_article_text("squad-v2/normans.json", dir);
-    let app = App::load(config(dir, NORMANS_KB), true).await.unwrap();
-    let kb = app.kb("normans", true).await.unwrap();
-    let report = lore::ingest::ingest(&kb, &app.embedder, &[file], &app.config.chunking, false).await.unwrap();
+    let app = App::load(config(dir, NORMANS_KB), Models::All).await.unwrap();
+    let kb = app.kb_for_ingest("normans").await.unwrap();
+    let report =
+        lore::ingest::ingest(&kb, &app.embedder, &[file], &app.config.chunking, Progress::Quiet).await.unwrap();
     assert_eq!(report.files, 1);
     assert!(report.chunks_added >= paragraphs.len(), "{report}");
     (app, paragraphs)
@@ -27,14 +31,9 @@ async fn normans_question_is_answered_with_france_and_cites_the_paragraph() {
     let dir = tempfile::tempdir().unwrap();
     let (app, paragraphs) = normans_app(dir.path()).await;
     let gold = paragraphs.iter().position(|p| p.contains("gave their name to Normandy, a region in France")).unwrap();
-    let (template, retrieval) = app.bot_settings(Some("b")).unwrap();
-    let kb = app.kb("normans", false).await.unwrap();
+    let chain = app.chain(bot_place(&app.config, "b").unwrap()).unwrap();
     let question = "In what country is Normandy located?";
-    let answer = app
-        .pipeline()
-        .prepare(Question { text: question, kb: &kb, retrieval: &retrieval, template: &template, history: &[] })
-        .await
-        .unwrap();
+    let answer = app.pipeline().prepare(&chain, question, &[]).await.unwrap();
     let mut sink = Capture::default();
     let outcome = respond(answer, &mut sink).await.unwrap();
 
@@ -58,13 +57,14 @@ async fn normans_question_is_answered_with_france_and_cites_the_paragraph() {
 async fn gold_paragraph_recall_at_5_on_normans() {
     let dir = tempfile::tempdir().unwrap();
     let (app, paragraphs) = normans_app(dir.path()).await;
-    let (_, mut retrieval) = app.bot_settings(Some("b")).unwrap();
+    let mut place = bot_place(&app.config, "b").unwrap();
     // Retrieval alone (hybrid): the llm reranker's extra gain is measured by `lore eval`.
-    retrieval.rerankers.clear();
-    let kb = app.kb("normans", false).await.unwrap();
+    place.retrieval.rerankers.clear();
+    let retriever = place.retrieval.retriever.name();
+    let chain = app.chain(place).unwrap();
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(lore_tests::models::shared_data("squad-v2/normans.json")).unwrap()).unwrap();
-    let pipeline = app.pipeline();
+        serde_json::from_slice(&std::fs::read(lore_tests::models::shared_data("squad-v2/normans.json")).unwrap())
+            .unwrap();
     let (mut asked, mut found) = (0, 0);
     for (i, p) in json["data"][0]["paragraphs"].as_array().unwrap().iter().enumerate() {
         assert_eq!(p["context"].as_str().unwrap().trim(), paragraphs[i]);
@@ -72,7 +72,7 @@ async fn gold_paragraph_recall_at_5_on_normans() {
             if qa["is_impossible"].as_bool().unwrap_or(false) {
                 continue;
             }
-            let hits = pipeline.retrieve(&kb, qa["question"].as_str().unwrap(), &retrieval).await.unwrap();
+            let hits = chain.retrieve(qa["question"].as_str().unwrap()).await.unwrap();
             let line = paragraph_line(i);
             asked += 1;
             if hits.iter().take(5).any(|h| h.chunk.line_start <= line && line <= h.chunk.line_end) {
@@ -81,7 +81,7 @@ async fn gold_paragraph_recall_at_5_on_normans() {
         }
     }
     let recall = found as f64 / asked as f64;
-    println!("normans recall@5 ({}): {found}/{asked} = {recall:.3}", retrieval.retriever.name());
+    println!("normans recall@5 ({retriever}): {found}/{asked} = {recall:.3}");
     assert!(asked > 90);
     assert!(recall >= 0.95, "recall@5 {recall:.3} fell below 0.95");
 }
@@ -90,29 +90,18 @@ async fn gold_paragraph_recall_at_5_on_normans() {
 async fn weak_evidence_abstains_without_generating() {
     let dir = tempfile::tempdir().unwrap();
     let (app, _) = normans_app(dir.path()).await;
-    let (template, mut retrieval) = app.bot_settings(Some("b")).unwrap();
-    retrieval.retriever = lore_plugins::RetrieverConfig::Vector;
-    let kb = app.kb("normans", false).await.unwrap();
-    let pipeline = app.pipeline();
-    let best = |q: &'static str| {
-        let (pipeline, kb, retrieval) = (pipeline.clone(), kb.clone(), retrieval.clone());
-        async move { pipeline.retrieve(&kb, q, &retrieval).await.unwrap()[0].similarity.unwrap() }
-    };
+    let mut place = bot_place(&app.config, "b").unwrap();
+    place.retrieval.retriever = lore_plugins::RetrieverConfig::Vector;
+    let chain = app.chain(place.clone()).unwrap();
+    let best = async |q: &str| chain.retrieve(q).await.unwrap()[0].similarity.unwrap();
     let related = best("Who was the duke of Normandy?").await;
     let unrelated = best("How do I bake sourdough bread at home?").await;
     assert!(related > unrelated + 0.2, "related {related}, unrelated {unrelated}");
 
-    retrieval.min_score = (related + unrelated) / 2.0;
-    let answer = pipeline
-        .prepare(Question {
-            text: "How do I bake sourdough bread at home?",
-            kb: &kb,
-            retrieval: &retrieval,
-            template: &template,
-            history: &[],
-        })
-        .await
-        .unwrap();
+    place.retrieval.min_score = (related + unrelated) / 2.0;
+    let retrieval = place.retrieval.clone();
+    let chain = app.chain(place).unwrap();
+    let answer = app.pipeline().prepare(&chain, "How do I bake sourdough bread at home?", &[]).await.unwrap();
     let mut sink = Capture::default();
     let outcome = respond(answer, &mut sink).await.unwrap();
     assert!(outcome.abstained);

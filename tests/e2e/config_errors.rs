@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use lore::config::Config;
-use lore_tests::models::{embedder_path, generator_path, model};
+use lore_tests::models::model;
 
 fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
     let file = dir.join("lore.yaml");
@@ -11,12 +11,17 @@ fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
     file
 }
 
+/// A good config; parsing it needs no model files, only `validate_files` looks at them.
 fn good(generator: &Path) -> String {
     format!(
-        "models:\n  generator:\n    path: {}\n  embedder:\n    path: {}\nknowledge_bases:\n  docs: {{}}\nbots:\n  helper:\n    knowledge_base: docs\n",
+        "models:\n  generator:\n    path: {}\n  embedder:\n    path: /models/embedder.gguf\nknowledge_bases:\n  docs: {{}}\nbots:\n  helper:\n    knowledge_base: docs\n",
         generator.display(),
-        embedder_path().display()
     )
+}
+
+/// Where the parse-only tests say the generator is (no file there).
+fn nowhere() -> &'static Path {
+    Path::new("/models/generator.gguf")
 }
 
 #[test]
@@ -30,7 +35,7 @@ fn the_shipped_default_config_parses() {
 #[test]
 fn unknown_key_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let body = good(&generator_path()).replace("knowledge_bases:", "retrieval:\n  top_kk: 3\nknowledge_bases:");
+    let body = good(nowhere()).replace("knowledge_bases:", "retrieval:\n  top_kk: 3\nknowledge_bases:");
     let file = write_config(dir.path(), &body);
     let err = Config::load(&file).unwrap_err();
     let shown = err.to_string();
@@ -42,7 +47,7 @@ fn unknown_key_names_file_line_and_key() {
 #[test]
 fn unknown_knowledge_base_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let body = good(&generator_path()).replace("knowledge_base: docs", "knowledge_base: manuals");
+    let body = good(nowhere()).replace("knowledge_base: docs", "knowledge_base: manuals");
     let err = Config::load(&write_config(dir.path(), &body)).unwrap_err();
     assert_eq!((err.key.as_str(), err.line), ("bots.helper.knowledge_base", Some(10)));
     assert!(err.message.contains("unknown knowledge base \"manuals\" (known: docs)"), "{err}");
@@ -88,8 +93,10 @@ fn the_bot_example_config_parses() {
 #[test]
 fn a_cross_encoder_without_a_reranking_model_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let body = good(&generator_path())
-        .replace("    knowledge_base: docs\n", "    knowledge_base: docs\n    retrieval:\n      rerankers:\n        - type: cross-encoder\n");
+    let body = good(nowhere()).replace(
+        "    knowledge_base: docs\n",
+        "    knowledge_base: docs\n    retrieval:\n      rerankers:\n        - type: cross-encoder\n",
+    );
     let err = Config::load(&write_config(dir.path(), &body)).unwrap_err();
     assert_eq!(err.key, "bots.helper.retrieval.rerankers.0", "{err}");
     assert!(err.line.is_some(), "{err}");

@@ -7,8 +7,8 @@ use lore_adapters::discord::{DiscordAdapter, DiscordConfig};
 use lore_adapters::Command;
 use lore_tests::fake_discord::{FakeDiscord, APP_ID, BOT_ID};
 use lore_tests::{
-    assert_retried_after, assert_words_whole, init, long_answer, sample_sources,
-    stream_sample_answer, wait_until, RunningAdapter,
+    assert_retried_after, assert_words_whole, init, long_answer, sample_sources, stream_sample_answer, wait_until,
+    RunningAdapter,
 };
 use serde_json::{json, Value};
 
@@ -50,20 +50,15 @@ fn mention(text: &str) -> String {
 }
 
 fn contents(sent: &[(String, Value)]) -> Vec<String> {
-    sent.iter()
-        .map(|(_, b)| b["content"].as_str().unwrap_or("").to_string())
-        .collect()
+    sent.iter().map(|(_, b)| b["content"].as_str().unwrap_or("").to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discord_mention_streams_typing_edits_and_final_answer_with_sources() {
     let mut bot = Running::start().await;
     let fake = &bot.fake;
-    let question = fake.send(
-        fake.message(CHANNEL, ALICE, &mention("what is  lore?"))
-            .guild(GUILD, &[11, 12])
-            .mentioning_bot(),
-    );
+    let question =
+        fake.send(fake.message(CHANNEL, ALICE, &mention("what is  lore?")).guild(GUILD, &[11, 12]).mentioning_bot());
     let mut incoming = bot.run.next().await;
     assert_eq!(incoming.text, "what is lore?");
     assert_eq!(incoming.conversation.0, format!("discord:{CHANNEL}"));
@@ -77,32 +72,17 @@ async fn discord_mention_streams_typing_edits_and_final_answer_with_sources() {
 
     let requests = bot.fake.requests();
     let typing = format!("/api/v10/channels/{CHANNEL}/typing");
-    let typing_at = requests
-        .iter()
-        .position(|r| r.path == typing)
-        .expect("typing sent");
+    let typing_at = requests.iter().position(|r| r.path == typing).expect("typing sent");
     let sent = bot.fake.sent_in(CHANNEL);
-    let first_post = requests
-        .iter()
-        .position(|r| r.method == "POST" && r.path.ends_with("/messages"));
-    assert!(
-        typing_at < first_post.unwrap(),
-        "typing comes before the answer"
-    );
+    let first_post = requests.iter().position(|r| r.method == "POST" && r.path.ends_with("/messages"));
+    assert!(typing_at < first_post.unwrap(), "typing comes before the answer");
     // One message, replying to the question, edited as the answer grows.
     assert_eq!(sent[0].0, "POST");
-    assert_eq!(
-        sent[0].1["message_reference"]["message_id"],
-        question.to_string()
-    );
+    assert_eq!(sent[0].1["message_reference"]["message_id"], question.to_string());
     assert!(sent[1..].iter().all(|(m, _)| m == "PATCH"), "{sent:?}");
     assert!(sent.len() >= 3, "streamed edits expected: {sent:?}");
     for (_, body) in &sent {
-        assert_eq!(
-            body["allowed_mentions"]["parse"],
-            json!([]),
-            "no pings: {body}"
-        );
+        assert_eq!(body["allowed_mentions"]["parse"], json!([]), "no pings: {body}");
     }
     let sources = "\n\n**Sources**\n\
                     \\[1\\] guide.md (lines 1-9)\n\\[2\\] my\\_notes\\<b>\\*.md (lines 12-20)";
@@ -111,26 +91,14 @@ async fn discord_mention_streams_typing_edits_and_final_answer_with_sources() {
     let edits: Vec<_> = requests.iter().filter(|r| r.method == "PATCH").collect();
     for pair in edits.windows(2) {
         let gap = pair[1].at - pair[0].at;
-        assert!(
-            gap >= Duration::from_millis(EDIT_MS - 30),
-            "edits {gap:?} apart"
-        );
+        assert!(gap >= Duration::from_millis(EDIT_MS - 30), "edits {gap:?} apart");
     }
     // Slash commands registered in the configured guild.
     let put = requests
         .iter()
-        .find(|r| {
-            r.method == "PUT"
-                && r.path == format!("/api/v10/applications/{APP_ID}/guilds/{GUILD}/commands")
-        })
+        .find(|r| r.method == "PUT" && r.path == format!("/api/v10/applications/{APP_ID}/guilds/{GUILD}/commands"))
         .expect("guild commands registered");
-    let names: Vec<_> = put
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].clone())
-        .collect();
+    let names: Vec<_> = put.body.as_array().unwrap().iter().map(|c| c["name"].clone()).collect();
     assert_eq!(names, vec!["help", "sources", "reset", "kb"]);
     bot.run.stop().await;
 }
@@ -138,33 +106,16 @@ async fn discord_mention_streams_typing_edits_and_final_answer_with_sources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discord_long_answer_is_split_at_2000_keeping_words_utf8_and_code() {
     let mut bot = Running::start().await;
-    bot.fake.send(
-        bot.fake
-            .message(CHANNEL, ALICE, &mention("tell me all"))
-            .guild(GUILD, &[])
-            .mentioning_bot(),
-    );
+    bot.fake.send(bot.fake.message(CHANNEL, ALICE, &mention("tell me all")).guild(GUILD, &[]).mentioning_bot());
     let mut incoming = bot.run.next().await;
     let answer = long_answer(5000);
-    incoming
-        .reply
-        .finish(&answer, &sample_sources())
-        .await
-        .unwrap();
+    incoming.reply.finish(&answer, &sample_sources()).await.unwrap();
 
     let shown = bot.fake.shown_in(CHANNEL);
     assert!(shown.len() >= 3, "{} pieces", shown.len());
     for piece in &shown {
-        assert!(
-            piece.chars().count() <= 2000,
-            "piece of {} chars",
-            piece.chars().count()
-        );
-        assert_eq!(
-            piece.matches("```").count() % 2,
-            0,
-            "unbalanced code block in {piece:?}"
-        );
+        assert!(piece.chars().count() <= 2000, "piece of {} chars", piece.chars().count());
+        assert_eq!(piece.matches("```").count() % 2, 0, "unbalanced code block in {piece:?}");
         // What Discord shows: markdown escapes gone, bold markers rendered.
         assert_words_whole(&piece.replace('\\', "").replace("**", ""), &answer);
     }
@@ -177,37 +128,14 @@ async fn discord_answers_dm_reply_and_open_channel_but_ignores_bots_self_and_cha
     let mut bot = Running::start().await;
     let fake = &bot.fake;
     // Ignored: another bot mentioning it, its own message, chatter in a normal channel.
-    fake.send(
-        fake.message(CHANNEL, OTHER_BOT, &mention("hi"))
-            .guild(GUILD, &[])
-            .mentioning_bot()
-            .from_bot(OTHER_BOT),
-    );
-    fake.send(
-        fake.message(OPEN_CHANNEL, BOT_ID, "my own words")
-            .guild(GUILD, &[])
-            .from_bot(BOT_ID),
-    );
-    fake.send(
-        fake.message(CHANNEL, ALICE, "just chatting")
-            .guild(GUILD, &[]),
-    );
+    fake.send(fake.message(CHANNEL, OTHER_BOT, &mention("hi")).guild(GUILD, &[]).mentioning_bot().from_bot(OTHER_BOT));
+    fake.send(fake.message(OPEN_CHANNEL, BOT_ID, "my own words").guild(GUILD, &[]).from_bot(BOT_ID));
+    fake.send(fake.message(CHANNEL, ALICE, "just chatting").guild(GUILD, &[]));
     // Answered.
-    fake.send(
-        fake.message(OPEN_CHANNEL, ALICE, "open question")
-            .guild(GUILD, &[]),
-    );
+    fake.send(fake.message(OPEN_CHANNEL, ALICE, "open question").guild(GUILD, &[]));
     fake.send(fake.message(DM_CHANNEL, ALICE, "private question"));
-    fake.send(
-        fake.message(CHANNEL, ALICE, "follow-up")
-            .guild(GUILD, &[])
-            .replying_to(77, BOT_ID, true),
-    );
-    fake.send(
-        fake.message(CHANNEL, ALICE, "not to me")
-            .guild(GUILD, &[])
-            .replying_to(78, ALICE, false),
-    );
+    fake.send(fake.message(CHANNEL, ALICE, "follow-up").guild(GUILD, &[]).replying_to(77, BOT_ID, true));
+    fake.send(fake.message(CHANNEL, ALICE, "not to me").guild(GUILD, &[]).replying_to(78, ALICE, false));
 
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -219,14 +147,8 @@ async fn discord_answers_dm_reply_and_open_channel_but_ignores_bots_self_and_cha
         got,
         vec![
             ("follow-up".to_string(), format!("discord:{CHANNEL}")),
-            (
-                "open question".to_string(),
-                format!("discord:{OPEN_CHANNEL}")
-            ),
-            (
-                "private question".to_string(),
-                format!("discord:dm:{ALICE}")
-            ),
+            ("open question".to_string(), format!("discord:{OPEN_CHANNEL}")),
+            ("private question".to_string(), format!("discord:dm:{ALICE}")),
         ]
     );
     // A marker sent after all of them: whatever was going to be forwarded has been by now.
@@ -241,12 +163,7 @@ async fn discord_429_is_retried_after_the_wait_and_answer_arrives_once() {
     let mut bot = Running::start().await;
     bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "hello"));
     let mut incoming = bot.run.next().await;
-    bot.fake.rate_limit(
-        Method::POST,
-        &format!("/channels/{DM_CHANNEL}/messages"),
-        1,
-        1.0,
-    );
+    bot.fake.rate_limit(Method::POST, &format!("/channels/{DM_CHANNEL}/messages"), 1, 1.0);
     incoming.reply.finish("Hi there.", &[]).await.unwrap();
 
     let posts: Vec<_> = bot
@@ -271,32 +188,17 @@ async fn discord_gateway_drop_mid_answer_resumes_without_losing_or_repeating() {
     bot.fake.drop_gateway();
     // Sent while the socket is down: Discord replays it on resume.
     bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "second"));
-    first
-        .reply
-        .finish("Half an answer, then the rest.", &[])
-        .await
-        .unwrap();
+    first.reply.finish("Half an answer, then the rest.", &[]).await.unwrap();
 
     let mut second = bot.run.next().await;
     assert_eq!(second.text, "second");
     second.reply.finish("Second answer.", &[]).await.unwrap();
-    wait_until(WAIT, "the gateway is live again", || {
-        bot.fake.gateway_live()
-    })
-    .await;
+    wait_until(WAIT, "the gateway is live again", || bot.fake.gateway_live()).await;
 
     assert!(!bot.fake.ops(6).is_empty(), "the client resumed");
     assert_eq!(bot.fake.ops(2).len(), 1, "no new session: nothing lost");
-    assert_eq!(
-        bot.fake.shown_in(DM_CHANNEL),
-        vec!["Half an answer, then the rest.", "Second answer."]
-    );
-    let posts = bot
-        .fake
-        .sent_in(DM_CHANNEL)
-        .iter()
-        .filter(|(m, _)| m == "POST")
-        .count();
+    assert_eq!(bot.fake.shown_in(DM_CHANNEL), vec!["Half an answer, then the rest.", "Second answer."]);
+    let posts = bot.fake.sent_in(DM_CHANNEL).iter().filter(|(m, _)| m == "POST").count();
     assert_eq!(posts, 2, "each answer posted once");
     // The replayed and later events are not forwarded again.
     bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "marker"));
@@ -308,17 +210,12 @@ async fn discord_gateway_drop_mid_answer_resumes_without_losing_or_repeating() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discord_hostile_text_is_escaped_and_pings_nobody() {
     let mut bot = Running::start().await;
-    bot.fake
-        .send(bot.fake.message(DM_CHANNEL, ALICE, "@everyone **hey"));
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "@everyone **hey"));
     let mut incoming = bot.run.next().await;
     let hostile = "@everyone @here **bold _under `tick <@401> [x](http://e.vil) # not a header";
     incoming.reply.update(hostile).await.unwrap();
     incoming.reply.finish(hostile, &[]).await.unwrap();
-    incoming
-        .reply
-        .say("`unbalanced ~~ @everyone")
-        .await
-        .unwrap();
+    incoming.reply.say("`unbalanced ~~ @everyone").await.unwrap();
 
     let sent = bot.fake.sent_in(DM_CHANNEL);
     for (_, body) in &sent {
@@ -328,10 +225,7 @@ async fn discord_hostile_text_is_escaped_and_pings_nobody() {
     let expected = "@\u{200B}everyone @\u{200B}here \\*\\*bold \\_under \\`tick \\<@401> \
                     \\[x\\](http://e.vil) # not a header";
     assert_eq!(texts[0], expected);
-    assert_eq!(
-        texts.last().unwrap(),
-        "\\`unbalanced \\~\\~ @\u{200B}everyone"
-    );
+    assert_eq!(texts.last().unwrap(), "\\`unbalanced \\~\\~ @\u{200B}everyone");
     bot.run.stop().await;
 }
 
@@ -339,11 +233,7 @@ async fn discord_hostile_text_is_escaped_and_pings_nobody() {
 async fn discord_text_and_slash_commands_are_parsed() {
     let mut bot = Running::start().await;
     let fake = &bot.fake;
-    fake.send(
-        fake.message(CHANNEL, ALICE, &mention("/reset"))
-            .guild(GUILD, &[])
-            .mentioning_bot(),
-    );
+    fake.send(fake.message(CHANNEL, ALICE, &mention("/reset")).guild(GUILD, &[]).mentioning_bot());
     assert_eq!(bot.run.next().await.command, Some(Command::Reset));
     bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "/help"));
     assert_eq!(bot.run.next().await.command, Some(Command::Help));
@@ -371,16 +261,12 @@ async fn discord_text_and_slash_commands_are_parsed() {
     incoming.reply.say("No sources *yet*.").await.unwrap();
 
     let requests = bot.fake.requests();
-    let callback = requests
-        .iter()
-        .find(|r| r.path == "/api/v10/interactions/555/interaction-token/callback")
-        .expect("deferred");
+    let callback =
+        requests.iter().find(|r| r.path == "/api/v10/interactions/555/interaction-token/callback").expect("deferred");
     assert_eq!(callback.body["type"], 5);
     let edit = requests
         .iter()
-        .find(|r| {
-            r.path == format!("/api/v10/webhooks/{APP_ID}/interaction-token/messages/@original")
-        })
+        .find(|r| r.path == format!("/api/v10/webhooks/{APP_ID}/interaction-token/messages/@original"))
         .expect("answer in the original response");
     assert_eq!(edit.body["content"], "No sources \\*yet\\*.");
     assert_eq!(edit.body["allowed_mentions"]["parse"], json!([]));

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use lore::app::App;
-use lore::ingest::ingest;
+use lore::app::{App, Models};
+use lore::ingest::{ingest, Progress::Quiet};
 use lore_tests::models::config;
 
 async fn app(dir: &Path) -> App {
-    App::load(config(dir, ""), false).await.unwrap()
+    App::load(config(dir, ""), Models::WithoutGenerator).await.unwrap()
 }
 
 fn write(path: &Path, text: &str) {
@@ -24,22 +24,22 @@ async fn reingest_is_a_noop_and_changes_replace_old_chunks() {
     write(&docs.join("b.txt"), "Bananas grow in the tropics.\n");
     write(&docs.join("ignored.pdf"), "not text");
     let app = app(dir.path()).await;
-    let kb = app.kb("fruit", true).await.unwrap();
+    let kb = app.kb_for_ingest("fruit").await.unwrap();
     let chunking = app.config.chunking.clone();
 
-    let first = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, false).await.unwrap();
+    let first = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, Quiet).await.unwrap();
     assert_eq!((first.files, first.changed_files), (2, 2));
     let stored = kb.count().await.unwrap();
     assert_eq!(first.chunks_added, stored);
     let version = kb.version().await.unwrap();
 
-    let again = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, false).await.unwrap();
+    let again = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, Quiet).await.unwrap();
     assert_eq!((again.unchanged_files, again.changed_files, again.chunks_embedded), (2, 0, 0), "{again}");
     assert_eq!(kb.version().await.unwrap(), version, "an unchanged re-ingest wrote a new version");
 
     write(&docs.join("b.txt"), "Bananas grow in the tropics, on large herbs.\n");
     std::fs::remove_file(docs.join("a.md")).unwrap();
-    let changed = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, false).await.unwrap();
+    let changed = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, Quiet).await.unwrap();
     assert_eq!((changed.changed_files, changed.removed_files), (1, 1), "{changed}");
     let chunks = kb.all_chunks().await.unwrap();
     assert_eq!(chunks.len(), 1);
@@ -54,17 +54,17 @@ async fn bad_input_is_reported_with_its_place_and_nothing_is_written() {
     write(&docs.join("good.txt"), "Fine text.\n");
     std::fs::write(docs.join("bad.txt"), b"line one\nline two \xff\xfe broken\n").unwrap();
     let app = app(dir.path()).await;
-    let kb = app.kb("mixed", true).await.unwrap();
-    let err = ingest(&kb, &app.embedder, &[docs.clone()], &app.config.chunking, false).await.unwrap_err().to_string();
+    let kb = app.kb_for_ingest("mixed").await.unwrap();
+    let err = ingest(&kb, &app.embedder, &[docs.clone()], &app.config.chunking, Quiet).await.unwrap_err().to_string();
     assert!(err.contains("bad.txt:2") && err.contains("not valid UTF-8"), "{err}");
     assert_eq!(kb.count().await.unwrap(), 0);
 
     let pdf = docs.join("paper.pdf");
     write(&pdf, "%PDF");
-    let err = ingest(&kb, &app.embedder, &[pdf], &app.config.chunking, false).await.unwrap_err().to_string();
+    let err = ingest(&kb, &app.embedder, &[pdf], &app.config.chunking, Quiet).await.unwrap_err().to_string();
     assert!(err.contains("paper.pdf") && err.contains("cannot ingest this file type"), "{err}");
 
-    let err = ingest(&kb, &app.embedder, &[dir.path().join("nope")], &app.config.chunking, false)
+    let err = ingest(&kb, &app.embedder, &[dir.path().join("nope")], &app.config.chunking, Quiet)
         .await
         .unwrap_err()
         .to_string();
@@ -73,8 +73,9 @@ async fn bad_input_is_reported_with_its_place_and_nothing_is_written() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_knowledge_base_searches_through_an_ann_index_and_still_finds_exact_matches() {
+    use lore_core::Chunk;
     use lore_plugins::store::VECTOR_INDEX_MIN_ROWS;
-    use lore_plugins::{Chunk, KbStore};
+    use lore_plugins::KbStore;
     let dir = tempfile::tempdir().unwrap();
     let store = KbStore::open(dir.path()).await.unwrap();
     let dim = 32;

@@ -6,5 +6,6 @@ mod config_errors;
 mod discord;
 mod engine;
 mod knowledge_base;
+mod load;
 mod plugins;
 mod telegram;

@@ -6,8 +6,8 @@ use lore_adapters::telegram::{TelegramAdapter, TelegramConfig};
 use lore_adapters::Command;
 use lore_tests::fake_telegram::{strip_tags, Chat, FakeTelegram, BOT_ID, DROPPED};
 use lore_tests::{
-    assert_retried_after, assert_words_whole, init, long_answer, sample_sources,
-    stream_sample_answer, wait_until, RunningAdapter,
+    assert_retried_after, assert_words_whole, init, long_answer, sample_sources, stream_sample_answer, wait_until,
+    RunningAdapter,
 };
 use serde_json::json;
 
@@ -38,10 +38,8 @@ impl Running {
         let run = RunningAdapter::spawn(Box::new(adapter));
         // Fails when teloxide talks to the real Telegram instead. (Polls are recorded when
         // they return, so wait for the last call before polling starts.)
-        wait_until(WAIT, "the bot registers its commands on the fake", || {
-            !fake.calls("setMyCommands").is_empty()
-        })
-        .await;
+        wait_until(WAIT, "the bot registers its commands on the fake", || !fake.calls("setMyCommands").is_empty())
+            .await;
         Self { fake, run }
     }
 }
@@ -51,12 +49,7 @@ async fn telegram_private_chat_streams_typing_edits_and_html_answer_with_sources
     let mut bot = Running::start().await;
     assert_eq!(bot.fake.calls("getMe").len(), 1);
     let commands = &bot.fake.calls("setMyCommands")[0]["commands"];
-    let names: Vec<_> = commands
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["command"].clone())
-        .collect();
+    let names: Vec<_> = commands.as_array().unwrap().iter().map(|c| c["command"].clone()).collect();
     assert_eq!(names, vec!["help", "sources", "reset", "kb"]);
 
     bot.fake.push_message(PRIVATE, ANN, "what is lore?");
@@ -70,32 +63,18 @@ async fn telegram_private_chat_streams_typing_edits_and_html_answer_with_sources
     let answer = stream_sample_answer(&mut *incoming.reply).await;
 
     let requests = bot.fake.requests();
-    let typing = requests
-        .iter()
-        .position(|r| r.path == "sendChatAction")
-        .expect("typing");
+    let typing = requests.iter().position(|r| r.path == "sendChatAction").expect("typing");
     assert_eq!(requests[typing].body["action"], "typing");
-    let first_send = requests
-        .iter()
-        .position(|r| r.path == "sendMessage")
-        .unwrap();
+    let first_send = requests.iter().position(|r| r.path == "sendMessage").unwrap();
     assert!(typing < first_send);
-    assert_eq!(
-        bot.fake.calls("sendMessage").len(),
-        1,
-        "one message, edited"
-    );
+    assert_eq!(bot.fake.calls("sendMessage").len(), 1, "one message, edited");
     let edits = bot.fake.calls("editMessageText");
     assert!(edits.len() >= 2, "streamed edits expected: {edits:?}");
     assert!(edits.iter().all(|e| e["parse_mode"] == "HTML"));
     let sources = "\n\n<b>Sources</b>\n\
                     [1] guide.md (lines 1-9)\n[2] my_notes&lt;b&gt;*.md (lines 12-20)";
     assert_eq!(bot.fake.shown_in(ANN), vec![answer + sources]);
-    let edit_times: Vec<_> = requests
-        .iter()
-        .filter(|r| r.path == "editMessageText")
-        .map(|r| r.at)
-        .collect();
+    let edit_times: Vec<_> = requests.iter().filter(|r| r.path == "editMessageText").map(|r| r.at).collect();
     for pair in edit_times.windows(2) {
         assert!(pair[1] - pair[0] >= Duration::from_millis(EDIT_MS - 30));
     }
@@ -133,11 +112,7 @@ async fn telegram_group_needs_ask_mention_reply_or_command() {
     let mut ask = ask;
     ask.reply.say("Lore is a bot.").await.unwrap();
     let sent = bot.fake.calls("sendMessage");
-    assert!(
-        sent[0]["reply_parameters"]["message_id"].is_i64(),
-        "{}",
-        sent[0]
-    );
+    assert!(sent[0]["reply_parameters"]["message_id"].is_i64(), "{}", sent[0]);
     bot.run.stop().await;
 }
 
@@ -147,25 +122,14 @@ async fn telegram_long_answer_is_split_at_4096_keeping_words_utf8_and_code() {
     bot.fake.push_message(PRIVATE, ANN, "tell me all");
     let mut incoming = bot.run.next().await;
     let answer = long_answer(10_000);
-    incoming
-        .reply
-        .finish(&answer, &sample_sources())
-        .await
-        .unwrap();
+    incoming.reply.finish(&answer, &sample_sources()).await.unwrap();
 
     let shown = bot.fake.shown_in(ANN);
     assert!(shown.len() >= 3, "{} pieces", shown.len());
     for piece in &shown {
         let visible = strip_tags(piece);
-        assert!(
-            visible.encode_utf16().count() <= 4096,
-            "piece of {} units",
-            visible.len()
-        );
-        assert_eq!(
-            piece.matches("<pre>").count(),
-            piece.matches("</pre>").count()
-        );
+        assert!(visible.encode_utf16().count() <= 4096, "piece of {} units", visible.len());
+        assert_eq!(piece.matches("<pre>").count(), piece.matches("</pre>").count());
         assert!(!piece.contains("```"), "fences become <pre>: {piece:?}");
         assert_words_whole(&visible, &answer);
     }
@@ -180,12 +144,7 @@ async fn telegram_429_is_retried_after_retry_after_and_answer_arrives_once() {
     bot.fake.rate_limit("sendMessage", 1, 1);
     incoming.reply.finish("Hi there.", &[]).await.unwrap();
 
-    let sends: Vec<_> = bot
-        .fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "sendMessage")
-        .collect();
+    let sends: Vec<_> = bot.fake.requests().into_iter().filter(|r| r.path == "sendMessage").collect();
     assert_retried_after(&sends, Duration::from_secs(1));
     assert_eq!(bot.fake.shown_in(ANN), vec!["Hi there."]);
     bot.run.stop().await;
@@ -200,12 +159,7 @@ async fn telegram_polling_survives_errors_and_delivers_each_update_once() {
     bot.fake.push_message(PRIVATE, ANN, "second");
     assert_eq!(bot.run.next().await.text, "first");
     assert_eq!(bot.run.next().await.text, "second");
-    let failed = bot
-        .fake
-        .requests()
-        .iter()
-        .filter(|r| r.path == "getUpdates" && r.status == DROPPED)
-        .count();
+    let failed = bot.fake.requests().iter().filter(|r| r.path == "getUpdates" && r.status == DROPPED).count();
     assert_eq!(failed, 2, "the fake broke two polls");
     // Later polls confirm the updates: nothing comes again.
     bot.fake.push_message(PRIVATE, ANN, "third");
@@ -219,20 +173,9 @@ async fn telegram_hostile_text_is_html_escaped() {
     let mut bot = Running::start().await;
     bot.fake.push_message(PRIVATE, ANN, "<b>hi</b>");
     let mut incoming = bot.run.next().await;
-    assert_eq!(
-        incoming.text, "<b>hi</b>",
-        "the question itself is passed on unchanged"
-    );
-    incoming
-        .reply
-        .update("<b>bold</b> & <script>")
-        .await
-        .unwrap();
-    incoming
-        .reply
-        .finish("<b>bold</b> & <script>alert(1)</script> **x** `y", &[])
-        .await
-        .unwrap();
+    assert_eq!(incoming.text, "<b>hi</b>", "the question itself is passed on unchanged");
+    incoming.reply.update("<b>bold</b> & <script>").await.unwrap();
+    incoming.reply.finish("<b>bold</b> & <script>alert(1)</script> **x** `y", &[]).await.unwrap();
     assert_eq!(
         bot.fake.shown_in(ANN),
         vec!["&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt; **x** `y"]

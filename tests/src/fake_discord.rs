@@ -77,14 +77,8 @@ enum Out {
 
 impl FakeDiscord {
     pub async fn start() -> Self {
-        let state = Arc::new(Shared {
-            next_id: AtomicU64::new(1_000_000),
-            ..Shared::default()
-        });
-        let app = Router::new()
-            .route("/gw", get(gateway))
-            .fallback(rest)
-            .with_state(state.clone());
+        let state = Arc::new(Shared { next_id: AtomicU64::new(1_000_000), ..Shared::default() });
+        let app = Router::new().route("/gw", get(gateway)).fallback(rest).with_state(state.clone());
         let server = Server::start(app).await;
         *state.addr.lock().unwrap() = Some(server.addr);
         Self { state, server }
@@ -107,10 +101,7 @@ impl FakeDiscord {
 
     /// Frames with this opcode the client sent (2 Identify, 6 Resume, 1 Heartbeat).
     pub fn ops(&self, op: u64) -> Vec<Value> {
-        self.gateway_frames()
-            .into_iter()
-            .filter(|f| f["op"] == op)
-            .collect()
+        self.gateway_frames().into_iter().filter(|f| f["op"] == op).collect()
     }
 
     /// Waits until the client identified and got READY (fails if serenity went elsewhere).
@@ -123,12 +114,7 @@ impl FakeDiscord {
 
     /// The next `count` requests with this method whose path contains `path_part` get a 429.
     pub fn rate_limit(&self, method: Method, path_part: &str, count: u32, retry_after_secs: f64) {
-        self.state.rate_limits.lock().unwrap().push((
-            method,
-            path_part.to_string(),
-            count,
-            retry_after_secs,
-        ));
+        self.state.rate_limits.lock().unwrap().push((method, path_part.to_string(), count, retry_after_secs));
     }
 
     /// Sends a dispatch (op 0) with the next sequence number; before the first session it
@@ -187,14 +173,9 @@ impl FakeDiscord {
     pub fn shown_in(&self, channel: u64) -> Vec<String> {
         let channel = channel.to_string();
         let messages = self.state.messages.lock().unwrap();
-        let mut mine: Vec<_> = messages
-            .values()
-            .filter(|m| m["channel_id"] == channel.as_str())
-            .collect();
+        let mut mine: Vec<_> = messages.values().filter(|m| m["channel_id"] == channel.as_str()).collect();
         mine.sort_by_key(|m| m["id"].as_str().unwrap().parse::<u64>().unwrap());
-        mine.iter()
-            .map(|m| m["content"].as_str().unwrap_or("").to_string())
-            .collect()
+        mine.iter().map(|m| m["content"].as_str().unwrap_or("").to_string()).collect()
     }
 }
 
@@ -230,15 +211,9 @@ impl MessageSpec {
     /// A reply to an earlier message by `author`.
     pub fn replying_to(mut self, message: u64, author: u64, author_is_bot: bool) -> Self {
         let channel = self.0["channel_id"].clone();
-        self.0["message_reference"] =
-            json!({"message_id": message.to_string(), "channel_id": channel});
+        self.0["message_reference"] = json!({"message_id": message.to_string(), "channel_id": channel});
         let channel = channel.as_str().unwrap_or_default();
-        let earlier = message_object(
-            message,
-            channel,
-            user(author, "someone", author_is_bot),
-            "earlier",
-        );
+        let earlier = message_object(message, channel, user(author, "someone", author_is_bot), "earlier");
         self.0["referenced_message"] = earlier;
         self.0["type"] = 19.into();
         self
@@ -271,11 +246,7 @@ async fn gateway(ws: WebSocketUpgrade, State(state): State<Arc<Shared>>) -> Resp
 
 async fn serve_gateway(mut socket: WebSocket, state: Arc<Shared>) {
     let hello = json!({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_MS}, "s": null, "t": null});
-    if socket
-        .send(WsMessage::Text(hello.to_string().into()))
-        .await
-        .is_err()
-    {
+    if socket.send(WsMessage::Text(hello.to_string().into())).await.is_err() {
         return;
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
@@ -318,11 +289,7 @@ fn on_client_frame(state: &Shared, frame: &Value, tx: &mpsc::UnboundedSender<Out
         Some(2) => {
             let mut gw = state.gateway.lock().unwrap();
             gw.sessions_started += 1;
-            let mut session = Session {
-                id: format!("session-{}", gw.sessions_started),
-                seq: 0,
-                log: Vec::new(),
-            };
+            let mut session = Session { id: format!("session-{}", gw.sessions_started), seq: 0, log: Vec::new() };
             let ready = json!({
                 "v": 10,
                 "user": {
@@ -352,12 +319,8 @@ fn on_client_frame(state: &Shared, frame: &Value, tx: &mpsc::UnboundedSender<Out
             let seq = d["seq"].as_u64().unwrap_or(0);
             match gw.session.as_mut() {
                 Some(session) if d["session_id"] == session.id.as_str() => {
-                    let mut out: Vec<String> = session
-                        .log
-                        .iter()
-                        .filter(|(s, _)| *s > seq)
-                        .map(|(_, f)| f.clone())
-                        .collect();
+                    let mut out: Vec<String> =
+                        session.log.iter().filter(|(s, _)| *s > seq).map(|(_, f)| f.clone()).collect();
                     out.push(push_event(session, "RESUMED", json!({})));
                     gw.live = Some(tx.clone());
                     out
@@ -374,21 +337,17 @@ async fn rest(State(state): State<Arc<Shared>>, method: Method, uri: Uri, body: 
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let limited = {
         let mut limits = state.rate_limits.lock().unwrap();
-        limits
-            .iter_mut()
-            .find(|(m, part, left, _)| *m == method && path.contains(part.as_str()) && *left > 0)
-            .map(|(_, _, left, after)| {
+        limits.iter_mut().find(|(m, part, left, _)| *m == method && path.contains(part.as_str()) && *left > 0).map(
+            |(_, _, left, after)| {
                 *left -= 1;
                 *after
-            })
+            },
+        )
     };
     let response = match limited {
         Some(after) => (
             StatusCode::TOO_MANY_REQUESTS,
-            [
-                ("retry-after", format!("{}", after.ceil())),
-                ("x-ratelimit-scope", "user".to_string()),
-            ],
+            [("retry-after", format!("{}", after.ceil())), ("x-ratelimit-scope", "user".to_string())],
             Json(json!({
                 "message": "You are being rate limited.",
                 "retry_after": after,
@@ -425,12 +384,9 @@ fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response 
         .into_response(),
         ("GET", ["users", "@me"]) => Json(user(BOT_ID, "lore", true)).into_response(),
         ("POST", ["channels", _, "typing"]) => StatusCode::NO_CONTENT.into_response(),
-        ("POST", ["channels", channel, "messages"]) => {
-            Json(new_message(state, channel, body)).into_response()
-        }
+        ("POST", ["channels", channel, "messages"]) => Json(new_message(state, channel, body)).into_response(),
         ("PATCH", ["channels", _, "messages", id]) => edit_message(state, id, body),
-        ("PUT", ["applications", _, "commands"])
-        | ("PUT", ["applications", _, "guilds", _, "commands"]) => {
+        ("PUT", ["applications", _, "commands"]) | ("PUT", ["applications", _, "guilds", _, "commands"]) => {
             Json(json!([])).into_response()
         }
         ("POST", ["interactions", _, _, "callback"]) => StatusCode::NO_CONTENT.into_response(),
@@ -442,9 +398,7 @@ fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response 
             }
             edit_message(state, &id.to_string(), body)
         }
-        ("POST", ["webhooks", _, _]) => {
-            Json(new_message(state, INTERACTION_CHANNEL, body)).into_response()
-        }
+        ("POST", ["webhooks", _, _]) => Json(new_message(state, INTERACTION_CHANNEL, body)).into_response(),
         ("PATCH", ["webhooks", _, _, "messages", id]) => edit_message(state, id, body),
         _ => not_found(),
     }
@@ -452,17 +406,11 @@ fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response 
 
 /// A stable fake id for an interaction's original response.
 fn original_id(token: &str) -> u64 {
-    token.bytes().fold(7_000_000u64, |h, b| {
-        h.wrapping_mul(31).wrapping_add(u64::from(b))
-    })
+    token.bytes().fold(7_000_000u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
 }
 
 fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"message": "404: Not Found", "code": 0})),
-    )
-        .into_response()
+    (StatusCode::NOT_FOUND, Json(json!({"message": "404: Not Found", "code": 0}))).into_response()
 }
 
 /// A message object as REST and the gateway return it.
@@ -505,11 +453,7 @@ fn new_message(state: &Shared, channel: &str, body: &Value) -> Value {
 fn edit_message(state: &Shared, id: &str, body: &Value) -> Response {
     let mut messages = state.messages.lock().unwrap();
     let Some(msg) = id.parse::<u64>().ok().and_then(|id| messages.get_mut(&id)) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"message": "Unknown Message", "code": 10008})),
-        )
-            .into_response();
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Unknown Message", "code": 10008}))).into_response();
     };
     if let Some(content) = body.get("content") {
         msg["content"] = content.clone();

@@ -69,11 +69,7 @@ impl FakeTelegram {
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         let server = Server::start(app).await;
-        Self {
-            token: token.to_string(),
-            state,
-            server,
-        }
+        Self { token: token.to_string(), state, server }
     }
 
     /// What to give teloxide as its API URL.
@@ -92,30 +88,18 @@ impl FakeTelegram {
 
     /// Successful requests of one method, by body.
     pub fn calls(&self, method: &str) -> Vec<Value> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.path == method && r.status == 200)
-            .map(|r| r.body)
-            .collect()
+        self.requests().into_iter().filter(|r| r.path == method && r.status == 200).map(|r| r.body).collect()
     }
 
     /// The next `count` calls of `method` get a 429 with `retry_after`.
     pub fn rate_limit(&self, method: &str, count: u32, retry_after_secs: u32) {
-        self.state.scripts.lock().unwrap().push((
-            method.to_string(),
-            count,
-            Failure::RetryAfter(retry_after_secs),
-        ));
+        self.state.scripts.lock().unwrap().push((method.to_string(), count, Failure::RetryAfter(retry_after_secs)));
     }
 
     /// The next `count` calls of `method` lose their connection mid-response. (Not a 5xx:
     /// teloxide waits 10 s after a server error before it reports it.)
     pub fn fail(&self, method: &str, count: u32) {
-        self.state
-            .scripts
-            .lock()
-            .unwrap()
-            .push((method.to_string(), count, Failure::Drop));
+        self.state.scripts.lock().unwrap().push((method.to_string(), count, Failure::Drop));
         // Wakes a waiting long poll, which then fails.
         self.state.new_update.notify_waiters();
     }
@@ -162,11 +146,7 @@ impl FakeTelegram {
             });
         }
         let update_id = self.state.next_update.fetch_add(1, Ordering::SeqCst);
-        self.state
-            .updates
-            .lock()
-            .unwrap()
-            .push(json!({"update_id": update_id, "message": message}));
+        self.state.updates.lock().unwrap().push(json!({"update_id": update_id, "message": message}));
         self.state.new_update.notify_waiters();
         message_id
     }
@@ -215,28 +195,16 @@ fn ok(result: Value) -> Response {
 
 fn error(code: u16, description: &str) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
-    (
-        status,
-        Json(json!({"ok": false, "error_code": code, "description": description})),
-    )
-        .into_response()
+    (status, Json(json!({"ok": false, "error_code": code, "description": description}))).into_response()
 }
 
-async fn handle(
-    State(state): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle(State(state): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().trim_start_matches('/');
     let (token, method) = path.split_once('/').unwrap_or((path, ""));
     // Telegram method names are case-insensitive; teloxide sends `GetMe`. Record them the
     // way the Bot API documents them (`getMe`).
     let method = match method.chars().next() {
-        Some(first) => first
-            .to_lowercase()
-            .chain(method.chars().skip(1))
-            .collect::<String>(),
+        Some(first) => first.to_lowercase().chain(method.chars().skip(1)).collect::<String>(),
         None => String::new(),
     };
     let body = parse_body(&headers, &body);
@@ -278,15 +246,9 @@ fn failure_response(failure: Failure) -> Response {
             .into_response(),
         Failure::Drop => {
             // A body that fails makes the server abort the connection.
-            let broken = futures::stream::once(async {
-                Err::<Bytes, _>(std::io::Error::other("connection dropped"))
-            });
-            let mut response = (
-                StatusCode::OK,
-                [("content-type", "application/json")],
-                Body::from_stream(broken),
-            )
-                .into_response();
+            let broken = futures::stream::once(async { Err::<Bytes, _>(std::io::Error::other("connection dropped")) });
+            let mut response =
+                (StatusCode::OK, [("content-type", "application/json")], Body::from_stream(broken)).into_response();
             response.extensions_mut().insert(Dropped);
             response
         }
@@ -295,9 +257,7 @@ fn failure_response(failure: Failure) -> Response {
 
 fn scripted(state: &Shared, method: &str) -> Option<Failure> {
     let mut scripts = state.scripts.lock().unwrap();
-    let (_, left, failure) = scripts
-        .iter_mut()
-        .find(|(m, left, _)| m == method && *left > 0)?;
+    let (_, left, failure) = scripts.iter_mut().find(|(m, left, _)| m == method && *left > 0)?;
     *left -= 1;
     Some(*failure)
 }
@@ -310,9 +270,7 @@ async fn route(state: &Shared, method: &str, body: &Value) -> Response {
             "supports_inline_queries": false, "can_connect_to_business": false,
             "has_main_web_app": false,
         })),
-        "getWebhookInfo" => {
-            ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
-        }
+        "getWebhookInfo" => ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0})),
         "deleteWebhook" | "setMyCommands" | "sendChatAction" => ok(json!(true)),
         "getUpdates" => get_updates(state, body).await,
         "sendMessage" => {
@@ -347,11 +305,7 @@ async fn route(state: &Shared, method: &str, body: &Value) -> Response {
 }
 
 fn bot_message(chat: i64, id: i64, text: &str) -> Value {
-    let chat = if chat > 0 {
-        Chat::Private(chat)
-    } else {
-        Chat::Group(chat)
-    };
+    let chat = if chat > 0 { Chat::Private(chat) } else { Chat::Group(chat) };
     json!({
         "message_id": id,
         "date": 1_767_225_601,
@@ -373,9 +327,7 @@ pub fn strip_tags(html: &str) -> String {
             _ => {}
         }
     }
-    out.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+    out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 }
 
 async fn get_updates(state: &Shared, body: &Value) -> Response {
@@ -414,10 +366,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Value {
         return serde_json::from_slice(body).unwrap_or(Value::Null);
     }
     let mut map = serde_json::Map::new();
-    for pair in String::from_utf8_lossy(body)
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
+    for pair in String::from_utf8_lossy(body).split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_decode(v);
         let value = serde_json::from_str(&v).unwrap_or(Value::String(v));

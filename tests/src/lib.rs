@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub mod capture;
+pub mod daemon;
 pub mod fake_discord;
 pub mod fake_telegram;
 pub mod models;
@@ -33,10 +34,7 @@ pub fn init() {
             std::env::set_var(var, "127.0.0.1,localhost");
         }
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn".into()),
-            )
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
             .try_init();
     });
@@ -46,10 +44,7 @@ pub fn init() {
 pub async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -69,9 +64,7 @@ pub async fn next_incoming(
 /// as growing text (60 ms between words, as tokens would come), then the final text with
 /// [`sample_sources`]. Returns the answer.
 pub async fn stream_sample_answer(reply: &mut dyn lore_adapters::ReplySink) -> String {
-    let words = [
-        "Lore ", "turns ", "your ", "notes ", "into ", "a ", "bot ", "that ", "answers.",
-    ];
+    let words = ["Lore ", "turns ", "your ", "notes ", "into ", "a ", "bot ", "that ", "answers."];
     reply.typing().await.expect("typing");
     let mut text = String::new();
     for word in words {
@@ -79,26 +72,15 @@ pub async fn stream_sample_answer(reply: &mut dyn lore_adapters::ReplySink) -> S
         reply.update(&text).await.expect("update");
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    reply
-        .finish(&text, &sample_sources())
-        .await
-        .expect("finish");
+    reply.finish(&text, &sample_sources()).await.expect("finish");
     text
 }
 
 /// Two sources, one with a name full of markup characters.
 pub fn sample_sources() -> Vec<lore_adapters::SourceRef> {
     vec![
-        lore_adapters::SourceRef {
-            number: 1,
-            source: "guide.md".into(),
-            location: "lines 1-9".into(),
-        },
-        lore_adapters::SourceRef {
-            number: 2,
-            source: "my_notes<b>*.md".into(),
-            location: "lines 12-20".into(),
-        },
+        lore_adapters::SourceRef { number: 1, source: "guide.md".into(), location: "lines 1-9".into() },
+        lore_adapters::SourceRef { number: 2, source: "my_notes<b>*.md".into(), location: "lines 12-20".into() },
     ]
 }
 
@@ -106,15 +88,7 @@ pub fn sample_sources() -> Vec<lore_adapters::SourceRef> {
 /// block, to check that splitting keeps characters, words and code intact.
 pub fn long_answer(chars: usize) -> String {
     let mut text = String::new();
-    let words = [
-        "naïve",
-        "café",
-        "lore",
-        "émoji😀",
-        "knowledge",
-        "base",
-        "answer",
-    ];
+    let words = ["naïve", "café", "lore", "émoji😀", "knowledge", "base", "answer"];
     let mut i = 0;
     while text.chars().count() < chars / 2 {
         text.push_str(words[i % words.len()]);
@@ -133,16 +107,7 @@ pub fn long_answer(chars: usize) -> String {
 /// Panics unless every word of `visible` (a piece as the user sees it) is a whole word of
 /// `answer` or of [`sample_sources`]: splitting cut nothing in the middle.
 pub fn assert_words_whole(visible: &str, answer: &str) {
-    let sources = [
-        "Sources",
-        "[1]",
-        "[2]",
-        "guide.md",
-        "(lines",
-        "1-9)",
-        "12-20)",
-        "my_notes<b>*.md",
-    ];
+    let sources = ["Sources", "[1]", "[2]", "guide.md", "(lines", "1-9)", "12-20)", "my_notes<b>*.md"];
     for word in visible.split_whitespace().filter(|w| *w != "```") {
         assert!(
             answer.split_whitespace().any(|a| a == word) || sources.contains(&word),
@@ -163,11 +128,7 @@ impl RunningAdapter {
         let (tx, inbox) = tokio::sync::mpsc::channel(16);
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(adapter.run(tx, shutdown.clone()));
-        Self {
-            inbox,
-            shutdown,
-            task,
-        }
+        Self { inbox, shutdown, task }
     }
 
     /// The next message the adapter forwarded; panics after five seconds.
@@ -185,9 +146,8 @@ impl RunningAdapter {
     /// Signals shutdown; the adapter must return `Ok` within five seconds.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("the adapter stops on shutdown");
+        let result =
+            tokio::time::timeout(Duration::from_secs(5), self.task).await.expect("the adapter stops on shutdown");
         result.expect("adapter task").expect("adapter result");
     }
 }
@@ -199,10 +159,7 @@ pub fn assert_retried_after(attempts: &[Recorded], wait: Duration) {
     assert_eq!(statuses, vec![429, 200], "one refusal, then one success");
     let waited = attempts[1].at - attempts[0].at;
     // The fake records on arrival: allow for scheduling jitter.
-    assert!(
-        waited + Duration::from_millis(50) >= wait,
-        "retried after only {waited:?}"
-    );
+    assert!(waited + Duration::from_millis(50) >= wait, "retried after only {waited:?}");
 }
 
 /// An HTTP server on 127.0.0.1 with a free port, stopped when dropped.
@@ -213,9 +170,7 @@ struct Server {
 
 impl Server {
     async fn start(app: axum::Router) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a port");
         let addr = listener.local_addr().expect("local address");
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("fake server");

@@ -229,7 +229,10 @@ mod tests {
     fn sentence_unit_gives_one_chunk_per_sentence() {
         let text = "Alpha beta. Gamma delta!\n\nEpsilon?";
         let c = chunk(text, &Chunking { unit: ChunkUnit::Sentence, ..cfg(50, 0) }, &words);
-        assert_eq!(c.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(), vec!["Alpha beta.", "Gamma delta!", "Epsilon?"]);
+        assert_eq!(
+            c.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(),
+            vec!["Alpha beta.", "Gamma delta!", "Epsilon?"]
+        );
     }
 
     #[test]

@@ -12,10 +12,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use lore_plugins::{Chunk, Embedder, KnowledgeBase};
+use lore_core::{Chunk, Embedder};
+use lore_engine::LlamaEmbedder;
+use lore_plugins::KnowledgeBase;
 
 use crate::config::Chunking;
-use crate::engine::LlamaEmbedder;
 
 /// File types ingest reads.
 pub const EXTENSIONS: [&str; 3] = ["txt", "md", "markdown"];
@@ -49,13 +50,20 @@ impl std::fmt::Display for IngestReport {
     }
 }
 
+/// Whether ingest draws a progress bar on the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Bar,
+    Quiet,
+}
+
 /// Ingests every supported file under `roots` into `kb`.
 pub async fn ingest(
     kb: &KnowledgeBase,
     embedder: &LlamaEmbedder,
     roots: &[PathBuf],
     chunking: &Chunking,
-    show_progress: bool,
+    progress: Progress,
 ) -> anyhow::Result<IngestReport> {
     let started = Instant::now();
     let roots: Vec<PathBuf> = roots
@@ -97,7 +105,7 @@ pub async fn ingest(
         }
     }
 
-    let vectors = embed_with_progress(embedder, &changed, show_progress).await?;
+    let vectors = embed_with_progress(embedder, &changed, progress).await?;
     report.chunks_embedded = changed.len();
     let rows: Vec<(Chunk, Vec<f32>)> = changed.into_iter().zip(vectors).collect();
     let written = kb.replace_sources(&rows, &touched).await?;
@@ -107,8 +115,12 @@ pub async fn ingest(
     Ok(report)
 }
 
-async fn embed_with_progress(embedder: &LlamaEmbedder, chunks: &[Chunk], show: bool) -> anyhow::Result<Vec<Vec<f32>>> {
-    let bar = if show && !chunks.is_empty() {
+async fn embed_with_progress(
+    embedder: &LlamaEmbedder,
+    chunks: &[Chunk],
+    progress: Progress,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let bar = if progress == Progress::Bar && !chunks.is_empty() {
         let bar = ProgressBar::new(chunks.len() as u64);
         bar.set_style(
             ProgressStyle::with_template("embedding {bar:30} {pos}/{len} chunks  {per_sec}  eta {eta}")
@@ -166,9 +178,7 @@ fn walk(dir: &Path, out: &mut BTreeSet<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn supported(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Reads a UTF-8 text file; an encoding error names the file, line and byte.

@@ -11,7 +11,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::oneshot;
 
 use super::{load_model, thread_count, EngineError};
-use crate::config::EmbedderConfig;
+use crate::settings::EmbedderConfig;
 
 type Job = (String, Vec<String>, oneshot::Sender<anyhow::Result<Vec<f32>>>);
 
@@ -53,7 +53,7 @@ impl LlamaCrossEncoder {
                 }
             })
             .map_err(|e| EngineError::Backend(format!("cannot start the reranker thread: {e}")))?;
-        ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        ready_rx.recv().map_err(|_| EngineError::Stopped("reranker"))??;
         tracing::info!(model = %cfg.path.display(), "cross-encoder ready");
         Ok(Self { model, jobs: tx, max_tokens })
     }
@@ -117,7 +117,7 @@ fn score_all(
 }
 
 #[async_trait]
-impl lore_plugins::PairScorer for LlamaCrossEncoder {
+impl lore_core::PairScorer for LlamaCrossEncoder {
     async fn score_pairs(&self, query: &str, passages: &[String]) -> anyhow::Result<Vec<f32>> {
         if passages.is_empty() {
             return Ok(vec![]);
@@ -129,4 +129,3 @@ impl lore_plugins::PairScorer for LlamaCrossEncoder {
         rx.await.map_err(|_| anyhow::anyhow!("the reranker has stopped"))?
     }
 }
-

@@ -22,9 +22,7 @@ pub fn architecture(path: &Path) -> Result<String, ModelFileError> {
         return Err(ModelFileError::Missing(shown));
     }
     let mut magic = [0u8; 4];
-    let ok = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok();
+    let ok = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok();
     if !ok || &magic != b"GGUF" {
         return Err(ModelFileError::NotGguf(shown));
     }

@@ -10,7 +10,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::oneshot;
 
 use super::{load_model, thread_count, EngineError};
-use crate::config::EmbedderConfig;
+use crate::settings::EmbedderConfig;
 
 type Reply = oneshot::Sender<anyhow::Result<Vec<Vec<f32>>>>;
 
@@ -50,7 +50,7 @@ impl LlamaEmbedder {
                 })
                 .map_err(|e| EngineError::Backend(format!("cannot start the embedder thread: {e}")))?;
         }
-        ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        ready_rx.recv().map_err(|_| EngineError::Stopped("embedder"))??;
         tracing::info!(model = %cfg.path.display(), dim, "embedder ready");
         Ok(Self { model, jobs: tx, dim, max_tokens })
     }
@@ -102,7 +102,7 @@ fn normalise(v: &[f32]) -> Vec<f32> {
 }
 
 #[async_trait]
-impl lore_plugins::Embedder for LlamaEmbedder {
+impl lore_core::Embedder for LlamaEmbedder {
     fn dim(&self) -> usize {
         self.dim
     }
@@ -112,9 +112,7 @@ impl lore_plugins::Embedder for LlamaEmbedder {
             return Ok(vec![]);
         }
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send((texts.to_vec(), tx))
-            .map_err(|_| anyhow::anyhow!("the embedder has stopped"))?;
+        self.jobs.send((texts.to_vec(), tx)).map_err(|_| anyhow::anyhow!("the embedder has stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the embedder has stopped"))?
     }
 }

@@ -24,75 +24,12 @@ use llama_cpp_2::DecodeError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use lore_core::{
+    ChatModel, Event, Finish, GenerateError, GenerateRequest, Generation, Part, PromptText, Sampling, StopReason,
+};
+
 use super::{load_model, thread_count, EngineError, Utf8Stream};
-use crate::config::{GeneratorConfig, Sampling};
-
-/// What a generation reports, in order: maybe `Queued`, then `Text` pieces, then one
-/// `Done` or `Failed`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// Waiting for a free sequence; `position` 1 is next in line.
-    Queued { position: usize },
-    /// More answer text (a delta), always whole UTF-8 characters.
-    Text(String),
-    Done(Finish),
-    Failed(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finish {
-    pub reason: StopReason,
-    pub prompt_tokens: usize,
-    /// Prompt tokens found in the cache from an earlier request (not decoded again).
-    pub reused_tokens: usize,
-    pub generated_tokens: usize,
-    /// For [`Generator::score`]: mean log-probability of the continuation's tokens.
-    pub mean_logprob: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// The model ended its answer.
-    EndOfText,
-    /// A stop string appeared (it is not part of the text).
-    StopString,
-    /// `max_tokens` reached.
-    Length,
-    /// The context window is full.
-    ContextFull,
-    Cancelled,
-}
-
-/// One generation to run.
-#[derive(Debug, Clone)]
-pub struct GenerateRequest {
-    /// The whole prompt, already in the model's chat format.
-    pub prompt: String,
-    pub max_tokens: usize,
-    /// Generation ends before any of these strings; they are never streamed.
-    pub stop: Vec<String>,
-    /// When `ignore_eos` is set, end-of-text tokens do not stop generation (benchmarks).
-    pub ignore_eos: bool,
-    pub sampling: Sampling,
-}
-
-/// Receives the events of one generation. Dropping it cancels the generation.
-pub struct Generation {
-    pub events: mpsc::UnboundedReceiver<Event>,
-    cancel: CancellationToken,
-}
-
-impl Generation {
-    pub fn cancel(&self) {
-        self.cancel.cancel();
-    }
-}
-
-impl Drop for Generation {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
+use crate::settings::GeneratorConfig;
 
 struct Job {
     tokens: Vec<LlamaToken>,
@@ -202,7 +139,7 @@ impl Generator {
                 })
                 .map_err(|e| EngineError::Backend(format!("cannot start the generator thread: {e}")))?
         };
-        ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        ready_rx.recv().map_err(|_| EngineError::Stopped("generator"))??;
         tracing::info!(model = %path.display(), %arch, parallel, context_tokens, chat_template = chat_template.is_some(), "generator ready");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -229,13 +166,13 @@ impl Generator {
         &self.inner.arch
     }
 
-    /// Tokens one conversation may use: prompt and answer together.
-    pub fn context_tokens(&self) -> usize {
-        self.inner.context_tokens
-    }
-
     pub fn parallel(&self) -> usize {
         self.inner.parallel
+    }
+
+    /// The token ids the model reads for `prompt` (for inspection and tests).
+    pub fn tokens(&self, prompt: &PromptText) -> Vec<i32> {
+        tokenize_prompt(&self.inner.model, prompt).iter().map(|t| t.0).collect()
     }
 
     /// Size of the KV cache of all sequences together.
@@ -243,58 +180,28 @@ impl Generator {
         self.inner.kv_cache_bytes
     }
 
-    /// Number of tokens `text` takes in a prompt.
-    pub fn count_tokens(&self, text: &str) -> usize {
-        tokenize(&self.inner.model, text).len()
-    }
-
     pub fn has_chat_template(&self) -> bool {
         self.inner.chat_template.is_some()
     }
 
-    /// Renders `(role, content)` messages with the model's own chat template, ending with the
-    /// assistant's turn opened. `None` when the model has no template llama.cpp can apply.
-    pub fn render_chat(&self, messages: &[(&str, &str)]) -> Option<String> {
-        let template = self.inner.chat_template.as_ref()?;
-        let msgs: Vec<LlamaChatMessage> = messages
-            .iter()
-            .map(|(r, c)| LlamaChatMessage::new(r.to_string(), c.replace('\0', "")).expect("NUL removed"))
-            .collect();
-        self.inner.model.apply_chat_template(template, &msgs, true).ok()
-    }
-
-    /// Queues a generation. Events arrive on the returned receiver as the worker produces
-    /// them; drop it (or call `cancel`) to stop.
-    pub fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
-        let tokens = tokenize(&self.inner.model, &request.prompt);
-        self.submit(tokens, None, request)
-    }
-
     /// Mean log-probability the model gives `continuation` right after `context` (no
     /// sampling). Runs in the same batches as generations.
-    pub async fn score(&self, context: &str, continuation: &str) -> Result<f64, EngineError> {
-        let mut tokens = tokenize(&self.inner.model, context);
+    pub async fn score(&self, context: &str, continuation: &str) -> Result<f64, GenerateError> {
+        let mut tokens = tokenize_text(&self.inner.model, context);
         let from = tokens.len();
         tokens.extend(self.inner.model.vocab().tokenize(continuation.as_bytes(), false, false));
         if tokens.len() == from || from == 0 {
             return Ok(0.0);
         }
         let request = GenerateRequest {
-            prompt: String::new(),
+            prompt: PromptText::default(),
             max_tokens: 0,
             stop: vec![],
             ignore_eos: true,
-            sampling: Sampling::default(),
+            sampling: Sampling::greedy(),
         };
-        let mut g = self.submit(tokens, Some(from), request)?;
-        while let Some(e) = g.events.recv().await {
-            match e {
-                Event::Done(f) => return f.mean_logprob.ok_or(EngineError::Stopped),
-                Event::Failed(m) => return Err(EngineError::Backend(m)),
-                _ => {}
-            }
-        }
-        Err(EngineError::Stopped)
+        let scored = self.submit(tokens, Some(from), request)?.collect().await?;
+        scored.finish.mean_logprob.ok_or(GenerateError::Failed("no continuation token was scored".into()))
     }
 
     /// Drops the prompts that finished requests left in the cache, so the next requests
@@ -307,18 +214,23 @@ impl Generator {
         self.inner.queue.wake.notify_all();
     }
 
-    fn submit(&self, tokens: Vec<LlamaToken>, score_from: Option<usize>, request: GenerateRequest) -> Result<Generation, EngineError> {
+    fn submit(
+        &self,
+        tokens: Vec<LlamaToken>,
+        score_from: Option<usize>,
+        request: GenerateRequest,
+    ) -> Result<Generation, GenerateError> {
         if tokens.len() + 1 > self.inner.context_tokens {
-            return Err(EngineError::PromptTooLong { prompt: tokens.len(), limit: self.inner.context_tokens });
+            return Err(GenerateError::PromptTooLong { prompt: tokens.len(), limit: self.inner.context_tokens });
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let mut q = self.inner.queue.jobs.lock().map_err(|_| EngineError::Stopped)?;
+        let mut q = self.inner.queue.jobs.lock().map_err(|_| GenerateError::Stopped)?;
         if q.shutdown {
-            return Err(EngineError::Stopped);
+            return Err(GenerateError::Stopped);
         }
         if q.waiting.len() >= self.inner.max_queue {
-            return Err(EngineError::QueueFull(q.waiting.len()));
+            return Err(GenerateError::QueueFull(q.waiting.len()));
         }
         let busy = q.active + q.waiting.len() >= self.inner.parallel;
         q.waiting.push_back(Job { tokens, score_from, request, events: tx.clone(), cancel: cancel.clone() });
@@ -327,17 +239,84 @@ impl Generator {
         }
         drop(q);
         self.inner.queue.wake.notify_all();
-        Ok(Generation { events: rx, cancel })
+        Ok(Generation::new(rx, cancel))
     }
 }
 
-fn tokenize(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
-    model.vocab().tokenize(text.as_bytes(), true, true)
+impl ChatModel for Generator {
+    fn context_tokens(&self) -> usize {
+        self.inner.context_tokens
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        tokenize_text(&self.inner.model, text).len()
+    }
+
+    fn count_prompt_tokens(&self, prompt: &PromptText) -> usize {
+        tokenize_prompt(&self.inner.model, prompt).len()
+    }
+
+    /// The template is rendered around placeholders, then each placeholder is replaced
+    /// by its content as [`Part::Text`]: only the template's own markers are special.
+    fn render_chat(&self, messages: &[(&str, &str)]) -> Option<PromptText> {
+        let template = self.inner.chat_template.as_ref()?;
+        let msgs: Vec<LlamaChatMessage> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, (role, _))| LlamaChatMessage::new(role.to_string(), placeholder(i)).expect("no NUL"))
+            .collect();
+        let rendered = self.inner.model.apply_chat_template(template, &msgs, true).ok()?;
+        let mut prompt = PromptText::default();
+        let mut rest = rendered.as_str();
+        while let Some(start) = rest.find(PLACEHOLDER_OPEN) {
+            let end = start + rest[start..].find(PLACEHOLDER_CLOSE)?;
+            let index: usize = rest[start + PLACEHOLDER_OPEN.len_utf8()..end].parse().ok()?;
+            prompt.push_template(&rest[..start]);
+            prompt.push_text(messages.get(index)?.1.replace(['\0', PLACEHOLDER_OPEN, PLACEHOLDER_CLOSE], ""));
+            rest = &rest[end + PLACEHOLDER_CLOSE.len_utf8()..];
+        }
+        prompt.push_template(rest);
+        Some(prompt)
+    }
+
+    /// Events arrive as the worker produces them; drop the generation (or call `cancel`)
+    /// to stop.
+    fn generate(&self, request: GenerateRequest) -> Result<Generation, GenerateError> {
+        let tokens = tokenize_prompt(&self.inner.model, &request.prompt);
+        self.submit(tokens, None, request)
+    }
+}
+
+/// Marks where message `i` goes while a chat template is rendered (private-use
+/// characters, removed from contents, so no text can fake one).
+const PLACEHOLDER_OPEN: char = '\u{F8F0}';
+const PLACEHOLDER_CLOSE: char = '\u{F8F1}';
+
+fn placeholder(i: usize) -> String {
+    format!("{PLACEHOLDER_OPEN}{i}{PLACEHOLDER_CLOSE}")
+}
+
+/// Ordinary text as a prompt of its own (with the model's start token): control-token
+/// spellings in it stay ordinary text.
+fn tokenize_text(model: &LlamaModel, text: &str) -> Vec<LlamaToken> {
+    model.vocab().tokenize(text.as_bytes(), true, false)
+}
+
+/// A prompt piece by piece: control tokens are parsed in the template's text only.
+fn tokenize_prompt(model: &LlamaModel, prompt: &PromptText) -> Vec<LlamaToken> {
+    let mut tokens = Vec::new();
+    for (i, part) in prompt.parts().iter().enumerate() {
+        let special = matches!(part, Part::Template(_));
+        tokens.extend(model.vocab().tokenize(part.as_str().as_bytes(), i == 0, special));
+    }
+    tokens
 }
 
 /// A request being served in one sequence of the context.
 struct Active {
     seq: i32,
+    /// Admission order (higher = admitted later): a full cache fails the newest request.
+    admitted: u64,
     job: Job,
     /// Prompt tokens already in the KV cache.
     prefilled: usize,
@@ -375,6 +354,7 @@ struct Worker<'m> {
     context_tokens: usize,
     batch: LlamaBatch<'static>,
     batch_tokens: usize,
+    admissions: u64,
 }
 
 impl<'m> Worker<'m> {
@@ -395,6 +375,7 @@ impl<'m> Worker<'m> {
             context_tokens,
             batch: LlamaBatch::new(batch_tokens, parallel as i32),
             batch_tokens,
+            admissions: 0,
         }
     }
 
@@ -440,8 +421,10 @@ impl<'m> Worker<'m> {
                 continue;
             }
             let (seq, reused) = self.pick_sequence(&job);
+            self.admissions += 1;
             self.slots[seq] = Some(Active {
                 seq: seq as i32,
+                admitted: self.admissions,
                 sampler: sampler(self.model, &job.request.sampling),
                 job,
                 prefilled: reused,
@@ -505,20 +488,41 @@ impl<'m> Worker<'m> {
 
     fn drop_cancelled(&mut self) {
         for i in 0..self.slots.len() {
-            let cancelled = self.slots[i]
-                .as_ref()
-                .is_some_and(|a| a.job.cancel.is_cancelled() || a.job.events.is_closed());
+            let cancelled =
+                self.slots[i].as_ref().is_some_and(|a| a.job.cancel.is_cancelled() || a.job.events.is_closed());
             if cancelled {
                 self.finish(i, StopReason::Cancelled);
             }
         }
     }
 
-    /// Decodes one batch: one token per generating sequence, then prompt chunks.
+    /// Decodes one batch: one token per generating sequence, then prompt chunks; then
+    /// reads the logits of everyone who got some.
     fn step(&mut self) {
         self.batch.clear();
-        let mut budget = self.batch_tokens;
         let before: Vec<Option<usize>> = self.slots.iter().map(|s| s.as_ref().map(|a| a.prefilled)).collect();
+        let budget = self.add_next_tokens(self.batch_tokens);
+        self.add_prompt_chunks(budget);
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        match self.ctx.decode(&mut self.batch) {
+            Ok(()) => self.read_logits(),
+            Err(DecodeError::NoKvCacheSlot) => self.cache_full(&before),
+            Err(e) => {
+                tracing::error!(error = %e, "decode failed");
+                for i in 0..self.slots.len() {
+                    if self.slots[i].is_some() {
+                        self.fail(i, &format!("decode failed: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts the next token of every generating sequence in the batch, first: answers in
+    /// progress never wait for someone else's prompt. Returns the batch room left.
+    fn add_next_tokens(&mut self, mut budget: usize) -> usize {
         for a in self.slots.iter_mut().flatten() {
             a.logits_at = None;
             if let Some(tok) = a.next {
@@ -530,6 +534,12 @@ impl<'m> Worker<'m> {
                 budget -= 1;
             }
         }
+        budget
+    }
+
+    /// Fills the rest of the batch with prompt tokens of sequences still reading theirs
+    /// (chunked prefill), asking for the logits that start an answer or score a token.
+    fn add_prompt_chunks(&mut self, mut budget: usize) {
         for a in self.slots.iter_mut().flatten() {
             if a.next.is_some() || budget == 0 {
                 continue;
@@ -554,41 +564,34 @@ impl<'m> Worker<'m> {
             a.n_past = a.prefilled;
             budget -= take;
         }
-        if self.batch.n_tokens() == 0 {
+    }
+
+    /// The cache had no room for this batch, so nothing of it was decoded (one
+    /// micro-batch): undo the prefill, then make room by dropping kept prompts, or else by
+    /// failing the newest request rather than everyone.
+    fn cache_full(&mut self, before: &[Option<usize>]) {
+        for (slot, before) in self.slots.iter_mut().zip(before) {
+            if let (Some(a), Some(p)) = (slot.as_mut(), before) {
+                a.prefilled = *p;
+                a.n_past = if a.next.is_some() { a.n_past } else { *p };
+            }
+        }
+        if self.evict_kept() {
+            tracing::debug!("KV cache full; dropped the prompts kept for reuse");
             return;
         }
-        match self.ctx.decode(&mut self.batch) {
-            Ok(()) => {}
-            Err(DecodeError::NoKvCacheSlot) => {
-                // Nothing of this batch was decoded (one micro-batch): undo the prefill.
-                for (slot, before) in self.slots.iter_mut().zip(&before) {
-                    if let (Some(a), Some(p)) = (slot.as_mut(), before) {
-                        a.prefilled = *p;
-                        a.n_past = if a.next.is_some() { a.n_past } else { *p };
-                    }
-                }
-                if self.evict_kept() {
-                    tracing::debug!("KV cache full; dropped the prompts kept for reuse");
-                    return;
-                }
-                // Admission keeps every sequence within its share of the cache, so this
-                // means fragmentation: give up on the youngest request, not on everyone.
-                tracing::warn!("KV cache full; failing the newest generation");
-                if let Some(i) = self.slots.iter().rposition(Option::is_some) {
-                    self.fail(i, "the model's context is full; please ask again");
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "decode failed");
-                for i in 0..self.slots.len() {
-                    if self.slots[i].is_some() {
-                        self.fail(i, &format!("generation failed: {e}"));
-                    }
-                }
-                return;
-            }
+        tracing::warn!("KV cache full; failing the newest generation");
+        let newest = (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .max_by_key(|&i| self.slots[i].as_ref().map_or(0, |a| a.admitted));
+        if let Some(i) = newest {
+            self.fail(i, "the model's context is full; please ask again");
         }
+    }
+
+    /// After a decode: scoring sequences add up their log-probabilities, generating ones
+    /// sample their next token and stream it.
+    fn read_logits(&mut self) {
         for i in 0..self.slots.len() {
             let Some(a) = self.slots[i].as_mut() else { continue };
             if a.job.score_from.is_some() {
@@ -685,11 +688,7 @@ fn emit(a: &mut Active, text: &str) -> Option<StopReason> {
         }
         return Some(StopReason::StopString);
     }
-    let keep = stops
-        .iter()
-        .map(|s| longest_suffix_prefix(&a.held, s))
-        .max()
-        .unwrap_or(0);
+    let keep = stops.iter().map(|s| longest_suffix_prefix(&a.held, s)).max().unwrap_or(0);
     let cut = a.held.len() - keep;
     if cut > 0 {
         let rest = a.held.split_off(cut);
@@ -746,7 +745,7 @@ mod tests {
 }
 
 #[async_trait::async_trait]
-impl lore_plugins::Scorer for Generator {
+impl lore_core::Scorer for Generator {
     async fn logprob(&self, context: &str, continuation: &str) -> anyhow::Result<f64> {
         Ok(self.score(context, continuation).await?)
     }

@@ -1,14 +1,17 @@
-//! The only module that knows llama.cpp (`llama-cpp-2`).
+//! Lore's models through llama.cpp: the only crate that knows `llama-cpp-2`.
 //!
-//! Everything else sees [`Generator`] (a handle that streams text for a prompt) and
-//! [`LlamaEmbedder`] (an implementation of `lore_plugins::Embedder`) and
-//! [`LlamaCrossEncoder`] (`lore_plugins::PairScorer`). Each owns one OS
-//! thread that owns the llama.cpp context: contexts are not `Sync` and decoding blocks.
+//! It knows nothing of knowledge bases (LanceDB), chat platforms or the YAML config file:
+//! it implements `lore-core`'s traits — [`Generator`] (`ChatModel`, `Scorer`: a handle that
+//! streams text for a prompt), [`LlamaEmbedder`] (`Embedder`) and [`LlamaCrossEncoder`]
+//! (`PairScorer`) — from the settings in [`settings`]. Each owns one OS thread that owns
+//! the llama.cpp context: contexts are not `Sync` and decoding blocks.
 
+pub mod bench;
 mod embed;
 mod generate;
 mod model_file;
 mod rank;
+pub mod settings;
 mod utf8;
 
 use std::path::Path;
@@ -19,11 +22,14 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 
 pub use embed::LlamaEmbedder;
-pub use generate::{Event, Finish, GenerateRequest, Generation, Generator, StopReason};
-pub use rank::LlamaCrossEncoder;
+pub use generate::Generator;
+pub use lore_core::{Event, Finish, GenerateError, GenerateRequest, Generated, Generation, Sampling, StopReason};
 pub use model_file::{architecture, check as check_model_file, ModelFileError};
+pub use rank::LlamaCrossEncoder;
+pub use settings::{EmbedderConfig, GeneratorConfig};
 pub use utf8::Utf8Stream;
 
+/// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
@@ -36,12 +42,8 @@ pub enum EngineError {
     Context { path: String, reason: String },
     #[error("{path} is not a reranking model (its GGUF has no rank pooling): point `models.reranker.path` at a cross-encoder GGUF such as bge-reranker")]
     NotAReranker { path: String },
-    #[error("the generator has stopped")]
-    Stopped,
-    #[error("too many questions are waiting ({0} in line); try again shortly")]
-    QueueFull(usize),
-    #[error("the prompt has {prompt} tokens but the context holds {limit}")]
-    PromptTooLong { prompt: usize, limit: usize },
+    #[error("the {0} thread stopped before its model was ready")]
+    Stopped(&'static str),
 }
 
 /// The process-wide llama.cpp backend (it may be initialised only once).
@@ -68,7 +70,11 @@ fn load_backend_modules() {
     let dir = std::env::var_os("LORE_BACKENDS_DIR")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)))
-        .filter(|d| std::fs::read_dir(d).is_ok_and(|mut it| it.any(|f| f.is_ok_and(|f| f.file_name().to_string_lossy().starts_with("libggml-")))));
+        .filter(|d| {
+            std::fs::read_dir(d).is_ok_and(|mut it| {
+                it.any(|f| f.is_ok_and(|f| f.file_name().to_string_lossy().starts_with("libggml-")))
+            })
+        });
     match dir {
         Some(dir) => llama_cpp_2::llama_backend::load_backends_from_path(&dir),
         None => llama_cpp_2::llama_backend::load_backends(),
@@ -148,7 +154,11 @@ fn pooled_outputs(
             used += sequences[end].len();
             end += 1;
         }
-        anyhow::ensure!(end > start, "a sequence of {} tokens exceeds the batch of {max_tokens}", sequences[start].len());
+        anyhow::ensure!(
+            end > start,
+            "a sequence of {} tokens exceeds the batch of {max_tokens}",
+            sequences[start].len()
+        );
         batch.clear();
         for (seq, toks) in sequences[start..end].iter().enumerate() {
             batch.add_sequence(toks, seq as i32, true)?;

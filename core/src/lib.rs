@@ -1,0 +1,22 @@
+//! The vocabulary every Lore crate shares, and nothing heavier.
+//!
+//! `lore-core` knows nothing of llama.cpp, LanceDB/Arrow, serenity/teloxide or the YAML
+//! config: it holds plain data (chunks, hits, chat messages, generation events) and the
+//! small traits the other crates implement (`Embedder`, `Retriever`, `Reranker`, `Scorer`,
+//! `PairScorer`, `ChatModel`, `ReplySink`, `Adapter`), and deterministic stand-ins for
+//! the models ([`testing`]) so every crate can test its logic without model files. The engine, the plugins and the
+//! adapters each depend on this crate and never on each other.
+
+pub mod chat;
+pub mod generation;
+pub mod knowledge;
+pub mod retrieval;
+pub mod testing;
+
+pub use chat::{Adapter, Author, Command, ConversationKey, Incoming, ReplySink, SourceRef};
+pub use generation::{
+    ChatModel, Event, Finish, GenerateError, GenerateRequest, Generated, Generation, Part, PromptText, Sampling,
+    StopReason,
+};
+pub use knowledge::{chunk_id, Chunk, Hit};
+pub use retrieval::{cosine, Embedder, PairScorer, PluginContext, Reranker, Retriever, Scorer};

@@ -1,0 +1,268 @@
+//! The router's rules with a stand-in answerer: no models, no knowledge bases.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lore_core::{Author, ConversationKey, GenerateError, SourceRef};
+
+use super::*;
+use crate::config::Config;
+
+const CONFIG: &str = "\
+models:
+  generator:
+    path: /models/gen.gguf
+  embedder:
+    path: /models/emb.gguf
+knowledge_bases:
+  bees: {}
+  normans: {}
+bots:
+  docs:
+    knowledge_base: bees
+    memory_turns: 2
+    allow:
+      users: [ann, bob]
+    channels:
+      normandy:
+        knowledge_base: normans
+        retrieval:
+          top_k: 3
+  other:
+    knowledge_base: bees
+";
+
+/// Answers with the place's knowledge base and the history it was given, so tests can
+/// see which place a message went to and what the bot remembered.
+struct Stand {
+    fail: Option<fn() -> anyhow::Error>,
+    /// When set, every answer waits until this is notified.
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+#[async_trait]
+impl Answerer for Stand {
+    type Route = Place;
+
+    fn route(&self, place: Place) -> anyhow::Result<Place> {
+        Ok(place)
+    }
+
+    async fn answer(
+        &self,
+        place: &Place,
+        question: &str,
+        history: &[Turn],
+        reranking: Reranking,
+        sink: &mut dyn ReplySink,
+    ) -> anyhow::Result<Outcome> {
+        if let Some(fail) = self.fail {
+            return Err(fail());
+        }
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        let asked: Vec<&str> = history.iter().map(|t| t.question.as_str()).collect();
+        let text = format!("{} top_k={} after {asked:?}: {question} ({reranking:?})", place.kb, place.retrieval.top_k);
+        let hit = lore_core::Hit {
+            chunk: lore_core::Chunk::new(&format!("{}.md", place.kb), 0, 1, 3, "Bees dance.".into()),
+            score: 1.0,
+            similarity: Some(0.9),
+        };
+        sink.finish(&text, &[]).await?;
+        Ok(Outcome {
+            text,
+            passages: vec![hit],
+            abstained: false,
+            stop: None,
+            retrieval_time: Duration::ZERO,
+            first_token: None,
+            total_time: Duration::ZERO,
+        })
+    }
+
+    async fn chunks(&self, place: &Place) -> anyhow::Result<usize> {
+        Ok(if place.kb == "bees" { 12 } else { 0 })
+    }
+}
+
+#[derive(Clone, Default)]
+struct Said(Arc<Mutex<Vec<String>>>);
+
+#[async_trait]
+impl ReplySink for Said {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn update(&mut self, text: &str) -> anyhow::Result<()> {
+        self.0.lock().unwrap().push(format!("~{text}"));
+        Ok(())
+    }
+    async fn finish(&mut self, text: &str, _: &[SourceRef]) -> anyhow::Result<()> {
+        self.0.lock().unwrap().push(text.to_string());
+        Ok(())
+    }
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.0.lock().unwrap().push(text.to_string());
+        Ok(())
+    }
+}
+
+fn router(fail: Option<fn() -> anyhow::Error>) -> Arc<Router<Stand>> {
+    let config = Config::parse(Path::new("/etc/lore/lore.yaml"), CONFIG).unwrap();
+    Arc::new(Router::new(&config, Stand { fail, gate: None }, None).unwrap())
+}
+
+/// What the router said back to `user` in `channel` for `text` (the last reply).
+async fn ask(router: &Arc<Router<Stand>>, bot: &str, user: &str, channel: &str, text: &str) -> String {
+    let said = Said::default();
+    router
+        .handle(Incoming {
+            bot: bot.into(),
+            conversation: ConversationKey(format!("test:{channel}")),
+            channel: channel.into(),
+            author: Author { id: user.into(), name: user.into(), roles: vec![] },
+            text: text.into(),
+            command: Command::parse(text),
+            reply: Box::new(said.clone()),
+        })
+        .await;
+    said.finals().last().cloned().unwrap_or_default()
+}
+
+impl Said {
+    /// What was said or finished, without the streamed updates.
+    fn finals(&self) -> Vec<String> {
+        self.0.lock().unwrap().iter().filter(|m| !m.starts_with('~')).cloned().collect()
+    }
+
+    fn updates(&self) -> Vec<String> {
+        self.0.lock().unwrap().iter().filter_map(|m| m.strip_prefix('~')).map(String::from).collect()
+    }
+}
+
+fn incoming(bot: &str, user: &str, text: &str, said: &Said) -> Incoming {
+    Incoming {
+        bot: bot.into(),
+        conversation: ConversationKey(format!("test:{user}")),
+        channel: user.into(),
+        author: Author { id: user.into(), name: user.into(), roles: vec![] },
+        text: text.into(),
+        command: Command::parse(text),
+        reply: Box::new(said.clone()),
+    }
+}
+
+#[tokio::test]
+async fn questions_wait_their_turn_seeing_their_place_and_skip_the_llm_reranker_while_others_wait() {
+    let config = Config::parse(
+        Path::new("lore.yaml"),
+        &CONFIG.replace("    path: /models/gen.gguf\n", "    path: /models/gen.gguf\n    parallel: 1\n"),
+    )
+    .unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let r = Arc::new(Router::new(&config, Stand { fail: None, gate: Some(gate.clone()) }, None).unwrap());
+    let users = ["u1", "u2", "u3"];
+    let said: Vec<Said> = users.iter().map(|_| Said::default()).collect();
+    let mut tasks = vec![];
+    for (user, said) in users.iter().zip(&said) {
+        // Arrival order is the order of the line, however the tasks are scheduled.
+        tasks.push(tokio::spawn(r.handle(incoming("other", user, "Why?", said))));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // u1 is being answered, u2 and u3 wait and were told where they stand.
+    assert_eq!(r.line().waiting(), 2);
+    for _ in 0..3 {
+        gate.add_permits(1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(1), t).await.unwrap().unwrap();
+    }
+    let replies: Vec<String> = said.iter().map(|s| s.finals().join(" | ")).collect();
+    assert!(replies.iter().all(|r| r.starts_with("bees top_k=12")), "{replies:?}");
+    assert!(replies[0].ends_with("(Full)"), "nobody was waiting when u1's turn came: {}", replies[0]);
+    assert!(replies[1].ends_with("(WithoutLlm)"), "u3 was waiting behind u2: {}", replies[1]);
+    assert!(replies[2].ends_with("(Full)"), "nobody was waiting behind u3: {}", replies[2]);
+    assert!(said[0].updates().is_empty(), "u1 never waited");
+    assert_eq!(said[1].updates(), vec!["(waiting: 1st in line)"]);
+    assert_eq!(said[2].updates(), vec!["(waiting: 2nd in line)", "(waiting: 1st in line)"]);
+}
+
+#[tokio::test]
+async fn a_full_line_and_a_fast_asker_are_told_so() {
+    let text = CONFIG.replace("    path: /models/gen.gguf\n", "    path: /models/gen.gguf\n    parallel: 1\n")
+        + "admission:\n  max_waiting_questions: 1\n  per_user_in_flight: 5\n  rate_limit: {questions: 2, per_seconds: 3600}\n";
+    let config = Config::parse(Path::new("lore.yaml"), &text).unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let r = Arc::new(Router::new(&config, Stand { fail: None, gate: Some(gate.clone()) }, None).unwrap());
+    let s1 = Said::default();
+    let first = tokio::spawn(r.handle(incoming("other", "a", "one", &s1)));
+    let s2 = Said::default();
+    let second = tokio::spawn(r.handle(incoming("other", "b", "two", &s2)));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let full = ask(&r, "other", "c", "c", "three").await;
+    assert!(full.contains("too many questions are waiting (1 in line)"), "{full}");
+    gate.add_permits(10);
+    first.await.unwrap();
+    second.await.unwrap();
+    ask(&r, "other", "a", "a", "four").await;
+    let limited = ask(&r, "other", "a", "a", "five").await;
+    assert!(
+        limited.starts_with("Sorry, you are asking faster than I can answer (at most 2 questions every 3600 s)"),
+        "{limited}"
+    );
+}
+
+#[tokio::test]
+async fn a_channel_answers_from_its_own_knowledge_base_and_settings() {
+    let r = router(None);
+    assert!(ask(&r, "docs", "ann", "lobby", "Why?").await.starts_with("bees top_k=12"));
+    assert!(ask(&r, "docs", "ann", "normandy", "Who?").await.starts_with("normans top_k=3"));
+    assert!(ask(&r, "docs", "ann", "normandy", "/kb").await.contains("\"normans\" (empty)"));
+    assert!(ask(&r, "docs", "ann", "lobby", "/kb").await.contains("\"bees\" (12 chunks)"));
+}
+
+#[tokio::test]
+async fn the_allow_list_refuses_before_anything_is_answered() {
+    let r = router(None);
+    let reply = ask(&r, "docs", "mallory", "lobby", "Why?").await;
+    assert!(reply.starts_with("Sorry, I only answer"), "{reply}");
+    assert!(ask(&r, "other", "mallory", "lobby", "Why?").await.starts_with("bees"), "an open bot answers anyone");
+}
+
+#[tokio::test]
+async fn memory_is_kept_per_bot_and_conversation_and_reset_forgets_it() {
+    let r = router(None);
+    ask(&r, "docs", "ann", "lobby", "first").await;
+    ask(&r, "docs", "ann", "lobby", "second").await;
+    assert!(ask(&r, "docs", "ann", "lobby", "third").await.contains("[\"first\", \"second\"]: third"));
+    assert!(ask(&r, "docs", "ann", "lobby", "fourth").await.contains("[\"second\", \"third\"]"), "memory_turns: 2");
+    // Another bot in the same channel has its own memory.
+    assert!(ask(&r, "other", "ann", "lobby", "hello").await.contains("after []: hello"));
+    assert!(ask(&r, "docs", "ann", "lobby", "/sources").await.contains("[1] bees.md (lines 1-3)"));
+    assert_eq!(ask(&r, "other", "ann", "elsewhere", "/sources").await, "The last answer had no sources.");
+    assert!(ask(&r, "docs", "ann", "lobby", "/reset").await.contains("forgot"));
+    assert!(ask(&r, "docs", "ann", "lobby", "again").await.contains("after []: again"));
+    assert!(ask(&r, "other", "ann", "lobby", "more").await.contains("after [\"hello\"]"), "reset one bot only");
+}
+
+#[tokio::test]
+async fn help_and_empty_questions_explain_the_bot() {
+    let r = router(None);
+    for text in ["/help", "   "] {
+        let reply = ask(&r, "docs", "ann", "lobby", text).await;
+        assert!(reply.starts_with("I am docs.") && reply.contains("/sources"), "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn internal_errors_reach_the_chat_as_an_id_and_reasons_for_the_user_as_words() {
+    let r = router(Some(|| anyhow::anyhow!("LanceDB: IO error at /secret/path").context("retrieving")));
+    let reply = ask(&r, "docs", "ann", "lobby", "Why?").await;
+    assert!(reply.contains("(error ") && !reply.contains("secret") && !reply.contains("LanceDB"), "{reply}");
+    let r = router(Some(|| anyhow::Error::from(GenerateError::QueueFull(64)).context("starting the answer")));
+    let reply = ask(&r, "docs", "ann", "lobby", "Why?").await;
+    assert!(reply.contains("too many questions are waiting"), "{reply}");
+}

@@ -1,0 +1,88 @@
+//! A busy community at once, on the real default models behind the fake Telegram server:
+//! everyone is answered, in order of arrival, and one person flooding the bot does not
+//! keep others waiting.
+
+use std::time::Duration;
+
+use lore_tests::daemon::{sample_kb, TelegramDaemon};
+use lore_tests::fake_telegram::{strip_tags, Chat};
+use lore_tests::wait_until;
+
+const ANSWERS: Duration = Duration::from_secs(600);
+const QUESTION: &str = "How do honeybees tell each other where the flowers are?";
+
+/// What the bot shows in each chat, tags stripped.
+fn shown(daemon: &TelegramDaemon, chat: i64) -> Vec<String> {
+    daemon.fake.shown_in(chat).iter().map(|m| strip_tags(m)).collect()
+}
+
+/// The first text the bot sent to `chat` (before any edit).
+fn first_sent(daemon: &TelegramDaemon, chat: i64) -> String {
+    let sent = daemon.fake.calls("sendMessage");
+    let first = sent.iter().find(|b| b["chat_id"].as_i64() == Some(chat)).expect("the bot wrote to the chat");
+    first["text"].as_str().unwrap_or_default().to_string()
+}
+
+fn answered(m: &str) -> bool {
+    m.contains("Sources")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixteen_people_asking_at_once_are_all_answered_in_order_of_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TelegramDaemon::start(dir.path(), &sample_kb(), "bees", "").await;
+    let parallel = daemon.app.config.models.generator.parallel;
+    let people: Vec<i64> = (1000..1016).collect();
+    for &p in &people {
+        daemon.fake.push_message(Chat::Private(p), p, QUESTION);
+    }
+    wait_until(ANSWERS, "every person has an answer with sources", || {
+        people.iter().all(|&p| shown(&daemon, p).first().is_some_and(|m| answered(m)))
+    })
+    .await;
+    for (i, &p) in people.iter().enumerate() {
+        let messages = shown(&daemon, p);
+        assert_eq!(messages.len(), 1, "person {i}: one message, edited into the answer: {messages:?}");
+        assert!(messages[0].contains("honeybees.md"), "person {i}: {}", messages[0]);
+        // The first `parallel` start at once; everyone after them learned their place,
+        // which is their place in order of arrival.
+        let first = first_sent(&daemon, p);
+        if i < parallel {
+            assert!(!first.contains("waiting"), "person {i} should not have waited: {first}");
+        } else {
+            let ordinal = lore::pipeline::ordinal(i + 1 - parallel);
+            assert_eq!(first, format!("(waiting: {ordinal} in line)"), "person {i}");
+        }
+    }
+    // Still running: one more question is answered.
+    daemon.fake.push_message(Chat::Private(2000), 2000, QUESTION);
+    wait_until(ANSWERS, "a question after the crowd is answered", || {
+        shown(&daemon, 2000).first().is_some_and(|m| answered(m))
+    })
+    .await;
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_person_flooding_the_bot_does_not_keep_others_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TelegramDaemon::start(dir.path(), &sample_kb(), "bees", "").await;
+    let (flood, others) = (3000, [3001, 3002, 3003]);
+    for i in 0..10 {
+        daemon.fake.push_message(Chat::Private(flood), flood, &format!("{QUESTION} ({i})"));
+    }
+    for p in others {
+        daemon.fake.push_message(Chat::Private(p), p, QUESTION);
+    }
+    let finals = |chat: i64| shown(&daemon, chat).iter().filter(|m| answered(m)).count();
+    wait_until(ANSWERS, "the three others are answered", || others.iter().all(|&p| finals(p) == 1)).await;
+    // The flooder's answers come one at a time (one in progress per person), so while the
+    // others were answered at most their first two can have finished.
+    let flood_done = finals(flood);
+    assert!(flood_done <= 2, "the others waited behind {flood_done} of the flooder's answers");
+    for p in others {
+        assert!(!first_sent(&daemon, p).contains("waiting"), "{p} should have started at once");
+    }
+    wait_until(ANSWERS, "the flooder is answered too", || finals(flood) == 10).await;
+    daemon.stop().await;
+}

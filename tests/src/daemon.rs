@@ -1,0 +1,68 @@
+//! The whole daemon (`lore run`'s serve loop, real models) behind the real Telegram client
+//! and the fake Bot API server.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lore::app::{App, Models};
+use lore::ingest::Progress;
+use tokio_util::sync::CancellationToken;
+
+use crate::fake_telegram::FakeTelegram;
+use crate::models::config;
+use crate::wait_until;
+
+const TOKEN: &str = "123456:fake-telegram-token";
+
+pub struct TelegramDaemon {
+    pub fake: FakeTelegram,
+    pub app: Arc<App>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TelegramDaemon {
+    /// Starts a Telegram bot `docs` answering from `kb`. `config_extra` is appended to the
+    /// config (it must define `knowledge_bases`, each with `sources`); `bot_extra` is
+    /// appended to the bot's settings (indented four spaces). Every knowledge base is
+    /// ingested first.
+    pub async fn start(dir: &Path, config_extra: &str, kb: &str, bot_extra: &str) -> Self {
+        crate::init();
+        let fake = FakeTelegram::start(TOKEN).await;
+        std::env::set_var("LORE_TEST_TELEGRAM_TOKEN", TOKEN);
+        let extra = format!(
+            "{config_extra}bots:\n  docs:\n    knowledge_base: {kb}\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: {api}\n      poll_timeout_secs: 2\n      edit_interval_ms: 300\n{bot_extra}",
+            api = fake.api_url(),
+        );
+        let app = Arc::new(App::load(config(dir, &extra), Models::All).await.unwrap());
+        for (name, kb) in &app.config.knowledge_bases {
+            let chunking = app.config.chunking.clone();
+            let table = app.kb_for_ingest(name).await.unwrap();
+            lore::ingest::ingest(&table, &app.embedder, &kb.sources, &chunking, Progress::Quiet).await.unwrap();
+        }
+        let lore::config::AdapterConfig::Telegram(tg) = &app.config.bots["docs"].adapter else {
+            panic!("a telegram adapter")
+        };
+        let adapter = lore_adapters::telegram::TelegramAdapter::new("docs", tg, TOKEN.into()).unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(lore::cli::serve_until(app.clone(), vec![Box::new(adapter)], shutdown.clone()));
+        wait_until(Duration::from_secs(10), "the bot registers its commands", || {
+            !fake.calls("setMyCommands").is_empty()
+        })
+        .await;
+        Self { fake, app, shutdown, task }
+    }
+
+    /// Stops the daemon as SIGTERM would and waits for it to finish cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(40), self.task).await.expect("daemon stops").unwrap().unwrap();
+    }
+}
+
+/// The sample knowledge base that ships in `config/sample/`.
+pub fn sample_kb() -> String {
+    let bees = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sample/honeybees.md");
+    format!("knowledge_bases:\n  bees:\n    sources: [{}]\n", bees.display())
+}
