@@ -20,11 +20,7 @@ impl ConsoleAdapter {
 
 #[async_trait]
 impl Adapter for ConsoleAdapter {
-    async fn run(
-        self: Box<Self>,
-        inbox: mpsc::Sender<Incoming>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
+    async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         loop {
             prompt().await;

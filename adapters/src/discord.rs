@@ -11,10 +11,9 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use serde::{Deserialize, Deserializer};
 use serenity::all::{
-    ChannelId, ClientBuilder, Command as AppCommand, CommandInteraction, Context,
-    CreateAllowedMentions, CreateCommand, CreateInteractionResponseFollowup, CreateMessage,
-    EditInteractionResponse, EditMessage, EventHandler, GatewayIntents, GuildId, Http, HttpBuilder,
-    Interaction, Message, MessageId, Ready, RoleId, User,
+    ChannelId, ClientBuilder, Command as AppCommand, CommandInteraction, Context, CreateAllowedMentions, CreateCommand,
+    CreateInteractionResponseFollowup, CreateMessage, EditInteractionResponse, EditMessage, EventHandler,
+    GatewayIntents, GuildId, Http, HttpBuilder, Interaction, Message, MessageId, Ready, RoleId, User,
 };
 use serenity::builder::Builder as _;
 use tokio::sync::mpsc;
@@ -91,32 +90,18 @@ pub struct DiscordAdapter {
 impl DiscordAdapter {
     pub fn new(bot_name: &str, cfg: &DiscordConfig, token: String) -> anyhow::Result<Self> {
         let token = token.trim().to_string();
-        anyhow::ensure!(
-            !token.is_empty(),
-            "the Discord token (${}) is empty",
-            cfg.token_env
-        );
-        Ok(Self {
-            bot: bot_name.to_string(),
-            cfg: cfg.clone(),
-            token: Secret::new(token),
-        })
+        anyhow::ensure!(!token.is_empty(), "the Discord token (${}) is empty", cfg.token_env);
+        Ok(Self { bot: bot_name.to_string(), cfg: cfg.clone(), token: Secret::new(token) })
     }
 }
 
 #[async_trait]
 impl Adapter for DiscordAdapter {
-    async fn run(
-        self: Box<Self>,
-        inbox: mpsc::Sender<Incoming>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
+    async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut http = HttpBuilder::new(self.token.expose());
         if let Some(url) = &self.cfg.api_url {
             // With the rate limiter on, serenity ignores the proxy.
-            http = http
-                .proxy(url.trim_end_matches('/'))
-                .ratelimiter_disabled(true);
+            http = http.proxy(url.trim_end_matches('/')).ratelimiter_disabled(true);
         }
         let mut http = http.build();
         http.default_allowed_mentions = Some(no_mentions());
@@ -211,10 +196,7 @@ impl EventHandler for Handler {
         let mentioned = msg.mentions.iter().any(|u| u.id == me)
             || msg.content.contains(&format!("<@{me}>"))
             || msg.content.contains(&format!("<@!{me}>"));
-        let reply_to_me = msg
-            .referenced_message
-            .as_ref()
-            .is_some_and(|m| m.author.id == me);
+        let reply_to_me = msg.referenced_message.as_ref().is_some_and(|m| m.author.id == me);
         let everything = self.respond_to_all.contains(&msg.channel_id.get());
         if !(in_dm || mentioned || reply_to_me || everything) {
             return;
@@ -224,17 +206,11 @@ impl EventHandler for Handler {
             return;
         }
         let text = strip_mention(&msg.content, me.get());
-        let conversation = if in_dm {
-            format!("discord:dm:{}", msg.author.id)
-        } else {
-            format!("discord:{}", msg.channel_id)
-        };
+        let conversation =
+            if in_dm { format!("discord:dm:{}", msg.author.id) } else { format!("discord:{}", msg.channel_id) };
         let sink = DiscordSink {
             http: ctx.http.clone(),
-            target: Target::Channel {
-                id: msg.channel_id,
-                reply_to: (!in_dm).then_some(msg.id),
-            },
+            target: Target::Channel { id: msg.channel_id, reply_to: (!in_dm).then_some(msg.id) },
             throttle: self.throttle.clone(),
             streaming: None,
             shown: String::new(),
@@ -267,8 +243,7 @@ impl EventHandler for Handler {
             warn!(bot = %self.bot, %error, "deferring a slash command failed");
             return;
         }
-        let incoming =
-            interaction_incoming(&self.bot, &cmd, command, ctx.http.clone(), &self.throttle);
+        let incoming = interaction_incoming(&self.bot, &cmd, command, ctx.http.clone(), &self.throttle);
         self.forward(incoming).await;
     }
 }
@@ -293,10 +268,7 @@ fn interaction_incoming(
         command: Some(command),
         reply: Box::new(DiscordSink {
             http,
-            target: Target::Interaction {
-                token: cmd.token.clone(),
-                original_used: false,
-            },
+            target: Target::Interaction { token: cmd.token.clone(), original_used: false },
             throttle: throttle.clone(),
             streaming: None,
             shown: String::new(),
@@ -308,24 +280,14 @@ fn interaction_incoming(
 fn author(user: &User, roles: Option<&[RoleId]>) -> Author {
     Author {
         id: user.id.to_string(),
-        name: user
-            .global_name
-            .clone()
-            .unwrap_or_else(|| user.name.clone()),
-        roles: roles
-            .unwrap_or_default()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        name: user.global_name.clone().unwrap_or_else(|| user.name.clone()),
+        roles: roles.unwrap_or_default().iter().map(ToString::to_string).collect(),
     }
 }
 
 impl Handler {
     fn first_time(&self, id: u64) -> bool {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .first_time(id)
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).first_time(id)
     }
 
     async fn forward(&self, incoming: Incoming) {
@@ -354,9 +316,7 @@ impl Handler {
 /// Removes mentions of the bot (`<@id>`, `<@!id>`) and trims. A one-line question has its
 /// spaces collapsed; several lines (pasted code) are kept as they are.
 fn strip_mention(content: &str, me: u64) -> String {
-    let stripped = content
-        .replace(&format!("<@{me}>"), "")
-        .replace(&format!("<@!{me}>"), "");
+    let stripped = content.replace(&format!("<@{me}>"), "").replace(&format!("<@!{me}>"), "");
     if stripped.contains('\n') {
         stripped.trim().to_string()
     } else {
@@ -386,10 +346,7 @@ where
     loop {
         match call().await {
             Err(error) if attempt < MAX_RETRIES && rate_limited(&error) => {
-                warn!(
-                    retry_in_ms = wait.as_millis() as u64,
-                    "Discord rate limit; retrying"
-                );
+                warn!(retry_in_ms = wait.as_millis() as u64, "Discord rate limit; retrying");
                 tokio::time::sleep(wait).await;
                 wait *= 2;
                 attempt += 1;
@@ -402,10 +359,7 @@ where
 /// Where the answer to one question goes.
 enum Target {
     /// A channel, thread or DM; in guilds the first message replies to the question.
-    Channel {
-        id: ChannelId,
-        reply_to: Option<MessageId>,
-    },
+    Channel { id: ChannelId, reply_to: Option<MessageId> },
     /// A slash command: the deferred response is edited, further pieces are follow-ups.
     Interaction { token: String, original_used: bool },
 }
@@ -441,9 +395,7 @@ impl DiscordSink {
         let http = &self.http;
         match &mut self.target {
             Target::Channel { id, reply_to } => {
-                let mut builder = CreateMessage::new()
-                    .content(content)
-                    .allowed_mentions(no_mentions());
+                let mut builder = CreateMessage::new().content(content).allowed_mentions(no_mentions());
                 // Only the first message of an answer is a reply.
                 if let Some(question) = reply_to.take() {
                     builder = builder.reference_message((*id, question));
@@ -451,23 +403,15 @@ impl DiscordSink {
                 let msg = retry_429(|| id.send_message(http, builder.clone())).await?;
                 Ok(Sent::Message(msg.id))
             }
-            Target::Interaction {
-                token,
-                original_used,
-            } if !*original_used => {
-                let builder = EditInteractionResponse::new()
-                    .content(content)
-                    .allowed_mentions(no_mentions());
+            Target::Interaction { token, original_used } if !*original_used => {
+                let builder = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
                 retry_429(|| builder.clone().execute(http, token.as_str())).await?;
                 *original_used = true;
                 Ok(Sent::Original)
             }
             Target::Interaction { token, .. } => {
-                let builder = CreateInteractionResponseFollowup::new()
-                    .content(content)
-                    .allowed_mentions(no_mentions());
-                let msg =
-                    retry_429(|| builder.clone().execute(http, (None, token.as_str()))).await?;
+                let builder = CreateInteractionResponseFollowup::new().content(content).allowed_mentions(no_mentions());
+                let msg = retry_429(|| builder.clone().execute(http, (None, token.as_str()))).await?;
                 Ok(Sent::Message(msg.id))
             }
         }
@@ -477,21 +421,15 @@ impl DiscordSink {
         let http = &self.http;
         match (&self.target, sent) {
             (Target::Channel { id, .. }, Sent::Message(mid)) => {
-                let builder = EditMessage::new()
-                    .content(content)
-                    .allowed_mentions(no_mentions());
+                let builder = EditMessage::new().content(content).allowed_mentions(no_mentions());
                 retry_429(|| id.edit_message(http, mid, builder.clone())).await?;
             }
             (Target::Interaction { token, .. }, Sent::Original) => {
-                let builder = EditInteractionResponse::new()
-                    .content(content)
-                    .allowed_mentions(no_mentions());
+                let builder = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
                 retry_429(|| builder.clone().execute(http, token.as_str())).await?;
             }
             (Target::Interaction { token, .. }, Sent::Message(mid)) => {
-                let builder = CreateInteractionResponseFollowup::new()
-                    .content(content)
-                    .allowed_mentions(no_mentions());
+                let builder = CreateInteractionResponseFollowup::new().content(content).allowed_mentions(no_mentions());
                 retry_429(|| builder.clone().execute(http, (Some(mid), token.as_str()))).await?;
             }
             (Target::Channel { .. }, Sent::Original) => unreachable!("channels have no original"),
@@ -541,9 +479,7 @@ impl ReplySink for DiscordSink {
         let mut full = escape_discord(text.trim_end());
         full.push_str(&format_sources(sources));
         // Discord refuses empty messages.
-        let mut pieces = split_message(&full, LIMIT)
-            .into_iter()
-            .filter(|p| !p.trim().is_empty());
+        let mut pieces = split_message(&full, LIMIT).into_iter().filter(|p| !p.trim().is_empty());
         if let Some(first) = pieces.next() {
             if self.streaming.is_some() {
                 self.throttle.acquire(&self.place()).await;
@@ -573,12 +509,7 @@ fn format_sources(sources: &[SourceRef]) -> String {
     }
     out.push_str("\n\n**Sources**");
     for s in sources {
-        out.push_str(&format!(
-            "\n\\[{}\\] {} ({})",
-            s.number,
-            escape_discord(&s.source),
-            escape_discord(&s.location)
-        ));
+        out.push_str(&format!("\n\\[{}\\] {} ({})", s.number, escape_discord(&s.source), escape_discord(&s.location)));
     }
     out
 }
@@ -590,8 +521,7 @@ mod tests {
     #[test]
     fn config_defaults_and_ids_as_text_or_numbers() {
         let cfg: DiscordConfig =
-            serde_json::from_str(r#"{"respond_to_all": [123, "456"], "command_guilds": ["7"]}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"respond_to_all": [123, "456"], "command_guilds": ["7"]}"#).unwrap();
         assert_eq!(cfg.token_env, "DISCORD_TOKEN");
         assert_eq!(cfg.respond_to_all, vec![123, 456]);
         assert_eq!(cfg.command_guilds, vec![7]);
@@ -609,19 +539,12 @@ mod tests {
     fn mention_is_stripped() {
         assert_eq!(strip_mention("<@42> what is  lore?", 42), "what is lore?");
         assert_eq!(strip_mention("hey <@!42>, why?", 42), "hey , why?");
-        assert_eq!(
-            strip_mention("<@42> look:\n```\ncode\n```", 42),
-            "look:\n```\ncode\n```"
-        );
+        assert_eq!(strip_mention("<@42> look:\n```\ncode\n```", 42), "look:\n```\ncode\n```");
     }
 
     #[test]
     fn sources_are_escaped() {
-        let s = format_sources(&[SourceRef {
-            number: 1,
-            source: "my_notes*.md".into(),
-            location: "lines 1-2".into(),
-        }]);
+        let s = format_sources(&[SourceRef { number: 1, source: "my_notes*.md".into(), location: "lines 1-2".into() }]);
         assert_eq!(s, "\n\n**Sources**\n\\[1\\] my\\_notes\\*.md (lines 1-2)");
     }
 }

@@ -127,9 +127,5 @@ pub trait ReplySink: Send {
 #[async_trait]
 pub trait Adapter: Send {
     /// Runs until `shutdown` fires, feeding every message worth considering into `inbox`.
-    async fn run(
-        self: Box<Self>,
-        inbox: mpsc::Sender<Incoming>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()>;
+    async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()>;
 }

@@ -8,9 +8,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use serde::Deserialize;
 use teloxide::prelude::*;
-use teloxide::types::{
-    AllowedUpdate, BotCommand, ChatAction, Me, MessageId, ParseMode, ReplyParameters, UpdateKind,
-};
+use teloxide::types::{AllowedUpdate, BotCommand, ChatAction, Me, MessageId, ParseMode, ReplyParameters, UpdateKind};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -68,19 +66,11 @@ pub struct TelegramAdapter {
 impl TelegramAdapter {
     pub fn new(bot_name: &str, cfg: &TelegramConfig, token: String) -> anyhow::Result<Self> {
         let token = token.trim().to_string();
-        anyhow::ensure!(
-            !token.is_empty(),
-            "the Telegram token (${}) is empty",
-            cfg.token_env
-        );
+        anyhow::ensure!(!token.is_empty(), "the Telegram token (${}) is empty", cfg.token_env);
         if let Some(url) = &cfg.api_url {
             url::Url::parse(url).with_context(|| format!("telegram.api_url {url:?}"))?;
         }
-        Ok(Self {
-            name: bot_name.to_string(),
-            cfg: cfg.clone(),
-            token: Secret::new(token),
-        })
+        Ok(Self { name: bot_name.to_string(), cfg: cfg.clone(), token: Secret::new(token) })
     }
 
     fn client(&self) -> anyhow::Result<Bot> {
@@ -97,11 +87,7 @@ impl TelegramAdapter {
 
 #[async_trait]
 impl Adapter for TelegramAdapter {
-    async fn run(
-        self: Box<Self>,
-        inbox: mpsc::Sender<Incoming>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
+    async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let bot = self.client()?;
         let throttle = EditThrottle::new(Duration::from_millis(self.cfg.edit_interval_ms));
         let mut backoff = Backoff::default();
@@ -126,10 +112,7 @@ impl Adapter for TelegramAdapter {
         if let Err(error) = retry(|| bot.delete_webhook().send()).await {
             warn!(bot = %self.name, %error, "deleteWebhook failed");
         }
-        let commands: Vec<_> = Command::ALL
-            .iter()
-            .map(|(_, name, about)| BotCommand::new(*name, *about))
-            .collect();
+        let commands: Vec<_> = Command::ALL.iter().map(|(_, name, about)| BotCommand::new(*name, *about)).collect();
         if let Err(error) = retry(|| bot.set_my_commands(commands.clone()).send()).await {
             warn!(bot = %self.name, %error, "setMyCommands failed");
         }
@@ -163,11 +146,7 @@ impl Adapter for TelegramAdapter {
             };
             backoff = Backoff::default();
             for update in updates {
-                offset = offset.max(
-                    i32::try_from(update.id.0)
-                        .unwrap_or(i32::MAX)
-                        .saturating_add(1),
-                );
+                offset = offset.max(i32::try_from(update.id.0).unwrap_or(i32::MAX).saturating_add(1));
                 let UpdateKind::Message(msg) = update.kind else {
                     continue;
                 };
@@ -185,13 +164,7 @@ impl Adapter for TelegramAdapter {
 
 impl TelegramAdapter {
     /// The message as a question for the bot, or `None` when it is not addressed to it.
-    fn incoming(
-        &self,
-        bot: &Bot,
-        me: &Me,
-        throttle: &EditThrottle,
-        msg: &Message,
-    ) -> Option<Incoming> {
+    fn incoming(&self, bot: &Bot, me: &Me, throttle: &EditThrottle, msg: &Message) -> Option<Incoming> {
         let from = msg.from.as_ref()?;
         if from.is_bot {
             return None;
@@ -202,10 +175,7 @@ impl TelegramAdapter {
         let (ask, rest) = strip_command(text, "ask", username);
         let mention = format!("@{username}");
         let mentioned = contains_ci(text, &mention);
-        let reply_to_me = msg
-            .reply_to_message()
-            .and_then(|m| m.from.as_ref())
-            .is_some_and(|u| u.id == me.id);
+        let reply_to_me = msg.reply_to_message().and_then(|m| m.from.as_ref()).is_some_and(|u| u.id == me.id);
         let command = command_for_me(text, username);
         if !(private || ask || mentioned || reply_to_me || command.is_some()) {
             return None;
@@ -215,11 +185,7 @@ impl TelegramAdapter {
             bot: self.name.clone(),
             conversation: ConversationKey(format!("telegram:{}", msg.chat.id)),
             channel: msg.chat.id.to_string(),
-            author: Author {
-                id: from.id.to_string(),
-                name: from.full_name(),
-                roles: vec![],
-            },
+            author: Author { id: from.id.to_string(), name: from.full_name(), roles: vec![] },
             command,
             text: question,
             reply: Box::new(TelegramSink {
@@ -261,9 +227,7 @@ fn strip_command<'a>(text: &'a str, name: &str, bot: &str) -> (bool, &'a str) {
     let Some(word) = word.strip_prefix('/') else {
         return (false, text);
     };
-    let (cmd, target) = word
-        .split_once('@')
-        .map_or((word, None), |(c, t)| (c, Some(t)));
+    let (cmd, target) = word.split_once('@').map_or((word, None), |(c, t)| (c, Some(t)));
     let for_me = target.is_none_or(|t| t.eq_ignore_ascii_case(bot));
     if cmd.eq_ignore_ascii_case(name) && for_me {
         (true, rest)
@@ -284,8 +248,7 @@ fn command_for_me(text: &str, bot: &str) -> Option<Command> {
 }
 
 fn contains_ci(text: &str, needle: &str) -> bool {
-    text.to_ascii_lowercase()
-        .contains(&needle.to_ascii_lowercase())
+    text.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())
 }
 
 /// Removes every `needle` (ASCII case-insensitive) and trims.
@@ -317,10 +280,7 @@ where
     loop {
         match call().await {
             Err(RequestError::RetryAfter(after)) if attempt < MAX_RETRIES => {
-                warn!(
-                    retry_in_secs = after.seconds(),
-                    "Telegram rate limit; retrying"
-                );
+                warn!(retry_in_secs = after.seconds(), "Telegram rate limit; retrying");
                 tokio::time::sleep(after.duration()).await;
                 attempt += 1;
             }
@@ -357,13 +317,9 @@ impl TelegramSink {
     async fn post(&mut self, html: &str) -> Result<MessageId, RequestError> {
         let reply_to = self.reply_to.take();
         let msg = retry(|| {
-            let mut req = self
-                .bot
-                .send_message(self.chat, html)
-                .parse_mode(ParseMode::Html);
+            let mut req = self.bot.send_message(self.chat, html).parse_mode(ParseMode::Html);
             if let Some(question) = reply_to {
-                req = req
-                    .reply_parameters(ReplyParameters::new(question).allow_sending_without_reply());
+                req = req.reply_parameters(ReplyParameters::new(question).allow_sending_without_reply());
             }
             req.send()
         })
@@ -379,13 +335,8 @@ impl TelegramSink {
         }
         match self.streaming {
             Some(id) => {
-                let edit = retry(|| {
-                    self.bot
-                        .edit_message_text(self.chat, id, html)
-                        .parse_mode(ParseMode::Html)
-                        .send()
-                })
-                .await;
+                let edit =
+                    retry(|| self.bot.edit_message_text(self.chat, id, html).parse_mode(ParseMode::Html).send()).await;
                 match edit {
                     Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => {}
                     Err(error) => {
@@ -404,12 +355,7 @@ impl TelegramSink {
 #[async_trait]
 impl ReplySink for TelegramSink {
     async fn typing(&mut self) -> anyhow::Result<()> {
-        retry(|| {
-            self.bot
-                .send_chat_action(self.chat, ChatAction::Typing)
-                .send()
-        })
-        .await?;
+        retry(|| self.bot.send_chat_action(self.chat, ChatAction::Typing).send()).await?;
         Ok(())
     }
 
@@ -422,10 +368,7 @@ impl ReplySink for TelegramSink {
     }
 
     async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
-        let mut pieces: Vec<String> = split_for_telegram(text.trim_end())
-            .iter()
-            .map(|p| telegram_html(p))
-            .collect();
+        let mut pieces: Vec<String> = split_for_telegram(text.trim_end()).iter().map(|p| telegram_html(p)).collect();
         let (sources_html, sources_len) = format_sources(sources);
         if !sources.is_empty() {
             let last_len = pieces.last().map_or(0, |p| visible_len(p));
@@ -451,10 +394,7 @@ impl ReplySink for TelegramSink {
     }
 
     async fn say(&mut self, text: &str) -> anyhow::Result<()> {
-        for piece in split_for_telegram(text)
-            .iter()
-            .filter(|p| !p.trim().is_empty())
-        {
+        for piece in split_for_telegram(text).iter().filter(|p| !p.trim().is_empty()) {
             self.post(&telegram_html(&piece)).await?;
         }
         Ok(())
@@ -520,14 +460,8 @@ mod tests {
 
     #[test]
     fn ask_is_stripped_only_when_meant_for_this_bot() {
-        assert_eq!(
-            strip_command("/ask what is lore?", "ask", "LoreBot"),
-            (true, " what is lore?")
-        );
-        assert_eq!(
-            strip_command("/ask@lorebot why", "ask", "LoreBot"),
-            (true, " why")
-        );
+        assert_eq!(strip_command("/ask what is lore?", "ask", "LoreBot"), (true, " what is lore?"));
+        assert_eq!(strip_command("/ask@lorebot why", "ask", "LoreBot"), (true, " why"));
         assert_eq!(strip_command("/ask@other why", "ask", "LoreBot").0, false);
         assert_eq!(strip_command("/asked", "ask", "LoreBot").0, false);
         assert_eq!(strip_command("ask me", "ask", "LoreBot").0, false);
@@ -536,20 +470,14 @@ mod tests {
     #[test]
     fn commands_for_other_bots_are_ignored() {
         assert_eq!(command_for_me("/reset", "LoreBot"), Some(Command::Reset));
-        assert_eq!(
-            command_for_me("/reset@lorebot", "LoreBot"),
-            Some(Command::Reset)
-        );
+        assert_eq!(command_for_me("/reset@lorebot", "LoreBot"), Some(Command::Reset));
         assert_eq!(command_for_me("/reset@other_bot", "LoreBot"), None);
         assert_eq!(command_for_me("hello", "LoreBot"), None);
     }
 
     #[test]
     fn mention_is_removed_case_insensitively() {
-        assert_eq!(
-            remove_ci("@LoreBot  what is  it?", "@lorebot"),
-            "what is it?"
-        );
+        assert_eq!(remove_ci("@LoreBot  what is  it?", "@lorebot"), "what is it?");
         assert_eq!(remove_ci("hi @lorebot\ncode", "@LoreBot"), "hi \ncode");
     }
 

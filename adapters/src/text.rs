@@ -39,10 +39,7 @@ pub fn split_message(text: &str, limit: usize) -> Vec<String> {
 
 /// Byte offset of the best place to cut within the first `budget` characters.
 fn best_cut(text: &str, budget: usize) -> usize {
-    let mut hard = text
-        .char_indices()
-        .nth(budget)
-        .map_or(text.len(), |(i, _)| i);
+    let mut hard = text.char_indices().nth(budget).map_or(text.len(), |(i, _)| i);
     // A hard cut must not separate an escaping backslash from the character it escapes.
     if hard < text.len() && text[..hard].ends_with('\\') {
         hard -= 1;
@@ -93,8 +90,7 @@ fn escape_discord_plain(text: &str, out: &mut String) {
 /// Breaks `@everyone` and `@here` with a zero-width space so they can never ping, whatever
 /// the platform's mention settings.
 pub fn neutralise_mentions(text: &str) -> String {
-    text.replace("@everyone", "@\u{200B}everyone")
-        .replace("@here", "@\u{200B}here")
+    text.replace("@everyone", "@\u{200B}everyone").replace("@here", "@\u{200B}here")
 }
 
 /// Escapes `&`, `<` and `>` for Telegram's HTML parse mode.
@@ -174,20 +170,14 @@ pub struct EditThrottle {
 
 impl EditThrottle {
     pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            last: Arc::default(),
-        }
+        Self { interval, last: Arc::default() }
     }
 
     /// Takes the slot and returns true when an edit in `place` may go out now.
     pub fn try_acquire(&self, place: &str) -> bool {
         let now = Instant::now();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last
-            .get(place)
-            .is_some_and(|t| now.duration_since(*t) < self.interval)
-        {
+        if last.get(place).is_some_and(|t| now.duration_since(*t) < self.interval) {
             return false;
         }
         if last.len() > 1024 {
@@ -204,8 +194,7 @@ impl EditThrottle {
         loop {
             let wait = {
                 let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-                last.get(place)
-                    .map(|t| (*t + self.interval).saturating_duration_since(Instant::now()))
+                last.get(place).map(|t| (*t + self.interval).saturating_duration_since(Instant::now()))
             };
             match wait {
                 Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
@@ -284,11 +273,7 @@ mod tests {
         let pieces = split_message(&text, 2001);
         for p in &pieces {
             assert!(!p.ends_with('\\') || p.ends_with("\\\\"), "dangling escape");
-            assert!(
-                p.starts_with("\\*"),
-                "piece starts mid-escape: {:?}",
-                &p[..4]
-            );
+            assert!(p.starts_with("\\*"), "piece starts mid-escape: {:?}", &p[..4]);
         }
         assert_eq!(pieces.concat(), text);
     }
@@ -297,23 +282,14 @@ mod tests {
     fn discord_escaping_keeps_text_visible_and_inert() {
         let cases = [
             ("plain words", "plain words"),
-            (
-                "**bold** _it_ ~~s~~ `c` |sp|",
-                "\\*\\*bold\\*\\* \\_it\\_ \\~\\~s\\~\\~ \\`c\\` \\|sp\\|",
-            ),
+            ("**bold** _it_ ~~s~~ `c` |sp|", "\\*\\*bold\\*\\* \\_it\\_ \\~\\~s\\~\\~ \\`c\\` \\|sp\\|"),
             ("[link](http://x)", "\\[link\\](http://x)"),
             ("<@123> <#5> <t:1>", "\\<@123> \\<#5> \\<t:1>"),
-            (
-                "# head\n> quote\n- item\na - b",
-                "\\# head\n\\> quote\n\\- item\na - b",
-            ),
+            ("# head\n> quote\n- item\na - b", "\\# head\n\\> quote\n\\- item\na - b"),
             ("@everyone and @here", "@\u{200B}everyone and @\u{200B}here"),
             ("back\\slash", "back\\\\slash"),
             // Balanced code blocks stay code; their insides are left alone.
-            (
-                "see:\n```rust\nlet *x = a_b;\n```\ndone_",
-                "see:\n```rust\nlet *x = a_b;\n```\ndone\\_",
-            ),
+            ("see:\n```rust\nlet *x = a_b;\n```\ndone_", "see:\n```rust\nlet *x = a_b;\n```\ndone\\_"),
             // An unbalanced fence is shown literally.
             ("open ``` never closed *", "open \\`\\`\\` never closed \\*"),
         ];
@@ -346,9 +322,6 @@ mod tests {
 
     #[test]
     fn secret_is_redacted() {
-        assert_eq!(
-            format!("{:?}", Secret::new("tok".into())),
-            "Secret(<redacted>)"
-        );
+        assert_eq!(format!("{:?}", Secret::new("tok".into())), "Secret(<redacted>)");
     }
 }
