@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub mod console;
 #[cfg(feature = "discord")]
 pub mod discord;
+#[cfg(any(feature = "discord", feature = "telegram"))]
+mod stream;
 #[cfg(feature = "telegram")]
 pub mod telegram;
 pub mod text;
@@ -78,7 +80,7 @@ pub enum Command {
 impl Command {
     /// Parses `/help`, `/sources`, `/reset`, `/kb` (optionally `@botname`-suffixed).
     pub fn parse(text: &str) -> Option<Self> {
-        let word = text.trim().split_whitespace().next()?;
+        let word = text.split_whitespace().next()?;
         let word = word.strip_prefix('/')?;
         let word = word.split('@').next().unwrap_or(word);
         match word.to_ascii_lowercase().as_str() {
@@ -128,4 +130,19 @@ pub trait ReplySink: Send {
 pub trait Adapter: Send {
     /// Runs until `shutdown` fires, feeding every message worth considering into `inbox`.
     async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()>;
+}
+
+#[cfg(all(test, feature = "discord", feature = "telegram"))]
+mod tests {
+    use crate::discord::DiscordAdapter;
+    use crate::telegram::TelegramAdapter;
+
+    /// Adapters are logged with `Debug`: a token printed there is a token leaked.
+    #[test]
+    fn adapters_do_not_print_their_token() {
+        let discord = DiscordAdapter::new("b", &serde_json::from_str("{}").unwrap(), "very-secret-token".into());
+        assert!(!format!("{:?}", discord.unwrap()).contains("very-secret-token"));
+        let telegram = TelegramAdapter::new("b", &serde_json::from_str("{}").unwrap(), "123:secret".into());
+        assert!(!format!("{:?}", telegram.unwrap()).contains("123:secret"));
+    }
 }
