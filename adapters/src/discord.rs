@@ -2,7 +2,6 @@
 //! the answers. Serenity's shard runner reconnects and resumes a dropped gateway by itself.
 
 use std::collections::{HashSet, VecDeque};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,17 +15,14 @@ use serenity::all::{
     GatewayIntents, GuildId, Http, HttpBuilder, Interaction, Message, MessageId, Ready, RoleId, User,
 };
 use serenity::builder::Builder as _;
+use serenity::http::HttpError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::stream::{retry_rate_limited, Failure, Platform, StreamingReply};
 use crate::text::{escape_discord, split_message, EditThrottle, Secret};
-use crate::{Adapter, Author, Command, ConversationKey, Incoming, ReplySink, SourceRef};
-
-/// Discord allows 2000 characters per message.
-const LIMIT: usize = 2000;
-/// How often a 429 is retried before the request is given up.
-const MAX_RETRIES: u32 = 4;
+use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
 
 /// The `discord:` section of a bot.
 #[derive(Debug, Clone, Deserialize)]
@@ -208,13 +204,8 @@ impl EventHandler for Handler {
         let text = strip_mention(&msg.content, me.get());
         let conversation =
             if in_dm { format!("discord:dm:{}", msg.author.id) } else { format!("discord:{}", msg.channel_id) };
-        let sink = DiscordSink {
-            http: ctx.http.clone(),
-            target: Target::Channel { id: msg.channel_id, reply_to: (!in_dm).then_some(msg.id) },
-            throttle: self.throttle.clone(),
-            streaming: None,
-            shown: String::new(),
-        };
+        let target = Target::Channel { id: msg.channel_id, reply_to: (!in_dm).then_some(msg.id) };
+        let sink = discord_sink(ctx.http.clone(), target, &self.throttle);
         let incoming = Incoming {
             bot: self.bot.clone(),
             conversation: ConversationKey(conversation),
@@ -239,7 +230,7 @@ impl EventHandler for Handler {
             return;
         };
         // Discord wants an answer within 3 s: show "thinking" now, answer by editing it.
-        if let Err(error) = retry_429(|| cmd.defer(&ctx.http)).await {
+        if let Err(error) = retry_rate_limited(DiscordReply::classify, || cmd.defer(&ctx.http)).await {
             warn!(bot = %self.bot, %error, "deferring a slash command failed");
             return;
         }
@@ -266,13 +257,7 @@ fn interaction_incoming(
         author: author(&cmd.user, cmd.member.as_ref().map(|m| m.roles.as_slice())),
         text: format!("/{}", cmd.data.name),
         command: Some(command),
-        reply: Box::new(DiscordSink {
-            http,
-            target: Target::Interaction { token: cmd.token.clone(), original_used: false },
-            throttle: throttle.clone(),
-            streaming: None,
-            shown: String::new(),
-        }),
+        reply: Box::new(discord_sink(http, Target::Interaction { token: cmd.token.clone() }, throttle)),
     }
 }
 
@@ -304,10 +289,12 @@ impl Handler {
                 .collect::<Vec<_>>()
         };
         if self.command_guilds.is_empty() {
-            retry_429(|| AppCommand::set_global_commands(&ctx.http, commands())).await?;
+            retry_rate_limited(DiscordReply::classify, || AppCommand::set_global_commands(&ctx.http, commands()))
+                .await?;
         }
         for guild in &self.command_guilds {
-            retry_429(|| GuildId::new(*guild).set_commands(&ctx.http, commands())).await?;
+            retry_rate_limited(DiscordReply::classify, || GuildId::new(*guild).set_commands(&ctx.http, commands()))
+                .await?;
         }
         Ok(())
     }
@@ -324,47 +311,15 @@ fn strip_mention(content: &str, me: u64) -> String {
     }
 }
 
-/// True when Discord answered 429 Too Many Requests.
-fn rate_limited(error: &serenity::Error) -> bool {
-    matches!(
-        error,
-        serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(resp))
-            if resp.status_code.as_u16() == 429
-    )
-}
-
-/// Runs a REST call, retrying it after a 429. Serenity's rate limiter (on when there is no
-/// proxy) honours `retry_after` itself; without it the 429 comes back as an error whose
-/// `retry_after` serenity does not keep, so the wait doubles from one second.
-async fn retry_429<T, F, Fut>(mut call: F) -> serenity::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = serenity::Result<T>>,
-{
-    let mut wait = Duration::from_secs(1);
-    let mut attempt = 0;
-    loop {
-        match call().await {
-            Err(error) if attempt < MAX_RETRIES && rate_limited(&error) => {
-                warn!(retry_in_ms = wait.as_millis() as u64, "Discord rate limit; retrying");
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Where the answer to one question goes.
 enum Target {
     /// A channel, thread or DM; in guilds the first message replies to the question.
     Channel { id: ChannelId, reply_to: Option<MessageId> },
     /// A slash command: the deferred response is edited, further pieces are follow-ups.
-    Interaction { token: String, original_used: bool },
+    Interaction { token: String },
 }
 
-/// A message this sink sent.
+/// A message sent for an answer.
 #[derive(Clone, Copy)]
 enum Sent {
     Message(MessageId),
@@ -372,151 +327,123 @@ enum Sent {
     Original,
 }
 
-struct DiscordSink {
+/// The REST calls that stream one answer to its [`Target`].
+struct DiscordReply {
     http: Arc<Http>,
     target: Target,
-    throttle: EditThrottle,
-    /// The message edited as the answer streams, once sent.
-    streaming: Option<Sent>,
-    /// What that message shows now: an edit that changes nothing is skipped.
-    shown: String,
 }
 
-impl DiscordSink {
-    /// Key of the edit schedule: one per channel (interactions have their own webhook limit).
-    fn place(&self) -> String {
-        match &self.target {
-            Target::Channel { id, .. } => id.to_string(),
-            Target::Interaction { token, .. } => token.clone(),
+fn discord_sink(http: Arc<Http>, target: Target, throttle: &EditThrottle) -> StreamingReply<DiscordReply> {
+    StreamingReply::new(DiscordReply { http, target }, throttle.clone())
+}
+
+impl DiscordReply {
+    async fn post_in_channel(
+        &self,
+        channel: ChannelId,
+        reply_to: Option<MessageId>,
+        content: &str,
+    ) -> serenity::Result<Sent> {
+        let mut builder = CreateMessage::new().content(content).allowed_mentions(no_mentions());
+        if let Some(question) = reply_to {
+            builder = builder.reference_message((channel, question));
+        }
+        Ok(Sent::Message(channel.send_message(&self.http, builder).await?.id))
+    }
+
+    async fn edit_original(&self, token: &str, content: &str) -> serenity::Result<Sent> {
+        let builder = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
+        builder.execute(&self.http, token).await?;
+        Ok(Sent::Original)
+    }
+
+    /// Posts a follow-up, or edits the follow-up `id`.
+    async fn follow_up(&self, token: &str, id: Option<MessageId>, content: &str) -> serenity::Result<Sent> {
+        let builder = CreateInteractionResponseFollowup::new().content(content).allowed_mentions(no_mentions());
+        Ok(Sent::Message(builder.execute(&self.http, (id, token)).await?.id))
+    }
+}
+
+#[async_trait]
+impl Platform for DiscordReply {
+    type MessageId = Sent;
+    type Error = serenity::Error;
+    /// Discord allows 2000 characters per message.
+    const LIMIT: usize = 2000;
+
+    fn pieces(text: &str) -> Vec<String> {
+        split_message(&escape_discord(text), Self::LIMIT)
+    }
+
+    fn measure(message: &str) -> usize {
+        message.chars().count()
+    }
+
+    fn sources_heading() -> String {
+        "**Sources**".into()
+    }
+
+    fn source_line(s: &SourceRef) -> String {
+        format!("\\[{}\\] {} ({})", s.number, escape_discord(&s.source), escape_discord(&s.location))
+    }
+
+    /// Serenity's rate limiter (on when there is no proxy) honours `retry_after` itself; without
+    /// it the 429 comes back as an error that does not keep `retry_after`, so the core backs off.
+    fn classify(error: &serenity::Error) -> Failure {
+        match error {
+            serenity::Error::Http(HttpError::UnsuccessfulRequest(resp)) if resp.status_code.as_u16() == 429 => {
+                Failure::RateLimited { retry_after: None }
+            }
+            _ => Failure::Other,
         }
     }
 
-    async fn post(&mut self, content: &str) -> serenity::Result<Sent> {
-        let http = &self.http;
-        match &mut self.target {
-            Target::Channel { id, reply_to } => {
-                let mut builder = CreateMessage::new().content(content).allowed_mentions(no_mentions());
-                // Only the first message of an answer is a reply.
-                if let Some(question) = reply_to.take() {
-                    builder = builder.reference_message((*id, question));
-                }
-                let msg = retry_429(|| id.send_message(http, builder.clone())).await?;
-                Ok(Sent::Message(msg.id))
-            }
-            Target::Interaction { token, original_used } if !*original_used => {
-                let builder = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
-                retry_429(|| builder.clone().execute(http, token.as_str())).await?;
-                *original_used = true;
-                Ok(Sent::Original)
-            }
-            Target::Interaction { token, .. } => {
-                let builder = CreateInteractionResponseFollowup::new().content(content).allowed_mentions(no_mentions());
-                let msg = retry_429(|| builder.clone().execute(http, (None, token.as_str()))).await?;
-                Ok(Sent::Message(msg.id))
-            }
+    /// One schedule per channel; interactions have their own webhook limit.
+    fn place(&self) -> String {
+        match &self.target {
+            Target::Channel { id, .. } => id.to_string(),
+            Target::Interaction { token } => token.clone(),
+        }
+    }
+
+    async fn send_typing(&self) -> serenity::Result<()> {
+        match &self.target {
+            Target::Channel { id, .. } => id.broadcast_typing(&self.http).await,
+            // The deferred response already shows "thinking".
+            Target::Interaction { .. } => Ok(()),
+        }
+    }
+
+    async fn post(&self, content: &str, first: bool) -> serenity::Result<Sent> {
+        match &self.target {
+            Target::Channel { id, reply_to } => self.post_in_channel(*id, reply_to.filter(|_| first), content).await,
+            Target::Interaction { token } if first => self.edit_original(token, content).await,
+            Target::Interaction { token } => self.follow_up(token, None, content).await,
         }
     }
 
     async fn edit(&self, sent: Sent, content: &str) -> serenity::Result<()> {
-        let http = &self.http;
         match (&self.target, sent) {
-            (Target::Channel { id, .. }, Sent::Message(mid)) => {
+            (Target::Channel { id, .. }, Sent::Message(message)) => {
                 let builder = EditMessage::new().content(content).allowed_mentions(no_mentions());
-                retry_429(|| id.edit_message(http, mid, builder.clone())).await?;
+                id.edit_message(&self.http, message, builder).await?;
             }
-            (Target::Interaction { token, .. }, Sent::Original) => {
-                let builder = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
-                retry_429(|| builder.clone().execute(http, token.as_str())).await?;
+            (Target::Interaction { token }, Sent::Original) => {
+                self.edit_original(token, content).await?;
             }
-            (Target::Interaction { token, .. }, Sent::Message(mid)) => {
-                let builder = CreateInteractionResponseFollowup::new().content(content).allowed_mentions(no_mentions());
-                retry_429(|| builder.clone().execute(http, (Some(mid), token.as_str()))).await?;
+            (Target::Interaction { token }, Sent::Message(message)) => {
+                self.follow_up(token, Some(message), content).await?;
             }
             (Target::Channel { .. }, Sent::Original) => unreachable!("channels have no original"),
         }
         Ok(())
     }
-
-    /// Shows `content` in the streamed message: edits it, or sends it when there is none yet
-    /// or the edit failed (the message was deleted, say).
-    async fn show(&mut self, content: &str) -> anyhow::Result<()> {
-        if content == self.shown {
-            return Ok(());
-        }
-        match self.streaming {
-            Some(sent) => {
-                if let Err(error) = self.edit(sent, content).await {
-                    warn!(%error, "editing the answer failed; sending it anew");
-                    self.streaming = Some(self.post(content).await?);
-                }
-            }
-            None => self.streaming = Some(self.post(content).await?),
-        }
-        self.shown = content.to_string();
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ReplySink for DiscordSink {
-    async fn typing(&mut self) -> anyhow::Result<()> {
-        if let Target::Channel { id, .. } = &self.target {
-            retry_429(|| id.broadcast_typing(&self.http)).await?;
-        }
-        Ok(())
-    }
-
-    async fn update(&mut self, text_so_far: &str) -> anyhow::Result<()> {
-        if text_so_far.trim().is_empty() || !self.throttle.try_acquire(&self.place()) {
-            return Ok(());
-        }
-        let escaped = escape_discord(text_so_far);
-        let first = split_message(&escaped, LIMIT).swap_remove(0);
-        self.show(&first).await
-    }
-
-    async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
-        let mut full = escape_discord(text.trim_end());
-        full.push_str(&format_sources(sources));
-        // Discord refuses empty messages.
-        let mut pieces = split_message(&full, LIMIT).into_iter().filter(|p| !p.trim().is_empty());
-        if let Some(first) = pieces.next() {
-            if self.streaming.is_some() {
-                self.throttle.acquire(&self.place()).await;
-            }
-            self.show(&first).await?;
-        }
-        for piece in pieces {
-            self.post(&piece).await?;
-        }
-        Ok(())
-    }
-
-    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
-        let pieces = split_message(&escape_discord(text), LIMIT);
-        for piece in pieces.iter().filter(|p| !p.trim().is_empty()) {
-            self.post(&piece).await?;
-        }
-        Ok(())
-    }
-}
-
-/// The sources block in Discord markdown, empty when there are none.
-fn format_sources(sources: &[SourceRef]) -> String {
-    let mut out = String::new();
-    if sources.is_empty() {
-        return out;
-    }
-    out.push_str("\n\n**Sources**");
-    for s in sources {
-        out.push_str(&format!("\n\\[{}\\] {} ({})", s.number, escape_discord(&s.source), escape_discord(&s.location)));
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::sources_block;
 
     #[test]
     fn config_defaults_and_ids_as_text_or_numbers() {
@@ -529,13 +456,6 @@ mod tests {
     }
 
     #[test]
-    fn token_is_not_in_debug_output() {
-        let cfg: DiscordConfig = serde_json::from_str("{}").unwrap();
-        let adapter = DiscordAdapter::new("b", &cfg, "very-secret-token".into()).unwrap();
-        assert!(!format!("{adapter:?}").contains("very-secret-token"));
-    }
-
-    #[test]
     fn mention_is_stripped() {
         assert_eq!(strip_mention("<@42> what is  lore?", 42), "what is lore?");
         assert_eq!(strip_mention("hey <@!42>, why?", 42), "hey , why?");
@@ -544,7 +464,11 @@ mod tests {
 
     #[test]
     fn sources_are_escaped() {
-        let s = format_sources(&[SourceRef { number: 1, source: "my_notes*.md".into(), location: "lines 1-2".into() }]);
+        let s = sources_block::<DiscordReply>(&[SourceRef {
+            number: 1,
+            source: "my_notes*.md".into(),
+            location: "lines 1-2".into(),
+        }]);
         assert_eq!(s, "\n\n**Sources**\n\\[1\\] my\\_notes\\*.md (lines 1-2)");
     }
 }

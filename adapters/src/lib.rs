@@ -7,6 +7,8 @@
 pub mod console;
 #[cfg(feature = "discord")]
 pub mod discord;
+#[cfg(any(feature = "discord", feature = "telegram"))]
+mod stream;
 #[cfg(feature = "telegram")]
 pub mod telegram;
 pub mod text;
@@ -14,3 +16,18 @@ pub mod text;
 // The chat types live in lore-core (the daemon and the adapters share them); they are
 // re-exported here so platform code names them as its own.
 pub use lore_core::chat::{Adapter, Author, Command, ConversationKey, Incoming, ReplySink, SourceRef};
+
+#[cfg(all(test, feature = "discord", feature = "telegram"))]
+mod tests {
+    use crate::discord::DiscordAdapter;
+    use crate::telegram::TelegramAdapter;
+
+    /// Adapters are logged with `Debug`: a token printed there is a token leaked.
+    #[test]
+    fn adapters_do_not_print_their_token() {
+        let discord = DiscordAdapter::new("b", &serde_json::from_str("{}").unwrap(), "very-secret-token".into());
+        assert!(!format!("{:?}", discord.unwrap()).contains("very-secret-token"));
+        let telegram = TelegramAdapter::new("b", &serde_json::from_str("{}").unwrap(), "123:secret".into());
+        assert!(!format!("{:?}", telegram.unwrap()).contains("123:secret"));
+    }
+}

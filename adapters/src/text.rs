@@ -140,8 +140,7 @@ fn fenced_segments(text: &str) -> Vec<Segment<'_>> {
     const FENCE: &str = "```";
     let mut segments = Vec::new();
     let mut rest = text;
-    loop {
-        let Some(open) = rest.find(FENCE) else { break };
+    while let Some(open) = rest.find(FENCE) {
         let after = &rest[open + FENCE.len()..];
         let Some(close) = after.find(FENCE) else {
             break;

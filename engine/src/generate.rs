@@ -732,6 +732,13 @@ fn sampler(model: &LlamaModel, s: &Sampling) -> LlamaSampler {
     LlamaSampler::chain_simple(chain)
 }
 
+#[async_trait::async_trait]
+impl lore_core::Scorer for Generator {
+    async fn logprob(&self, context: &str, continuation: &str) -> anyhow::Result<f64> {
+        Ok(self.score(context, continuation).await?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::longest_suffix_prefix;
@@ -741,12 +748,5 @@ mod tests {
         assert_eq!(longest_suffix_prefix("answer\nQues", "\nQuestion:"), 5);
         assert_eq!(longest_suffix_prefix("answer", "\nQuestion:"), 0);
         assert_eq!(longest_suffix_prefix("é", "x"), 0);
-    }
-}
-
-#[async_trait::async_trait]
-impl lore_core::Scorer for Generator {
-    async fn logprob(&self, context: &str, continuation: &str) -> anyhow::Result<f64> {
-        Ok(self.score(context, continuation).await?)
     }
 }

@@ -68,7 +68,7 @@ async fn the_converted_embedder_matches_sentence_transformers() {
     assert!((paraphrase - 0.755).abs() < 0.01, "paraphrase similarity {paraphrase}, sentence-transformers gives 0.755");
     assert!(unrelated < 0.2 && paraphrase > unrelated + 0.4, "unrelated {unrelated}");
     // Batching must not change results: embed one at a time and compare.
-    let single = e.embed(&texts[1..2].to_vec()).await.unwrap();
+    let single = e.embed(&texts[1..2]).await.unwrap();
     assert!(cosine(&single[0], &v[1]) > 0.9999);
 }
 

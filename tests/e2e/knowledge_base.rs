@@ -27,19 +27,19 @@ async fn reingest_is_a_noop_and_changes_replace_old_chunks() {
     let kb = app.kb_for_ingest("fruit").await.unwrap();
     let chunking = app.config.chunking.clone();
 
-    let first = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, Quiet).await.unwrap();
+    let first = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &chunking, Quiet).await.unwrap();
     assert_eq!((first.files, first.changed_files), (2, 2));
     let stored = kb.count().await.unwrap();
     assert_eq!(first.chunks_added, stored);
     let version = kb.version().await.unwrap();
 
-    let again = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, Quiet).await.unwrap();
+    let again = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &chunking, Quiet).await.unwrap();
     assert_eq!((again.unchanged_files, again.changed_files, again.chunks_embedded), (2, 0, 0), "{again}");
     assert_eq!(kb.version().await.unwrap(), version, "an unchanged re-ingest wrote a new version");
 
     write(&docs.join("b.txt"), "Bananas grow in the tropics, on large herbs.\n");
     std::fs::remove_file(docs.join("a.md")).unwrap();
-    let changed = ingest(&kb, &app.embedder, &[docs.clone()], &chunking, Quiet).await.unwrap();
+    let changed = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &chunking, Quiet).await.unwrap();
     assert_eq!((changed.changed_files, changed.removed_files), (1, 1), "{changed}");
     let chunks = kb.all_chunks().await.unwrap();
     assert_eq!(chunks.len(), 1);
@@ -55,7 +55,10 @@ async fn bad_input_is_reported_with_its_place_and_nothing_is_written() {
     std::fs::write(docs.join("bad.txt"), b"line one\nline two \xff\xfe broken\n").unwrap();
     let app = app(dir.path()).await;
     let kb = app.kb_for_ingest("mixed").await.unwrap();
-    let err = ingest(&kb, &app.embedder, &[docs.clone()], &app.config.chunking, Quiet).await.unwrap_err().to_string();
+    let err = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &app.config.chunking, Quiet)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bad.txt:2") && err.contains("not valid UTF-8"), "{err}");
     assert_eq!(kb.count().await.unwrap(), 0);
 

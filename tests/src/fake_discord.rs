@@ -392,10 +392,7 @@ fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response 
         ("POST", ["interactions", _, _, "callback"]) => StatusCode::NO_CONTENT.into_response(),
         ("PATCH", ["webhooks", _, token, "messages", "@original"]) => {
             let id = original_id(token);
-            if !state.messages.lock().unwrap().contains_key(&id) {
-                let msg = message_json(id, INTERACTION_CHANNEL, body);
-                state.messages.lock().unwrap().insert(id, msg);
-            }
+            state.messages.lock().unwrap().entry(id).or_insert_with(|| message_json(id, INTERACTION_CHANNEL, body));
             edit_message(state, &id.to_string(), body)
         }
         ("POST", ["webhooks", _, _]) => Json(new_message(state, INTERACTION_CHANNEL, body)).into_response(),

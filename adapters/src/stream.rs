@@ -1,0 +1,551 @@
+//! One answer streamed into a chat, whatever the platform. The platform supplies a few calls
+//! and its text conventions ([`Platform`]); [`StreamingReply`] decides what to send and when:
+//! it spaces out edits, skips those that change nothing, posts anew when an edit fails,
+//! splits the final text at the platform's limit, places the sources and retries rate limits.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tracing::warn;
+
+use crate::text::EditThrottle;
+use crate::{ReplySink, SourceRef};
+
+/// How often a rate-limited call is retried before it is given up.
+const MAX_RETRIES: u32 = 4;
+/// First wait after a rate limit that did not say how long to wait; it doubles each time.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What a failed platform call means for the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Too many requests: the call may go again, after `retry_after` when the platform said.
+    RateLimited {
+        retry_after: Option<Duration>,
+    },
+    /// The edit would leave the message as it is: as good as done.
+    NotModified,
+    Other,
+}
+
+/// One platform, as far as streaming an answer into one place needs it.
+#[async_trait]
+pub(crate) trait Platform: Send + Sync {
+    /// A message this platform sent, to edit later.
+    type MessageId: Copy + Send + Sync;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Longest message, in the units of [`Platform::measure`].
+    const LIMIT: usize;
+
+    /// `text` as ready-to-send messages (escaped or rendered), each within [`Platform::LIMIT`];
+    /// at least one, and code blocks never left open.
+    fn pieces(text: &str) -> Vec<String>;
+    /// Length of a ready-to-send message as the platform counts it against the limit.
+    fn measure(message: &str) -> usize;
+    /// Ready-to-send line above the sources.
+    fn sources_heading() -> String;
+    /// Ready-to-send line naming one source.
+    fn source_line(source: &SourceRef) -> String;
+    fn classify(error: &Self::Error) -> Failure;
+
+    /// Where the edit schedule is kept: answers sharing a place share the platform's edit limit.
+    fn place(&self) -> String;
+    async fn send_typing(&self) -> Result<(), Self::Error>;
+    /// Sends a new message. The `first` of an answer is the one that replies to the question
+    /// (on Discord, for a slash command, the one that fills the deferred response).
+    async fn post(&self, message: &str, first: bool) -> Result<Self::MessageId, Self::Error>;
+    async fn edit(&self, id: Self::MessageId, message: &str) -> Result<(), Self::Error>;
+}
+
+/// Runs `call` until it is not rate limited any more, waiting what the platform asks (or a
+/// doubling backoff when it does not say), at most [`MAX_RETRIES`] times.
+pub(crate) async fn retry_rate_limited<T, E, F, Fut>(classify: impl Fn(&E) -> Failure, mut call: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut retries = 0;
+    loop {
+        let error = match call().await {
+            Err(error) => error,
+            done => return done,
+        };
+        let Failure::RateLimited { retry_after } = classify(&error) else { return Err(error) };
+        if retries == MAX_RETRIES {
+            return Err(error);
+        }
+        let wait = retry_after.unwrap_or(backoff);
+        warn!(retry_in_ms = wait.as_millis() as u64, "rate limited; retrying");
+        tokio::time::sleep(wait).await;
+        backoff *= 2;
+        retries += 1;
+    }
+}
+
+/// The answer to one question on one platform: one message edited as the text grows, then the
+/// final text in as many messages as it takes.
+pub(crate) struct StreamingReply<P: Platform> {
+    platform: P,
+    throttle: EditThrottle,
+    place: String,
+    /// The message edited as the answer streams, once sent.
+    streaming: Option<P::MessageId>,
+    /// What it shows now: an edit that would change nothing costs a request for nothing.
+    shown: String,
+    /// Only the first message of an answer replies to the question.
+    posted_any: bool,
+}
+
+impl<P: Platform> StreamingReply<P> {
+    pub(crate) fn new(platform: P, throttle: EditThrottle) -> Self {
+        let place = platform.place();
+        Self { platform, throttle, place, streaming: None, shown: String::new(), posted_any: false }
+    }
+
+    async fn post(&mut self, message: &str) -> Result<P::MessageId, P::Error> {
+        let (platform, first) = (&self.platform, !self.posted_any);
+        let id = retry_rate_limited(P::classify, || platform.post(message, first)).await?;
+        self.posted_any = true;
+        Ok(id)
+    }
+
+    async fn edit(&self, id: P::MessageId, message: &str) -> Result<(), P::Error> {
+        let platform = &self.platform;
+        match retry_rate_limited(P::classify, || platform.edit(id, message)).await {
+            Err(error) if P::classify(&error) == Failure::NotModified => Ok(()),
+            result => result,
+        }
+    }
+
+    /// Makes the streamed message show `message`. A failed edit (the message was deleted,
+    /// say) posts it anew, and later edits go to the new message.
+    async fn show(&mut self, message: &str) -> Result<(), P::Error> {
+        if message == self.shown {
+            return Ok(());
+        }
+        let id = match self.streaming {
+            Some(id) => match self.edit(id, message).await {
+                Ok(()) => id,
+                Err(error) => {
+                    warn!(%error, "editing the answer failed; sending it anew");
+                    self.post(message).await?
+                }
+            },
+            None => self.post(message).await?,
+        };
+        self.streaming = Some(id);
+        self.shown = message.to_string();
+        Ok(())
+    }
+
+    /// The final text's first piece replaces the streamed one; it must not be dropped by the
+    /// throttle, so it waits for its slot instead.
+    async fn show_final(&mut self, message: &str) -> Result<(), P::Error> {
+        if self.streaming.is_some() {
+            self.throttle.acquire(&self.place).await;
+        }
+        self.show(message).await
+    }
+}
+
+/// The final answer as messages: the text split at the limit, then the sources.
+fn final_pieces<P: Platform>(text: &str, sources: &[SourceRef]) -> Vec<String> {
+    let mut pieces = P::pieces(text.trim_end());
+    place_sources::<P>(&mut pieces, sources);
+    // Platforms refuse empty messages.
+    pieces.retain(|piece| !piece.trim().is_empty());
+    pieces
+}
+
+/// Puts the sources in the answer's last message when they fit, since readers look for them
+/// right under the text; else in messages of their own, kept whole where they fit in one.
+fn place_sources<P: Platform>(pieces: &mut Vec<String>, sources: &[SourceRef]) {
+    if sources.is_empty() {
+        return;
+    }
+    let block = sources_block::<P>(sources);
+    match pieces.last_mut() {
+        Some(last) if !last.trim().is_empty() && fits::<P>(last, &block) => last.push_str(&block),
+        _ => pieces.extend(pack_lines::<P>(&source_lines::<P>(sources))),
+    }
+}
+
+/// The sources as they follow the answer's text, after a blank line.
+pub(crate) fn sources_block<P: Platform>(sources: &[SourceRef]) -> String {
+    format!("\n\n{}", source_lines::<P>(sources).join("\n"))
+}
+
+fn source_lines<P: Platform>(sources: &[SourceRef]) -> Vec<String> {
+    std::iter::once(P::sources_heading()).chain(sources.iter().map(P::source_line)).collect()
+}
+
+fn fits<P: Platform>(message: &str, addition: &str) -> bool {
+    P::measure(message) + P::measure(addition) <= P::LIMIT
+}
+
+/// Joins `lines` into as few messages as the limit allows, never cutting a line.
+fn pack_lines<P: Platform>(lines: &[String]) -> Vec<String> {
+    let mut messages: Vec<String> = Vec::new();
+    for line in lines {
+        match messages.last_mut() {
+            Some(message) if fits::<P>(message, &format!("\n{line}")) => {
+                message.push('\n');
+                message.push_str(line);
+            }
+            _ => messages.push(line.clone()),
+        }
+    }
+    messages
+}
+
+#[async_trait]
+impl<P: Platform> ReplySink for StreamingReply<P> {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        let platform = &self.platform;
+        if let Err(error) = retry_rate_limited(P::classify, || platform.send_typing()).await {
+            // Only a courtesy: the answer comes all the same.
+            warn!(%error, "showing that an answer is coming failed");
+        }
+        Ok(())
+    }
+
+    async fn update(&mut self, text_so_far: &str) -> anyhow::Result<()> {
+        if text_so_far.trim().is_empty() || !self.throttle.try_acquire(&self.place) {
+            return Ok(());
+        }
+        let Some(first) = P::pieces(text_so_far).into_iter().next() else { return Ok(()) };
+        if let Err(error) = self.show(&first).await {
+            // The next update or `finish` shows newer text anyway; `finish` reports its failures.
+            warn!(%error, "streaming the answer failed");
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
+        let mut pieces = final_pieces::<P>(text, sources).into_iter();
+        if let Some(first) = pieces.next() {
+            self.show_final(&first).await?;
+        }
+        for piece in pieces {
+            self.post(&piece).await?;
+        }
+        Ok(())
+    }
+
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        for piece in P::pieces(text).iter().filter(|piece| !piece.trim().is_empty()) {
+            self.post(piece).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::text::split_message;
+
+    const LIMIT: usize = 40;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Op {
+        Typing,
+        Post,
+        Edit,
+    }
+
+    /// One call the core made, failed or not.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Call {
+        op: Op,
+        /// The message's id for edits; for posts the id it got.
+        id: usize,
+        text: String,
+        first: bool,
+        failed: bool,
+    }
+
+    #[derive(Default)]
+    struct Log {
+        calls: Vec<(Call, Instant)>,
+        /// Failures to give, in order, to the next calls of their kind.
+        failures: VecDeque<(Op, Failure)>,
+        posted: usize,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fake {0:?}")]
+    struct FakeError(Failure);
+
+    /// Counts in characters, like Discord, with a small limit so that tests split easily.
+    #[derive(Clone, Default)]
+    struct FakeChat(Arc<Mutex<Log>>);
+
+    impl FakeChat {
+        fn failing(self, op: Op, failure: Failure, times: usize) -> Self {
+            self.log().failures.extend(std::iter::repeat_n((op, failure), times));
+            self
+        }
+
+        fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+            self.0.lock().unwrap()
+        }
+
+        fn calls(&self) -> Vec<Call> {
+            self.log().calls.iter().map(|(call, _)| call.clone()).collect()
+        }
+
+        fn times(&self) -> Vec<Instant> {
+            self.log().calls.iter().map(|(_, at)| *at).collect()
+        }
+
+        /// The messages as the chat shows them, in order.
+        fn shown(&self) -> Vec<String> {
+            let mut shown: Vec<String> = Vec::new();
+            for call in self.calls().into_iter().filter(|call| !call.failed) {
+                match call.op {
+                    Op::Post => shown.push(call.text),
+                    Op::Edit => shown[call.id] = call.text,
+                    Op::Typing => {}
+                }
+            }
+            shown
+        }
+
+        fn record(&self, op: Op, id: Option<usize>, text: &str, first: bool) -> Result<usize, FakeError> {
+            let mut log = self.log();
+            let failure = log.failures.iter().position(|(o, _)| *o == op).and_then(|i| log.failures.remove(i));
+            let id = match (id, failure) {
+                (Some(id), _) => id,
+                (None, Some(_)) => usize::MAX,
+                (None, None) => {
+                    log.posted += 1;
+                    log.posted - 1
+                }
+            };
+            let call = Call { op, id, text: text.to_string(), first, failed: failure.is_some() };
+            log.calls.push((call, Instant::now()));
+            match failure {
+                Some((_, failure)) => Err(FakeError(failure)),
+                None => Ok(id),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Platform for FakeChat {
+        type MessageId = usize;
+        type Error = FakeError;
+        const LIMIT: usize = LIMIT;
+
+        fn pieces(text: &str) -> Vec<String> {
+            split_message(text, LIMIT)
+        }
+
+        fn measure(message: &str) -> usize {
+            message.chars().count()
+        }
+
+        fn sources_heading() -> String {
+            "Sources".into()
+        }
+
+        fn source_line(source: &SourceRef) -> String {
+            format!("[{}] {}", source.number, source.source)
+        }
+
+        fn classify(error: &FakeError) -> Failure {
+            error.0
+        }
+
+        fn place(&self) -> String {
+            "chat".into()
+        }
+
+        async fn send_typing(&self) -> Result<(), FakeError> {
+            self.record(Op::Typing, None, "", false).map(drop)
+        }
+
+        async fn post(&self, message: &str, first: bool) -> Result<usize, FakeError> {
+            self.record(Op::Post, None, message, first)
+        }
+
+        async fn edit(&self, id: usize, message: &str) -> Result<(), FakeError> {
+            self.record(Op::Edit, Some(id), message, false).map(drop)
+        }
+    }
+
+    fn reply_in(chat: &FakeChat, interval_ms: u64) -> StreamingReply<FakeChat> {
+        StreamingReply::new(chat.clone(), EditThrottle::new(Duration::from_millis(interval_ms)))
+    }
+
+    fn sources(count: usize) -> Vec<SourceRef> {
+        (1..=count)
+            .map(|number| SourceRef { number, source: format!("file{number}.md"), location: "lines 1-2".into() })
+            .collect()
+    }
+
+    fn ops(chat: &FakeChat) -> Vec<(Op, bool)> {
+        chat.calls().iter().map(|call| (call.op, call.failed)).collect()
+    }
+
+    #[tokio::test]
+    async fn updates_are_throttled_into_edits_of_one_message() {
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 100);
+        for text in ["One", "One two", "One two three"] {
+            reply.update(text).await.unwrap();
+        }
+        assert_eq!(chat.shown(), vec!["One"], "later updates wait for the interval");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        reply.update("One two three four").await.unwrap();
+        reply.finish("One two three four five.", &[]).await.unwrap();
+
+        assert_eq!(ops(&chat), vec![(Op::Post, false), (Op::Edit, false), (Op::Edit, false)]);
+        assert_eq!(chat.shown(), vec!["One two three four five."]);
+        let times = chat.times();
+        assert!(times[2] - times[1] >= Duration::from_millis(100), "the final edit waits for its slot too");
+    }
+
+    #[tokio::test]
+    async fn blank_text_and_edits_that_change_nothing_are_skipped() {
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 0);
+        reply.update("  \n").await.unwrap();
+        reply.update("Same").await.unwrap();
+        reply.update("Same  ").await.unwrap();
+        reply.finish("Same\n", &[]).await.unwrap();
+        assert_eq!(ops(&chat), vec![(Op::Post, false)]);
+    }
+
+    #[tokio::test]
+    async fn not_modified_counts_as_shown() {
+        let chat = FakeChat::default().failing(Op::Edit, Failure::NotModified, 1);
+        let mut reply = reply_in(&chat, 0);
+        reply.update("One").await.unwrap();
+        reply.update("One two").await.unwrap();
+        reply.finish("One two", &[]).await.unwrap();
+        assert_eq!(ops(&chat), vec![(Op::Post, false), (Op::Edit, true)], "no new message, no second edit");
+    }
+
+    #[tokio::test]
+    async fn failed_edit_posts_anew_and_later_edits_go_to_the_new_message() {
+        let chat = FakeChat::default().failing(Op::Edit, Failure::Other, 1);
+        let mut reply = reply_in(&chat, 0);
+        reply.update("One").await.unwrap();
+        reply.update("One two").await.unwrap();
+        reply.finish("One two three.", &[]).await.unwrap();
+
+        let calls = chat.calls();
+        assert_eq!(ops(&chat), vec![(Op::Post, false), (Op::Edit, true), (Op::Post, false), (Op::Edit, false)]);
+        assert_eq!((calls[3].id, calls[3].text.as_str()), (1, "One two three."));
+        assert!(calls[0].first && !calls[2].first, "only the answer's first message replies");
+    }
+
+    #[tokio::test]
+    async fn long_answer_is_split_and_sources_end_its_last_message() {
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 0);
+        let answer = "word ".repeat(15);
+        reply.update(&answer).await.unwrap();
+        reply.finish(&answer, &sources(1)).await.unwrap();
+
+        let shown = chat.shown();
+        assert!(shown.len() >= 3, "{shown:?}");
+        assert!(shown.iter().all(|message| message.chars().count() <= LIMIT), "{shown:?}");
+        assert_eq!(shown.concat().matches("word").count(), 15, "nothing lost or repeated");
+        assert!(shown.last().unwrap().ends_with("word\n\nSources\n[1] file1.md"), "{shown:?}");
+        assert_eq!(chat.calls().iter().filter(|call| call.first).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn sources_that_do_not_fit_get_a_message_of_their_own() {
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 0);
+        let answer = "x".repeat(LIMIT - 5);
+        reply.finish(&answer, &sources(1)).await.unwrap();
+        assert_eq!(chat.shown(), vec![answer, "Sources\n[1] file1.md".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn sources_longer_than_a_message_are_packed_whole_line_by_line() {
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 0);
+        reply.finish("Short answer.", &sources(5)).await.unwrap();
+        assert_eq!(
+            chat.shown(),
+            vec!["Short answer.", "Sources\n[1] file1.md\n[2] file2.md", "[3] file3.md\n[4] file4.md\n[5] file5.md",]
+        );
+    }
+
+    #[tokio::test]
+    async fn sources_alone_when_the_text_is_empty() {
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 0);
+        reply.finish(" \n", &sources(1)).await.unwrap();
+        assert_eq!(chat.shown(), vec!["Sources\n[1] file1.md"]);
+    }
+
+    #[tokio::test]
+    async fn say_posts_every_piece_and_only_the_first_replies() {
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 0);
+        reply.say(&"word ".repeat(20)).await.unwrap();
+        let firsts: Vec<bool> = chat.calls().iter().map(|call| call.first).collect();
+        assert!(firsts.len() >= 3);
+        assert!(firsts[0] && firsts[1..].iter().all(|first| !first));
+    }
+
+    #[tokio::test]
+    async fn rate_limit_waits_as_long_as_the_platform_says() {
+        let retry_after = Some(Duration::from_millis(50));
+        let chat = FakeChat::default().failing(Op::Post, Failure::RateLimited { retry_after }, 1);
+        let mut reply = reply_in(&chat, 0);
+        reply.finish("Hi there.", &[]).await.unwrap();
+
+        assert_eq!(ops(&chat), vec![(Op::Post, true), (Op::Post, false)]);
+        assert!(chat.calls()[1].first, "a refused first message is still the first");
+        let waited = chat.times()[1] - chat.times()[0];
+        assert!(waited >= Duration::from_millis(50), "retried after {waited:?}");
+        assert!(waited < FIRST_BACKOFF, "the platform's wait, not the default backoff: {waited:?}");
+        assert_eq!(chat.shown(), vec!["Hi there."]);
+    }
+
+    #[tokio::test]
+    async fn rate_limit_is_given_up_after_the_last_retry() {
+        let retry_after = Some(Duration::from_millis(1));
+        let times = MAX_RETRIES as usize + 1;
+        let chat = FakeChat::default().failing(Op::Post, Failure::RateLimited { retry_after }, times);
+        let error = reply_in(&chat, 0).say("Hi.").await.unwrap_err();
+        assert!(error.to_string().contains("RateLimited"), "{error}");
+        assert_eq!(chat.calls().len(), times);
+    }
+
+    #[tokio::test]
+    async fn other_failures_are_not_retried() {
+        let chat = FakeChat::default().failing(Op::Post, Failure::Other, 1);
+        assert!(reply_in(&chat, 0).say("Hi.").await.is_err());
+        assert_eq!(chat.calls().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn typing_and_streaming_failures_are_not_fatal_but_the_final_answer_is() {
+        let chat = FakeChat::default().failing(Op::Typing, Failure::Other, 1).failing(Op::Post, Failure::Other, 1);
+        let mut reply = reply_in(&chat, 0);
+        reply.typing().await.unwrap();
+        reply.update("Half").await.unwrap();
+        reply.finish("Half and whole.", &[]).await.unwrap();
+        assert_eq!(chat.shown(), vec!["Half and whole."]);
+
+        let chat = FakeChat::default().failing(Op::Post, Failure::Other, 1);
+        assert!(reply_in(&chat, 0).finish("Lost.", &[]).await.is_err());
+    }
+}
