@@ -41,6 +41,8 @@ impl Adapter for ConsoleAdapter {
                 bot: self.bot.clone(),
                 conversation: ConversationKey(format!("console:{}", self.bot)),
                 channel: "console".into(),
+                parent_channel: None,
+                private: true,
                 author: Author { id: "console".into(), name: whoami(), roles: vec![] },
                 command: Command::parse(text),
                 text: text.to_string(),

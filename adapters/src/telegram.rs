@@ -188,6 +188,8 @@ impl TelegramAdapter {
             bot: self.name.clone(),
             conversation: ConversationKey(format!("telegram:{}", msg.chat.id)),
             channel: msg.chat.id.to_string(),
+            parent_channel: None,
+            private,
             author: Author { id: from.id.to_string(), name: from.full_name(), roles: vec![] },
             command,
             text: question,

@@ -15,6 +15,11 @@ pub struct Incoming {
     pub conversation: ConversationKey,
     /// Channel (Discord channel or thread, Telegram chat) used for per-channel routing.
     pub channel: String,
+    /// The channel a Discord thread or forum post was opened in: it answers like that
+    /// channel unless the thread itself is configured.
+    pub parent_channel: Option<String>,
+    /// A direct message or private chat: only the asker and the bot are there.
+    pub private: bool,
     pub author: Author,
     /// The question, with the bot mention or `/ask` stripped.
     pub text: String,
@@ -30,6 +35,8 @@ impl fmt::Debug for Incoming {
             .field("bot", &self.bot)
             .field("conversation", &self.conversation)
             .field("channel", &self.channel)
+            .field("parent_channel", &self.parent_channel)
+            .field("private", &self.private)
             .field("author", &self.author)
             .field("text", &self.text)
             .field("command", &self.command)

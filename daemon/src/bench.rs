@@ -104,6 +104,8 @@ async fn load_run(
                 bot: "load".into(),
                 conversation: lore_core::ConversationKey(format!("bench:{i}")),
                 channel: format!("bench:{i}"),
+                parent_channel: None,
+                private: true,
                 author: lore_core::Author { id: format!("person{i}"), name: format!("person {i}"), roles: vec![] },
                 text: LOAD_QUESTIONS[i % LOAD_QUESTIONS.len()].into(),
                 command: None,

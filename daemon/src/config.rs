@@ -240,7 +240,8 @@ pub struct BotConfig {
     /// Who may ask (empty lists = everyone).
     #[serde(default)]
     pub allow: Allow,
-    /// User ids allowed to run admin commands.
+    /// User ids who may run `/kb`, and `/reset` in groups and channels (anyone may reset
+    /// their own private chat).
     #[serde(default)]
     pub admins: Vec<String>,
     /// Recent turns kept per conversation.

@@ -69,6 +69,8 @@ pub trait Answerer: Send + Sync {
 /// A bot with its places resolved.
 struct Bot<R> {
     allow: Allow,
+    /// User ids who may run `/kb`, and `/reset` where others talk too.
+    admins: Vec<String>,
     memory_turns: usize,
     default: Routed<R>,
     channels: BTreeMap<String, Routed<R>>,
@@ -103,7 +105,14 @@ impl<A: Answerer> Router<A> {
                 channels.insert(id.clone(), resolve(channel_place(config, name, id)?)?);
             }
             max_turns = max_turns.max(b.memory_turns);
-            bots.insert(name.clone(), Bot { allow: b.allow.clone(), memory_turns: b.memory_turns, default, channels });
+            let bot = Bot {
+                allow: b.allow.clone(),
+                admins: b.admins.clone(),
+                memory_turns: b.memory_turns,
+                default,
+                channels,
+            };
+            bots.insert(name.clone(), bot);
         }
         let a = &config.admission;
         let line = Line::new(LineSettings {
@@ -142,9 +151,7 @@ impl<A: Answerer> Router<A> {
 
     /// A question (not a command) to a known bot from someone it answers.
     fn is_question_for_us(&self, msg: &Incoming) -> bool {
-        msg.command.is_none()
-            && !msg.text.trim().is_empty()
-            && self.bots.get(&msg.bot).is_some_and(|b| b.allow.permits(&msg.author.id, &msg.author.roles, &msg.channel))
+        msg.command.is_none() && !msg.text.trim().is_empty() && self.bots.get(&msg.bot).is_some_and(|b| b.allows(msg))
     }
 
     async fn handle_inner(
@@ -155,17 +162,23 @@ impl<A: Answerer> Router<A> {
         let Some(bot) = self.bots.get(&msg.bot) else {
             anyhow::bail!("no bot named {:?}", msg.bot);
         };
-        if !bot.allow.permits(&msg.author.id, &msg.author.roles, &msg.channel) {
+        if !bot.allows(msg) {
             tracing::info!(bot = %msg.bot, user = %msg.author.id, channel = %msg.channel, "refused: not on the allow-list");
             return msg.reply.say("Sorry, I only answer people this bot has been set up for.").await;
         }
-        let place = bot.channels.get(&msg.channel).unwrap_or(&bot.default);
+        let place = bot.place(msg);
+        let admin = bot.admins.contains(&msg.author.id);
         // Two bots in one channel keep separate conversations.
         let conversation = format!("{}/{}", msg.bot, msg.conversation);
         match msg.command {
             Some(Command::Help) => msg.reply.say(&help_text(&msg.bot)).await,
-            Some(Command::Reset) => self.reset(&conversation, msg.reply.as_mut()).await,
-            Some(Command::Kb) => self.describe_kb(place, msg.reply.as_mut()).await,
+            // In a private chat the conversation is the asker's own to forget.
+            Some(Command::Reset) if msg.private || admin => self.reset(&conversation, msg.reply.as_mut()).await,
+            Some(Command::Kb) if admin => self.describe_kb(place, msg.reply.as_mut()).await,
+            Some(command @ (Command::Reset | Command::Kb)) => {
+                tracing::info!(bot = %msg.bot, user = %msg.author.id, ?command, "refused: admin command");
+                msg.reply.say("Sorry, only this bot's admins can do that here.").await
+            }
             Some(Command::Sources) => self.last_sources(&conversation, msg.reply.as_mut()).await,
             None => match place_in_line {
                 None => msg.reply.say(&help_text(&msg.bot)).await,
@@ -263,6 +276,22 @@ fn error_id() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{:06x}", (nanos ^ n.wrapping_mul(0x9E37_79B9)) & 0xFF_FFFF)
+}
+
+impl<R> Bot<R> {
+    /// Whether the allow-list lets this author ask here (a thread counts as its channel).
+    fn allows(&self, msg: &Incoming) -> bool {
+        let a = &msg.author;
+        self.allow.permits(&a.id, &a.roles, &msg.channel)
+            || msg.parent_channel.as_ref().is_some_and(|p| self.allow.permits(&a.id, &a.roles, p))
+    }
+
+    /// Where a message is answered: its channel's settings, else (for a thread or forum
+    /// post) its parent channel's, else the bot's.
+    fn place(&self, msg: &Incoming) -> &Routed<R> {
+        let parent = || msg.parent_channel.as_ref().and_then(|p| self.channels.get(p));
+        self.channels.get(&msg.channel).or_else(parent).unwrap_or(&self.default)
+    }
 }
 
 /// Who holds a place in line: a person of one bot (user ids are per platform).

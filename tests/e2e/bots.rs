@@ -1,5 +1,5 @@
 //! The whole daemon (router, pipeline, real models) behind the real Telegram client and the
-//! fake Bot API server: per-chat knowledge bases, allow-lists, commands, memory.
+//! fake Bot API server: per-chat knowledge bases, allow-lists, commands (`/kb` for admins), memory.
 
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ async fn each_chat_answers_from_its_own_knowledge_base_with_allow_lists_and_comm
     let dir = tempfile::tempdir().unwrap();
     let (normans, _) = squad_article_text("squad-v2/normans.json", dir.path());
     let kbs = format!("{}  normans:\n    sources: [{}]\n", sample_kb(), normans.display());
-    let bot = format!("    allow:\n      users: [\"{ANN}\", \"{BOB}\"]\n    channels:\n      \"{BOB}\":\n        knowledge_base: normans\n");
+    let bot = format!("    admins: [\"{BOB}\"]\n    allow:\n      users: [\"{ANN}\", \"{BOB}\"]\n    channels:\n      \"{BOB}\":\n        knowledge_base: normans\n");
     let daemon = TelegramDaemon::start(dir.path(), &kbs, "bees", &bot).await;
     let fake = &daemon.fake;
 

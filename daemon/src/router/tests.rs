@@ -22,6 +22,7 @@ bots:
   docs:
     knowledge_base: bees
     memory_turns: 2
+    admins: [ann]
     allow:
       users: [ann, bob]
     channels:
@@ -116,12 +117,27 @@ fn router(fail: Option<fn() -> anyhow::Error>) -> Arc<Router<Stand>> {
 
 /// What the router said back to `user` in `channel` for `text` (the last reply).
 async fn ask(router: &Arc<Router<Stand>>, bot: &str, user: &str, channel: &str, text: &str) -> String {
+    ask_in(router, bot, user, channel, None, text).await
+}
+
+/// Like [`ask`], in a thread opened in `parent` when given; channels named `dm-…` are
+/// private chats.
+async fn ask_in(
+    router: &Arc<Router<Stand>>,
+    bot: &str,
+    user: &str,
+    channel: &str,
+    parent: Option<&str>,
+    text: &str,
+) -> String {
     let said = Said::default();
     router
         .handle(Incoming {
             bot: bot.into(),
             conversation: ConversationKey(format!("test:{channel}")),
             channel: channel.into(),
+            parent_channel: parent.map(String::from),
+            private: channel.starts_with("dm-"),
             author: Author { id: user.into(), name: user.into(), roles: vec![] },
             text: text.into(),
             command: Command::parse(text),
@@ -147,6 +163,8 @@ fn incoming(bot: &str, user: &str, text: &str, said: &Said) -> Incoming {
         bot: bot.into(),
         conversation: ConversationKey(format!("test:{user}")),
         channel: user.into(),
+        parent_channel: None,
+        private: true,
         author: Author { id: user.into(), name: user.into(), roles: vec![] },
         text: text.into(),
         command: Command::parse(text),
@@ -222,6 +240,29 @@ async fn a_channel_answers_from_its_own_knowledge_base_and_settings() {
     assert!(ask(&r, "docs", "ann", "normandy", "Who?").await.starts_with("normans top_k=3"));
     assert!(ask(&r, "docs", "ann", "normandy", "/kb").await.contains("\"normans\" (empty)"));
     assert!(ask(&r, "docs", "ann", "lobby", "/kb").await.contains("\"bees\" (12 chunks)"));
+}
+
+#[tokio::test]
+async fn a_thread_answers_like_its_parent_channel_unless_configured_itself() {
+    let r = router(None);
+    let reply = ask_in(&r, "docs", "bob", "thread-1", Some("normandy"), "Who?").await;
+    assert!(reply.starts_with("normans top_k=3"), "{reply}");
+    let reply = ask_in(&r, "docs", "bob", "thread-2", Some("lobby"), "Who?").await;
+    assert!(reply.starts_with("bees top_k=12"), "{reply}");
+    // A configured thread keeps its own settings, whatever its parent.
+    let reply = ask_in(&r, "docs", "bob", "normandy", Some("lobby"), "Who?").await;
+    assert!(reply.starts_with("normans"), "{reply}");
+}
+
+#[tokio::test]
+async fn kb_and_group_resets_are_for_admins_and_anyone_resets_their_own_private_chat() {
+    let r = router(None);
+    let refused = "Sorry, only this bot's admins can do that here.";
+    assert_eq!(ask(&r, "docs", "bob", "lobby", "/kb").await, refused);
+    assert_eq!(ask(&r, "docs", "bob", "lobby", "/reset").await, refused);
+    assert!(ask(&r, "docs", "ann", "lobby", "/kb").await.contains("\"bees\""));
+    assert!(ask(&r, "docs", "ann", "lobby", "/reset").await.contains("forgot"));
+    assert!(ask(&r, "docs", "bob", "dm-bob", "/reset").await.contains("forgot"));
 }
 
 #[tokio::test]
