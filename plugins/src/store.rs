@@ -41,6 +41,10 @@ pub enum StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// How stale a search may be: an open knowledge base checks for other writers' commits
+/// at most this long after they land.
+pub const READ_CONSISTENCY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Chunks in a knowledge base from which vector search uses an ANN index.
 pub const VECTOR_INDEX_MIN_ROWS: usize = 5_000;
 
@@ -56,7 +60,9 @@ impl KbStore {
             .map_err(|e| StoreError::Layout(format!("cannot create {}: {e}", dir.display())))?;
         let uri =
             dir.to_str().ok_or_else(|| StoreError::Layout(format!("data directory {} is not UTF-8", dir.display())))?;
-        Ok(Self { db: lancedb::connect(uri).execute().await? })
+        // A long-running daemon must see what `lore ingest` (another process) writes.
+        let db = lancedb::connect(uri).read_consistency_interval(READ_CONSISTENCY).execute().await?;
+        Ok(Self { db })
     }
 
     pub async fn names(&self) -> Result<Vec<String>> {
