@@ -37,6 +37,9 @@ pub struct App {
 impl App {
     pub async fn load(config: Config, models: Models) -> anyhow::Result<Self> {
         config.validate_files()?;
+        // Knowledge bases and conversations are the owner's alone.
+        crate::memory::create_private_dir(&config.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
         let store = KbStore::open(&config.data_dir)
             .await
             .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use lore_adapters::console::{ConsoleAdapter, ConsoleSink};
 use lore_adapters::Adapter;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{unknown_bot, App, Models};
@@ -15,7 +14,8 @@ use crate::config::{AdapterConfig, BotConfig, Config};
 use crate::ingest::Progress;
 use crate::pipeline::respond;
 use crate::prompt::Template;
-use crate::router::{bot_place, Place, Router};
+use crate::router::{bot_place, Place};
+use crate::serve::AdapterSpec;
 
 #[derive(Debug, Parser)]
 #[command(name = "lore", version, about = "Turn your own text into a chat bot that answers questions about it")]
@@ -178,34 +178,43 @@ async fn chat(mut config: Config, bot: Option<&str>, kb: Option<&str>) -> anyhow
     };
     let app = Arc::new(App::load(config, Models::All).await?);
     eprintln!("Ask {name} anything (/help for commands, /quit or Ctrl-D to leave).");
-    let adapter: Box<dyn Adapter> = Box::new(ConsoleAdapter::new(&name));
-    serve_adapters(app, vec![adapter]).await
+    let bot = name.clone();
+    let console = AdapterSpec::new(&name, move || Ok(Box::new(ConsoleAdapter::new(&bot)) as Box<dyn Adapter>));
+    serve_adapters(app, vec![console]).await
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Arc::new(App::load(config, Models::All).await?);
-    let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
+    let mut adapters: Vec<AdapterSpec> = Vec::new();
     let mut console = None;
     for (name, bot) in &app.config.bots {
         let key = format!("bots.{name}.adapter");
-        match &bot.adapter {
+        let bot_name = name.clone();
+        let spec = match &bot.adapter {
             AdapterConfig::Console => {
                 if let Some(other) = console.replace(name.clone()) {
                     bail!("bots {other:?} and {name:?} both use the console; only one can read the terminal");
                 }
-                adapters.push(Box::new(ConsoleAdapter::new(name)));
+                AdapterSpec::new(name, move || Ok(Box::new(ConsoleAdapter::new(&bot_name)) as Box<dyn Adapter>))
             }
             #[cfg(feature = "discord")]
             AdapterConfig::Discord(cfg) => {
-                let token = token(&app.config, &key, &cfg.token_env)?;
-                adapters.push(Box::new(lore_adapters::discord::DiscordAdapter::new(name, cfg, token)?));
+                let (cfg, token) = (cfg.clone(), token(&app.config, &key, &cfg.token_env)?);
+                lore_adapters::discord::DiscordAdapter::new(name, &cfg, token.clone())?;
+                AdapterSpec::new(name, move || {
+                    Ok(Box::new(lore_adapters::discord::DiscordAdapter::new(&bot_name, &cfg, token.clone())?))
+                })
             }
             #[cfg(feature = "telegram")]
             AdapterConfig::Telegram(cfg) => {
-                let token = token(&app.config, &key, &cfg.token_env)?;
-                adapters.push(Box::new(lore_adapters::telegram::TelegramAdapter::new(name, cfg, token)?));
+                let (cfg, token) = (cfg.clone(), token(&app.config, &key, &cfg.token_env)?);
+                lore_adapters::telegram::TelegramAdapter::new(name, &cfg, token.clone())?;
+                AdapterSpec::new(name, move || {
+                    Ok(Box::new(lore_adapters::telegram::TelegramAdapter::new(&bot_name, &cfg, token.clone())?))
+                })
             }
-        }
+        };
+        adapters.push(spec);
     }
     if adapters.is_empty() {
         bail!("{}: no bots configured", app.config.file.display());
@@ -224,85 +233,21 @@ fn token(config: &Config, key: &str, var: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Runs adapters and the router until the adapters end or a shutdown signal arrives, then
-/// lets answers in progress finish (up to a deadline).
-async fn serve_adapters(app: Arc<App>, adapters: Vec<Box<dyn Adapter>>) -> anyhow::Result<()> {
+/// Runs the adapters and the router until a shutdown signal arrives (or every adapter
+/// ends), then lets answers in progress finish.
+async fn serve_adapters(app: Arc<App>, adapters: Vec<AdapterSpec>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = {
         let token = shutdown.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            crate::serve::shutdown_signal().await;
             tracing::info!("shutting down");
             token.cancel();
         })
     };
-    let result = serve_until(app, adapters, shutdown).await;
+    let result = crate::serve::serve_until(app, adapters, shutdown).await;
     signal.abort();
     result
-}
-
-/// Runs `adapters` and the router until every adapter ends (after `shutdown` fires, or
-/// on its own), then lets answers in progress finish, up to a deadline.
-pub async fn serve_until(
-    app: Arc<App>,
-    adapters: Vec<Box<dyn Adapter>>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let router = Arc::new(Router::new(&app.config, app.answering(), Some(app.config.data_dir.join("conversations")))?);
-    let (inbox_tx, mut inbox) = mpsc::channel(256);
-    let mut running = tokio::task::JoinSet::new();
-    for adapter in adapters {
-        let tx = inbox_tx.clone();
-        let token = shutdown.clone();
-        running.spawn(async move { adapter.run(tx, token).await });
-    }
-    drop(inbox_tx);
-    let mut answers = tokio::task::JoinSet::new();
-    // Messages being handled at once: everyone in line and being answered, and room for
-    // commands. Past that the loop stops reading, the inbox fills, and adapters wait:
-    // pushing back on the platforms instead of spawning without bound.
-    let settings = router.line().settings();
-    let handling = Arc::new(tokio::sync::Semaphore::new(settings.max_waiting + settings.concurrent + 64));
-    while let Some(msg) = inbox.recv().await {
-        let permit = handling.clone().acquire_owned().await.expect("never closed");
-        let handled = router.handle(msg);
-        answers.spawn(async move {
-            handled.await;
-            drop(permit);
-        });
-        // Reap finished answers so the set does not grow without bound.
-        while answers.try_join_next().is_some() {}
-    }
-    let drained = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        while answers.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("answers still running after 30 s; stopping anyway");
-    }
-    while let Some(result) = running.join_next().await {
-        result.context("adapter task panicked")??;
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 async fn check(config: Config) -> anyhow::Result<()> {

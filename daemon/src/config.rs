@@ -34,6 +34,9 @@ pub struct Config {
     /// Bots by name.
     #[serde(default)]
     pub bots: BTreeMap<String, BotConfig>,
+    /// Days a conversation's memory is kept after its last message.
+    #[serde(default = "default_memory_days")]
+    pub memory_days: u64,
     /// How questions from many people at once are let in (every bot shares one line).
     #[serde(default)]
     pub admission: Admission,
@@ -313,6 +316,9 @@ pub enum AdapterConfig {
     Telegram(lore_adapters::telegram::TelegramConfig),
 }
 
+fn default_memory_days() -> u64 {
+    30
+}
 fn default_max_waiting_questions() -> usize {
     64
 }
@@ -575,6 +581,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// How long conversation memory is kept (`memory_days`).
+    pub fn memory_age(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.memory_days.saturating_mul(86_400))
     }
 
     /// Chunking for a knowledge base: its own, else the defaults.

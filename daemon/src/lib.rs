@@ -21,3 +21,4 @@ pub mod memory;
 pub mod pipeline;
 pub mod prompt;
 pub mod router;
+pub mod serve;

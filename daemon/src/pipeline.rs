@@ -187,6 +187,10 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                     Event::Failed(message) => return Err(lore_core::GenerateError::Failed(message).into()),
                 }
             }
+            // The events ended without Done: the engine stopped mid-answer.
+            if stop.is_none() {
+                return Err(lore_core::GenerateError::Stopped.into());
+            }
             let text = text.trim().to_string();
             let text = if text.is_empty() { "(no answer)".to_string() } else { text };
             sink.finish(&text, &source_refs(&prompt.passages)).await?;

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use lore_core::{Command, Incoming, ReplySink};
 
 use crate::config::{Allow, Config, Retrieval};
@@ -121,7 +122,13 @@ impl<A: Answerer> Router<A> {
             per_user_in_flight: a.per_user_in_flight,
             rate_limit: a.rate_limit.as_ref().map(|r| (r.questions, std::time::Duration::from_secs(r.per_seconds))),
         });
-        Ok(Self { answerer, bots, memory: Memory::new(memory, max_turns), line, rerank_when_busy: a.rerank_when_busy })
+        Ok(Self {
+            answerer,
+            bots,
+            memory: Memory::new(memory, max_turns, config.memory_age()),
+            line,
+            rerank_when_busy: a.rerank_when_busy,
+        })
     }
 
     /// The line every question waits in.
@@ -141,11 +148,17 @@ impl<A: Answerer> Router<A> {
         let router = self.clone();
         let place_in_line = self.is_question_for_us(&msg).then(|| self.line.join(&asker(&msg)));
         async move {
-            if let Err(error) = router.handle_inner(&mut msg, place_in_line).await {
-                let id = error_id();
-                tracing::warn!(error = format!("{error:#}"), error_id = %id, bot = %msg.bot, conversation = %msg.conversation, "answer failed");
-                let _ = msg.reply.say(&user_message(&error, &id)).await;
-            }
+            // A panic while answering is one failed answer, not a dead daemon.
+            let handled =
+                std::panic::AssertUnwindSafe(router.handle_inner(&mut msg, place_in_line)).catch_unwind().await;
+            let error = match handled {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error,
+                Err(panic) => anyhow::anyhow!("panicked: {}", panic_message(&*panic)),
+            };
+            let id = error_id();
+            tracing::warn!(error = format!("{error:#}"), error_id = %id, bot = %msg.bot, conversation = %msg.conversation, "answer failed");
+            let _ = msg.reply.say(&user_message(&error, &id)).await;
         }
     }
 
@@ -267,6 +280,15 @@ fn user_message(error: &anyhow::Error, id: &str) -> String {
         }
     }
     format!("Sorry, something went wrong while answering (error {id}). Please try again later.")
+}
+
+/// What a panic said, when it said it with a string.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// A short id that ties what a user saw to the log line with the cause.

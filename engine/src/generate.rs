@@ -52,6 +52,8 @@ struct QueueState {
     /// Drop the prompts free sequences keep for reuse (see `Generator::forget_cached_prompts`).
     forget: bool,
     shutdown: bool,
+    /// A test asked the worker to panic ([`Generator::crash_for_tests`]).
+    crash: bool,
 }
 
 /// A handle on a loaded generator model. Cheap to clone; the worker thread stops when the
@@ -71,6 +73,8 @@ struct Inner {
     max_queue: usize,
     kv_cache_bytes: u64,
     chat_template: Option<llama_cpp_2::model::LlamaChatTemplate>,
+    /// Cancelled when the worker thread dies: nothing will be generated any more.
+    died: CancellationToken,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -100,7 +104,13 @@ impl Generator {
         let kv_cache_bytes =
             2 * 2 * model.n_layer() as u64 * head_dim * model.n_head_kv() as u64 * (context_tokens * parallel) as u64;
         let queue = Arc::new(Queue {
-            jobs: Mutex::new(QueueState { waiting: VecDeque::new(), active: 0, forget: false, shutdown: false }),
+            jobs: Mutex::new(QueueState {
+                waiting: VecDeque::new(),
+                active: 0,
+                forget: false,
+                shutdown: false,
+                crash: false,
+            }),
             wake: Condvar::new(),
         });
         let chat_template = model
@@ -114,9 +124,11 @@ impl Generator {
 
         // The worker builds the context itself (it borrows the model) and reports back.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let died = CancellationToken::new();
         let worker = {
             let model = model.clone();
             let queue = queue.clone();
+            let died = died.clone();
             let threads = thread_count(cfg.threads);
             let batch_tokens = cfg.batch_tokens;
             let path = path.clone();
@@ -135,7 +147,17 @@ impl Generator {
                         Some(ctx) => ctx,
                         None => return,
                     };
-                    Worker::new(&model, ctx, queue, parallel, context_tokens, batch_tokens).run();
+                    let worker = Worker::new(&model, ctx, queue.clone(), parallel, context_tokens, batch_tokens);
+                    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())) {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!(%message, "the generator thread died");
+                        fail_everything_waiting(&queue, &message);
+                        died.cancel();
+                    }
                 })
                 .map_err(|e| EngineError::Backend(format!("cannot start the generator thread: {e}")))?
         };
@@ -152,6 +174,7 @@ impl Generator {
                 max_queue: cfg.max_queue,
                 kv_cache_bytes,
                 chat_template,
+                died,
                 worker: Mutex::new(Some(worker)),
             }),
         })
@@ -168,6 +191,23 @@ impl Generator {
 
     pub fn parallel(&self) -> usize {
         self.inner.parallel
+    }
+
+    /// Fires if the worker thread dies (a panic inside it): every waiting and running
+    /// generation has failed and new ones are refused. The daemon exits then, so that a
+    /// service manager starts it afresh.
+    pub fn died(&self) -> CancellationToken {
+        self.inner.died.clone()
+    }
+
+    /// Makes the worker thread panic at its next step: the only way to test what a dead
+    /// engine does to the daemon.
+    #[doc(hidden)]
+    pub fn crash_for_tests(&self) {
+        if let Ok(mut q) = self.inner.queue.jobs.lock() {
+            q.crash = true;
+        }
+        self.inner.queue.wake.notify_all();
     }
 
     /// The token ids the model reads for `prompt` (for inspection and tests).
@@ -312,6 +352,16 @@ fn tokenize_prompt(model: &LlamaModel, prompt: &PromptText) -> Vec<LlamaToken> {
     tokens
 }
 
+/// After the worker died: refuse new jobs and fail every waiting one in words. (Running
+/// ones died with the worker: their event channels closed.)
+fn fail_everything_waiting(queue: &Queue, message: &str) {
+    let mut q = queue.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    q.shutdown = true;
+    for job in q.waiting.drain(..) {
+        let _ = job.events.send(Event::Failed(format!("the generator stopped: {message}")));
+    }
+}
+
 /// A request being served in one sequence of the context.
 struct Active {
     seq: i32,
@@ -400,6 +450,9 @@ impl<'m> Worker<'m> {
         loop {
             if q.shutdown {
                 return false;
+            }
+            if q.crash {
+                panic!("crash requested by a test");
             }
             if q.forget {
                 self.evict_kept();

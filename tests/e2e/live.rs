@@ -19,7 +19,8 @@ async fn a_running_daemon_answers_from_a_new_ingest_and_forgets_a_removed_file()
     let dir = tempfile::tempdir().unwrap();
     let notes = dir.path().join("notes");
     std::fs::create_dir_all(&notes).unwrap();
-    std::fs::write(notes.join("bees.md"), "Honeybees tell each other where flowers are with the waggle dance.\n").unwrap();
+    std::fs::write(notes.join("bees.md"), "Honeybees tell each other where flowers are with the waggle dance.\n")
+        .unwrap();
     let kbs = format!("knowledge_bases:\n  notes:\n    sources: [{}]\n", notes.display());
     let daemon = TelegramDaemon::start(dir.path(), &kbs, "notes", "").await;
     let app = &daemon.app;
@@ -27,7 +28,9 @@ async fn a_running_daemon_answers_from_a_new_ingest_and_forgets_a_removed_file()
     let ingest = || async {
         let store = KbStore::open(&app.config.data_dir).await.unwrap();
         let kb = store.open_or_create("notes", lore_core::Embedder::dim(&app.embedder)).await.unwrap();
-        lore::ingest::ingest(&kb, &app.embedder, &[notes.clone()], &app.config.chunking, Progress::Quiet).await.unwrap();
+        lore::ingest::ingest(&kb, &app.embedder, &[notes.clone()], &app.config.chunking, Progress::Quiet)
+            .await
+            .unwrap();
     };
     let abstained = app.config.retrieval.abstain_text.clone();
     let ask = |n: usize| {

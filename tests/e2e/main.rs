@@ -9,4 +9,5 @@ mod knowledge_base;
 mod live;
 mod load;
 mod plugins;
+mod supervision;
 mod telegram;

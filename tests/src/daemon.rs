@@ -44,14 +44,22 @@ impl TelegramDaemon {
         let lore::config::AdapterConfig::Telegram(tg) = &app.config.bots["docs"].adapter else {
             panic!("a telegram adapter")
         };
-        let adapter = lore_adapters::telegram::TelegramAdapter::new("docs", tg, TOKEN.into()).unwrap();
+        let tg = tg.clone();
+        let adapter = lore::serve::AdapterSpec::new("docs", move || {
+            Ok(Box::new(lore_adapters::telegram::TelegramAdapter::new("docs", &tg, TOKEN.into())?))
+        });
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(lore::cli::serve_until(app.clone(), vec![Box::new(adapter)], shutdown.clone()));
+        let task = tokio::spawn(lore::serve::serve_until(app.clone(), vec![adapter], shutdown.clone()));
         wait_until(Duration::from_secs(10), "the bot registers its commands", || {
             !fake.calls("setMyCommands").is_empty()
         })
         .await;
         Self { fake, app, shutdown, task }
+    }
+
+    /// Waits for the daemon to stop by itself, and returns how it ended.
+    pub async fn exit(self) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(60), self.task).await.expect("the daemon stops by itself").unwrap()
     }
 
     /// Stops the daemon as SIGTERM would and waits for it to finish cleanly.

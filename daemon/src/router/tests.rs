@@ -37,6 +37,7 @@ bots:
 /// Answers with the place's knowledge base and the history it was given, so tests can
 /// see which place a message went to and what the bot remembered.
 struct Stand {
+    /// Every answer fails with this error (or panics, for the message "panic").
     fail: Option<fn() -> anyhow::Error>,
     /// When set, every answer waits until this is notified.
     gate: Option<Arc<tokio::sync::Semaphore>>,
@@ -59,7 +60,11 @@ impl Answerer for Stand {
         sink: &mut dyn ReplySink,
     ) -> anyhow::Result<Outcome> {
         if let Some(fail) = self.fail {
-            return Err(fail());
+            let error = fail();
+            if error.to_string() == "panic" {
+                panic!("the answerer broke: index out of bounds at /secret/path");
+            }
+            return Err(error);
         }
         if let Some(gate) = &self.gate {
             gate.acquire().await.unwrap().forget();
@@ -296,6 +301,16 @@ async fn help_and_empty_questions_explain_the_bot() {
         let reply = ask(&r, "docs", "ann", "lobby", text).await;
         assert!(reply.starts_with("I am docs.") && reply.contains("/sources"), "{reply}");
     }
+}
+
+#[tokio::test]
+async fn a_panic_while_answering_is_logged_and_answered_with_an_error_id() {
+    let r = router(Some(|| anyhow::anyhow!("panic")));
+    let reply = ask(&r, "docs", "ann", "lobby", "Why?").await;
+    assert!(reply.contains("(error ") && !reply.contains("secret"), "{reply}");
+    // The router, and the line, go on.
+    assert_eq!(r.line().waiting(), 0);
+    assert!(ask(&r, "docs", "ann", "lobby", "/help").await.starts_with("I am docs."));
 }
 
 #[tokio::test]

@@ -1,0 +1,220 @@
+//! The daemon's loop (`lore run`, `lore chat`): adapters feed one inbox, the router
+//! handles each message, and the whole stops cleanly on a signal.
+//!
+//! Supervision: an adapter that fails — at start (a bad token) or later — is logged at once
+//! with its reason and started again with exponential backoff, while the other bots go
+//! on. A panic while answering is one failed answer (the router catches it). If the
+//! generator's thread dies, every question in flight fails in words and the daemon exits
+//! with an error, so that a service manager (systemd's `Restart=on-failure`) starts it
+//! afresh: a model in an unknown state is not worth keeping.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use lore_core::{Adapter, Incoming};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::router::{panic_message, Router};
+
+/// How to start (and start again) one bot's adapter.
+pub struct AdapterSpec {
+    pub bot: String,
+    pub make: Box<dyn Fn() -> anyhow::Result<Box<dyn Adapter>> + Send + Sync>,
+}
+
+impl AdapterSpec {
+    pub fn new(bot: &str, make: impl Fn() -> anyhow::Result<Box<dyn Adapter>> + Send + Sync + 'static) -> Self {
+        Self { bot: bot.to_string(), make: Box::new(make) }
+    }
+}
+
+/// Waits before an adapter is started again: `first`, doubled after each failure up to
+/// `longest`; an adapter that ran for `longest` before failing starts over at `first`.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    first: Duration,
+    longest: Duration,
+}
+
+const RESTARTS: Backoff = Backoff { first: Duration::from_secs(1), longest: Duration::from_secs(60) };
+/// How long answers in progress may take to finish once the daemon stops.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// Runs the adapters and the router until every adapter ends (after `shutdown` fires, or
+/// on its own), then lets answers in progress finish, up to a deadline.
+pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let router = Arc::new(Router::new(&app.config, app.answering(), Some(app.config.data_dir.join("conversations")))?);
+    let (inbox_tx, mut inbox) = mpsc::channel(256);
+    let mut supervisors = tokio::task::JoinSet::new();
+    for spec in adapters {
+        supervisors.spawn(supervise(spec, inbox_tx.clone(), shutdown.clone(), RESTARTS));
+    }
+    drop(inbox_tx);
+    let engine_died = app.generator.as_ref().map(|g| g.died()).unwrap_or_default();
+    let mut answers = tokio::task::JoinSet::new();
+    // Messages being handled at once: everyone in line and being answered, and room for
+    // commands. Past that the loop stops reading, the inbox fills, and adapters wait:
+    // pushing back on the platforms instead of spawning without bound.
+    let settings = router.line().settings();
+    let handling = Arc::new(tokio::sync::Semaphore::new(settings.max_waiting + settings.concurrent + 64));
+    loop {
+        let msg = tokio::select! {
+            msg = inbox.recv() => msg,
+            () = engine_died.cancelled() => None,
+        };
+        let Some(msg) = msg else { break };
+        let permit = handling.clone().acquire_owned().await.expect("never closed");
+        let handled = router.handle(msg);
+        answers.spawn(async move {
+            handled.await;
+            drop(permit);
+        });
+        // Reap finished answers so the set does not grow without bound.
+        while let Some(done) = answers.try_join_next() {
+            log_panic(done, "answer");
+        }
+    }
+    if engine_died.is_cancelled() {
+        tracing::error!("the generator stopped; stopping every bot");
+        shutdown.cancel();
+    }
+    let drained = tokio::time::timeout(GRACE, async {
+        while let Some(done) = answers.join_next().await {
+            log_panic(done, "answer");
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("answers still running after {} s; stopping anyway", GRACE.as_secs());
+    }
+    while let Some(done) = supervisors.join_next().await {
+        log_panic(done, "adapter supervisor");
+    }
+    if engine_died.is_cancelled() {
+        anyhow::bail!(
+            "the generator's thread died (see the log above); exiting so that a service manager starts lore afresh"
+        );
+    }
+    Ok(())
+}
+
+fn log_panic(done: Result<(), tokio::task::JoinError>, task: &str) {
+    if let Err(error) = done {
+        if error.is_panic() {
+            tracing::error!(task, panic = panic_message(&*error.into_panic()), "a task panicked");
+        }
+    }
+}
+
+/// Runs one bot's adapter until `shutdown`, starting it again whenever it fails.
+async fn supervise(spec: AdapterSpec, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken, backoff: Backoff) {
+    let mut wait = backoff.first;
+    loop {
+        let started = Instant::now();
+        let outcome = match (spec.make)() {
+            Ok(adapter) => std::panic::AssertUnwindSafe(adapter.run(inbox.clone(), shutdown.clone()))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {}", panic_message(&*panic)))),
+            Err(error) => Err(error),
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let error = match outcome {
+            // It finished by itself (the console at end of input): nothing to restart.
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        if started.elapsed() > backoff.longest {
+            wait = backoff.first;
+        }
+        tracing::error!(bot = %spec.bot, error = format!("{error:#}"), retry_in_s = wait.as_secs_f32(), "adapter failed; starting it again");
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(backoff.longest);
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// Fails at once, like an adapter whose token the platform rejects.
+    struct Refused;
+
+    #[async_trait]
+    impl Adapter for Refused {
+        async fn run(self: Box<Self>, _: mpsc::Sender<Incoming>, _: CancellationToken) -> anyhow::Result<()> {
+            anyhow::bail!("the platform rejected the token")
+        }
+    }
+
+    /// Panics once started.
+    struct Broken;
+
+    #[async_trait]
+    impl Adapter for Broken {
+        async fn run(self: Box<Self>, _: mpsc::Sender<Incoming>, _: CancellationToken) -> anyhow::Result<()> {
+            panic!("adapter bug")
+        }
+    }
+
+    async fn starts_within(spec_make: fn() -> Box<dyn Adapter>, within: Duration) -> usize {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let counted = starts.clone();
+        let spec = AdapterSpec::new("b", move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(spec_make())
+        });
+        let (tx, _rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let fast = Backoff { first: Duration::from_millis(100), longest: Duration::from_secs(10) };
+        let task = tokio::spawn(supervise(spec, tx, shutdown.clone(), fast));
+        tokio::time::sleep(within).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task).await.expect("stops on shutdown").unwrap();
+        starts.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_failing_adapter_is_started_again_with_growing_waits() {
+        // Starts at 0, then after waits of 100, 200 and 400 ms: four starts in 1 s.
+        assert_eq!(starts_within(|| Box::new(Refused), Duration::from_millis(1_000)).await, 4);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_adapter_is_started_again() {
+        // Starts at 0, then after 100 ms; the third would come at 300 ms.
+        assert_eq!(starts_within(|| Box::new(Broken), Duration::from_millis(250)).await, 2);
+    }
+}
