@@ -1,18 +1,20 @@
 //! Discord through serenity: the gateway brings messages and slash commands, REST carries
 //! the answers. Serenity's shard runner reconnects and resumes a dropped gateway by itself.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use serde::{Deserialize, Deserializer};
 use serenity::all::{
-    ChannelId, ClientBuilder, Command as AppCommand, CommandInteraction, Context, CreateAllowedMentions, CreateCommand,
-    CreateInteractionResponseFollowup, CreateMessage, EditInteractionResponse, EditMessage, EventHandler,
-    GatewayIntents, GuildId, Http, HttpBuilder, Interaction, Message, MessageId, Ready, RoleId, User,
+    Cache, ChannelId, ChannelType, ClientBuilder, Command as AppCommand, CommandInteraction, Context,
+    CreateAllowedMentions, CreateCommand, CreateInteractionResponseFollowup, CreateMessage, EditInteractionResponse,
+    EditMessage, EventHandler, GatewayIntents, GuildChannel, GuildId, Http, HttpBuilder, Interaction, Message,
+    MessageId, MessageReference, MessageReferenceKind, MessageType, Ready, RoleId, User, UserId,
 };
 use serenity::builder::Builder as _;
 use serenity::http::HttpError;
@@ -111,7 +113,9 @@ impl Adapter for DiscordAdapter {
             respond_to_all: self.cfg.respond_to_all.iter().copied().collect(),
             command_guilds: self.cfg.command_guilds.clone(),
             throttle: EditThrottle::new(Duration::from_millis(self.cfg.edit_interval_ms)),
-            seen: Mutex::default(),
+            seen: Mutex::new(Recent::new(RECENT_IDS)),
+            parents: Mutex::new(Recent::new(KNOWN_CHANNELS)),
+            parent_lookup: tokio::sync::Mutex::default(),
             commands_registered: AtomicBool::new(false),
         };
         let mut client = ClientBuilder::new_with_http(http, intents)
@@ -136,6 +140,12 @@ fn no_mentions() -> CreateAllowedMentions {
     CreateAllowedMentions::new()
 }
 
+/// Message and interaction ids remembered to drop replays.
+const RECENT_IDS: usize = 1024;
+/// Channels whose thread parent is remembered: a bot in a few busy guilds sees a few
+/// thousand channels and threads; one forgotten costs one more lookup.
+const KNOWN_CHANNELS: usize = 4096;
+
 struct Handler {
     bot: String,
     inbox: mpsc::Sender<Incoming>,
@@ -144,30 +154,50 @@ struct Handler {
     throttle: EditThrottle,
     /// Recently handled message and interaction ids: an event replayed after a reconnect is
     /// not answered twice. A std Mutex is fine: held for a lookup, never across an await.
-    seen: Mutex<RecentIds>,
+    seen: Mutex<Recent<u64, ()>>,
+    /// Each guild channel's thread parent (`None`: not a thread), once looked up.
+    parents: Mutex<Recent<ChannelId, Option<ChannelId>>>,
+    /// Held while a channel is looked up, so that messages racing into a new thread
+    /// still cost one request.
+    parent_lookup: tokio::sync::Mutex<()>,
     commands_registered: AtomicBool,
 }
 
-#[derive(Default)]
-struct RecentIds {
-    set: HashSet<u64>,
-    order: VecDeque<u64>,
+/// A map that keeps only its `capacity` newest entries.
+struct Recent<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    capacity: usize,
 }
 
-impl RecentIds {
-    /// True the first time an id is offered.
-    fn first_time(&mut self, id: u64) -> bool {
-        if !self.set.insert(id) {
+impl<K: Copy + Eq + Hash, V: Copy> Recent<K, V> {
+    fn new(capacity: usize) -> Self {
+        Self { map: HashMap::new(), order: VecDeque::new(), capacity }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.map.get(key).copied()
+    }
+
+    /// Adds `key` unless it is already there; true when it was new.
+    fn insert(&mut self, key: K, value: V) -> bool {
+        if self.map.contains_key(&key) {
             return false;
         }
-        self.order.push_back(id);
-        if self.order.len() > 1024 {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+        self.map.insert(key, value);
+        self.order.push_back(key);
+        if self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.map.remove(&oldest);
             }
         }
         true
     }
+}
+
+/// A poisoned lock only means another event's task panicked; the data is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[async_trait]
@@ -185,22 +215,15 @@ impl EventHandler for Handler {
 
     async fn message(&self, ctx: Context, msg: Message) {
         let me = ctx.cache.current_user().id;
-        if msg.author.bot || msg.author.id == me {
-            return;
-        }
-        let in_dm = msg.guild_id.is_none();
-        let mentioned = msg.mentions.iter().any(|u| u.id == me)
-            || msg.content.contains(&format!("<@{me}>"))
-            || msg.content.contains(&format!("<@!{me}>"));
-        let reply_to_me = msg.referenced_message.as_ref().is_some_and(|m| m.author.id == me);
-        let everything = self.respond_to_all.contains(&msg.channel_id.get());
-        if !(in_dm || mentioned || reply_to_me || everything) {
+        if !self.is_for_me(&msg, me) {
             return;
         }
         if !self.first_time(msg.id.get()) {
             debug!(bot = %self.bot, message = %msg.id, "already answered");
             return;
         }
+        let in_dm = msg.guild_id.is_none();
+        let parent = self.thread_parent(&ctx, &msg).await;
         let text = strip_mention(&msg.content, me.get());
         let conversation =
             if in_dm { format!("discord:dm:{}", msg.author.id) } else { format!("discord:{}", msg.channel_id) };
@@ -210,7 +233,7 @@ impl EventHandler for Handler {
             bot: self.bot.clone(),
             conversation: ConversationKey(conversation),
             channel: msg.channel_id.to_string(),
-            parent_channel: None,
+            parent_channel: parent.map(|p| p.to_string()),
             private: in_dm,
             author: author(&msg.author, msg.member.as_ref().map(|m| m.roles.as_slice())),
             command: Command::parse(&text),
@@ -252,11 +275,13 @@ fn interaction_incoming(
         Some(_) => format!("discord:{}", cmd.channel_id),
         None => format!("discord:dm:{}", cmd.user.id),
     };
+    // The interaction carries its channel, so a thread's parent costs no lookup here.
+    let parent = cmd.channel.as_ref().filter(|c| is_thread(c.kind)).and_then(|c| c.parent_id);
     Incoming {
         bot: bot.to_string(),
         conversation: ConversationKey(conversation),
         channel: cmd.channel_id.to_string(),
-        parent_channel: None,
+        parent_channel: parent.map(|p| p.to_string()),
         private: cmd.guild_id.is_none(),
         author: author(&cmd.user, cmd.member.as_ref().map(|m| m.roles.as_slice())),
         text: format!("/{}", cmd.data.name),
@@ -274,9 +299,76 @@ fn author(user: &User, roles: Option<&[RoleId]>) -> Author {
     }
 }
 
+/// Only what people write is a question: joins, pins, "thread created" and the like are
+/// messages too, and may even mention the bot.
+fn is_written_by_a_person(kind: MessageType) -> bool {
+    matches!(kind, MessageType::Regular | MessageType::InlineReply)
+}
+
+fn is_thread(kind: ChannelType) -> bool {
+    matches!(kind, ChannelType::PublicThread | ChannelType::PrivateThread | ChannelType::NewsThread)
+}
+
+/// The channel a thread (or forum post) was opened in; `None` for other channels, whose
+/// `parent_id` is their category.
+fn parent_if_thread(channel: &GuildChannel) -> Option<ChannelId> {
+    channel.parent_id.filter(|_| is_thread(channel.kind))
+}
+
+/// What serenity's cache knows of `channel` (filled by the gateway's guild and thread
+/// events): `None` when it has not seen it.
+fn cached_parent(cache: &Cache, guild: GuildId, channel: ChannelId) -> Option<Option<ChannelId>> {
+    let guild = cache.guild(guild)?;
+    let found = guild.channels.get(&channel).or_else(|| guild.threads.iter().find(|t| t.id == channel))?;
+    Some(parent_if_thread(found))
+}
+
 impl Handler {
     fn first_time(&self, id: u64) -> bool {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).first_time(id)
+        lock(&self.seen).insert(id, ())
+    }
+
+    /// A person's message in a DM, or one that mentions the bot, replies to it, or stands in
+    /// a channel where the bot answers everything.
+    fn is_for_me(&self, msg: &Message, me: UserId) -> bool {
+        if !is_written_by_a_person(msg.kind) || msg.author.bot || msg.author.id == me {
+            return false;
+        }
+        let in_dm = msg.guild_id.is_none();
+        let mentioned = msg.mentions.iter().any(|u| u.id == me)
+            || msg.content.contains(&format!("<@{me}>"))
+            || msg.content.contains(&format!("<@!{me}>"));
+        let reply_to_me = msg.referenced_message.as_ref().is_some_and(|m| m.author.id == me);
+        let everything = self.respond_to_all.contains(&msg.channel_id.get());
+        in_dm || mentioned || reply_to_me || everything
+    }
+
+    /// The channel the message's thread or forum post was opened in, `None` elsewhere.
+    /// Messages do not say whether their channel is a thread, so each channel is looked up
+    /// once (serenity's cache, else `GET /channels/{id}`) and remembered.
+    async fn thread_parent(&self, ctx: &Context, msg: &Message) -> Option<ChannelId> {
+        let guild = msg.guild_id?;
+        let channel = msg.channel_id;
+        if let Some(known) = lock(&self.parents).get(&channel) {
+            return known;
+        }
+        let _one_at_a_time = self.parent_lookup.lock().await;
+        if let Some(known) = lock(&self.parents).get(&channel) {
+            return known;
+        }
+        let parent = match cached_parent(&ctx.cache, guild, channel) {
+            Some(parent) => parent,
+            None => match retry_rate_limited(DiscordReply::classify, || channel.to_channel(ctx)).await {
+                Ok(found) => found.guild().as_ref().and_then(parent_if_thread),
+                Err(error) => {
+                    // Answered as a channel of its own this time; the next message asks again.
+                    warn!(bot = %self.bot, %channel, %error, "looking up whether a channel is a thread failed");
+                    return None;
+                }
+            },
+        };
+        lock(&self.parents).insert(channel, parent);
+        parent
     }
 
     async fn forward(&self, incoming: Incoming) {
@@ -337,6 +429,12 @@ struct DiscordReply {
     target: Target,
 }
 
+/// A reply to the question that still goes out, as a plain message, when the question was
+/// deleted meanwhile: by default Discord refuses it, and the answer would be lost.
+fn reply_reference(channel: ChannelId, question: MessageId) -> MessageReference {
+    MessageReference::new(MessageReferenceKind::Default, channel).message_id(question).fail_if_not_exists(false)
+}
+
 fn discord_sink(http: Arc<Http>, target: Target, throttle: &EditThrottle) -> StreamingReply<DiscordReply> {
     StreamingReply::new(DiscordReply { http, target }, throttle.clone())
 }
@@ -350,7 +448,7 @@ impl DiscordReply {
     ) -> serenity::Result<Sent> {
         let mut builder = CreateMessage::new().content(content).allowed_mentions(no_mentions());
         if let Some(question) = reply_to {
-            builder = builder.reference_message((channel, question));
+            builder = builder.reference_message(reply_reference(channel, question));
         }
         Ok(Sent::Message(channel.send_message(&self.http, builder).await?.id))
     }
@@ -464,6 +562,46 @@ mod tests {
         assert_eq!(strip_mention("<@42> what is  lore?", 42), "what is lore?");
         assert_eq!(strip_mention("hey <@!42>, why?", 42), "hey , why?");
         assert_eq!(strip_mention("<@42> look:\n```\ncode\n```", 42), "look:\n```\ncode\n```");
+    }
+
+    #[test]
+    fn recent_forgets_its_oldest_entries() {
+        let mut recent = Recent::new(2);
+        assert!(recent.insert(1, 'a'));
+        assert!(!recent.insert(1, 'b'), "an id is new only once");
+        assert!(recent.insert(2, 'b') && recent.insert(3, 'c'));
+        assert_eq!((recent.get(&1), recent.get(&2), recent.get(&3)), (None, Some('b'), Some('c')));
+    }
+
+    fn channel(kind: u8, parent: u64) -> GuildChannel {
+        serde_json::from_value(serde_json::json!({
+            "id": "10", "type": kind, "guild_id": "1", "name": "c", "parent_id": parent.to_string(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_threads_have_a_parent_channel() {
+        assert_eq!(parent_if_thread(&channel(11, 5)), Some(ChannelId::new(5)), "public thread or forum post");
+        assert_eq!(parent_if_thread(&channel(12, 5)), Some(ChannelId::new(5)), "private thread");
+        assert_eq!(parent_if_thread(&channel(0, 5)), None, "a text channel's parent is its category");
+        assert_eq!(parent_if_thread(&channel(15, 5)), None, "the forum itself");
+    }
+
+    #[test]
+    fn only_regular_messages_and_replies_are_questions() {
+        assert!(is_written_by_a_person(MessageType::Regular));
+        assert!(is_written_by_a_person(MessageType::InlineReply));
+        for system in [6, 7, 18, 21, 24] {
+            assert!(!is_written_by_a_person(MessageType::from(system)), "type {system}");
+        }
+    }
+
+    #[test]
+    fn reply_to_a_deleted_question_is_still_sent() {
+        let reference = serde_json::to_value(reply_reference(ChannelId::new(3), MessageId::new(4))).unwrap();
+        assert_eq!(reference["message_id"], "4");
+        assert_eq!(reference["fail_if_not_exists"], false);
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Telegram through teloxide's Bot API client: long polling brings messages, answers are
-//! HTML messages edited as they stream.
+//! HTML messages edited as they stream. A forum topic is a conversation of its own, and its
+//! answers stay in it.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use serde::Deserialize;
 use teloxide::prelude::*;
-use teloxide::types::{AllowedUpdate, BotCommand, ChatAction, Me, MessageId, ParseMode, ReplyParameters, UpdateKind};
+use teloxide::types::{
+    AllowedUpdate, BotCommand, ChatAction, Me, MessageId, ParseMode, ReplyParameters, ThreadId, UpdateKind,
+};
 use teloxide::{ApiError, RequestError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -175,30 +179,46 @@ impl TelegramAdapter {
         let text = msg.text().or_else(|| msg.caption())?;
         let username = me.username();
         let private = msg.chat.is_private();
+        let topic = forum_topic(msg);
         let (ask, rest) = strip_command(text, "ask", username);
-        let mention = format!("@{username}");
-        let mentioned = contains_ci(text, &mention);
-        let reply_to_me = msg.reply_to_message().and_then(|m| m.from.as_ref()).is_some_and(|u| u.id == me.id);
+        let reply_to_me = replied_message(msg, topic).and_then(|m| m.from.as_ref()).is_some_and(|u| u.id == me.id);
         let command = command_for_me(text, username);
-        if !(private || ask || mentioned || reply_to_me || command.is_some()) {
+        if !(private || ask || mentions(text, username) || reply_to_me || command.is_some()) {
             return None;
         }
-        let question = remove_ci(rest, &mention);
+        let chat = TelegramChat { bot: bot.clone(), chat: msg.chat.id, topic, reply_to: (!private).then_some(msg.id) };
         Some(Incoming {
             bot: self.name.clone(),
-            conversation: ConversationKey(format!("telegram:{}", msg.chat.id)),
+            conversation: conversation_key(msg.chat.id, topic),
             channel: msg.chat.id.to_string(),
             parent_channel: None,
             private,
             author: Author { id: from.id.to_string(), name: from.full_name(), roles: vec![] },
             command,
-            text: question,
-            reply: Box::new(StreamingReply::new(
-                TelegramChat { bot: bot.clone(), chat: msg.chat.id, reply_to: (!private).then_some(msg.id) },
-                throttle.clone(),
-            )),
+            text: remove_mentions(rest, username),
+            reply: Box::new(StreamingReply::new(chat, throttle.clone())),
         })
     }
+}
+
+/// The forum topic a message was written in. Outside forums `message_thread_id` marks reply
+/// threads too, which are no place of their own; only `is_topic_message` means a topic.
+fn forum_topic(msg: &Message) -> Option<ThreadId> {
+    msg.thread_id.filter(|_| msg.is_topic_message)
+}
+
+/// A forum topic is a conversation of its own, apart from General and the other topics.
+fn conversation_key(chat: ChatId, topic: Option<ThreadId>) -> ConversationKey {
+    ConversationKey(match topic {
+        Some(ThreadId(MessageId(topic))) => format!("telegram:{chat}:{topic}"),
+        None => format!("telegram:{chat}"),
+    })
+}
+
+/// The message this one answers. In a topic, Telegram makes every message reply to the
+/// topic's first message: that is where it was written, not whom it answers.
+fn replied_message(msg: &Message, topic: Option<ThreadId>) -> Option<&Message> {
+    msg.reply_to_message().filter(|replied| topic != Some(ThreadId(replied.id)))
 }
 
 /// Doubling waits between failed connection attempts, from half a second up to 30 s.
@@ -248,20 +268,40 @@ fn command_for_me(text: &str, bot: &str) -> Option<Command> {
     Command::parse(word)
 }
 
-fn contains_ci(text: &str, needle: &str) -> bool {
-    text.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())
+/// Telegram usernames are letters, digits and underscores.
+fn is_username_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// Removes every `needle` (ASCII case-insensitive) and trims.
-fn remove_ci(text: &str, needle: &str) -> String {
+/// Where `@username` stands in `text` as a whole word, ASCII case-insensitively: `@lorebot`
+/// in "hi @LoreBot!", but not in `@lorebot_admin` or `@lorebotx`, which are other accounts.
+fn mention_spans(text: &str, username: &str) -> Vec<Range<usize>> {
     // ASCII lowercasing keeps byte offsets, so positions found in `lower` cut `text`.
     let lower = text.to_ascii_lowercase();
-    let needle = needle.to_ascii_lowercase();
+    let needle = format!("@{}", username.to_ascii_lowercase());
+    lower
+        .match_indices(&needle)
+        .map(|(start, _)| start..start + needle.len())
+        .filter(|span| {
+            let before = text[..span.start].chars().next_back();
+            let after = text[span.end..].chars().next();
+            !before.is_some_and(is_username_char) && !after.is_some_and(is_username_char)
+        })
+        .collect()
+}
+
+fn mentions(text: &str, username: &str) -> bool {
+    !mention_spans(text, username).is_empty()
+}
+
+/// The question without the bot's mentions. A one-line question has its spaces collapsed;
+/// several lines (pasted code) keep theirs.
+fn remove_mentions(text: &str, username: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
-    for (i, _) in lower.match_indices(&needle) {
-        out.push_str(&text[last..i]);
-        last = i + needle.len();
+    for span in mention_spans(text, username) {
+        out.push_str(&text[last..span.start]);
+        last = span.end;
     }
     out.push_str(&text[last..]);
     if out.contains('\n') {
@@ -287,6 +327,8 @@ fn split_for_telegram(text: &str) -> Vec<String> {
 struct TelegramChat {
     bot: Bot,
     chat: ChatId,
+    /// A forum topic: every message and chat action must name it, or it lands in General.
+    topic: Option<ThreadId>,
     /// In groups, the first message of the answer replies to the question.
     reply_to: Option<MessageId>,
 }
@@ -328,11 +370,18 @@ impl Platform for TelegramChat {
     }
 
     async fn send_typing(&self) -> Result<(), RequestError> {
-        self.bot.send_chat_action(self.chat, ChatAction::Typing).send().await.map(drop)
+        let mut request = self.bot.send_chat_action(self.chat, ChatAction::Typing);
+        if let Some(topic) = self.topic {
+            request = request.message_thread_id(topic);
+        }
+        request.send().await.map(drop)
     }
 
     async fn post(&self, html: &str, first: bool) -> Result<MessageId, RequestError> {
         let mut request = self.bot.send_message(self.chat, html).parse_mode(ParseMode::Html);
+        if let Some(topic) = self.topic {
+            request = request.message_thread_id(topic);
+        }
         if let Some(question) = self.reply_to.filter(|_| first) {
             request = request.reply_parameters(ReplyParameters::new(question).allow_sending_without_reply());
         }
@@ -398,8 +447,74 @@ mod tests {
 
     #[test]
     fn mention_is_removed_case_insensitively() {
-        assert_eq!(remove_ci("@LoreBot  what is  it?", "@lorebot"), "what is it?");
-        assert_eq!(remove_ci("hi @lorebot\ncode", "@LoreBot"), "hi \ncode");
+        assert_eq!(remove_mentions("@LoreBot  what is  it?", "lorebot"), "what is it?");
+        assert_eq!(remove_mentions("hi @lorebot\ncode", "LoreBot"), "hi \ncode");
+    }
+
+    #[test]
+    fn mention_is_the_exact_username_as_a_whole_word() {
+        assert!(mentions("hi @LoreBot!", "lorebot"));
+        assert!(mentions("@lorebot", "LoreBot"));
+        assert!(mentions("(@LOREBOT) why?", "lorebot"));
+        assert!(mentions("@lorebot_admin and @lorebot, both", "lorebot"));
+        assert!(!mentions("ask @lorebot_admin", "lorebot"));
+        assert!(!mentions("ask @lorebotx", "lorebot"));
+        assert!(!mentions("ask @lorebot2", "lorebot"));
+        assert!(!mentions("mail me at me@lorebot", "lorebot"));
+        assert!(!mentions("ask @lore", "lorebot"));
+    }
+
+    #[test]
+    fn only_whole_word_mentions_are_removed() {
+        assert_eq!(remove_mentions("hi @LoreBot! and @lorebot_admin", "lorebot"), "hi ! and @lorebot_admin");
+        assert_eq!(remove_mentions("@lorebotx @LoreBot what?", "LoreBot"), "@lorebotx what?");
+        assert_eq!(remove_mentions("café @lorebot über", "lorebot"), "café über");
+    }
+
+    fn forum_chat() -> serde_json::Value {
+        serde_json::json!({"id": -100_500, "type": "supergroup", "title": "Readers", "is_forum": true})
+    }
+
+    /// A group message as the Bot API sends it, with `extra` fields merged in.
+    fn group_message(extra: serde_json::Value) -> Message {
+        let mut json = serde_json::json!({
+            "message_id": 20, "date": 1_767_225_600, "text": "hi", "chat": forum_chat(),
+            "from": {"id": 42, "is_bot": false, "first_name": "Ann"},
+        });
+        json.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn sent_by(id: i64, message_id: i32) -> serde_json::Value {
+        serde_json::json!({
+            "message_id": message_id, "date": 1_767_225_500, "text": "earlier", "chat": forum_chat(),
+            "from": {"id": id, "is_bot": true, "first_name": "Lore", "username": "LoreBot"},
+        })
+    }
+
+    #[test]
+    fn a_forum_topic_is_a_conversation_of_its_own() {
+        let in_topic = group_message(serde_json::json!({"message_thread_id": 7, "is_topic_message": true}));
+        assert_eq!(conversation_key(in_topic.chat.id, forum_topic(&in_topic)).0, "telegram:-100500:7");
+        let in_general = group_message(serde_json::json!({}));
+        assert_eq!(conversation_key(in_general.chat.id, forum_topic(&in_general)).0, "telegram:-100500");
+        // In an ordinary supergroup a reply carries the id of the thread of replies it is in.
+        let reply_thread =
+            group_message(serde_json::json!({"message_thread_id": 7, "reply_to_message": sent_by(1, 7)}));
+        assert_eq!(forum_topic(&reply_thread), None);
+    }
+
+    #[test]
+    fn the_first_message_of_a_topic_is_not_what_its_messages_reply_to() {
+        let topic = serde_json::json!({"message_thread_id": 7, "is_topic_message": true});
+        let mut plain = topic.clone();
+        plain["reply_to_message"] = sent_by(1, 7);
+        let plain = group_message(plain);
+        assert!(replied_message(&plain, forum_topic(&plain)).is_none());
+        let mut reply = topic;
+        reply["reply_to_message"] = sent_by(1, 12);
+        let reply = group_message(reply);
+        assert_eq!(replied_message(&reply, forum_topic(&reply)).map(|m| m.id), Some(MessageId(12)));
     }
 
     #[test]

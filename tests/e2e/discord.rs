@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::http::Method;
 use lore_adapters::discord::{DiscordAdapter, DiscordConfig};
 use lore_adapters::Command;
-use lore_tests::fake_discord::{FakeDiscord, APP_ID, BOT_ID};
+use lore_tests::fake_discord::{user, FakeDiscord, APP_ID, BOT_ID};
 use lore_tests::{
     assert_retried_after, assert_words_whole, init, long_answer, sample_sources, stream_sample_answer, wait_until,
     RunningAdapter,
@@ -16,6 +16,9 @@ const GUILD: u64 = 300;
 const CHANNEL: u64 = 301;
 const OPEN_CHANNEL: u64 = 302;
 const DM_CHANNEL: u64 = 303;
+const THREAD: u64 = 304;
+const FORUM: u64 = 305;
+const FORUM_POST: u64 = 306;
 const ALICE: u64 = 401;
 const OTHER_BOT: u64 = 402;
 const EDIT_MS: u64 = 200;
@@ -47,6 +50,24 @@ impl Running {
 
 fn mention(text: &str) -> String {
     format!("<@{BOT_ID}> {text}")
+}
+
+/// An INTERACTION_CREATE payload for the slash command `name`, used by Alice in a DM.
+fn slash_command(id: &str, name: &str, token: &str) -> Value {
+    json!({
+        "id": id,
+        "application_id": APP_ID.to_string(),
+        "type": 2,
+        "data": {"id": "556", "name": name, "type": 1},
+        "channel_id": DM_CHANNEL.to_string(),
+        "user": user(ALICE, "alice", false),
+        "token": token,
+        "version": 1,
+        "app_permissions": "0",
+        "locale": "en-US",
+        "entitlements": [],
+        "attachment_size_limit": 8_388_608,
+    })
 }
 
 fn contents(sent: &[(String, Value)]) -> Vec<String> {
@@ -238,23 +259,7 @@ async fn discord_text_and_slash_commands_are_parsed() {
     bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "/help"));
     assert_eq!(bot.run.next().await.command, Some(Command::Help));
 
-    bot.fake.dispatch(
-        "INTERACTION_CREATE",
-        json!({
-            "id": "555",
-            "application_id": APP_ID.to_string(),
-            "type": 2,
-            "data": {"id": "556", "name": "sources", "type": 1},
-            "channel_id": DM_CHANNEL.to_string(),
-            "user": lore_tests::fake_discord::user(ALICE, "alice", false),
-            "token": "interaction-token",
-            "version": 1,
-            "app_permissions": "0",
-            "locale": "en-US",
-            "entitlements": [],
-            "attachment_size_limit": 8_388_608,
-        }),
-    );
+    bot.fake.dispatch("INTERACTION_CREATE", slash_command("555", "sources", "interaction-token"));
     let mut incoming = bot.run.next().await;
     assert_eq!(incoming.command, Some(Command::Sources));
     assert_eq!(incoming.conversation.0, format!("discord:dm:{ALICE}"));
@@ -270,5 +275,88 @@ async fn discord_text_and_slash_commands_are_parsed() {
         .expect("answer in the original response");
     assert_eq!(edit.body["content"], "No sources \\*yet\\*.");
     assert_eq!(edit.body["allowed_mentions"]["parse"], json!([]));
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_threads_and_forum_posts_name_their_parent_channel_after_one_lookup() {
+    let mut bot = Running::start().await;
+    let fake = &bot.fake;
+    fake.add_thread(THREAD, CHANNEL, GUILD);
+    fake.add_thread(FORUM_POST, FORUM, GUILD);
+    let in_thread = || fake.message(THREAD, ALICE, &mention("in a thread")).guild(GUILD, &[]).mentioning_bot();
+
+    fake.send(in_thread());
+    let mut first = bot.run.next().await;
+    assert_eq!(first.channel, THREAD.to_string());
+    assert_eq!(first.parent_channel, Some(CHANNEL.to_string()));
+    assert_eq!(first.conversation.0, format!("discord:{THREAD}"));
+    first.reply.say("Answered in the thread.").await.unwrap();
+    assert_eq!(bot.fake.shown_in(THREAD), vec!["Answered in the thread."]);
+
+    bot.fake.send(in_thread());
+    assert_eq!(bot.run.next().await.parent_channel, Some(CHANNEL.to_string()));
+    assert_eq!(bot.fake.channel_lookups(THREAD), 1, "the thread's parent is remembered");
+
+    let fake = &bot.fake;
+    fake.send(fake.message(FORUM_POST, ALICE, &mention("in a forum post")).guild(GUILD, &[]).mentioning_bot());
+    assert_eq!(bot.run.next().await.parent_channel, Some(FORUM.to_string()));
+
+    // An ordinary channel's parent is its category: no parent channel.
+    bot.fake.send(bot.fake.message(CHANNEL, ALICE, &mention("in the channel")).guild(GUILD, &[]).mentioning_bot());
+    let in_channel = bot.run.next().await;
+    assert_eq!((in_channel.channel, in_channel.parent_channel), (CHANNEL.to_string(), None));
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "in private"));
+    assert_eq!(bot.run.next().await.parent_channel, None);
+    assert_eq!(bot.fake.channel_lookups(DM_CHANNEL), 0, "a DM is never a thread");
+
+    // A slash command carries its channel: a thread's parent costs no lookup.
+    let mut command = slash_command("557", "kb", "thread-token");
+    command["guild_id"] = GUILD.to_string().into();
+    command["channel_id"] = FORUM_POST.to_string().into();
+    command["channel"] = json!({"id": FORUM_POST.to_string(), "type": 11, "parent_id": FORUM.to_string()});
+    command["member"] = json!({
+        "user": user(ALICE, "alice", false), "roles": [], "joined_at": "2025-01-01T00:00:00.000000+00:00",
+        "deaf": false, "mute": false, "flags": 0,
+    });
+    bot.fake.dispatch("INTERACTION_CREATE", command);
+    let kb = bot.run.next().await;
+    assert_eq!((kb.command, kb.parent_channel), (Some(Command::Kb), Some(FORUM.to_string())));
+    assert_eq!(bot.fake.channel_lookups(FORUM_POST), 1);
+    bot.run.assert_nothing_more();
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_system_messages_are_not_questions_even_when_they_mention_the_bot() {
+    let mut bot = Running::start().await;
+    let fake = &bot.fake;
+    // Member join, pin, thread created: not written as questions.
+    for kind in [7, 6, 18] {
+        fake.send(fake.message(CHANNEL, ALICE, &mention("system")).guild(GUILD, &[]).mentioning_bot().kind(kind));
+    }
+    fake.send(fake.message(OPEN_CHANNEL, ALICE, "joined").guild(GUILD, &[]).kind(7));
+    fake.send(fake.message(DM_CHANNEL, ALICE, "pinned").kind(6));
+    fake.send(fake.message(CHANNEL, ALICE, &mention("a real question")).guild(GUILD, &[]).mentioning_bot());
+    let question = bot.run.next().await;
+    assert_eq!(question.text, "a real question", "the system messages before it were dropped");
+    bot.run.assert_nothing_more();
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_answer_arrives_when_the_question_was_deleted() {
+    let mut bot = Running::start().await;
+    let question =
+        bot.fake.send(bot.fake.message(CHANNEL, ALICE, &mention("quick!")).guild(GUILD, &[]).mentioning_bot());
+    let mut incoming = bot.run.next().await;
+    bot.fake.delete_message(question);
+    incoming.reply.finish("Still answered.", &[]).await.unwrap();
+
+    let sent = bot.fake.sent_in(CHANNEL);
+    let reference = &sent[0].1["message_reference"];
+    assert_eq!(reference["message_id"], question.to_string());
+    assert_eq!(reference["fail_if_not_exists"], false);
+    assert_eq!(bot.fake.shown_in(CHANNEL), vec!["Still answered."]);
     bot.run.stop().await;
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use lore_adapters::telegram::{TelegramAdapter, TelegramConfig};
 use lore_adapters::Command;
-use lore_tests::fake_telegram::{strip_tags, Chat, FakeTelegram, BOT_ID, DROPPED};
+use lore_tests::fake_telegram::{strip_tags, Chat, FakeTelegram, BOT_ID, BOT_USERNAME, DROPPED};
 use lore_tests::{
     assert_retried_after, assert_words_whole, init, long_answer, sample_sources, stream_sample_answer, wait_until,
     RunningAdapter,
@@ -15,6 +15,7 @@ const TOKEN: &str = "123456:fake-telegram-token";
 const ANN: i64 = 42;
 const PRIVATE: Chat = Chat::Private(ANN);
 const GROUP: Chat = Chat::Group(-100_200);
+const FORUM: Chat = Chat::Forum(-100_300);
 const OTHER_BOT: i64 = 43;
 const EDIT_MS: u64 = 200;
 const WAIT: Duration = Duration::from_secs(5);
@@ -86,6 +87,9 @@ async fn telegram_group_needs_ask_mention_reply_or_command() {
     let mut bot = Running::start().await;
     let fake = &bot.fake;
     fake.push_message(GROUP, ANN, "just chatting");
+    // Other accounts whose names start with the bot's.
+    fake.push_message(GROUP, ANN, &format!("@{BOT_USERNAME}_admin please ban me"));
+    fake.push_message(GROUP, ANN, &format!("@{BOT_USERNAME}x hello"));
     fake.push_bot_message(GROUP, OTHER_BOT, "/ask I am a bot");
     fake.push_message(GROUP, ANN, "/ask what is lore?");
     fake.push_message(GROUP, ANN, "/ask@OtherBot not for us");
@@ -180,5 +184,50 @@ async fn telegram_hostile_text_is_html_escaped() {
         bot.fake.shown_in(ANN),
         vec!["&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt; **x** `y"]
     );
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_forum_topic_is_its_own_conversation_and_every_reply_lands_in_it() {
+    let mut bot = Running::start().await;
+    let fake = &bot.fake;
+    // Every message in a topic replies to its first one: the bot's here, which is no reason
+    // to answer chatter.
+    let topic = fake.open_topic(FORUM, BOT_ID, "Lore help");
+    let other_topic = fake.open_topic(FORUM, ANN, "Off topic");
+    fake.push_topic_message(FORUM, topic, ANN, "just chatting in the topic");
+    fake.push_topic_message(FORUM, topic, ANN, "@LoreTestBot what is lore?");
+    fake.push_topic_message(FORUM, topic, ANN, "/ask tell me all");
+    fake.push_topic_message(FORUM, topic, ANN, "/reset@LoreTestBot");
+
+    let mut streamed = bot.run.next().await;
+    assert_eq!(streamed.text, "what is lore?");
+    assert_eq!(streamed.conversation.0, format!("telegram:{}:{topic}", FORUM.id()));
+    assert_eq!(streamed.channel, FORUM.id().to_string());
+    stream_sample_answer(&mut *streamed.reply).await;
+    let mut long = bot.run.next().await;
+    long.reply.finish(&long_answer(10_000), &sample_sources()).await.unwrap();
+    let mut command = bot.run.next().await;
+    assert_eq!(command.command, Some(Command::Reset));
+    command.reply.say("Done: I forgot this conversation.").await.unwrap();
+
+    let sends = bot.fake.calls("sendMessage");
+    let typing = bot.fake.calls("sendChatAction");
+    assert!(sends.len() >= 4 && !typing.is_empty(), "{} messages, {} chat actions", sends.len(), typing.len());
+    for body in sends.iter().chain(&typing) {
+        assert_eq!(body["chat_id"], FORUM.id());
+        assert_eq!(body["message_thread_id"], topic, "lands in the topic: {body}");
+    }
+
+    bot.fake.push_topic_message(FORUM, other_topic, ANN, "@LoreTestBot and here?");
+    let elsewhere = bot.run.next().await;
+    assert_eq!(elsewhere.conversation.0, format!("telegram:{}:{other_topic}", FORUM.id()));
+    bot.fake.push_message(FORUM, ANN, "@LoreTestBot and in General?");
+    let mut general = bot.run.next().await;
+    assert_eq!(general.conversation.0, format!("telegram:{}", FORUM.id()));
+    general.reply.say("In General.").await.unwrap();
+    let last = bot.fake.calls("sendMessage").pop().unwrap();
+    assert!(last.get("message_thread_id").is_none(), "General takes no topic: {last}");
+    bot.run.assert_nothing_more();
     bot.run.stop().await;
 }

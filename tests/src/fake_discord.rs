@@ -1,13 +1,15 @@
 //! A fake Discord for the real serenity client: REST under `/api/v10` and the gateway
 //! websocket at `/gw`, both on one 127.0.0.1 port. It records every REST request and every
 //! gateway frame the client sends, lets a test inject dispatches, answer requests with 429,
-//! and drop the websocket.
+//! and drop the websocket. `GET /channels/{id}` answers a public thread for the ids a test
+//! registers and a text channel (in a category) otherwise; a reply to a deleted message is
+//! refused unless it says `fail_if_not_exists: false`.
 //!
-//! Not modelled: permissions, guild/channel objects (READY has no guilds), zlib transport
+//! Not modelled: permissions, guild objects (READY has no guilds), zlib transport
 //! compression, sharding, real rate-limit buckets and headers beyond a scripted 429,
 //! attachments and embeds, the gateway's own rate limits, invalid-session timing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,8 @@ pub const APP_ID: u64 = 900_000_000_000_000_002;
 const HEARTBEAT_MS: u64 = 41_250;
 /// Channel id the fake gives interaction responses (it does not track where they were used).
 const INTERACTION_CHANNEL: &str = "1";
+/// The category every text channel of the fake sits in: its `parent_id`.
+pub const CATEGORY: u64 = 2;
 
 pub struct FakeDiscord {
     state: Arc<Shared>,
@@ -49,6 +53,12 @@ struct Shared {
     rate_limits: Mutex<Vec<(Method, String, u32, f64)>>,
     /// Messages the bot sent, by id, so edits can return the whole object.
     messages: Mutex<HashMap<u64, Value>>,
+    /// Threads (and forum posts) a test opened: thread id -> (parent channel, guild).
+    threads: Mutex<HashMap<u64, (u64, u64)>>,
+    /// The guild of each channel a guild message was injected in.
+    channel_guilds: Mutex<HashMap<u64, u64>>,
+    /// Messages deleted since they were sent.
+    deleted: Mutex<HashSet<u64>>,
     next_id: AtomicU64,
 }
 
@@ -154,8 +164,28 @@ impl FakeDiscord {
     /// Injects a message (MESSAGE_CREATE); returns its id.
     pub fn send(&self, spec: MessageSpec) -> u64 {
         let id = spec.0["id"].as_str().unwrap().parse().unwrap();
+        if let (Some(channel), Some(guild)) = (snowflake(&spec.0["channel_id"]), snowflake(&spec.0["guild_id"])) {
+            self.state.channel_guilds.lock().unwrap().insert(channel, guild);
+        }
         self.dispatch("MESSAGE_CREATE", spec.0);
         id
+    }
+
+    /// Opens a public thread (or a forum post, which is one) in `parent`: `GET
+    /// /channels/{thread}` describes it from now on.
+    pub fn add_thread(&self, thread: u64, parent: u64, guild: u64) {
+        self.state.threads.lock().unwrap().insert(thread, (parent, guild));
+    }
+
+    /// Deletes a message, as its author or a moderator would.
+    pub fn delete_message(&self, id: u64) {
+        self.state.deleted.lock().unwrap().insert(id);
+    }
+
+    /// How many times the client fetched a channel.
+    pub fn channel_lookups(&self, channel: u64) -> usize {
+        let path = format!("/api/v10/channels/{channel}");
+        self.requests().iter().filter(|r| r.method == "GET" && r.path == path).count()
     }
 
     /// Bodies of the messages the bot posted or edited in a channel, in order, with the
@@ -199,6 +229,12 @@ impl MessageSpec {
     /// Mentions the bot (the `<@id>` must be in the content too).
     pub fn mentioning_bot(mut self) -> Self {
         self.0["mentions"] = json!([user(BOT_ID, "lore", true)]);
+        self
+    }
+
+    /// A message of another type: 6 pin, 7 member join, 18 thread created, ...
+    pub fn kind(mut self, kind: u8) -> Self {
+        self.0["type"] = kind.into();
         self
     }
 
@@ -384,7 +420,8 @@ fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response 
         .into_response(),
         ("GET", ["users", "@me"]) => Json(user(BOT_ID, "lore", true)).into_response(),
         ("POST", ["channels", _, "typing"]) => StatusCode::NO_CONTENT.into_response(),
-        ("POST", ["channels", channel, "messages"]) => Json(new_message(state, channel, body)).into_response(),
+        ("GET", ["channels", channel]) => channel_json(state, channel),
+        ("POST", ["channels", channel, "messages"]) => post_message(state, channel, body),
         ("PATCH", ["channels", _, "messages", id]) => edit_message(state, id, body),
         ("PUT", ["applications", _, "commands"]) | ("PUT", ["applications", _, "guilds", _, "commands"]) => {
             Json(json!([])).into_response()
@@ -399,6 +436,76 @@ fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response 
         ("PATCH", ["webhooks", _, _, "messages", id]) => edit_message(state, id, body),
         _ => not_found(),
     }
+}
+
+/// Snowflakes travel as strings.
+fn snowflake(value: &Value) -> Option<u64> {
+    value.as_str()?.parse().ok()
+}
+
+/// A registered thread as a public thread (type 11) under its parent; any other id as a
+/// text channel (type 0), whose `parent_id` is its category.
+fn channel_json(state: &Shared, channel: &str) -> Response {
+    let Ok(id) = channel.parse::<u64>() else { return not_found() };
+    let thread = state.threads.lock().unwrap().get(&id).copied();
+    let known_guild = state.channel_guilds.lock().unwrap().get(&id).copied();
+    let json = match thread {
+        Some((parent, guild)) => json!({
+            "id": channel,
+            "type": 11,
+            "guild_id": guild.to_string(),
+            "parent_id": parent.to_string(),
+            "owner_id": "401",
+            "name": format!("thread {channel}"),
+            "last_message_id": null,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+            "message_count": 1,
+            "member_count": 1,
+            "total_message_sent": 1,
+            "thread_metadata": {
+                "archived": false,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": "2026-01-01T00:00:00.000000+00:00",
+                "locked": false,
+                "create_timestamp": "2026-01-01T00:00:00.000000+00:00",
+            },
+        }),
+        None => json!({
+            "id": channel,
+            "type": 0,
+            "guild_id": known_guild.map(|g| g.to_string()),
+            "parent_id": CATEGORY.to_string(),
+            "name": format!("channel-{channel}"),
+            "position": 0,
+            "permission_overwrites": [],
+            "topic": null,
+            "nsfw": false,
+            "last_message_id": null,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+        }),
+    };
+    Json(json).into_response()
+}
+
+/// Creates the bot's message. A reply to a deleted message is refused, as Discord does,
+/// unless it asks to be sent as a plain message then.
+fn post_message(state: &Shared, channel: &str, body: &Value) -> Response {
+    let reference = &body["message_reference"];
+    let replies_to_deleted =
+        snowflake(&reference["message_id"]).is_some_and(|id| state.deleted.lock().unwrap().contains(&id));
+    if !replies_to_deleted {
+        return Json(new_message(state, channel, body)).into_response();
+    }
+    if reference["fail_if_not_exists"] == false {
+        let mut plain = body.clone();
+        plain.as_object_mut().map(|b| b.remove("message_reference"));
+        return Json(new_message(state, channel, &plain)).into_response();
+    }
+    let unknown = json!({"_errors": [{"code": "REPLIES_UNKNOWN_MESSAGE", "message": "Unknown message"}]});
+    let refusal = json!({"code": 50035, "message": "Invalid Form Body", "errors": {"message_reference": unknown}});
+    (StatusCode::BAD_REQUEST, Json(refusal)).into_response()
 }
 
 /// A stable fake id for an interaction's original response.

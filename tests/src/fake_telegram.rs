@@ -1,7 +1,8 @@
 //! A fake Telegram Bot API server for the real teloxide client: `POST /bot<TOKEN>/<method>`
 //! with JSON or form bodies on 127.0.0.1. Tests push updates that `getUpdates` long polling
 //! hands out (honouring `offset` and `timeout`), script 429s and failures, and read every
-//! request back.
+//! request back. Forum topics are modelled as Telegram sends them: each message of a topic
+//! carries `message_thread_id` and replies to the topic's first message.
 //!
 //! Not modelled: webhooks, files and multipart uploads, inline mode, callback queries, most
 //! methods, HTML validation beyond stripping tags for the stored text, per-chat rate limits
@@ -46,6 +47,8 @@ struct Shared {
     scripts: Mutex<Vec<(String, u32, Failure)>>,
     /// Messages the bot sent: (chat, message_id) -> text as sent (HTML).
     sent: Mutex<HashMap<(i64, i64), String>>,
+    /// The first message of each forum topic, by topic id.
+    topics: Mutex<HashMap<i64, Value>>,
 }
 
 #[derive(Clone, Copy)]
@@ -66,6 +69,7 @@ impl FakeTelegram {
             next_message: AtomicI64::new(500),
             scripts: Mutex::default(),
             sent: Mutex::default(),
+            topics: Mutex::default(),
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         let server = Server::start(app).await;
@@ -106,45 +110,71 @@ impl FakeTelegram {
 
     /// Queues a text message from a user; returns its message id.
     pub fn push_message(&self, chat: Chat, from: i64, text: &str) -> i64 {
-        self.push(chat, from, false, text, None)
+        self.queue(self.message(chat, from, false, text))
     }
 
     /// Queues a message from a user that replies to an earlier message of `replied_author`.
     pub fn push_reply(&self, chat: Chat, from: i64, text: &str, replied_author: i64) -> i64 {
-        self.push(chat, from, false, text, Some(replied_author))
+        let mut message = self.message(chat, from, false, text);
+        message["reply_to_message"] = json!({
+            "message_id": message["message_id"].as_i64().unwrap_or_default() - 1,
+            "date": 1_767_225_500,
+            "chat": chat.json(),
+            "from": user(replied_author, replied_author == BOT_ID),
+            "text": "earlier",
+        });
+        self.queue(message)
     }
 
     /// Queues a text message written by another bot.
     pub fn push_bot_message(&self, chat: Chat, from: i64, text: &str) -> i64 {
-        self.push(chat, from, true, text, None)
+        self.queue(self.message(chat, from, true, text))
     }
 
-    fn push(&self, chat: Chat, from: i64, is_bot: bool, text: &str, reply: Option<i64>) -> i64 {
+    /// Opens a topic in a forum: `creator` writes its first message (a service message with
+    /// no text, queued like any update). Returns the topic's id, that message's id.
+    pub fn open_topic(&self, chat: Chat, creator: i64, name: &str) -> i64 {
+        let mut first = self.message(chat, creator, creator == BOT_ID, "");
+        let topic = first["message_id"].as_i64().unwrap_or_default();
+        let first = first.as_object_mut().expect("a message is an object");
+        first.remove("text");
+        first.insert("message_thread_id".into(), topic.into());
+        first.insert("is_topic_message".into(), true.into());
+        first.insert("forum_topic_created".into(), json!({"name": name, "icon_color": 7_322_096}));
+        let first = Value::Object(first.clone());
+        self.state.topics.lock().unwrap().insert(topic, first.clone());
+        self.queue(first)
+    }
+
+    /// Queues a user's message in a forum topic opened with [`FakeTelegram::open_topic`].
+    pub fn push_topic_message(&self, chat: Chat, topic: i64, from: i64, text: &str) -> i64 {
+        let mut message = self.message(chat, from, false, text);
+        message["message_thread_id"] = topic.into();
+        message["is_topic_message"] = true.into();
+        message["reply_to_message"] = self.state.topics.lock().unwrap().get(&topic).expect("an open topic").clone();
+        self.queue(message)
+    }
+
+    /// A new message in `chat`, with the mention entities Telegram would add.
+    fn message(&self, chat: Chat, from: i64, is_bot: bool, text: &str) -> Value {
         let message_id = self.state.next_message.fetch_add(1, Ordering::SeqCst);
-        let chat_json = chat.json();
         let mut message = json!({
             "message_id": message_id,
             "date": 1_767_225_600,
-            "chat": chat_json,
+            "chat": chat.json(),
             "from": user(from, is_bot),
             "text": text,
         });
-        let mentions: Vec<Value> = text
-            .match_indices(&format!("@{BOT_USERNAME}"))
-            .map(|(i, m)| json!({"type": "mention", "offset": text[..i].encode_utf16().count(), "length": m.len()}))
-            .collect();
+        let mentions = mention_entities(text);
         if !mentions.is_empty() {
             message["entities"] = mentions.into();
         }
-        if let Some(author) = reply {
-            message["reply_to_message"] = json!({
-                "message_id": message_id - 1,
-                "date": 1_767_225_500,
-                "chat": chat_json,
-                "from": user(author, author == BOT_ID),
-                "text": "earlier",
-            });
-        }
+        message
+    }
+
+    /// Hands `message` to the next poll; returns its id.
+    fn queue(&self, message: Value) -> i64 {
+        let message_id = message["message_id"].as_i64().unwrap_or_default();
         let update_id = self.state.next_update.fetch_add(1, Ordering::SeqCst);
         self.state.updates.lock().unwrap().push(json!({"update_id": update_id, "message": message}));
         self.state.new_update.notify_waiters();
@@ -165,12 +195,14 @@ impl FakeTelegram {
 pub enum Chat {
     Private(i64),
     Group(i64),
+    /// A supergroup with topics.
+    Forum(i64),
 }
 
 impl Chat {
     pub fn id(self) -> i64 {
         match self {
-            Self::Private(id) | Self::Group(id) => id,
+            Self::Private(id) | Self::Group(id) | Self::Forum(id) => id,
         }
     }
 
@@ -178,8 +210,27 @@ impl Chat {
         match self {
             Self::Private(id) => json!({"id": id, "type": "private", "first_name": "Ann"}),
             Self::Group(id) => json!({"id": id, "type": "supergroup", "title": "Readers"}),
+            Self::Forum(id) => json!({"id": id, "type": "supergroup", "title": "Readers", "is_forum": true}),
         }
     }
+}
+
+/// Telegram marks each `@username` (letters, digits and `_`, not inside a word) as a mention.
+fn mention_entities(text: &str) -> Vec<Value> {
+    let in_username = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut entities = Vec::new();
+    for (at, _) in text.match_indices('@') {
+        if text[..at].chars().next_back().is_some_and(in_username) {
+            continue;
+        }
+        let name = &text[at + 1..];
+        let name_len = name.find(|c: char| !in_username(c)).unwrap_or(name.len());
+        if name_len > 0 {
+            let offset = text[..at].encode_utf16().count();
+            entities.push(json!({"type": "mention", "offset": offset, "length": 1 + name_len}));
+        }
+    }
+    entities
 }
 
 fn user(id: i64, is_bot: bool) -> Value {
@@ -281,7 +332,12 @@ async fn route(state: &Shared, method: &str, body: &Value) -> Response {
             }
             let id = state.next_message.fetch_add(1, Ordering::SeqCst);
             state.sent.lock().unwrap().insert((chat, id), text.clone());
-            ok(bot_message(chat, id, &text))
+            let mut message = bot_message(chat, id, &text);
+            if let Some(topic) = body.get("message_thread_id") {
+                message["message_thread_id"] = topic.clone();
+                message["is_topic_message"] = true.into();
+            }
+            ok(message)
         }
         "editMessageText" => {
             let chat = body["chat_id"].as_i64().unwrap_or_default();
