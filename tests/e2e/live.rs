@@ -28,7 +28,7 @@ async fn a_running_daemon_answers_from_a_new_ingest_and_forgets_a_removed_file()
     let ingest = || async {
         let store = KbStore::open(&app.config.data_dir).await.unwrap();
         let kb = store.open_or_create("notes", lore_core::Embedder::dim(&app.embedder)).await.unwrap();
-        lore::ingest::ingest(&kb, &app.embedder, &[notes.clone()], &app.config.chunking, Progress::Quiet)
+        lore::ingest::ingest(&kb, &app.embedder, std::slice::from_ref(&notes), &app.config.chunking, Progress::Quiet)
             .await
             .unwrap();
     };
