@@ -73,8 +73,10 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(verbose: u8) {
+    // llama.cpp's own log lines come with the target `llama-cpp-2`; the crate's events
+    // with module paths (`llama_cpp_2::…`): quiet both by default.
     let default = match verbose {
-        0 => "warn,lance=error,lance_index=error,lancedb=error,llama_cpp_2=error",
+        0 => "warn,lance=error,lance_index=error,lancedb=error,llama-cpp-2=error,llama_cpp_2=error",
         1 => "info,lance=warn,lancedb=warn,lore=debug",
         _ => "debug,llama_cpp_2=debug",
     };
