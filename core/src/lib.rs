@@ -20,3 +20,12 @@ pub use generation::{
 };
 pub use knowledge::{chunk_id, Chunk, Hit};
 pub use retrieval::{cosine, Embedder, PairScorer, PluginContext, Reranker, Retriever, Scorer};
+
+/// What a caught panic said, when it said it with a string (for the log).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}

@@ -83,7 +83,7 @@ impl App {
 
     /// `place` resolved: its knowledge base, retriever and rerankers.
     pub fn chain(&self, place: Place) -> anyhow::Result<Chain> {
-        Chain::build(self.kb(&place.kb)?, place.retrieval, place.template, &self.plugin_context())
+        chain(&self.store, place, &self.plugin_context())
     }
 
     /// The answerer the router uses. Panics unless loaded with [`Models::All`].
@@ -104,7 +104,7 @@ impl Answerer for Answering {
     type Route = Chain;
 
     fn route(&self, place: Place) -> anyhow::Result<Chain> {
-        Chain::build(KbHandle::new(self.store.clone(), &place.kb)?, place.retrieval, place.template, &self.plugins)
+        chain(&self.store, place, &self.plugins)
     }
 
     async fn answer(
@@ -122,6 +122,12 @@ impl Answerer for Answering {
     async fn chunks(&self, chain: &Chain) -> anyhow::Result<usize> {
         Ok(chain.kb.count().await?)
     }
+}
+
+/// The chain that answers in `place`: its knowledge base in `store`, searched and
+/// reranked with the models in `cx`.
+fn chain(store: &KbStore, place: Place, cx: &PluginContext) -> anyhow::Result<Chain> {
+    Chain::build(KbHandle::new(store.clone(), &place.kb)?, place.retrieval, place.template, cx)
 }
 
 pub fn unknown_bot(config: &Config, name: &str) -> anyhow::Error {

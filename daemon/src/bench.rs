@@ -86,11 +86,7 @@ async fn load_run(
     let answering = crate::app::Answering {
         pipeline: Pipeline { model: Arc::new(generator.clone()), max_answer_tokens: 64, sampling: Sampling::greedy() },
         store: store.clone(),
-        plugins: lore_core::PluginContext {
-            embedder: Arc::new(embedder.clone()),
-            scorer: Some(Arc::new(generator.clone())),
-            cross_encoder: None,
-        },
+        plugins: plugins(generator, embedder),
     };
     let router = Arc::new(crate::router::Router::new(&config, answering, None)?);
     generator.forget_cached_prompts();
@@ -176,6 +172,15 @@ impl lore_core::ReplySink for TimedSink {
     }
 }
 
+/// What the benchmarks' retrievers and rerankers use: the loaded models, no cross-encoder.
+fn plugins(generator: &Generator, embedder: &LlamaEmbedder) -> lore_core::PluginContext {
+    lore_core::PluginContext {
+        embedder: Arc::new(embedder.clone()),
+        scorer: Some(Arc::new(generator.clone())),
+        cross_encoder: None,
+    }
+}
+
 /// Retrieval on a synthetic knowledge base of `--kb-chunks` chunks, and time to first
 /// token through the pipeline.
 struct RetrievalTest;
@@ -218,11 +223,7 @@ async fn ttft_test(generator: &Generator, embedder: &LlamaEmbedder, n_chunks: us
         max_answer_tokens: 32,
         sampling: Sampling { temperature: 0.0, ..Sampling::default() },
     };
-    let plugins = lore_core::PluginContext {
-        embedder: Arc::new(embedder.clone()),
-        scorer: Some(Arc::new(generator.clone())),
-        cross_encoder: None,
-    };
+    let plugins = plugins(generator, embedder);
     let mut result = serde_json::Map::new();
     for retriever in [RetrieverConfig::Vector, RetrieverConfig::default()] {
         // Search only: the `llm` reranker is generation work and is measured as such.

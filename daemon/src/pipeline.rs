@@ -222,17 +222,6 @@ pub fn source_refs(passages: &[Hit]) -> Vec<SourceRef> {
         .collect()
 }
 
-pub fn ordinal(n: usize) -> String {
-    let suffix = match (n % 10, n % 100) {
-        (1, 11) | (2, 12) | (3, 13) => "th",
-        (1, _) => "st",
-        (2, _) => "nd",
-        (3, _) => "rd",
-        _ => "th",
-    };
-    format!("{n}{suffix}")
-}
-
 #[cfg(test)]
 mod tests {
     use lore_core::testing::EchoModel;

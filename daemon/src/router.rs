@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use lore_core::{Command, Incoming, ReplySink};
+use lore_core::{panic_message, Command, Incoming, ReplySink};
 
 use crate::config::{Allow, Config, Retrieval};
 use crate::line::{Line, LineSettings, Refusal, Ticket, Wait};
@@ -282,15 +282,6 @@ fn user_message(error: &anyhow::Error, id: &str) -> String {
     format!("Sorry, something went wrong while answering (error {id}). Please try again later.")
 }
 
-/// What a panic said, when it said it with a string.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
-}
-
 /// A short id that ties what a user saw to the log line with the cause.
 fn error_id() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -323,7 +314,18 @@ fn asker(msg: &Incoming) -> String {
 
 /// What a waiting question shows until its turn.
 pub fn waiting_text(position: usize) -> String {
-    format!("(waiting: {} in line)", crate::pipeline::ordinal(position))
+    format!("(waiting: {} in line)", ordinal(position))
+}
+
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 fn help_text(bot: &str) -> String {

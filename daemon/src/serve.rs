@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use lore_core::{Adapter, Incoming};
+use lore_core::{panic_message, Adapter, Incoming};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::router::{panic_message, Router};
+use crate::router::Router;
 
 /// How to start (and start again) one bot's adapter.
 pub struct AdapterSpec {

@@ -149,13 +149,9 @@ impl Generator {
                     };
                     let worker = Worker::new(&model, ctx, queue.clone(), parallel, context_tokens, batch_tokens);
                     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())) {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
+                        let message = lore_core::panic_message(&*panic);
                         tracing::error!(%message, "the generator thread died");
-                        fail_everything_waiting(&queue, &message);
+                        fail_everything_waiting(&queue, message);
                         died.cancel();
                     }
                 })
