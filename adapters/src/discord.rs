@@ -16,14 +16,15 @@ use serenity::all::{
     EditMessage, EventHandler, GatewayIntents, GuildChannel, GuildId, Http, HttpBuilder, Interaction, Message,
     MessageId, MessageReference, MessageReferenceKind, MessageType, Ready, RoleId, User, UserId,
 };
-use serenity::builder::Builder as _;
-use serenity::http::HttpError;
+use serenity::http::{ErrorResponse, HttpError, LightMethod, Request, Route};
+use serenity::model::channel::Nonce;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::stream::{retry_rate_limited, Failure, Platform, StreamingReply};
-use crate::text::{escape_discord, split_message, EditThrottle, Secret};
+use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply};
+use crate::text::{escape_discord, split_message, Secret};
+use crate::throttle::EditThrottle;
 use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
 
 /// The `discord:` section of a bot.
@@ -50,6 +51,13 @@ pub struct DiscordConfig {
     /// (Discord allows about 5 edits per 5 seconds per channel).
     #[serde(default = "default_edit_interval_ms")]
     pub edit_interval_ms: u64,
+    /// Longest a REST call may take before it counts as failed and is retried, in seconds.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+}
+
+fn default_request_timeout_secs() -> u64 {
+    15
 }
 
 fn default_token_env() -> String {
@@ -96,7 +104,15 @@ impl DiscordAdapter {
 #[async_trait]
 impl Adapter for DiscordAdapter {
     async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut http = HttpBuilder::new(self.token.expose());
+        // Serenity's default client waits for an answer forever: one lost response would
+        // hold an answer (and its place in line) for good.
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(Duration::from_secs(self.cfg.request_timeout_secs))
+            .build()
+            .context("building the Discord HTTP client")?;
+        let rest = Rest { client: client.clone(), auth: Secret::new(format!("Bot {}", self.token.expose())) };
+        let mut http = HttpBuilder::new(self.token.expose()).client(client);
         if let Some(url) = &self.cfg.api_url {
             // With the rate limiter on, serenity ignores the proxy.
             http = http.proxy(url.trim_end_matches('/')).ratelimiter_disabled(true);
@@ -113,6 +129,7 @@ impl Adapter for DiscordAdapter {
             respond_to_all: self.cfg.respond_to_all.iter().copied().collect(),
             command_guilds: self.cfg.command_guilds.clone(),
             throttle: EditThrottle::new(Duration::from_millis(self.cfg.edit_interval_ms)),
+            rest,
             seen: Mutex::new(Recent::new(RECENT_IDS)),
             parents: Mutex::new(Recent::new(KNOWN_CHANNELS)),
             parent_lookup: tokio::sync::Mutex::default(),
@@ -152,6 +169,7 @@ struct Handler {
     respond_to_all: HashSet<u64>,
     command_guilds: Vec<u64>,
     throttle: EditThrottle,
+    rest: Rest,
     /// Recently handled message and interaction ids: an event replayed after a reconnect is
     /// not answered twice. A std Mutex is fine: held for a lookup, never across an await.
     seen: Mutex<Recent<u64, ()>>,
@@ -228,7 +246,7 @@ impl EventHandler for Handler {
         let conversation =
             if in_dm { format!("discord:dm:{}", msg.author.id) } else { format!("discord:{}", msg.channel_id) };
         let target = Target::Channel { id: msg.channel_id, reply_to: (!in_dm).then_some(msg.id) };
-        let sink = discord_sink(ctx.http.clone(), target, &self.throttle);
+        let sink = self.sink(&ctx, target);
         let incoming = Incoming {
             bot: self.bot.clone(),
             conversation: ConversationKey(conversation),
@@ -255,11 +273,12 @@ impl EventHandler for Handler {
             return;
         };
         // Discord wants an answer within 3 s: show "thinking" now, answer by editing it.
-        if let Err(error) = retry_rate_limited(DiscordReply::classify, || cmd.defer(&ctx.http)).await {
+        if let Err(error) = with_retries(classify_serenity, || cmd.defer(&ctx.http)).await {
             warn!(bot = %self.bot, %error, "deferring a slash command failed");
             return;
         }
-        let incoming = interaction_incoming(&self.bot, &cmd, command, ctx.http.clone(), &self.throttle);
+        let sink = self.sink(&ctx, Target::Interaction { token: cmd.token.clone() });
+        let incoming = interaction_incoming(&self.bot, &cmd, command, sink);
         self.forward(incoming).await;
     }
 }
@@ -268,8 +287,7 @@ fn interaction_incoming(
     bot: &str,
     cmd: &CommandInteraction,
     command: Command,
-    http: Arc<Http>,
-    throttle: &EditThrottle,
+    sink: StreamingReply<DiscordReply>,
 ) -> Incoming {
     let conversation = match cmd.guild_id {
         Some(_) => format!("discord:{}", cmd.channel_id),
@@ -286,7 +304,7 @@ fn interaction_incoming(
         author: author(&cmd.user, cmd.member.as_ref().map(|m| m.roles.as_slice())),
         text: format!("/{}", cmd.data.name),
         command: Some(command),
-        reply: Box::new(discord_sink(http, Target::Interaction { token: cmd.token.clone() }, throttle)),
+        reply: Box::new(sink),
     }
 }
 
@@ -324,6 +342,11 @@ fn cached_parent(cache: &Cache, guild: GuildId, channel: ChannelId) -> Option<Op
 }
 
 impl Handler {
+    fn sink(&self, ctx: &Context, target: Target) -> StreamingReply<DiscordReply> {
+        let reply = DiscordReply { http: ctx.http.clone(), rest: self.rest.clone(), target };
+        StreamingReply::new(reply, self.throttle.clone())
+    }
+
     fn first_time(&self, id: u64) -> bool {
         lock(&self.seen).insert(id, ())
     }
@@ -358,7 +381,7 @@ impl Handler {
         }
         let parent = match cached_parent(&ctx.cache, guild, channel) {
             Some(parent) => parent,
-            None => match retry_rate_limited(DiscordReply::classify, || channel.to_channel(ctx)).await {
+            None => match with_retries(classify_serenity, || channel.to_channel(ctx)).await {
                 Ok(found) => found.guild().as_ref().and_then(parent_if_thread),
                 Err(error) => {
                     // Answered as a channel of its own this time; the next message asks again.
@@ -385,12 +408,10 @@ impl Handler {
                 .collect::<Vec<_>>()
         };
         if self.command_guilds.is_empty() {
-            retry_rate_limited(DiscordReply::classify, || AppCommand::set_global_commands(&ctx.http, commands()))
-                .await?;
+            with_retries(classify_serenity, || AppCommand::set_global_commands(&ctx.http, commands())).await?;
         }
         for guild in &self.command_guilds {
-            retry_rate_limited(DiscordReply::classify, || GuildId::new(*guild).set_commands(&ctx.http, commands()))
-                .await?;
+            with_retries(classify_serenity, || GuildId::new(*guild).set_commands(&ctx.http, commands())).await?;
         }
         Ok(())
     }
@@ -423,9 +444,39 @@ enum Sent {
     Original,
 }
 
+/// What the answers' REST calls need beside serenity's [`Http`]: they go out through the
+/// same client, but their responses are read here (see [`DiscordReply::request`]).
+#[derive(Clone)]
+struct Rest {
+    client: reqwest::Client,
+    /// The `Authorization` header's value.
+    auth: Secret,
+}
+
+/// Why a REST call for an answer failed.
+#[derive(Debug, thiserror::Error)]
+enum RestError {
+    #[error("Discord refused the request as too many (429)")]
+    RateLimited { retry_after: Option<Duration> },
+    /// Boxed: serenity's error is large, and this travels in every `Result`.
+    #[error("Discord REST: {0}")]
+    Serenity(Box<serenity::Error>),
+    #[error("Discord REST: {0}")]
+    Network(#[from] reqwest::Error),
+    #[error("Discord REST: {0}")]
+    Body(#[from] serde_json::Error),
+}
+
+impl From<serenity::Error> for RestError {
+    fn from(error: serenity::Error) -> Self {
+        Self::Serenity(Box::new(error))
+    }
+}
+
 /// The REST calls that stream one answer to its [`Target`].
 struct DiscordReply {
     http: Arc<Http>,
+    rest: Rest,
     target: Target,
 }
 
@@ -435,41 +486,101 @@ fn reply_reference(channel: ChannelId, question: MessageId) -> MessageReference 
     MessageReference::new(MessageReferenceKind::Default, channel).message_id(question).fail_if_not_exists(false)
 }
 
-fn discord_sink(http: Arc<Http>, target: Target, throttle: &EditThrottle) -> StreamingReply<DiscordReply> {
-    StreamingReply::new(DiscordReply { http, target }, throttle.clone())
+/// The part of a created message an answer needs.
+#[derive(Deserialize)]
+struct Created {
+    id: MessageId,
 }
 
 impl DiscordReply {
-    async fn post_in_channel(
+    /// Sends one REST request. Serenity's own calls turn a 429 into an error that has lost
+    /// how long to wait; behind a REST proxy (serenity's rate limiter off) that wait is all
+    /// there is to go by, so the answers' calls read the response here.
+    async fn request(
         &self,
-        channel: ChannelId,
-        reply_to: Option<MessageId>,
-        content: &str,
-    ) -> serenity::Result<Sent> {
-        let mut builder = CreateMessage::new().content(content).allowed_mentions(no_mentions());
-        if let Some(question) = reply_to {
-            builder = builder.reference_message(reply_reference(channel, question));
+        route: Route<'_>,
+        method: LightMethod,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, RestError> {
+        let request = Request::new(route, method).body(body);
+        let response = match &self.http.ratelimiter {
+            // It waits out 429s by itself.
+            Some(limiter) => limiter.perform(request).await?,
+            None => {
+                let built = request.build(&self.rest.client, self.rest.auth.expose(), self.http.proxy.as_deref())?;
+                self.rest.client.execute(built.build()?).await?
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
         }
-        Ok(Sent::Message(channel.send_message(&self.http, builder).await?.id))
+        if status.as_u16() == 429 {
+            return Err(RestError::RateLimited { retry_after: retry_after(response).await });
+        }
+        let error = ErrorResponse::from_response(response, method.reqwest_method()).await;
+        Err(serenity::Error::Http(HttpError::UnsuccessfulRequest(error)).into())
     }
 
-    async fn edit_original(&self, token: &str, content: &str) -> serenity::Result<Sent> {
-        let builder = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
-        builder.execute(&self.http, token).await?;
-        Ok(Sent::Original)
+    async fn send<T: serde::Serialize>(
+        &self,
+        route: Route<'_>,
+        method: LightMethod,
+        body: &T,
+    ) -> Result<Option<MessageId>, RestError> {
+        let response = self.request(route, method, Some(serde_json::to_vec(body)?)).await?;
+        // Edits answer with the message too; only a create needs its id.
+        match method {
+            LightMethod::Post => Ok(Some(response.json::<Created>().await?.id)),
+            _ => Ok(None),
+        }
     }
 
-    /// Posts a follow-up, or edits the follow-up `id`.
-    async fn follow_up(&self, token: &str, id: Option<MessageId>, content: &str) -> serenity::Result<Sent> {
-        let builder = CreateInteractionResponseFollowup::new().content(content).allowed_mentions(no_mentions());
-        Ok(Sent::Message(builder.execute(&self.http, (id, token)).await?.id))
+    fn application(&self) -> Result<serenity::all::ApplicationId, RestError> {
+        self.http
+            .application_id()
+            .ok_or_else(|| serenity::Error::Other("the application id is not known before READY").into())
+    }
+
+    fn interaction_route<'a>(&self, token: &'a str, sent: Option<Sent>) -> Result<Route<'a>, RestError> {
+        let application_id = self.application()?;
+        Ok(match sent {
+            None => Route::WebhookFollowupMessages { application_id, token },
+            Some(Sent::Original) => Route::WebhookOriginalInteractionResponse { application_id, token },
+            Some(Sent::Message(message_id)) => Route::WebhookFollowupMessage { application_id, token, message_id },
+        })
+    }
+}
+
+/// How long a 429 asks to wait: the body's `retry_after` (seconds, with a fraction), else
+/// the `Retry-After` header (whole seconds).
+async fn retry_after(response: reqwest::Response) -> Option<Duration> {
+    let header = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok());
+    let body = response.json::<serde_json::Value>().await.ok().and_then(|b| b["retry_after"].as_f64());
+    body.or(header).filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+fn is_not_found(error: &serenity::Error) -> bool {
+    matches!(error, serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) if r.status_code.as_u16() == 404)
+}
+
+fn classify_serenity(error: &serenity::Error) -> Failure {
+    match error {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(response)) => match response.status_code.as_u16() {
+            429 => Failure::RateLimited { retry_after: None },
+            status if status >= 500 => Failure::Transient,
+            _ => Failure::Permanent,
+        },
+        // Timeouts, refused and dropped connections.
+        serenity::Error::Http(HttpError::Request(_)) => Failure::Transient,
+        _ => Failure::Permanent,
     }
 }
 
 #[async_trait]
 impl Platform for DiscordReply {
     type MessageId = Sent;
-    type Error = serenity::Error;
+    type Error = RestError;
     /// Discord allows 2000 characters per message.
     const LIMIT: usize = 2000;
 
@@ -489,14 +600,13 @@ impl Platform for DiscordReply {
         format!("\\[{}\\] {} ({})", s.number, escape_discord(&s.source), escape_discord(&s.location))
     }
 
-    /// Serenity's rate limiter (on when there is no proxy) honours `retry_after` itself; without
-    /// it the 429 comes back as an error that does not keep `retry_after`, so the core backs off.
-    fn classify(error: &serenity::Error) -> Failure {
+    fn classify(error: &RestError) -> Failure {
         match error {
-            serenity::Error::Http(HttpError::UnsuccessfulRequest(resp)) if resp.status_code.as_u16() == 429 => {
-                Failure::RateLimited { retry_after: None }
-            }
-            _ => Failure::Other,
+            RestError::RateLimited { retry_after } => Failure::RateLimited { retry_after: *retry_after },
+            RestError::Serenity(error) => classify_serenity(error),
+            RestError::Network(_) => Failure::Transient,
+            // A success whose body did not arrive whole.
+            RestError::Body(_) => Failure::Transient,
         }
     }
 
@@ -508,37 +618,74 @@ impl Platform for DiscordReply {
         }
     }
 
-    async fn send_typing(&self) -> serenity::Result<()> {
+    async fn send_typing(&self) -> Result<(), RestError> {
         match &self.target {
-            Target::Channel { id, .. } => id.broadcast_typing(&self.http).await,
+            Target::Channel { id, .. } => Ok(id.broadcast_typing(&self.http).await?),
             // The deferred response already shows "thinking".
             Target::Interaction { .. } => Ok(()),
         }
     }
 
-    async fn post(&self, content: &str, first: bool) -> serenity::Result<Sent> {
+    /// In channels the key goes out as an enforced nonce: Discord returns the message it
+    /// already made for a retry instead of posting it twice.
+    async fn post(&self, content: &str, first: bool, key: PostKey) -> Result<Sent, RestError> {
         match &self.target {
-            Target::Channel { id, reply_to } => self.post_in_channel(*id, reply_to.filter(|_| first), content).await,
-            Target::Interaction { token } if first => self.edit_original(token, content).await,
-            Target::Interaction { token } => self.follow_up(token, None, content).await,
+            Target::Channel { id, reply_to } => {
+                let mut message = CreateMessage::new()
+                    .content(content)
+                    .allowed_mentions(no_mentions())
+                    .nonce(Nonce::String(key.0.to_string()))
+                    .enforce_nonce(true);
+                if let Some(question) = reply_to.filter(|_| first) {
+                    message = message.reference_message(reply_reference(*id, question));
+                }
+                let created =
+                    self.send(Route::ChannelMessages { channel_id: *id }, LightMethod::Post, &message).await?;
+                Ok(Sent::Message(created.expect("a create returns its message")))
+            }
+            Target::Interaction { token } if first => {
+                let edit = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
+                let route = self.interaction_route(token, Some(Sent::Original))?;
+                self.send(route, LightMethod::Patch, &edit).await?;
+                Ok(Sent::Original)
+            }
+            Target::Interaction { token } => {
+                let follow_up =
+                    CreateInteractionResponseFollowup::new().content(content).allowed_mentions(no_mentions());
+                let created = self.send(self.interaction_route(token, None)?, LightMethod::Post, &follow_up).await?;
+                Ok(Sent::Message(created.expect("a create returns its message")))
+            }
         }
     }
 
-    async fn edit(&self, sent: Sent, content: &str) -> serenity::Result<()> {
-        match (&self.target, sent) {
-            (Target::Channel { id, .. }, Sent::Message(message)) => {
-                let builder = EditMessage::new().content(content).allowed_mentions(no_mentions());
-                id.edit_message(&self.http, message, builder).await?;
+    async fn edit(&self, sent: Sent, content: &str) -> Result<(), RestError> {
+        match &self.target {
+            Target::Channel { id, .. } => {
+                let Sent::Message(message_id) = sent else { unreachable!("channels have no original") };
+                let edit = EditMessage::new().content(content).allowed_mentions(no_mentions());
+                self.send(Route::ChannelMessage { channel_id: *id, message_id }, LightMethod::Patch, &edit).await?;
             }
-            (Target::Interaction { token }, Sent::Original) => {
-                self.edit_original(token, content).await?;
+            Target::Interaction { token } => {
+                let edit = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
+                self.send(self.interaction_route(token, Some(sent))?, LightMethod::Patch, &edit).await?;
             }
-            (Target::Interaction { token }, Sent::Message(message)) => {
-                self.follow_up(token, Some(message), content).await?;
-            }
-            (Target::Channel { .. }, Sent::Original) => unreachable!("channels have no original"),
         }
         Ok(())
+    }
+
+    async fn delete(&self, sent: Sent) -> Result<(), RestError> {
+        let route = match (&self.target, sent) {
+            (Target::Channel { id, .. }, Sent::Message(message_id)) => {
+                Route::ChannelMessage { channel_id: *id, message_id }
+            }
+            (Target::Channel { .. }, Sent::Original) => unreachable!("channels have no original"),
+            (Target::Interaction { token }, sent) => self.interaction_route(token, Some(sent))?,
+        };
+        match self.request(route, LightMethod::Delete, None).await {
+            // Deleted already, by someone else: as good as done.
+            Err(RestError::Serenity(error)) if is_not_found(&error) => Ok(()),
+            result => result.map(drop),
+        }
     }
 }
 

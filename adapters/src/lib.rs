@@ -12,6 +12,8 @@ mod stream;
 #[cfg(feature = "telegram")]
 pub mod telegram;
 pub mod text;
+#[cfg(any(feature = "discord", feature = "telegram"))]
+mod throttle;
 
 // The chat types live in lore-core (the daemon and the adapters share them); they are
 // re-exported here so platform code names them as its own.

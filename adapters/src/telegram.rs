@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::stream::{retry_rate_limited, Failure, Platform, StreamingReply};
-use crate::text::{escape_html, split_message, telegram_html, EditThrottle, Secret};
+use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply};
+use crate::text::{escape_html, split_message, telegram_html, Secret};
+use crate::throttle::EditThrottle;
 use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
 
 /// Telegram allows 4096 characters (UTF-16 code units, after entity parsing) per message.
@@ -114,12 +115,11 @@ impl Adapter for TelegramAdapter {
         };
         info!(bot = %self.name, username = %me.username(), "connected to Telegram");
         // getUpdates is refused while a webhook is set.
-        if let Err(error) = retry_rate_limited(TelegramChat::classify, || bot.delete_webhook().send()).await {
+        if let Err(error) = with_retries(TelegramChat::classify, || bot.delete_webhook().send()).await {
             warn!(bot = %self.name, %error, "deleteWebhook failed");
         }
         let commands: Vec<_> = Command::ALL.iter().map(|(_, name, about)| BotCommand::new(*name, *about)).collect();
-        if let Err(error) =
-            retry_rate_limited(TelegramChat::classify, || bot.set_my_commands(commands.clone()).send()).await
+        if let Err(error) = with_retries(TelegramChat::classify, || bot.set_my_commands(commands.clone()).send()).await
         {
             warn!(bot = %self.name, %error, "setMyCommands failed");
         }
@@ -361,7 +361,10 @@ impl Platform for TelegramChat {
         match error {
             RequestError::RetryAfter(after) => Failure::RateLimited { retry_after: Some(after.duration()) },
             RequestError::Api(ApiError::MessageNotModified) => Failure::NotModified,
-            _ => Failure::Other,
+            // Timeouts and dropped connections; a proxy's HTML error page in place of JSON.
+            RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => Failure::Transient,
+            RequestError::Api(ApiError::Unknown(description)) if is_server_error(description) => Failure::Transient,
+            _ => Failure::Permanent,
         }
     }
 
@@ -377,7 +380,9 @@ impl Platform for TelegramChat {
         request.send().await.map(drop)
     }
 
-    async fn post(&self, html: &str, first: bool) -> Result<MessageId, RequestError> {
+    /// The Bot API has no idempotency key: a send whose response is lost after Telegram
+    /// took it is sent again (see docs/RELIABILITY.md).
+    async fn post(&self, html: &str, first: bool, _: PostKey) -> Result<MessageId, RequestError> {
         let mut request = self.bot.send_message(self.chat, html).parse_mode(ParseMode::Html);
         if let Some(topic) = self.topic {
             request = request.message_thread_id(topic);
@@ -391,6 +396,21 @@ impl Platform for TelegramChat {
     async fn edit(&self, id: MessageId, html: &str) -> Result<(), RequestError> {
         self.bot.edit_message_text(self.chat, id, html).parse_mode(ParseMode::Html).send().await.map(drop)
     }
+
+    async fn delete(&self, id: MessageId) -> Result<(), RequestError> {
+        match self.bot.delete_message(self.chat, id).send().await {
+            // Deleted already, by someone else: as good as done.
+            Err(RequestError::Api(ApiError::MessageToDeleteNotFound)) => Ok(()),
+            result => result.map(drop),
+        }
+    }
+}
+
+/// Whether the Bot API's error text is a 5xx's: teloxide keeps the text, not the status.
+fn is_server_error(description: &str) -> bool {
+    ["Internal Server Error", "Bad Gateway", "Service Unavailable", "Gateway Timeout"]
+        .iter()
+        .any(|server| description.starts_with(server))
 }
 
 /// Length Telegram counts for rendered HTML: tags dropped, entities one unit each. Only

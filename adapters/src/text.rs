@@ -1,12 +1,7 @@
 //! Helpers shared by the adapters: splitting at a platform's length limit, escaping user and
-//! model text for Discord markdown and Telegram HTML, spacing out edits, keeping tokens secret.
+//! model text for Discord markdown and Telegram HTML, keeping tokens secret.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 /// Splits `text` into pieces of at most `limit` characters (Unicode scalar values), preferring
 /// paragraph, line and word boundaries, never cutting a character, and keeping fenced code
@@ -157,53 +152,6 @@ fn fenced_segments(text: &str) -> Vec<Segment<'_>> {
     segments
 }
 
-/// Spaces out message edits per place (a channel or chat), so that several answers streaming
-/// in one place together stay under the platform's edit limit. Cheap to clone; clones share
-/// the schedule.
-#[derive(Clone, Debug)]
-pub struct EditThrottle {
-    interval: Duration,
-    // A std Mutex is fine: it is held for a map lookup, never across an await.
-    last: Arc<Mutex<HashMap<String, Instant>>>,
-}
-
-impl EditThrottle {
-    pub fn new(interval: Duration) -> Self {
-        Self { interval, last: Arc::default() }
-    }
-
-    /// Takes the slot and returns true when an edit in `place` may go out now.
-    pub fn try_acquire(&self, place: &str) -> bool {
-        let now = Instant::now();
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.get(place).is_some_and(|t| now.duration_since(*t) < self.interval) {
-            return false;
-        }
-        if last.len() > 1024 {
-            let interval = self.interval;
-            last.retain(|_, t| now.duration_since(*t) < interval);
-        }
-        last.insert(place.to_string(), now);
-        true
-    }
-
-    /// Waits until an edit in `place` may go out, then takes the slot (for final text, which
-    /// must not be dropped).
-    pub async fn acquire(&self, place: &str) {
-        loop {
-            let wait = {
-                let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-                last.get(place).map(|t| (*t + self.interval).saturating_duration_since(Instant::now()))
-            };
-            match wait {
-                Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
-                _ if self.try_acquire(place) => return,
-                _ => {}
-            }
-        }
-    }
-}
-
 /// A bot token: readable only through [`Secret::expose`], never printed by `Debug`.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -305,18 +253,6 @@ mod tests {
             "x &lt; y\n<pre>if a &lt; b {}</pre>\nend &amp; &lt;i&gt;"
         );
         assert_eq!(telegram_html("```no close <b>"), "```no close &lt;b&gt;");
-    }
-
-    #[tokio::test]
-    async fn throttle_spaces_edits_per_place() {
-        let throttle = EditThrottle::new(Duration::from_millis(100));
-        let start = Instant::now();
-        assert!(throttle.try_acquire("a"));
-        assert!(!throttle.try_acquire("a"));
-        assert!(throttle.try_acquire("b"), "places are independent");
-        throttle.acquire("a").await;
-        assert!(start.elapsed() >= Duration::from_millis(100));
-        assert!(!throttle.try_acquire("a"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use lore_adapters::Adapter;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{unknown_bot, App, Models};
-use crate::config::{AdapterConfig, BotConfig, Config};
+use crate::config::{BotConfig, Config};
 use crate::ingest::Progress;
 use crate::pipeline::respond;
 use crate::prompt::Template;
@@ -187,52 +187,8 @@ async fn chat(mut config: Config, bot: Option<&str>, kb: Option<&str>) -> anyhow
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Arc::new(App::load(config, Models::All).await?);
-    let mut adapters: Vec<AdapterSpec> = Vec::new();
-    let mut console = None;
-    for (name, bot) in &app.config.bots {
-        let key = format!("bots.{name}.adapter");
-        let bot_name = name.clone();
-        let spec = match &bot.adapter {
-            AdapterConfig::Console => {
-                if let Some(other) = console.replace(name.clone()) {
-                    bail!("bots {other:?} and {name:?} both use the console; only one can read the terminal");
-                }
-                AdapterSpec::new(name, move || Ok(Box::new(ConsoleAdapter::new(&bot_name)) as Box<dyn Adapter>))
-            }
-            #[cfg(feature = "discord")]
-            AdapterConfig::Discord(cfg) => {
-                let (cfg, token) = (cfg.clone(), token(&app.config, &key, &cfg.token_env)?);
-                lore_adapters::discord::DiscordAdapter::new(name, &cfg, token.clone())?;
-                AdapterSpec::new(name, move || {
-                    Ok(Box::new(lore_adapters::discord::DiscordAdapter::new(&bot_name, &cfg, token.clone())?))
-                })
-            }
-            #[cfg(feature = "telegram")]
-            AdapterConfig::Telegram(cfg) => {
-                let (cfg, token) = (cfg.clone(), token(&app.config, &key, &cfg.token_env)?);
-                lore_adapters::telegram::TelegramAdapter::new(name, &cfg, token.clone())?;
-                AdapterSpec::new(name, move || {
-                    Ok(Box::new(lore_adapters::telegram::TelegramAdapter::new(&bot_name, &cfg, token.clone())?))
-                })
-            }
-        };
-        adapters.push(spec);
-    }
-    if adapters.is_empty() {
-        bail!("{}: no bots configured", app.config.file.display());
-    }
+    let adapters = crate::serve::adapter_specs(&app.config)?;
     serve_adapters(app, adapters).await
-}
-
-/// A bot token from the environment (never logged).
-#[cfg(any(feature = "discord", feature = "telegram"))]
-fn token(config: &Config, key: &str, var: &str) -> anyhow::Result<String> {
-    match std::env::var(var) {
-        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-        _ => Err(config
-            .error(&format!("{key}.token_env"), format!("environment variable {var} holds no bot token"))
-            .into()),
-    }
 }
 
 /// Runs the adapters and the router until a shutdown signal arrives (or every adapter

@@ -37,6 +37,10 @@ pub struct Config {
     /// Days a conversation's memory is kept after its last message.
     #[serde(default = "default_memory_days")]
     pub memory_days: u64,
+    /// On SIGTERM or Ctrl-C, how long answers in progress may take to finish before their
+    /// askers are told to ask again.
+    #[serde(default = "default_shutdown_grace_seconds")]
+    pub shutdown_grace_seconds: u64,
     /// How questions from many people at once are let in (every bot shares one line).
     #[serde(default)]
     pub admission: Admission,
@@ -319,6 +323,9 @@ pub enum AdapterConfig {
 fn default_memory_days() -> u64 {
     30
 }
+fn default_shutdown_grace_seconds() -> u64 {
+    30
+}
 fn default_max_waiting_questions() -> usize {
     64
 }
@@ -586,6 +593,11 @@ impl Config {
     /// How long conversation memory is kept (`memory_days`).
     pub fn memory_age(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.memory_days.saturating_mul(86_400))
+    }
+
+    /// How long answers in progress may take to finish on shutdown.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_grace_seconds)
     }
 
     /// Chunking for a knowledge base: its own, else the defaults.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::FutureExt;
 use lore_core::{panic_message, Command, Incoming, ReplySink};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Allow, Config, Retrieval};
 use crate::line::{Line, LineSettings, Refusal, Ticket, Wait};
@@ -88,7 +89,12 @@ pub struct Router<A: Answerer> {
     memory: Memory,
     line: Line,
     rerank_when_busy: bool,
+    /// Fired when the daemon stops and answers ran out of time.
+    give_up: CancellationToken,
 }
+
+/// What an asker sees when the daemon stopped before their answer was done.
+pub const RESTARTING: &str = "Sorry, I am restarting and could not finish this answer. Please ask again in a minute.";
 
 impl<A: Answerer> Router<A> {
     /// Resolves every bot's default place and configured channels; conversation memory
@@ -128,12 +134,19 @@ impl<A: Answerer> Router<A> {
             memory: Memory::new(memory, max_turns, config.memory_age()),
             line,
             rerank_when_busy: a.rerank_when_busy,
+            give_up: CancellationToken::new(),
         })
     }
 
     /// The line every question waits in.
     pub fn line(&self) -> &Line {
         &self.line
+    }
+
+    /// Ends every answer still in progress (or waiting in line) with [`RESTARTING`], in
+    /// place of its partial text.
+    pub fn give_up_answers(&self) {
+        self.give_up.cancel();
     }
 
     /// Handles one message; failures are logged and reported to the user, never fatal.
@@ -148,13 +161,25 @@ impl<A: Answerer> Router<A> {
         let router = self.clone();
         let place_in_line = self.is_question_for_us(&msg).then(|| self.line.join(&asker(&msg)));
         async move {
-            // A panic while answering is one failed answer, not a dead daemon.
-            let handled =
-                std::panic::AssertUnwindSafe(router.handle_inner(&mut msg, place_in_line)).catch_unwind().await;
+            let handled = {
+                // A panic while answering is one failed answer, not a dead daemon.
+                let inner = std::panic::AssertUnwindSafe(router.handle_inner(&mut msg, place_in_line)).catch_unwind();
+                tokio::select! {
+                    handled = inner => Some(handled),
+                    () = router.give_up.cancelled() => None,
+                }
+            };
             let error = match handled {
-                Ok(Ok(())) => return,
-                Ok(Err(error)) => error,
-                Err(panic) => anyhow::anyhow!("panicked: {}", panic_message(&*panic)),
+                Some(Ok(Ok(()))) => return,
+                Some(Ok(Err(error))) => error,
+                Some(Err(panic)) => anyhow::anyhow!("panicked: {}", panic_message(&*panic)),
+                None => {
+                    tracing::info!(bot = %msg.bot, conversation = %msg.conversation, "answer given up: stopping");
+                    if let Err(error) = msg.reply.say(RESTARTING).await {
+                        tracing::warn!(error = format!("{error:#}"), "telling the asker to ask again failed");
+                    }
+                    return;
+                }
             };
             let id = error_id();
             tracing::warn!(error = format!("{error:#}"), error_id = %id, bot = %msg.bot, conversation = %msg.conversation, "answer failed");

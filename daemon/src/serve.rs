@@ -1,6 +1,10 @@
 //! The daemon's loop (`lore run`, `lore chat`): adapters feed one inbox, the router
 //! handles each message, and the whole stops cleanly on a signal.
 //!
+//! Stopping: on SIGTERM or Ctrl-C the adapters stop taking messages, answers in progress
+//! get `shutdown_grace_seconds` to finish, and those still running then end with a note
+//! that the bot is restarting (in place of their partial text). The exit code is 0.
+//!
 //! Supervision: an adapter that fails — at start (a bad token) or later — is logged at once
 //! with its reason and started again with exponential backoff, while the other bots go
 //! on. A panic while answering is one failed answer (the router catches it). If the
@@ -12,11 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use lore_adapters::console::ConsoleAdapter;
 use lore_core::{panic_message, Adapter, Incoming};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::config::{AdapterConfig, Config};
 use crate::router::Router;
 
 /// How to start (and start again) one bot's adapter.
@@ -31,6 +37,57 @@ impl AdapterSpec {
     }
 }
 
+/// One [`AdapterSpec`] per configured bot, its token read from the environment now (a
+/// missing one is an error before anything starts).
+pub fn adapter_specs(config: &Config) -> anyhow::Result<Vec<AdapterSpec>> {
+    let mut adapters: Vec<AdapterSpec> = Vec::new();
+    let mut console = None;
+    for (name, bot) in &config.bots {
+        let key = format!("bots.{name}.adapter");
+        let bot_name = name.clone();
+        let spec = match &bot.adapter {
+            AdapterConfig::Console => {
+                if let Some(other) = console.replace(name.clone()) {
+                    anyhow::bail!("bots {other:?} and {name:?} both use the console; only one can read the terminal");
+                }
+                AdapterSpec::new(name, move || Ok(Box::new(ConsoleAdapter::new(&bot_name)) as Box<dyn Adapter>))
+            }
+            #[cfg(feature = "discord")]
+            AdapterConfig::Discord(cfg) => {
+                let (cfg, token) = (cfg.clone(), token(config, &key, &cfg.token_env)?);
+                lore_adapters::discord::DiscordAdapter::new(name, &cfg, token.clone())?;
+                AdapterSpec::new(name, move || {
+                    Ok(Box::new(lore_adapters::discord::DiscordAdapter::new(&bot_name, &cfg, token.clone())?))
+                })
+            }
+            #[cfg(feature = "telegram")]
+            AdapterConfig::Telegram(cfg) => {
+                let (cfg, token) = (cfg.clone(), token(config, &key, &cfg.token_env)?);
+                lore_adapters::telegram::TelegramAdapter::new(name, &cfg, token.clone())?;
+                AdapterSpec::new(name, move || {
+                    Ok(Box::new(lore_adapters::telegram::TelegramAdapter::new(&bot_name, &cfg, token.clone())?))
+                })
+            }
+        };
+        adapters.push(spec);
+    }
+    if adapters.is_empty() {
+        anyhow::bail!("{}: no bots configured", config.file.display());
+    }
+    Ok(adapters)
+}
+
+/// A bot token from the environment (never logged).
+#[cfg(any(feature = "discord", feature = "telegram"))]
+fn token(config: &Config, key: &str, var: &str) -> anyhow::Result<String> {
+    match std::env::var(var) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => Err(config
+            .error(&format!("{key}.token_env"), format!("environment variable {var} holds no bot token"))
+            .into()),
+    }
+}
+
 /// Waits before an adapter is started again: `first`, doubled after each failure up to
 /// `longest`; an adapter that ran for `longest` before failing starts over at `first`.
 #[derive(Debug, Clone, Copy)]
@@ -40,8 +97,9 @@ struct Backoff {
 }
 
 const RESTARTS: Backoff = Backoff { first: Duration::from_secs(1), longest: Duration::from_secs(60) };
-/// How long answers in progress may take to finish once the daemon stops.
-const GRACE: Duration = Duration::from_secs(30);
+/// How long the askers' "ask again" notes may take once the grace is over: one edit each,
+/// and a platform that does not take them in this time is not waited for.
+const NOTE_TIME: Duration = Duration::from_secs(10);
 
 /// Runs the adapters and the router until every adapter ends (after `shutdown` fires, or
 /// on its own), then lets answers in progress finish, up to a deadline.
@@ -81,14 +139,18 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
         tracing::error!("the generator stopped; stopping every bot");
         shutdown.cancel();
     }
-    let drained = tokio::time::timeout(GRACE, async {
-        while let Some(done) = answers.join_next().await {
-            log_panic(done, "answer");
+    let grace = app.config.shutdown_grace();
+    if tokio::time::timeout(grace, finish_all(&mut answers)).await.is_err() {
+        tracing::warn!(
+            answers = answers.len(),
+            "answers still running after {} s; asking their askers to ask again",
+            grace.as_secs()
+        );
+        router.give_up_answers();
+        if tokio::time::timeout(NOTE_TIME, finish_all(&mut answers)).await.is_err() {
+            tracing::warn!(answers = answers.len(), "notes not delivered in time; stopping anyway");
+            answers.abort_all();
         }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("answers still running after {} s; stopping anyway", GRACE.as_secs());
     }
     while let Some(done) = supervisors.join_next().await {
         log_panic(done, "adapter supervisor");
@@ -99,6 +161,12 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
         );
     }
     Ok(())
+}
+
+async fn finish_all(answers: &mut tokio::task::JoinSet<()>) {
+    while let Some(done) = answers.join_next().await {
+        log_panic(done, "answer");
+    }
 }
 
 fn log_panic(done: Result<(), tokio::task::JoinError>, task: &str) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::http::Method;
 use lore_adapters::discord::{DiscordAdapter, DiscordConfig};
 use lore_adapters::Command;
-use lore_tests::fake_discord::{user, FakeDiscord, APP_ID, BOT_ID};
+use lore_tests::fake_discord::{user, FakeDiscord, Fault, APP_ID, BOT_ID};
 use lore_tests::{
     assert_retried_after, assert_words_whole, init, long_answer, sample_sources, stream_sample_answer, wait_until,
     RunningAdapter,
@@ -38,6 +38,7 @@ impl Running {
             "respond_to_all": [OPEN_CHANNEL.to_string()],
             "command_guilds": [GUILD],
             "edit_interval_ms": EDIT_MS,
+            "request_timeout_secs": 1,
         }))
         .unwrap();
         let adapter = DiscordAdapter::new("docs", &cfg, "fake-discord-token".into()).unwrap();
@@ -47,6 +48,9 @@ impl Running {
         Self { fake, run }
     }
 }
+
+/// [`sample_sources`] as they end an answer on Discord.
+const SOURCES: &str = "\n\n**Sources**\n\\[1\\] guide.md (lines 1-9)\n\\[2\\] my\\_notes\\<b>\\*.md (lines 12-20)";
 
 fn mention(text: &str) -> String {
     format!("<@{BOT_ID}> {text}")
@@ -105,9 +109,7 @@ async fn discord_mention_streams_typing_edits_and_final_answer_with_sources() {
     for (_, body) in &sent {
         assert_eq!(body["allowed_mentions"]["parse"], json!([]), "no pings: {body}");
     }
-    let sources = "\n\n**Sources**\n\
-                    \\[1\\] guide.md (lines 1-9)\n\\[2\\] my\\_notes\\<b>\\*.md (lines 12-20)";
-    assert_eq!(bot.fake.shown_in(CHANNEL), vec![answer + sources]);
+    assert_eq!(bot.fake.shown_in(CHANNEL), vec![answer + SOURCES]);
     // Edits keep under Discord's limit: at least the configured interval apart.
     let edits: Vec<_> = requests.iter().filter(|r| r.method == "PATCH").collect();
     for pair in edits.windows(2) {
@@ -184,7 +186,9 @@ async fn discord_429_is_retried_after_the_wait_and_answer_arrives_once() {
     let mut bot = Running::start().await;
     bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "hello"));
     let mut incoming = bot.run.next().await;
-    bot.fake.rate_limit(Method::POST, &format!("/channels/{DM_CHANNEL}/messages"), 1, 1.0);
+    // Through the REST proxy serenity's rate limiter is off: the wait comes from the 429's
+    // body (the default backoff would retry after 1 s).
+    bot.fake.rate_limit(Method::POST, &format!("/channels/{DM_CHANNEL}/messages"), 1, 2.5);
     incoming.reply.finish("Hi there.", &[]).await.unwrap();
 
     let posts: Vec<_> = bot
@@ -193,7 +197,7 @@ async fn discord_429_is_retried_after_the_wait_and_answer_arrives_once() {
         .into_iter()
         .filter(|r| r.method == "POST" && r.path.ends_with(&format!("{DM_CHANNEL}/messages")))
         .collect();
-    assert_retried_after(&posts, Duration::from_secs(1));
+    assert_retried_after(&posts, Duration::from_millis(2_500));
     assert_eq!(bot.fake.shown_in(DM_CHANNEL), vec!["Hi there."]);
     bot.run.stop().await;
 }
@@ -358,5 +362,54 @@ async fn discord_answer_arrives_when_the_question_was_deleted() {
     assert_eq!(reference["message_id"], question.to_string());
     assert_eq!(reference["fail_if_not_exists"], false);
     assert_eq!(bot.fake.shown_in(CHANNEL), vec!["Still answered."]);
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_5xx_timeouts_and_a_lost_response_end_in_one_complete_answer() {
+    let mut bot = Running::start().await;
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "what is lore?"));
+    let mut incoming = bot.run.next().await;
+    let messages = format!("/channels/{DM_CHANNEL}/messages");
+    // Posting: a 500, then Discord makes the message but the response is lost.
+    bot.fake.inject(Method::POST, &messages, 1, Fault::ServerError(500));
+    bot.fake.inject(Method::POST, &messages, 1, Fault::LostResponse);
+    // Editing: no answer at all, then a 503.
+    bot.fake.inject(Method::PATCH, &messages, 1, Fault::Hang);
+    bot.fake.inject(Method::PATCH, &messages, 1, Fault::ServerError(503));
+
+    let answer = stream_sample_answer(&mut *incoming.reply).await;
+
+    assert_eq!(bot.fake.shown_in(DM_CHANNEL), vec![answer + SOURCES], "one complete answer");
+    let posts: Vec<_> =
+        bot.fake.requests().into_iter().filter(|r| r.method == "POST" && r.path.ends_with(&messages)).collect();
+    let nonces: Vec<_> = posts.iter().map(|r| r.body["nonce"].clone()).collect();
+    assert!(posts.iter().all(|r| r.body["enforce_nonce"] == true), "{posts:?}");
+    assert_eq!(nonces.last(), nonces.get(nonces.len() - 2), "the retry after the lost response reuses its nonce");
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_partial_that_cannot_be_edited_is_replaced_and_deleted() {
+    let mut bot = Running::start().await;
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "first"));
+    let mut first = bot.run.next().await;
+    first.reply.update("Half an ans").await.unwrap();
+    // Discord refuses edits of it from now on (a permission taken away, say).
+    bot.fake.inject(Method::PATCH, &format!("/channels/{DM_CHANNEL}/messages"), 10, Fault::ServerError(403));
+    first.reply.finish("Half an answer, then the rest.", &[]).await.unwrap();
+    assert_eq!(bot.fake.shown_in(DM_CHANNEL), vec!["Half an answer, then the rest."]);
+    assert_eq!(bot.fake.message_ids(DM_CHANNEL).len(), 1, "the stale partial was deleted");
+
+    // A moderator deletes the streamed message: the answer arrives anew.
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "second"));
+    let mut second = bot.run.next().await;
+    tokio::time::sleep(Duration::from_millis(EDIT_MS)).await;
+    second.reply.update("Second ans").await.unwrap();
+    assert_eq!(bot.fake.message_ids(DM_CHANNEL).len(), 2, "the second answer streams");
+    let streamed = *bot.fake.message_ids(DM_CHANNEL).last().unwrap();
+    bot.fake.delete_message(streamed);
+    second.reply.finish("Second answer.", &[]).await.unwrap();
+    assert_eq!(bot.fake.shown_in(DM_CHANNEL), vec!["Half an answer, then the rest.", "Second answer."]);
     bot.run.stop().await;
 }

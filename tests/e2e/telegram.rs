@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use lore_adapters::telegram::{TelegramAdapter, TelegramConfig};
 use lore_adapters::Command;
-use lore_tests::fake_telegram::{strip_tags, Chat, FakeTelegram, BOT_ID, BOT_USERNAME, DROPPED};
+use lore_tests::fake_telegram::{strip_tags, Chat, FakeTelegram, Fault, BOT_ID, BOT_USERNAME, DROPPED};
 use lore_tests::{
     assert_retried_after, assert_words_whole, init, long_answer, sample_sources, stream_sample_answer, wait_until,
     RunningAdapter,
@@ -20,6 +20,9 @@ const OTHER_BOT: i64 = 43;
 const EDIT_MS: u64 = 200;
 const WAIT: Duration = Duration::from_secs(5);
 
+/// [`sample_sources`] as they end an answer on Telegram.
+const SOURCES: &str = "\n\n<b>Sources</b>\n[1] guide.md (lines 1-9)\n[2] my_notes&lt;b&gt;*.md (lines 12-20)";
+
 struct Running {
     fake: FakeTelegram,
     run: RunningAdapter,
@@ -31,7 +34,9 @@ impl Running {
         let fake = FakeTelegram::start(TOKEN).await;
         let cfg: TelegramConfig = serde_json::from_value(json!({
             "api_url": fake.api_url(),
-            "poll_timeout_secs": 5,
+            // The client's timeout is the poll's plus 10 s: a request that gets no answer
+            // fails after 11 s.
+            "poll_timeout_secs": 1,
             "edit_interval_ms": EDIT_MS,
         }))
         .unwrap();
@@ -72,9 +77,7 @@ async fn telegram_private_chat_streams_typing_edits_and_html_answer_with_sources
     let edits = bot.fake.calls("editMessageText");
     assert!(edits.len() >= 2, "streamed edits expected: {edits:?}");
     assert!(edits.iter().all(|e| e["parse_mode"] == "HTML"));
-    let sources = "\n\n<b>Sources</b>\n\
-                    [1] guide.md (lines 1-9)\n[2] my_notes&lt;b&gt;*.md (lines 12-20)";
-    assert_eq!(bot.fake.shown_in(ANN), vec![answer + sources]);
+    assert_eq!(bot.fake.shown_in(ANN), vec![answer + SOURCES]);
     let edit_times: Vec<_> = requests.iter().filter(|r| r.path == "editMessageText").map(|r| r.at).collect();
     for pair in edit_times.windows(2) {
         assert!(pair[1] - pair[0] >= Duration::from_millis(EDIT_MS - 30));
@@ -228,6 +231,87 @@ async fn telegram_forum_topic_is_its_own_conversation_and_every_reply_lands_in_i
     general.reply.say("In General.").await.unwrap();
     let last = bot.fake.calls("sendMessage").pop().unwrap();
     assert!(last.get("message_thread_id").is_none(), "General takes no topic: {last}");
+    bot.run.assert_nothing_more();
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_5xx_and_timeouts_on_send_and_edit_end_in_one_complete_answer() {
+    let mut bot = Running::start().await;
+    bot.fake.push_message(PRIVATE, ANN, "what is lore?");
+    let mut incoming = bot.run.next().await;
+    bot.fake.inject("sendMessage", 1, Fault::Hang);
+    bot.fake.inject("sendMessage", 1, Fault::ServerError(502));
+    bot.fake.inject("editMessageText", 1, Fault::ServerError(500));
+    bot.fake.inject("editMessageText", 1, Fault::Hang);
+
+    let answer = stream_sample_answer(&mut *incoming.reply).await;
+
+    assert_eq!(bot.fake.shown_in(ANN), vec![answer + SOURCES], "one complete answer, no stale partial");
+    let statuses: Vec<u16> = bot.fake.requests().iter().filter(|r| r.path != "getUpdates").map(|r| r.status).collect();
+    for fault in [DROPPED, 500, 502] {
+        assert!(statuses.contains(&fault), "fault {fault} was met: {statuses:?}");
+    }
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_group_edits_slow_down_after_429s_and_the_answer_arrives_once() {
+    let mut bot = Running::start().await;
+    bot.fake.push_message(GROUP, ANN, "/ask what is lore?");
+    let mut incoming = bot.run.next().await;
+    bot.fake.rate_limit("editMessageText", 2, 1);
+
+    let answer = stream_sample_answer(&mut *incoming.reply).await;
+
+    assert_eq!(bot.fake.shown_in(GROUP.id()), vec![answer + SOURCES]);
+    assert_eq!(bot.fake.calls("sendMessage").len(), 1, "edited, never posted anew");
+    let edits: Vec<_> = bot.fake.requests().into_iter().filter(|r| r.path == "editMessageText").collect();
+    let refused = edits.iter().position(|r| r.status == 429).expect("a 429");
+    let next = &edits[refused + 1];
+    assert!(next.at - edits[refused].at >= Duration::from_millis(950), "retry_after honoured");
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_partial_that_cannot_be_edited_is_replaced_and_deleted() {
+    let mut bot = Running::start().await;
+    bot.fake.push_message(PRIVATE, ANN, "first");
+    let mut first = bot.run.next().await;
+    first.reply.update("Half an ans").await.unwrap();
+    bot.fake.inject("editMessageText", 10, Fault::ServerError(400));
+    first.reply.finish("Half an answer, then the rest.", &[]).await.unwrap();
+    assert_eq!(bot.fake.shown_in(ANN), vec!["Half an answer, then the rest."]);
+    assert_eq!(bot.fake.calls("deleteMessage").len(), 1, "the stale partial was deleted");
+
+    // A moderator deletes the streamed message: the answer arrives anew.
+    bot.fake.push_message(PRIVATE, ANN, "second");
+    let mut second = bot.run.next().await;
+    tokio::time::sleep(Duration::from_millis(EDIT_MS)).await;
+    second.reply.update("Second ans").await.unwrap();
+    assert_eq!(bot.fake.message_ids(ANN).len(), 2, "the second answer streams");
+    let streamed = *bot.fake.message_ids(ANN).last().unwrap();
+    bot.fake.delete_message(ANN, streamed);
+    second.reply.finish("Second answer.", &[]).await.unwrap();
+    assert_eq!(bot.fake.shown_in(ANN), vec!["Half an answer, then the rest.", "Second answer."]);
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_long_poll_error_mid_answer_loses_and_repeats_nothing() {
+    let mut bot = Running::start().await;
+    bot.fake.push_message(PRIVATE, ANN, "first");
+    let mut first = bot.run.next().await;
+    first.reply.update("Half an ans").await.unwrap();
+    bot.fake.fail("getUpdates", 1);
+    bot.fake.push_message(PRIVATE, ANN, "second");
+    first.reply.finish("Half an answer, then the rest.", &[]).await.unwrap();
+    let mut second = bot.run.next().await;
+    assert_eq!(second.text, "second");
+    second.reply.finish("Second answer.", &[]).await.unwrap();
+    assert_eq!(bot.fake.shown_in(ANN), vec!["Half an answer, then the rest.", "Second answer."]);
+    bot.fake.push_message(PRIVATE, ANN, "marker");
+    assert_eq!(bot.run.next().await.text, "marker");
     bot.run.assert_nothing_more();
     bot.run.stop().await;
 }

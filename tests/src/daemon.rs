@@ -25,11 +25,12 @@ pub struct TelegramDaemon {
 impl TelegramDaemon {
     /// Starts a Telegram bot `docs` answering from `kb`. `config_extra` is appended to the
     /// config (it must define `knowledge_bases`, each with `sources`); `bot_extra` is
-    /// appended to the bot's settings (indented four spaces). Every knowledge base is
-    /// ingested first.
+    /// appended to the bot's settings (indented four spaces; more bots may follow, indented
+    /// two, and `{api}` in it is the fake's URL). Every knowledge base is ingested first.
     pub async fn start(dir: &Path, config_extra: &str, kb: &str, bot_extra: &str) -> Self {
         crate::init();
         let fake = FakeTelegram::start(TOKEN).await;
+        let bot_extra = bot_extra.replace("{api}", &fake.api_url());
         std::env::set_var("LORE_TEST_TELEGRAM_TOKEN", TOKEN);
         let extra = format!(
             "{config_extra}bots:\n  docs:\n    knowledge_base: {kb}\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: {api}\n      poll_timeout_secs: 2\n      edit_interval_ms: 300\n{bot_extra}",
@@ -41,15 +42,9 @@ impl TelegramDaemon {
             let table = app.kb_for_ingest(name).await.unwrap();
             lore::ingest::ingest(&table, &app.embedder, &kb.sources, &chunking, Progress::Quiet).await.unwrap();
         }
-        let lore::config::AdapterConfig::Telegram(tg) = &app.config.bots["docs"].adapter else {
-            panic!("a telegram adapter")
-        };
-        let tg = tg.clone();
-        let adapter = lore::serve::AdapterSpec::new("docs", move || {
-            Ok(Box::new(lore_adapters::telegram::TelegramAdapter::new("docs", &tg, TOKEN.into())?))
-        });
+        let adapters = lore::serve::adapter_specs(&app.config).unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(lore::serve::serve_until(app.clone(), vec![adapter], shutdown.clone()));
+        let task = tokio::spawn(lore::serve::serve_until(app.clone(), adapters, shutdown.clone()));
         wait_until(Duration::from_secs(10), "the bot registers its commands", || {
             !fake.calls("setMyCommands").is_empty()
         })
@@ -58,14 +53,22 @@ impl TelegramDaemon {
     }
 
     /// Waits for the daemon to stop by itself, and returns how it ended.
-    pub async fn exit(self) -> anyhow::Result<()> {
-        tokio::time::timeout(Duration::from_secs(60), self.task).await.expect("the daemon stops by itself").unwrap()
+    pub async fn exit(&mut self) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("the daemon stops by itself")
+            .unwrap()
     }
 
     /// Stops the daemon as SIGTERM would and waits for it to finish cleanly.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.stop_signal();
+        self.exit().await.expect("a clean stop");
+    }
+
+    /// Fires what SIGTERM fires, and returns at once.
+    pub fn stop_signal(&self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(40), self.task).await.expect("daemon stops").unwrap().unwrap();
     }
 }
 

@@ -25,6 +25,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use crate::fake_telegram::DROPPED;
 use crate::{wait_until, Recorded, Server};
 
 /// The bot's own user id in the fake.
@@ -49,8 +50,10 @@ struct Shared {
     /// Frames the client sent on the gateway, parsed.
     gateway_in: Mutex<Vec<Value>>,
     gateway: Mutex<Gateway>,
-    /// Scripted 429s: (method, path substring, how many left, retry_after seconds).
-    rate_limits: Mutex<Vec<(Method, String, u32, f64)>>,
+    /// Scripted faults: (method, path substring, how many left, what goes wrong).
+    faults: Mutex<Vec<(Method, String, u32, Fault)>>,
+    /// Messages created with an enforced nonce: (channel, nonce) -> message id.
+    nonces: Mutex<HashMap<(String, String), u64>>,
     /// Messages the bot sent, by id, so edits can return the whole object.
     messages: Mutex<HashMap<u64, Value>>,
     /// Threads (and forum posts) a test opened: thread id -> (parent channel, guild).
@@ -77,6 +80,19 @@ struct Session {
     seq: u64,
     /// Every dispatch of the session, for replay on resume.
     log: Vec<(u64, String)>,
+}
+
+/// What goes wrong with a REST request, as Discord or the network between can make it.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// 429 with `retry_after` (seconds) in the body and `Retry-After` rounded up.
+    RateLimited(f64),
+    /// A 5xx.
+    ServerError(u16),
+    /// No answer at all, and the request is not carried out: the client's timeout fires.
+    Hang,
+    /// The request is carried out, but its response never comes.
+    LostResponse,
 }
 
 enum Out {
@@ -124,7 +140,12 @@ impl FakeDiscord {
 
     /// The next `count` requests with this method whose path contains `path_part` get a 429.
     pub fn rate_limit(&self, method: Method, path_part: &str, count: u32, retry_after_secs: f64) {
-        self.state.rate_limits.lock().unwrap().push((method, path_part.to_string(), count, retry_after_secs));
+        self.inject(method, path_part, count, Fault::RateLimited(retry_after_secs));
+    }
+
+    /// The next `count` requests with this method whose path contains `path_part` meet `fault`.
+    pub fn inject(&self, method: Method, path_part: &str, count: u32, fault: Fault) {
+        self.state.faults.lock().unwrap().push((method, path_part.to_string(), count, fault));
     }
 
     /// Sends a dispatch (op 0) with the next sequence number; before the first session it
@@ -180,6 +201,17 @@ impl FakeDiscord {
     /// Deletes a message, as its author or a moderator would.
     pub fn delete_message(&self, id: u64) {
         self.state.deleted.lock().unwrap().insert(id);
+        self.state.messages.lock().unwrap().remove(&id);
+    }
+
+    /// Ids of the bot's messages in a channel still there, in order.
+    pub fn message_ids(&self, channel: u64) -> Vec<u64> {
+        let channel = channel.to_string();
+        let messages = self.state.messages.lock().unwrap();
+        let mut ids: Vec<u64> =
+            messages.iter().filter(|(_, m)| m["channel_id"] == channel.as_str()).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// How many times the client fetched a channel.
@@ -371,17 +403,17 @@ fn on_client_frame(state: &Shared, frame: &Value, tx: &mpsc::UnboundedSender<Out
 async fn rest(State(state): State<Arc<Shared>>, method: Method, uri: Uri, body: Bytes) -> Response {
     let path = uri.path().to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let limited = {
-        let mut limits = state.rate_limits.lock().unwrap();
-        limits.iter_mut().find(|(m, part, left, _)| *m == method && path.contains(part.as_str()) && *left > 0).map(
-            |(_, _, left, after)| {
+    let fault = {
+        let mut faults = state.faults.lock().unwrap();
+        faults.iter_mut().find(|(m, part, left, _)| *m == method && path.contains(part.as_str()) && *left > 0).map(
+            |(_, _, left, fault)| {
                 *left -= 1;
-                *after
+                *fault
             },
         )
     };
-    let response = match limited {
-        Some(after) => (
+    let response = match fault {
+        Some(Fault::RateLimited(after)) => (
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", format!("{}", after.ceil())), ("x-ratelimit-scope", "user".to_string())],
             Json(json!({
@@ -392,16 +424,32 @@ async fn rest(State(state): State<Arc<Shared>>, method: Method, uri: Uri, body: 
             })),
         )
             .into_response(),
+        Some(Fault::ServerError(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, Json(json!({"message": status.canonical_reason(), "code": 0}))).into_response()
+        }
+        Some(fault @ (Fault::Hang | Fault::LostResponse)) => {
+            if let Fault::LostResponse = fault {
+                route(&state, &method, &path, &body);
+            }
+            record(&state, method, path, body, DROPPED);
+            return std::future::pending().await;
+        }
         None => route(&state, &method, &path, &body),
     };
+    let status = response.status().as_u16();
+    record(&state, method, path, body, status);
+    response
+}
+
+fn record(state: &Shared, method: Method, path: String, body: Value, status: u16) {
     state.rest.lock().unwrap().push(Recorded {
         method: method.to_string(),
         path,
         body,
-        status: response.status().as_u16(),
+        status,
         at: tokio::time::Instant::now(),
     });
-    response
 }
 
 fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response {
@@ -423,6 +471,11 @@ fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response 
         ("GET", ["channels", channel]) => channel_json(state, channel),
         ("POST", ["channels", channel, "messages"]) => post_message(state, channel, body),
         ("PATCH", ["channels", _, "messages", id]) => edit_message(state, id, body),
+        ("DELETE", ["channels", _, "messages", id]) => delete_own_message(state, id),
+        ("DELETE", ["webhooks", _, token, "messages", id]) => match *id {
+            "@original" => delete_own_message(state, &original_id(token).to_string()),
+            id => delete_own_message(state, id),
+        },
         ("PUT", ["applications", _, "commands"]) | ("PUT", ["applications", _, "guilds", _, "commands"]) => {
             Json(json!([])).into_response()
         }
@@ -547,11 +600,33 @@ fn message_json(id: u64, channel: &str, body: &Value) -> Value {
     msg
 }
 
+/// Creates a message; with an enforced nonce seen before in this channel, returns the
+/// message made then instead, as Discord does.
 fn new_message(state: &Shared, channel: &str, body: &Value) -> Value {
+    let nonce = match (&body["nonce"], &body["enforce_nonce"]) {
+        (Value::String(nonce), Value::Bool(true)) => Some((channel.to_string(), nonce.clone())),
+        _ => None,
+    };
+    if let Some(made) = nonce.as_ref().and_then(|n| state.nonces.lock().unwrap().get(n).copied()) {
+        if let Some(message) = state.messages.lock().unwrap().get(&made) {
+            return message.clone();
+        }
+    }
     let id = state.next_id.fetch_add(1, Ordering::SeqCst);
+    if let Some(nonce) = nonce {
+        state.nonces.lock().unwrap().insert(nonce, id);
+    }
     let msg = message_json(id, channel, body);
     state.messages.lock().unwrap().insert(id, msg.clone());
     msg
+}
+
+fn delete_own_message(state: &Shared, id: &str) -> Response {
+    let mut messages = state.messages.lock().unwrap();
+    match id.parse::<u64>().ok().and_then(|id| messages.remove(&id)) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({"message": "Unknown Message", "code": 10008}))).into_response(),
+    }
 }
 
 fn edit_message(state: &Shared, id: &str, body: &Value) -> Response {

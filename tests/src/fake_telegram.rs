@@ -26,7 +26,8 @@ use crate::{Recorded, Server};
 /// The bot's id and username in the fake.
 pub const BOT_ID: i64 = 7_000_001;
 pub const BOT_USERNAME: &str = "LoreTestBot";
-/// The status [`Recorded`] shows for a request whose connection the fake broke.
+/// The status [`Recorded`] shows for a request whose connection the fake broke, or that it
+/// never answered.
 pub const DROPPED: u16 = 0;
 
 pub struct FakeTelegram {
@@ -43,19 +44,25 @@ struct Shared {
     new_update: Notify,
     next_update: AtomicI64,
     next_message: AtomicI64,
-    /// Scripted failures: (method, how many left, response maker).
-    scripts: Mutex<Vec<(String, u32, Failure)>>,
+    /// Scripted failures: (method, how many left, what goes wrong).
+    scripts: Mutex<Vec<(String, u32, Fault)>>,
     /// Messages the bot sent: (chat, message_id) -> text as sent (HTML).
     sent: Mutex<HashMap<(i64, i64), String>>,
     /// The first message of each forum topic, by topic id.
     topics: Mutex<HashMap<i64, Value>>,
 }
 
-#[derive(Clone, Copy)]
-enum Failure {
+/// What goes wrong with a request, as the real Bot API or the network between can make it.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// 429 with `parameters.retry_after` in seconds.
     RetryAfter(u32),
     /// The connection breaks in the middle of the response.
     Drop,
+    /// A 5xx with the Bot API's error body (teloxide waits 10 s before it reports one).
+    ServerError(u16),
+    /// No answer at all: the client's timeout fires. The request is not carried out.
+    Hang,
 }
 
 impl FakeTelegram {
@@ -97,15 +104,33 @@ impl FakeTelegram {
 
     /// The next `count` calls of `method` get a 429 with `retry_after`.
     pub fn rate_limit(&self, method: &str, count: u32, retry_after_secs: u32) {
-        self.state.scripts.lock().unwrap().push((method.to_string(), count, Failure::RetryAfter(retry_after_secs)));
+        self.inject(method, count, Fault::RetryAfter(retry_after_secs));
     }
 
     /// The next `count` calls of `method` lose their connection mid-response. (Not a 5xx:
     /// teloxide waits 10 s after a server error before it reports it.)
     pub fn fail(&self, method: &str, count: u32) {
-        self.state.scripts.lock().unwrap().push((method.to_string(), count, Failure::Drop));
+        self.inject(method, count, Fault::Drop);
+    }
+
+    /// The next `count` calls of `method` meet `fault`.
+    pub fn inject(&self, method: &str, count: u32, fault: Fault) {
+        self.state.scripts.lock().unwrap().push((method.to_string(), count, fault));
         // Wakes a waiting long poll, which then fails.
         self.state.new_update.notify_waiters();
+    }
+
+    /// A moderator deletes the bot's message `id` in `chat`.
+    pub fn delete_message(&self, chat: i64, id: i64) {
+        self.state.sent.lock().unwrap().remove(&(chat, id));
+    }
+
+    /// Ids of the bot's messages in `chat` still there, in order.
+    pub fn message_ids(&self, chat: i64) -> Vec<i64> {
+        let mut ids: Vec<i64> =
+            self.state.sent.lock().unwrap().keys().filter(|(c, _)| *c == chat).map(|(_, id)| *id).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Queues a text message from a user; returns its message id.
@@ -259,33 +284,43 @@ async fn handle(State(state): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, 
         None => String::new(),
     };
     let body = parse_body(&headers, &body);
+    let fault = scripted(&state, &method);
+    if let Some(Fault::Hang) = fault {
+        record(&state, method, body, DROPPED);
+        return std::future::pending().await;
+    }
     let response = if token.strip_prefix("bot") != Some(state.token.as_str()) {
         error(401, "Unauthorized")
-    } else if let Some(failure) = scripted(&state, &method) {
-        failure_response(failure)
+    } else if let Some(fault) = fault {
+        failure_response(fault)
     } else {
         route(&state, &method, &body).await
     };
+    let status = match response.extensions().get::<Dropped>() {
+        Some(_) => DROPPED,
+        None => response.status().as_u16(),
+    };
+    record(&state, method, body, status);
+    response
+}
+
+fn record(state: &Shared, method: String, body: Value, status: u16) {
     state.requests.lock().unwrap().push(Recorded {
         method: "POST".into(),
         path: method,
         body,
-        status: match response.extensions().get::<Dropped>() {
-            Some(_) => DROPPED,
-            None => response.status().as_u16(),
-        },
+        status,
         at: tokio::time::Instant::now(),
     });
-    response
 }
 
 /// Marks a response whose connection the fake breaks.
 #[derive(Clone, Copy)]
 struct Dropped;
 
-fn failure_response(failure: Failure) -> Response {
-    match failure {
-        Failure::RetryAfter(after) => (
+fn failure_response(fault: Fault) -> Response {
+    match fault {
+        Fault::RetryAfter(after) => (
             StatusCode::TOO_MANY_REQUESTS,
             Json(json!({
                 "ok": false,
@@ -295,7 +330,12 @@ fn failure_response(failure: Failure) -> Response {
             })),
         )
             .into_response(),
-        Failure::Drop => {
+        Fault::ServerError(code) => {
+            let reason = StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("Server Error");
+            error(code, reason)
+        }
+        Fault::Hang => unreachable!("a hung request gets no response"),
+        Fault::Drop => {
             // A body that fails makes the server abort the connection.
             let broken = futures::stream::once(async { Err::<Bytes, _>(std::io::Error::other("connection dropped")) });
             let mut response =
@@ -306,7 +346,7 @@ fn failure_response(failure: Failure) -> Response {
     }
 }
 
-fn scripted(state: &Shared, method: &str) -> Option<Failure> {
+fn scripted(state: &Shared, method: &str) -> Option<Fault> {
     let mut scripts = state.scripts.lock().unwrap();
     let (_, left, failure) = scripts.iter_mut().find(|(m, left, _)| m == method && *left > 0)?;
     *left -= 1;
@@ -338,6 +378,14 @@ async fn route(state: &Shared, method: &str, body: &Value) -> Response {
                 message["is_topic_message"] = true.into();
             }
             ok(message)
+        }
+        "deleteMessage" => {
+            let chat = body["chat_id"].as_i64().unwrap_or_default();
+            let id = body["message_id"].as_i64().unwrap_or_default();
+            match state.sent.lock().unwrap().remove(&(chat, id)) {
+                Some(_) => ok(json!(true)),
+                None => error(400, "Bad Request: message to delete not found"),
+            }
         }
         "editMessageText" => {
             let chat = body["chat_id"].as_i64().unwrap_or_default();
@@ -394,8 +442,10 @@ async fn get_updates(state: &Shared, body: &Value) -> Response {
         // Register interest before looking, so a push between the look and the wait is seen.
         let notified = state.new_update.notified();
         // A failure scripted while this poll waits breaks it, like a dropped connection.
-        if let Some(failure) = scripted(state, "getUpdates") {
-            return failure_response(failure);
+        match scripted(state, "getUpdates") {
+            Some(Fault::Hang) => return std::future::pending().await,
+            Some(fault) => return failure_response(fault),
+            None => {}
         }
         {
             let mut updates = state.updates.lock().unwrap();
