@@ -176,7 +176,9 @@ impl<P: Platform> StreamingReply<P> {
         };
         match (failure, self.streaming) {
             (None | Some(Failure::NotModified), _) => {
-                self.shown = message.to_string();
+                // A post after one that may have got through may have been handed back the
+                // earlier message, with older text: the next edit must go out.
+                self.shown = if std::mem::take(&mut self.maybe_posted) { String::new() } else { message.to_string() };
                 self.throttle.went_through(&self.place);
             }
             (Some(Failure::RateLimited { retry_after }), _) => self.throttle.slow_down(&self.place, retry_after),

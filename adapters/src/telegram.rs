@@ -44,10 +44,18 @@ pub struct TelegramConfig {
     /// (Telegram allows about one edit per second per chat).
     #[serde(default = "default_edit_interval_ms")]
     pub edit_interval_ms: u64,
+    /// Longest a call other than the long poll may take before it counts as failed and is
+    /// retried, in seconds.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
 }
 
 fn default_token_env() -> String {
     "TELEGRAM_TOKEN".into()
+}
+
+fn default_request_timeout_secs() -> u64 {
+    15
 }
 
 fn default_poll_timeout_secs() -> u32 {
@@ -79,9 +87,8 @@ impl TelegramAdapter {
         Ok(Self { name: bot_name.to_string(), cfg: cfg.clone(), token: Secret::new(token), api_url })
     }
 
-    fn client(&self) -> anyhow::Result<Bot> {
-        // teloxide's default client gives up after 17 s: a long poll must have longer.
-        let timeout = Duration::from_secs(u64::from(self.cfg.poll_timeout_secs) + 10);
+    /// A client whose calls give up after `timeout`.
+    fn client(&self, timeout: Duration) -> anyhow::Result<Bot> {
         let http = teloxide::net::default_reqwest_settings().timeout(timeout).build()?;
         let bot = Bot::with_client(self.token.expose(), http);
         Ok(match &self.api_url {
@@ -94,7 +101,10 @@ impl TelegramAdapter {
 #[async_trait]
 impl Adapter for TelegramAdapter {
     async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let bot = self.client()?;
+        // Two clients: a long poll must be given longer than it waits, while an answer's
+        // call that gets no reply should be retried long before that.
+        let poller = self.client(Duration::from_secs(u64::from(self.cfg.poll_timeout_secs) + 10))?;
+        let bot = self.client(Duration::from_secs(self.cfg.request_timeout_secs))?;
         let throttle = EditThrottle::new(Duration::from_millis(self.cfg.edit_interval_ms));
         let mut backoff = Backoff::default();
         let me = loop {
@@ -128,7 +138,7 @@ impl Adapter for TelegramAdapter {
         // only after the message is in the inbox, so none is lost and none comes twice.
         let mut offset: i32 = 0;
         loop {
-            let poll = bot
+            let poll = poller
                 .get_updates()
                 .offset(offset)
                 .timeout(self.cfg.poll_timeout_secs)

@@ -9,5 +9,6 @@ mod knowledge_base;
 mod live;
 mod load;
 mod plugins;
+mod soak;
 mod supervision;
 mod telegram;

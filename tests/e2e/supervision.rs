@@ -50,7 +50,7 @@ async fn a_stop_past_the_grace_tells_the_asker_to_ask_again_in_place_of_the_part
     let config = format!("shutdown_grace_seconds: 1\n{}", sample_kb());
     let mut daemon = TelegramDaemon::start(dir.path(), &config, "bees", "").await;
     // Telegram does not answer the typing notice: the answer is stuck there (for the
-    // client's timeout, 12 s) when the stop comes.
+    // client's timeout, 15 s) when the stop comes.
     daemon.fake.inject("sendChatAction", 1, Fault::Hang);
     daemon.fake.push_message(Chat::Private(5), 5, QUESTION);
     wait_until(Duration::from_secs(30), "the answer starts", || {

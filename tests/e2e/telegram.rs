@@ -34,9 +34,9 @@ impl Running {
         let fake = FakeTelegram::start(TOKEN).await;
         let cfg: TelegramConfig = serde_json::from_value(json!({
             "api_url": fake.api_url(),
-            // The client's timeout is the poll's plus 10 s: a request that gets no answer
-            // fails after 11 s.
-            "poll_timeout_secs": 1,
+            "poll_timeout_secs": 5,
+            // A request that gets no answer fails after 2 s.
+            "request_timeout_secs": 2,
             "edit_interval_ms": EDIT_MS,
         }))
         .unwrap();
