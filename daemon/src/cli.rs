@@ -57,6 +57,8 @@ pub enum Command {
     },
     /// Run every configured bot until Ctrl-C or SIGTERM.
     Run,
+    /// Run only the HTTP server (`server:` in the config), no bots.
+    Serve,
     /// Check the configuration, models and knowledge bases, then exit.
     Check,
     /// Score retrieval and answers on a SQuAD 2.0 file.
@@ -81,7 +83,10 @@ fn init_logging(verbose: u8) {
         _ => "debug,llama_cpp_2=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only for a person at a terminal: a log file or the journal would keep the
+    // escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
@@ -107,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ask { bot, kb, question } => ask(config, bot.as_deref(), kb.as_deref(), &question).await,
         Command::Chat { bot, kb } => chat(config, bot.as_deref(), kb.as_deref()).await,
         Command::Run => serve(config).await,
+        Command::Serve => serve_http_only(config).await,
         Command::Check => check(config).await,
         Command::Eval(args) => {
             let llm_rerank = !args.no_rerank
@@ -183,6 +189,17 @@ async fn chat(mut config: Config, bot: Option<&str>, kb: Option<&str>) -> anyhow
     let bot = name.clone();
     let console = AdapterSpec::new(&name, move || Ok(Box::new(ConsoleAdapter::new(&bot)) as Box<dyn Adapter>));
     serve_adapters(app, vec![console]).await
+}
+
+async fn serve_http_only(config: Config) -> anyhow::Result<()> {
+    if config.server.is_none() {
+        bail!(
+            "{}: `lore serve` needs a `server:` section (for example `server: {{listen: 127.0.0.1:8080}}`)",
+            config.file.display()
+        );
+    }
+    let app = Arc::new(App::load(config, Models::All).await?);
+    serve_adapters(app, Vec::new()).await
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

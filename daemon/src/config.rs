@@ -44,6 +44,9 @@ pub struct Config {
     /// How questions from many people at once are let in (every bot shares one line).
     #[serde(default)]
     pub admission: Admission,
+    /// The HTTP server (OpenAI-compatible API, chat page, health, metrics); off unless set.
+    #[serde(default)]
+    pub server: Option<ServerConfig>,
     /// The file this was read from (set by the loader).
     #[serde(skip)]
     pub file: PathBuf,
@@ -136,6 +139,40 @@ impl Retrieval {
             abstain_text: o.abstain_text.clone().unwrap_or_else(|| self.abstain_text.clone()),
         }
     }
+}
+
+/// The `server:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Keys that may use the API. With none, the server listens on loopback only.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Largest request body, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+/// One API key: its value is read from an environment variable, never from this file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Environment variable that holds the key.
+    pub key_env: String,
+    /// Bots (models) this key may use; empty: every bot, and the generator itself.
+    #[serde(default)]
+    pub bots: Vec<String>,
+}
+
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_max_body_bytes() -> usize {
+    1 << 20
 }
 
 /// Admission by question: one place in line per question, answered `parallel`
@@ -464,6 +501,22 @@ impl Config {
         if g.batch_tokens < 32 {
             return Err(self.error("models.generator.batch_tokens", "must be at least 32"));
         }
+        if let Some(server) = &self.server {
+            if server.api_keys.is_empty() && !server.listen.ip().is_loopback() {
+                return Err(self.error(
+                    "server.listen",
+                    "without api_keys the server only listens on loopback (127.0.0.1 or ::1); add a key to listen elsewhere",
+                ));
+            }
+            for (i, key) in server.api_keys.iter().enumerate() {
+                if let Some(bot) = key.bots.iter().find(|b| !self.bots.contains_key(*b)) {
+                    return Err(self.error(&format!("server.api_keys.{i}.bots"), format!("no bot named {bot:?}")));
+                }
+            }
+            if server.max_body_bytes < 1024 {
+                return Err(self.error("server.max_body_bytes", "must be at least 1024"));
+            }
+        }
         let a = &self.admission;
         if a.per_user_in_flight == 0 {
             return Err(self.error("admission.per_user_in_flight", "must be at least 1"));
@@ -760,6 +813,21 @@ bots:
         let text = OK.to_string() + "admission:\n  rate_limit: {questions: 0, per_seconds: 60}\n";
         let e = Config::parse(Path::new("lore.yaml"), &text).unwrap_err();
         assert_eq!(e.key, "admission.rate_limit", "{e}");
+    }
+
+    #[test]
+    fn the_server_listens_beyond_loopback_only_with_keys_and_keys_name_real_bots() {
+        let cfg = Config::parse(Path::new("lore.yaml"), &(OK.to_string() + "server: {}\n")).unwrap();
+        assert_eq!(cfg.server.unwrap().listen.to_string(), "127.0.0.1:8080");
+        let open = OK.to_string() + "server:\n  listen: 0.0.0.0:8080\n";
+        let e = Config::parse(Path::new("lore.yaml"), &open).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("server.listen", Some(13)), "{e}");
+        let keyed = open.clone() + "  api_keys: [{key_env: K}]\n";
+        assert!(Config::parse(Path::new("lore.yaml"), &keyed).is_ok());
+        let wrong_bot = open + "  api_keys: [{key_env: K, bots: [nobody]}]\n";
+        let e = Config::parse(Path::new("lore.yaml"), &wrong_bot).unwrap_err();
+        assert_eq!(e.key, "server.api_keys.0.bots", "{e}");
+        assert!(e.message.contains("nobody"), "{e}");
     }
 
     #[test]

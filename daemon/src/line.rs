@@ -122,6 +122,11 @@ impl Line {
         self.lock().waiting_count()
     }
 
+    /// Questions being answered now.
+    pub fn answering(&self) -> usize {
+        self.lock().active
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

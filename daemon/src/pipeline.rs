@@ -89,6 +89,7 @@ pub struct Outcome {
     pub retrieval_time: Duration,
     pub first_token: Option<Duration>,
     pub total_time: Duration,
+    pub generated_tokens: usize,
 }
 
 impl Pipeline {
@@ -160,12 +161,14 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                 retrieval_time,
                 first_token: None,
                 total_time: started.elapsed() + retrieval_time,
+                generated_tokens: 0,
             })
         }
         Answer::Generate { mut generation, prompt, retrieval_time } => {
             let mut text = String::new();
             let mut first_token = None;
             let mut stop = None;
+            let mut generated_tokens = 0;
             // Not `Generation::collect`: every piece is shown as it arrives.
             while let Some(event) = generation.events.recv().await {
                 match event {
@@ -182,6 +185,7 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                     }
                     Event::Done(f) => {
                         stop = Some(f.reason);
+                        generated_tokens = f.generated_tokens;
                         break;
                     }
                     Event::Failed(message) => return Err(lore_core::GenerateError::Failed(message).into()),
@@ -202,6 +206,7 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                 retrieval_time,
                 first_token,
                 total_time: started.elapsed() + retrieval_time,
+                generated_tokens,
             })
         }
     }

@@ -93,6 +93,9 @@ pub struct Router<A: Answerer> {
     give_up: CancellationToken,
 }
 
+/// The platform label of questions that came through the HTTP API.
+const API: &str = "api";
+
 /// What an asker sees when the daemon stopped before their answer was done.
 pub const RESTARTING: &str = "Sorry, I am restarting and could not finish this answer. Please ask again in a minute.";
 
@@ -143,6 +146,42 @@ impl<A: Answerer> Router<A> {
         &self.line
     }
 
+    /// Whether a bot of this name is configured.
+    pub fn has_bot(&self, bot: &str) -> bool {
+        self.bots.contains_key(bot)
+    }
+
+    /// Takes a place in line for `asker` (a question from the HTTP API): refused at once
+    /// when the line is full or the asker asks too often, before any answer is promised.
+    pub fn admit(&self, bot: &str, asker: &str) -> Result<Ticket, Refusal> {
+        crate::metrics::question(bot, API);
+        self.line.join(asker).inspect_err(|_| crate::metrics::refusal(bot, API))
+    }
+
+    /// Answers a question from the HTTP API in bot `bot`'s default place, once `ticket`'s
+    /// turn comes: the same retrieval, rerankers, abstention and line as in the chats, with
+    /// the conversation the caller sent (`history`) instead of the remembered one.
+    pub async fn answer_with(
+        &self,
+        bot: &str,
+        ticket: Ticket,
+        question: &str,
+        history: &[Turn],
+        sink: &mut dyn ReplySink,
+    ) -> anyhow::Result<Outcome> {
+        let Some(b) = self.bots.get(bot) else {
+            anyhow::bail!("no bot named {bot:?}");
+        };
+        let turn = ticket.turn(|_| {}).await;
+        let reranking = if turn.busy && !self.rerank_when_busy { Reranking::WithoutLlm } else { Reranking::Full };
+        let answered = self.answerer.answer(&b.default.route, question, history, reranking, sink).await;
+        match &answered {
+            Ok(outcome) => crate::metrics::answered(bot, API, outcome),
+            Err(_) => crate::metrics::error(bot, API),
+        }
+        answered
+    }
+
     /// Ends every answer still in progress (or waiting in line) with [`RESTARTING`], in
     /// place of its partial text.
     pub fn give_up_answers(&self) {
@@ -159,7 +198,11 @@ impl<A: Answerer> Router<A> {
         A: 'static,
     {
         let router = self.clone();
-        let place_in_line = self.is_question_for_us(&msg).then(|| self.line.join(&asker(&msg)));
+        let question = self.is_question_for_us(&msg);
+        if question {
+            crate::metrics::question(&msg.bot, crate::metrics::platform(&msg.conversation.0));
+        }
+        let place_in_line = question.then(|| self.line.join(&asker(&msg)));
         async move {
             let handled = {
                 // A panic while answering is one failed answer, not a dead daemon.
@@ -182,6 +225,7 @@ impl<A: Answerer> Router<A> {
                 }
             };
             let id = error_id();
+            crate::metrics::error(&msg.bot, crate::metrics::platform(&msg.conversation.0));
             tracing::warn!(error = format!("{error:#}"), error_id = %id, bot = %msg.bot, conversation = %msg.conversation, "answer failed");
             let _ = msg.reply.say(&user_message(&error, &id)).await;
         }
@@ -221,6 +265,7 @@ impl<A: Answerer> Router<A> {
             None => match place_in_line {
                 None => msg.reply.say(&help_text(&msg.bot)).await,
                 Some(Err(refusal)) => {
+                    crate::metrics::refusal(&msg.bot, crate::metrics::platform(&msg.conversation.0));
                     tracing::info!(bot = %msg.bot, user = %msg.author.id, %refusal, "question refused");
                     msg.reply.say(&format!("Sorry, {refusal}.")).await
                 }
@@ -277,6 +322,7 @@ impl<A: Answerer> Router<A> {
         let history = &history[history.len().saturating_sub(bot.memory_turns)..];
         let outcome = self.answerer.answer(&place.route, question, history, reranking, msg.reply.as_mut()).await?;
         drop(turn);
+        crate::metrics::answered(&msg.bot, crate::metrics::platform(&msg.conversation.0), &outcome);
         let shown: Vec<ShownSource> = crate::pipeline::source_refs(&outcome.passages)
             .into_iter()
             .zip(&outcome.passages)

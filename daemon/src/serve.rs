@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::{AdapterConfig, Config};
+use crate::http::AdapterStates;
 use crate::router::Router;
 
 /// How to start (and start again) one bot's adapter.
@@ -71,8 +72,8 @@ pub fn adapter_specs(config: &Config) -> anyhow::Result<Vec<AdapterSpec>> {
         };
         adapters.push(spec);
     }
-    if adapters.is_empty() {
-        anyhow::bail!("{}: no bots configured", config.file.display());
+    if adapters.is_empty() && config.server.is_none() {
+        anyhow::bail!("{}: no bots (and no `server:`) configured", config.file.display());
     }
     Ok(adapters)
 }
@@ -105,10 +106,19 @@ const NOTE_TIME: Duration = Duration::from_secs(10);
 /// on its own), then lets answers in progress finish, up to a deadline.
 pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let router = Arc::new(Router::new(&app.config, app.answering(), Some(app.config.data_dir.join("conversations")))?);
+    let states = AdapterStates::default();
+    // Recording starts with the daemon, whether or not anyone scrapes.
+    crate::metrics::handle();
+    let http = match &app.config.server {
+        Some(cfg) => {
+            Some(crate::http::start(cfg, app.clone(), router.clone(), states.clone(), shutdown.clone()).await?)
+        }
+        None => None,
+    };
     let (inbox_tx, mut inbox) = mpsc::channel(256);
     let mut supervisors = tokio::task::JoinSet::new();
     for spec in adapters {
-        supervisors.spawn(supervise(spec, inbox_tx.clone(), shutdown.clone(), RESTARTS));
+        supervisors.spawn(supervise(spec, inbox_tx.clone(), shutdown.clone(), RESTARTS, states.clone()));
     }
     drop(inbox_tx);
     let engine_died = app.generator.as_ref().map(|g| g.died()).unwrap_or_default();
@@ -135,6 +145,13 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
             log_panic(done, "answer");
         }
     }
+    // Without bots (`lore serve`) the inbox closes at once; the HTTP server goes on.
+    if http.is_some() {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = engine_died.cancelled() => {}
+        }
+    }
     if engine_died.is_cancelled() {
         tracing::error!("the generator stopped; stopping every bot");
         shutdown.cancel();
@@ -154,6 +171,14 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
     }
     while let Some(done) = supervisors.join_next().await {
         log_panic(done, "adapter supervisor");
+    }
+    if let Some(http) = http {
+        // Streams still open past the grace are cut.
+        let abort = http.abort_handle();
+        if tokio::time::timeout(NOTE_TIME, http).await.is_err() {
+            tracing::warn!("HTTP responses still streaming; closing them");
+            abort.abort();
+        }
     }
     if engine_died.is_cancelled() {
         anyhow::bail!(
@@ -178,10 +203,17 @@ fn log_panic(done: Result<(), tokio::task::JoinError>, task: &str) {
 }
 
 /// Runs one bot's adapter until `shutdown`, starting it again whenever it fails.
-async fn supervise(spec: AdapterSpec, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken, backoff: Backoff) {
+async fn supervise(
+    spec: AdapterSpec,
+    inbox: mpsc::Sender<Incoming>,
+    shutdown: CancellationToken,
+    backoff: Backoff,
+    states: AdapterStates,
+) {
     let mut wait = backoff.first;
     loop {
         let started = Instant::now();
+        states.set(&spec.bot, "running");
         let outcome = match (spec.make)() {
             Ok(adapter) => std::panic::AssertUnwindSafe(adapter.run(inbox.clone(), shutdown.clone()))
                 .catch_unwind()
@@ -194,13 +226,17 @@ async fn supervise(spec: AdapterSpec, inbox: mpsc::Sender<Incoming>, shutdown: C
         }
         let error = match outcome {
             // It finished by itself (the console at end of input): nothing to restart.
-            Ok(()) => return,
+            Ok(()) => {
+                states.set(&spec.bot, "ended");
+                return;
+            }
             Err(error) => error,
         };
         if started.elapsed() > backoff.longest {
             wait = backoff.first;
         }
         tracing::error!(bot = %spec.bot, error = format!("{error:#}"), retry_in_s = wait.as_secs_f32(), "adapter failed; starting it again");
+        states.set(&spec.bot, format!("failed: {error:#}; starting again in {} s", wait.as_secs()));
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
@@ -267,7 +303,7 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         let shutdown = CancellationToken::new();
         let fast = Backoff { first: Duration::from_millis(100), longest: Duration::from_secs(10) };
-        let task = tokio::spawn(supervise(spec, tx, shutdown.clone(), fast));
+        let task = tokio::spawn(supervise(spec, tx, shutdown.clone(), fast, AdapterStates::default()));
         tokio::time::sleep(within).await;
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(1), task).await.expect("stops on shutdown").unwrap();

@@ -9,10 +9,19 @@ pub fn models_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("LORE_MODELS") {
         return PathBuf::from(dir);
     }
-    let cache = std::env::var("LORE_CACHE")
+    cache_dir().join("models")
+}
+
+/// Where scripts/setup keeps models, the Python venv and build output.
+pub fn cache_dir() -> PathBuf {
+    std::env::var("LORE_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/lore"));
-    cache.join("models")
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/lore"))
+}
+
+/// The Python of the venv scripts/setup made (with OpenAI's client, for the API tests).
+pub fn venv_python() -> PathBuf {
+    cache_dir().join("venv/bin/python")
 }
 
 /// A model file, or a panic that says how to get it.

@@ -85,6 +85,7 @@ impl Answerer for Stand {
             retrieval_time: Duration::ZERO,
             first_token: None,
             total_time: Duration::ZERO,
+            generated_tokens: 0,
         })
     }
 

@@ -1,0 +1,582 @@
+//! The OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions` (whole, or streamed
+//! as server-sent events in OpenAI's chunk format) and `/v1/embeddings`. Errors use OpenAI's
+//! error JSON and status codes.
+//!
+//! Models: each bot by name (answers grounded in its knowledge base, exactly as in the
+//! chats), the generator by its file name (a plain completion, no retrieval), and the
+//! embedder by its file name (embeddings only). Sources come back as numbered references
+//! under the text and in the extension field `sources` (`[{number, source, location}]`) of
+//! the response, or of the last chunk when streaming.
+
+use std::convert::Infallible;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures::StreamExt;
+use lore_core::{Embedder, Event, GenerateError, GenerateRequest, ReplySink, SourceRef, StopReason};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::{Caller, Shared};
+use crate::line::Refusal;
+use crate::prompt::{PromptError, Turn};
+
+/// An error as OpenAI's API reports it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    fn unknown_model(model: &str) -> Self {
+        let message = format!("The model `{model}` does not exist or you do not have access to it.");
+        Self::new(StatusCode::NOT_FOUND, "model_not_found", message)
+    }
+
+    fn overloaded(message: String, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", message)
+        }
+    }
+
+    /// A failure while answering: the asker's own problem in words, else a server error.
+    fn from_answer(error: &anyhow::Error) -> Self {
+        for cause in error.chain() {
+            if let Some(e @ GenerateError::QueueFull(_)) = cause.downcast_ref() {
+                return Self::overloaded(e.to_string(), 5);
+            }
+            if let Some(e @ PromptError::QuestionTooLong { .. }) = cause.downcast_ref() {
+                return Self::bad_request(e.to_string());
+            }
+            if let Some(e @ GenerateError::PromptTooLong { .. }) = cause.downcast_ref() {
+                return Self::bad_request(e.to_string());
+            }
+        }
+        tracing::warn!(error = format!("{error:#}"), "answering an API request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "answering failed; the server log has the cause")
+    }
+
+    fn body(&self) -> Value {
+        let kind = match self.status.as_u16() {
+            401 => "authentication_error",
+            404 => "invalid_request_error",
+            429 => "rate_limit_error",
+            400 | 413 => "invalid_request_error",
+            _ => "server_error",
+        };
+        json!({"error": {"message": self.message, "type": kind, "param": null, "code": self.code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let retry_after = match &refusal {
+            Refusal::Full { .. } => 10,
+            Refusal::RateLimited { retry_in, .. } => retry_in.as_secs().max(1),
+        };
+        Self::overloaded(refusal.to_string(), retry_after)
+    }
+}
+
+/// A JSON body, with the rejections OpenAI clients expect: 413 past the size limit, 400
+/// for anything else, naming what is wrong.
+fn parse<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(value)) => Ok(value),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", rejection.body_text()))
+        }
+        Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A model's name as clients see it: its file name without `.gguf`.
+fn file_model_name(path: &std::path::Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+}
+
+impl super::Server {
+    fn generator_name(&self) -> String {
+        file_model_name(&self.app.config.models.generator.path)
+    }
+
+    fn embedder_name(&self) -> String {
+        file_model_name(&self.app.config.models.embedder.path)
+    }
+}
+
+pub(super) async fn models(State(server): State<Shared>, Extension(caller): Extension<Caller>) -> Json<Value> {
+    let created = now();
+    let model =
+        |id: String, owned_by: &str| json!({"id": id, "object": "model", "created": created, "owned_by": owned_by});
+    let mut data: Vec<Value> = server.app.config.bots.keys().map(|bot| model(bot.clone(), "lore-bot")).collect();
+    data.push(model(server.generator_name(), "lore-generator"));
+    data.push(model(server.embedder_name(), "lore-embedder"));
+    data.retain(|m| caller.may_use(m["id"].as_str().unwrap_or_default()));
+    Json(json!({"object": "list", "data": data}))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ChatRequest {
+    model: String,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    stream: bool,
+    max_tokens: Option<usize>,
+    max_completion_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: Content,
+}
+
+/// Text, or OpenAI's list of parts (of which only text parts are read).
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    #[default]
+    None,
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+struct ContentPart {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl Content {
+    fn text(&self) -> String {
+        match self {
+            Content::None => String::new(),
+            Content::Text(text) => text.clone(),
+            Content::Parts(parts) => parts.iter().filter_map(|p| p.text.as_deref()).collect::<Vec<_>>().join("\n"),
+        }
+    }
+}
+
+/// Which kind of model a request named.
+enum Target {
+    Bot(String),
+    Generator,
+}
+
+/// What the answering task tells the response.
+enum Piece {
+    /// More text.
+    Delta(String),
+    Done {
+        finish_reason: &'static str,
+        sources: Vec<SourceRef>,
+    },
+    Failed(ApiError),
+}
+
+pub(super) async fn chat_completions(
+    State(server): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<ChatRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = parse(body)?;
+    let target = if server.router.has_bot(&request.model) {
+        Target::Bot(request.model.clone())
+    } else if request.model == server.generator_name() {
+        Target::Generator
+    } else {
+        return Err(ApiError::unknown_model(&request.model));
+    };
+    if !caller.may_use(&request.model) {
+        return Err(ApiError::unknown_model(&request.model));
+    }
+    let Some(last) = request.messages.last().filter(|m| m.role == "user") else {
+        return Err(ApiError::bad_request("messages: the last message must be the user's question"));
+    };
+    if last.content.text().trim().is_empty() {
+        return Err(ApiError::bad_request("messages: the question is empty"));
+    }
+    let ticket = server.router.admit(&request.model, &caller.id)?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let answering = server.clone();
+    let model = request.model.clone();
+    let stream = request.stream;
+    tokio::spawn(async move {
+        let piece = match target {
+            Target::Bot(bot) => answer_as_bot(&answering, &bot, ticket, &request, &tx).await,
+            Target::Generator => complete(&answering, ticket, &request, &tx).await,
+        };
+        // The caller may be gone: nothing more to do then.
+        let _ = tx.send(piece);
+    });
+    // The first piece decides the status: an error before any text is an HTTP error.
+    let first = rx
+        .recv()
+        .await
+        .unwrap_or_else(|| Piece::Failed(ApiError::from_answer(&anyhow::anyhow!("the answer ended early"))));
+    if let Piece::Failed(error) = first {
+        return Err(error);
+    }
+    let id = format!("chatcmpl-{:x}", rand_id());
+    if stream {
+        Ok(stream_response(id, model, first, rx).into_response())
+    } else {
+        whole_response(id, model, first, rx).await
+    }
+}
+
+/// A bot's grounded answer, as in the chats.
+async fn answer_as_bot(
+    server: &Shared,
+    bot: &str,
+    ticket: crate::line::Ticket,
+    request: &ChatRequest,
+    tx: &mpsc::UnboundedSender<Piece>,
+) -> Piece {
+    let (question, history) = conversation(&request.messages);
+    let mut sink = ChannelSink { tx: tx.clone(), sent: String::new(), sources: Vec::new() };
+    match server.router.answer_with(bot, ticket, &question, &history, &mut sink).await {
+        Ok(outcome) => {
+            let finish_reason = if outcome.stop == Some(StopReason::Length) { "length" } else { "stop" };
+            Piece::Done { finish_reason, sources: sink.sources }
+        }
+        // The caller left, and the answer stopped: nobody to tell.
+        Err(_) if tx.is_closed() => Piece::Done { finish_reason: "stop", sources: Vec::new() },
+        Err(error) => Piece::Failed(ApiError::from_answer(&error)),
+    }
+}
+
+/// The last user message is the question; earlier user/assistant pairs are the
+/// conversation so far (system messages are the bot's own business).
+fn conversation(messages: &[ChatMessage]) -> (String, Vec<Turn>) {
+    let question = messages.last().map(|m| m.content.text()).unwrap_or_default();
+    let mut history = Vec::new();
+    let mut asked: Option<String> = None;
+    for message in &messages[..messages.len().saturating_sub(1)] {
+        match message.role.as_str() {
+            "user" => asked = Some(message.content.text()),
+            "assistant" => {
+                if let Some(question) = asked.take() {
+                    history.push(Turn { question, answer: message.content.text() });
+                }
+            }
+            _ => {}
+        }
+    }
+    (question.trim().to_string(), history)
+}
+
+/// The generator on its own: the messages in its chat template, no retrieval.
+async fn complete(
+    server: &Shared,
+    ticket: crate::line::Ticket,
+    request: &ChatRequest,
+    tx: &mpsc::UnboundedSender<Piece>,
+) -> Piece {
+    let pipeline = server.app.pipeline();
+    let messages: Vec<(String, String)> = request.messages.iter().map(|m| (m.role.clone(), m.content.text())).collect();
+    let pairs: Vec<(&str, &str)> = messages.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
+    let Some(prompt) = pipeline.model.render_chat(&pairs) else {
+        return Piece::Failed(ApiError::bad_request("the generator has no chat template; use a bot instead"));
+    };
+    let g = &server.app.config.models.generator;
+    let limit = g.context_tokens / 2;
+    let max_tokens =
+        request.max_completion_tokens.or(request.max_tokens).unwrap_or(g.max_answer_tokens).clamp(1, limit);
+    let mut sampling = g.sampling.clone();
+    sampling.temperature = request.temperature.unwrap_or(sampling.temperature);
+    sampling.top_p = request.top_p.unwrap_or(sampling.top_p);
+    sampling.seed = request.seed.unwrap_or(sampling.seed);
+    let _turn = ticket.turn(|_| {}).await;
+    let request = GenerateRequest { prompt, max_tokens, stop: Vec::new(), ignore_eos: false, sampling };
+    let mut generation = match pipeline.model.generate(request) {
+        Ok(generation) => generation,
+        Err(error) => return Piece::Failed(ApiError::from_answer(&error.into())),
+    };
+    while let Some(event) = generation.events.recv().await {
+        match event {
+            Event::Queued { .. } => {}
+            Event::Text(piece) => {
+                if tx.send(Piece::Delta(piece)).is_err() {
+                    // The caller left: dropping the generation frees its slot.
+                    return Piece::Done { finish_reason: "stop", sources: Vec::new() };
+                }
+            }
+            Event::Done(finish) => {
+                let finish_reason = if finish.reason == StopReason::Length { "length" } else { "stop" };
+                return Piece::Done { finish_reason, sources: Vec::new() };
+            }
+            Event::Failed(message) => {
+                return Piece::Failed(ApiError::from_answer(&GenerateError::Failed(message).into()))
+            }
+        }
+    }
+    Piece::Failed(ApiError::from_answer(&GenerateError::Stopped.into()))
+}
+
+/// The pipeline's reply sink for one API request: text deltas down a channel. A caller that
+/// left makes the next update fail, which stops the answer and frees its engine slot.
+struct ChannelSink {
+    tx: mpsc::UnboundedSender<Piece>,
+    /// Text sent so far.
+    sent: String,
+    sources: Vec<SourceRef>,
+}
+
+impl ChannelSink {
+    /// Sends what `text` adds to what was sent. Text that took back part of what was sent
+    /// (the final text is trimmed) cannot be unsent; nothing more goes then.
+    fn send_rest(&mut self, text: &str) -> anyhow::Result<()> {
+        let Some(rest) = text.strip_prefix(self.sent.as_str()) else { return Ok(()) };
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(Piece::Delta(rest.to_string())).map_err(|_| anyhow::anyhow!("the API caller went away"))?;
+        self.sent = text.to_string();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReplySink for ChannelSink {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn update(&mut self, text_so_far: &str) -> anyhow::Result<()> {
+        self.send_rest(text_so_far)
+    }
+
+    async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
+        self.send_rest(text)?;
+        if !sources.is_empty() {
+            let lines: Vec<String> =
+                sources.iter().map(|s| format!("[{}] {} ({})", s.number, s.source, s.location)).collect();
+            let block = format!("\n\nSources:\n{}", lines.join("\n"));
+            self.send_rest(&format!("{}{block}", self.sent))?;
+        }
+        self.sources = sources.to_vec();
+        Ok(())
+    }
+
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.finish(text, &[]).await
+    }
+}
+
+fn sources_json(sources: &[SourceRef]) -> Value {
+    sources.iter().map(|s| json!({"number": s.number, "source": s.source, "location": s.location})).collect()
+}
+
+async fn whole_response(
+    id: String,
+    model: String,
+    first: Piece,
+    mut rx: mpsc::UnboundedReceiver<Piece>,
+) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    let mut piece = Some(first);
+    loop {
+        match piece.take().or(rx.recv().await) {
+            Some(Piece::Delta(delta)) => text.push_str(&delta),
+            Some(Piece::Done { finish_reason, sources }) => {
+                let body = json!({
+                    "id": id,
+                    "object": "chat.completion",
+                    "created": now(),
+                    "model": model,
+                    "choices": [{
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": finish_reason,
+                    }],
+                    "sources": sources_json(&sources),
+                });
+                return Ok(Json(body).into_response());
+            }
+            Some(Piece::Failed(error)) => return Err(error),
+            None => return Err(ApiError::from_answer(&anyhow::anyhow!("the answer ended early"))),
+        }
+    }
+}
+
+fn stream_response(
+    id: String,
+    model: String,
+    first: Piece,
+    rx: mpsc::UnboundedReceiver<Piece>,
+) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
+    let created = now();
+    let chunk = move |delta: Value, finish_reason: Option<&str>, sources: Option<Value>| {
+        let mut chunk = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        });
+        if let Some(sources) = sources {
+            chunk["sources"] = sources;
+        }
+        SseEvent::default().data(chunk.to_string())
+    };
+    let opening = chunk(json!({"role": "assistant", "content": ""}), None, None);
+    let pieces = futures::stream::once(async move { first }).chain(tokio_stream_of(rx));
+    let events = pieces
+        .scan(false, move |ended, piece| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            let events = match piece {
+                Piece::Delta(text) => vec![chunk(json!({"content": text}), None, None)],
+                Piece::Done { finish_reason, sources } => {
+                    *ended = true;
+                    let last = chunk(json!({}), Some(finish_reason), Some(sources_json(&sources)));
+                    vec![last, SseEvent::default().data("[DONE]")]
+                }
+                Piece::Failed(error) => {
+                    *ended = true;
+                    vec![SseEvent::default().data(error.body().to_string())]
+                }
+            };
+            futures::future::ready(Some(futures::stream::iter(events)))
+        })
+        .flatten();
+    Sse::new(futures::stream::once(async move { opening }).chain(events).map(Ok))
+}
+
+fn tokio_stream_of(mut rx: mpsc::UnboundedReceiver<Piece>) -> impl futures::Stream<Item = Piece> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// An id for a response; unique enough for logs and clients.
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let clock = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    clock ^ NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct EmbeddingRequest {
+    model: String,
+    input: EmbeddingInput,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+pub(super) async fn embeddings(
+    State(server): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<EmbeddingRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request = parse(body)?;
+    if request.model != server.embedder_name() || !caller.may_use(&request.model) {
+        return Err(ApiError::unknown_model(&request.model));
+    }
+    let texts = match request.input {
+        EmbeddingInput::One(text) => vec![text],
+        EmbeddingInput::Many(texts) => texts,
+    };
+    if texts.is_empty() || texts.iter().any(|t| t.is_empty()) {
+        return Err(ApiError::bad_request("input: give one or more non-empty strings"));
+    }
+    let tokens: usize = texts.iter().map(|t| server.app.embedder.count_tokens(t)).sum();
+    let vectors = server.app.embedder.embed(&texts).await.map_err(|e| ApiError::from_answer(&e))?;
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, embedding)| json!({"object": "embedding", "index": index, "embedding": embedding}))
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": request.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(role: &str, text: &str) -> ChatMessage {
+        ChatMessage { role: role.into(), content: Content::Text(text.into()) }
+    }
+
+    #[test]
+    fn the_last_message_is_the_question_and_earlier_pairs_the_conversation() {
+        let messages = [
+            message("system", "be brief"),
+            message("user", "what do bees eat?"),
+            message("assistant", "nectar [1]"),
+            message("user", "and drink?"),
+        ];
+        let (question, history) = conversation(&messages);
+        assert_eq!(question, "and drink?");
+        assert_eq!(history, vec![Turn { question: "what do bees eat?".into(), answer: "nectar [1]".into() }]);
+    }
+
+    #[test]
+    fn content_may_be_text_or_parts() {
+        let parts: ChatMessage = serde_json::from_value(
+            json!({"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url"}]}),
+        )
+        .unwrap();
+        assert_eq!(parts.content.text(), "hi");
+    }
+
+    #[test]
+    fn errors_have_openai_shape_and_429s_say_when_to_come_back() {
+        let refusal = Refusal::Full { waiting: 3 };
+        let response = ApiError::from(refusal).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "10");
+        let body = ApiError::unknown_model("x").body();
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+}

@@ -1,0 +1,76 @@
+//! What `/metrics` reports, in Prometheus' text format (the `metrics` crate's macros, the
+//! `metrics-exporter-prometheus` recorder). Counters and histograms are recorded where
+//! things happen; gauges of state (the line, knowledge-base rows) are read when scraped.
+//!
+//! Names: `lore_questions_total`, `lore_abstentions_total`, `lore_refusals_total`,
+//! `lore_errors_total` (labels `bot`, `platform`); histograms `lore_retrieval_seconds`,
+//! `lore_first_token_seconds`, `lore_answer_seconds` (label `bot`); counter
+//! `lore_generated_tokens_total`; gauges `lore_waiting_questions`,
+//! `lore_answers_in_progress`, `lore_kv_cache_bytes`, `lore_knowledge_base_rows` (label `kb`).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::pipeline::Outcome;
+
+/// Histogram buckets in seconds: from a fast retrieval to a long answer on a CPU.
+const BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// The process-wide recorder, installed on first use. (Tests run several daemons in one
+/// process; they share it.)
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().set_buckets(&BUCKETS).expect("buckets are not empty").build_recorder();
+        let handle = recorder.handle();
+        // Fails only when another recorder was installed first; then that one gets the data.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
+        }
+        handle
+    })
+}
+
+/// The platform a conversation is on: adapters start its key with their name.
+pub fn platform(conversation: &str) -> &str {
+    conversation.split(':').next().unwrap_or("unknown")
+}
+
+pub fn question(bot: &str, platform: &str) {
+    metrics::counter!("lore_questions_total", "bot" => bot.to_string(), "platform" => platform.to_string())
+        .increment(1);
+}
+
+pub fn refusal(bot: &str, platform: &str) {
+    metrics::counter!("lore_refusals_total", "bot" => bot.to_string(), "platform" => platform.to_string()).increment(1);
+}
+
+pub fn error(bot: &str, platform: &str) {
+    metrics::counter!("lore_errors_total", "bot" => bot.to_string(), "platform" => platform.to_string()).increment(1);
+}
+
+/// An answer that ended (given or abstained).
+pub fn answered(bot: &str, platform: &str, outcome: &Outcome) {
+    if outcome.abstained {
+        metrics::counter!("lore_abstentions_total", "bot" => bot.to_string(), "platform" => platform.to_string())
+            .increment(1);
+    }
+    metrics::histogram!("lore_retrieval_seconds", "bot" => bot.to_string())
+        .record(outcome.retrieval_time.as_secs_f64());
+    if let Some(first) = outcome.first_token {
+        metrics::histogram!("lore_first_token_seconds", "bot" => bot.to_string()).record(first.as_secs_f64());
+    }
+    metrics::histogram!("lore_answer_seconds", "bot" => bot.to_string()).record(outcome.total_time.as_secs_f64());
+    metrics::counter!("lore_generated_tokens_total", "bot" => bot.to_string())
+        .increment(outcome.generated_tokens as u64);
+}
+
+/// State read when scraped.
+pub fn gauge(name: &'static str, value: f64) {
+    metrics::gauge!(name).set(value);
+}
+
+pub fn kb_rows(kb: &str, rows: usize) {
+    metrics::gauge!("lore_knowledge_base_rows", "kb" => kb.to_string()).set(rows as f64);
+}

@@ -1,0 +1,124 @@
+//! The HTTP API (`server:`) driven by OpenAI's official Python client, and `/metrics`,
+//! `/ready` read as a monitoring system would.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lore_tests::daemon::{sample_kb, TelegramDaemon};
+use lore_tests::models::{embedder_path, generator_path, venv_python};
+use serde_json::Value;
+
+const QUESTION: &str = "How do honeybees tell each other where the flowers are?";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn model_name(path: &Path) -> String {
+    path.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// The value of one sample in Prometheus' text format (`name{labels} value`).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_client_gets_grounded_answers_the_generator_embeddings_and_proper_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::env::set_var("LORE_TEST_API_KEY", "key-main");
+    std::env::set_var("LORE_TEST_LIMITED_KEY", "key-limited");
+    std::env::set_var("LORE_TEST_FLOOD_KEY", "key-flood");
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:{port}\n  api_keys:\n    - key_env: LORE_TEST_API_KEY\n    - key_env: LORE_TEST_LIMITED_KEY\n      bots: [docs]\n    - key_env: LORE_TEST_FLOOD_KEY\nadmission:\n  rate_limit: {{questions: 3, per_seconds: 600}}\n{}",
+        sample_kb()
+    );
+    let daemon = TelegramDaemon::start(dir.path(), &config, "bees", "").await;
+    let base = format!("http://127.0.0.1:{port}");
+    let (generator, embedder) = (model_name(&generator_path()), model_name(&embedder_path()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/openai_client.py");
+    let args =
+        [&base, "key-main", "key-limited", "key-flood", "docs", &generator, &embedder, QUESTION].map(String::from);
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(venv_python()).arg(script).args(args).output().expect("the venv's python")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "the client script failed: {stderr}");
+    let seen: Value = serde_json::from_slice(&run.stdout).unwrap();
+
+    let mut models = vec!["docs".to_string(), generator.clone(), embedder.clone()];
+    models.sort();
+    assert_eq!(seen["models"], serde_json::json!(models));
+    for way in ["whole", "streamed"] {
+        let answer = &seen[way];
+        let content = answer["content"].as_str().unwrap();
+        assert!(content.to_lowercase().contains("dance"), "{way}: the gold answer: {content}");
+        assert!(content.contains("Sources:\n[1] "), "{way}: numbered sources under the text: {content}");
+        assert!(answer["sources"][0]["source"].as_str().unwrap().ends_with("honeybees.md"), "{way}: {answer}");
+        assert_eq!(answer["finish_reason"], "stop");
+    }
+    assert!(seen["streamed"]["chunks"].as_u64().unwrap() >= 4, "streamed in pieces: {}", seen["streamed"]);
+    assert!(!seen["generator"]["content"].as_str().unwrap().trim().is_empty(), "{}", seen["generator"]);
+    assert_eq!(seen["generator"]["model"], generator.as_str());
+    assert_eq!(seen["embeddings"], serde_json::json!({"one": 1, "dim": 384, "many": 3}));
+
+    let status = |case: &str| seen[case]["status"].as_u64().unwrap_or_else(|| panic!("{case} did not fail: {seen}"));
+    assert_eq!(status("bad_key"), 401);
+    assert_eq!(status("unknown_model"), 404);
+    assert_eq!(seen["unknown_model"]["code"], "model_not_found");
+    assert_eq!(status("not_allowed"), 404, "a key limited to a bot cannot use the generator");
+    assert_eq!(status("no_question"), 400);
+    assert_eq!(status("too_large"), 413);
+    assert_eq!(status("overloaded"), 429);
+    assert!(seen["overloaded"]["retry_after"].as_str().is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+
+    // The three streams left unread stop when their callers go: nothing holds the engine.
+    let url = format!("{base}/metrics");
+    let mut metrics = String::new();
+    let mut in_progress = None;
+    for _ in 0..300 {
+        metrics = get(&url).await.1;
+        in_progress = sample(&metrics, "lore_answers_in_progress");
+        if in_progress == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(in_progress, Some(0.0), "answers still running after their callers left:\n{metrics}");
+    assert_eq!(sample(&metrics, "lore_waiting_questions"), Some(0.0));
+    let asked = sample(&metrics, r#"lore_questions_total{bot="docs",platform="api"}"#).unwrap_or_default();
+    assert!(asked >= 6.0, "two answers, three streams, one refusal: {asked}\n{metrics}");
+    assert_eq!(sample(&metrics, r#"lore_refusals_total{bot="docs",platform="api"}"#), Some(1.0));
+    assert!(sample(&metrics, r#"lore_knowledge_base_rows{kb="bees"}"#).unwrap_or_default() > 0.0, "{metrics}");
+    assert!(metrics.contains("lore_first_token_seconds_bucket"), "{metrics}");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_is_up_and_ready_names_an_empty_knowledge_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!("server:\n  listen: 127.0.0.1:{port}\n{}  unfilled:\n    sources: []\n", sample_kb());
+    let lost = "  lost:\n    knowledge_base: unfilled\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: {api}\n      poll_timeout_secs: 2\n";
+    let daemon = TelegramDaemon::start(dir.path(), &config, "bees", lost).await;
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(get(&format!("{base}/health")).await, (200, "ok".to_string()));
+    let (status, body) = get(&format!("{base}/ready")).await;
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["knowledge_bases"]["bees"]["ok"], true, "{ready}");
+    assert_eq!(ready["knowledge_bases"]["unfilled"]["ok"], false, "{ready}");
+    assert_eq!(ready["adapters"]["docs"], "running", "{ready}");
+    let page = get(&base).await;
+    assert_eq!(page.0, 200);
+    assert!(page.1.contains("<title>Lore</title>"));
+    daemon.stop().await;
+}
