@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lore_tests::daemon::{sample_kb, TelegramDaemon};
-use lore_tests::models::{embedder_path, generator_path, venv_python};
+use lore_tests::models::{cache_dir, embedder_path, generator_path, venv_python};
 use serde_json::Value;
 
 const QUESTION: &str = "How do honeybees tell each other where the flowers are?";
@@ -120,5 +120,40 @@ async fn health_is_up_and_ready_names_an_empty_knowledge_base() {
     let page = get(&base).await;
     assert_eq!(page.0, 200);
     assert!(page.1.contains("<title>Lore</title>"));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chat_page_streams_an_answer_with_its_source_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!("server:\n  listen: 127.0.0.1:{port}\n{}", sample_kb());
+    let daemon = TelegramDaemon::start(dir.path(), &config, "bees", "").await;
+    let screenshots = cache_dir().join("screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let screenshot = screenshots.join("chat-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/chat_page.py");
+    let args = [format!("http://127.0.0.1:{port}/"), QUESTION.to_string(), screenshot.display().to_string()];
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(venv_python()).arg(script).args(args).output().expect("the venv's python")
+    })
+    .await
+    .unwrap();
+    assert!(run.status.success(), "the browser script failed: {}", String::from_utf8_lossy(&run.stderr));
+    let seen: Value = serde_json::from_slice(&run.stdout).unwrap();
+
+    assert_eq!(seen["bots"], serde_json::json!(["docs"]));
+    assert_eq!(seen["questions"], serde_json::json!([QUESTION]));
+    assert_eq!(seen["errors"], serde_json::json!([]), "{seen}");
+    let answer = seen["answer"].as_str().unwrap();
+    assert!(answer.to_lowercase().contains("dance"), "{seen}");
+    assert!(!answer.contains("Sources:"), "the sources are listed apart: {answer}");
+    assert!(seen["sources"][0].as_str().unwrap().contains("honeybees.md"), "{seen}");
+    let growth = seen["answer_lengths_while_streaming"].as_array().unwrap();
+    assert!(growth.len() >= 2, "the answer grew as it streamed: {seen}");
+    assert_eq!(seen["focus_back_in_question"], true, "ready for the next question from the keyboard");
+    assert_eq!(seen["fits_the_width"], true, "readable on a phone-sized screen");
+    assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000), "a screenshot for people");
     daemon.stop().await;
 }

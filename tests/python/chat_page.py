@@ -1,0 +1,61 @@
+"""Loads Lore's chat page in headless Chromium (Debian's chromium and chromedriver, driven
+by Selenium), asks a question with the keyboard alone, watches the answer stream in and
+its sources appear, and saves a screenshot. Prints what the page showed as JSON (the Rust
+test asserts on it). Arguments: the page's URL, the question, the screenshot's path.
+"""
+import json
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+url, question, screenshot = sys.argv[1:]
+options = webdriver.ChromeOptions()
+options.binary_location = "/usr/bin/chromium"
+# A phone-sized window: the page must be readable there.
+for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=412,860"]:
+    options.add_argument(arg)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def texts(selector):
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
+
+
+try:
+    driver.get(url)
+    deadline = time.time() + 30
+    while not texts("#bot option") and time.time() < deadline:
+        time.sleep(0.05)
+    # Keyboard only: the question box has the focus when the page opens.
+    driver.switch_to.active_element.send_keys(question, Keys.ENTER)
+    growth = []
+    deadline = time.time() + 240
+    while not texts(".sources li") and not texts(".error") and time.time() < deadline:
+        answer = texts(".answer")
+        if answer and answer[-1] and (not growth or growth[-1] != len(answer[-1])):
+            growth.append(len(answer[-1]))
+        time.sleep(0.02)
+    # The answer is done when the button comes back.
+    deadline = time.time() + 30
+    while not driver.find_element(By.ID, "send").is_enabled() and time.time() < deadline:
+        time.sleep(0.05)
+    seen = {
+        "bots": texts("#bot option"),
+        "questions": texts(".question"),
+        "answer": (texts(".answer") or [""])[-1],
+        "answer_lengths_while_streaming": growth,
+        "sources": texts(".sources li"),
+        "errors": texts(".error"),
+        "focus_back_in_question": driver.switch_to.active_element.get_attribute("id") == "question",
+        "fits_the_width": driver.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth"
+        ),
+    }
+    driver.save_screenshot(screenshot)
+finally:
+    driver.quit()
+print(json.dumps(seen))
