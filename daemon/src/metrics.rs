@@ -6,7 +6,8 @@
 //! `lore_errors_total` (labels `bot`, `platform`); histograms `lore_retrieval_seconds`,
 //! `lore_first_token_seconds`, `lore_answer_seconds` (label `bot`); counter
 //! `lore_generated_tokens_total`; gauges `lore_waiting_questions`,
-//! `lore_answers_in_progress`, `lore_kv_cache_bytes`, `lore_knowledge_base_rows` (label `kb`).
+//! `lore_answers_in_progress`, `lore_kv_cells`, `lore_kv_cells_in_use` (prompts kept for reuse
+//! included), `lore_knowledge_base_rows` (label `kb`).
 
 use std::sync::OnceLock;
 

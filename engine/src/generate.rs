@@ -43,6 +43,8 @@ struct Job {
 struct Queue {
     jobs: Mutex<QueueState>,
     wake: Condvar,
+    /// KV cells holding tokens after the worker's last step (running and kept prompts).
+    cells_in_use: std::sync::atomic::AtomicUsize,
 }
 
 struct QueueState {
@@ -112,6 +114,7 @@ impl Generator {
                 crash: false,
             }),
             wake: Condvar::new(),
+            cells_in_use: std::sync::atomic::AtomicUsize::new(0),
         });
         let chat_template = model
             .chat_template(None)
@@ -187,6 +190,16 @@ impl Generator {
 
     pub fn parallel(&self) -> usize {
         self.inner.parallel
+    }
+
+    /// KV cache cells (one per token position) of all sequences together.
+    pub fn kv_cells(&self) -> usize {
+        self.inner.context_tokens * self.inner.parallel
+    }
+
+    /// KV cells holding tokens now: answers being generated and prompts kept for reuse.
+    pub fn kv_cells_in_use(&self) -> usize {
+        self.inner.queue.cells_in_use.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fires if the worker thread dies (a panic inside it): every waiting and running
@@ -432,6 +445,9 @@ impl<'m> Worker<'m> {
                 continue;
             }
             self.step();
+            let running: usize = self.slots.iter().flatten().map(|a| a.n_past).sum();
+            let kept: usize = self.kept.iter().map(Vec::len).sum();
+            self.queue.cells_in_use.store(running + kept, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -99,6 +99,9 @@ async fn the_openai_client_gets_grounded_answers_the_generator_embeddings_and_pr
     assert_eq!(sample(&metrics, r#"lore_refusals_total{bot="docs",platform="api"}"#), Some(1.0));
     assert!(sample(&metrics, r#"lore_knowledge_base_rows{kb="bees"}"#).unwrap_or_default() > 0.0, "{metrics}");
     assert!(metrics.contains("lore_first_token_seconds_bucket"), "{metrics}");
+    let cells = sample(&metrics, "lore_kv_cells").unwrap();
+    let in_use = sample(&metrics, "lore_kv_cells_in_use").unwrap();
+    assert!(in_use > 0.0 && in_use <= cells, "prompts kept for reuse hold cells: {in_use} of {cells}");
     daemon.stop().await;
 }
 

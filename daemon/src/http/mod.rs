@@ -166,7 +166,8 @@ async fn metrics(State(server): State<Shared>) -> Response {
     crate::metrics::gauge("lore_waiting_questions", line.waiting() as f64);
     crate::metrics::gauge("lore_answers_in_progress", line.answering() as f64);
     if let Some(generator) = &server.app.generator {
-        crate::metrics::gauge("lore_kv_cache_bytes", generator.kv_cache_bytes() as f64);
+        crate::metrics::gauge("lore_kv_cells", generator.kv_cells() as f64);
+        crate::metrics::gauge("lore_kv_cells_in_use", generator.kv_cells_in_use() as f64);
     }
     for kb in server.app.config.bots.values().map(|b| &b.knowledge_base).collect::<std::collections::BTreeSet<_>>() {
         if let Ok(rows) = async { server.app.kb(kb)?.count().await.map_err(anyhow::Error::from) }.await {
