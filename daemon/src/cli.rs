@@ -141,10 +141,10 @@ async fn ingest(config: Config, kb_name: &str, paths: Vec<PathBuf>) -> anyhow::R
     } else {
         paths
     };
-    let chunking = config.chunking_for(kb_name).clone();
+    let settings = crate::ingest::Settings::for_kb(&config, kb_name);
     let app = App::load(config, Models::WithoutGenerator).await?;
     let kb = app.kb_for_ingest(kb_name).await?;
-    let report = crate::ingest::ingest(&kb, &app.embedder, &paths, &chunking, Progress::Bar).await?;
+    let report = crate::ingest::ingest(&kb, &app.embedder, &paths, &settings, Progress::Bar).await?;
     println!("{kb_name}: {report}; {} chunks stored", kb.count().await?);
     Ok(())
 }
@@ -221,6 +221,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if adapters.is_empty() {
         bail!("{}: no bots configured", app.config.file.display());
     }
+    let _watchers = crate::ingest::watch::start(&app)?;
     serve_adapters(app, adapters).await
 }
 

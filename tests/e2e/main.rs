@@ -5,6 +5,7 @@ mod bots;
 mod config_errors;
 mod discord;
 mod engine;
+mod interrupted;
 mod knowledge_base;
 mod live;
 mod load;
