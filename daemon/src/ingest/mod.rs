@@ -127,6 +127,9 @@ pub async fn ingest(
     let stored = kb.stored_places().await?;
     let mut report = IngestReport { files: found.files.len(), skipped: found.skipped, ..Default::default() };
     let bar = progress_bar(progress, found.files.len());
+    for skipped in &report.skipped {
+        warn_skipped(&bar, kb, skipped);
+    }
     let mut writer = Writer { kb, embedder, pending: Vec::new(), embedded: 0, wrote: false };
     let mut stale: Vec<String> = Vec::new();
     let count = |s: &str| embedder.count_tokens(s).saturating_sub(2);
@@ -136,6 +139,7 @@ pub async fn ingest(
         let text = match files::read_text(file, settings.max_file_bytes) {
             Ok(text) => text,
             Err(skipped) => {
+                warn_skipped(&bar, kb, &skipped);
                 report.skipped.push(skipped);
                 continue;
             }
@@ -154,9 +158,6 @@ pub async fn ingest(
     }
     writer.flush().await?;
     bar.finish_and_clear();
-    for skipped in &report.skipped {
-        tracing::warn!(kb = kb.name(), reason = %skipped.reason, "{}", skipped.message);
-    }
     let removed = removed_sources(&stored, &roots, &found.files, &report.skipped);
     report.removed_files = removed.len();
     report.chunks_embedded = writer.embedded;
@@ -175,6 +176,11 @@ fn progress_bar(progress: Progress, files: usize) -> ProgressBar {
         ProgressStyle::with_template("ingesting {bar:30} {pos}/{len} files  {msg}  eta {eta}").expect("valid template"),
     );
     bar
+}
+
+/// One warning per thing skipped, as it is found (above the progress bar).
+fn warn_skipped(bar: &ProgressBar, kb: &KnowledgeBase, skipped: &Skipped) {
+    bar.suspend(|| tracing::warn!(kb = kb.name(), reason = %skipped.reason, "{}", skipped.message));
 }
 
 /// `text` cut into chunks of `source`. A repeated chunk (same text, so same id) is kept
