@@ -45,8 +45,8 @@ impl ExtraTest for LoadTest {
         let store = KbStore::open(&dir).await?;
         let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sample");
         let kb = store.open_or_create("sample", embedder.dim()).await?;
-        let chunking = crate::config::Chunking::default();
-        crate::ingest::ingest(&kb, embedder, &[sample], &chunking, crate::ingest::Progress::Quiet).await?;
+        let settings = crate::ingest::Settings::new(&crate::config::Chunking::default());
+        crate::ingest::ingest(&kb, embedder, &[sample], &settings, crate::ingest::Progress::Quiet).await?;
         let mut result = serde_json::Map::new();
         for rerank_when_busy in [false, true] {
             let figures = load_run(generator, embedder, &store, args.load_questions, rerank_when_busy).await?;

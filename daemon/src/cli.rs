@@ -147,10 +147,10 @@ async fn ingest(config: Config, kb_name: &str, paths: Vec<PathBuf>) -> anyhow::R
     } else {
         paths
     };
-    let chunking = config.chunking_for(kb_name).clone();
+    let settings = crate::ingest::Settings::for_kb(&config, kb_name);
     let app = App::load(config, Models::WithoutGenerator).await?;
     let kb = app.kb_for_ingest(kb_name).await?;
-    let report = crate::ingest::ingest(&kb, &app.embedder, &paths, &chunking, Progress::Bar).await?;
+    let report = crate::ingest::ingest(&kb, &app.embedder, &paths, &settings, Progress::Bar).await?;
     println!("{kb_name}: {report}; {} chunks stored", kb.count().await?);
     Ok(())
 }
@@ -199,12 +199,14 @@ async fn serve_http_only(config: Config) -> anyhow::Result<()> {
         );
     }
     let app = Arc::new(App::load(config, Models::All).await?);
+    let _watchers = crate::ingest::watch::start(&app)?;
     serve_adapters(app, Vec::new()).await
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Arc::new(App::load(config, Models::All).await?);
     let adapters = crate::serve::adapter_specs(&app.config)?;
+    let _watchers = crate::ingest::watch::start(&app)?;
     serve_adapters(app, adapters).await
 }
 

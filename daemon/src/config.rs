@@ -259,6 +259,14 @@ pub struct KnowledgeBaseConfig {
     pub sources: Vec<PathBuf>,
     /// How its files are cut into chunks; default: the top-level `chunking`.
     pub chunking: Option<Chunking>,
+    /// Files larger than this are skipped with a warning naming the file and its size
+    /// (default 20 MiB).
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// `lore run` watches the `sources` and re-ingests them when files change (debounced,
+    /// one ingest at a time), so bots answer from what was just saved.
+    #[serde(default)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -392,6 +400,9 @@ fn default_overlap_tokens() -> usize {
 }
 fn default_memory_turns() -> usize {
     6
+}
+fn default_max_file_bytes() -> u64 {
+    crate::ingest::DEFAULT_MAX_FILE_BYTES
 }
 
 /// A configuration problem, located in the file.
@@ -546,6 +557,9 @@ impl Config {
             }
             if let Some(c) = &kb.chunking {
                 self.check_chunking(&format!("knowledge_bases.{name}.chunking"), c)?;
+            }
+            if kb.watch && kb.sources.is_empty() {
+                return Err(self.error(&format!("knowledge_bases.{name}.watch"), "needs `sources` to watch"));
             }
         }
         for (name, bot) in &self.bots {
@@ -828,6 +842,16 @@ bots:
         let e = Config::parse(Path::new("lore.yaml"), &wrong_bot).unwrap_err();
         assert_eq!(e.key, "server.api_keys.0.bots", "{e}");
         assert!(e.message.contains("nobody"), "{e}");
+    }
+
+    #[test]
+    fn watch_needs_sources_and_max_file_bytes_defaults_to_20_mib() {
+        let cfg = Config::parse(Path::new("lore.yaml"), OK).unwrap();
+        assert_eq!(cfg.knowledge_bases["docs"].max_file_bytes, 20 * 1024 * 1024);
+        assert!(!cfg.knowledge_bases["docs"].watch);
+        let text = OK.replace("    sources: [notes]\n", "    watch: true\n");
+        let e = Config::parse(Path::new("lore.yaml"), &text).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("knowledge_bases.docs.watch", Some(8)), "{e}");
     }
 
     #[test]

@@ -254,7 +254,8 @@ impl<'a> Evaluation<'a> {
         let name = format!("article_{ai}");
         let kb = store.open_or_create(&name, self.app.embedder.dim()).await?;
         let progress = if self.args.json { Progress::Quiet } else { Progress::Bar };
-        crate::ingest::ingest(&kb, &self.app.embedder, &[file], self.app.config.chunking_for(""), progress).await?;
+        let settings = crate::ingest::Settings::new(self.app.config.chunking_for(""));
+        crate::ingest::ingest(&kb, &self.app.embedder, &[file], &settings, progress).await?;
         if !self.args.json {
             eprintln!("eval: {} ({} paragraphs)", article.title, article.paragraphs.len());
         }

@@ -13,4 +13,4 @@ pub mod store;
 pub use lore_core::{Chunk, Embedder, Hit, PairScorer, PluginContext, Reranker, Retriever, Scorer};
 pub use rerank::RerankerConfig;
 pub use retrieve::RetrieverConfig;
-pub use store::{KbHandle, KbStore, KnowledgeBase, StoreError, WriteSummary};
+pub use store::{ChunkPlace, KbHandle, KbStore, KnowledgeBase, StoreError, WriteSummary};

@@ -2,10 +2,12 @@
 //!
 //! A row is a chunk of a source file. Its id is a hash of the source path and the chunk
 //! text, so re-ingesting an unchanged file yields the same ids and writes nothing. Every
-//! write is one LanceDB commit (a new table version): a crash mid-ingest leaves the last
-//! good version.
+//! write is one LanceDB commit (a new table version, its manifest written last), so a
+//! crash leaves the table as the last commit left it. Ingest writes new chunks before it
+//! deletes old ones: whatever commit a crash stops at, every earlier chunk is still there,
+//! and a rerun finds the new ones already stored.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -172,6 +174,24 @@ fn vector_dim(schema: &Schema) -> Result<usize> {
     }
 }
 
+/// Where a chunk sits in its source file; it changes when text above it changes, while
+/// its id (source and text) stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkPlace {
+    pub position: u32,
+    pub line_start: u32,
+    pub line_end: u32,
+}
+
+impl ChunkPlace {
+    pub fn of(chunk: &Chunk) -> Self {
+        Self { position: chunk.position, line_start: chunk.line_start, line_end: chunk.line_end }
+    }
+}
+
+/// Ids (or sources) per SQL statement: keeps filters a reasonable size.
+const IDS_PER_STATEMENT: usize = 500;
+
 /// What an ingest changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteSummary {
@@ -205,67 +225,137 @@ impl KnowledgeBase {
         Ok(self.table.version().await?)
     }
 
-    /// Ids of the stored chunks, by source.
-    pub async fn stored_ids(&self) -> Result<BTreeMap<String, BTreeSet<String>>> {
+    /// Where each stored chunk sits, by source and then by chunk id.
+    pub async fn stored_places(&self) -> Result<BTreeMap<String, BTreeMap<String, ChunkPlace>>> {
+        let columns = ["id", "source", "position", "line_start", "line_end"];
         let batches: Vec<RecordBatch> =
-            self.table.query().select(Select::columns(&["id", "source"])).execute().await?.try_collect().await?;
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            self.table.query().select(Select::columns(&columns)).execute().await?.try_collect().await?;
+        let mut out: BTreeMap<String, BTreeMap<String, ChunkPlace>> = BTreeMap::new();
         for b in &batches {
-            let ids = string_col(b, "id")?;
-            let sources = string_col(b, "source")?;
+            let (ids, sources) = (string_col(b, "id")?, string_col(b, "source")?);
+            let (positions, starts, ends) =
+                (u32_col(b, "position")?, u32_col(b, "line_start")?, u32_col(b, "line_end")?);
             for i in 0..b.num_rows() {
-                out.entry(sources.value(i).to_string()).or_default().insert(ids.value(i).to_string());
+                let place =
+                    ChunkPlace { position: positions.value(i), line_start: starts.value(i), line_end: ends.value(i) };
+                out.entry(sources.value(i).to_string()).or_default().insert(ids.value(i).to_string(), place);
             }
         }
         Ok(out)
     }
 
-    /// Makes `sources` hold exactly `chunks` (which must all come from those sources):
-    /// new chunks are added, chunks of those sources not in `chunks` are deleted. One
-    /// commit. A source in `sources` with no chunks loses all of its rows.
-    pub async fn replace_sources(&self, chunks: &[(Chunk, Vec<f32>)], sources: &[String]) -> Result<WriteSummary> {
-        if sources.is_empty() {
-            return Ok(WriteSummary::default());
+    /// The stored vectors of `ids` (those that exist), by id.
+    pub async fn stored_vectors(&self, ids: &[String]) -> Result<HashMap<String, Vec<f32>>> {
+        let mut out = HashMap::new();
+        for group in ids.chunks(IDS_PER_STATEMENT) {
+            let batches: Vec<RecordBatch> = self
+                .table
+                .query()
+                .only_if(format!("id IN ({})", sql_list(group)))
+                .select(Select::columns(&["id", "vector"]))
+                .execute()
+                .await?
+                .try_collect()
+                .await?;
+            out.extend(vectors(&batches, self.dim)?);
         }
-        let stored = self.stored_ids().await?;
-        let existing: BTreeSet<&String> = sources.iter().filter_map(|s| stored.get(s)).flatten().collect();
-        let incoming: BTreeSet<&String> = chunks.iter().map(|(c, _)| &c.id).collect();
-        let summary = WriteSummary {
-            added: incoming.difference(&existing).count(),
-            removed: existing.difference(&incoming).count(),
-        };
-        if summary == WriteSummary::default() {
-            // LanceDB would still commit a new version for an identical merge.
-            return Ok(summary);
+        Ok(out)
+    }
+
+    /// Stores `rows`, replacing stored rows with the same id (a moved chunk gets its new
+    /// place). One commit; nothing is written for no rows. Keyed on the id, so writing the
+    /// same rows twice (a rerun after a crash) stores them once.
+    pub async fn upsert(&self, rows: &[(Chunk, Vec<f32>)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
         }
-        let filter = format!("source IN ({})", sources.iter().map(|s| sql_string(s)).collect::<Vec<_>>().join(", "));
-        if chunks.is_empty() {
+        let batch = self.batch(rows)?;
+        let reader: Box<dyn RecordBatchReader + Send> =
+            Box::new(RecordBatchIterator::new(vec![Ok(batch.clone())], batch.schema()));
+        let mut merge = self.table.merge_insert(&["id"]);
+        merge.when_matched_update_all(None).when_not_matched_insert_all();
+        merge.execute(reader).await?;
+        Ok(())
+    }
+
+    /// Deletes the chunks `ids` and every chunk of `sources`; returns how many rows went.
+    /// A few commits for long lists: each leaves a consistent table, and a rerun deletes
+    /// what is left.
+    pub async fn delete(&self, ids: &[String], sources: &[String]) -> Result<usize> {
+        let before = self.count().await?;
+        let by_id = ids.chunks(IDS_PER_STATEMENT).map(|g| format!("id IN ({})", sql_list(g)));
+        let by_source = sources.chunks(IDS_PER_STATEMENT).map(|g| format!("source IN ({})", sql_list(g)));
+        for filter in by_id.chain(by_source) {
             self.table.delete(filter.as_str()).await?;
-        } else {
-            let batch = self.batch(chunks)?;
-            let reader: Box<dyn RecordBatchReader + Send> =
-                Box::new(RecordBatchIterator::new(vec![Ok(batch.clone())], batch.schema()));
-            let mut merge = self.table.merge_insert(&["id"]);
-            merge.when_not_matched_insert_all().when_not_matched_by_source_delete(Some(filter));
-            merge.execute(reader).await?;
         }
-        self.refresh_fts_index().await?;
-        self.refresh_vector_index().await?;
+        Ok(before.saturating_sub(self.count().await?))
+    }
+
+    /// Makes `sources` hold exactly `chunks` (which must all come from those sources):
+    /// new chunks are written first, then the other chunks of those sources are deleted,
+    /// so a crash in between loses nothing. A source with no chunks loses all of its rows.
+    pub async fn replace_sources(&self, chunks: &[(Chunk, Vec<f32>)], sources: &[String]) -> Result<WriteSummary> {
+        let stored = self.stored_places().await?;
+        let existing: BTreeSet<&String> = sources.iter().filter_map(|s| stored.get(s)).flat_map(|m| m.keys()).collect();
+        let incoming: BTreeSet<&String> = chunks.iter().map(|(c, _)| &c.id).collect();
+        let new: Vec<(Chunk, Vec<f32>)> = chunks.iter().filter(|(c, _)| !existing.contains(&c.id)).cloned().collect();
+        let stale: Vec<String> = existing.difference(&incoming).map(|id| id.to_string()).collect();
+        self.upsert(&new).await?;
+        let removed = self.delete(&stale, &[]).await?;
+        let summary = WriteSummary { added: new.len(), removed };
+        self.refresh_indexes(summary != WriteSummary::default()).await?;
         Ok(summary)
     }
 
     /// Whether vector search goes through an ANN index (see [`VECTOR_INDEX_MIN_ROWS`]).
     pub async fn has_vector_index(&self) -> Result<bool> {
-        Ok(self.table.list_indices().await?.iter().any(|i| i.columns.iter().any(|c| c == "vector")))
+        Ok(self.index_on("vector").await?.is_some())
+    }
+
+    /// Whether the full-text index exists and covers every row. Rows it misses are still
+    /// found (LanceDB scans them), but slowly; an interrupted ingest leaves such rows.
+    pub async fn fulltext_index_is_current(&self) -> Result<bool> {
+        let Some(name) = self.index_on("text").await? else { return Ok(self.count().await? == 0) };
+        Ok(self.table.index_stats(&name).await?.is_some_and(|s| s.num_unindexed_rows == 0))
+    }
+
+    /// Brings the indexes up to date after a write: rebuilt when `changed`, and also when
+    /// one is missing or misses rows (an earlier run was killed before it got here).
+    pub async fn refresh_indexes(&self, changed: bool) -> Result<()> {
+        if changed || !self.fulltext_index_is_current().await? {
+            self.refresh_fts_index().await?;
+        }
+        let rows = self.count().await?;
+        if rows >= VECTOR_INDEX_MIN_ROWS && (changed || !self.vector_index_is_current().await?) {
+            self.refresh_vector_index().await?;
+        }
+        Ok(())
+    }
+
+    /// Builds the full-text index if there is none, so full-text search works while the
+    /// first ingest of a knowledge base is still running (rows added later are scanned).
+    pub async fn ensure_fulltext_index(&self) -> Result<()> {
+        if self.index_on("text").await?.is_none() {
+            self.refresh_fts_index().await?;
+        }
+        Ok(())
+    }
+
+    async fn vector_index_is_current(&self) -> Result<bool> {
+        let Some(name) = self.index_on("vector").await? else { return Ok(false) };
+        Ok(self.table.index_stats(&name).await?.is_some_and(|s| s.num_unindexed_rows == 0))
+    }
+
+    /// The name of the index on `column`, if there is one.
+    async fn index_on(&self, column: &str) -> Result<Option<String>> {
+        let indices = self.table.list_indices().await?;
+        Ok(indices.into_iter().find(|i| i.columns.iter().any(|c| c == column)).map(|i| i.name))
     }
 
     /// Above [`VECTOR_INDEX_MIN_ROWS`] chunks, vector search goes through an ANN index
-    /// (IVF-HNSW with scalar quantization, cosine), rebuilt after each write; below, an
-    /// exact scan is fast enough and exact.
+    /// (IVF-HNSW with scalar quantization, cosine); below, an exact scan is fast enough
+    /// and exact.
     async fn refresh_vector_index(&self) -> Result<()> {
-        if self.count().await? < VECTOR_INDEX_MIN_ROWS {
-            return Ok(());
-        }
         self.table
             .create_index(
                 &["vector"],
@@ -404,8 +494,8 @@ fn hits(batches: &[RecordBatch], score_col: &str, to_score: impl Fn(f32) -> f32)
 }
 
 /// The `vector` column of search results, by chunk id.
-fn vectors(batches: &[RecordBatch], dim: usize) -> Result<std::collections::HashMap<String, Vec<f32>>> {
-    let mut out = std::collections::HashMap::new();
+fn vectors(batches: &[RecordBatch], dim: usize) -> Result<HashMap<String, Vec<f32>>> {
+    let mut out = HashMap::new();
     for b in batches {
         let ids = string_col(b, "id")?;
         let lists = b
@@ -451,4 +541,72 @@ fn u32_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a UInt32Array> {
 /// A SQL string literal (single quotes doubled).
 fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Comma-separated SQL string literals, for `IN (...)`.
+fn sql_list(items: &[String]) -> String {
+    items.iter().map(|s| sql_string(s)).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use lore_core::testing::HashEmbedder;
+
+    use super::*;
+
+    fn rows(embedder: &HashEmbedder, source: &str, texts: &[&str]) -> Vec<(Chunk, Vec<f32>)> {
+        let chunk = |(i, t): (usize, &&str)| Chunk::new(source, i as u32, i as u32 + 1, i as u32 + 1, t.to_string());
+        texts.iter().enumerate().map(chunk).map(|c| (c.clone(), embedder.vector(&c.text))).collect()
+    }
+
+    async fn kb(dir: &Path, embedder: &HashEmbedder) -> KnowledgeBase {
+        KbStore::open(dir).await.unwrap().open_or_create("kb", embedder.dim).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn rows_written_after_the_index_are_found_and_refreshing_covers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedder = HashEmbedder::default();
+        let kb = kb(dir.path(), &embedder).await;
+        assert!(kb.fulltext_index_is_current().await.unwrap(), "an empty table needs no index");
+        kb.upsert(&rows(&embedder, "a.md", &["otters float on their backs"])).await.unwrap();
+        kb.ensure_fulltext_index().await.unwrap();
+        assert!(kb.fulltext_index_is_current().await.unwrap());
+
+        // As an ingest killed between two batches leaves it.
+        kb.upsert(&rows(&embedder, "b.md", &["herons stand still in shallow water"])).await.unwrap();
+        kb.ensure_fulltext_index().await.unwrap();
+        assert!(!kb.fulltext_index_is_current().await.unwrap(), "the second batch is not indexed yet");
+        let q = embedder.vector("herons");
+        assert_eq!(kb.search_fulltext("herons", &q, 3).await.unwrap().len(), 1, "unindexed rows are scanned");
+
+        kb.refresh_indexes(false).await.unwrap();
+        assert!(kb.fulltext_index_is_current().await.unwrap(), "a stale index is rebuilt");
+    }
+
+    #[tokio::test]
+    async fn upserting_twice_stores_once_and_updates_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedder = HashEmbedder::default();
+        let kb = kb(dir.path(), &embedder).await;
+        let first = rows(&embedder, "a.md", &["one", "two"]);
+        kb.upsert(&first).await.unwrap();
+        kb.upsert(&first).await.unwrap();
+        assert_eq!(kb.count().await.unwrap(), 2);
+
+        let mut moved = first[1].clone();
+        moved.0.line_start = 7;
+        moved.0.line_end = 9;
+        kb.upsert(std::slice::from_ref(&moved)).await.unwrap();
+        let places = kb.stored_places().await.unwrap();
+        assert_eq!(places["a.md"][&moved.0.id], ChunkPlace { position: 1, line_start: 7, line_end: 9 });
+        let vectors = kb.stored_vectors(&[moved.0.id.clone(), "nope".into()]).await.unwrap();
+        assert_eq!(vectors.len(), 1);
+        assert_eq!(vectors[&moved.0.id], moved.1);
+
+        kb.upsert(&rows(&embedder, "it's.md", &["three"])).await.unwrap();
+        let removed = kb.delete(&[first[0].0.id.clone()], &["it's.md".to_string()]).await.unwrap();
+        assert_eq!(removed, 2);
+        assert_eq!(kb.all_chunks().await.unwrap().iter().map(|c| c.text.as_str()).collect::<Vec<_>>(), ["two"]);
+    }
 }

@@ -1,7 +1,7 @@
 //! The answering path end to end on the real default models.
 
 use lore::app::{App, Models};
-use lore::ingest::Progress;
+use lore::ingest::{Progress, Settings};
 use lore::pipeline::respond;
 use lore::router::bot_place;
 use lore_tests::capture::Capture;
@@ -15,7 +15,9 @@ async fn normans_app(dir: &std::path::Path) -> (App, Vec<String>) {
     let app = App::load(config(dir, NORMANS_KB), Models::All).await.unwrap();
     let kb = app.kb_for_ingest("normans").await.unwrap();
     let report =
-        lore::ingest::ingest(&kb, &app.embedder, &[file], &app.config.chunking, Progress::Quiet).await.unwrap();
+        lore::ingest::ingest(&kb, &app.embedder, &[file], &Settings::new(&app.config.chunking), Progress::Quiet)
+            .await
+            .unwrap();
     assert_eq!(report.files, 1);
     assert!(report.chunks_added >= paragraphs.len(), "{report}");
     (app, paragraphs)

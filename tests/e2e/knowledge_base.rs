@@ -1,10 +1,12 @@
 //! Ingest: chunk ids are stable, unchanged files write nothing, changes replace, removals
-//! delete, bad input is reported before anything is written.
+//! delete, moved chunks get their new lines, bad files are skipped by name.
 
 use std::path::Path;
 
 use lore::app::{App, Models};
-use lore::ingest::{ingest, Progress::Quiet};
+use lore::config::{ChunkUnit, Chunking};
+use lore::ingest::{ingest, Progress::Quiet, Settings};
+use lore_core::Chunk;
 use lore_tests::models::config;
 
 async fn app(dir: &Path) -> App {
@@ -25,21 +27,21 @@ async fn reingest_is_a_noop_and_changes_replace_old_chunks() {
     write(&docs.join("ignored.pdf"), "not text");
     let app = app(dir.path()).await;
     let kb = app.kb_for_ingest("fruit").await.unwrap();
-    let chunking = app.config.chunking.clone();
+    let settings = Settings::new(&app.config.chunking);
 
-    let first = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &chunking, Quiet).await.unwrap();
+    let first = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
     assert_eq!((first.files, first.changed_files), (2, 2));
     let stored = kb.count().await.unwrap();
     assert_eq!(first.chunks_added, stored);
     let version = kb.version().await.unwrap();
 
-    let again = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &chunking, Quiet).await.unwrap();
+    let again = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
     assert_eq!((again.unchanged_files, again.changed_files, again.chunks_embedded), (2, 0, 0), "{again}");
     assert_eq!(kb.version().await.unwrap(), version, "an unchanged re-ingest wrote a new version");
 
     write(&docs.join("b.txt"), "Bananas grow in the tropics, on large herbs.\n");
     std::fs::remove_file(docs.join("a.md")).unwrap();
-    let changed = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &chunking, Quiet).await.unwrap();
+    let changed = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
     assert_eq!((changed.changed_files, changed.removed_files), (1, 1), "{changed}");
     let chunks = kb.all_chunks().await.unwrap();
     assert_eq!(chunks.len(), 1);
@@ -48,35 +50,89 @@ async fn reingest_is_a_noop_and_changes_replace_old_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bad_input_is_reported_with_its_place_and_nothing_is_written() {
+async fn bad_files_are_skipped_naming_them_and_the_rest_is_ingested() {
     let dir = tempfile::tempdir().unwrap();
     let docs = dir.path().join("docs");
-    write(&docs.join("good.txt"), "Fine text.\n");
-    std::fs::write(docs.join("bad.txt"), b"line one\nline two \xff\xfe broken\n").unwrap();
+    write(&docs.join("good.txt"), "Fine text about gardens.\n");
+    write(&docs.join("bad.txt"), "Once this was fine text.\n");
+    write(&docs.join("big.md"), &"A long line of words. ".repeat(100));
+    write(&docs.join("image.txt"), "PNG\0\0 binary");
+    write(&dir.path().join("private/secret.md"), "Not for the bot.\n");
+    std::os::unix::fs::symlink(dir.path().join("private"), docs.join("private")).unwrap();
     let app = app(dir.path()).await;
     let kb = app.kb_for_ingest("mixed").await.unwrap();
-    let err = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &app.config.chunking, Quiet)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("bad.txt:2") && err.contains("not valid UTF-8"), "{err}");
-    assert_eq!(kb.count().await.unwrap(), 0);
+    let settings = Settings { max_file_bytes: 1000, ..Settings::new(&app.config.chunking) };
+    ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
+    let bad_before: Vec<String> = sources(&kb).await.into_iter().filter(|s| s.ends_with("bad.txt")).collect();
+    assert_eq!(bad_before.len(), 1);
+
+    // A file that turns bad keeps what was stored of it; the others go on.
+    std::fs::write(docs.join("bad.txt"), b"line one\nline two \xff\xfe broken\n").unwrap();
+    write(&docs.join("good.txt"), "Fine text about gardens and ponds.\n");
+    let report = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
+    let messages: Vec<&str> = report.skipped.iter().map(|s| s.message.as_str()).collect();
+    let says = |needles: &[&str]| messages.iter().any(|m| needles.iter().all(|n| m.contains(n)));
+    assert!(says(&["bad.txt:2", "not valid UTF-8"]), "{messages:?}");
+    assert!(says(&["big.md", "2.1 KiB", "max_file_bytes"]), "{messages:?}");
+    assert!(says(&["image.txt", "binary"]), "{messages:?}");
+    assert!(says(&["private", "outside the ingested folders"]), "{messages:?}");
+    assert!(report.to_string().contains("4 skipped: 1 too large, 1 binary, 1 not UTF-8, 1 link outside"), "{report}");
+    assert_eq!(report.changed_files, 1, "{report}");
+    let stored = sources(&kb).await;
+    assert!(stored.iter().any(|s| s.ends_with("good.txt")) && stored.contains(&bad_before[0]), "{stored:?}");
+    assert!(!stored.iter().any(|s| s.ends_with("secret.md") || s.ends_with("big.md")), "{stored:?}");
+    let good = kb.all_chunks().await.unwrap().into_iter().find(|c| c.source.ends_with("good.txt")).unwrap();
+    assert!(good.text.contains("ponds"), "{good:?}");
 
     let pdf = docs.join("paper.pdf");
     write(&pdf, "%PDF");
-    let err = ingest(&kb, &app.embedder, &[pdf], &app.config.chunking, Quiet).await.unwrap_err().to_string();
+    let err = ingest(&kb, &app.embedder, &[pdf], &settings, Quiet).await.unwrap_err().to_string();
     assert!(err.contains("paper.pdf") && err.contains("cannot ingest this file type"), "{err}");
 
-    let err = ingest(&kb, &app.embedder, &[dir.path().join("nope")], &app.config.chunking, Quiet)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = ingest(&kb, &app.embedder, &[dir.path().join("nope")], &settings, Quiet).await.unwrap_err().to_string();
     assert!(err.contains("nope"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn text_inserted_above_moves_the_stored_line_ranges_without_re_embedding() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    let paragraphs = [
+        "Owls hunt at night and fly without a sound thanks to soft-edged feathers.",
+        "Their eyes face forward and cannot move, so owls turn their heads instead.",
+    ];
+    write(&docs.join("owls.md"), &paragraphs.join("\n\n"));
+    let app = app(dir.path()).await;
+    let kb = app.kb_for_ingest("owls").await.unwrap();
+    let settings = Settings::new(&Chunking { max_tokens: 24, overlap_tokens: 0, unit: ChunkUnit::Paragraph });
+    let roots = std::slice::from_ref(&docs);
+    let first = ingest(&kb, &app.embedder, roots, &settings, Quiet).await.unwrap();
+    assert_eq!(first.chunks_added, 2, "{first}");
+
+    let inserted = "# Owls\n\nA short note, added later,\nover three lines.";
+    write(&docs.join("owls.md"), &format!("{inserted}\n\n{}", paragraphs.join("\n\n")));
+    let moved = ingest(&kb, &app.embedder, roots, &settings, Quiet).await.unwrap();
+    assert_eq!((moved.chunks_moved, moved.chunks_removed), (2, 0), "{moved}");
+    assert_eq!(moved.chunks_embedded, moved.chunks_added, "moved chunks were embedded again: {moved}");
+
+    // The places must be those a fresh ingest of the new file stores.
+    let fresh = app.kb_for_ingest("owls_fresh").await.unwrap();
+    ingest(&fresh, &app.embedder, roots, &settings, Quiet).await.unwrap();
+    let places = |chunks: Vec<Chunk>| -> Vec<(String, u32, u32, u32)> {
+        chunks.into_iter().map(|c| (c.text, c.position, c.line_start, c.line_end)).collect()
+    };
+    let stored = places(kb.all_chunks().await.unwrap());
+    assert_eq!(stored, places(fresh.all_chunks().await.unwrap()));
+    let owls_turn = stored.iter().find(|c| c.0.starts_with("Their eyes")).unwrap();
+    assert_eq!((owls_turn.2, owls_turn.3), (8, 8), "{stored:?}");
+}
+
+async fn sources(kb: &lore_plugins::KnowledgeBase) -> Vec<String> {
+    kb.stored_places().await.unwrap().into_keys().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_large_knowledge_base_searches_through_an_ann_index_and_still_finds_exact_matches() {
-    use lore_core::Chunk;
     use lore_plugins::store::VECTOR_INDEX_MIN_ROWS;
     use lore_plugins::KbStore;
     let dir = tempfile::tempdir().unwrap();

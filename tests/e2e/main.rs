@@ -6,6 +6,7 @@ mod config_errors;
 mod discord;
 mod engine;
 mod http_api;
+mod interrupted;
 mod knowledge_base;
 mod live;
 mod load;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lore::app::{App, Models};
-use lore::ingest::{ingest, Progress};
+use lore::ingest::{ingest, Progress, Settings};
 use lore_core::PairScorer;
 use lore_engine::{EmbedderConfig, LlamaCrossEncoder};
 use lore_plugins::contract::{all_rerankers, check_reranker, check_retriever, CORPUS};
@@ -23,7 +23,7 @@ async fn setup(dir: &Path) -> (App, KbHandle, KbHandle, usize) {
     let kb = app.kb_for_ingest("bees").await.unwrap();
     let chunking =
         lore::config::Chunking { max_tokens: 48, overlap_tokens: 0, unit: lore::config::ChunkUnit::Sentence };
-    ingest(&kb, &app.embedder, &[dir.join("bees.md")], &chunking, Progress::Quiet).await.unwrap();
+    ingest(&kb, &app.embedder, &[dir.join("bees.md")], &Settings::new(&chunking), Progress::Quiet).await.unwrap();
     let stored = kb.count().await.unwrap();
     assert!(stored >= 6, "the corpus should make several chunks, got {stored}");
     app.kb_for_ingest("nothing").await.unwrap();

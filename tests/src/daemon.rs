@@ -20,6 +20,8 @@ pub struct TelegramDaemon {
     pub app: Arc<App>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Knowledge bases with `watch: true`, watched as `lore run` watches them.
+    _watchers: lore::ingest::watch::Watchers,
 }
 
 impl TelegramDaemon {
@@ -38,18 +40,19 @@ impl TelegramDaemon {
         );
         let app = Arc::new(App::load(config(dir, &extra), Models::All).await.unwrap());
         for (name, kb) in &app.config.knowledge_bases {
-            let chunking = app.config.chunking.clone();
+            let settings = lore::ingest::Settings::for_kb(&app.config, name);
             let table = app.kb_for_ingest(name).await.unwrap();
-            lore::ingest::ingest(&table, &app.embedder, &kb.sources, &chunking, Progress::Quiet).await.unwrap();
+            lore::ingest::ingest(&table, &app.embedder, &kb.sources, &settings, Progress::Quiet).await.unwrap();
         }
         let adapters = lore::serve::adapter_specs(&app.config).unwrap();
+        let watchers = lore::ingest::watch::start(&app).unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(lore::serve::serve_until(app.clone(), adapters, shutdown.clone()));
         wait_until(Duration::from_secs(10), "the bot registers its commands", || {
             !fake.calls("setMyCommands").is_empty()
         })
         .await;
-        Self { fake, app, shutdown, task }
+        Self { fake, app, shutdown, task, _watchers: watchers }
     }
 
     /// Waits for the daemon to stop by itself, and returns how it ended.

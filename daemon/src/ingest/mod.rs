@@ -1,25 +1,60 @@
-//! Ingest: files -> chunks -> embeddings -> one LanceDB commit per run.
+//! Ingest: files -> chunks -> embeddings -> LanceDB, in batches.
 //!
-//! Unchanged files (same chunk ids as stored) are skipped without embedding; changed files
-//! are re-embedded and replace their old chunks; files gone from an ingested folder lose
-//! theirs. Nothing is written when nothing changed.
+//! Unchanged files (same chunk ids and places as stored) are skipped without embedding;
+//! changed files get their new chunks embedded, their moved chunks' places updated, and
+//! their old chunks deleted; files gone from an ingested folder lose theirs. Nothing is
+//! written when nothing changed.
+//!
+//! Crash safety: new and moved chunks are written first, [`BATCH_CHUNKS`] at a time (so
+//! memory stays bounded), and deletions come last. Wherever a run stops, the previous
+//! content is still stored; a rerun finds the chunks already written (ids are hashes of
+//! source and text), writes the rest, deletes what is stale and rebuilds the full-text
+//! index that the interrupted run did not get to.
 
 pub mod chunk;
+pub mod files;
+pub mod watch;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lore_core::{Chunk, Embedder};
 use lore_engine::LlamaEmbedder;
-use lore_plugins::KnowledgeBase;
+use lore_plugins::{ChunkPlace, KnowledgeBase};
 
-use crate::config::Chunking;
+use crate::config::{Chunking, Config};
+pub use files::{collect_files, SkipReason, Skipped, EXTENSIONS};
 
-/// File types ingest reads.
-pub const EXTENSIONS: [&str; 3] = ["txt", "md", "markdown"];
+/// Chunks embedded and written per commit: bounded memory on any folder, and an
+/// interrupted run keeps what it wrote.
+pub const BATCH_CHUNKS: usize = 256;
+
+/// Files over this many bytes are skipped unless a knowledge base says otherwise.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
+
+/// How one knowledge base's files are read and cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub chunking: Chunking,
+    /// Larger files are skipped with a warning.
+    pub max_file_bytes: u64,
+}
+
+impl Settings {
+    /// `chunking` with the default file-size limit.
+    pub fn new(chunking: &Chunking) -> Self {
+        Self { chunking: chunking.clone(), max_file_bytes: DEFAULT_MAX_FILE_BYTES }
+    }
+
+    /// The settings of knowledge base `kb`: its own where configured, else the defaults.
+    pub fn for_kb(config: &Config, kb: &str) -> Self {
+        let max_file_bytes = config.knowledge_bases.get(kb).map_or(DEFAULT_MAX_FILE_BYTES, |k| k.max_file_bytes);
+        Self { chunking: config.chunking_for(kb).clone(), max_file_bytes }
+    }
+}
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct IngestReport {
@@ -29,23 +64,39 @@ pub struct IngestReport {
     pub removed_files: usize,
     pub chunks_embedded: usize,
     pub chunks_added: usize,
+    /// Unchanged chunks whose position or lines changed (text inserted above them).
+    pub chunks_moved: usize,
     pub chunks_removed: usize,
+    /// Files, folders and links left out, each with its warning.
+    pub skipped: Vec<Skipped>,
     pub seconds: f64,
+}
+
+impl IngestReport {
+    /// "2 too large, 1 binary", or "" when nothing was skipped.
+    fn skipped_by_reason(&self) -> String {
+        let mut counts: BTreeMap<SkipReason, usize> = BTreeMap::new();
+        for s in &self.skipped {
+            *counts.entry(s.reason).or_default() += 1;
+        }
+        counts.iter().map(|(reason, n)| format!("{n} {reason}")).collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl std::fmt::Display for IngestReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} files ({} unchanged, {} changed, {} removed); {} chunks embedded, {} added, {} removed in {:.1}s",
-            self.files,
-            self.unchanged_files,
-            self.changed_files,
-            self.removed_files,
-            self.chunks_embedded,
-            self.chunks_added,
-            self.chunks_removed,
-            self.seconds
+            "{} files ({} unchanged, {} changed, {} removed",
+            self.files, self.unchanged_files, self.changed_files, self.removed_files
+        )?;
+        if !self.skipped.is_empty() {
+            write!(f, ", {} skipped: {}", self.skipped.len(), self.skipped_by_reason())?;
+        }
+        write!(
+            f,
+            "); {} chunks embedded, {} added, {} moved, {} removed in {:.1}s",
+            self.chunks_embedded, self.chunks_added, self.chunks_moved, self.chunks_removed, self.seconds
         )
     }
 }
@@ -57,12 +108,14 @@ pub enum Progress {
     Quiet,
 }
 
-/// Ingests every supported file under `roots` into `kb`.
+/// Ingests every supported file under `roots` into `kb`. A root that does not exist or
+/// an unsupported file named directly is an error; a file that cannot be read as text is
+/// skipped with a warning (see [`IngestReport::skipped`]) and keeps what was stored of it.
 pub async fn ingest(
     kb: &KnowledgeBase,
     embedder: &LlamaEmbedder,
     roots: &[PathBuf],
-    chunking: &Chunking,
+    settings: &Settings,
     progress: Progress,
 ) -> anyhow::Result<IngestReport> {
     let started = Instant::now();
@@ -70,130 +123,249 @@ pub async fn ingest(
         .iter()
         .map(|r| std::fs::canonicalize(r).with_context(|| format!("cannot read {}", r.display())))
         .collect::<anyhow::Result<_>>()?;
-    let files = collect_files(&roots)?;
-    let stored = kb.stored_ids().await?;
-    let mut report = IngestReport { files: files.len(), ..Default::default() };
-
-    // Read and chunk everything first: a bad file stops the run before anything is written.
+    let found = collect_files(&roots)?;
+    let stored = kb.stored_places().await?;
+    let mut report = IngestReport { files: found.files.len(), skipped: found.skipped, ..Default::default() };
+    let bar = progress_bar(progress, found.files.len());
+    for skipped in &report.skipped {
+        warn_skipped(&bar, kb, skipped);
+    }
+    let mut writer = Writer { kb, embedder, pending: Vec::new(), embedded: 0, wrote: false };
+    let mut stale: Vec<String> = Vec::new();
     let count = |s: &str| embedder.count_tokens(s).saturating_sub(2);
-    let mut changed: Vec<Chunk> = Vec::new();
-    let mut touched: Vec<String> = Vec::new();
-    for file in &files {
+    for file in &found.files {
+        bar.inc(1);
         let source = file.display().to_string();
-        let text = read_text(file)?;
-        let pieces = chunk::chunk(&text, chunking, &count);
-        let chunks: Vec<Chunk> = pieces
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| Chunk::new(&source, i as u32, p.line_start, p.line_end, p.text))
-            .collect();
-        let ids: BTreeSet<String> = chunks.iter().map(|c| c.id.clone()).collect();
-        if stored.get(&source) == Some(&ids) {
+        let text = match files::read_text(file, settings.max_file_bytes) {
+            Ok(text) => text,
+            Err(skipped) => {
+                warn_skipped(&bar, kb, &skipped);
+                report.skipped.push(skipped);
+                continue;
+            }
+        };
+        let plan = FilePlan::new(chunk_file(&source, &text, &settings.chunking, &count), stored.get(&source));
+        if plan.is_empty() {
             report.unchanged_files += 1;
             continue;
         }
         report.changed_files += 1;
-        touched.push(source);
-        changed.extend(chunks);
+        report.chunks_added += plan.new.len();
+        report.chunks_moved += plan.moved.len();
+        stale.extend(plan.stale);
+        writer.add(plan.new, plan.moved).await?;
+        bar.set_message(format!("{} chunks embedded", writer.embedded));
     }
-    let present: BTreeSet<String> = files.iter().map(|f| f.display().to_string()).collect();
-    for source in stored.keys() {
-        let under_root = roots.iter().any(|r| Path::new(source).starts_with(r));
-        if under_root && !present.contains(source) {
-            report.removed_files += 1;
-            touched.push(source.clone());
-        }
-    }
-
-    let vectors = embed_with_progress(embedder, &changed, progress).await?;
-    report.chunks_embedded = changed.len();
-    let rows: Vec<(Chunk, Vec<f32>)> = changed.into_iter().zip(vectors).collect();
-    let written = kb.replace_sources(&rows, &touched).await?;
-    report.chunks_added = written.added;
-    report.chunks_removed = written.removed;
+    writer.flush().await?;
+    bar.finish_and_clear();
+    let removed = removed_sources(&stored, &roots, &found.files, &report.skipped);
+    report.removed_files = removed.len();
+    report.chunks_embedded = writer.embedded;
+    report.chunks_removed = kb.delete(&stale, &removed).await?;
+    kb.refresh_indexes(writer.wrote || report.chunks_removed > 0).await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
-async fn embed_with_progress(
-    embedder: &LlamaEmbedder,
-    chunks: &[Chunk],
-    progress: Progress,
-) -> anyhow::Result<Vec<Vec<f32>>> {
-    let bar = if progress == Progress::Bar && !chunks.is_empty() {
-        let bar = ProgressBar::new(chunks.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("embedding {bar:30} {pos}/{len} chunks  {per_sec}  eta {eta}")
-                .expect("valid template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut out = Vec::with_capacity(chunks.len());
-    // Groups large enough to fill the embedder's micro-batches, small enough to show progress.
-    for group in chunks.chunks(32) {
-        let texts: Vec<String> = group.iter().map(|c| c.text.clone()).collect();
-        out.extend(embedder.embed(&texts).await?);
-        bar.inc(group.len() as u64);
+fn progress_bar(progress: Progress, files: usize) -> ProgressBar {
+    if progress == Progress::Quiet || files == 0 {
+        return ProgressBar::hidden();
     }
-    bar.finish_and_clear();
-    Ok(out)
+    let bar = ProgressBar::new(files as u64);
+    bar.set_style(
+        ProgressStyle::with_template("ingesting {bar:30} {pos}/{len} files  {msg}  eta {eta}").expect("valid template"),
+    );
+    bar
 }
 
-/// Every supported file under `roots`, sorted. A file named directly must be supported.
-pub fn collect_files(roots: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = BTreeSet::new();
-    for root in roots {
-        if root.is_file() {
-            if !supported(root) {
-                bail!(
-                    "{}: lore cannot ingest this file type yet (supported: {})",
-                    root.display(),
-                    EXTENSIONS.map(|e| format!(".{e}")).join(", ")
-                );
+/// One warning per thing skipped, as it is found (above the progress bar).
+fn warn_skipped(bar: &ProgressBar, kb: &KnowledgeBase, skipped: &Skipped) {
+    bar.suspend(|| tracing::warn!(kb = kb.name(), reason = %skipped.reason, "{}", skipped.message));
+}
+
+/// `text` cut into chunks of `source`. A repeated chunk (same text, so same id) is kept
+/// once: ids are the table's key.
+fn chunk_file(source: &str, text: &str, chunking: &Chunking, count: &dyn Fn(&str) -> usize) -> Vec<Chunk> {
+    let mut seen = BTreeSet::new();
+    chunk::chunk(text, chunking, count)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| Chunk::new(source, i as u32, p.line_start, p.line_end, p.text))
+        .filter(|c| seen.insert(c.id.clone()))
+        .collect()
+}
+
+/// What one file's chunks change in the store.
+#[derive(Debug, Default, PartialEq)]
+struct FilePlan {
+    /// Not stored yet: to embed and add.
+    new: Vec<Chunk>,
+    /// Stored, at another position or lines: their place is updated.
+    moved: Vec<Chunk>,
+    /// Stored ids the file no longer has.
+    stale: Vec<String>,
+}
+
+impl FilePlan {
+    fn new(chunks: Vec<Chunk>, stored: Option<&BTreeMap<String, ChunkPlace>>) -> Self {
+        let empty = BTreeMap::new();
+        let stored = stored.unwrap_or(&empty);
+        let ids: BTreeSet<&str> = chunks.iter().map(|c| c.id.as_str()).collect();
+        let stale = stored.keys().filter(|id| !ids.contains(id.as_str())).cloned().collect();
+        let mut plan = FilePlan { stale, ..Default::default() };
+        for chunk in chunks {
+            match stored.get(&chunk.id) {
+                None => plan.new.push(chunk),
+                Some(place) if *place != ChunkPlace::of(&chunk) => plan.moved.push(chunk),
+                Some(_) => {}
             }
-            out.insert(root.clone());
-        } else {
-            walk(root, &mut out)?;
         }
+        plan
     }
-    Ok(out.into_iter().collect())
-}
 
-fn walk(dir: &Path, out: &mut BTreeSet<PathBuf>) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read folder {}", dir.display()))? {
-        let path = entry?.path();
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if supported(&path) {
-            out.insert(path);
-        }
+    fn is_empty(&self) -> bool {
+        self.new.is_empty() && self.moved.is_empty() && self.stale.is_empty()
     }
-    Ok(())
 }
 
-fn supported(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+/// Stored sources under one of `roots` that the walk no longer finds. A file or folder
+/// skipped this time keeps its chunks: an unreadable file is not a deleted one.
+fn removed_sources(
+    stored: &BTreeMap<String, BTreeMap<String, ChunkPlace>>,
+    roots: &[PathBuf],
+    files: &[PathBuf],
+    skipped: &[Skipped],
+) -> Vec<String> {
+    let present: BTreeSet<&Path> = files.iter().map(PathBuf::as_path).collect();
+    stored
+        .keys()
+        .map(Path::new)
+        .filter(|source| roots.iter().any(|r| source.starts_with(r)))
+        .filter(|source| !present.contains(source))
+        .filter(|source| !skipped.iter().any(|s| source.starts_with(&s.path)))
+        .map(|source| source.display().to_string())
+        .collect()
 }
 
-/// Reads a UTF-8 text file; an encoding error names the file, line and byte.
-fn read_text(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    match String::from_utf8(bytes) {
-        Ok(s) => Ok(s),
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            let bytes = e.as_bytes();
-            let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-            bail!(
-                "{}:{line}: not valid UTF-8 at byte {at}; save the file as UTF-8 and ingest again (nothing was written)",
-                path.display()
-            )
+/// Collects chunks to write and writes them [`BATCH_CHUNKS`] at a time.
+struct Writer<'a> {
+    kb: &'a KnowledgeBase,
+    embedder: &'a LlamaEmbedder,
+    /// Chunks waiting for the next write; `true`: a moved chunk whose stored vector is reused.
+    pending: Vec<(Chunk, bool)>,
+    embedded: usize,
+    wrote: bool,
+}
+
+impl Writer<'_> {
+    async fn add(&mut self, new: Vec<Chunk>, moved: Vec<Chunk>) -> anyhow::Result<()> {
+        self.pending.extend(new.into_iter().map(|c| (c, false)));
+        self.pending.extend(moved.into_iter().map(|c| (c, true)));
+        if self.pending.len() >= BATCH_CHUNKS {
+            self.flush().await?;
         }
+        Ok(())
+    }
+
+    /// Embeds what needs it and writes everything pending in one commit.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let moved: Vec<String> = pending.iter().filter(|(_, moved)| *moved).map(|(c, _)| c.id.clone()).collect();
+        let mut vectors = self.kb.stored_vectors(&moved).await?;
+        // A moved chunk whose row vanished meanwhile (another ingest) is embedded anew.
+        let to_embed: Vec<&Chunk> = pending.iter().map(|(c, _)| c).filter(|c| !vectors.contains_key(&c.id)).collect();
+        let texts: Vec<String> = to_embed.iter().map(|c| c.text.clone()).collect();
+        let embedded = self.embedder.embed(&texts).await?;
+        self.embedded += texts.len();
+        vectors.extend(to_embed.iter().map(|c| c.id.clone()).zip(embedded));
+        let rows: Vec<(Chunk, Vec<f32>)> = pending
+            .into_iter()
+            .map(|(c, _)| {
+                let vector = vectors.remove(&c.id).expect("every pending chunk has a vector");
+                (c, vector)
+            })
+            .collect();
+        self.kb.upsert(&rows).await?;
+        self.kb.ensure_fulltext_index().await?;
+        self.wrote = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(text: &str, position: u32, line: u32) -> Chunk {
+        Chunk::new("a.md", position, line, line, text.into())
+    }
+
+    fn stored(chunks: &[Chunk]) -> BTreeMap<String, ChunkPlace> {
+        chunks.iter().map(|c| (c.id.clone(), ChunkPlace::of(c))).collect()
+    }
+
+    #[test]
+    fn a_paragraph_inserted_above_moves_the_chunks_below_it() {
+        let before = [chunk("one", 0, 1), chunk("two", 1, 3)];
+        let after = vec![chunk("new", 0, 1), chunk("one", 1, 3), chunk("two", 2, 5)];
+        let plan = FilePlan::new(after.clone(), Some(&stored(&before)));
+        assert_eq!(plan.new, vec![after[0].clone()]);
+        assert_eq!(plan.moved, after[1..].to_vec());
+        assert!(plan.stale.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_file_plans_nothing_and_a_shortened_one_only_deletes() {
+        let before = [chunk("one", 0, 1), chunk("two", 1, 3)];
+        assert!(FilePlan::new(before.to_vec(), Some(&stored(&before))).is_empty());
+        let plan = FilePlan::new(before[..1].to_vec(), Some(&stored(&before)));
+        assert_eq!(plan, FilePlan { stale: vec![before[1].id.clone()], ..Default::default() });
+        let fresh = FilePlan::new(before.to_vec(), None);
+        assert_eq!((fresh.new.len(), fresh.moved.len(), fresh.stale.len()), (2, 0, 0));
+    }
+
+    #[test]
+    fn a_repeated_paragraph_is_stored_once() {
+        let text = "Same words.\n\nOther words.\n\nSame words.\n";
+        let cfg = Chunking { max_tokens: 16, overlap_tokens: 0, unit: crate::config::ChunkUnit::Sentence };
+        let words = |s: &str| s.split_whitespace().count();
+        let chunks = chunk_file("a.md", text, &cfg, &words);
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["Same words.", "Other words."]);
+    }
+
+    #[test]
+    fn removed_sources_keep_skipped_files_and_other_roots() {
+        let place = ChunkPlace { position: 0, line_start: 1, line_end: 1 };
+        let stored: BTreeMap<String, BTreeMap<String, ChunkPlace>> =
+            ["/kb/kept.md", "/kb/gone.md", "/kb/locked/x.md", "/kb/bad.txt", "/other/y.md"]
+                .into_iter()
+                .map(|s| (s.to_string(), BTreeMap::from([("id".to_string(), place)])))
+                .collect();
+        let skip = |p: &str| Skipped { path: p.into(), reason: SkipReason::Unreadable, message: String::new() };
+        let removed = removed_sources(
+            &stored,
+            &[PathBuf::from("/kb")],
+            &[PathBuf::from("/kb/kept.md"), PathBuf::from("/kb/bad.txt")],
+            &[skip("/kb/locked"), skip("/kb/bad.txt")],
+        );
+        assert_eq!(removed, ["/kb/gone.md"]);
+    }
+
+    #[test]
+    fn the_summary_counts_skipped_files_by_reason() {
+        let skip = |reason| Skipped { path: "x".into(), reason, message: String::new() };
+        let report = IngestReport {
+            files: 4,
+            skipped: vec![skip(SkipReason::Binary), skip(SkipReason::TooLarge), skip(SkipReason::Binary)],
+            ..Default::default()
+        };
+        assert_eq!(
+            report.to_string(),
+            "4 files (0 unchanged, 0 changed, 0 removed, 3 skipped: 1 too large, 2 binary); 0 chunks embedded, 0 added, 0 moved, 0 removed in 0.0s"
+        );
     }
 }
