@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use lore_core::{Embedder, PluginContext, ReplySink};
+use lore_core::{ChatModel, Embedder, PluginContext, ReplySink};
 use lore_engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
 use lore_plugins::{KbHandle, KbStore, KnowledgeBase};
+use lore_remote::{RemoteGenerator, RemoteSettings};
 
-use crate::config::Config;
+use crate::config::{Config, GeneratorKind};
 use crate::pipeline::{respond, Chain, Outcome, Pipeline, Reranking};
 use crate::prompt::Turn;
 use crate::router::{Answerer, Place};
@@ -28,8 +29,10 @@ pub struct App {
     pub config: Config,
     pub store: KbStore,
     pub embedder: LlamaEmbedder,
-    /// Loaded with [`Models::All`].
+    /// Loaded with [`Models::All`] for a local model (`type: llama`).
     pub generator: Option<Generator>,
+    /// Connected with [`Models::All`] for a pool of servers (`type: openai`).
+    pub remote: Option<RemoteGenerator>,
     /// The `cross-encoder` reranker's model (`models.reranker`), when configured.
     pub cross_encoder: Option<LlamaCrossEncoder>,
 }
@@ -44,22 +47,25 @@ impl App {
             .await
             .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
         let embedder = LlamaEmbedder::load(&config.models.embedder)?;
-        let generator = match models {
-            Models::All => Some(Generator::load(&config.models.generator)?),
-            Models::WithoutGenerator => None,
-        };
+        let (mut generator, mut remote) = (None, None);
+        match (models, config.models.generator.kind) {
+            (Models::All, GeneratorKind::Llama) => generator = Some(Generator::load(&config.models.generator.local())?),
+            (Models::All, GeneratorKind::Openai) => remote = Some(connect(&config)?),
+            (Models::WithoutGenerator, _) => {}
+        }
         let cross_encoder = config.models.reranker.as_ref().map(LlamaCrossEncoder::load).transpose()?;
-        Ok(Self { config, store, embedder, generator, cross_encoder })
+        Ok(Self { config, store, embedder, generator, remote, cross_encoder })
     }
 
     /// The generator and its settings. Panics unless loaded with [`Models::All`].
     pub fn pipeline(&self) -> Pipeline {
         let g = &self.config.models.generator;
-        Pipeline {
-            model: Arc::new(self.generator.clone().expect("loaded with Models::All")),
-            max_answer_tokens: g.max_answer_tokens,
-            sampling: g.sampling.clone(),
-        }
+        let model: Arc<dyn ChatModel> = match (&self.generator, &self.remote) {
+            (Some(local), _) => Arc::new(local.clone()),
+            (None, Some(remote)) => Arc::new(remote.clone()),
+            (None, None) => panic!("the generator is loaded with Models::All"),
+        };
+        Pipeline { model, max_answer_tokens: g.max_answer_tokens, sampling: g.sampling.clone() }
     }
 
     /// What retrievers and rerankers may use; the generator only when it is loaded.
@@ -128,6 +134,29 @@ impl Answerer for Answering {
 /// reranked with the models in `cx`.
 fn chain(store: &KbStore, place: Place, cx: &PluginContext) -> anyhow::Result<Chain> {
     Chain::build(KbHandle::new(store.clone(), &place.kb)?, place.retrieval, place.template, cx)
+}
+
+/// The pool of servers `models.generator` names (`type: openai`).
+fn connect(config: &Config) -> anyhow::Result<RemoteGenerator> {
+    let g = &config.models.generator;
+    let api_key = match &g.api_key_env {
+        Some(var) => Some(std::env::var(var).ok().filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+            config.error("models.generator.api_key_env", format!("environment variable {var} holds no key"))
+        })?),
+        None => None,
+    };
+    let settings = RemoteSettings {
+        endpoints: g.endpoints.clone(),
+        model: g.name(),
+        chat: g.api == crate::config::RemoteApi::Chat,
+        api_key,
+        max_in_flight: g.max_in_flight,
+        context_tokens: g.context_tokens,
+        health_interval: std::time::Duration::from_secs(5),
+        // A long prompt on a busy server may take a while before its first token.
+        timeout: std::time::Duration::from_secs(120),
+    };
+    Ok(RemoteGenerator::new(settings)?)
 }
 
 pub fn unknown_bot(config: &Config, name: &str) -> anyhow::Error {

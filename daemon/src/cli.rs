@@ -130,6 +130,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             let m = &config.models;
+            if m.generator.kind != crate::config::GeneratorKind::Llama {
+                bail!("`lore bench` measures a local model for now; a pool of servers (`type: openai`) is not benchmarked yet");
+            }
             crate::bench::run(args, m.generator.path.clone(), m.embedder.path.clone()).await
         }
     }
@@ -230,15 +233,29 @@ async fn serve_adapters(app: Arc<App>, adapters: Vec<AdapterSpec>) -> anyhow::Re
 async fn check(config: Config) -> anyhow::Result<()> {
     println!("config {}: ok", config.file.display());
     let app = App::load(config, Models::All).await?;
-    let g = app.generator.as_ref().expect("loaded");
-    println!(
-        "generator {}: {} (chat template: {}), {} tokens per conversation, {} in parallel",
-        g.path().display(),
-        g.architecture(),
-        if g.has_chat_template() { "yes" } else { "no, using prompts/plain.txt" },
-        lore_core::ChatModel::context_tokens(g),
-        g.parallel()
-    );
+    match (&app.generator, &app.remote) {
+        (Some(g), _) => println!(
+            "generator {}: {} (chat template: {}), {} tokens per conversation, {} in parallel",
+            g.path().display(),
+            g.architecture(),
+            if g.has_chat_template() { "yes" } else { "no, using prompts/plain.txt" },
+            lore_core::ChatModel::context_tokens(g),
+            g.parallel()
+        ),
+        (None, Some(pool)) => {
+            let g = &app.config.models.generator;
+            println!(
+                "generator {} on {} server(s), prompts from prompts/plain.txt, {} tokens per conversation (configured)",
+                g.name(),
+                g.endpoints.len(),
+                g.context_tokens
+            );
+            for endpoint in pool.endpoints() {
+                println!("  {}: {}", endpoint.url, if endpoint.healthy { "in the pool" } else { "taken out" });
+            }
+        }
+        (None, None) => unreachable!("loaded with Models::All"),
+    }
     println!(
         "embedder {}: {} dimensions",
         app.config.models.embedder.path.display(),

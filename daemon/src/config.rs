@@ -61,14 +61,112 @@ fn default_data_dir() -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Models {
-    /// The model that writes answers (and scores passages for the `llm` reranker).
-    pub generator: GeneratorConfig,
+    /// The model that writes answers (and scores passages for the `llm` reranker): a GGUF
+    /// file run here, or (`type: openai`) a pool of OpenAI-compatible servers.
+    pub generator: GeneratorSettings,
     /// The model that turns chunks and questions into vectors for retrieval.
     pub embedder: EmbedderConfig,
     /// A cross-encoder GGUF (rank pooling) for the `cross-encoder` reranker; same keys as
     /// the embedder.
     #[serde(default)]
     pub reranker: Option<EmbedderConfig>,
+}
+
+/// Where answers are generated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeneratorKind {
+    /// A GGUF file run in this process by llama.cpp.
+    #[default]
+    Llama,
+    /// OpenAI-compatible servers (vLLM, TGI, llama.cpp's server, Ollama, another Lore).
+    Openai,
+}
+
+/// `models.generator`: the keys of a local GGUF model (`lore_engine::GeneratorConfig`), and
+/// with `type: openai` those of a pool of servers instead of `path`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSettings {
+    #[serde(rename = "type", default)]
+    pub kind: GeneratorKind,
+    /// A GGUF file (`type: llama`).
+    #[serde(default)]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub gpu_layers: u32,
+    /// Tokens one conversation may use, prompt and answer together (for a pool: the
+    /// servers' context window, which they do not report in a standard way).
+    #[serde(default = "lore_engine::settings::default_context_tokens")]
+    pub context_tokens: usize,
+    /// Conversations answered together.
+    #[serde(default = "lore_engine::settings::default_parallel")]
+    pub parallel: usize,
+    #[serde(default = "lore_engine::settings::default_max_queue")]
+    pub max_queue: usize,
+    #[serde(default = "lore_engine::settings::default_batch_tokens")]
+    pub batch_tokens: usize,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default = "lore_engine::settings::default_max_answer_tokens")]
+    pub max_answer_tokens: usize,
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// `type: openai`: base URLs ending in `/v1`, one per server.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// `type: openai`: the model name the servers know.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `type: openai`: environment variable holding the servers' API key, if they want one.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// `type: openai`: requests one server takes at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// `type: openai`: `chat` (the servers apply the model's chat template: instruct
+    /// models) or `completions` (Lore's prompt template, sent as plain text: base models
+    /// such as GPT-J).
+    #[serde(default)]
+    pub api: RemoteApi,
+}
+
+/// Which OpenAI endpoint a pool of servers is asked through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteApi {
+    #[default]
+    Chat,
+    Completions,
+}
+
+fn default_max_in_flight() -> usize {
+    8
+}
+
+impl GeneratorSettings {
+    /// The engine's settings for a local model.
+    pub fn local(&self) -> GeneratorConfig {
+        GeneratorConfig {
+            path: self.path.clone(),
+            gpu_layers: self.gpu_layers,
+            context_tokens: self.context_tokens,
+            parallel: self.parallel,
+            max_queue: self.max_queue,
+            batch_tokens: self.batch_tokens,
+            threads: self.threads,
+            max_answer_tokens: self.max_answer_tokens,
+            sampling: self.sampling.clone(),
+        }
+    }
+
+    /// The model's name as clients of Lore's HTTP API see it.
+    pub fn name(&self) -> String {
+        match (self.kind, &self.model) {
+            (GeneratorKind::Openai, Some(model)) => model.clone(),
+            _ => self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "generator".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -462,7 +560,10 @@ impl Config {
             expand_path(p, &base).map_err(|message| cfg.error(key, message))
         };
         let data_dir = expand(&cfg.data_dir, "data_dir")?;
-        let gen = expand(&cfg.models.generator.path, "models.generator.path")?;
+        let gen = match cfg.models.generator.kind {
+            GeneratorKind::Llama => expand(&cfg.models.generator.path, "models.generator.path")?,
+            GeneratorKind::Openai => cfg.models.generator.path.clone(),
+        };
         let emb = expand(&cfg.models.embedder.path, "models.embedder.path")?;
         let reranker = match &cfg.models.reranker {
             Some(r) => Some(expand(&r.path, "models.reranker.path")?),
@@ -498,6 +599,56 @@ impl Config {
     /// Checks that need no file system: names resolve, numbers make sense.
     fn check_structure(&self) -> Result<(), ConfigError> {
         let g = &self.models.generator;
+        match g.kind {
+            GeneratorKind::Llama => {
+                if g.path.as_os_str().is_empty() {
+                    return Err(self.error(
+                        "models.generator",
+                        "missing field `path` (a GGUF file), or `type: openai` with `endpoints`",
+                    ));
+                }
+                if let Some(key) = [
+                    ("endpoints", !g.endpoints.is_empty()),
+                    ("model", g.model.is_some()),
+                    ("api_key_env", g.api_key_env.is_some()),
+                ]
+                .iter()
+                .find_map(|(key, set)| set.then_some(key))
+                {
+                    return Err(
+                        self.error(&format!("models.generator.{key}"), "is for `type: openai` (a pool of servers)")
+                    );
+                }
+            }
+            GeneratorKind::Openai => {
+                if !g.path.as_os_str().is_empty() {
+                    return Err(
+                        self.error("models.generator.path", "a pool of servers (`type: openai`) has no model file")
+                    );
+                }
+                if g.endpoints.is_empty() {
+                    return Err(
+                        self.error("models.generator.endpoints", "name at least one server, e.g. http://gpu1:8000/v1")
+                    );
+                }
+                if let Some(bad) = g.endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+                {
+                    return Err(self.error("models.generator.endpoints", format!("{bad:?} is not an http(s) URL")));
+                }
+                if g.model.as_deref().is_none_or(str::is_empty) {
+                    return Err(self.error("models.generator.model", "name the model the servers serve"));
+                }
+                if g.max_in_flight == 0 {
+                    return Err(self.error("models.generator.max_in_flight", "must be at least 1"));
+                }
+                if self.most_llm_candidates() > 0 {
+                    return Err(self.error(
+                        "retrieval.rerankers",
+                        "the `llm` reranker (the default) scores passages with a local model's log-probabilities; with a pool of servers (`models.generator.type: openai`) set `rerankers: []` or a `cross-encoder`",
+                    ));
+                }
+            }
+        }
         if g.context_tokens < 256 {
             return Err(self.error("models.generator.context_tokens", "must be at least 256"));
         }
@@ -635,12 +786,12 @@ impl Config {
     /// Checks that need the file system: the model files exist and are GGUF models llama.cpp
     /// can run, knowledge-base sources exist. Runs before anything is loaded.
     pub fn validate_files(&self) -> Result<(), ConfigError> {
-        for (key, path) in [
-            ("models.generator.path", &self.models.generator.path),
-            ("models.embedder.path", &self.models.embedder.path),
-        ] {
-            lore_engine::check_model_file(path).map_err(|e| self.error(key, e.to_string()))?;
+        if self.models.generator.kind == GeneratorKind::Llama {
+            let path = &self.models.generator.path;
+            lore_engine::check_model_file(path).map_err(|e| self.error("models.generator.path", e.to_string()))?;
         }
+        let path = &self.models.embedder.path;
+        lore_engine::check_model_file(path).map_err(|e| self.error("models.embedder.path", e.to_string()))?;
         if let Some(r) = &self.models.reranker {
             lore_engine::check_model_file(&r.path).map_err(|e| self.error("models.reranker.path", e.to_string()))?;
         }
@@ -852,6 +1003,28 @@ bots:
         let text = OK.replace("    sources: [notes]\n", "    watch: true\n");
         let e = Config::parse(Path::new("lore.yaml"), &text).unwrap_err();
         assert_eq!((e.key.as_str(), e.line), ("knowledge_bases.docs.watch", Some(8)), "{e}");
+    }
+
+    #[test]
+    fn a_pool_of_servers_needs_endpoints_and_a_model_and_no_file_or_llm_reranker() {
+        let pool = "    type: openai\n    endpoints: [http://gpu1:8000/v1]\n    model: gpt-j\n";
+        let text = |generator: &str, extra: &str| OK.replace("    path: /m/gen.gguf\n", generator) + extra;
+        let parse = |text: String| Config::parse(Path::new("lore.yaml"), &text);
+        let no_llm = "retrieval:\n  rerankers: []\n";
+        let cfg = parse(text(pool, no_llm)).unwrap();
+        assert_eq!((cfg.models.generator.kind, cfg.models.generator.name()), (GeneratorKind::Openai, "gpt-j".into()));
+        assert_eq!(cfg.models.generator.api, RemoteApi::Chat);
+        let key = |generator: &str, extra: &str| parse(text(generator, extra)).unwrap_err().key;
+        assert_eq!(key(pool, ""), "retrieval.rerankers", "the default llm reranker needs a local model");
+        assert_eq!(key("    type: openai\n    model: x\n", no_llm), "models.generator.endpoints");
+        assert_eq!(
+            key("    type: openai\n    endpoints: [gpu1:8000]\n    model: x\n", no_llm),
+            "models.generator.endpoints"
+        );
+        assert_eq!(key("    type: openai\n    endpoints: [http://a/v1]\n", no_llm), "models.generator.model");
+        assert_eq!(key(&format!("{pool}    path: /m/gen.gguf\n"), no_llm), "models.generator.path");
+        assert_eq!(key("    path: /m/gen.gguf\n    endpoints: [http://a/v1]\n", ""), "models.generator.endpoints");
+        assert_eq!(key("    gpu_layers: 3\n", ""), "models.generator");
     }
 
     #[test]

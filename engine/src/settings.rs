@@ -81,21 +81,21 @@ impl EmbedderConfig {
     }
 }
 
-fn default_context_tokens() -> usize {
+pub fn default_context_tokens() -> usize {
     2048
 }
-fn default_parallel() -> usize {
+pub fn default_parallel() -> usize {
     4
 }
-fn default_max_queue() -> usize {
+pub fn default_max_queue() -> usize {
     64
 }
-fn default_batch_tokens() -> usize {
+pub fn default_batch_tokens() -> usize {
     512
 }
 fn default_embed_batch() -> usize {
     512
 }
-fn default_max_answer_tokens() -> usize {
+pub fn default_max_answer_tokens() -> usize {
     256
 }

@@ -5,18 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use lore_tests::daemon::{sample_kb, TelegramDaemon};
-use lore_tests::models::{cache_dir, embedder_path, generator_path, venv_python};
+use lore_tests::free_port;
+use lore_tests::models::{cache_dir, embedder_path, generator_path, model_name, venv_python};
 use serde_json::Value;
 
 const QUESTION: &str = "How do honeybees tell each other where the flowers are?";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn model_name(path: &Path) -> String {
-    path.file_stem().unwrap().to_string_lossy().into_owned()
-}
 
 async fn get(url: &str) -> (u16, String) {
     let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
@@ -35,16 +28,17 @@ async fn the_openai_client_gets_grounded_answers_the_generator_embeddings_and_pr
     std::env::set_var("LORE_TEST_API_KEY", "key-main");
     std::env::set_var("LORE_TEST_LIMITED_KEY", "key-limited");
     std::env::set_var("LORE_TEST_FLOOD_KEY", "key-flood");
+    std::env::set_var("LORE_TEST_ENGINE_KEY", "key-engine");
     let config = format!(
-        "server:\n  listen: 127.0.0.1:{port}\n  api_keys:\n    - key_env: LORE_TEST_API_KEY\n    - key_env: LORE_TEST_LIMITED_KEY\n      bots: [docs]\n    - key_env: LORE_TEST_FLOOD_KEY\nadmission:\n  rate_limit: {{questions: 3, per_seconds: 600}}\n{}",
+        "server:\n  listen: 127.0.0.1:{port}\n  api_keys:\n    - key_env: LORE_TEST_API_KEY\n    - key_env: LORE_TEST_LIMITED_KEY\n      bots: [docs]\n    - key_env: LORE_TEST_FLOOD_KEY\n    - key_env: LORE_TEST_ENGINE_KEY\nadmission:\n  rate_limit: {{questions: 3, per_seconds: 600}}\n{}",
         sample_kb()
     );
     let daemon = TelegramDaemon::start(dir.path(), &config, "bees", "").await;
     let base = format!("http://127.0.0.1:{port}");
     let (generator, embedder) = (model_name(&generator_path()), model_name(&embedder_path()));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/openai_client.py");
-    let args =
-        [&base, "key-main", "key-limited", "key-flood", "docs", &generator, &embedder, QUESTION].map(String::from);
+    let keys = ["key-main", "key-limited", "key-flood", "key-engine"];
+    let args = [&base, keys[0], keys[1], keys[2], keys[3], "docs", &generator, &embedder, QUESTION].map(String::from);
     let run = tokio::task::spawn_blocking(move || {
         std::process::Command::new(venv_python()).arg(script).args(args).output().expect("the venv's python")
     })
@@ -68,6 +62,11 @@ async fn the_openai_client_gets_grounded_answers_the_generator_embeddings_and_pr
     assert!(seen["streamed"]["chunks"].as_u64().unwrap() >= 4, "streamed in pieces: {}", seen["streamed"]);
     assert!(!seen["generator"]["content"].as_str().unwrap().trim().is_empty(), "{}", seen["generator"]);
     assert_eq!(seen["generator"]["model"], generator.as_str());
+    let completions = &seen["completions"];
+    assert_eq!(completions["object"], "text_completion");
+    assert!(!completions["text"].as_str().unwrap().trim().is_empty(), "{completions}");
+    assert!(!completions["streamed"].as_str().unwrap().trim().is_empty(), "{completions}");
+    assert!(completions["chunks"].as_u64().unwrap() >= 2, "{completions}");
     assert_eq!(seen["embeddings"], serde_json::json!({"one": 1, "dim": 384, "many": 3}));
 
     let status = |case: &str| seen[case]["status"].as_u64().unwrap_or_else(|| panic!("{case} did not fail: {seen}"));

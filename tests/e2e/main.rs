@@ -11,6 +11,7 @@ mod knowledge_base;
 mod live;
 mod load;
 mod plugins;
+mod remote;
 mod soak;
 mod supervision;
 mod telegram;

@@ -1,13 +1,14 @@
 """Drives Lore's HTTP API with OpenAI's official Python client and prints what it saw as
 JSON (the Rust test asserts on it). Arguments: base URL, the main key, a key limited to the
-bot, a key for the flood, the bot, the generator's model name, the embedder's, a question.
+bot, a key for the flood, a key for plain completions, the bot, the generator's model name,
+the embedder's, a question.
 """
 import json
 import sys
 
 import openai
 
-base, key, limited_key, flood_key, bot, generator, embedder, question = sys.argv[1:]
+base, key, limited_key, flood_key, engine_key, bot, generator, embedder, question = sys.argv[1:]
 
 
 def client(api_key):
@@ -46,6 +47,18 @@ plain = main.chat.completions.create(
     model=generator, messages=[{"role": "user", "content": "Say hello."}], max_tokens=12
 )
 seen["generator"] = {"content": plain.choices[0].message.content, "model": plain.model}
+
+# The generator as an engine for base-model prompts (what another Lore sends).
+engine = client(engine_key)
+prompt = "Question: What do bees make?\nAnswer:"
+text = engine.completions.create(model=generator, prompt=prompt, max_tokens=8)
+pieces = list(engine.completions.create(model=generator, prompt=prompt, max_tokens=8, stream=True))
+seen["completions"] = {
+    "text": text.choices[0].text,
+    "object": text.object,
+    "streamed": "".join(p.choices[0].text for p in pieces if p.choices),
+    "chunks": len(pieces),
+}
 
 one = main.embeddings.create(model=embedder, input="Bees dance to tell where flowers are.")
 many = main.embeddings.create(model=embedder, input=["bees", "flowers", "honey"])

@@ -30,6 +30,18 @@ impl TelegramDaemon {
     /// appended to the bot's settings (indented four spaces; more bots may follow, indented
     /// two, and `{api}` in it is the fake's URL). Every knowledge base is ingested first.
     pub async fn start(dir: &Path, config_extra: &str, kb: &str, bot_extra: &str) -> Self {
+        Self::start_with_generator(dir, None, config_extra, kb, bot_extra).await
+    }
+
+    /// Like [`TelegramDaemon::start`], with `generator` (indented four spaces) in place of
+    /// the default `models.generator` section.
+    pub async fn start_with_generator(
+        dir: &Path,
+        generator: Option<&str>,
+        config_extra: &str,
+        kb: &str,
+        bot_extra: &str,
+    ) -> Self {
         crate::init();
         let fake = FakeTelegram::start(TOKEN).await;
         let bot_extra = bot_extra.replace("{api}", &fake.api_url());
@@ -38,7 +50,11 @@ impl TelegramDaemon {
             "{config_extra}bots:\n  docs:\n    knowledge_base: {kb}\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: {api}\n      poll_timeout_secs: 2\n      edit_interval_ms: 300\n{bot_extra}",
             api = fake.api_url(),
         );
-        let app = Arc::new(App::load(config(dir, &extra), Models::All).await.unwrap());
+        let config = match generator {
+            Some(generator) => crate::models::config_with_generator(dir, generator, &extra),
+            None => config(dir, &extra),
+        };
+        let app = Arc::new(App::load(config, Models::All).await.unwrap());
         for (name, kb) in &app.config.knowledge_bases {
             let settings = lore::ingest::Settings::for_kb(&app.config, name);
             let table = app.kb_for_ingest(name).await.unwrap();

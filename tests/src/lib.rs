@@ -9,6 +9,7 @@ use serde_json::Value;
 pub mod capture;
 pub mod daemon;
 pub mod fake_discord;
+pub mod fake_openai;
 pub mod fake_telegram;
 pub mod models;
 
@@ -38,6 +39,11 @@ pub fn init() {
             .with_test_writer()
             .try_init();
     });
+}
+
+/// A port free on 127.0.0.1 right now (for a server a test configures).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `done` every 10 ms until it holds; panics naming `what` after `timeout`.

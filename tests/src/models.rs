@@ -12,6 +12,11 @@ pub fn models_dir() -> PathBuf {
     cache_dir().join("models")
 }
 
+/// A model's name as Lore's HTTP API lists it: its file name without `.gguf`.
+pub fn model_name(path: &Path) -> String {
+    path.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
 /// Where scripts/setup keeps models, the Python venv and build output.
 pub fn cache_dir() -> PathBuf {
     std::env::var("LORE_CACHE")
@@ -79,10 +84,20 @@ pub fn config(dir: &Path, extra: &str) -> Config {
 
 /// Like [`config`], with `models_extra` added under `models:` (indented two spaces).
 pub fn config_with_models(dir: &Path, models_extra: &str, extra: &str) -> Config {
+    let generator =
+        format!("    path: {}\n    context_tokens: 2048\n    max_answer_tokens: 96\n", generator_path().display());
+    write_config(dir, &generator, models_extra, extra)
+}
+
+/// Like [`config`], with `generator` (indented four spaces) as `models.generator`.
+pub fn config_with_generator(dir: &Path, generator: &str, extra: &str) -> Config {
+    write_config(dir, generator, "", extra)
+}
+
+fn write_config(dir: &Path, generator: &str, models_extra: &str, extra: &str) -> Config {
     let text = format!(
-        "data_dir: {data}\nmodels:\n  generator:\n    path: {gen}\n    context_tokens: 2048\n    max_answer_tokens: 96\n  embedder:\n    path: {emb}\n{models_extra}{extra}",
+        "data_dir: {data}\nmodels:\n  generator:\n{generator}  embedder:\n    path: {emb}\n{models_extra}{extra}",
         data = dir.join("data").display(),
-        gen = generator_path().display(),
         emb = embedder_path().display(),
     );
     let file = dir.join("lore.yaml");

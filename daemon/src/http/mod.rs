@@ -101,6 +101,7 @@ fn routes(server: Shared, max_body_bytes: usize) -> axum::Router {
     let api = axum::Router::new()
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes));
@@ -201,10 +202,14 @@ async fn ready(State(server): State<Shared>) -> Response {
     }
     let adapters = server.adapters.all();
     ok &= adapters.values().all(|state| state == "running");
+    if let Some(pool) = &server.app.remote {
+        ok &= pool.endpoints().iter().any(|e| e.healthy);
+    }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "ready": ok,
-        "models": {"generator": server.app.generator.is_some(), "embedder": true},
+        "models": {"generator": server.app.generator.is_some() || server.app.remote.is_some(), "embedder": true},
+        "engines": server.app.remote.as_ref().map(|pool| pool.endpoints().iter().map(|e| json!({"url": e.url, "healthy": e.healthy, "in_flight": e.in_flight})).collect::<Vec<_>>()),
         "knowledge_bases": kbs,
         "adapters": adapters,
     });

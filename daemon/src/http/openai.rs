@@ -1,5 +1,6 @@
-//! The OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions` (whole, or streamed
-//! as server-sent events in OpenAI's chunk format) and `/v1/embeddings`. Errors use OpenAI's
+//! The OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions` and
+//! `/v1/completions` (whole, or streamed as server-sent events in OpenAI's chunk formats)
+//! and `/v1/embeddings`. Errors use OpenAI's
 //! error JSON and status codes.
 //!
 //! Models: each bot by name (answers grounded in its knowledge base, exactly as in the
@@ -19,7 +20,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
-use lore_core::{Embedder, Event, GenerateError, GenerateRequest, ReplySink, SourceRef, StopReason};
+use lore_core::{Embedder, Event, GenerateError, GenerateRequest, PromptText, ReplySink, SourceRef, StopReason};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -130,7 +131,7 @@ fn file_model_name(path: &std::path::Path) -> String {
 
 impl super::Server {
     fn generator_name(&self) -> String {
-        file_model_name(&self.app.config.models.generator.path)
+        self.app.config.models.generator.name()
     }
 
     fn embedder_name(&self) -> String {
@@ -235,15 +236,30 @@ pub(super) async fn chat_completions(
         return Err(ApiError::bad_request("messages: the question is empty"));
     }
     let ticket = server.router.admit(&request.model, &caller.id)?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let answering = server.clone();
     let model = request.model.clone();
     let stream = request.stream;
-    tokio::spawn(async move {
-        let piece = match target {
+    let answering = server.clone();
+    respond(Shape::Chat, model, stream, move |tx| async move {
+        match target {
             Target::Bot(bot) => answer_as_bot(&answering, &bot, ticket, &request, &tx).await,
             Target::Generator => complete(&answering, ticket, &request, &tx).await,
-        };
+        }
+    })
+    .await
+}
+
+/// Runs `answer` in the background, handing it the channel for its pieces, and responds
+/// with what it sends: an HTTP error when it fails before any text, else the whole answer
+/// or a stream. A caller who leaves closes the channel, which stops the answer.
+async fn respond<F, Fut>(shape: Shape, model: String, stream: bool, answer: F) -> Result<Response, ApiError>
+where
+    F: FnOnce(mpsc::UnboundedSender<Piece>) -> Fut,
+    Fut: std::future::Future<Output = Piece> + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let answering = answer(tx.clone());
+    tokio::spawn(async move {
+        let piece = answering.await;
         // The caller may be gone: nothing more to do then.
         let _ = tx.send(piece);
     });
@@ -255,11 +271,15 @@ pub(super) async fn chat_completions(
     if let Piece::Failed(error) = first {
         return Err(error);
     }
-    let id = format!("chatcmpl-{:x}", rand_id());
+    let prefix = match shape {
+        Shape::Chat => "chatcmpl",
+        Shape::Text => "cmpl",
+    };
+    let id = format!("{prefix}-{:x}", rand_id());
     if stream {
-        Ok(stream_response(id, model, first, rx).into_response())
+        Ok(stream_response(shape, id, model, first, rx).into_response())
     } else {
-        whole_response(id, model, first, rx).await
+        whole_response(shape, id, model, first, rx).await
     }
 }
 
@@ -311,23 +331,50 @@ async fn complete(
     request: &ChatRequest,
     tx: &mpsc::UnboundedSender<Piece>,
 ) -> Piece {
-    let pipeline = server.app.pipeline();
+    let model = server.app.pipeline().model;
     let messages: Vec<(String, String)> = request.messages.iter().map(|m| (m.role.clone(), m.content.text())).collect();
     let pairs: Vec<(&str, &str)> = messages.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
-    let Some(prompt) = pipeline.model.render_chat(&pairs) else {
-        return Piece::Failed(ApiError::bad_request("the generator has no chat template; use a bot instead"));
+    let Some(prompt) = model.render_chat(&pairs) else {
+        return Piece::Failed(ApiError::bad_request(
+            "the generator has no chat template: use /v1/completions with your own prompt, or a bot",
+        ));
     };
+    let knobs = Knobs {
+        max_tokens: request.max_completion_tokens.or(request.max_tokens),
+        temperature: request.temperature,
+        top_p: request.top_p,
+        seed: request.seed,
+    };
+    generate(server, ticket, prompt, Vec::new(), &knobs, tx).await
+}
+
+/// What a caller may set of a generation.
+struct Knobs {
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<u32>,
+}
+
+/// Runs `prompt` on the generator once `ticket`'s turn comes, streaming into `tx`.
+async fn generate(
+    server: &Shared,
+    ticket: crate::line::Ticket,
+    prompt: PromptText,
+    stop: Vec<String>,
+    knobs: &Knobs,
+    tx: &mpsc::UnboundedSender<Piece>,
+) -> Piece {
+    let model = server.app.pipeline().model;
     let g = &server.app.config.models.generator;
-    let limit = g.context_tokens / 2;
-    let max_tokens =
-        request.max_completion_tokens.or(request.max_tokens).unwrap_or(g.max_answer_tokens).clamp(1, limit);
+    let max_tokens = knobs.max_tokens.unwrap_or(g.max_answer_tokens).clamp(1, g.context_tokens / 2);
     let mut sampling = g.sampling.clone();
-    sampling.temperature = request.temperature.unwrap_or(sampling.temperature);
-    sampling.top_p = request.top_p.unwrap_or(sampling.top_p);
-    sampling.seed = request.seed.unwrap_or(sampling.seed);
+    sampling.temperature = knobs.temperature.unwrap_or(sampling.temperature);
+    sampling.top_p = knobs.top_p.unwrap_or(sampling.top_p);
+    sampling.seed = knobs.seed.unwrap_or(sampling.seed);
     let _turn = ticket.turn(|_| {}).await;
-    let request = GenerateRequest { prompt, max_tokens, stop: Vec::new(), ignore_eos: false, sampling };
-    let mut generation = match pipeline.model.generate(request) {
+    let request = GenerateRequest { prompt, max_tokens, stop, ignore_eos: false, sampling };
+    let mut generation = match model.generate(request) {
         Ok(generation) => generation,
         Err(error) => return Piece::Failed(ApiError::from_answer(&error.into())),
     };
@@ -350,6 +397,68 @@ async fn complete(
         }
     }
     Piece::Failed(ApiError::from_answer(&GenerateError::Stopped.into()))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CompletionRequest {
+    model: String,
+    prompt: String,
+    #[serde(default)]
+    stream: bool,
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<u32>,
+    #[serde(default)]
+    stop: Option<OneOrMany>,
+}
+
+/// A string or a list of strings, as OpenAI takes `stop` and `input`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(text) => vec![text],
+            OneOrMany::Many(texts) => texts,
+        }
+    }
+}
+
+/// `POST /v1/completions`: the generator on a prompt the caller wrote whole (templates and
+/// control tokens included), as engines serve base models. Another Lore with `type:
+/// openai` sends its prompts here.
+pub(super) async fn completions(
+    State(server): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = parse(body)?;
+    if request.model != server.generator_name() || !caller.may_use(&request.model) {
+        return Err(ApiError::unknown_model(&request.model));
+    }
+    if request.prompt.is_empty() {
+        return Err(ApiError::bad_request("prompt: empty"));
+    }
+    let ticket = server.router.admit(&request.model, &caller.id)?;
+    let stop = request.stop.map(OneOrMany::into_vec).unwrap_or_default();
+    let knobs = Knobs {
+        max_tokens: request.max_tokens,
+        temperature: request.temperature,
+        top_p: request.top_p,
+        seed: request.seed,
+    };
+    let answering = server.clone();
+    let prompt = PromptText::template(request.prompt);
+    respond(Shape::Text, request.model, request.stream, move |tx| async move {
+        generate(&answering, ticket, prompt, stop, &knobs, &tx).await
+    })
+    .await
 }
 
 /// The pipeline's reply sink for one API request: text deltas down a channel. A caller that
@@ -406,7 +515,17 @@ fn sources_json(sources: &[SourceRef]) -> Value {
     sources.iter().map(|s| json!({"number": s.number, "source": s.source, "location": s.location})).collect()
 }
 
+/// Which of OpenAI's response formats a request gets.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `chat.completion`: a message, deltas.
+    Chat,
+    /// `text_completion`: text.
+    Text,
+}
+
 async fn whole_response(
+    shape: Shape,
     id: String,
     model: String,
     first: Piece,
@@ -418,16 +537,21 @@ async fn whole_response(
         match piece.take().or(rx.recv().await) {
             Some(Piece::Delta(delta)) => text.push_str(&delta),
             Some(Piece::Done { finish_reason, sources }) => {
+                let (object, choice) = match shape {
+                    Shape::Chat => (
+                        "chat.completion",
+                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}),
+                    ),
+                    Shape::Text => {
+                        ("text_completion", json!({"index": 0, "text": text, "finish_reason": finish_reason}))
+                    }
+                };
                 let body = json!({
                     "id": id,
-                    "object": "chat.completion",
+                    "object": object,
                     "created": now(),
                     "model": model,
-                    "choices": [{
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": finish_reason,
-                    }],
+                    "choices": [choice],
                     "sources": sources_json(&sources),
                 });
                 return Ok(Json(body).into_response());
@@ -439,6 +563,7 @@ async fn whole_response(
 }
 
 fn stream_response(
+    shape: Shape,
     id: String,
     model: String,
     first: Piece,
@@ -446,19 +571,31 @@ fn stream_response(
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let created = now();
     let chunk = move |delta: Value, finish_reason: Option<&str>, sources: Option<Value>| {
+        let (object, choice) = match shape {
+            Shape::Chat => {
+                ("chat.completion.chunk", json!({"index": 0, "delta": delta, "finish_reason": finish_reason}))
+            }
+            Shape::Text => (
+                "text_completion",
+                json!({"index": 0, "text": delta.get("content").cloned().unwrap_or_else(|| json!("")), "finish_reason": finish_reason}),
+            ),
+        };
         let mut chunk = json!({
             "id": id,
-            "object": "chat.completion.chunk",
+            "object": object,
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            "choices": [choice],
         });
         if let Some(sources) = sources {
             chunk["sources"] = sources;
         }
         SseEvent::default().data(chunk.to_string())
     };
-    let opening = chunk(json!({"role": "assistant", "content": ""}), None, None);
+    let opening = match shape {
+        Shape::Chat => Some(chunk(json!({"role": "assistant", "content": ""}), None, None)),
+        Shape::Text => None,
+    };
     let pieces = futures::stream::once(async move { first }).chain(tokio_stream_of(rx));
     let events = pieces
         .scan(false, move |ended, piece| {
@@ -480,7 +617,7 @@ fn stream_response(
             futures::future::ready(Some(futures::stream::iter(events)))
         })
         .flatten();
-    Sse::new(futures::stream::once(async move { opening }).chain(events).map(Ok))
+    Sse::new(futures::stream::iter(opening).chain(events).map(Ok))
 }
 
 fn tokio_stream_of(mut rx: mpsc::UnboundedReceiver<Piece>) -> impl futures::Stream<Item = Piece> {
@@ -498,14 +635,7 @@ fn rand_id() -> u64 {
 #[derive(Debug, Deserialize)]
 pub(super) struct EmbeddingRequest {
     model: String,
-    input: EmbeddingInput,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum EmbeddingInput {
-    One(String),
-    Many(Vec<String>),
+    input: OneOrMany,
 }
 
 pub(super) async fn embeddings(
@@ -517,10 +647,7 @@ pub(super) async fn embeddings(
     if request.model != server.embedder_name() || !caller.may_use(&request.model) {
         return Err(ApiError::unknown_model(&request.model));
     }
-    let texts = match request.input {
-        EmbeddingInput::One(text) => vec![text],
-        EmbeddingInput::Many(texts) => texts,
-    };
+    let texts = request.input.into_vec();
     if texts.is_empty() || texts.iter().any(|t| t.is_empty()) {
         return Err(ApiError::bad_request("input: give one or more non-empty strings"));
     }
