@@ -93,6 +93,11 @@ pub struct Router<A: Answerer> {
     give_up: CancellationToken,
 }
 
+/// An answer ended by a stop (see [`Router::give_up_answers`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{RESTARTING}")]
+pub struct Restarting;
+
 /// The platform label of questions that came through the HTTP API.
 const API: &str = "api";
 
@@ -172,9 +177,15 @@ impl<A: Answerer> Router<A> {
         let Some(b) = self.bots.get(bot) else {
             anyhow::bail!("no bot named {bot:?}");
         };
-        let turn = ticket.turn(|_| {}).await;
+        let turn = tokio::select! {
+            turn = ticket.turn(|_| {}) => turn,
+            () = self.give_up.cancelled() => return Err(Restarting.into()),
+        };
         let reranking = if turn.busy && !self.rerank_when_busy { Reranking::WithoutLlm } else { Reranking::Full };
-        let answered = self.answerer.answer(&b.default.route, question, history, reranking, sink).await;
+        let answered = tokio::select! {
+            answered = self.answerer.answer(&b.default.route, question, history, reranking, sink) => answered,
+            () = self.give_up.cancelled() => Err(Restarting.into()),
+        };
         match &answered {
             Ok(outcome) => crate::metrics::answered(bot, API, outcome),
             Err(_) => crate::metrics::error(bot, API),

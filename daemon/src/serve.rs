@@ -157,9 +157,17 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
         shutdown.cancel();
     }
     let grace = app.config.shutdown_grace();
-    if tokio::time::timeout(grace, finish_all(&mut answers)).await.is_err() {
+    let line = router.line().clone();
+    // Chat answers are tasks here; HTTP answers hold places in the same line.
+    let everything_answered = async {
+        finish_all(&mut answers).await;
+        while line.answering() + line.waiting() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(grace, everything_answered).await.is_err() {
         tracing::warn!(
-            answers = answers.len(),
+            answers = answers.len() + line.answering() + line.waiting(),
             "answers still running after {} s; asking their askers to ask again",
             grace.as_secs()
         );

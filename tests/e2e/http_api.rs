@@ -159,3 +159,26 @@ async fn the_chat_page_streams_an_answer_with_its_source_in_chromium() {
     assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000), "a screenshot for people");
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_past_the_grace_ends_an_api_stream_with_a_restarting_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!("shutdown_grace_seconds: 0\nserver:\n  listen: 127.0.0.1:{port}\n{}", sample_kb());
+    let mut daemon = TelegramDaemon::start(dir.path(), &config, "bees", "").await;
+    let body =
+        serde_json::json!({"model": "docs", "stream": true, "messages": [{"role": "user", "content": QUESTION}]});
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    // The headers come with the first token: the answer is under way.
+    let mut response = client.post(url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    daemon.stop_signal();
+    let mut streamed = String::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        streamed.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(streamed.contains("\"code\":\"restarting\"") && streamed.contains("ask again"), "{streamed}");
+    assert!(!streamed.contains("[DONE]"), "cut short, not finished: {streamed}");
+    daemon.exit().await.expect("exit code 0");
+}

@@ -71,6 +71,10 @@ impl ApiError {
             if let Some(e @ GenerateError::PromptTooLong { .. }) = cause.downcast_ref() {
                 return Self::bad_request(e.to_string());
             }
+            if let Some(e @ crate::router::Restarting) = cause.downcast_ref() {
+                let unavailable = Self::new(StatusCode::SERVICE_UNAVAILABLE, "restarting", e.to_string());
+                return Self { retry_after: Some(60), ..unavailable };
+            }
         }
         tracing::warn!(error = format!("{error:#}"), "answering an API request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "answering failed; the server log has the cause")
@@ -81,6 +85,7 @@ impl ApiError {
             401 => "authentication_error",
             404 => "invalid_request_error",
             429 => "rate_limit_error",
+            503 => "service_unavailable",
             400 | 413 => "invalid_request_error",
             _ => "server_error",
         };
