@@ -522,18 +522,16 @@ impl DiscordReply {
         Err(serenity::Error::Http(HttpError::UnsuccessfulRequest(error)).into())
     }
 
-    async fn send<T: serde::Serialize>(
-        &self,
-        route: Route<'_>,
-        method: LightMethod,
-        body: &T,
-    ) -> Result<Option<MessageId>, RestError> {
-        let response = self.request(route, method, Some(serde_json::to_vec(body)?)).await?;
-        // Edits answer with the message too; only a create needs its id.
-        match method {
-            LightMethod::Post => Ok(Some(response.json::<Created>().await?.id)),
-            _ => Ok(None),
-        }
+    /// Creates a message; its id.
+    async fn create<T: serde::Serialize>(&self, route: Route<'_>, body: &T) -> Result<MessageId, RestError> {
+        let response = self.request(route, LightMethod::Post, Some(serde_json::to_vec(body)?)).await?;
+        Ok(response.json::<Created>().await?.id)
+    }
+
+    /// Edits a message (Discord answers with it; nothing in it is needed).
+    async fn update<T: serde::Serialize>(&self, route: Route<'_>, body: &T) -> Result<(), RestError> {
+        self.request(route, LightMethod::Patch, Some(serde_json::to_vec(body)?)).await?;
+        Ok(())
     }
 
     fn application(&self) -> Result<serenity::all::ApplicationId, RestError> {
@@ -639,21 +637,20 @@ impl Platform for DiscordReply {
                 if let Some(question) = reply_to.filter(|_| first) {
                     message = message.reference_message(reply_reference(*id, question));
                 }
-                let created =
-                    self.send(Route::ChannelMessages { channel_id: *id }, LightMethod::Post, &message).await?;
-                Ok(Sent::Message(created.expect("a create returns its message")))
+                let created = self.create(Route::ChannelMessages { channel_id: *id }, &message).await?;
+                Ok(Sent::Message(created))
             }
             Target::Interaction { token } if first => {
                 let edit = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
                 let route = self.interaction_route(token, Some(Sent::Original))?;
-                self.send(route, LightMethod::Patch, &edit).await?;
+                self.update(route, &edit).await?;
                 Ok(Sent::Original)
             }
             Target::Interaction { token } => {
                 let follow_up =
                     CreateInteractionResponseFollowup::new().content(content).allowed_mentions(no_mentions());
-                let created = self.send(self.interaction_route(token, None)?, LightMethod::Post, &follow_up).await?;
-                Ok(Sent::Message(created.expect("a create returns its message")))
+                let created = self.create(self.interaction_route(token, None)?, &follow_up).await?;
+                Ok(Sent::Message(created))
             }
         }
     }
@@ -663,11 +660,11 @@ impl Platform for DiscordReply {
             Target::Channel { id, .. } => {
                 let Sent::Message(message_id) = sent else { unreachable!("channels have no original") };
                 let edit = EditMessage::new().content(content).allowed_mentions(no_mentions());
-                self.send(Route::ChannelMessage { channel_id: *id, message_id }, LightMethod::Patch, &edit).await?;
+                self.update(Route::ChannelMessage { channel_id: *id, message_id }, &edit).await?;
             }
             Target::Interaction { token } => {
                 let edit = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
-                self.send(self.interaction_route(token, Some(sent))?, LightMethod::Patch, &edit).await?;
+                self.update(self.interaction_route(token, Some(sent))?, &edit).await?;
             }
         }
         Ok(())

@@ -161,6 +161,16 @@ impl<P: Platform> StreamingReply<P> {
         Ok(id)
     }
 
+    /// Edits message `id` to show `message`, retrying as [`with_retries`] does; an edit that
+    /// would change nothing counts as done.
+    async fn edit(&self, id: P::MessageId, message: &str) -> Result<(), P::Error> {
+        let platform = &self.platform;
+        match with_retries(P::classify, || platform.edit(id, message)).await {
+            Err(error) if P::classify(&error) == Failure::NotModified => Ok(()),
+            result => result,
+        }
+    }
+
     /// One try at showing the answer so far; failures are only logged, newer text follows.
     async fn stream(&mut self, message: &str) {
         let outcome = match self.streaming {
@@ -208,17 +218,12 @@ impl<P: Platform> StreamingReply<P> {
     async fn show_final(&mut self, message: &str) -> Result<(), P::Error> {
         if let Some(id) = self.streaming.filter(|_| message != self.shown) {
             self.throttle.acquire(&self.place).await;
-            let platform = &self.platform;
-            match with_retries(P::classify, || platform.edit(id, message)).await {
-                Ok(()) => return Ok(()),
-                Err(error) => match P::classify(&error) {
-                    Failure::NotModified => return Ok(()),
-                    Failure::Permanent => {
-                        warn!(%error, "the streamed answer cannot be edited; sending it anew");
-                        self.abandon(id);
-                    }
-                    Failure::RateLimited { .. } | Failure::Transient => return Err(error),
-                },
+            match self.edit(id, message).await {
+                Err(error) if P::classify(&error) == Failure::Permanent => {
+                    warn!(%error, "the streamed answer cannot be edited; sending it anew");
+                    self.abandon(id);
+                }
+                done => return done,
             }
         }
         if self.streaming.is_none() {
@@ -226,11 +231,7 @@ impl<P: Platform> StreamingReply<P> {
             if self.maybe_posted {
                 // The platform may have handed back the streamed message posted earlier,
                 // which shows older text.
-                let platform = &self.platform;
-                match with_retries(P::classify, || platform.edit(id, message)).await {
-                    Err(error) if P::classify(&error) != Failure::NotModified => return Err(error),
-                    _ => {}
-                }
+                self.edit(id, message).await?;
             }
             self.streaming = Some(id);
             self.shown = message.to_string();

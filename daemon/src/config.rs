@@ -164,9 +164,14 @@ impl GeneratorSettings {
     pub fn name(&self) -> String {
         match (self.kind, &self.model) {
             (GeneratorKind::Openai, Some(model)) => model.clone(),
-            _ => self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "generator".into()),
+            _ => file_model_name(&self.path),
         }
     }
+}
+
+/// A model file's name as clients of Lore's HTTP API see it: without `.gguf`.
+pub fn file_model_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

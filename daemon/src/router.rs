@@ -181,7 +181,7 @@ impl<A: Answerer> Router<A> {
             turn = ticket.turn(|_| {}) => turn,
             () = self.give_up.cancelled() => return Err(Restarting.into()),
         };
-        let reranking = if turn.busy && !self.rerank_when_busy { Reranking::WithoutLlm } else { Reranking::Full };
+        let reranking = self.reranking(&turn);
         let answered = tokio::select! {
             answered = self.answerer.answer(&b.default.route, question, history, reranking, sink) => answered,
             () = self.give_up.cancelled() => Err(Restarting.into()),
@@ -191,6 +191,16 @@ impl<A: Answerer> Router<A> {
             Err(_) => crate::metrics::error(bot, API),
         }
         answered
+    }
+
+    /// The `llm` reranker is skipped for a turn that came while others waited, unless
+    /// `admission.rerank_when_busy`.
+    fn reranking(&self, turn: &crate::line::Turn) -> Reranking {
+        if turn.busy && !self.rerank_when_busy {
+            Reranking::WithoutLlm
+        } else {
+            Reranking::Full
+        }
     }
 
     /// Ends every answer still in progress (or waiting in line) with [`RESTARTING`], in
@@ -328,7 +338,7 @@ impl<A: Answerer> Router<A> {
                 Wait::Turn(turn) => break turn,
             }
         };
-        let reranking = if turn.busy && !self.rerank_when_busy { Reranking::WithoutLlm } else { Reranking::Full };
+        let reranking = self.reranking(&turn);
         let history = self.memory.turns(conversation);
         let history = &history[history.len().saturating_sub(bot.memory_turns)..];
         let outcome = self.answerer.answer(&place.route, question, history, reranking, msg.reply.as_mut()).await?;

@@ -221,7 +221,7 @@ impl Inner {
     async fn take_place(&self, failed_on: &[usize], cancel: &CancellationToken) -> Option<usize> {
         loop {
             let freed = self.freed.notified();
-            let candidates: Vec<(usize, &Endpoint)> = self
+            let mut candidates: Vec<(usize, &Endpoint)> = self
                 .endpoints
                 .iter()
                 .enumerate()
@@ -230,12 +230,14 @@ impl Inner {
             if candidates.is_empty() {
                 return None;
             }
-            let free = candidates
-                .iter()
-                .filter(|(_, e)| e.in_flight.load(Ordering::SeqCst) < self.settings.max_in_flight)
-                .min_by_key(|(_, e)| e.in_flight.load(Ordering::SeqCst));
-            if let Some((index, endpoint)) = free {
-                endpoint.in_flight.fetch_add(1, Ordering::SeqCst);
+            candidates.sort_by_key(|(_, e)| e.in_flight.load(Ordering::SeqCst));
+            // Taken with one atomic step: requests choosing at the same moment cannot both
+            // take an endpoint's last place.
+            let max = self.settings.max_in_flight;
+            let taken = candidates.iter().find(|(_, e)| {
+                e.in_flight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_ok()
+            });
+            if let Some((index, _)) = taken {
                 return Some(*index);
             }
             tokio::select! {

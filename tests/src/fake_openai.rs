@@ -123,11 +123,11 @@ async fn completions(State(state): State<Arc<Shared>>, Json(body): Json<Value>) 
     state.most_at_once.fetch_max(now, Ordering::SeqCst);
     let serving = Serving(state.clone());
     let words: Vec<String> = ANSWER.split_inclusive(' ').map(String::from).collect();
-    let stream = async_stream(words, behaviour, serving);
+    let stream = answer_stream(words, behaviour, serving);
     Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(stream)).unwrap()
 }
 
-fn async_stream(
+fn answer_stream(
     words: Vec<String>,
     behaviour: Behaviour,
     serving: Serving,

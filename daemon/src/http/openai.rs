@@ -129,18 +129,13 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// A model's name as clients see it: its file name without `.gguf`.
-fn file_model_name(path: &std::path::Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
-}
-
 impl super::Server {
     fn generator_name(&self) -> String {
         self.app.config.models.generator.name()
     }
 
     fn embedder_name(&self) -> String {
-        file_model_name(&self.app.config.models.embedder.path)
+        crate::config::file_model_name(&self.app.config.models.embedder.path)
     }
 }
 
@@ -350,7 +345,7 @@ async fn complete(
         top_p: request.top_p,
         seed: request.seed,
     };
-    generate(server, ticket, prompt, Vec::new(), &knobs, tx).await
+    generate(server, model, ticket, prompt, Vec::new(), &knobs, tx).await
 }
 
 /// What a caller may set of a generation.
@@ -364,13 +359,13 @@ struct Knobs {
 /// Runs `prompt` on the generator once `ticket`'s turn comes, streaming into `tx`.
 async fn generate(
     server: &Shared,
+    model: std::sync::Arc<dyn lore_core::ChatModel>,
     ticket: crate::line::Ticket,
     prompt: PromptText,
     stop: Vec<String>,
     knobs: &Knobs,
     tx: &mpsc::UnboundedSender<Piece>,
 ) -> Piece {
-    let model = server.app.pipeline().model;
     let g = &server.app.config.models.generator;
     let max_tokens = knobs.max_tokens.unwrap_or(g.max_answer_tokens).clamp(1, g.context_tokens / 2);
     let mut sampling = g.sampling.clone();
@@ -461,7 +456,8 @@ pub(super) async fn completions(
     let answering = server.clone();
     let prompt = PromptText::template(request.prompt);
     respond(Shape::Text, request.model, request.stream, move |tx| async move {
-        generate(&answering, ticket, prompt, stop, &knobs, &tx).await
+        let model = answering.app.pipeline().model;
+        generate(&answering, model, ticket, prompt, stop, &knobs, &tx).await
     })
     .await
 }
