@@ -27,8 +27,8 @@ pub struct Finish {
     /// Prompt tokens found in the cache from an earlier request (not decoded again).
     pub reused_tokens: usize,
     pub generated_tokens: usize,
-    /// For scoring requests: mean log-probability of the continuation's tokens.
-    pub mean_logprob: Option<f64>,
+    /// For scoring requests: the log-probability of each scored token, in order.
+    pub token_logprobs: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,13 +266,17 @@ impl Drop for Generation {
 }
 
 /// What prompt building and answering need from a generator model.
+///
+/// Counting is async because a model on another machine may only be able to count with
+/// its server's tokenizer.
+#[async_trait::async_trait]
 pub trait ChatModel: Send + Sync {
     /// Tokens one conversation may use: prompt and answer together.
     fn context_tokens(&self) -> usize;
     /// Number of tokens `text` (ordinary text) takes in a prompt.
-    fn count_tokens(&self, text: &str) -> usize;
+    async fn count_tokens(&self, text: &str) -> usize;
     /// Number of tokens a whole prompt takes.
-    fn count_prompt_tokens(&self, prompt: &PromptText) -> usize;
+    async fn count_prompt_tokens(&self, prompt: &PromptText) -> usize;
     /// Renders `(role, content)` messages with the model's own chat template, ending with
     /// the assistant's turn opened, the contents as [`Part::Text`]; `None` when the model
     /// has no template it can apply.
@@ -297,7 +301,7 @@ mod tests {
             prompt_tokens: 3,
             reused_tokens: 0,
             generated_tokens: 2,
-            mean_logprob: None,
+            token_logprobs: Vec::new(),
         };
         tx.send(Event::Done(finish.clone())).unwrap();
         assert_eq!(g.collect().await.unwrap(), Generated { text: "Hello".into(), finish });

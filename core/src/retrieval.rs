@@ -14,6 +14,11 @@ use crate::Hit;
 pub trait Embedder: Send + Sync {
     /// Length of every vector this embedder returns.
     fn dim(&self) -> usize;
+    /// Tokens the model sees for `text`, its special tokens included (chunks are sized
+    /// with it).
+    fn count_tokens(&self, text: &str) -> usize;
+    /// Most tokens one text may have; longer texts are cut.
+    fn max_tokens(&self) -> usize;
     /// One vector per text, in order.
     async fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>>;
 }

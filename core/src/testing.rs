@@ -52,6 +52,14 @@ impl Embedder for HashEmbedder {
         self.dim
     }
 
+    fn count_tokens(&self, text: &str) -> usize {
+        text.split_whitespace().count()
+    }
+
+    fn max_tokens(&self) -> usize {
+        512
+    }
+
     async fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
         Ok(texts.iter().map(|t| self.vector(t)).collect())
     }
@@ -102,17 +110,24 @@ impl EchoModel {
     }
 }
 
+impl EchoModel {
+    fn words(text: &str) -> usize {
+        text.split_whitespace().count()
+    }
+}
+
+#[async_trait::async_trait]
 impl ChatModel for EchoModel {
     fn context_tokens(&self) -> usize {
         self.context_tokens
     }
 
-    fn count_tokens(&self, text: &str) -> usize {
-        text.split_whitespace().count()
+    async fn count_tokens(&self, text: &str) -> usize {
+        Self::words(text)
     }
 
-    fn count_prompt_tokens(&self, prompt: &PromptText) -> usize {
-        self.count_tokens(&prompt.text())
+    async fn count_prompt_tokens(&self, prompt: &PromptText) -> usize {
+        Self::words(&prompt.text())
     }
 
     fn render_chat(&self, messages: &[(&str, &str)]) -> Option<PromptText> {
@@ -130,7 +145,7 @@ impl ChatModel for EchoModel {
     }
 
     fn generate(&self, request: GenerateRequest) -> Result<Generation, GenerateError> {
-        let prompt_tokens = self.count_prompt_tokens(&request.prompt);
+        let prompt_tokens = Self::words(&request.prompt.text());
         if prompt_tokens + 1 > self.context_tokens {
             return Err(GenerateError::PromptTooLong { prompt: prompt_tokens, limit: self.context_tokens });
         }
@@ -145,7 +160,7 @@ impl ChatModel for EchoModel {
             prompt_tokens,
             reused_tokens: 0,
             generated_tokens: pieces.len(),
-            mean_logprob: None,
+            token_logprobs: Vec::new(),
         }));
         Ok(Generation::new(rx, CancellationToken::new()))
     }

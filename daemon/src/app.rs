@@ -8,9 +8,11 @@ use async_trait::async_trait;
 use lore_core::{ChatModel, Embedder, PluginContext, ReplySink};
 use lore_engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
 use lore_plugins::{KbHandle, KbStore, KnowledgeBase};
-use lore_remote::{RemoteGenerator, RemoteSettings};
+use lore_remote::{
+    PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteGenerator, RemoteGeneratorSettings, Scoring,
+};
 
-use crate::config::{Config, GeneratorKind};
+use crate::config::{Config, ModelKind};
 use crate::pipeline::{respond, Chain, Outcome, Pipeline, Reranking};
 use crate::prompt::Turn;
 use crate::router::{Answerer, Place};
@@ -28,7 +30,10 @@ pub enum Models {
 pub struct App {
     pub config: Config,
     pub store: KbStore,
-    pub embedder: LlamaEmbedder,
+    /// The embedder, local or on a pool of servers.
+    pub embedder: Arc<dyn Embedder>,
+    /// The embedder's pool when it runs on servers (`type: openai`).
+    pub remote_embedder: Option<RemoteEmbedder>,
     /// Loaded with [`Models::All`] for a local model (`type: llama`).
     pub generator: Option<Generator>,
     /// Connected with [`Models::All`] for a pool of servers (`type: openai`).
@@ -46,15 +51,21 @@ impl App {
         let store = KbStore::open(&config.data_dir)
             .await
             .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
-        let embedder = LlamaEmbedder::load(&config.models.embedder)?;
+        let (embedder, remote_embedder): (Arc<dyn Embedder>, _) = match config.models.embedder.kind {
+            ModelKind::Llama => (Arc::new(LlamaEmbedder::load(&config.models.embedder.local())?), None),
+            ModelKind::Openai => {
+                let remote = connect_embedder(&config).await?;
+                (Arc::new(remote.clone()), Some(remote))
+            }
+        };
         let (mut generator, mut remote) = (None, None);
         match (models, config.models.generator.kind) {
-            (Models::All, GeneratorKind::Llama) => generator = Some(Generator::load(&config.models.generator.local())?),
-            (Models::All, GeneratorKind::Openai) => remote = Some(connect(&config)?),
+            (Models::All, ModelKind::Llama) => generator = Some(Generator::load(&config.models.generator.local())?),
+            (Models::All, ModelKind::Openai) => remote = Some(connect_generator(&config).await?),
             (Models::WithoutGenerator, _) => {}
         }
         let cross_encoder = config.models.reranker.as_ref().map(LlamaCrossEncoder::load).transpose()?;
-        Ok(Self { config, store, embedder, generator, remote, cross_encoder })
+        Ok(Self { config, store, embedder, remote_embedder, generator, remote, cross_encoder })
     }
 
     /// The generator and its settings. Panics unless loaded with [`Models::All`].
@@ -71,8 +82,12 @@ impl App {
     /// What retrievers and rerankers may use; the generator only when it is loaded.
     pub fn plugin_context(&self) -> PluginContext {
         PluginContext {
-            embedder: Arc::new(self.embedder.clone()),
-            scorer: self.generator.clone().map(|g| Arc::new(g) as Arc<dyn lore_core::Scorer>),
+            embedder: self.embedder.clone(),
+            scorer: match (&self.generator, &self.remote) {
+                (Some(local), _) => Some(Arc::new(local.clone()) as Arc<dyn lore_core::Scorer>),
+                (None, Some(remote)) => Some(Arc::new(remote.clone()) as Arc<dyn lore_core::Scorer>),
+                (None, None) => None,
+            },
             cross_encoder: self.cross_encoder.clone().map(|c| Arc::new(c) as Arc<dyn lore_core::PairScorer>),
         }
     }
@@ -136,27 +151,81 @@ fn chain(store: &KbStore, place: Place, cx: &PluginContext) -> anyhow::Result<Ch
     Chain::build(KbHandle::new(store.clone(), &place.kb)?, place.retrieval, place.template, cx)
 }
 
-/// The pool of servers `models.generator` names (`type: openai`).
-fn connect(config: &Config) -> anyhow::Result<RemoteGenerator> {
+/// The pool of servers `models.generator` names (`type: openai`). An `llm` reranker is
+/// refused here when the servers cannot score; when none answers yet, that is only logged.
+async fn connect_generator(config: &Config) -> anyhow::Result<RemoteGenerator> {
     let g = &config.models.generator;
-    let api_key = match &g.api_key_env {
+    let pool = PoolSettings {
+        // A long prompt on a busy server may take a while before its first token.
+        timeout: std::time::Duration::from_secs(120),
+        ..pool_settings(config, "models.generator", &g.endpoints, g.api_key_env.as_deref(), g.max_in_flight)?
+    };
+    let settings = RemoteGeneratorSettings {
+        pool,
+        model: g.name(),
+        chat: g.api == crate::config::RemoteApi::Chat,
+        context_tokens: g.context_tokens,
+        tokenizer: g.tokenizer.clone(),
+    };
+    let remote = RemoteGenerator::new(settings)?;
+    if config.most_llm_candidates() > 0 {
+        match remote.check_scoring().await {
+            Scoring::Works => {}
+            Scoring::Unsupported(why) => {
+                return Err(config.error("retrieval.rerankers", llm_reranker_cannot(&why)).into())
+            }
+            Scoring::Unreachable(why) => {
+                tracing::warn!(%why, "could not check that the engine servers can score passages for the `llm` reranker")
+            }
+        }
+    }
+    Ok(remote)
+}
+
+/// What `lore check` and the start say when the servers cannot score.
+pub fn llm_reranker_cannot(why: &str) -> String {
+    format!("the `llm` reranker (the default) cannot work with the servers of models.generator: {why}. Set `rerankers: []` or a `cross-encoder`")
+}
+
+/// The pool of servers `models.embedder` names (`type: openai`).
+async fn connect_embedder(config: &Config) -> anyhow::Result<RemoteEmbedder> {
+    let e = &config.models.embedder;
+    let settings = RemoteEmbedderSettings {
+        pool: pool_settings(config, "models.embedder", &e.endpoints, e.api_key_env.as_deref(), e.max_in_flight)?,
+        model: e.name(),
+        batch_texts: e.batch_texts,
+        max_tokens: e.batch_tokens,
+        tokenizer: e.tokenizer.clone(),
+    };
+    RemoteEmbedder::connect(settings).await.map_err(|why| {
+        anyhow::anyhow!(
+            "{}: the embedder servers ({}) cannot embed: {why}",
+            config.file.display(),
+            e.endpoints.join(", ")
+        )
+    })
+}
+
+fn pool_settings(
+    config: &Config,
+    section: &str,
+    endpoints: &[String],
+    api_key_env: Option<&str>,
+    max_in_flight: usize,
+) -> anyhow::Result<PoolSettings> {
+    let api_key = match api_key_env {
         Some(var) => Some(std::env::var(var).ok().filter(|k| !k.trim().is_empty()).ok_or_else(|| {
-            config.error("models.generator.api_key_env", format!("environment variable {var} holds no key"))
+            config.error(&format!("{section}.api_key_env"), format!("environment variable {var} holds no key"))
         })?),
         None => None,
     };
-    let settings = RemoteSettings {
-        endpoints: g.endpoints.clone(),
-        model: g.name(),
-        chat: g.api == crate::config::RemoteApi::Chat,
+    Ok(PoolSettings {
+        endpoints: endpoints.to_vec(),
         api_key,
-        max_in_flight: g.max_in_flight,
-        context_tokens: g.context_tokens,
+        max_in_flight,
         health_interval: std::time::Duration::from_secs(5),
-        // A long prompt on a busy server may take a while before its first token.
-        timeout: std::time::Duration::from_secs(120),
-    };
-    Ok(RemoteGenerator::new(settings)?)
+        timeout: std::time::Duration::from_secs(30),
+    })
 }
 
 pub fn unknown_bot(config: &Config, name: &str) -> anyhow::Error {

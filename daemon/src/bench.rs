@@ -18,7 +18,7 @@ use crate::prompt::Template;
 
 /// Every measurement, with retrieval and the load test.
 pub async fn run(args: BenchArgs, gen_path: PathBuf, emb_path: PathBuf) -> anyhow::Result<()> {
-    lore_engine::bench::run(args, gen_path, emb_path, &[&RetrievalTest, &LoadTest]).await
+    lore_engine::bench::run(args, gen_path, emb_path, &[&RetrievalTest, &LoadTest, &HttpHopTest]).await
 }
 
 /// Many people asking at once through the router's line and the whole answering path
@@ -300,4 +300,132 @@ const WORDS: &[&str] = &[
 
 fn synthetic_sentence(rng: &mut SplitMix, words: usize) -> String {
     (0..words).map(|_| WORDS[(rng.next() % WORDS.len() as u64) as usize]).collect::<Vec<_>>().join(" ") + "."
+}
+
+/// The cost of generating through a remote engine: the same model answers the same
+/// prompts in this process and through Lore's own HTTP API (started here on loopback, as a
+/// second Lore serving as the engine would be), reached through `lore-remote` as any pool
+/// is. Greedy answers, so both ways produce the same text.
+struct HttpHopTest;
+
+#[async_trait::async_trait]
+impl ExtraTest for HttpHopTest {
+    fn key(&self) -> &'static str {
+        "http_hop"
+    }
+
+    fn title(&self) -> &'static str {
+        "the HTTP hop to a remote engine"
+    }
+
+    async fn run(&self, args: &BenchArgs, generator: &Generator, embedder: &LlamaEmbedder) -> anyhow::Result<Value> {
+        let dir = tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let yaml = format!(
+            "models:\n  generator:\n    path: {gen}\n    parallel: {parallel}\n  embedder:\n    path: embedder.gguf\n\
+             retrieval:\n  rerankers: []\nserver:\n  listen: 127.0.0.1:{port}\nadmission:\n  per_user_in_flight: {parallel}\n",
+            gen = generator.path().display(),
+            parallel = generator.parallel(),
+        );
+        let config = crate::config::Config::parse(std::path::Path::new("bench.yaml"), &yaml)?;
+        let store = KbStore::open(&dir).await?;
+        let answering = crate::app::Answering {
+            pipeline: Pipeline {
+                model: Arc::new(generator.clone()),
+                max_answer_tokens: 64,
+                sampling: Sampling::greedy(),
+            },
+            store: store.clone(),
+            plugins: plugins(generator, embedder),
+        };
+        let router = Arc::new(crate::router::Router::new(&config, answering, None)?);
+        let app = Arc::new(crate::app::App {
+            config: config.clone(),
+            store,
+            embedder: Arc::new(embedder.clone()),
+            remote_embedder: None,
+            generator: Some(generator.clone()),
+            remote: None,
+            cross_encoder: None,
+        });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = config.server.as_ref().expect("configured above");
+        let http = crate::http::start(server, app, router, Default::default(), stop.clone()).await?;
+        let remote = lore_remote::RemoteGenerator::new(lore_remote::RemoteGeneratorSettings {
+            pool: lore_remote::PoolSettings {
+                endpoints: vec![format!("http://127.0.0.1:{port}/v1")],
+                api_key: None,
+                max_in_flight: generator.parallel(),
+                health_interval: std::time::Duration::from_secs(5),
+                timeout: std::time::Duration::from_secs(120),
+            },
+            model: config.models.generator.name(),
+            chat: false,
+            context_tokens: lore_core::ChatModel::context_tokens(generator),
+            tokenizer: None,
+        })?;
+        let mut result = serde_json::Map::new();
+        for at_once in [1, generator.parallel()] {
+            let local = hop_run(generator, generator, at_once, args.reps, args.n_gen).await?;
+            let hop = hop_run(generator, &remote, at_once, args.reps, args.n_gen).await?;
+            let ratio = |key: &str| hop[key].as_f64().unwrap_or(f64::NAN) / local[key].as_f64().unwrap_or(f64::NAN);
+            let ratios = json!({"ttft": ratio("ttft_ms_p50"), "tps": ratio("tokens_per_s")});
+            result.insert(at_once.to_string(), json!({"in_process": local, "http": hop, "http_vs_in_process": ratios}));
+        }
+        stop.cancel();
+        let _ = http.await;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(Value::Object(result))
+    }
+}
+
+/// `at_once` answers of up to `n_gen` tokens from `model`, `reps` times, each from an
+/// empty prompt cache: time to first token and tokens per second per answer (the tokens
+/// counted with the local model's tokenizer, so both ways count alike).
+async fn hop_run(
+    local: &Generator,
+    model: &dyn lore_core::ChatModel,
+    at_once: usize,
+    reps: usize,
+    n_gen: usize,
+) -> anyhow::Result<Value> {
+    let (mut ttft, mut tps) = (Vec::new(), Vec::new());
+    for rep in 0..reps.max(1) {
+        local.forget_cached_prompts();
+        let answers = (0..at_once).map(|i| async move {
+            let prompt = format!("Story {rep}-{i}. Once upon a time, in a quiet village by the sea, there lived");
+            let request = lore_core::GenerateRequest {
+                prompt: prompt.as_str().into(),
+                max_tokens: n_gen,
+                stop: vec![],
+                ignore_eos: false,
+                sampling: Sampling::greedy(),
+            };
+            let started = Instant::now();
+            let mut generation = model.generate(request)?;
+            let (mut first, mut text) = (None, String::new());
+            while let Some(event) = generation.events.recv().await {
+                match event {
+                    Event::Text(piece) => {
+                        first.get_or_insert_with(|| started.elapsed());
+                        text.push_str(&piece);
+                    }
+                    Event::Done(_) => break,
+                    Event::Failed(e) => anyhow::bail!("generation failed: {e}"),
+                    Event::Queued { .. } => {}
+                }
+            }
+            let tokens = local.count_text_tokens(&text).saturating_sub(1);
+            let first = first.unwrap_or_else(|| started.elapsed());
+            Ok((first.as_secs_f64() * 1e3, tokens as f64 / started.elapsed().as_secs_f64()))
+        });
+        for (first_ms, per_s) in futures::future::try_join_all(answers).await? {
+            ttft.push(first_ms);
+            tps.push(per_s);
+        }
+    }
+    Ok(json!({
+        "ttft_ms_p50": percentile(&ttft, 50.0),
+        "tokens_per_s": tps.iter().sum::<f64>() / tps.len().max(1) as f64,
+    }))
 }

@@ -7,6 +7,7 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use lore_adapters::console::{ConsoleAdapter, ConsoleSink};
 use lore_adapters::Adapter;
+use lore_remote::{CountedBy, Scoring};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{unknown_bot, App, Models};
@@ -130,7 +131,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             let m = &config.models;
-            if m.generator.kind != crate::config::GeneratorKind::Llama {
+            if m.generator.kind != crate::config::ModelKind::Llama || m.embedder.kind != crate::config::ModelKind::Llama
+            {
                 bail!("`lore bench` measures a local model for now; a pool of servers (`type: openai`) is not benchmarked yet");
             }
             crate::bench::run(args, m.generator.path.clone(), m.embedder.path.clone()).await
@@ -153,7 +155,7 @@ async fn ingest(config: Config, kb_name: &str, paths: Vec<PathBuf>) -> anyhow::R
     let settings = crate::ingest::Settings::for_kb(&config, kb_name);
     let app = App::load(config, Models::WithoutGenerator).await?;
     let kb = app.kb_for_ingest(kb_name).await?;
-    let report = crate::ingest::ingest(&kb, &app.embedder, &paths, &settings, Progress::Bar).await?;
+    let report = crate::ingest::ingest(&kb, app.embedder.as_ref(), &paths, &settings, Progress::Bar).await?;
     println!("{kb_name}: {report}; {} chunks stored", kb.count().await?);
     Ok(())
 }
@@ -230,9 +232,35 @@ async fn serve_adapters(app: Arc<App>, adapters: Vec<AdapterSpec>) -> anyhow::Re
     result
 }
 
+/// Prints each endpoint's state; returns how many do not answer.
+fn print_endpoints(checks: Vec<(String, Result<(), String>)>) -> usize {
+    let mut down = 0;
+    for (url, result) in checks {
+        match result {
+            Ok(()) => println!("  {url}: answers"),
+            Err(why) => {
+                down += 1;
+                println!("  {url}: does not answer: {why}");
+            }
+        }
+    }
+    down
+}
+
+fn counted_by(by: CountedBy) -> &'static str {
+    match by {
+        CountedBy::TokenizerFile => "the tokenizer file",
+        CountedBy::Server => "the servers' /tokenize",
+        CountedBy::Estimate => {
+            "estimate (3 bytes a token: the servers have no /tokenize; name a `tokenizer` file for exact counts)"
+        }
+    }
+}
+
 async fn check(config: Config) -> anyhow::Result<()> {
     println!("config {}: ok", config.file.display());
     let app = App::load(config, Models::All).await?;
+    let mut problems = 0;
     match (&app.generator, &app.remote) {
         (Some(g), _) => println!(
             "generator {}: {} (chat template: {}), {} tokens per conversation, {} in parallel",
@@ -244,25 +272,41 @@ async fn check(config: Config) -> anyhow::Result<()> {
         ),
         (None, Some(pool)) => {
             let g = &app.config.models.generator;
+            let api = match g.api {
+                crate::config::RemoteApi::Chat => "chat completions: the servers apply the chat template",
+                crate::config::RemoteApi::Completions => "plain completions of prompts/plain.txt",
+            };
             println!(
-                "generator {} on {} server(s), prompts from prompts/plain.txt, {} tokens per conversation (configured)",
+                "generator {} on {} server(s) ({api}), {} tokens per conversation (configured)",
                 g.name(),
                 g.endpoints.len(),
                 g.context_tokens
             );
-            for endpoint in pool.endpoints() {
-                println!("  {}: {}", endpoint.url, if endpoint.healthy { "in the pool" } else { "taken out" });
+            problems += print_endpoints(pool.check_endpoints().await);
+            lore_core::ChatModel::count_tokens(pool, "How many tokens is this?").await;
+            println!("  prompt tokens counted by {}", counted_by(pool.counted_by()));
+            if app.config.most_llm_candidates() > 0 {
+                match pool.check_scoring().await {
+                    Scoring::Works => println!("  the llm reranker: the servers return prompt log-probabilities"),
+                    Scoring::Unsupported(why) | Scoring::Unreachable(why) => {
+                        problems += 1;
+                        println!("  {}", crate::app::llm_reranker_cannot(&why));
+                    }
+                }
             }
         }
         (None, None) => unreachable!("loaded with Models::All"),
     }
-    println!(
-        "embedder {}: {} dimensions",
-        app.config.models.embedder.path.display(),
-        lore_plugins::Embedder::dim(&app.embedder)
-    );
+    let e = &app.config.models.embedder;
+    match &app.remote_embedder {
+        None => println!("embedder {}: {} dimensions", e.path.display(), app.embedder.dim()),
+        Some(pool) => {
+            println!("embedder {} on {} server(s): {} dimensions", e.name(), e.endpoints.len(), app.embedder.dim());
+            problems += print_endpoints(pool.check_endpoints().await);
+            println!("  chunk tokens counted by {}", counted_by(pool.counted_by()));
+        }
+    }
     println!("devices: {}", lore_engine::devices().join(", "));
-    let mut problems = 0;
     for (name, bot) in &app.config.bots {
         let mut kbs = vec![bot.knowledge_base.clone()];
         kbs.extend(bot.channels.values().filter_map(|c| c.knowledge_base.clone()));

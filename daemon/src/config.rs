@@ -64,18 +64,19 @@ pub struct Models {
     /// The model that writes answers (and scores passages for the `llm` reranker): a GGUF
     /// file run here, or (`type: openai`) a pool of OpenAI-compatible servers.
     pub generator: GeneratorSettings,
-    /// The model that turns chunks and questions into vectors for retrieval.
-    pub embedder: EmbedderConfig,
+    /// The model that turns chunks and questions into vectors for retrieval: a GGUF file
+    /// run here, or (`type: openai`) a pool of servers.
+    pub embedder: EmbedderSettings,
     /// A cross-encoder GGUF (rank pooling) for the `cross-encoder` reranker; same keys as
     /// the embedder.
     #[serde(default)]
     pub reranker: Option<EmbedderConfig>,
 }
 
-/// Where answers are generated.
+/// Where a model runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum GeneratorKind {
+pub enum ModelKind {
     /// A GGUF file run in this process by llama.cpp.
     #[default]
     Llama,
@@ -89,7 +90,7 @@ pub enum GeneratorKind {
 #[serde(deny_unknown_fields)]
 pub struct GeneratorSettings {
     #[serde(rename = "type", default)]
-    pub kind: GeneratorKind,
+    pub kind: ModelKind,
     /// A GGUF file (`type: llama`).
     #[serde(default)]
     pub path: PathBuf,
@@ -129,6 +130,119 @@ pub struct GeneratorSettings {
     /// such as GPT-J).
     #[serde(default)]
     pub api: RemoteApi,
+    /// `type: openai`: the model's `tokenizer.json`, for exact prompt token counts without
+    /// asking the servers (else their `/tokenize`, else an estimate).
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// `models.embedder`: the keys of a local GGUF model (`lore_engine::EmbedderConfig`), or
+/// with `type: openai` those of a pool of servers instead of `path`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedderSettings {
+    #[serde(rename = "type", default)]
+    pub kind: ModelKind,
+    /// A GGUF embedding model (`type: llama`).
+    #[serde(default)]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub gpu_layers: u32,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Most tokens per text (chunks are cut to fit); for a local model also per decode.
+    #[serde(default = "default_embed_tokens")]
+    pub batch_tokens: usize,
+    /// `type: openai`: base URLs ending in `/v1`, one per server.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// `type: openai`: the model name the servers know.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `type: openai`: environment variable holding the servers' API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// `type: openai`: requests one server takes at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// `type: openai`: texts sent in one request.
+    #[serde(default = "default_batch_texts")]
+    pub batch_texts: usize,
+    /// `type: openai`: the model's `tokenizer.json`, for exact chunk sizes (else
+    /// estimated at three bytes a token, which makes chunks smaller than they could be).
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+fn default_embed_tokens() -> usize {
+    EmbedderConfig::new(PathBuf::new()).batch_tokens
+}
+
+fn default_batch_texts() -> usize {
+    64
+}
+
+impl EmbedderSettings {
+    /// The engine's settings for a local model.
+    pub fn local(&self) -> EmbedderConfig {
+        EmbedderConfig {
+            path: self.path.clone(),
+            gpu_layers: self.gpu_layers,
+            threads: self.threads,
+            batch_tokens: self.batch_tokens,
+        }
+    }
+
+    /// The model's name as clients of Lore's HTTP API see it.
+    pub fn name(&self) -> String {
+        match (self.kind, &self.model) {
+            (ModelKind::Openai, Some(model)) => model.clone(),
+            _ => file_model_name(&self.path),
+        }
+    }
+}
+
+/// The keys that say where a model runs, for checking them alike for each model.
+struct Placement<'a> {
+    /// `models.generator` or `models.embedder`.
+    section: &'static str,
+    kind: ModelKind,
+    path: &'a Path,
+    endpoints: &'a [String],
+    model: Option<&'a str>,
+    api_key_env: Option<&'a str>,
+    max_in_flight: usize,
+    tokenizer: Option<&'a Path>,
+}
+
+impl GeneratorSettings {
+    fn placement(&self) -> Placement<'_> {
+        Placement {
+            section: "models.generator",
+            kind: self.kind,
+            path: &self.path,
+            endpoints: &self.endpoints,
+            model: self.model.as_deref(),
+            api_key_env: self.api_key_env.as_deref(),
+            max_in_flight: self.max_in_flight,
+            tokenizer: self.tokenizer.as_deref(),
+        }
+    }
+}
+
+impl EmbedderSettings {
+    fn placement(&self) -> Placement<'_> {
+        Placement {
+            section: "models.embedder",
+            kind: self.kind,
+            path: &self.path,
+            endpoints: &self.endpoints,
+            model: self.model.as_deref(),
+            api_key_env: self.api_key_env.as_deref(),
+            max_in_flight: self.max_in_flight,
+            tokenizer: self.tokenizer.as_deref(),
+        }
+    }
 }
 
 /// Which OpenAI endpoint a pool of servers is asked through.
@@ -163,7 +277,7 @@ impl GeneratorSettings {
     /// The model's name as clients of Lore's HTTP API see it.
     pub fn name(&self) -> String {
         match (self.kind, &self.model) {
-            (GeneratorKind::Openai, Some(model)) => model.clone(),
+            (ModelKind::Openai, Some(model)) => model.clone(),
             _ => file_model_name(&self.path),
         }
     }
@@ -566,10 +680,19 @@ impl Config {
         };
         let data_dir = expand(&cfg.data_dir, "data_dir")?;
         let gen = match cfg.models.generator.kind {
-            GeneratorKind::Llama => expand(&cfg.models.generator.path, "models.generator.path")?,
-            GeneratorKind::Openai => cfg.models.generator.path.clone(),
+            ModelKind::Llama => expand(&cfg.models.generator.path, "models.generator.path")?,
+            ModelKind::Openai => cfg.models.generator.path.clone(),
         };
-        let emb = expand(&cfg.models.embedder.path, "models.embedder.path")?;
+        let emb = match cfg.models.embedder.kind {
+            ModelKind::Llama => expand(&cfg.models.embedder.path, "models.embedder.path")?,
+            ModelKind::Openai => cfg.models.embedder.path.clone(),
+        };
+        let mut tokenizers = [cfg.models.generator.tokenizer.clone(), cfg.models.embedder.tokenizer.clone()];
+        for (file, section) in tokenizers.iter_mut().zip(["models.generator", "models.embedder"]) {
+            if let Some(path) = file {
+                *path = expand(path, &format!("{section}.tokenizer"))?;
+            }
+        }
         let reranker = match &cfg.models.reranker {
             Some(r) => Some(expand(&r.path, "models.reranker.path")?),
             None => None,
@@ -583,6 +706,9 @@ impl Config {
         cfg.data_dir = data_dir;
         cfg.models.generator.path = gen;
         cfg.models.embedder.path = emb;
+        let [generator_tokenizer, embedder_tokenizer] = tokenizers;
+        cfg.models.generator.tokenizer = generator_tokenizer;
+        cfg.models.embedder.tokenizer = embedder_tokenizer;
         if let (Some(r), Some(path)) = (cfg.models.reranker.as_mut(), reranker) {
             r.path = path;
         }
@@ -604,55 +730,10 @@ impl Config {
     /// Checks that need no file system: names resolve, numbers make sense.
     fn check_structure(&self) -> Result<(), ConfigError> {
         let g = &self.models.generator;
-        match g.kind {
-            GeneratorKind::Llama => {
-                if g.path.as_os_str().is_empty() {
-                    return Err(self.error(
-                        "models.generator",
-                        "missing field `path` (a GGUF file), or `type: openai` with `endpoints`",
-                    ));
-                }
-                if let Some(key) = [
-                    ("endpoints", !g.endpoints.is_empty()),
-                    ("model", g.model.is_some()),
-                    ("api_key_env", g.api_key_env.is_some()),
-                ]
-                .iter()
-                .find_map(|(key, set)| set.then_some(key))
-                {
-                    return Err(
-                        self.error(&format!("models.generator.{key}"), "is for `type: openai` (a pool of servers)")
-                    );
-                }
-            }
-            GeneratorKind::Openai => {
-                if !g.path.as_os_str().is_empty() {
-                    return Err(
-                        self.error("models.generator.path", "a pool of servers (`type: openai`) has no model file")
-                    );
-                }
-                if g.endpoints.is_empty() {
-                    return Err(
-                        self.error("models.generator.endpoints", "name at least one server, e.g. http://gpu1:8000/v1")
-                    );
-                }
-                if let Some(bad) = g.endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
-                {
-                    return Err(self.error("models.generator.endpoints", format!("{bad:?} is not an http(s) URL")));
-                }
-                if g.model.as_deref().is_none_or(str::is_empty) {
-                    return Err(self.error("models.generator.model", "name the model the servers serve"));
-                }
-                if g.max_in_flight == 0 {
-                    return Err(self.error("models.generator.max_in_flight", "must be at least 1"));
-                }
-                if self.most_llm_candidates() > 0 {
-                    return Err(self.error(
-                        "retrieval.rerankers",
-                        "the `llm` reranker (the default) scores passages with a local model's log-probabilities; with a pool of servers (`models.generator.type: openai`) set `rerankers: []` or a `cross-encoder`",
-                    ));
-                }
-            }
+        self.check_placement(&g.placement())?;
+        self.check_placement(&self.models.embedder.placement())?;
+        if self.models.embedder.kind == ModelKind::Openai && self.models.embedder.batch_texts == 0 {
+            return Err(self.error("models.embedder.batch_texts", "must be at least 1"));
         }
         if g.context_tokens < 256 {
             return Err(self.error("models.generator.context_tokens", "must be at least 256"));
@@ -735,8 +816,56 @@ impl Config {
         Ok(())
     }
 
+    /// A model's file (`type: llama`) or its pool of servers (`type: openai`), and no
+    /// keys of the other kind.
+    fn check_placement(&self, p: &Placement) -> Result<(), ConfigError> {
+        let section = p.section;
+        match p.kind {
+            ModelKind::Llama => {
+                if p.path.as_os_str().is_empty() {
+                    return Err(
+                        self.error(section, "missing field `path` (a GGUF file), or `type: openai` with `endpoints`")
+                    );
+                }
+                if let Some(key) = [
+                    ("endpoints", !p.endpoints.is_empty()),
+                    ("model", p.model.is_some()),
+                    ("api_key_env", p.api_key_env.is_some()),
+                    ("tokenizer", p.tokenizer.is_some()),
+                ]
+                .iter()
+                .find_map(|(key, set)| set.then_some(key))
+                {
+                    return Err(self.error(&format!("{section}.{key}"), "is for `type: openai` (a pool of servers)"));
+                }
+            }
+            ModelKind::Openai => {
+                if !p.path.as_os_str().is_empty() {
+                    return Err(
+                        self.error(&format!("{section}.path"), "a pool of servers (`type: openai`) has no model file")
+                    );
+                }
+                if p.endpoints.is_empty() {
+                    return Err(self
+                        .error(&format!("{section}.endpoints"), "name at least one server, e.g. http://gpu1:8000/v1"));
+                }
+                if let Some(bad) = p.endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+                {
+                    return Err(self.error(&format!("{section}.endpoints"), format!("{bad:?} is not an http(s) URL")));
+                }
+                if p.model.is_none_or(str::is_empty) {
+                    return Err(self.error(&format!("{section}.model"), "name the model the servers serve"));
+                }
+                if p.max_in_flight == 0 {
+                    return Err(self.error(&format!("{section}.max_in_flight"), "must be at least 1"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The most candidates any `llm` reranker of any bot or channel scores.
-    fn most_llm_candidates(&self) -> usize {
+    pub fn most_llm_candidates(&self) -> usize {
         let bots = self.bots.values();
         let overrides =
             bots.flat_map(|b| std::iter::once(&b.retrieval).chain(b.channels.values().map(|c| &c.retrieval)));
@@ -791,12 +920,23 @@ impl Config {
     /// Checks that need the file system: the model files exist and are GGUF models llama.cpp
     /// can run, knowledge-base sources exist. Runs before anything is loaded.
     pub fn validate_files(&self) -> Result<(), ConfigError> {
-        if self.models.generator.kind == GeneratorKind::Llama {
+        if self.models.generator.kind == ModelKind::Llama {
             let path = &self.models.generator.path;
             lore_engine::check_model_file(path).map_err(|e| self.error("models.generator.path", e.to_string()))?;
         }
-        let path = &self.models.embedder.path;
-        lore_engine::check_model_file(path).map_err(|e| self.error("models.embedder.path", e.to_string()))?;
+        if self.models.embedder.kind == ModelKind::Llama {
+            let path = &self.models.embedder.path;
+            lore_engine::check_model_file(path).map_err(|e| self.error("models.embedder.path", e.to_string()))?;
+        }
+        let tokenizers = [
+            (&self.models.generator.tokenizer, "models.generator.tokenizer"),
+            (&self.models.embedder.tokenizer, "models.embedder.tokenizer"),
+        ];
+        for (file, key) in tokenizers {
+            if let Some(path) = file.as_ref().filter(|p| !p.is_file()) {
+                return Err(self.error(key, format!("{} is not a file (a tokenizer.json)", path.display())));
+            }
+        }
         if let Some(r) = &self.models.reranker {
             lore_engine::check_model_file(&r.path).map_err(|e| self.error("models.reranker.path", e.to_string()))?;
         }
@@ -1011,25 +1151,42 @@ bots:
     }
 
     #[test]
-    fn a_pool_of_servers_needs_endpoints_and_a_model_and_no_file_or_llm_reranker() {
+    fn a_pool_of_servers_needs_endpoints_and_a_model_and_no_file() {
         let pool = "    type: openai\n    endpoints: [http://gpu1:8000/v1]\n    model: gpt-j\n";
         let text = |generator: &str, extra: &str| OK.replace("    path: /m/gen.gguf\n", generator) + extra;
         let parse = |text: String| Config::parse(Path::new("lore.yaml"), &text);
-        let no_llm = "retrieval:\n  rerankers: []\n";
-        let cfg = parse(text(pool, no_llm)).unwrap();
-        assert_eq!((cfg.models.generator.kind, cfg.models.generator.name()), (GeneratorKind::Openai, "gpt-j".into()));
+        // Whether the servers can score for the `llm` reranker is asked at start.
+        let cfg = parse(text(pool, "")).unwrap();
+        assert_eq!((cfg.models.generator.kind, cfg.models.generator.name()), (ModelKind::Openai, "gpt-j".into()));
         assert_eq!(cfg.models.generator.api, RemoteApi::Chat);
         let key = |generator: &str, extra: &str| parse(text(generator, extra)).unwrap_err().key;
-        assert_eq!(key(pool, ""), "retrieval.rerankers", "the default llm reranker needs a local model");
-        assert_eq!(key("    type: openai\n    model: x\n", no_llm), "models.generator.endpoints");
+        assert_eq!(key("    type: openai\n    model: x\n", ""), "models.generator.endpoints");
         assert_eq!(
-            key("    type: openai\n    endpoints: [gpu1:8000]\n    model: x\n", no_llm),
+            key("    type: openai\n    endpoints: [gpu1:8000]\n    model: x\n", ""),
             "models.generator.endpoints"
         );
-        assert_eq!(key("    type: openai\n    endpoints: [http://a/v1]\n", no_llm), "models.generator.model");
-        assert_eq!(key(&format!("{pool}    path: /m/gen.gguf\n"), no_llm), "models.generator.path");
+        assert_eq!(key("    type: openai\n    endpoints: [http://a/v1]\n", ""), "models.generator.model");
+        assert_eq!(key(&format!("{pool}    path: /m/gen.gguf\n"), ""), "models.generator.path");
         assert_eq!(key("    path: /m/gen.gguf\n    endpoints: [http://a/v1]\n", ""), "models.generator.endpoints");
+        assert_eq!(key("    path: /m/gen.gguf\n    tokenizer: t.json\n", ""), "models.generator.tokenizer");
         assert_eq!(key("    gpu_layers: 3\n", ""), "models.generator");
+    }
+
+    #[test]
+    fn an_embedder_pool_is_checked_like_a_generator_pool() {
+        let text = |embedder: &str| OK.replace("    path: /m/emb.gguf\n", embedder);
+        let parse = |embedder: &str| Config::parse(Path::new("lore.yaml"), &text(embedder));
+        let cfg = parse("    type: openai\n    endpoints: [http://gpu1:8001/v1]\n    model: bge\n").unwrap();
+        assert_eq!((cfg.models.embedder.kind, cfg.models.embedder.name()), (ModelKind::Openai, "bge".into()));
+        assert_eq!(cfg.models.embedder.batch_texts, 64);
+        let key = |embedder: &str| parse(embedder).unwrap_err().key;
+        assert_eq!(key("    type: openai\n    model: bge\n"), "models.embedder.endpoints");
+        assert_eq!(key("    type: openai\n    endpoints: [http://a/v1]\n"), "models.embedder.model");
+        assert_eq!(
+            key("    type: openai\n    endpoints: [http://a/v1]\n    model: bge\n    batch_texts: 0\n"),
+            "models.embedder.batch_texts"
+        );
+        assert_eq!(key("    path: /m/emb.gguf\n    endpoints: [http://a/v1]\n"), "models.embedder.endpoints");
     }
 
     #[test]

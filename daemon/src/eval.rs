@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use lore_core::{Embedder, GenerateRequest, ReplySink, SourceRef};
+use lore_core::{GenerateRequest, ReplySink, SourceRef};
 use lore_plugins::{KbHandle, KbStore, RetrieverConfig};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -255,7 +255,7 @@ impl<'a> Evaluation<'a> {
         let kb = store.open_or_create(&name, self.app.embedder.dim()).await?;
         let progress = if self.args.json { Progress::Quiet } else { Progress::Bar };
         let settings = crate::ingest::Settings::new(self.app.config.chunking_for(""));
-        crate::ingest::ingest(&kb, &self.app.embedder, &[file], &settings, progress).await?;
+        crate::ingest::ingest(&kb, self.app.embedder.as_ref(), &[file], &settings, progress).await?;
         if !self.args.json {
             eprintln!("eval: {} ({} paragraphs)", article.title, article.paragraphs.len());
         }
@@ -285,8 +285,9 @@ impl<'a> Evaluation<'a> {
             Some(p) => {
                 // No evidence at all is as weak as it gets.
                 let evidence = best_similarity(&ranked).unwrap_or(f32::MIN);
-                let answer =
-                    p.answer_from(&self.generate_always, &self.template, &qa.question, &[], ranked, started.elapsed())?;
+                let answer = p
+                    .answer_from(&self.generate_always, &self.template, &qa.question, &[], ranked, started.elapsed())
+                    .await?;
                 let outcome = respond(answer, &mut Discard).await?;
                 (clean_answer(&outcome.text), Some(evidence))
             }
@@ -376,7 +377,7 @@ fn abstention_sweep(asked: &[Asked]) -> Value {
 }
 
 async fn closed_book(p: &Pipeline, template: &Template, question: &str) -> anyhow::Result<String> {
-    let built = prompt::build(p.model.as_ref(), template, question, &[], &[], p.max_answer_tokens)?;
+    let built = prompt::build(p.model.as_ref(), template, question, &[], &[], p.max_answer_tokens).await?;
     let generated = p
         .model
         .generate(GenerateRequest {

@@ -108,11 +108,11 @@ impl Pipeline {
     ) -> anyhow::Result<Answer> {
         let started = Instant::now();
         let hits = chain.retrieve_with(question, reranking).await?;
-        self.answer_from(&chain.settings, &chain.template, question, history, hits, started.elapsed())
+        self.answer_from(&chain.settings, &chain.template, question, history, hits, started.elapsed()).await
     }
 
     /// Abstains or starts generating from passages already retrieved and reranked.
-    pub fn answer_from(
+    pub async fn answer_from(
         &self,
         settings: &Retrieval,
         template: &Template,
@@ -128,7 +128,7 @@ impl Pipeline {
         }
         let passages: Vec<Hit> = hits.into_iter().take(settings.passages).collect();
         let prompt =
-            prompt::build(self.model.as_ref(), template, question, &passages, history, self.max_answer_tokens)?;
+            prompt::build(self.model.as_ref(), template, question, &passages, history, self.max_answer_tokens).await?;
         let generation = self.model.generate(GenerateRequest {
             prompt: prompt.text.clone(),
             max_tokens: self.max_answer_tokens,
@@ -279,13 +279,13 @@ mod tests {
         let t = Template::default();
         for weak in [vec![], vec![hit(Some(0.1))], vec![hit(None)]] {
             let mut sink = Record(vec![]);
-            let answer = p.answer_from(&settings, &t, "How?", &[], weak, Duration::ZERO).unwrap();
+            let answer = p.answer_from(&settings, &t, "How?", &[], weak, Duration::ZERO).await.unwrap();
             let outcome = respond(answer, &mut sink).await.unwrap();
             assert!(outcome.abstained);
             assert_eq!(sink.0, vec![format!("finish {} sources 0", settings.abstain_text)]);
         }
         let mut sink = Record(vec![]);
-        let answer = p.answer_from(&settings, &t, "How?", &[], vec![hit(Some(0.8))], Duration::ZERO).unwrap();
+        let answer = p.answer_from(&settings, &t, "How?", &[], vec![hit(Some(0.8))], Duration::ZERO).await.unwrap();
         let outcome = respond(answer, &mut sink).await.unwrap();
         assert!(!outcome.abstained);
         assert_eq!(outcome.text, "They dance [1].");

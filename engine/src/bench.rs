@@ -290,7 +290,7 @@ fn prompt_of(generator: &Generator, n: usize) -> (String, usize) {
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let salt = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let text = format!("{salt}:{}", " the".repeat(n.saturating_sub(3).max(1)));
-    let tokens = generator.count_tokens(&text);
+    let tokens = generator.count_text_tokens(&text);
     (text, tokens)
 }
 
@@ -598,6 +598,19 @@ fn print_table(out: &Value) {
         );
         row("  time to first word (ms p50)", f(&l["ttft_ms_p50"]), None, "-".into(), "");
         row("  time to first word (ms p95)", f(&l["ttft_ms_p95"]), None, "-".into(), "");
+    }
+    for (at_once, h) in out["http_hop"].as_object().into_iter().flatten() {
+        let (local, http) = (&h["in_process"], &h["http"]);
+        let ratio = |key: &str| format!("{:.2}", f(&h["http_vs_in_process"][key]));
+        let name = format!("through Lore's API, {at_once} at once: first token (ms p50)");
+        row(&name, f(&http["ttft_ms_p50"]), Some(f(&local["ttft_ms_p50"])), ratio("ttft"), "");
+        row(
+            "  tok/s per answer (reference: in-process)",
+            f(&http["tokens_per_s"]),
+            Some(f(&local["tokens_per_s"])),
+            ratio("tps"),
+            "",
+        );
     }
     row(
         "ingest embedding (chunks/s)",

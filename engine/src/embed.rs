@@ -54,16 +54,6 @@ impl LlamaEmbedder {
         tracing::info!(model = %cfg.path.display(), dim, "embedder ready");
         Ok(Self { model, jobs: tx, dim, max_tokens })
     }
-
-    /// Number of tokens the embedder sees for `text` (including its special tokens).
-    pub fn count_tokens(&self, text: &str) -> usize {
-        self.model.vocab().tokenize(text.as_bytes(), true, false).len()
-    }
-
-    /// Most tokens one text may have.
-    pub fn max_tokens(&self) -> usize {
-        self.max_tokens
-    }
 }
 
 /// Sequences packed into one decode (llama.cpp allows up to 256).
@@ -105,6 +95,14 @@ fn normalise(v: &[f32]) -> Vec<f32> {
 impl lore_core::Embedder for LlamaEmbedder {
     fn dim(&self) -> usize {
         self.dim
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.model.vocab().tokenize(text.as_bytes(), true, false).len()
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.max_tokens
     }
 
     async fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {

@@ -242,6 +242,15 @@ impl Generator {
         if tokens.len() == from || from == 0 {
             return Ok(0.0);
         }
+        let logprobs = self.score_tokens(tokens, from).await?;
+        if logprobs.is_empty() {
+            return Err(GenerateError::Failed("no continuation token was scored".into()));
+        }
+        Ok(logprobs.iter().sum::<f64>() / logprobs.len() as f64)
+    }
+
+    /// The log-probability of each of `tokens[from..]` after the tokens before it.
+    async fn score_tokens(&self, tokens: Vec<LlamaToken>, from: usize) -> Result<Vec<f64>, GenerateError> {
         let request = GenerateRequest {
             prompt: PromptText::default(),
             max_tokens: 0,
@@ -249,8 +258,34 @@ impl Generator {
             ignore_eos: true,
             sampling: Sampling::greedy(),
         };
-        let scored = self.submit(tokens, Some(from), request)?.collect().await?;
-        scored.finish.mean_logprob.ok_or(GenerateError::Failed("no continuation token was scored".into()))
+        Ok(self.submit(tokens, Some(from), request)?.collect().await?.finish.token_logprobs)
+    }
+
+    /// Each token of `text` with the log-probability the model gives it after the ones
+    /// before (`None` for a first token that has no context), as OpenAI's `echo` with
+    /// `logprobs` reports a prompt. A beginning-of-text token the model adds is context,
+    /// not listed. Runs in the same batches as generations.
+    pub async fn prompt_logprobs(&self, text: &str) -> Result<Vec<(String, Option<f64>)>, GenerateError> {
+        let tokens = tokenize_text(&self.inner.model, text);
+        let vocab = self.inner.model.vocab();
+        let has_bos = tokens.first().is_some_and(|&t| t == vocab.bos()) && !text.is_empty();
+        let listed = if has_bos { &tokens[1..] } else { &tokens[..] };
+        let mut pieces = Vec::with_capacity(listed.len());
+        let mut bytes = Vec::new();
+        for &token in listed {
+            bytes.clear();
+            vocab.token_to_piece_into(token, &mut bytes, false, None);
+            pieces.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        let mut logprobs: Vec<Option<f64>> = Vec::with_capacity(pieces.len());
+        if tokens.len() >= 2 {
+            if !has_bos {
+                logprobs.push(None);
+            }
+            logprobs.extend(self.score_tokens(tokens, 1).await?.into_iter().map(Some));
+        }
+        logprobs.resize(pieces.len(), None);
+        Ok(pieces.into_iter().zip(logprobs).collect())
     }
 
     /// Drops the prompts that finished requests left in the cache, so the next requests
@@ -292,16 +327,25 @@ impl Generator {
     }
 }
 
+impl Generator {
+    /// Tokens `text` (ordinary text) takes in a prompt; synchronous, unlike
+    /// [`ChatModel::count_tokens`], which every generator must offer async.
+    pub fn count_text_tokens(&self, text: &str) -> usize {
+        tokenize_text(&self.inner.model, text).len()
+    }
+}
+
+#[async_trait::async_trait]
 impl ChatModel for Generator {
     fn context_tokens(&self) -> usize {
         self.inner.context_tokens
     }
 
-    fn count_tokens(&self, text: &str) -> usize {
-        tokenize_text(&self.inner.model, text).len()
+    async fn count_tokens(&self, text: &str) -> usize {
+        self.count_text_tokens(text)
     }
 
-    fn count_prompt_tokens(&self, prompt: &PromptText) -> usize {
+    async fn count_prompt_tokens(&self, prompt: &PromptText) -> usize {
         tokenize_prompt(&self.inner.model, prompt).len()
     }
 
@@ -389,8 +433,7 @@ struct Active {
     logits_at: Option<i32>,
     /// Scoring: batch indices whose logits predict a scored token, and that token.
     score_at: Vec<(i32, LlamaToken)>,
-    logprob_sum: f64,
-    logprob_n: usize,
+    logprobs: Vec<f64>,
     generated: usize,
     sampler: LlamaSampler,
     utf8: Utf8Stream,
@@ -498,8 +541,7 @@ impl<'m> Worker<'m> {
                 next: None,
                 logits_at: None,
                 score_at: Vec::new(),
-                logprob_sum: 0.0,
-                logprob_n: 0,
+                logprobs: Vec::new(),
                 generated: 0,
                 utf8: Utf8Stream::default(),
                 held: String::new(),
@@ -661,8 +703,7 @@ impl<'m> Worker<'m> {
             let Some(a) = self.slots[i].as_mut() else { continue };
             if a.job.score_from.is_some() {
                 for &(at, target) in &a.score_at {
-                    a.logprob_sum += log_softmax_at(self.ctx.get_logits_ith(at), target);
-                    a.logprob_n += 1;
+                    a.logprobs.push(log_softmax_at(self.ctx.get_logits_ith(at), target));
                 }
                 a.score_at.clear();
                 if a.prefilled == a.job.tokens.len() {
@@ -711,7 +752,7 @@ impl<'m> Worker<'m> {
                 prompt_tokens: a.job.tokens.len(),
                 reused_tokens: a.reused,
                 generated_tokens: a.generated,
-                mean_logprob: (a.logprob_n > 0).then(|| a.logprob_sum / a.logprob_n as f64),
+                token_logprobs: std::mem::take(&mut a.logprobs),
             }));
             // Keep the prompt (not the answer, which the next prompt quotes re-tokenized).
             let _ = self.ctx.clear_kv_cache_seq(Some(a.seq as u32), Some(a.prefilled as u32), None);

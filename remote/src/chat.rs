@@ -6,6 +6,10 @@
 
 use lore_core::{Part, PromptText};
 
+/// Tokens a chat template adds around one message (ChatML adds 5, Llama 3 about 6), for
+/// counting messages before the server renders them.
+pub(crate) const TOKENS_PER_MESSAGE: usize = 8;
+
 /// Starts a role part; a control character no template or message contains.
 const ROLE: &str = "\u{1}role:";
 

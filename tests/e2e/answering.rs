@@ -14,10 +14,15 @@ async fn normans_app(dir: &std::path::Path) -> (App, Vec<String>) {
     let (file, paragraphs) = squad_article_text("squad-v2/normans.json", dir);
     let app = App::load(config(dir, NORMANS_KB), Models::All).await.unwrap();
     let kb = app.kb_for_ingest("normans").await.unwrap();
-    let report =
-        lore::ingest::ingest(&kb, &app.embedder, &[file], &Settings::new(&app.config.chunking), Progress::Quiet)
-            .await
-            .unwrap();
+    let report = lore::ingest::ingest(
+        &kb,
+        app.embedder.as_ref(),
+        &[file],
+        &Settings::new(&app.config.chunking),
+        Progress::Quiet,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.files, 1);
     assert!(report.chunks_added >= paragraphs.len(), "{report}");
     (app, paragraphs)

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use lore::app::{App, Models};
 use lore::config::Config;
 use lore::ingest::{ingest, Progress, Settings, BATCH_CHUNKS};
-use lore_core::Embedder;
 use lore_plugins::{KbStore, KnowledgeBase};
 use lore_tests::models::config;
 
@@ -36,7 +35,7 @@ async fn ingest_child() {
     let sources = config.knowledge_bases["big"].sources.clone();
     let app = App::load(config, Models::WithoutGenerator).await.unwrap();
     let kb = app.kb_for_ingest("big").await.unwrap();
-    ingest(&kb, &app.embedder, &sources, &settings, Progress::Quiet).await.unwrap();
+    ingest(&kb, app.embedder.as_ref(), &sources, &settings, Progress::Quiet).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,7 +51,7 @@ async fn an_ingest_killed_midway_keeps_the_old_content_and_the_rerun_completes_i
     let app = App::load(config(dir.path(), &kbs), Models::WithoutGenerator).await.unwrap();
     let settings = Settings::for_kb(&app.config, "big");
     let kb = app.kb_for_ingest("big").await.unwrap();
-    ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Progress::Quiet).await.unwrap();
+    ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&docs), &settings, Progress::Quiet).await.unwrap();
     let before = kb.version().await.unwrap();
 
     std::fs::write(docs.join("alpha.md"), NEW).unwrap();
@@ -72,7 +71,8 @@ async fn an_ingest_killed_midway_keeps_the_old_content_and_the_rerun_completes_i
     let by_words = kb.search_fulltext("alpacas hum", &old_vector, 3).await.unwrap();
     assert!(by_words.iter().any(|h| h.chunk.text == OLD.trim()), "the old content is not found by full text");
 
-    let rerun = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Progress::Quiet).await.unwrap();
+    let rerun =
+        ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&docs), &settings, Progress::Quiet).await.unwrap();
     assert!(
         rerun.chunks_embedded + written <= FILES * PARAGRAPHS + 2,
         "the rerun re-embedded what was written: {rerun}"
@@ -85,7 +85,8 @@ async fn an_ingest_killed_midway_keeps_the_old_content_and_the_rerun_completes_i
     let hits = kb.search_fulltext(&last, &old_vector, 3).await.unwrap();
     assert!(hits.first().is_some_and(|h| h.chunk.text.contains(&last)), "{last} is not found by full text");
     assert!(kb.search_fulltext("alpacas", &old_vector, 3).await.unwrap().iter().all(|h| h.chunk.text != OLD.trim()));
-    let again = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Progress::Quiet).await.unwrap();
+    let again =
+        ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&docs), &settings, Progress::Quiet).await.unwrap();
     assert_eq!((again.changed_files, again.chunks_embedded), (0, 0), "the rerun left work: {again}");
 }
 

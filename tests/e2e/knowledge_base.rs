@@ -29,19 +29,19 @@ async fn reingest_is_a_noop_and_changes_replace_old_chunks() {
     let kb = app.kb_for_ingest("fruit").await.unwrap();
     let settings = Settings::new(&app.config.chunking);
 
-    let first = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
+    let first = ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
     assert_eq!((first.files, first.changed_files), (2, 2));
     let stored = kb.count().await.unwrap();
     assert_eq!(first.chunks_added, stored);
     let version = kb.version().await.unwrap();
 
-    let again = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
+    let again = ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
     assert_eq!((again.unchanged_files, again.changed_files, again.chunks_embedded), (2, 0, 0), "{again}");
     assert_eq!(kb.version().await.unwrap(), version, "an unchanged re-ingest wrote a new version");
 
     write(&docs.join("b.txt"), "Bananas grow in the tropics, on large herbs.\n");
     std::fs::remove_file(docs.join("a.md")).unwrap();
-    let changed = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
+    let changed = ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
     assert_eq!((changed.changed_files, changed.removed_files), (1, 1), "{changed}");
     let chunks = kb.all_chunks().await.unwrap();
     assert_eq!(chunks.len(), 1);
@@ -62,14 +62,14 @@ async fn bad_files_are_skipped_naming_them_and_the_rest_is_ingested() {
     let app = app(dir.path()).await;
     let kb = app.kb_for_ingest("mixed").await.unwrap();
     let settings = Settings { max_file_bytes: 1000, ..Settings::new(&app.config.chunking) };
-    ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
+    ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
     let bad_before: Vec<String> = sources(&kb).await.into_iter().filter(|s| s.ends_with("bad.txt")).collect();
     assert_eq!(bad_before.len(), 1);
 
     // A file that turns bad keeps what was stored of it; the others go on.
     std::fs::write(docs.join("bad.txt"), b"line one\nline two \xff\xfe broken\n").unwrap();
     write(&docs.join("good.txt"), "Fine text about gardens and ponds.\n");
-    let report = ingest(&kb, &app.embedder, std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
+    let report = ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&docs), &settings, Quiet).await.unwrap();
     let messages: Vec<&str> = report.skipped.iter().map(|s| s.message.as_str()).collect();
     let says = |needles: &[&str]| messages.iter().any(|m| needles.iter().all(|n| m.contains(n)));
     assert!(says(&["bad.txt:2", "not valid UTF-8"]), "{messages:?}");
@@ -86,10 +86,11 @@ async fn bad_files_are_skipped_naming_them_and_the_rest_is_ingested() {
 
     let pdf = docs.join("paper.pdf");
     write(&pdf, "%PDF");
-    let err = ingest(&kb, &app.embedder, &[pdf], &settings, Quiet).await.unwrap_err().to_string();
+    let err = ingest(&kb, app.embedder.as_ref(), &[pdf], &settings, Quiet).await.unwrap_err().to_string();
     assert!(err.contains("paper.pdf") && err.contains("cannot ingest this file type"), "{err}");
 
-    let err = ingest(&kb, &app.embedder, &[dir.path().join("nope")], &settings, Quiet).await.unwrap_err().to_string();
+    let err =
+        ingest(&kb, app.embedder.as_ref(), &[dir.path().join("nope")], &settings, Quiet).await.unwrap_err().to_string();
     assert!(err.contains("nope"), "{err}");
 }
 
@@ -106,18 +107,18 @@ async fn text_inserted_above_moves_the_stored_line_ranges_without_re_embedding()
     let kb = app.kb_for_ingest("owls").await.unwrap();
     let settings = Settings::new(&Chunking { max_tokens: 24, overlap_tokens: 0, unit: ChunkUnit::Paragraph });
     let roots = std::slice::from_ref(&docs);
-    let first = ingest(&kb, &app.embedder, roots, &settings, Quiet).await.unwrap();
+    let first = ingest(&kb, app.embedder.as_ref(), roots, &settings, Quiet).await.unwrap();
     assert_eq!(first.chunks_added, 2, "{first}");
 
     let inserted = "# Owls\n\nA short note, added later,\nover three lines.";
     write(&docs.join("owls.md"), &format!("{inserted}\n\n{}", paragraphs.join("\n\n")));
-    let moved = ingest(&kb, &app.embedder, roots, &settings, Quiet).await.unwrap();
+    let moved = ingest(&kb, app.embedder.as_ref(), roots, &settings, Quiet).await.unwrap();
     assert_eq!((moved.chunks_moved, moved.chunks_removed), (2, 0), "{moved}");
     assert_eq!(moved.chunks_embedded, moved.chunks_added, "moved chunks were embedded again: {moved}");
 
     // The places must be those a fresh ingest of the new file stores.
     let fresh = app.kb_for_ingest("owls_fresh").await.unwrap();
-    ingest(&fresh, &app.embedder, roots, &settings, Quiet).await.unwrap();
+    ingest(&fresh, app.embedder.as_ref(), roots, &settings, Quiet).await.unwrap();
     let places = |chunks: Vec<Chunk>| -> Vec<(String, u32, u32, u32)> {
         chunks.into_iter().map(|c| (c.text, c.position, c.line_start, c.line_end)).collect()
     };

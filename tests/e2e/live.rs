@@ -25,9 +25,9 @@ async fn a_running_daemon_answers_from_a_new_ingest_and_forgets_a_removed_file()
     // `lore ingest` in another process: its own connection to the same data directory.
     let ingest = || async {
         let store = KbStore::open(&app.config.data_dir).await.unwrap();
-        let kb = store.open_or_create("notes", lore_core::Embedder::dim(&app.embedder)).await.unwrap();
+        let kb = store.open_or_create("notes", app.embedder.dim()).await.unwrap();
         let settings = lore::ingest::Settings::new(&app.config.chunking);
-        lore::ingest::ingest(&kb, &app.embedder, std::slice::from_ref(&notes), &settings, Progress::Quiet)
+        lore::ingest::ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&notes), &settings, Progress::Quiet)
             .await
             .unwrap();
     };

@@ -23,7 +23,9 @@ async fn setup(dir: &Path) -> (App, KbHandle, KbHandle, usize) {
     let kb = app.kb_for_ingest("bees").await.unwrap();
     let chunking =
         lore::config::Chunking { max_tokens: 48, overlap_tokens: 0, unit: lore::config::ChunkUnit::Sentence };
-    ingest(&kb, &app.embedder, &[dir.join("bees.md")], &Settings::new(&chunking), Progress::Quiet).await.unwrap();
+    ingest(&kb, app.embedder.as_ref(), &[dir.join("bees.md")], &Settings::new(&chunking), Progress::Quiet)
+        .await
+        .unwrap();
     let stored = kb.count().await.unwrap();
     assert!(stored >= 6, "the corpus should make several chunks, got {stored}");
     app.kb_for_ingest("nothing").await.unwrap();
@@ -35,7 +37,7 @@ async fn setup(dir: &Path) -> (App, KbHandle, KbHandle, usize) {
 async fn every_retriever_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let (app, kb, empty, stored) = setup(dir.path()).await;
-    let embedder: Arc<dyn lore_core::Embedder> = Arc::new(app.embedder.clone());
+    let embedder: Arc<dyn lore_core::Embedder> = app.embedder.clone();
     for config in [RetrieverConfig::Vector, RetrieverConfig::Fulltext, RetrieverConfig::default()] {
         let retriever = config.build(kb.clone(), embedder.clone());
         let on_empty = config.build(empty.clone(), embedder.clone());

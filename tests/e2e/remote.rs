@@ -1,15 +1,22 @@
-//! Generation on a pool of OpenAI-compatible engines (`lore-remote`) against fake servers
-//! that speak the real streamed format: failing, dropping streams, slow, coming back.
+//! Models on a pool of OpenAI-compatible engines (`lore-remote`) against fake servers that
+//! speak the real formats (failing, dropping streams, slow, coming back, lacking what
+//! vLLM has), and Lore with no models of its own answering through another Lore.
 
 use std::time::Duration;
 
 use futures::future::join_all;
-use lore_core::{ChatModel, GenerateRequest, PromptText, Sampling};
-use lore_remote::{RemoteGenerator, RemoteSettings, RETRY_NOTE};
+use lore::app::{App, Models};
+use lore_core::{ChatModel, Embedder, GenerateRequest, PromptText, Sampling, Scorer};
+use lore_remote::{
+    CountedBy, PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteGenerator, RemoteGeneratorSettings, Scoring,
+    NO_PROMPT_LOGPROBS, RETRY_NOTE,
+};
 use lore_tests::daemon::{sample_kb, TelegramDaemon};
-use lore_tests::fake_openai::{Behaviour, FakeOpenAi, ANSWER};
+use lore_tests::fake_openai::{word_vector, Behaviour, FakeOpenAi, ANSWER};
 use lore_tests::fake_telegram::{strip_tags, Chat};
-use lore_tests::models::{generator_path, model_name};
+use lore_tests::models::{
+    config_with_models_section, embedder_path, embedder_tokenizer_path, generator_path, model_name,
+};
 use lore_tests::{free_port, wait_until};
 
 fn request() -> GenerateRequest {
@@ -20,6 +27,27 @@ fn request() -> GenerateRequest {
         ignore_eos: false,
         sampling: Sampling::greedy(),
     }
+}
+
+fn pool(endpoints: Vec<String>, max_in_flight: usize, health_interval: Duration) -> PoolSettings {
+    PoolSettings {
+        endpoints,
+        api_key: Some("secret".into()),
+        max_in_flight,
+        health_interval,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn generator(endpoints: Vec<String>, max_in_flight: usize, health_interval: Duration) -> RemoteGenerator {
+    RemoteGenerator::new(RemoteGeneratorSettings {
+        pool: pool(endpoints, max_in_flight, health_interval),
+        model: "fake".into(),
+        chat: false,
+        context_tokens: 2048,
+        tokenizer: None,
+    })
+    .unwrap()
 }
 
 /// Asks `n` questions at once; returns each whole answer.
@@ -44,17 +72,7 @@ async fn a_pool_answers_every_question_once_while_engines_fail_drop_streams_and_
     let broken = FakeOpenAi::start(Behaviour::Fail).await;
     let dropping = FakeOpenAi::start(Behaviour::DropMidway).await;
     let slow = FakeOpenAi::start(Behaviour::Slow).await;
-    let pool = RemoteGenerator::new(RemoteSettings {
-        endpoints: vec![broken.base_url(), dropping.base_url(), slow.base_url()],
-        model: "fake".into(),
-        chat: false,
-        api_key: Some("secret".into()),
-        max_in_flight: 3,
-        context_tokens: 2048,
-        health_interval: Duration::from_millis(200),
-        timeout: Duration::from_secs(5),
-    })
-    .unwrap();
+    let pool = generator(vec![broken.base_url(), dropping.base_url(), slow.base_url()], 3, Duration::from_millis(200));
 
     assert_answered_once(&ask(&pool, 8).await);
     assert!(broken.completions() >= 1 && dropping.completions() >= 1, "both bad engines were tried");
@@ -78,39 +96,136 @@ async fn a_pool_answers_every_question_once_while_engines_fail_drop_streams_and_
 async fn a_pool_with_no_engine_left_fails_the_question_in_words() {
     lore_tests::init();
     let broken = FakeOpenAi::start(Behaviour::Fail).await;
-    let pool = RemoteGenerator::new(RemoteSettings {
-        endpoints: vec![broken.base_url()],
-        model: "fake".into(),
-        chat: false,
-        api_key: None,
-        max_in_flight: 2,
-        context_tokens: 2048,
-        health_interval: Duration::from_secs(60),
-        timeout: Duration::from_secs(5),
-    })
-    .unwrap();
+    let pool = generator(vec![broken.base_url()], 2, Duration::from_secs(60));
     let error = pool.generate(request()).unwrap().collect().await.unwrap_err();
     assert!(error.to_string().contains("no engine endpoint is reachable"), "{error}");
     assert_eq!(pool.context_tokens(), 2048);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_embedder_sends_texts_in_batches_fails_over_and_returns_unit_vectors_in_order() {
+    lore_tests::init();
+    let broken = FakeOpenAi::start(Behaviour::Answer).await;
+    let working = FakeOpenAi::start(Behaviour::Answer).await;
+    let embedder = RemoteEmbedder::connect(RemoteEmbedderSettings {
+        pool: pool(vec![broken.base_url(), working.base_url()], 2, Duration::from_secs(60)),
+        model: "fake-embedder".into(),
+        batch_texts: 64,
+        max_tokens: 512,
+        tokenizer: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(embedder.dim(), 16, "learnt from the first answer");
+    broken.set(Behaviour::Fail);
+
+    let texts: Vec<String> = (0..150).map(|i| format!("passage number {i} about bees and flowers {}", i % 7)).collect();
+    let vectors = embedder.embed(&texts).await.unwrap();
+    assert_eq!(vectors.len(), 150);
+    for (text, vector) in texts.iter().zip(&vectors) {
+        let expected = word_vector(text);
+        let norm = expected.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let cosine: f32 = expected.iter().zip(vector).map(|(a, b)| a / norm * b).sum();
+        assert!((cosine - 1.0).abs() < 1e-5, "each text's own vector, in order: {text}");
+        assert!((vector.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5, "unit length");
+    }
+    let mut batches = working.embedding_batches();
+    batches.retain(|&n| n > 1);
+    batches.sort_unstable();
+    assert_eq!(batches, vec![22, 64, 64], "150 texts in requests of at most 64, all on the working server");
+    assert!(!embedder.endpoints()[0].healthy, "the failing server is out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_tokens_are_counted_by_the_servers_tokenize_or_a_tokenizer_file_or_estimated() {
+    lore_tests::init();
+    // vLLM: /tokenize answers (the fake counts a token per word).
+    let vllm = FakeOpenAi::start(Behaviour::Answer).await;
+    let pool = generator(vec![vllm.base_url()], 2, Duration::from_secs(60));
+    assert_eq!(pool.count_tokens("how do bees dance").await, 4);
+    assert_eq!((pool.counted_by(), vllm.tokenized()), (CountedBy::Server, 1));
+
+    // llama.cpp's server without /tokenize: estimated, and not asked again.
+    let llama = FakeOpenAi::start(Behaviour::LlamaCppServer).await;
+    let pool = generator(vec![llama.base_url()], 2, Duration::from_secs(60));
+    let text = "how do bees dance";
+    assert!(pool.count_tokens(text).await >= 4, "the estimate errs on the long side");
+    assert_eq!(pool.counted_by(), CountedBy::Estimate);
+    assert!(pool.endpoints()[0].healthy, "a missing route is not a failure");
+
+    // A tokenizer file: exactly what the model's own tokenizer counts (the GGUF adds its
+    // two special tokens, which prompts of ordinary text do not).
+    let local = lore_engine::LlamaEmbedder::load(&lore_engine::EmbedderConfig::new(embedder_path())).unwrap();
+    let embedder = RemoteEmbedder::connect(RemoteEmbedderSettings {
+        pool: pool_settings_for(&vllm),
+        model: "fake-embedder".into(),
+        batch_texts: 8,
+        max_tokens: 256,
+        tokenizer: Some(embedder_tokenizer_path()),
+    })
+    .await
+    .unwrap();
+    assert_eq!(embedder.counted_by(), CountedBy::TokenizerFile);
+    for text in ["How do honeybees tell each other where the flowers are?", "Waggle-dance: 1,234 m at 40°."] {
+        assert_eq!(embedder.count_tokens(text) + 2, local.count_tokens(text), "{text}");
+    }
+    assert_eq!(embedder.max_tokens(), 256);
+}
+
+fn pool_settings_for(fake: &FakeOpenAi) -> PoolSettings {
+    pool(vec![fake.base_url()], 2, Duration::from_secs(60))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_llm_reranker_scores_with_prompt_logprobs_and_is_refused_in_words_where_a_server_has_none() {
+    lore_tests::init();
+    let vllm = FakeOpenAi::start(Behaviour::Answer).await;
+    let pool = generator(vec![vllm.base_url()], 2, Duration::from_secs(60));
+    assert_eq!(pool.check_scoring().await, Scoring::Works);
+    let question = " Where do bees dance?";
+    let related = pool.logprob("Bees dance where the flowers are.", question).await.unwrap();
+    let unrelated = pool.logprob("The river flows to the sea.", question).await.unwrap();
+    assert!(related > unrelated, "a passage that shares the question's words scores higher: {related} vs {unrelated}");
+
+    // llama.cpp's server refuses `echo`: the daemon will not start with an `llm` reranker
+    // and says why, where (as `lore check` shows it).
+    let llama = FakeOpenAi::start(Behaviour::LlamaCppServer).await;
+    let pool = generator(vec![llama.base_url()], 2, Duration::from_secs(60));
+    assert!(
+        matches!(pool.check_scoring().await, Scoring::Unsupported(why) if why.contains("Only no echo is supported"))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let models = format!(
+        "  generator:\n    type: openai\n    endpoints: [{}]\n    model: fake\n    api: completions\n  embedder:\n    path: {}\n",
+        llama.base_url(),
+        embedder_path().display()
+    );
+    let config = config_with_models_section(dir.path(), &models, "");
+    let error = App::load(config, Models::All).await.err().expect("refused").to_string();
+    assert!(error.contains("retrieval.rerankers") && error.contains(NO_PROMPT_LOGPROBS), "{error}");
+    assert!(error.contains("rerankers: []") && error.contains("cross-encoder"), "says what to do: {error}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn lore_answers_from_its_knowledge_base_through_another_lore_as_its_engine() {
-    // The engine: a Lore serving its generator over the HTTP API.
+async fn lore_with_no_models_of_its_own_answers_from_its_knowledge_base_through_another_lore() {
+    // The engine: a Lore serving its generator and embedder over the HTTP API.
     let engine_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let engine_config = format!("server:\n  listen: 127.0.0.1:{port}\n{}", sample_kb());
     let engine = TelegramDaemon::start(engine_dir.path(), &engine_config, "bees", "").await;
-    // The asker: no model of its own, `type: openai` pointing at the engine.
+    // The asker: `type: openai` for both models, pointing at the engine; the default
+    // rerankers, so the `llm` one scores passages through the engine's log-probabilities.
     let dir = tempfile::tempdir().unwrap();
-    let generator = format!(
-        "    type: openai\n    endpoints: [http://127.0.0.1:{port}/v1]\n    model: {}\n    context_tokens: 2048\n    max_answer_tokens: 96\n",
-        model_name(&generator_path())
+    let models = format!(
+        "  generator:\n    type: openai\n    endpoints: [http://127.0.0.1:{port}/v1]\n    model: {}\n    context_tokens: 2048\n    max_answer_tokens: 96\n  embedder:\n    type: openai\n    endpoints: [http://127.0.0.1:{port}/v1]\n    model: {}\n    batch_texts: 16\n",
+        model_name(&generator_path()),
+        model_name(&embedder_path()),
     );
-    // The `llm` reranker needs a local model's log-probabilities.
-    let config = format!("retrieval:\n  rerankers: []\n{}", sample_kb());
-    let asker = TelegramDaemon::start_with_generator(dir.path(), Some(&generator), &config, "bees", "").await;
-    assert!(asker.app.generator.is_none() && asker.app.remote.is_some(), "no local model");
+    let asker = TelegramDaemon::start_with_models(dir.path(), Some(&models), &sample_kb(), "bees", "").await;
+    assert!(asker.app.generator.is_none() && asker.app.remote.is_some(), "no local generator");
+    assert!(asker.app.remote_embedder.is_some(), "no local embedder");
+    let kb = asker.app.kb("bees").unwrap().require().await.unwrap();
+    assert!(kb.count().await.unwrap() > 0, "ingested through the engine's embedder");
 
     asker.fake.push_message(Chat::Private(5), 5, "How do honeybees tell each other where the flowers are?");
     let shown = || asker.fake.shown_in(5).iter().map(|m| strip_tags(m)).collect::<Vec<_>>();
@@ -118,7 +233,9 @@ async fn lore_answers_from_its_knowledge_base_through_another_lore_as_its_engine
     let answer = shown().concat();
     assert!(answer.to_lowercase().contains("dance"), "the gold answer: {answer}");
     assert!(answer.contains("honeybees.md"), "its source: {answer}");
-    let engine_pool = asker.app.remote.as_ref().unwrap().endpoints();
+    let remote = asker.app.remote.as_ref().unwrap();
+    assert_eq!(remote.counted_by(), CountedBy::Server, "prompts fitted with the engine's /tokenize");
+    let engine_pool = remote.endpoints();
     assert!(engine_pool[0].healthy && engine_pool[0].in_flight == 0, "{engine_pool:?}");
     asker.stop().await;
     engine.stop().await;

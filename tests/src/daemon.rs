@@ -30,14 +30,14 @@ impl TelegramDaemon {
     /// appended to the bot's settings (indented four spaces; more bots may follow, indented
     /// two, and `{api}` in it is the fake's URL). Every knowledge base is ingested first.
     pub async fn start(dir: &Path, config_extra: &str, kb: &str, bot_extra: &str) -> Self {
-        Self::start_with_generator(dir, None, config_extra, kb, bot_extra).await
+        Self::start_with_models(dir, None, config_extra, kb, bot_extra).await
     }
 
-    /// Like [`TelegramDaemon::start`], with `generator` (indented four spaces) in place of
-    /// the default `models.generator` section.
-    pub async fn start_with_generator(
+    /// Like [`TelegramDaemon::start`], with `models` (the `generator:` and `embedder:`
+    /// sections, indented two spaces) in place of the default models.
+    pub async fn start_with_models(
         dir: &Path,
-        generator: Option<&str>,
+        models: Option<&str>,
         config_extra: &str,
         kb: &str,
         bot_extra: &str,
@@ -50,15 +50,15 @@ impl TelegramDaemon {
             "{config_extra}bots:\n  docs:\n    knowledge_base: {kb}\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: {api}\n      poll_timeout_secs: 2\n      edit_interval_ms: 300\n{bot_extra}",
             api = fake.api_url(),
         );
-        let config = match generator {
-            Some(generator) => crate::models::config_with_generator(dir, generator, &extra),
+        let config = match models {
+            Some(models) => crate::models::config_with_models_section(dir, models, &extra),
             None => config(dir, &extra),
         };
         let app = Arc::new(App::load(config, Models::All).await.unwrap());
         for (name, kb) in &app.config.knowledge_bases {
             let settings = lore::ingest::Settings::for_kb(&app.config, name);
             let table = app.kb_for_ingest(name).await.unwrap();
-            lore::ingest::ingest(&table, &app.embedder, &kb.sources, &settings, Progress::Quiet).await.unwrap();
+            lore::ingest::ingest(&table, app.embedder.as_ref(), &kb.sources, &settings, Progress::Quiet).await.unwrap();
         }
         let adapters = lore::serve::adapter_specs(&app.config).unwrap();
         let watchers = lore::ingest::watch::start(&app).unwrap();

@@ -1,10 +1,16 @@
-//! A fake OpenAI-compatible engine (as vLLM, TGI or llama.cpp's server speak it) on
-//! 127.0.0.1: `POST /v1/completions` streamed as server-sent events in OpenAI's
-//! `text_completion` chunk format, and `GET /v1/models` for health checks. Each server
-//! behaves as a test sets it: answering, failing with 500, dropping its stream midway, or
-//! answering slowly; it counts requests and the most it served at once.
+//! A fake OpenAI-compatible engine (as vLLM speaks it) on 127.0.0.1:
+//! - `POST /v1/completions` streamed as server-sent events in OpenAI's `text_completion`
+//!   chunk format; with `echo` and `logprobs`, answered whole with the prompt's tokens (a
+//!   word each) and a log-probability per token as vLLM shapes them;
+//! - `POST /v1/embeddings`: a vector per input (from the words' hashes, not normalised);
+//! - `POST /tokenize`: vLLM's `{"count", "tokens"}` (a token per word);
+//! - `GET /v1/models` for health checks.
 //!
-//! Not modelled: non-streamed completions, chat completions, token usage, logprobs.
+//! Each server behaves as a test sets it: answering, failing with 500, dropping its stream
+//! midway, answering slowly, or answering as llama.cpp's server does where it differs (no
+//! `echo`, no `/tokenize` route); it counts requests and the most it served at once.
+//!
+//! Not modelled: chat completions, token usage.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +38,8 @@ pub enum Behaviour {
     DropMidway,
     /// The whole answer, a chunk every 100 ms.
     Slow,
+    /// Answers, but refuses `echo` with llama.cpp's 400 and has no `/tokenize`.
+    LlamaCppServer,
 }
 
 pub struct FakeOpenAi {
@@ -44,6 +52,9 @@ struct Shared {
     completions: AtomicUsize,
     serving: AtomicUsize,
     most_at_once: AtomicUsize,
+    /// The number of texts in each embeddings request.
+    embedding_batches: Mutex<Vec<usize>>,
+    tokenized: AtomicUsize,
 }
 
 impl FakeOpenAi {
@@ -53,9 +64,13 @@ impl FakeOpenAi {
             completions: AtomicUsize::new(0),
             serving: AtomicUsize::new(0),
             most_at_once: AtomicUsize::new(0),
+            embedding_batches: Mutex::new(Vec::new()),
+            tokenized: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/completions", post(completions))
+            .route("/v1/embeddings", post(embeddings))
+            .route("/tokenize", post(tokenize))
             .route("/v1/models", get(models))
             .with_state(state.clone());
         Self { state, server: Server::start(app).await }
@@ -73,6 +88,16 @@ impl FakeOpenAi {
     /// Completion requests received so far.
     pub fn completions(&self) -> usize {
         self.state.completions.load(Ordering::SeqCst)
+    }
+
+    /// The number of texts in each embeddings request, in order of arrival.
+    pub fn embedding_batches(&self) -> Vec<usize> {
+        self.state.embedding_batches.lock().unwrap().clone()
+    }
+
+    /// `/tokenize` requests answered.
+    pub fn tokenized(&self) -> usize {
+        self.state.tokenized.load(Ordering::SeqCst)
     }
 
     /// The most completions it streamed at the same time.
@@ -118,6 +143,9 @@ async fn completions(State(state): State<Arc<Shared>>, Json(body): Json<Value>) 
         let error = json!({"error": {"message": "engine failure", "type": "server_error"}});
         return (StatusCode::INTERNAL_SERVER_ERROR, Json(error)).into_response();
     }
+    if body["echo"] == true {
+        return echo(&body, behaviour);
+    }
     assert_eq!(body["stream"], true, "lore streams completions");
     let now = state.serving.fetch_add(1, Ordering::SeqCst) + 1;
     state.most_at_once.fetch_max(now, Ordering::SeqCst);
@@ -151,4 +179,84 @@ fn answer_stream(
             _ => None,
         }
     })
+}
+
+/// The prompt's words as tokens, each scored by how often it appeared before (a word the
+/// context has seen is likely): what the `llm` reranker needs to tell passages apart.
+fn echo(body: &Value, behaviour: Behaviour) -> Response {
+    if behaviour == Behaviour::LlamaCppServer {
+        let error =
+            json!({"error": {"code": 400, "message": "Only no echo is supported", "type": "invalid_request_error"}});
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    }
+    assert!(body["logprobs"].is_number() && body["stream"] != true, "scoring asks for whole answers: {body}");
+    let prompt = body["prompt"].as_str().unwrap();
+    let (mut tokens, mut offsets, mut logprobs) = (vec![], vec![], vec![]);
+    let mut seen: Vec<String> = Vec::new();
+    let mut offset = 0;
+    for token in prompt.split_inclusive(' ') {
+        let word = token.trim().to_lowercase();
+        let logprob = if seen.is_empty() {
+            Value::Null
+        } else if seen.contains(&word) {
+            json!(-0.5)
+        } else {
+            json!(-6.0)
+        };
+        tokens.push(token.to_string());
+        offsets.push(offset);
+        logprobs.push(logprob);
+        offset += token.chars().count();
+        seen.push(word);
+    }
+    // The one generated token, which scoring must not count.
+    tokens.push(".".into());
+    offsets.push(offset);
+    logprobs.push(json!(-20.0));
+    Json(json!({
+        "object": "text_completion",
+        "model": "fake",
+        "choices": [{"index": 0, "text": format!("{prompt}."), "finish_reason": "length",
+            "logprobs": {"tokens": tokens, "text_offset": offsets, "token_logprobs": logprobs, "top_logprobs": null}}],
+    }))
+    .into_response()
+}
+
+async fn embeddings(State(state): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
+    if behaviour(&state) == Behaviour::Fail {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let texts: Vec<String> = match &body["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(texts) => texts.iter().map(|t| t.as_str().unwrap().to_string()).collect(),
+        other => panic!("input: {other}"),
+    };
+    state.embedding_batches.lock().unwrap().push(texts.len());
+    // Listed last first, as a server may: the index puts them in order.
+    let data: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": word_vector(text)}))
+        .collect();
+    Json(json!({"object": "list", "data": data, "model": body["model"]})).into_response()
+}
+
+/// A bag of words in 16 dimensions, scaled so it is not of unit length.
+pub fn word_vector(text: &str) -> Vec<f32> {
+    let mut v = vec![0.0f32; 16];
+    for word in text.split_whitespace() {
+        let hash = word.to_lowercase().bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        v[(hash % 16) as usize] += 3.0;
+    }
+    v
+}
+
+async fn tokenize(State(state): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
+    if behaviour(&state) == Behaviour::LlamaCppServer {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    state.tokenized.fetch_add(1, Ordering::SeqCst);
+    let words = body["prompt"].as_str().unwrap().split_whitespace().count();
+    Json(json!({"count": words, "tokens": (0..words).collect::<Vec<_>>(), "max_model_len": 2048})).into_response()
 }

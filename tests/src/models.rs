@@ -44,6 +44,11 @@ pub fn embedder_path() -> PathBuf {
     model("all-MiniLM-L6-v2.F16.gguf")
 }
 
+/// The embedder's `tokenizer.json`, as published with the model.
+pub fn embedder_tokenizer_path() -> PathBuf {
+    model("all-MiniLM-L6-v2.tokenizer.json")
+}
+
 /// A tiny random-weight BERT cross-encoder (rank pooling) from `scripts/make_gguf.py`.
 pub fn reranker_path() -> PathBuf {
     model("reranker-tiny.F32.gguf")
@@ -89,9 +94,10 @@ pub fn config_with_models(dir: &Path, models_extra: &str, extra: &str) -> Config
     write_config(dir, &generator, models_extra, extra)
 }
 
-/// Like [`config`], with `generator` (indented four spaces) as `models.generator`.
-pub fn config_with_generator(dir: &Path, generator: &str, extra: &str) -> Config {
-    write_config(dir, generator, "", extra)
+/// Like [`config`], with `models` (the `generator:` and `embedder:` sections, indented two
+/// spaces) in place of the default models.
+pub fn config_with_models_section(dir: &Path, models: &str, extra: &str) -> Config {
+    write_config_text(dir, &format!("data_dir: {}\nmodels:\n{models}{extra}", dir.join("data").display()))
 }
 
 fn write_config(dir: &Path, generator: &str, models_extra: &str, extra: &str) -> Config {
@@ -100,7 +106,11 @@ fn write_config(dir: &Path, generator: &str, models_extra: &str, extra: &str) ->
         data = dir.join("data").display(),
         emb = embedder_path().display(),
     );
+    write_config_text(dir, &text)
+}
+
+fn write_config_text(dir: &Path, text: &str) -> Config {
     let file = dir.join("lore.yaml");
-    std::fs::write(&file, &text).unwrap();
+    std::fs::write(&file, text).unwrap();
     Config::load(&file).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }

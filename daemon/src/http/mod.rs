@@ -103,6 +103,7 @@ fn routes(server: Shared, max_body_bytes: usize) -> axum::Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/tokenize", post(openai::tokenize))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes));
     axum::Router::new()

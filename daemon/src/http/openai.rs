@@ -20,7 +20,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
-use lore_core::{Embedder, Event, GenerateError, GenerateRequest, PromptText, ReplySink, SourceRef, StopReason};
+use lore_core::{Event, GenerateError, GenerateRequest, PromptText, ReplySink, SourceRef, StopReason};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -135,7 +135,7 @@ impl super::Server {
     }
 
     fn embedder_name(&self) -> String {
-        crate::config::file_model_name(&self.app.config.models.embedder.path)
+        self.app.config.models.embedder.name()
     }
 }
 
@@ -411,6 +411,11 @@ pub(super) struct CompletionRequest {
     seed: Option<u32>,
     #[serde(default)]
     stop: Option<OneOrMany>,
+    /// With `logprobs`: score the prompt instead of continuing it (the `llm` reranker of
+    /// another Lore uses this).
+    #[serde(default)]
+    echo: bool,
+    logprobs: Option<u32>,
 }
 
 /// A string or a list of strings, as OpenAI takes `stop` and `input`.
@@ -446,6 +451,9 @@ pub(super) async fn completions(
         return Err(ApiError::bad_request("prompt: empty"));
     }
     let ticket = server.router.admit(&request.model, &caller.id)?;
+    if request.echo {
+        return echo_logprobs(&server, ticket, request).await;
+    }
     let stop = request.stop.map(OneOrMany::into_vec).unwrap_or_default();
     let knobs = Knobs {
         max_tokens: request.max_tokens,
@@ -460,6 +468,48 @@ pub(super) async fn completions(
         generate(&answering, model, ticket, prompt, stop, &knobs, &tx).await
     })
     .await
+}
+
+/// The prompt's own tokens and their log-probabilities, in OpenAI's `logprobs` shape
+/// (`text_offset` counts characters); nothing is generated, so `max_tokens` is not read.
+async fn echo_logprobs(
+    server: &Shared,
+    ticket: crate::line::Ticket,
+    request: CompletionRequest,
+) -> Result<Response, ApiError> {
+    if request.logprobs.is_none() || request.stream {
+        return Err(ApiError::bad_request(
+            "echo: answered only with `logprobs` and without `stream` (it scores the prompt)",
+        ));
+    }
+    let Some(local) = &server.app.generator else {
+        return Err(ApiError::bad_request("echo: only a model run here can score a prompt"));
+    };
+    let _turn = ticket.turn(|_| {}).await;
+    let scored = local.prompt_logprobs(&request.prompt).await.map_err(|e| ApiError::from_answer(&e.into()))?;
+    let mut offset = 0;
+    let (mut tokens, mut offsets, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for (token, logprob) in scored {
+        offsets.push(offset);
+        offset += token.chars().count();
+        tokens.push(token);
+        values.push(logprob);
+    }
+    let n = tokens.len();
+    Ok(Json(json!({
+        "id": format!("cmpl-{:x}", rand_id()),
+        "object": "text_completion",
+        "created": now(),
+        "model": request.model,
+        "choices": [{
+            "index": 0,
+            "text": request.prompt,
+            "logprobs": {"tokens": tokens, "token_logprobs": values, "text_offset": offsets, "top_logprobs": null},
+            "finish_reason": "length",
+        }],
+        "usage": {"prompt_tokens": n, "completion_tokens": 0, "total_tokens": n},
+    }))
+    .into_response())
 }
 
 /// The pipeline's reply sink for one API request: text deltas down a channel. A caller that
@@ -665,6 +715,43 @@ pub(super) async fn embeddings(
         "model": request.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     })))
+}
+
+/// `POST /tokenize` as vLLM (`prompt`) and llama.cpp's server (`content`) take it, for
+/// the generator: another Lore using this one as its engine fits prompts with it.
+#[derive(Debug, Deserialize)]
+pub(super) struct TokenizeRequest {
+    model: Option<String>,
+    prompt: Option<String>,
+    content: Option<String>,
+}
+
+pub(super) async fn tokenize(
+    State(server): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<TokenizeRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request = parse(body)?;
+    let model = request.model.unwrap_or_else(|| server.generator_name());
+    if model != server.generator_name() || !caller.may_use(&model) {
+        return Err(ApiError::unknown_model(&model));
+    }
+    let Some(text) = request.prompt.or(request.content) else {
+        return Err(ApiError::bad_request("prompt: missing (or `content`)"));
+    };
+    let pipeline = server.app.pipeline();
+    let (tokens, count) = match &server.app.generator {
+        Some(local) => {
+            let mut prompt = PromptText::default();
+            prompt.push_text(text);
+            let tokens = local.tokens(&prompt);
+            let count = tokens.len();
+            (json!(tokens), count)
+        }
+        // A pool behind this Lore: its count, without the ids.
+        None => (json!([]), pipeline.model.count_tokens(&text).await),
+    };
+    Ok(Json(json!({"count": count, "tokens": tokens, "max_model_len": pipeline.model.context_tokens()})))
 }
 
 #[cfg(test)]

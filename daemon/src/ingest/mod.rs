@@ -22,7 +22,6 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lore_core::{Chunk, Embedder};
-use lore_engine::LlamaEmbedder;
 use lore_plugins::{ChunkPlace, KnowledgeBase};
 
 use crate::config::{Chunking, Config};
@@ -113,7 +112,7 @@ pub enum Progress {
 /// skipped with a warning (see [`IngestReport::skipped`]) and keeps what was stored of it.
 pub async fn ingest(
     kb: &KnowledgeBase,
-    embedder: &LlamaEmbedder,
+    embedder: &dyn Embedder,
     roots: &[PathBuf],
     settings: &Settings,
     progress: Progress,
@@ -250,7 +249,7 @@ fn removed_sources(
 /// Collects chunks to write and writes them [`BATCH_CHUNKS`] at a time.
 struct Writer<'a> {
     kb: &'a KnowledgeBase,
-    embedder: &'a LlamaEmbedder,
+    embedder: &'a dyn Embedder,
     /// Chunks waiting for the next write; `true`: a moved chunk whose stored vector is reused.
     pending: Vec<(Chunk, bool)>,
     embedded: usize,

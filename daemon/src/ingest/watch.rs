@@ -100,7 +100,7 @@ async fn reingest(app: &App, kb: &str, why: &str) {
     let settings = Settings::for_kb(&app.config, kb);
     let result = async {
         let table = app.kb_for_ingest(kb).await?;
-        ingest(&table, &app.embedder, &sources, &settings, Progress::Quiet).await
+        ingest(&table, app.embedder.as_ref(), &sources, &settings, Progress::Quiet).await
     }
     .await;
     match result {

@@ -1,0 +1,153 @@
+//! Embeddings on a pool (`POST {endpoint}/embeddings`): texts go `batch_texts` to a
+//! request, and the requests of one call run on all endpoints at once. Vectors are
+//! normalised here, because Lore compares them by dot product and not every server
+//! normalises.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use lore_core::Embedder;
+use serde_json::{json, Value};
+
+use crate::pool::{EndpointState, Pool, PoolSettings, Route};
+use crate::tokens::{CountedBy, Tokens};
+
+#[derive(Debug, Clone)]
+pub struct RemoteEmbedderSettings {
+    pub pool: PoolSettings,
+    /// The model name the servers know.
+    pub model: String,
+    /// Texts sent in one request.
+    pub batch_texts: usize,
+    /// Most tokens the model takes per text; chunks are cut to fit.
+    pub max_tokens: usize,
+    /// The model's `tokenizer.json`, for exact chunk sizes (else they are estimated).
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// An embedder on a pool of OpenAI-compatible servers. Cheap to clone.
+#[derive(Clone)]
+pub struct RemoteEmbedder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Arc<Pool>,
+    settings: RemoteEmbedderSettings,
+    tokens: Tokens,
+    dim: usize,
+}
+
+impl RemoteEmbedder {
+    /// Starts using the pool and learns the vectors' length by embedding one text, so a
+    /// server that is down or serves no such model is reported at start.
+    pub async fn connect(settings: RemoteEmbedderSettings) -> Result<Self, String> {
+        let tokens = Tokens::new(settings.tokenizer.as_deref(), false)?;
+        let pool = Pool::start(settings.pool.clone())?;
+        let probe = embed_batch(&pool, &settings.model, &["dimension probe".to_string()]).await?;
+        let dim = probe.first().map(Vec::len).filter(|&d| d > 0).ok_or("the server returned an empty vector")?;
+        tracing::info!(model = %settings.model, dim, endpoints = pool.states().len(), "remote embedder ready");
+        Ok(Self { inner: Arc::new(Inner { pool, settings, tokens, dim }) })
+    }
+
+    pub fn endpoints(&self) -> Vec<EndpointState> {
+        self.inner.pool.states()
+    }
+
+    /// Each endpoint and whether it answers (`Err` says why not).
+    pub async fn check_endpoints(&self) -> Vec<(String, Result<(), String>)> {
+        self.inner.pool.check_all().await
+    }
+
+    pub fn counted_by(&self) -> CountedBy {
+        self.inner.tokens.counted_by()
+    }
+}
+
+#[async_trait::async_trait]
+impl Embedder for RemoteEmbedder {
+    fn dim(&self) -> usize {
+        self.inner.dim
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.inner.tokens.count_here(text)
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.inner.settings.max_tokens
+    }
+
+    async fn embed(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let inner = &self.inner;
+        // Owned batches and handles: the futures must not borrow from this call, which
+        // `async_trait` cannot express for a stream of them.
+        let batches: Vec<_> = texts
+            .chunks(inner.settings.batch_texts.max(1))
+            .map(|batch| {
+                let (pool, model, batch) = (inner.pool.clone(), inner.settings.model.clone(), batch.to_vec());
+                async move { embed_batch(&pool, &model, &batch).await }
+            })
+            .collect();
+        let batches: Vec<Vec<Vec<f32>>> = futures::stream::iter(batches)
+            .buffered(inner.pool.capacity())
+            .try_collect()
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let vectors: Vec<Vec<f32>> = batches.into_iter().flatten().collect();
+        if let Some(bad) = vectors.iter().find(|v| v.len() != inner.dim) {
+            anyhow::bail!("the server returned a vector of {} numbers, earlier ones had {}", bad.len(), inner.dim);
+        }
+        Ok(vectors)
+    }
+}
+
+/// One request: a vector per text, in order, normalised.
+async fn embed_batch(pool: &Pool, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+    let body = json!({"model": model, "input": texts, "encoding_format": "float"});
+    let answer = pool.post_json(Route::Api("embeddings"), &body).await.map_err(|e| format!("embeddings: {e}"))?;
+    let mut vectors = read_vectors(&answer).ok_or_else(|| format!("embeddings: unexpected answer {answer:.200}"))?;
+    if vectors.len() != texts.len() {
+        return Err(format!("embeddings: {} vectors for {} texts", vectors.len(), texts.len()));
+    }
+    for v in &mut vectors {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+    Ok(vectors)
+}
+
+/// `data[i].embedding`, put in `data[i].index` order.
+fn read_vectors(answer: &Value) -> Option<Vec<Vec<f32>>> {
+    let mut items: Vec<(u64, Vec<f32>)> = answer["data"]
+        .as_array()?
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let index = item["index"].as_u64().unwrap_or(i as u64);
+            let vector: Option<Vec<f32>> =
+                item["embedding"].as_array()?.iter().map(|x| x.as_f64().map(|x| x as f32)).collect();
+            Some((index, vector?))
+        })
+        .collect::<Option<_>>()?;
+    items.sort_by_key(|(index, _)| *index);
+    Some(items.into_iter().map(|(_, v)| v).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_come_back_in_the_order_of_their_index() {
+        let answer = json!({"data": [
+            {"index": 1, "embedding": [0.0, 2.0]},
+            {"index": 0, "embedding": [1.0, 0.0]},
+        ]});
+        assert_eq!(read_vectors(&answer), Some(vec![vec![1.0, 0.0], vec![0.0, 2.0]]));
+        assert_eq!(read_vectors(&json!({"data": [{"index": 0, "embedding": "AAAA"}]})), None);
+    }
+}

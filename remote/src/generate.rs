@@ -1,0 +1,249 @@
+//! Generation on a pool: OpenAI's streamed chat completions (the server applies the
+//! model's chat template: instruct models) or plain completions (the bot's own template:
+//! base models such as GPT-J). A request that fails — or whose stream drops — before any
+//! text was produced is retried on another endpoint; after text was produced, a short note
+//! is streamed and the answer is produced again, once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use lore_core::{ChatModel, Event, Finish, GenerateError, GenerateRequest, Generation, PromptText, StopReason};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::pool::{Endpoint, EndpointState, Pool, PoolSettings};
+use crate::tokens::{CountedBy, Tokens};
+use crate::{chat, sse};
+
+/// What the asker sees when an engine failed after part of the answer was streamed.
+pub const RETRY_NOTE: &str = "\n\n(The engine failed mid-answer; answering again.)\n\n";
+
+/// A generator on a pool of servers.
+#[derive(Debug, Clone)]
+pub struct RemoteGeneratorSettings {
+    pub pool: PoolSettings,
+    /// The model name the servers know.
+    pub model: String,
+    /// Chat completions (the servers apply the model's chat template); else plain
+    /// completions of the prompt Lore writes.
+    pub chat: bool,
+    /// The model's context window, in tokens (servers do not report it in a standard way).
+    pub context_tokens: usize,
+    /// The model's `tokenizer.json`, for exact token counts without asking the servers.
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// A generator on a pool of OpenAI-compatible servers. Cheap to clone.
+#[derive(Clone)]
+pub struct RemoteGenerator {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) settings: RemoteGeneratorSettings,
+    tokens: Tokens,
+}
+
+/// Why one try on one endpoint did not finish the answer.
+#[derive(Debug, thiserror::Error)]
+enum TryError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl RemoteGenerator {
+    /// Starts using the pool (see [`PoolSettings`]). Needs a tokio runtime.
+    pub fn new(settings: RemoteGeneratorSettings) -> Result<Self, GenerateError> {
+        let tokens = Tokens::new(settings.tokenizer.as_deref(), true).map_err(GenerateError::Failed)?;
+        let pool = Pool::start(settings.pool.clone()).map_err(GenerateError::Failed)?;
+        Ok(Self { inner: Arc::new(Inner { pool, settings, tokens }) })
+    }
+
+    pub fn endpoints(&self) -> Vec<EndpointState> {
+        self.inner.pool.states()
+    }
+
+    /// Each endpoint and whether it answers (`Err` says why not).
+    pub async fn check_endpoints(&self) -> Vec<(String, Result<(), String>)> {
+        self.inner.pool.check_all().await
+    }
+
+    /// How prompt tokens are counted (the server's `/tokenize` until it turns out to
+    /// have none).
+    pub fn counted_by(&self) -> CountedBy {
+        self.inner.tokens.counted_by()
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatModel for RemoteGenerator {
+    fn context_tokens(&self) -> usize {
+        self.inner.settings.context_tokens
+    }
+
+    async fn count_tokens(&self, text: &str) -> usize {
+        self.inner.tokens.count(&self.inner.pool, &self.inner.settings.model, text).await
+    }
+
+    /// Chat messages are counted by their contents plus a few tokens each for the markers
+    /// the server's template adds around them.
+    async fn count_prompt_tokens(&self, prompt: &PromptText) -> usize {
+        match chat::decode(prompt) {
+            Some(messages) => {
+                let contents: Vec<&str> = messages.iter().map(|(_, content)| content.as_str()).collect();
+                self.count_tokens(&contents.join("\n")).await + messages.len() * chat::TOKENS_PER_MESSAGE
+            }
+            None => self.count_tokens(&prompt.text()).await,
+        }
+    }
+
+    /// With chat completions, the messages travel as they are (the server applies the
+    /// template); else `None`, and prompts are built from the bot's own template.
+    fn render_chat(&self, messages: &[(&str, &str)]) -> Option<PromptText> {
+        self.inner.settings.chat.then(|| chat::encode(messages))
+    }
+
+    fn generate(&self, request: GenerateRequest) -> Result<Generation, GenerateError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        tokio::spawn(answer(self.inner.clone(), request, tx, cancel.clone()));
+        Ok(Generation::new(rx, cancel))
+    }
+}
+
+/// Runs one request on the pool until it is answered, failing over as the module says.
+async fn answer(
+    inner: Arc<Inner>,
+    request: GenerateRequest,
+    tx: mpsc::UnboundedSender<Event>,
+    cancel: CancellationToken,
+) {
+    let mut failed_on: Vec<usize> = Vec::new();
+    let mut answered_again = false;
+    loop {
+        let Some(place) = inner.pool.take_place(&failed_on, &cancel).await else {
+            if !cancel.is_cancelled() {
+                let _ = tx.send(Event::Failed("no engine endpoint is reachable".into()));
+            }
+            return;
+        };
+        let mut produced = false;
+        let outcome = stream_once(&inner, place.endpoint(), &request, &tx, &cancel, &mut produced).await;
+        let index = place.index;
+        drop(place);
+        let error = match outcome {
+            Ok(finish) => {
+                let _ = tx.send(Event::Done(finish));
+                return;
+            }
+            Err(TryError::Cancelled) => return,
+            Err(TryError::Failed(error)) => error,
+        };
+        inner.pool.take_out(index, &error);
+        failed_on.push(index);
+        if produced {
+            if answered_again {
+                let _ = tx.send(Event::Failed(format!("the engine failed twice mid-answer: {error}")));
+                return;
+            }
+            answered_again = true;
+            let _ = tx.send(Event::Text(RETRY_NOTE.into()));
+        }
+    }
+}
+
+/// One try on one endpoint: streams the completion's text into `tx`. `produced` tells
+/// whether any text went out, which decides how a failure is handled.
+async fn stream_once(
+    inner: &Inner,
+    endpoint: &Endpoint,
+    request: &GenerateRequest,
+    tx: &mpsc::UnboundedSender<Event>,
+    cancel: &CancellationToken,
+    produced: &mut bool,
+) -> Result<Finish, TryError> {
+    let mut body = json!({
+        "model": inner.settings.model,
+        "max_tokens": request.max_tokens,
+        "temperature": request.sampling.temperature,
+        "top_p": request.sampling.top_p,
+        "seed": request.sampling.seed,
+        "stop": request.stop,
+        "stream": true,
+    });
+    let messages = chat::decode(&request.prompt);
+    let path = match &messages {
+        Some(messages) => {
+            body["messages"] =
+                messages.iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+            "chat/completions"
+        }
+        None => {
+            body["prompt"] = request.prompt.text().into();
+            "completions"
+        }
+    };
+    let sent = inner.pool.request(reqwest::Method::POST, format!("{}/{path}", endpoint.url)).json(&body).send();
+    let response = tokio::select! {
+        response = sent => response.map_err(|e| TryError::Failed(format!("request: {e}")))?,
+        () = cancel.cancelled() => return Err(TryError::Cancelled),
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(TryError::Failed(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())));
+    }
+    let mut events = sse::Events::default();
+    let mut bytes = response.bytes_stream();
+    let mut generated = 0;
+    let mut reason = None;
+    loop {
+        let chunk = tokio::select! {
+            chunk = bytes.next() => chunk,
+            () = cancel.cancelled() => return Err(TryError::Cancelled),
+        };
+        let chunk = match chunk {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => return Err(TryError::Failed(format!("stream broke: {e}"))),
+            None => return Err(TryError::Failed("the stream ended before [DONE]".into())),
+        };
+        for data in events.push(&chunk) {
+            if data == "[DONE]" {
+                let reason = reason.unwrap_or(StopReason::EndOfText);
+                return Ok(Finish {
+                    reason,
+                    prompt_tokens: 0,
+                    reused_tokens: 0,
+                    generated_tokens: generated,
+                    token_logprobs: Vec::new(),
+                });
+            }
+            let value: Value =
+                serde_json::from_str(&data).map_err(|e| TryError::Failed(format!("bad chunk {data:?}: {e}")))?;
+            if let Some(error) = value.get("error") {
+                return Err(TryError::Failed(format!("the server reported: {error}")));
+            }
+            let choice = &value["choices"][0];
+            // Plain completions carry `text`, chat completions a `delta`.
+            let text = choice["text"].as_str().or_else(|| choice["delta"]["content"].as_str());
+            if let Some(text) = text.filter(|t| !t.is_empty()) {
+                generated += 1;
+                *produced = true;
+                if tx.send(Event::Text(text.to_string())).is_err() {
+                    return Err(TryError::Cancelled);
+                }
+            }
+            reason = match choice["finish_reason"].as_str() {
+                Some("length") => Some(StopReason::Length),
+                Some("stop") if request.stop.is_empty() => Some(StopReason::EndOfText),
+                Some("stop") => Some(StopReason::StopString),
+                _ => reason,
+            };
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! A pool of OpenAI-compatible servers: each request takes a place on the healthy server
+//! with the fewest requests in flight (at most `max_in_flight` each); a server that fails
+//! is taken out and put back when a health check (`GET {endpoint}/models`) succeeds.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How to reach a pool of servers.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Base URLs as OpenAI clients take them, ending in `/v1` (e.g. `http://gpu1:8000/v1`).
+    pub endpoints: Vec<String>,
+    /// Sent as a bearer token.
+    pub api_key: Option<String>,
+    /// Requests one endpoint serves at once; more wait for a free place.
+    pub max_in_flight: usize,
+    /// How often an endpoint taken out is checked.
+    pub health_interval: Duration,
+    /// Longest wait for a response to start, and between two pieces of a stream.
+    pub timeout: Duration,
+}
+
+/// One server of the pool.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    in_flight: AtomicUsize,
+    healthy: AtomicBool,
+}
+
+impl Endpoint {
+    /// The server's root, where non-OpenAI routes such as `/tokenize` live.
+    pub(crate) fn root(&self) -> &str {
+        self.url.strip_suffix("/v1").unwrap_or(&self.url)
+    }
+}
+
+/// An endpoint's state, for readiness reports and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointState {
+    pub url: String,
+    pub healthy: bool,
+    pub in_flight: usize,
+}
+
+pub(crate) struct Pool {
+    pub(crate) settings: PoolSettings,
+    client: reqwest::Client,
+    endpoints: Vec<Endpoint>,
+    /// Signalled when a place frees up or an endpoint comes back.
+    freed: Notify,
+    /// Stops the health checks when the last handle goes.
+    stop: CancellationToken,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A request's place on one endpoint; given back when dropped.
+pub(crate) struct Place<'a> {
+    pool: &'a Pool,
+    pub(crate) index: usize,
+}
+
+impl Place<'_> {
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.pool.endpoints[self.index]
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.endpoint().in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.pool.freed.notify_waiters();
+    }
+}
+
+/// Where a JSON request goes on each server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Route<'a> {
+    /// Under the OpenAI base URL (`{endpoint}/embeddings`).
+    Api(&'a str),
+    /// At the server's root (`/tokenize`: vLLM, llama.cpp's server, TGI, Lore).
+    Root(&'a str),
+}
+
+/// Why a JSON request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// A server answered that it will not do this (4xx): the request's or the server's
+    /// kind's fault, not a failure, so the endpoint stays in and no other is tried.
+    #[error("HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    /// Every endpoint tried failed (or none is healthy).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+impl Pool {
+    /// Starts using `settings.endpoints` (all assumed healthy until one fails) and checks
+    /// those taken out every `health_interval`. Needs a tokio runtime.
+    pub(crate) fn start(settings: PoolSettings) -> Result<Arc<Self>, String> {
+        if settings.endpoints.is_empty() {
+            return Err("no endpoints configured".into());
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.timeout)
+            .read_timeout(settings.timeout)
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        let endpoints = settings
+            .endpoints
+            .iter()
+            .map(|url| Endpoint {
+                url: url.trim_end_matches('/').to_string(),
+                in_flight: AtomicUsize::new(0),
+                healthy: AtomicBool::new(true),
+            })
+            .collect();
+        let pool = Arc::new(Self { settings, client, endpoints, freed: Notify::new(), stop: CancellationToken::new() });
+        tokio::spawn(check_health(Arc::downgrade(&pool), pool.stop.clone()));
+        Ok(pool)
+    }
+
+    pub(crate) fn states(&self) -> Vec<EndpointState> {
+        self.endpoints
+            .iter()
+            .map(|e| EndpointState {
+                url: e.url.clone(),
+                healthy: e.healthy.load(Ordering::SeqCst),
+                in_flight: e.in_flight.load(Ordering::SeqCst),
+            })
+            .collect()
+    }
+
+    /// Asks every endpoint for its models (`GET {endpoint}/models`), as `lore check` does:
+    /// `Err` says why one does not answer.
+    pub(crate) async fn check_all(&self) -> Vec<(String, Result<(), String>)> {
+        let checks = self.endpoints.iter().map(|endpoint| async move {
+            let answer = self.request(reqwest::Method::GET, format!("{}/models", endpoint.url)).send().await;
+            let result = match answer {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err(format!("HTTP {}", response.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            (endpoint.url.clone(), result)
+        });
+        futures::future::join_all(checks).await
+    }
+
+    /// Requests all endpoints together may serve at once.
+    pub(crate) fn capacity(&self) -> usize {
+        self.endpoints.len() * self.settings.max_in_flight
+    }
+
+    /// A place on the healthy endpoint (not yet failed for this request) with the fewest
+    /// requests in flight, waiting while all are full. `None` when none is left to try.
+    pub(crate) async fn take_place(&self, failed_on: &[usize], cancel: &CancellationToken) -> Option<Place<'_>> {
+        loop {
+            let freed = self.freed.notified();
+            let mut candidates: Vec<(usize, &Endpoint)> = self
+                .endpoints
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| !failed_on.contains(i) && e.healthy.load(Ordering::SeqCst))
+                .collect();
+            if candidates.is_empty() {
+                return None;
+            }
+            candidates.sort_by_key(|(_, e)| e.in_flight.load(Ordering::SeqCst));
+            // Taken with one atomic step: requests choosing at the same moment cannot both
+            // take an endpoint's last place.
+            let max = self.settings.max_in_flight;
+            let taken = candidates.iter().find(|(_, e)| {
+                e.in_flight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_ok()
+            });
+            if let Some((index, _)) = taken {
+                return Some(Place { pool: self, index: *index });
+            }
+            tokio::select! {
+                () = freed => {}
+                () = cancel.cancelled() => return None,
+            }
+        }
+    }
+
+    pub(crate) fn take_out(&self, index: usize, error: &str) {
+        let endpoint = &self.endpoints[index];
+        if endpoint.healthy.swap(false, Ordering::SeqCst) {
+            tracing::warn!(endpoint = %endpoint.url, error, "engine endpoint failed; taking it out until it answers a health check");
+        }
+    }
+
+    pub(crate) fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, url);
+        match &self.settings.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    /// Posts `body` and returns the JSON answer, failing over to the next endpoint when
+    /// one cannot be reached or fails (5xx); a 4xx answer is returned as it is.
+    pub(crate) async fn post_json(&self, route: Route<'_>, body: &Value) -> Result<Value, CallError> {
+        let mut failed_on = Vec::new();
+        let mut last_error = String::from("no engine endpoint is healthy");
+        let never = CancellationToken::new();
+        while let Some(place) = self.take_place(&failed_on, &never).await {
+            let endpoint = place.endpoint();
+            let url = match route {
+                Route::Api(path) => format!("{}/{path}", endpoint.url),
+                Route::Root(path) => format!("{}/{path}", endpoint.root()),
+            };
+            let error = match self.request(reqwest::Method::POST, url).json(body).send().await {
+                Ok(response) if response.status().is_success() => match response.json::<Value>().await {
+                    Ok(value) => return Ok(value),
+                    Err(e) => format!("unreadable answer: {e}"),
+                },
+                Ok(response) if response.status().is_client_error() => {
+                    let status = response.status().as_u16();
+                    let body = response.text().await.unwrap_or_default().chars().take(300).collect();
+                    return Err(CallError::Refused { status, body });
+                }
+                Ok(response) => format!("HTTP {}", response.status()),
+                Err(e) => format!("request: {e}"),
+            };
+            self.take_out(place.index, &error);
+            failed_on.push(place.index);
+            last_error = format!("{}: {error}", endpoint.url);
+        }
+        Err(CallError::Unreachable(last_error))
+    }
+}
+
+/// Puts endpoints that were taken out back once `GET {endpoint}/models` answers.
+async fn check_health(pool: Weak<Pool>, stop: CancellationToken) {
+    loop {
+        let Some(pool) = pool.upgrade() else { return };
+        let interval = pool.settings.health_interval;
+        for endpoint in pool.endpoints.iter().filter(|e| !e.healthy.load(Ordering::SeqCst)) {
+            let probe = pool.request(reqwest::Method::GET, format!("{}/models", endpoint.url)).send().await;
+            if probe.is_ok_and(|r| r.status().is_success()) {
+                endpoint.healthy.store(true, Ordering::SeqCst);
+                pool.freed.notify_waiters();
+                tracing::info!(endpoint = %endpoint.url, "engine endpoint is back");
+            }
+        }
+        drop(pool);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
