@@ -10,7 +10,7 @@ use lore_engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
 use lore_plugins::{KbHandle, KbStore, KnowledgeBase};
 use lore_remote::{RemoteGenerator, RemoteSettings};
 
-use crate::config::{Config, GeneratorKind};
+use crate::config::{Config, DataDir, GeneratorKind};
 use crate::pipeline::{respond, Chain, Outcome, Pipeline, Reranking};
 use crate::prompt::Turn;
 use crate::router::{Answerer, Place};
@@ -40,12 +40,7 @@ pub struct App {
 impl App {
     pub async fn load(config: Config, models: Models) -> anyhow::Result<Self> {
         config.validate_files()?;
-        // Knowledge bases and conversations are the owner's alone.
-        crate::memory::create_private_dir(&config.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-        let store = KbStore::open(&config.data_dir)
-            .await
-            .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
+        let store = open_store(&config).await?;
         let embedder = LlamaEmbedder::load(&config.models.embedder)?;
         let (mut generator, mut remote) = (None, None);
         match (models, config.models.generator.kind) {
@@ -95,6 +90,20 @@ impl App {
     /// The answerer the router uses. Panics unless loaded with [`Models::All`].
     pub fn answering(&self) -> Answering {
         Answering { pipeline: self.pipeline(), store: self.store.clone(), plugins: self.plugin_context() }
+    }
+}
+
+/// A connection of its own to the config's knowledge bases: the data directory (created
+/// owner-only), or the object store, checked to be reachable.
+pub async fn open_store(config: &Config) -> anyhow::Result<KbStore> {
+    match &config.data_dir {
+        DataDir::Folder(dir) => {
+            // Knowledge bases and conversations are the owner's alone.
+            crate::memory::create_private_dir(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+            KbStore::open(dir).await.with_context(|| format!("cannot open the data directory {}", dir.display()))
+        }
+        DataDir::ObjectStore(uri) => Ok(KbStore::open_object_store(uri, &config.storage_options()).await?),
     }
 }
 

@@ -262,6 +262,11 @@ async fn check(config: Config) -> anyhow::Result<()> {
         lore_plugins::Embedder::dim(&app.embedder)
     );
     println!("devices: {}", lore_engine::devices().join(", "));
+    println!(
+        "knowledge bases in {}, conversations in {}",
+        app.config.data_dir,
+        app.config.conversations_dir().display()
+    );
     let mut problems = 0;
     for (name, bot) in &app.config.bots {
         let mut kbs = vec![bot.knowledge_base.clone()];
