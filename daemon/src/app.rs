@@ -12,7 +12,7 @@ use lore_remote::{
     PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteGenerator, RemoteGeneratorSettings, Scoring,
 };
 
-use crate::config::{Config, ModelKind};
+use crate::config::{Config, DataDir, ModelKind};
 use crate::pipeline::{respond, Chain, Outcome, Pipeline, Reranking};
 use crate::prompt::Turn;
 use crate::router::{Answerer, Place};
@@ -45,12 +45,7 @@ pub struct App {
 impl App {
     pub async fn load(config: Config, models: Models) -> anyhow::Result<Self> {
         config.validate_files()?;
-        // Knowledge bases and conversations are the owner's alone.
-        crate::memory::create_private_dir(&config.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-        let store = KbStore::open(&config.data_dir)
-            .await
-            .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
+        let store = open_store(&config).await?;
         let (embedder, remote_embedder): (Arc<dyn Embedder>, _) = match config.models.embedder.kind {
             ModelKind::Llama => (Arc::new(LlamaEmbedder::load(&config.models.embedder.local())?), None),
             ModelKind::Openai => {
@@ -110,6 +105,20 @@ impl App {
     /// The answerer the router uses. Panics unless loaded with [`Models::All`].
     pub fn answering(&self) -> Answering {
         Answering { pipeline: self.pipeline(), store: self.store.clone(), plugins: self.plugin_context() }
+    }
+}
+
+/// A connection of its own to the config's knowledge bases: the data directory (created
+/// owner-only), or the object store, checked to be reachable.
+pub async fn open_store(config: &Config) -> anyhow::Result<KbStore> {
+    match &config.data_dir {
+        DataDir::Folder(dir) => {
+            // Knowledge bases and conversations are the owner's alone.
+            crate::memory::create_private_dir(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+            KbStore::open(dir).await.with_context(|| format!("cannot open the data directory {}", dir.display()))
+        }
+        DataDir::ObjectStore(uri) => Ok(KbStore::open_object_store(uri, &config.storage_options()).await?),
     }
 }
 

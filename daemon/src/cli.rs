@@ -307,6 +307,11 @@ async fn check(config: Config) -> anyhow::Result<()> {
         }
     }
     println!("devices: {}", lore_engine::devices().join(", "));
+    println!(
+        "knowledge bases in {}, conversations in {}",
+        app.config.data_dir,
+        app.config.conversations_dir().display()
+    );
     for (name, bot) in &app.config.bots {
         let mut kbs = vec![bot.knowledge_base.clone()];
         kbs.extend(bot.channels.values().filter_map(|c| c.knowledge_base.clone()));

@@ -1,5 +1,5 @@
 //! Conversation memory: recent turns and the last answer's passages per conversation,
-//! kept in memory and written to `<data_dir>/conversations/` so they survive a restart.
+//! kept in memory and written to `<state_dir>/conversations/` so they survive a restart.
 //!
 //! Written to survive crashes: one writer per conversation, each file written whole to a
 //! temporary file, synced, then renamed over the old one, so a crash leaves the old or the

@@ -105,7 +105,7 @@ const NOTE_TIME: Duration = Duration::from_secs(10);
 /// Runs the adapters and the router until every adapter ends (after `shutdown` fires, or
 /// on its own), then lets answers in progress finish, up to a deadline.
 pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let router = Arc::new(Router::new(&app.config, app.answering(), Some(app.config.data_dir.join("conversations")))?);
+    let router = Arc::new(Router::new(&app.config, app.answering(), Some(app.config.conversations_dir()))?);
     let states = AdapterStates::default();
     // Recording starts with the daemon, whether or not anyone scrapes.
     crate::metrics::handle();

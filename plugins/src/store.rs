@@ -39,6 +39,8 @@ pub enum StoreError {
     Layout(String),
     #[error("knowledge base {0:?} is empty: add files with `lore ingest --kb {0} FILES...`")]
     Empty(String),
+    #[error("cannot use the knowledge bases at {uri}: {problem}")]
+    ObjectStore { uri: String, problem: String },
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -64,6 +66,24 @@ impl KbStore {
             dir.to_str().ok_or_else(|| StoreError::Layout(format!("data directory {} is not UTF-8", dir.display())))?;
         // A long-running daemon must see what `lore ingest` (another process) writes.
         let db = lancedb::connect(uri).read_consistency_interval(READ_CONSISTENCY).execute().await?;
+        Ok(Self { db })
+    }
+
+    /// Opens the database at an object-store URI (`s3://bucket/prefix`) with LanceDB storage
+    /// options (endpoint, region, allow_http; credentials come from the environment), and
+    /// lists it once, so a wrong endpoint, bucket or credentials stop the caller at start
+    /// rather than at the first question.
+    pub async fn open_object_store(uri: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+        let failed = |e: &dyn std::error::Error| StoreError::ObjectStore { uri: uri.into(), problem: explain(e) };
+        let db = lancedb::connect(uri)
+            .storage_options(options.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .read_consistency_interval(READ_CONSISTENCY)
+            .execute()
+            .await
+            .map_err(|e| failed(&e))?;
+        // Connecting lists LanceDB's manifest today; listing the tables as well keeps the
+        // check at start should a later LanceDB connect lazily.
+        db.table_names().execute().await.map_err(|e| failed(&e))?;
         Ok(Self { db })
     }
 
@@ -135,6 +155,41 @@ impl KbHandle {
             None => Ok(0),
         }
     }
+}
+
+/// What went wrong reaching an object store, in words, with the cause chain after it.
+/// The object-store errors carry the S3 error code only in their text, so the common
+/// causes are told apart by it.
+fn explain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !chain.contains(&text) {
+            chain = format!("{chain}: {text}");
+        }
+        source = e.source();
+    }
+    let has = |words: &[&str]| words.iter().any(|w| chain.contains(w));
+    let what = if has(&["NoSuchBucket"]) {
+        "the bucket does not exist (create it, or correct the name in data_dir)"
+    } else if has(&[
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "AccessDenied",
+        "Forbidden",
+    ]) {
+        "the credentials were refused (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or AWS_PROFILE)"
+    } else if has(&["credential", "Credential"]) {
+        "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment"
+    } else if has(&["error sending request", "Connection refused", "connect", "dns error", "timed out"]) {
+        "the storage endpoint cannot be reached (check storage.endpoint, the network, and that the server runs)"
+    } else {
+        "the object store failed"
+    };
+    format!("{what}. The store said: {chain}")
 }
 
 /// Knowledge-base names become table names: letters, digits, '-' and '_', at most 64.

@@ -57,12 +57,12 @@ async fn an_ingest_killed_midway_keeps_the_old_content_and_the_rerun_completes_i
     std::fs::write(docs.join("alpha.md"), NEW).unwrap();
     write_many_files(&docs);
     let mut child = start_child(&app.config.file);
-    wait_for_a_commit(&app.config.data_dir, before, &mut child).await;
+    wait_for_a_commit(app.config.data_dir.folder().unwrap(), before, &mut child).await;
     assert!(child.try_wait().unwrap().is_none(), "the ingest finished before it could be killed");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let kb = open(&app.config.data_dir).await;
+    let kb = open(app.config.data_dir.folder().unwrap()).await;
     let written = kb.count().await.unwrap();
     assert!(written > 1 && written < FILES * PARAGRAPHS, "killed after {written} chunks: not midway");
     let old_vector = app.embedder.embed(&[OLD.to_string()]).await.unwrap().remove(0);
@@ -78,7 +78,7 @@ async fn an_ingest_killed_midway_keeps_the_old_content_and_the_rerun_completes_i
         "the rerun re-embedded what was written: {rerun}"
     );
     assert_eq!(rerun.chunks_removed, 1, "the old alpha.md chunk: {rerun}");
-    let kb = open(&app.config.data_dir).await;
+    let kb = open(app.config.data_dir.folder().unwrap()).await;
     assert_eq!(kb.count().await.unwrap(), FILES * PARAGRAPHS + 1);
     assert!(kb.fulltext_index_is_current().await.unwrap(), "the full-text index misses rows after the rerun");
     let last = format!("zircon{}x{}", FILES - 1, PARAGRAPHS - 1);

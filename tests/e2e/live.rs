@@ -24,7 +24,7 @@ async fn a_running_daemon_answers_from_a_new_ingest_and_forgets_a_removed_file()
     let app = &daemon.app;
     // `lore ingest` in another process: its own connection to the same data directory.
     let ingest = || async {
-        let store = KbStore::open(&app.config.data_dir).await.unwrap();
+        let store = KbStore::open(app.config.data_dir.folder().unwrap()).await.unwrap();
         let kb = store.open_or_create("notes", app.embedder.dim()).await.unwrap();
         let settings = lore::ingest::Settings::new(&app.config.chunking);
         lore::ingest::ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&notes), &settings, Progress::Quiet)
@@ -43,7 +43,7 @@ async fn a_watched_knowledge_base_follows_its_folder_without_an_ingest() {
     let notes = notes_about_bees(dir.path());
     let kbs = format!("knowledge_bases:\n  notes:\n    sources: [{}]\n    watch: true\n", notes.display());
     let daemon = TelegramDaemon::start(dir.path(), &kbs, "notes", "").await;
-    let data_dir = &daemon.app.config.data_dir;
+    let data_dir = daemon.app.config.data_dir.folder().unwrap();
     zebras_come_and_go(&daemon, &notes, 0, |present| wait_for_source(data_dir, "zebras.md", present)).await;
     daemon.stop().await;
 }

@@ -12,6 +12,7 @@ mod live;
 mod load;
 mod plugins;
 mod remote;
+mod shared_store;
 mod soak;
 mod supervision;
 mod telegram;

@@ -44,12 +44,7 @@ impl TelegramDaemon {
     ) -> Self {
         crate::init();
         let fake = FakeTelegram::start(TOKEN).await;
-        let bot_extra = bot_extra.replace("{api}", &fake.api_url());
-        std::env::set_var("LORE_TEST_TELEGRAM_TOKEN", TOKEN);
-        let extra = format!(
-            "{config_extra}bots:\n  docs:\n    knowledge_base: {kb}\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: {api}\n      poll_timeout_secs: 2\n      edit_interval_ms: 300\n{bot_extra}",
-            api = fake.api_url(),
-        );
+        let extra = bot_config(&fake, config_extra, kb, bot_extra);
         let config = match models {
             Some(models) => crate::models::config_with_models_section(dir, models, &extra),
             None => config(dir, &extra),
@@ -60,6 +55,21 @@ impl TelegramDaemon {
             let table = app.kb_for_ingest(name).await.unwrap();
             lore::ingest::ingest(&table, app.embedder.as_ref(), &kb.sources, &settings, Progress::Quiet).await.unwrap();
         }
+        Self::serve(fake, app).await
+    }
+
+    /// A daemon that serves knowledge bases ingested elsewhere: its config (written to
+    /// `dir`) has `data_dir` as given (a folder or an `s3://` URI) and `config_extra`, and it
+    /// ingests nothing itself.
+    pub async fn start_serving(dir: &Path, data_dir: &str, config_extra: &str, kb: &str) -> Self {
+        crate::init();
+        let fake = FakeTelegram::start(TOKEN).await;
+        let config = crate::models::config_with_data_dir(dir, data_dir, &bot_config(&fake, config_extra, kb, ""));
+        let app = Arc::new(App::load(config, Models::All).await.unwrap());
+        Self::serve(fake, app).await
+    }
+
+    async fn serve(fake: FakeTelegram, app: Arc<App>) -> Self {
         let adapters = lore::serve::adapter_specs(&app.config).unwrap();
         let watchers = lore::ingest::watch::start(&app).unwrap();
         let shutdown = CancellationToken::new();
@@ -89,6 +99,17 @@ impl TelegramDaemon {
     pub fn stop_signal(&self) {
         self.shutdown.cancel();
     }
+}
+
+/// `config_extra` followed by the bot `docs` on the fake Telegram server, answering from
+/// `kb`, with `bot_extra` (`{api}` in it is the fake's URL).
+fn bot_config(fake: &FakeTelegram, config_extra: &str, kb: &str, bot_extra: &str) -> String {
+    let bot_extra = bot_extra.replace("{api}", &fake.api_url());
+    std::env::set_var("LORE_TEST_TELEGRAM_TOKEN", TOKEN);
+    format!(
+        "{config_extra}bots:\n  docs:\n    knowledge_base: {kb}\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: {api}\n      poll_timeout_secs: 2\n      edit_interval_ms: 300\n{bot_extra}",
+        api = fake.api_url(),
+    )
 }
 
 /// The sample knowledge base that ships in `config/sample/`.

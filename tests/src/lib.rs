@@ -12,6 +12,7 @@ pub mod fake_discord;
 pub mod fake_openai;
 pub mod fake_telegram;
 pub mod models;
+pub mod moto;
 
 /// One request a fake server received.
 #[derive(Debug, Clone)]
@@ -39,6 +40,23 @@ pub fn init() {
             .with_test_writer()
             .try_init();
     });
+}
+
+/// The `lore` binary: `$LORE_BIN`, else the one cargo built beside this test binary
+/// (`cargo build --workspace --bins`, which scripts/test runs first).
+pub fn lore_binary() -> std::path::PathBuf {
+    if let Ok(bin) = std::env::var("LORE_BIN") {
+        return bin.into();
+    }
+    // The test binary is target/<profile>/deps/e2e-<hash>; the binaries sit in <profile>.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("lore");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does), or set LORE_BIN",
+        bin.display()
+    );
+    bin
 }
 
 /// A port free on 127.0.0.1 right now (for a server a test configures).

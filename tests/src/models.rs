@@ -89,9 +89,7 @@ pub fn config(dir: &Path, extra: &str) -> Config {
 
 /// Like [`config`], with `models_extra` added under `models:` (indented two spaces).
 pub fn config_with_models(dir: &Path, models_extra: &str, extra: &str) -> Config {
-    let generator =
-        format!("    path: {}\n    context_tokens: 2048\n    max_answer_tokens: 96\n", generator_path().display());
-    write_config(dir, &generator, models_extra, extra)
+    write_config(dir, &default_generator(), models_extra, extra)
 }
 
 /// Like [`config`], with `models` (the `generator:` and `embedder:` sections, indented two
@@ -100,10 +98,24 @@ pub fn config_with_models_section(dir: &Path, models: &str, extra: &str) -> Conf
     write_config_text(dir, &format!("data_dir: {}\nmodels:\n{models}{extra}", dir.join("data").display()))
 }
 
+/// Like [`config`] (written to `dir`), with `data_dir` as given: another folder, or an
+/// `s3://` URI (`extra` then adds the `storage:` section).
+pub fn config_with_data_dir(dir: &Path, data_dir: &str, extra: &str) -> Config {
+    write_file(dir, data_dir, &default_generator(), "", extra)
+}
+
+/// `models.generator` for the default generator (indented four spaces).
+fn default_generator() -> String {
+    format!("    path: {}\n    context_tokens: 2048\n    max_answer_tokens: 96\n", generator_path().display())
+}
+
 fn write_config(dir: &Path, generator: &str, models_extra: &str, extra: &str) -> Config {
+    write_file(dir, &dir.join("data").display().to_string(), generator, models_extra, extra)
+}
+
+fn write_file(dir: &Path, data: &str, generator: &str, models_extra: &str, extra: &str) -> Config {
     let text = format!(
         "data_dir: {data}\nmodels:\n  generator:\n{generator}  embedder:\n    path: {emb}\n{models_extra}{extra}",
-        data = dir.join("data").display(),
         emb = embedder_path().display(),
     );
     write_config_text(dir, &text)

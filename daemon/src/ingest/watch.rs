@@ -79,7 +79,7 @@ async fn reingest_on_change(app: Arc<App>, kb: String, mut events: UnboundedRece
 /// (if it lies inside a source) are not.
 fn relevant_changes(app: &App, kb: &str, events: DebounceEventResult) -> usize {
     match events {
-        Ok(events) => events.iter().filter(|e| relevant(&e.path, &app.config.data_dir)).count(),
+        Ok(events) => events.iter().filter(|e| relevant(&e.path, app.config.data_dir.folder())).count(),
         Err(error) => {
             // Watching may have lost events (e.g. the inotify queue overflowed): re-ingest.
             tracing::warn!(kb, %error, "watching for changes failed; re-ingesting to be sure");
@@ -88,10 +88,12 @@ fn relevant_changes(app: &App, kb: &str, events: DebounceEventResult) -> usize {
     }
 }
 
-fn relevant(path: &Path, data_dir: &Path) -> bool {
+/// `data_dir` is `None` when the knowledge bases are in object storage: no local path is
+/// then the store's own.
+fn relevant(path: &Path, data_dir: Option<&Path>) -> bool {
     let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let kind_matters = extension.is_none_or(|e| EXTENSIONS.contains(&e.as_str()));
-    kind_matters && !path.starts_with(data_dir)
+    kind_matters && !data_dir.is_some_and(|dir| path.starts_with(dir))
 }
 
 async fn reingest(app: &App, kb: &str, why: &str) {
@@ -115,12 +117,18 @@ mod tests {
 
     #[test]
     fn only_text_files_and_folders_outside_the_data_directory_matter() {
-        let data = Path::new("/kb/.lore");
+        let data = Some(Path::new("/kb/.lore"));
         assert!(relevant(Path::new("/kb/notes.md"), data));
         assert!(relevant(Path::new("/kb/NOTES.TXT"), data));
         assert!(relevant(Path::new("/kb/chapter"), data));
         assert!(!relevant(Path::new("/kb/.notes.md.swp"), data));
         assert!(!relevant(Path::new("/kb/photo.jpg"), data));
         assert!(!relevant(Path::new("/kb/.lore/docs.lance/_versions"), data));
+    }
+
+    #[test]
+    fn with_knowledge_bases_in_object_storage_every_local_text_file_matters() {
+        assert!(relevant(Path::new("/kb/.lore/notes.md"), None));
+        assert!(!relevant(Path::new("/kb/photo.jpg"), None));
     }
 }
