@@ -11,23 +11,45 @@ pub struct Chunk {
     pub source: String,
     /// Index of the chunk within its file (0-based).
     pub position: u32,
-    /// First and last line (1-based) of the chunk in its file.
+    /// First and last line (1-based) of the chunk in its file; 0 for documents whose lines
+    /// mean nothing to a reader (PDF, HTML, DOCX).
     pub line_start: u32,
     pub line_end: u32,
+    /// 1-based page (PDF).
+    pub page: Option<u32>,
+    /// The headings it is under, outermost first, joined with " › " (Markdown, HTML, DOCX).
+    pub section: Option<String>,
     pub text: String,
 }
 
 impl Chunk {
     pub fn new(source: &str, position: u32, line_start: u32, line_end: u32, text: String) -> Self {
-        Self { id: chunk_id(source, &text), source: source.to_string(), position, line_start, line_end, text }
+        Self {
+            id: chunk_id(source, &text),
+            source: source.to_string(),
+            position,
+            line_start,
+            line_end,
+            page: None,
+            section: None,
+            text,
+        }
     }
 
-    /// "lines 3-9" (or "line 3"), for citing the chunk.
+    /// Where in its file the chunk is, for citing: "p. 12", "§ Leave › Sick days",
+    /// "§ Leave, lines 3-9", "lines 3-9", or "part 4" when nothing else is known.
     pub fn location(&self) -> String {
-        if self.line_start == self.line_end {
-            format!("line {}", self.line_start)
-        } else {
-            format!("lines {}-{}", self.line_start, self.line_end)
+        let lines = match (self.line_start, self.line_end) {
+            (0, _) => None,
+            (a, b) if a == b => Some(format!("line {a}")),
+            (a, b) => Some(format!("lines {a}-{b}")),
+        };
+        match (self.page, &self.section, lines) {
+            (Some(page), _, _) => format!("p. {page}"),
+            (None, Some(section), Some(lines)) => format!("§ {section}, {lines}"),
+            (None, Some(section), None) => format!("§ {section}"),
+            (None, None, Some(lines)) => lines,
+            (None, None, None) => format!("part {}", self.position + 1),
         }
     }
 }

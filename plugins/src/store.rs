@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, RecordBatchIterator, RecordBatchReader,
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, RecordBatchIterator, RecordBatchReader,
     StringArray, UInt32Array,
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
@@ -21,7 +21,7 @@ use lancedb::index::scalar::{FtsIndexBuilder, FullTextSearchQuery};
 use lancedb::index::vector::IvfHnswSqIndexBuilder;
 use lancedb::index::Index;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
-use lancedb::table::Table;
+use lancedb::table::{NewColumnTransform, Table};
 use lancedb::DistanceType;
 use lore_core::{cosine, Chunk, Hit};
 
@@ -212,6 +212,8 @@ fn schema(dim: usize) -> SchemaRef {
         Field::new("position", DataType::UInt32, false),
         Field::new("line_start", DataType::UInt32, false),
         Field::new("line_end", DataType::UInt32, false),
+        Field::new("page", DataType::UInt32, true),
+        Field::new("section", DataType::Utf8, true),
         Field::new("text", DataType::Utf8, false),
         Field::new(
             "vector",
@@ -229,18 +231,29 @@ fn vector_dim(schema: &Schema) -> Result<usize> {
     }
 }
 
+/// The columns a chunk's place is kept in, added (empty) to tables made before them.
+const PLACE_COLUMNS: [&str; 2] = ["page", "section"];
+
 /// Where a chunk sits in its source file; it changes when text above it changes, while
 /// its id (source and text) stays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkPlace {
     pub position: u32,
     pub line_start: u32,
     pub line_end: u32,
+    pub page: Option<u32>,
+    pub section: Option<String>,
 }
 
 impl ChunkPlace {
     pub fn of(chunk: &Chunk) -> Self {
-        Self { position: chunk.position, line_start: chunk.line_start, line_end: chunk.line_end }
+        Self {
+            position: chunk.position,
+            line_start: chunk.line_start,
+            line_end: chunk.line_end,
+            page: chunk.page,
+            section: chunk.section.clone(),
+        }
     }
 }
 
@@ -282,7 +295,8 @@ impl KnowledgeBase {
 
     /// Where each stored chunk sits, by source and then by chunk id.
     pub async fn stored_places(&self) -> Result<BTreeMap<String, BTreeMap<String, ChunkPlace>>> {
-        let columns = ["id", "source", "position", "line_start", "line_end"];
+        let mut columns = vec!["id", "source", "position", "line_start", "line_end"];
+        columns.extend(self.place_columns().await?);
         let batches: Vec<RecordBatch> =
             self.table.query().select(Select::columns(&columns)).execute().await?.try_collect().await?;
         let mut out: BTreeMap<String, BTreeMap<String, ChunkPlace>> = BTreeMap::new();
@@ -291,12 +305,31 @@ impl KnowledgeBase {
             let (positions, starts, ends) =
                 (u32_col(b, "position")?, u32_col(b, "line_start")?, u32_col(b, "line_end")?);
             for i in 0..b.num_rows() {
-                let place =
-                    ChunkPlace { position: positions.value(i), line_start: starts.value(i), line_end: ends.value(i) };
+                let place = ChunkPlace {
+                    position: positions.value(i),
+                    line_start: starts.value(i),
+                    line_end: ends.value(i),
+                    page: optional_u32(b, "page", i),
+                    section: optional_string(b, "section", i),
+                };
                 out.entry(sources.value(i).to_string()).or_default().insert(ids.value(i).to_string(), place);
             }
         }
         Ok(out)
+    }
+
+    /// The place columns this table has: none in a table made before they existed (its
+    /// chunks are cited by lines until an ingest adds them).
+    async fn place_columns(&self) -> Result<Vec<&'static str>> {
+        let schema = self.table.schema().await?;
+        Ok(PLACE_COLUMNS.into_iter().filter(|c| schema.field_with_name(c).is_ok()).collect())
+    }
+
+    /// What searches read of a chunk.
+    async fn chunk_columns(&self) -> Result<Vec<&'static str>> {
+        let mut columns = CHUNK_COLUMNS.to_vec();
+        columns.extend(self.place_columns().await?);
+        Ok(columns)
     }
 
     /// The stored vectors of `ids` (those that exist), by id.
@@ -324,7 +357,17 @@ impl KnowledgeBase {
         if rows.is_empty() {
             return Ok(());
         }
-        let batch = self.batch(rows)?;
+        if self.place_columns().await?.len() < PLACE_COLUMNS.len() {
+            let missing: Vec<Field> = schema(self.dim)
+                .fields()
+                .iter()
+                .filter(|f| PLACE_COLUMNS.contains(&f.name().as_str()))
+                .map(|f| f.as_ref().clone())
+                .collect();
+            let missing = Arc::new(Schema::new(missing));
+            self.table.add_columns().transform(NewColumnTransform::AllNulls(missing)).execute().await?;
+        }
+        let batch = self.batch(rows, self.table.schema().await?)?;
         let reader: Box<dyn RecordBatchReader + Send> =
             Box::new(RecordBatchIterator::new(vec![Ok(batch.clone())], batch.schema()));
         let mut merge = self.table.merge_insert(&["id"]);
@@ -430,7 +473,7 @@ impl KnowledgeBase {
         Ok(())
     }
 
-    fn batch(&self, chunks: &[(Chunk, Vec<f32>)]) -> Result<RecordBatch> {
+    fn batch(&self, chunks: &[(Chunk, Vec<f32>)], table_schema: SchemaRef) -> Result<RecordBatch> {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let mut flat = Vec::with_capacity(chunks.len() * self.dim);
@@ -450,21 +493,31 @@ impl KnowledgeBase {
             Arc::new(Float32Array::from(flat)),
             None,
         )?;
-        let col = |f: fn(&Chunk) -> &str| Arc::new(StringArray::from_iter_values(chunks.iter().map(|(c, _)| f(c))));
-        let num = |f: fn(&Chunk) -> u32| Arc::new(UInt32Array::from_iter_values(chunks.iter().map(|(c, _)| f(c))));
-        Ok(RecordBatch::try_new(
-            schema(self.dim),
-            vec![
-                col(|c| &c.id),
-                col(|c| &c.source),
-                num(|c| c.position),
-                num(|c| c.line_start),
-                num(|c| c.line_end),
-                col(|c| &c.text),
-                Arc::new(vectors),
-                Arc::new(Int64Array::from_iter_values(chunks.iter().map(|_| now))),
-            ],
-        )?)
+        let col = |f: fn(&Chunk) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(chunks.iter().map(|(c, _)| f(c))))
+        };
+        let num = |f: fn(&Chunk) -> u32| -> ArrayRef {
+            Arc::new(UInt32Array::from_iter_values(chunks.iter().map(|(c, _)| f(c))))
+        };
+        let column = |name: &str| -> Result<ArrayRef> {
+            Ok(match name {
+                "id" => col(|c| &c.id),
+                "source" => col(|c| &c.source),
+                "position" => num(|c| c.position),
+                "line_start" => num(|c| c.line_start),
+                "line_end" => num(|c| c.line_end),
+                "page" => Arc::new(chunks.iter().map(|(c, _)| c.page).collect::<UInt32Array>()),
+                "section" => Arc::new(chunks.iter().map(|(c, _)| c.section.as_deref()).collect::<StringArray>()),
+                "text" => col(|c| &c.text),
+                "vector" => Arc::new(vectors.clone()),
+                "ingested_at" => Arc::new(Int64Array::from_iter_values(chunks.iter().map(|_| now))),
+                other => return Err(StoreError::Layout(format!("unknown column {other}"))),
+            })
+        };
+        // In the table's own column order: a table that gained the place columns later
+        // has them last.
+        let columns = table_schema.fields().iter().map(|f| column(f.name())).collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(table_schema, columns)?)
     }
 
     /// The `k` chunks nearest to `vector` by cosine similarity (exact scan without an index).
@@ -477,7 +530,7 @@ impl KnowledgeBase {
             .query()
             .nearest_to(vector)?
             .distance_type(DistanceType::Cosine)
-            .select(Select::columns(&[&CHUNK_COLUMNS[..], &["_distance"]].concat()))
+            .select(Select::columns(&[&self.chunk_columns().await?[..], &["_distance"]].concat()))
             .limit(k)
             .execute()
             .await?
@@ -502,7 +555,7 @@ impl KnowledgeBase {
             .table
             .query()
             .full_text_search(FullTextSearchQuery::new(query.to_string()))
-            .select(Select::columns(&[&CHUNK_COLUMNS[..], &["_score", "vector"]].concat()))
+            .select(Select::columns(&[&self.chunk_columns().await?[..], &["_score", "vector"]].concat()))
             .limit(k)
             .execute()
             .await?
@@ -518,8 +571,14 @@ impl KnowledgeBase {
 
     /// Every chunk, in source and position order (for inspection and tests).
     pub async fn all_chunks(&self) -> Result<Vec<Chunk>> {
-        let batches: Vec<RecordBatch> =
-            self.table.query().select(Select::columns(&CHUNK_COLUMNS)).execute().await?.try_collect().await?;
+        let batches: Vec<RecordBatch> = self
+            .table
+            .query()
+            .select(Select::columns(&self.chunk_columns().await?))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
         let mut out = Vec::new();
         for b in &batches {
             for i in 0..b.num_rows() {
@@ -577,8 +636,21 @@ fn chunk_at(b: &RecordBatch, i: usize) -> Result<Chunk> {
         position: u32_col(b, "position")?.value(i),
         line_start: u32_col(b, "line_start")?.value(i),
         line_end: u32_col(b, "line_end")?.value(i),
+        page: optional_u32(b, "page", i),
+        section: optional_string(b, "section", i),
         text: string_col(b, "text")?.value(i).to_string(),
     })
+}
+
+/// Row `i` of a nullable column that older tables lack.
+fn optional_u32(b: &RecordBatch, name: &str, i: usize) -> Option<u32> {
+    let column = b.column_by_name(name)?.as_any().downcast_ref::<UInt32Array>()?;
+    column.is_valid(i).then(|| column.value(i))
+}
+
+fn optional_string(b: &RecordBatch, name: &str, i: usize) -> Option<String> {
+    let column = b.column_by_name(name)?.as_any().downcast_ref::<StringArray>()?;
+    column.is_valid(i).then(|| column.value(i).to_string())
 }
 
 fn string_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
@@ -654,7 +726,10 @@ mod tests {
         moved.0.line_end = 9;
         kb.upsert(std::slice::from_ref(&moved)).await.unwrap();
         let places = kb.stored_places().await.unwrap();
-        assert_eq!(places["a.md"][&moved.0.id], ChunkPlace { position: 1, line_start: 7, line_end: 9 });
+        assert_eq!(
+            places["a.md"][&moved.0.id],
+            ChunkPlace { position: 1, line_start: 7, line_end: 9, page: None, section: None }
+        );
         let vectors = kb.stored_vectors(&[moved.0.id.clone(), "nope".into()]).await.unwrap();
         assert_eq!(vectors.len(), 1);
         assert_eq!(vectors[&moved.0.id], moved.1);

@@ -24,7 +24,7 @@ async fn reingest_is_a_noop_and_changes_replace_old_chunks() {
     let docs = dir.path().join("docs");
     write(&docs.join("a.md"), "# Apples\n\nApples grow on trees in orchards.\n\nThey are picked in autumn.\n");
     write(&docs.join("b.txt"), "Bananas grow in the tropics.\n");
-    write(&docs.join("ignored.pdf"), "not text");
+    write(&docs.join("ignored.jpg"), "not text");
     let app = app(dir.path()).await;
     let kb = app.kb_for_ingest("fruit").await.unwrap();
     let settings = Settings::new(&app.config.chunking);
@@ -84,10 +84,10 @@ async fn bad_files_are_skipped_naming_them_and_the_rest_is_ingested() {
     let good = kb.all_chunks().await.unwrap().into_iter().find(|c| c.source.ends_with("good.txt")).unwrap();
     assert!(good.text.contains("ponds"), "{good:?}");
 
-    let pdf = docs.join("paper.pdf");
-    write(&pdf, "%PDF");
-    let err = ingest(&kb, app.embedder.as_ref(), &[pdf], &settings, Quiet).await.unwrap_err().to_string();
-    assert!(err.contains("paper.pdf") && err.contains("cannot ingest this file type"), "{err}");
+    let photo = docs.join("photo.jpg");
+    write(&photo, "JFIF");
+    let err = ingest(&kb, app.embedder.as_ref(), &[photo], &settings, Quiet).await.unwrap_err().to_string();
+    assert!(err.contains("photo.jpg") && err.contains("cannot ingest this file type"), "{err}");
 
     let err =
         ingest(&kb, app.embedder.as_ref(), &[dir.path().join("nope")], &settings, Quiet).await.unwrap_err().to_string();

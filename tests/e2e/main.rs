@@ -4,6 +4,7 @@ mod answering;
 mod bots;
 mod config_errors;
 mod discord;
+mod documents;
 mod engine;
 mod http_api;
 mod interrupted;

@@ -1,5 +1,6 @@
-//! Which files an ingest reads, and reading them. What is not a readable text file is
-//! skipped with a warning that names it and says why, so one bad file stops nothing else.
+//! Which files an ingest reads, and reading them into blocks of text (`lore-documents`
+//! knows the formats). What cannot be read is skipped with a warning that names it and
+//! says why, so one bad file stops nothing else.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -7,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-/// File types ingest reads.
-pub const EXTENSIONS: [&str; 3] = ["txt", "md", "markdown"];
+use lore_documents::{Block, Format, Unreadable};
 
 /// Bytes looked at for NUL to tell a binary file, as git and grep do.
 const BINARY_SNIFF_BYTES: usize = 8 * 1024;
@@ -19,6 +19,11 @@ pub enum SkipReason {
     TooLarge,
     Binary,
     NotUtf8,
+    NeedsOcr,
+    Encrypted,
+    Corrupt,
+    WrongType,
+    ZipBomb,
     LinkOutside,
     Unreadable,
 }
@@ -29,6 +34,11 @@ impl fmt::Display for SkipReason {
             SkipReason::TooLarge => "too large",
             SkipReason::Binary => "binary",
             SkipReason::NotUtf8 => "not UTF-8",
+            SkipReason::NeedsOcr => "no text (needs OCR)",
+            SkipReason::Encrypted => "encrypted",
+            SkipReason::Corrupt => "corrupt",
+            SkipReason::WrongType => "wrong type",
+            SkipReason::ZipBomb => "zip bomb",
             SkipReason::LinkOutside => "link outside",
             SkipReason::Unreadable => "unreadable",
         })
@@ -69,7 +79,7 @@ pub fn collect_files(roots: &[PathBuf]) -> anyhow::Result<Found> {
                 bail!(
                     "{}: lore cannot ingest this file type yet (supported: {})",
                     root.display(),
-                    EXTENSIONS.map(|e| format!(".{e}")).join(", ")
+                    lore_documents::EXTENSIONS.map(|(e, _)| format!(".{e}")).join(", ")
                 );
             }
             files.insert(root.clone());
@@ -160,23 +170,47 @@ impl Walk<'_> {
 }
 
 fn supported(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    Format::of_path(path).is_some()
 }
 
-/// A UTF-8 text file of at most `max_bytes`, or why it is skipped: too large, binary (a
-/// NUL byte near the start), not UTF-8 (with the line and byte), or unreadable.
-pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, Skipped> {
+/// The blocks of text of a supported file of at most `max_bytes`, or why it is skipped:
+/// too large, unreadable, binary or not UTF-8 (a text format), or what `lore-documents`
+/// found wrong with it.
+pub fn read_blocks(path: &Path, max_bytes: u64) -> Result<Vec<Block>, Skipped> {
+    let format =
+        Format::of_path(path).ok_or_else(|| Skipped::new(path, SkipReason::WrongType, "not a supported type"))?;
+    let bytes = read_bytes(path, max_bytes)?;
+    let looks_binary = bytes.starts_with(b"%PDF-") || bytes.starts_with(b"PK\x03\x04");
+    let bytes = if format.is_text() && !looks_binary { text_bytes(path, bytes)? } else { bytes };
+    lore_documents::read(format, &bytes).map_err(|why| {
+        let reason = match why {
+            Unreadable::NeedsOcr => SkipReason::NeedsOcr,
+            Unreadable::Encrypted => SkipReason::Encrypted,
+            Unreadable::Corrupt { .. } => SkipReason::Corrupt,
+            Unreadable::WrongType { .. } => SkipReason::WrongType,
+            Unreadable::TooLargeInside(_) => SkipReason::ZipBomb,
+        };
+        Skipped::new(path, reason, why)
+    })
+}
+
+fn read_bytes(path: &Path, max_bytes: u64) -> Result<Vec<u8>, Skipped> {
     let unreadable = |e: std::io::Error| Skipped::new(path, SkipReason::Unreadable, format!("cannot read it: {e}"));
     let size = std::fs::metadata(path).map_err(unreadable)?.len();
     if size > max_bytes {
         let why = format!("{} is over max_file_bytes ({})", human_bytes(size), human_bytes(max_bytes));
         return Err(Skipped::new(path, SkipReason::TooLarge, why));
     }
-    let bytes = std::fs::read(path).map_err(unreadable)?;
+    std::fs::read(path).map_err(unreadable)
+}
+
+/// `bytes` if they are UTF-8 text, else why not: binary (a NUL byte near the start) or
+/// not UTF-8 (with the line and byte).
+fn text_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, Skipped> {
     if bytes[..bytes.len().min(BINARY_SNIFF_BYTES)].contains(&0) {
         return Err(Skipped::new(path, SkipReason::Binary, "a binary file (NUL bytes), not text"));
     }
-    String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map(String::into_bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
         let why = format!("not valid UTF-8 at line {line}, byte {at}; save it as UTF-8 and ingest again");
@@ -216,11 +250,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big.md");
         write(&big, &vec![b'a'; 3000]);
-        let skipped = read_text(&big, 2048).unwrap_err();
+        let skipped = read_blocks(&big, 2048).unwrap_err();
         assert_eq!(skipped.reason, SkipReason::TooLarge);
         assert!(skipped.message.contains("big.md") && skipped.message.contains("2.9 KiB"), "{}", skipped.message);
         assert!(skipped.message.contains("max_file_bytes (2.0 KiB)"), "{}", skipped.message);
-        assert_eq!(read_text(&big, 3000).unwrap().len(), 3000);
+        assert_eq!(read_blocks(&big, 3000).unwrap()[0].text.len(), 3000);
     }
 
     #[test]
@@ -228,13 +262,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let nul = dir.path().join("image.txt");
         write(&nul, b"PNG\0\0\x01binary");
-        let skipped = read_text(&nul, u64::MAX).unwrap_err();
+        let skipped = read_blocks(&nul, u64::MAX).unwrap_err();
         assert_eq!(skipped.reason, SkipReason::Binary);
         assert!(skipped.message.contains("image.txt"), "{}", skipped.message);
 
         let latin1 = dir.path().join("old.txt");
         write(&latin1, b"line one\nline two \xff\xfe broken\n");
-        let skipped = read_text(&latin1, u64::MAX).unwrap_err();
+        let skipped = read_blocks(&latin1, u64::MAX).unwrap_err();
         assert_eq!(skipped.reason, SkipReason::NotUtf8);
         assert!(skipped.message.contains("old.txt:2: not valid UTF-8 at line 2, byte 18"), "{}", skipped.message);
     }
@@ -243,7 +277,7 @@ mod tests {
     fn hidden_and_unsupported_files_are_left_out_and_the_rest_sorted() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
-        for name in ["b.md", "a/c.txt", "a/d.MARKDOWN", ".git/x.md", "e.pdf"] {
+        for name in ["b.md", "a/c.txt", "a/d.MARKDOWN", ".git/x.md", "e.jpg"] {
             write(&root.join(name), b"text");
         }
         let found = collect_files(std::slice::from_ref(&root)).unwrap();

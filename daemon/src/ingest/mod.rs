@@ -22,10 +22,11 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lore_core::{Chunk, Embedder};
+use lore_documents::Block;
 use lore_plugins::{ChunkPlace, KnowledgeBase};
 
 use crate::config::{Chunking, Config};
-pub use files::{collect_files, SkipReason, Skipped, EXTENSIONS};
+pub use files::{collect_files, SkipReason, Skipped};
 
 /// Chunks embedded and written per commit: bounded memory on any folder, and an
 /// interrupted run keeps what it wrote.
@@ -135,15 +136,15 @@ pub async fn ingest(
     for file in &found.files {
         bar.inc(1);
         let source = file.display().to_string();
-        let text = match files::read_text(file, settings.max_file_bytes) {
-            Ok(text) => text,
+        let blocks = match files::read_blocks(file, settings.max_file_bytes) {
+            Ok(blocks) => blocks,
             Err(skipped) => {
                 warn_skipped(&bar, kb, &skipped);
                 report.skipped.push(skipped);
                 continue;
             }
         };
-        let plan = FilePlan::new(chunk_file(&source, &text, &settings.chunking, &count), stored.get(&source));
+        let plan = FilePlan::new(chunk_blocks(&source, &blocks, &settings.chunking, &count), stored.get(&source));
         if plan.is_empty() {
             report.unchanged_files += 1;
             continue;
@@ -182,16 +183,27 @@ fn warn_skipped(bar: &ProgressBar, kb: &KnowledgeBase, skipped: &Skipped) {
     bar.suspend(|| tracing::warn!(kb = kb.name(), reason = %skipped.reason, "{}", skipped.message));
 }
 
-/// `text` cut into chunks of `source`. A repeated chunk (same text, so same id) is kept
-/// once: ids are the table's key.
-fn chunk_file(source: &str, text: &str, chunking: &Chunking, count: &dyn Fn(&str) -> usize) -> Vec<Chunk> {
+/// The blocks of `source` cut into chunks, each knowing its page, section and lines. A
+/// repeated chunk (same text, so same id) is kept once: ids are the table's key.
+fn chunk_blocks(source: &str, blocks: &[Block], chunking: &Chunking, count: &dyn Fn(&str) -> usize) -> Vec<Chunk> {
     let mut seen = BTreeSet::new();
-    chunk::chunk(text, chunking, count)
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| Chunk::new(source, i as u32, p.line_start, p.line_end, p.text))
-        .filter(|c| seen.insert(c.id.clone()))
-        .collect()
+    let mut chunks = Vec::new();
+    for block in blocks {
+        let section = (!block.section.is_empty()).then(|| lore_documents::section_path(&block.section));
+        for piece in chunk::chunk(&block.text, chunking, count) {
+            let (start, end) = match block.first_line {
+                Some(first) => (first + piece.line_start - 1, first + piece.line_end - 1),
+                None => (0, 0),
+            };
+            let mut chunk = Chunk::new(source, chunks.len() as u32, start, end, piece.text);
+            chunk.page = block.page;
+            chunk.section = section.clone();
+            if seen.insert(chunk.id.clone()) {
+                chunks.push(chunk);
+            }
+        }
+    }
+    chunks
 }
 
 /// What one file's chunks change in the store.
@@ -331,18 +343,37 @@ mod tests {
         let text = "Same words.\n\nOther words.\n\nSame words.\n";
         let cfg = Chunking { max_tokens: 16, overlap_tokens: 0, unit: crate::config::ChunkUnit::Sentence };
         let words = |s: &str| s.split_whitespace().count();
-        let chunks = chunk_file("a.md", text, &cfg, &words);
+        let block = Block { text: text.into(), first_line: Some(1), ..Block::default() };
+        let chunks = chunk_blocks("a.md", &[block], &cfg, &words);
         let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
         assert_eq!(texts, ["Same words.", "Other words."]);
     }
 
     #[test]
+    fn chunks_carry_their_blocks_page_section_and_lines() {
+        let cfg = Chunking { max_tokens: 16, overlap_tokens: 0, unit: crate::config::ChunkUnit::Paragraph };
+        let words = |s: &str| s.split_whitespace().count();
+        let blocks = [
+            Block {
+                text: "# Leave\n\nCall in sick early.\n".into(),
+                section: vec!["Leave".into()],
+                first_line: Some(5),
+                ..Block::default()
+            },
+            Block { text: "Page two text.".into(), page: Some(2), ..Block::default() },
+        ];
+        let chunks = chunk_blocks("h.md", &blocks, &cfg, &words);
+        let places: Vec<(u32, String)> = chunks.iter().map(|c| (c.position, c.location())).collect();
+        assert_eq!(places, [(0, "§ Leave, lines 5-7".to_string()), (1, "p. 2".to_string())]);
+    }
+
+    #[test]
     fn removed_sources_keep_skipped_files_and_other_roots() {
-        let place = ChunkPlace { position: 0, line_start: 1, line_end: 1 };
+        let place = ChunkPlace { position: 0, line_start: 1, line_end: 1, page: None, section: None };
         let stored: BTreeMap<String, BTreeMap<String, ChunkPlace>> =
             ["/kb/kept.md", "/kb/gone.md", "/kb/locked/x.md", "/kb/bad.txt", "/other/y.md"]
                 .into_iter()
-                .map(|s| (s.to_string(), BTreeMap::from([("id".to_string(), place)])))
+                .map(|s| (s.to_string(), BTreeMap::from([("id".to_string(), place.clone())])))
                 .collect();
         let skip = |p: &str| Skipped { path: p.into(), reason: SkipReason::Unreadable, message: String::new() };
         let removed = removed_sources(

@@ -15,7 +15,7 @@ use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
 
-use super::{ingest, Progress, Settings, EXTENSIONS};
+use super::{ingest, Progress, Settings};
 use crate::app::App;
 
 /// Quiet time after the last change before a knowledge base is re-ingested: an editor's
@@ -91,8 +91,8 @@ fn relevant_changes(app: &App, kb: &str, events: DebounceEventResult) -> usize {
 /// `data_dir` is `None` when the knowledge bases are in object storage: no local path is
 /// then the store's own.
 fn relevant(path: &Path, data_dir: Option<&Path>) -> bool {
-    let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    let kind_matters = extension.is_none_or(|e| EXTENSIONS.contains(&e.as_str()));
+    // A path without an extension may be a folder.
+    let kind_matters = path.extension().is_none() || lore_documents::Format::of_path(path).is_some();
     kind_matters && !data_dir.is_some_and(|dir| path.starts_with(dir))
 }
 
