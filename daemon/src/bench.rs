@@ -389,9 +389,24 @@ async fn hop_run(
     reps: usize,
     n_gen: usize,
 ) -> anyhow::Result<Value> {
+    let count = |text: &str, _: usize| local.count_text_tokens(text).saturating_sub(1);
+    timed_answers(model, at_once, reps, n_gen, &|| local.forget_cached_prompts(), &count).await
+}
+
+/// Time to first token and tokens per second per answer of `at_once` answers at a time,
+/// `reps` rounds; `before_round` runs before each, `tokens` counts an answer's tokens from
+/// its text and the pieces it came in.
+async fn timed_answers(
+    model: &dyn lore_core::ChatModel,
+    at_once: usize,
+    reps: usize,
+    n_gen: usize,
+    before_round: &(dyn Fn() + Sync),
+    tokens: &(dyn Fn(&str, usize) -> usize + Sync),
+) -> anyhow::Result<Value> {
     let (mut ttft, mut tps) = (Vec::new(), Vec::new());
     for rep in 0..reps.max(1) {
-        local.forget_cached_prompts();
+        before_round();
         let answers = (0..at_once).map(|i| async move {
             let prompt = format!("Story {rep}-{i}. Once upon a time, in a quiet village by the sea, there lived");
             let request = lore_core::GenerateRequest {
@@ -403,21 +418,21 @@ async fn hop_run(
             };
             let started = Instant::now();
             let mut generation = model.generate(request)?;
-            let (mut first, mut text) = (None, String::new());
+            let (mut first, mut text, mut pieces) = (None, String::new(), 0);
             while let Some(event) = generation.events.recv().await {
                 match event {
                     Event::Text(piece) => {
                         first.get_or_insert_with(|| started.elapsed());
                         text.push_str(&piece);
+                        pieces += 1;
                     }
                     Event::Done(_) => break,
                     Event::Failed(e) => anyhow::bail!("generation failed: {e}"),
                     Event::Queued { .. } => {}
                 }
             }
-            let tokens = local.count_text_tokens(&text).saturating_sub(1);
             let first = first.unwrap_or_else(|| started.elapsed());
-            Ok((first.as_secs_f64() * 1e3, tokens as f64 / started.elapsed().as_secs_f64()))
+            Ok((first.as_secs_f64() * 1e3, tokens(&text, pieces) as f64 / started.elapsed().as_secs_f64()))
         });
         for (first_ms, per_s) in futures::future::try_join_all(answers).await? {
             ttft.push(first_ms);
@@ -428,4 +443,29 @@ async fn hop_run(
         "ttft_ms_p50": percentile(&ttft, 50.0),
         "tokens_per_s": tps.iter().sum::<f64>() / tps.len().max(1) as f64,
     }))
+}
+
+/// `lore bench` on a pool of servers (`models.generator.type: openai`): time to first
+/// token and tokens per second per answer, one at a time and `parallel` at once. Tokens
+/// are the stream's pieces (a token each on vLLM, llama.cpp's server and Lore).
+pub async fn run_pool(app: &crate::app::App, args: &BenchArgs) -> anyhow::Result<()> {
+    let pool = app.remote.as_ref().expect("loaded with Models::All for a pool");
+    let mut result = serde_json::Map::new();
+    for at_once in [1, app.config.models.generator.parallel] {
+        let figures = timed_answers(pool, at_once, args.reps, args.n_gen, &|| {}, &|_, pieces| pieces).await?;
+        result.insert(at_once.to_string(), figures);
+    }
+    let out = json!({"model": app.config.models.generator.name(), "endpoints": app.config.models.generator.endpoints, "pool": result});
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("model {} on {}", out["model"].as_str().unwrap_or(""), app.config.models.generator.endpoints.join(", "));
+    println!("{:<44} {:>12} {:>12}", "answers at once", "first token", "tok/s each");
+    for (at_once, f) in &result {
+        let ms = f["ttft_ms_p50"].as_f64().unwrap_or(f64::NAN);
+        let tps = f["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
+        println!("{at_once:<44} {:>9.1} ms {tps:>12.1}", ms);
+    }
+    Ok(())
 }

@@ -131,9 +131,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             let m = &config.models;
-            if m.generator.kind != crate::config::ModelKind::Llama || m.embedder.kind != crate::config::ModelKind::Llama
-            {
-                bail!("`lore bench` measures a local model for now; a pool of servers (`type: openai`) is not benchmarked yet");
+            if m.generator.kind == crate::config::ModelKind::Openai {
+                let app = App::load(config, Models::All).await?;
+                return crate::bench::run_pool(&app, &args).await;
+            }
+            if m.embedder.kind != crate::config::ModelKind::Llama {
+                bail!("`lore bench` measures the embedder in-process: give it a local embedder (--embedder FILE.gguf)");
             }
             crate::bench::run(args, m.generator.path.clone(), m.embedder.path.clone()).await
         }

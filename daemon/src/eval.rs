@@ -50,6 +50,34 @@ pub struct EvalArgs {
     /// Also write one JSON line per question (answer, evidence, gold rank, scores) here.
     #[arg(long)]
     pub details: Option<PathBuf>,
+    /// Ingest this document instead of the article's text: a PDF of a one-article SQuAD
+    /// file with one paragraph per page (`scripts/squad_pdf.py` writes one), so that
+    /// retrieval from PDFs can be compared with retrieval from text. A chunk is then gold
+    /// when it is on the gold paragraph's page.
+    #[arg(long)]
+    pub document: Option<PathBuf>,
+}
+
+/// Where a question's gold paragraph is in the ingested file.
+#[derive(Debug, Clone, Copy)]
+struct GoldPlace {
+    /// Its first line in the article's text file (one blank line between paragraphs).
+    line: u32,
+    /// Its page in a `--document` PDF (one paragraph per page).
+    page: u32,
+}
+
+impl GoldPlace {
+    fn of_paragraph(i: usize) -> Self {
+        Self { line: (2 * i + 1) as u32, page: i as u32 + 1 }
+    }
+
+    fn holds(&self, chunk: &lore_core::Chunk) -> bool {
+        match chunk.page {
+            Some(page) => page == self.page,
+            None => chunk.line_start <= self.line && self.line <= chunk.line_end,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -153,6 +181,9 @@ pub const EVAL_SYSTEM: &str = include_str!("../../prompts/eval-system.txt");
 /// returns the metrics; writes the predictions (and `--details`) files.
 pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
     let squad = read_squad(&args.squad)?;
+    if args.document.is_some() && squad.data.len() != 1 {
+        anyhow::bail!("--document stands for one article; {} has {}", args.squad.display(), squad.data.len());
+    }
     let eval = Evaluation::new(app, args)?;
     let work = std::env::temp_dir().join(format!("lore-eval-{}", std::process::id()));
     let store = KbStore::open(&work).await?;
@@ -163,11 +194,11 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
             break;
         }
         let chain = eval.ingest_article(&store, &work, ai, article).await?;
-        let questions: Vec<(u32, &Qa)> = article
+        let questions: Vec<(GoldPlace, &Qa)> = article
             .paragraphs
             .iter()
             .enumerate()
-            .flat_map(|(pi, p)| p.qas.iter().map(move |qa| (paragraph_line(pi), qa)))
+            .flat_map(|(pi, p)| p.qas.iter().map(move |qa| (GoldPlace::of_paragraph(pi), qa)))
             .take(left)
             .collect();
         left -= questions.len();
@@ -181,11 +212,6 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
 fn read_squad(file: &std::path::Path) -> anyhow::Result<Squad> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("{}: not a SQuAD 2.0 JSON file", file.display()))
-}
-
-/// Line of paragraph `i` in an article's text file (one blank line between paragraphs).
-fn paragraph_line(i: usize) -> u32 {
-    (2 * i + 1) as u32
 }
 
 /// One evaluation run's settings, shared by every article.
@@ -248,9 +274,15 @@ impl<'a> Evaluation<'a> {
         ai: usize,
         article: &Article,
     ) -> anyhow::Result<Chain> {
-        let file = work.join(format!("article-{ai}.txt"));
-        let text = article.paragraphs.iter().map(|p| p.context.trim()).collect::<Vec<_>>().join("\n\n") + "\n";
-        std::fs::write(&file, &text)?;
+        let file = match &self.args.document {
+            Some(document) => document.clone(),
+            None => {
+                let file = work.join(format!("article-{ai}.txt"));
+                let text = article.paragraphs.iter().map(|p| p.context.trim()).collect::<Vec<_>>().join("\n\n") + "\n";
+                std::fs::write(&file, &text)?;
+                file
+            }
+        };
         let name = format!("article_{ai}");
         let kb = store.open_or_create(&name, self.app.embedder.dim()).await?;
         let progress = if self.args.json { Progress::Quiet } else { Progress::Bar };
@@ -263,21 +295,20 @@ impl<'a> Evaluation<'a> {
         Chain::build(KbHandle::new(store.clone(), &name)?, self.retrieval.clone(), self.template.clone(), &plugins)
     }
 
-    /// Asks `questions` (with the line of their gold paragraph), `in_flight` at a time.
-    async fn ask_all(&self, chain: &Chain, questions: Vec<(u32, &Qa)>) -> anyhow::Result<Vec<Asked>> {
+    /// Asks `questions` (with the place of their gold paragraph), `in_flight` at a time.
+    async fn ask_all(&self, chain: &Chain, questions: Vec<(GoldPlace, &Qa)>) -> anyhow::Result<Vec<Asked>> {
         futures::stream::iter(questions)
-            .map(|(line, qa)| self.ask(chain, line, qa))
+            .map(|(gold, qa)| self.ask(chain, gold, qa))
             .buffered(self.in_flight)
             .try_collect()
             .await
     }
 
-    async fn ask(&self, chain: &Chain, line: u32, qa: &Qa) -> anyhow::Result<Asked> {
+    async fn ask(&self, chain: &Chain, gold: GoldPlace, qa: &Qa) -> anyhow::Result<Asked> {
         let started = Instant::now();
         // Recall@k and MRR are computed on the reranked candidates, best first.
         let ranked = chain.retrieve(&qa.question).await?;
-        let gold_rank =
-            ranked.iter().position(|h| h.chunk.line_start <= line && line <= h.chunk.line_end).map(|r| r + 1);
+        let gold_rank = ranked.iter().position(|h| gold.holds(&h.chunk)).map(|r| r + 1);
         let top_score = ranked.first().map(|h| h.score);
         let (answer, evidence) = match &self.pipeline {
             None => (String::new(), None),
