@@ -16,7 +16,7 @@ const SKIPPED: [&str; 15] = [
 const SKIPPED_ROLES: [&str; 6] = ["navigation", "banner", "contentinfo", "search", "dialog", "alertdialog"];
 
 /// Words in an id or class that mark consent banners and the like.
-const BANNER_WORDS: [&str; 5] = ["cookie", "consent", "gdpr", "newsletter", "popup"];
+const BANNER_WORDS: [&str; 6] = ["cookie", "cookies", "consent", "gdpr", "newsletter", "popup"];
 
 /// Elements read as one paragraph.
 const PARAGRAPHS: [&str; 12] =
@@ -28,10 +28,8 @@ pub(crate) fn blocks(text: &str) -> Vec<Block> {
         .iter()
         .find_map(|s| document.select(&Selector::parse(s).expect("a valid selector")).next());
     let mut walker = Walker { blocks: vec![Block::default()], path: Vec::new() };
-    match main {
-        Some(main) => walker.element(main),
-        None => walker.element(document.root_element()),
-    }
+    // The chosen root is read whatever its classes say (a body may carry `cookies-set`).
+    walker.children(main.unwrap_or_else(|| document.root_element()));
     walker.blocks
 }
 
@@ -58,12 +56,16 @@ impl Walker {
         }
         match name {
             "table" => return self.table(element),
-            "pre" => return self.push(text_of(element).trim_end()),
-            "br" => return self.push(""),
+            "pre" => return self.push_preformatted(&text_of(element)),
+            "br" => return,
             _ if PARAGRAPHS.contains(&name) && !has_block_children(element) => return self.push(&text_of(element)),
             _ => {}
         }
-        // A container: its elements in order; loose text between them is a paragraph.
+        self.children(element);
+    }
+
+    /// A container: its elements in order; loose text between them is a paragraph.
+    fn children(&mut self, element: ElementRef<'_>) {
         let mut loose = String::new();
         for child in element.children() {
             match child.value() {
@@ -97,13 +99,14 @@ impl Walker {
 
     /// A paragraph, its inner whitespace squeezed.
     fn push(&mut self, text: &str) {
-        let text = if text.contains('\n') && text.lines().count() > 1 && text.starts_with(' ') {
-            text.to_string()
-        } else {
-            squeeze(text)
-        };
+        self.push_preformatted(&squeeze(text));
+    }
+
+    /// Text whose line breaks and indents are its own (`<pre>`).
+    fn push_preformatted(&mut self, text: &str) {
+        let text = text.trim_end();
         if !text.trim().is_empty() {
-            self.blocks.last_mut().expect("one block").text.push_str(&format!("{}\n\n", text.trim_end()));
+            self.blocks.last_mut().expect("one block").text.push_str(&format!("{text}\n\n"));
         }
     }
 }
@@ -165,8 +168,9 @@ fn skipped(element: ElementRef<'_>) -> bool {
     {
         return true;
     }
+    // Whole words of the id and classes (`cookie-banner`, `consent`), not any substring.
     let marks = format!("{} {}", e.attr("id").unwrap_or(""), e.attr("class").unwrap_or("")).to_ascii_lowercase();
-    BANNER_WORDS.iter().any(|w| marks.contains(w))
+    marks.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| BANNER_WORDS.contains(&word))
 }
 
 /// The text inside `element`, leaving out what is skipped.
@@ -219,5 +223,14 @@ mod tests {
         let holidays = blocks.iter().find(|b| b.section == ["Leave", "Holidays"]).expect("the section");
         assert!(holidays.text.contains("Book early.\n\nAsk twice."), "{:?}", holidays.text);
         assert!(all.contains("Everyone gets leave."), "{all:?}");
+    }
+
+    #[test]
+    fn code_keeps_its_lines_and_a_root_is_read_whatever_its_classes() {
+        let page = "<html><body class=\"cookies-not-set\"><p>Run this:</p><pre>def f():\n    return 1</pre>\
+                    <div class=\"cookie-notice\">We use cookies.</div></body></html>";
+        let all: String = blocks(page).iter().map(|b| b.text.clone()).collect();
+        assert!(all.contains("Run this:") && all.contains("def f():\n    return 1"), "{all:?}");
+        assert!(!all.contains("We use cookies"), "{all:?}");
     }
 }

@@ -64,7 +64,8 @@ fn heading_styles(xml: &str) -> Vec<(String, usize)> {
                     }
                 }
                 "outlineLvl" => {
-                    let level = attribute(&e, "w:val").and_then(|v| v.parse::<usize>().ok());
+                    // Level 9 is Word's "body text".
+                    let level = attribute(&e, "w:val").and_then(|v| v.parse::<usize>().ok()).filter(|&l| l < 9);
                     if let (Some(id), Some(level)) = (&current, level) {
                         styles.push((id.clone(), level + 1));
                     }

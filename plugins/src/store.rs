@@ -357,11 +357,12 @@ impl KnowledgeBase {
         if rows.is_empty() {
             return Ok(());
         }
-        if self.place_columns().await?.len() < PLACE_COLUMNS.len() {
+        let present = self.place_columns().await?;
+        if present.len() < PLACE_COLUMNS.len() {
             let missing: Vec<Field> = schema(self.dim)
                 .fields()
                 .iter()
-                .filter(|f| PLACE_COLUMNS.contains(&f.name().as_str()))
+                .filter(|f| PLACE_COLUMNS.contains(&f.name().as_str()) && !present.contains(&f.name().as_str()))
                 .map(|f| f.as_ref().clone())
                 .collect();
             let missing = Arc::new(Schema::new(missing));

@@ -63,6 +63,25 @@ impl RemoteEmbedder {
     pub fn counted_by(&self) -> CountedBy {
         self.inner.tokens.counted_by()
     }
+
+    /// `text`, or as much of its start as fits in `max_tokens` (cut at a character).
+    fn cut_to_fit(&self, text: &str) -> String {
+        let fits = |t: &str| self.count_tokens(t) <= self.inner.settings.max_tokens;
+        if fits(text) {
+            return text.to_string();
+        }
+        let bounds: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        let (mut lo, mut hi) = (0, bounds.len());
+        while lo + 1 < hi {
+            let mid = (lo + hi) / 2;
+            if fits(&text[..bounds[mid]]) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        text[..bounds[lo]].to_string()
+    }
 }
 
 #[async_trait::async_trait]
@@ -71,8 +90,9 @@ impl Embedder for RemoteEmbedder {
         self.inner.dim
     }
 
+    /// With the two special tokens BERT-style embedders add, as the trait counts.
     fn count_tokens(&self, text: &str) -> usize {
-        self.inner.tokens.count_here(text)
+        self.inner.tokens.count_here(text) + 2
     }
 
     fn max_tokens(&self) -> usize {
@@ -83,6 +103,9 @@ impl Embedder for RemoteEmbedder {
         let inner = &self.inner;
         // Owned batches and handles: the futures must not borrow from this call, which
         // `async_trait` cannot express for a stream of them.
+        // Servers refuse a text longer than the model takes (vLLM 400, TEI 413); the local
+        // embedder cuts such texts, and so does this one.
+        let texts: Vec<String> = texts.iter().map(|t| self.cut_to_fit(t)).collect();
         let batches: Vec<_> = texts
             .chunks(inner.settings.batch_texts.max(1))
             .map(|batch| {
@@ -107,7 +130,9 @@ impl Embedder for RemoteEmbedder {
 async fn embed_batch(pool: &Pool, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
     let body = json!({"model": model, "input": texts, "encoding_format": "float"});
     let answer = pool.post_json(Route::Api("embeddings"), &body).await.map_err(|e| format!("embeddings: {e}"))?;
-    let mut vectors = read_vectors(&answer).ok_or_else(|| format!("embeddings: unexpected answer {answer:.200}"))?;
+    let mut vectors = read_vectors(&answer).ok_or_else(|| {
+        format!("embeddings: unexpected answer {}", answer.to_string().chars().take(200).collect::<String>())
+    })?;
     if vectors.len() != texts.len() {
         return Err(format!("embeddings: {} vectors for {} texts", vectors.len(), texts.len()));
     }

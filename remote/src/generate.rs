@@ -52,6 +52,10 @@ pub(crate) struct Inner {
 enum TryError {
     #[error("{0}")]
     Failed(String),
+    /// The server refused the request itself (4xx: too long for its window, a bad
+    /// parameter): every server would, and none of them is at fault.
+    #[error("{0}")]
+    Refused(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -142,6 +146,10 @@ async fn answer(
                 return;
             }
             Err(TryError::Cancelled) => return,
+            Err(TryError::Refused(error)) => {
+                let _ = tx.send(Event::Failed(format!("the engine refused the request: {error}")));
+                return;
+            }
             Err(TryError::Failed(error)) => error,
         };
         inner.pool.take_out(index, &error);
@@ -196,7 +204,10 @@ async fn stream_once(
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
-        return Err(TryError::Failed(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())));
+        let why = format!("HTTP {status}: {}", text.chars().take(200).collect::<String>());
+        // 408 and 429 are the server's state, not the request's: another may take it.
+        let refused = status.is_client_error() && !matches!(status.as_u16(), 408 | 429);
+        return Err(if refused { TryError::Refused(why) } else { TryError::Failed(why) });
     }
     let mut events = sse::Events::default();
     let mut bytes = response.bytes_stream();

@@ -71,20 +71,31 @@ impl Scorer for RemoteGenerator {
     }
 }
 
-/// Mean log-probability of the tokens that end after `context_chars` and start before
-/// `prompt_chars` (offsets count characters, as OpenAI's `text_offset` does). `None` when
-/// the answer holds no log-probabilities for those tokens.
+/// Mean log-probability of the continuation's tokens: those of the echoed prompt (the
+/// first `usage.prompt_tokens`; the rest were generated) that end after `context_chars`.
+/// Offsets count characters, as OpenAI's `text_offset` does, but servers echo a start
+/// token ("<s>") or a leading space the prompt did not have, so positions are taken from
+/// the end of the echoed prompt, which is the end of the prompt sent. `None` when the
+/// answer holds no log-probabilities for those tokens.
 fn continuation_logprob(answer: &Value, context_chars: usize, prompt_chars: usize) -> Option<f64> {
     let logprobs = &answer["choices"][0]["logprobs"];
     let tokens = logprobs["tokens"].as_array()?;
     let offsets = logprobs["text_offset"].as_array()?;
     let values = logprobs["token_logprobs"].as_array()?;
+    // Without `usage`, the prompt's tokens are those that start inside it.
+    let starting_inside =
+        offsets.iter().take_while(|o| o.as_u64().is_some_and(|o| (o as usize) < prompt_chars)).count();
+    let echoed = answer["usage"]["prompt_tokens"].as_u64().map_or(starting_inside, |n| n as usize).min(tokens.len());
+    let ends: Vec<usize> = tokens[..echoed]
+        .iter()
+        .zip(offsets)
+        .map(|(t, o)| Some(o.as_u64()? as usize + t.as_str()?.chars().count()))
+        .collect::<Option<_>>()?;
+    let shift = ends.last()?.checked_sub(prompt_chars)?;
     let mut sum = 0.0;
     let mut n = 0;
-    for ((token, offset), value) in tokens.iter().zip(offsets).zip(values) {
-        let start = offset.as_u64()? as usize;
-        let end = start + token.as_str()?.chars().count();
-        if end > context_chars && start < prompt_chars {
+    for (end, value) in ends.iter().zip(values) {
+        if end - shift.min(*end) > context_chars {
             sum += value.as_f64()?;
             n += 1;
         }
@@ -106,6 +117,19 @@ mod tests {
         }}]});
         assert_eq!(continuation_logprob(&answer, 10, 15), Some(-0.5));
         assert_eq!(continuation_logprob(&answer, 3, 15), Some((-2.0 - 1.0 - 0.5) / 3.0));
+    }
+
+    #[test]
+    fn an_echoed_start_token_or_leading_space_does_not_shift_the_continuation() {
+        // vLLM echoes "<s>" first (no log-probability); SentencePiece pieces start with a
+        // space the prompt did not have. One token generated after the prompt.
+        let answer = json!({"usage": {"prompt_tokens": 5}, "choices": [{"logprobs": {
+            "tokens": ["<s>", " The", " sky", " is", " blue", "."],
+            "text_offset": [0, 3, 7, 11, 14, 19],
+            "token_logprobs": [null, -4.0, -2.0, -1.0, -0.5, -3.0],
+        }}]});
+        // "The sky is" + " blue": 10 and 15 characters.
+        assert_eq!(continuation_logprob(&answer, 10, 15), Some(-0.5));
     }
 
     #[test]

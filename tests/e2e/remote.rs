@@ -153,8 +153,8 @@ async fn prompt_tokens_are_counted_by_the_servers_tokenize_or_a_tokenizer_file_o
     assert_eq!(pool.counted_by(), CountedBy::Estimate);
     assert!(pool.endpoints()[0].healthy, "a missing route is not a failure");
 
-    // A tokenizer file: exactly what the model's own tokenizer counts (the GGUF adds its
-    // two special tokens, which prompts of ordinary text do not).
+    // A tokenizer file: exactly what the model's own tokenizer counts, its two special
+    // tokens included as the embedder trait counts them.
     let local = lore_engine::LlamaEmbedder::load(&lore_engine::EmbedderConfig::new(embedder_path())).unwrap();
     let embedder = RemoteEmbedder::connect(RemoteEmbedderSettings {
         pool: pool_settings_for(&vllm),
@@ -167,7 +167,7 @@ async fn prompt_tokens_are_counted_by_the_servers_tokenize_or_a_tokenizer_file_o
     .unwrap();
     assert_eq!(embedder.counted_by(), CountedBy::TokenizerFile);
     for text in ["How do honeybees tell each other where the flowers are?", "Waggle-dance: 1,234 m at 40°."] {
-        assert_eq!(embedder.count_tokens(text) + 2, local.count_tokens(text), "{text}");
+        assert_eq!(embedder.count_tokens(text), local.count_tokens(text), "{text}");
     }
     assert_eq!(embedder.max_tokens(), 256);
 }

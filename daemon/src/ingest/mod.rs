@@ -136,7 +136,13 @@ pub async fn ingest(
     for file in &found.files {
         bar.inc(1);
         let source = file.display().to_string();
-        let blocks = match files::read_blocks(file, settings.max_file_bytes) {
+        // Parsing a PDF or DOCX is CPU work: off the async workers (the watcher's
+        // re-ingest shares them with the daemon).
+        let read = {
+            let (file, max) = (file.clone(), settings.max_file_bytes);
+            tokio::task::spawn_blocking(move || files::read_blocks(&file, max))
+        };
+        let blocks = match read.await.context("reading a file panicked")? {
             Ok(blocks) => blocks,
             Err(skipped) => {
                 warn_skipped(&bar, kb, &skipped);
