@@ -92,14 +92,14 @@ pub enum Unreadable {
 /// Extracts the blocks of a document in `format` from its bytes. Text formats must be
 /// UTF-8 already (the caller reports files that are not).
 pub fn read(format: Format, bytes: &[u8]) -> Result<Vec<Block>, Unreadable> {
-    let kind = sniff(bytes);
+    let content = Content::of(bytes);
     let expected = match format {
-        Format::Pdf => "a PDF",
-        Format::Docx | Format::Odt => "a zip archive",
-        Format::Text | Format::Markdown | Format::Html => "text",
+        Format::Pdf => Content::Pdf,
+        Format::Docx | Format::Odt => Content::Zip,
+        Format::Text | Format::Markdown | Format::Html => Content::Text,
     };
-    if kind != expected {
-        return Err(Unreadable::WrongType { named: format, looks_like: kind });
+    if content != expected {
+        return Err(Unreadable::WrongType { named: format, looks_like: content.described() });
     }
     let text = || std::str::from_utf8(bytes).map_err(|e| Unreadable::Corrupt { format, why: e.to_string() });
     let blocks = match format {
@@ -131,16 +131,37 @@ fn join_bare_headings(blocks: Vec<Block>) -> Vec<Block> {
     out
 }
 
-/// What the first bytes say a file is.
-fn sniff(bytes: &[u8]) -> &'static str {
-    if bytes.starts_with(b"%PDF-") {
-        "a PDF"
-    } else if bytes.starts_with(b"PK\x03\x04") {
-        "a zip archive"
-    } else if bytes[..bytes.len().min(8192)].contains(&0) {
-        "a binary file"
-    } else {
-        "text"
+/// What a file's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    Pdf,
+    /// A zip archive (DOCX, ODT, or any other).
+    Zip,
+    /// A NUL byte near the start, as git and grep tell binary files.
+    Binary,
+    Text,
+}
+
+impl Content {
+    pub fn of(bytes: &[u8]) -> Self {
+        if bytes.starts_with(b"%PDF-") {
+            Content::Pdf
+        } else if bytes.starts_with(b"PK\x03\x04") {
+            Content::Zip
+        } else if bytes[..bytes.len().min(8192)].contains(&0) {
+            Content::Binary
+        } else {
+            Content::Text
+        }
+    }
+
+    fn described(self) -> &'static str {
+        match self {
+            Content::Pdf => "a PDF",
+            Content::Zip => "a zip archive",
+            Content::Binary => "a binary file",
+            Content::Text => "text",
+        }
     }
 }
 

@@ -33,12 +33,11 @@ fn shape(line: &str) -> String {
     squeeze(line).chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect()
 }
 
-fn edges(page: &str) -> impl Iterator<Item = &str> {
+/// The first and last [`EDGE_LINES`] non-blank lines of a page.
+fn edges(page: &str) -> Vec<&str> {
     let lines: Vec<&str> = page.lines().filter(|l| !l.trim().is_empty()).collect();
     let n = lines.len();
-    let take: Vec<&str> =
-        lines.iter().enumerate().filter(|(i, _)| *i < EDGE_LINES || *i + EDGE_LINES >= n).map(|(_, l)| *l).collect();
-    take.into_iter()
+    lines.into_iter().enumerate().filter(|(i, _)| *i < EDGE_LINES || *i + EDGE_LINES >= n).map(|(_, l)| l).collect()
 }
 
 /// Shapes of lines at the top or bottom of at least half the pages (three pages at least).
@@ -48,7 +47,7 @@ fn running_lines(pages: &[String]) -> Vec<String> {
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     for page in pages {
-        let mut shapes: Vec<String> = edges(page).map(shape).collect();
+        let mut shapes: Vec<String> = edges(page).into_iter().map(shape).collect();
         shapes.sort();
         shapes.dedup();
         for s in shapes {
@@ -60,7 +59,7 @@ fn running_lines(pages: &[String]) -> Vec<String> {
 
 /// The page without its running lines, with words broken at a line's end joined again.
 fn clean(page: &str, running: &[String]) -> String {
-    let edge: Vec<&str> = edges(page).collect();
+    let edge = edges(page);
     let lines: Vec<&str> = page.lines().filter(|l| !(edge.contains(l) && running.contains(&shape(l)))).collect();
     let mut text = String::new();
     for line in lines {

@@ -93,8 +93,8 @@ impl Tokens {
                 None => self.no_server(&format!("unexpected answer {answer}"), text),
             },
             // No such route; other refusals (a key, a rate) may pass next time.
-            Err(CallError::Refused { status: 404 | 405, body }) => {
-                self.no_server(&format!("HTTP 404/405: {body}"), text)
+            Err(CallError::Refused { status: status @ (404 | 405), body }) => {
+                self.no_server(&format!("HTTP {status}: {body}"), text)
             }
             Err(CallError::Refused { .. }) => estimate(text),
             // Down for now: estimate this once and ask again next time.

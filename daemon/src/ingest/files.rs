@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use lore_documents::{Block, Format, Unreadable};
-
-/// Bytes looked at for NUL to tell a binary file, as git and grep do.
-const BINARY_SNIFF_BYTES: usize = 8 * 1024;
+use lore_documents::{Block, Content, Format, Unreadable};
 
 /// Why a file (or a folder, or a link) was left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -180,8 +177,9 @@ pub fn read_blocks(path: &Path, max_bytes: u64) -> Result<Vec<Block>, Skipped> {
     let format =
         Format::of_path(path).ok_or_else(|| Skipped::new(path, SkipReason::WrongType, "not a supported type"))?;
     let bytes = read_bytes(path, max_bytes)?;
-    let looks_binary = bytes.starts_with(b"%PDF-") || bytes.starts_with(b"PK\x03\x04");
-    let bytes = if format.is_text() && !looks_binary { text_bytes(path, bytes)? } else { bytes };
+    // A PDF or an archive named as text is told apart by `lore_documents::read`.
+    let container = matches!(Content::of(&bytes), Content::Pdf | Content::Zip);
+    let bytes = if format.is_text() && !container { text_bytes(path, bytes)? } else { bytes };
     lore_documents::read(format, &bytes).map_err(|why| {
         let reason = match why {
             Unreadable::NeedsOcr => SkipReason::NeedsOcr,
@@ -207,7 +205,7 @@ fn read_bytes(path: &Path, max_bytes: u64) -> Result<Vec<u8>, Skipped> {
 /// `bytes` if they are UTF-8 text, else why not: binary (a NUL byte near the start) or
 /// not UTF-8 (with the line and byte).
 fn text_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, Skipped> {
-    if bytes[..bytes.len().min(BINARY_SNIFF_BYTES)].contains(&0) {
+    if Content::of(&bytes) == Content::Binary {
         return Err(Skipped::new(path, SkipReason::Binary, "a binary file (NUL bytes), not text"));
     }
     String::from_utf8(bytes).map(String::into_bytes).map_err(|e| {
