@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write random-weight GGUF models for tests and benchmarks (deterministic: fixed seed).
 
-  make_gguf.py gptneox OUT.gguf [--shape tiny|pythia-1.4b|pythia-6.9b] [--type f16|q8_0|q4_0]
+  make_gguf.py gptneox OUT.gguf [--shape tiny|tiny-50k|pythia-1.4b|pythia-6.9b] [--type f16|q8_0|q4_0]
   make_gguf.py gptj OUT.gguf          # a tiny GPT-J file: llama.cpp has no graph for it
   make_gguf.py bert-reranker OUT.gguf # a tiny BERT cross-encoder (rank pooling, one score)
   make_gguf.py bert OUT.gguf --shape minilm   # an embedder shaped like all-MiniLM-L6-v2
@@ -17,6 +17,9 @@ import numpy as np
 SHAPES = {
     # n_embd, n_layer, n_head, n_ff, n_vocab, n_ctx
     "tiny": (64, 2, 4, 256, 512, 512),
+    # A real model's vocabulary on a nearly free network: decoding costs little more
+    # than the host's work per token (sampling, streaming), which this shape measures.
+    "tiny-50k": (64, 2, 4, 256, 50304, 2048),
     "pythia-1.4b": (2048, 24, 16, 8192, 50304, 2048),
     "pythia-6.9b": (4096, 32, 32, 16384, 50432, 2048),
 }

@@ -18,7 +18,6 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::DecodeError;
 use tokio::sync::mpsc;
@@ -29,6 +28,7 @@ use lore_core::{
 };
 
 use super::{load_model, thread_count, EngineError, Utf8Stream};
+use crate::sampling::TokenChooser;
 use crate::settings::GeneratorConfig;
 
 struct Job {
@@ -435,7 +435,7 @@ struct Active {
     score_at: Vec<(i32, LlamaToken)>,
     logprobs: Vec<f64>,
     generated: usize,
-    sampler: LlamaSampler,
+    chooser: TokenChooser,
     utf8: Utf8Stream,
     /// Text produced but not yet sent because it might be the start of a stop string.
     held: String,
@@ -533,7 +533,7 @@ impl<'m> Worker<'m> {
             self.slots[seq] = Some(Active {
                 seq: seq as i32,
                 admitted: self.admissions,
-                sampler: sampler(self.model, &job.request.sampling),
+                chooser: TokenChooser::new(self.model, &job.request.sampling),
                 job,
                 prefilled: reused,
                 reused,
@@ -715,7 +715,7 @@ impl<'m> Worker<'m> {
             if a.next.is_some() {
                 a.n_past += 1;
             }
-            let token = a.sampler.sample(&self.ctx, at);
+            let token = a.chooser.choose(self.ctx.get_logits_ith(at));
             a.generated += 1;
             if !a.job.request.ignore_eos && self.model.vocab().is_eog(token) {
                 self.finish(i, StopReason::EndOfText);
@@ -819,23 +819,6 @@ fn log_softmax_at(logits: &[f32], target: LlamaToken) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
     logits.get(target.0 as usize).map_or(f64::NEG_INFINITY, |&l| l as f64 - max - sum.ln())
-}
-
-fn sampler(model: &LlamaModel, s: &Sampling) -> LlamaSampler {
-    let mut chain = Vec::new();
-    if s.repeat_penalty != 1.0 {
-        chain.push(LlamaSampler::penalties(model.n_vocab(), 64, s.repeat_penalty, 0.0, 0.0));
-    }
-    if s.temperature <= 0.0 {
-        chain.push(LlamaSampler::greedy());
-    } else {
-        chain.push(LlamaSampler::top_k(s.top_k as i32));
-        chain.push(LlamaSampler::top_p(s.top_p, 1));
-        chain.push(LlamaSampler::min_p(s.min_p, 1));
-        chain.push(LlamaSampler::temp(s.temperature));
-        chain.push(LlamaSampler::dist(s.seed));
-    }
-    LlamaSampler::chain_simple(chain)
 }
 
 #[async_trait::async_trait]

@@ -11,6 +11,7 @@ mod embed;
 mod generate;
 mod model_file;
 mod rank;
+mod sampling;
 pub mod settings;
 mod utf8;
 
