@@ -38,8 +38,17 @@ pub enum Command {
         /// Knowledge base; created if it does not exist.
         #[arg(long)]
         kb: String,
-        /// Files or folders (default: the knowledge base's `sources` from the config).
-        paths: Vec<PathBuf>,
+        /// Files, folders or web pages (http:// or https://); default: the knowledge
+        /// base's `sources` from the config.
+        sources: Vec<String>,
+        /// With web pages: also fetch the pages below each on its host (its sitemap's,
+        /// else those its links lead to), as the knowledge base's `crawl: true` does.
+        #[arg(long)]
+        crawl: bool,
+        /// Pages fetched at most per web page given [default: the knowledge base's
+        /// `max_pages`, 500].
+        #[arg(long)]
+        max_pages: Option<usize>,
     },
     /// Answer one question, streamed to stdout, with sources.
     Ask {
@@ -109,7 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = Config::load(&config_path(cli.config))?;
     match cli.command {
-        Command::Ingest { kb, paths } => ingest(config, &kb, paths).await,
+        Command::Ingest { kb, sources, crawl, max_pages } => ingest(config, &kb, sources, crawl, max_pages).await,
         Command::Ask { bot, kb, question } => ask(config, bot.as_deref(), kb.as_deref(), &question).await,
         Command::Chat { bot, kb } => chat(config, bot.as_deref(), kb.as_deref()).await,
         Command::Run => serve(config).await,
@@ -143,23 +152,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn ingest(config: Config, kb_name: &str, paths: Vec<PathBuf>) -> anyhow::Result<()> {
+async fn ingest(
+    config: Config,
+    kb_name: &str,
+    sources: Vec<String>,
+    crawl: bool,
+    max_pages: Option<usize>,
+) -> anyhow::Result<()> {
     if !crate::config::valid_kb_name(kb_name) {
         bail!("knowledge base name {kb_name:?} is not valid: use letters, digits, '-' and '_'");
     }
-    let paths = if paths.is_empty() {
+    let (paths, pages): (Vec<PathBuf>, Vec<String>) = if sources.is_empty() {
         match config.knowledge_bases.get(kb_name) {
-            Some(kb) if !kb.sources.is_empty() => kb.sources.clone(),
+            Some(kb) if !kb.sources.is_empty() || !kb.web_sources.is_empty() => {
+                (kb.sources.clone(), kb.web_sources.clone())
+            }
             _ => bail!("no files given, and {} lists no sources for knowledge base {kb_name:?}", config.file.display()),
         }
     } else {
-        paths
+        let (pages, paths): (Vec<String>, Vec<String>) =
+            sources.into_iter().partition(|s| crate::ingest::web::is_url(s));
+        (paths.into_iter().map(PathBuf::from).collect(), pages)
     };
-    let settings = crate::ingest::Settings::for_kb(&config, kb_name);
+    let pages: Vec<url::Url> =
+        pages.iter().map(|p| crate::ingest::web::parse_url(p)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    let mut settings = crate::ingest::Settings::for_kb(&config, kb_name);
+    settings.web.crawl |= crawl;
+    if let Some(max) = max_pages {
+        settings.web.max_pages = max;
+    }
     let app = App::load(config, Models::WithoutGenerator).await?;
     let kb = app.kb_for_ingest(kb_name).await?;
-    let report = crate::ingest::ingest(&kb, app.embedder.as_ref(), &paths, &settings, Progress::Bar).await?;
-    println!("{kb_name}: {report}; {} chunks stored", kb.count().await?);
+    let embedder = app.embedder.as_ref();
+    if !paths.is_empty() {
+        let report = crate::ingest::ingest(&kb, embedder, &paths, &settings, Progress::Bar).await?;
+        println!("{kb_name}: {report}; {} chunks stored", kb.count().await?);
+    }
+    if !pages.is_empty() {
+        let report = crate::ingest::ingest_web(&kb, embedder, &pages, &settings, Progress::Bar).await?;
+        println!("{kb_name}: {report}; {} chunks stored", kb.count().await?);
+    }
     Ok(())
 }
 

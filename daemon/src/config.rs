@@ -541,9 +541,24 @@ pub enum ChunkUnit {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KnowledgeBaseConfig {
-    /// Files and folders ingested by `lore ingest --kb NAME` (folders: every .txt/.md below).
+    /// Files and folders ingested by `lore ingest --kb NAME` (folders: every supported
+    /// file below). An `http://` or `https://` address is a web page: it moves to
+    /// [`Self::web_sources`] when the config is read.
     #[serde(default)]
     pub sources: Vec<PathBuf>,
+    /// The web pages among the `sources`, as written.
+    #[serde(skip)]
+    pub web_sources: Vec<String>,
+    /// With web sources: also fetch the pages below each on its host (its sitemap's, else
+    /// those its links lead to).
+    #[serde(default)]
+    pub crawl: bool,
+    /// Pages fetched at most per web source when crawling.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: usize,
+    /// Milliseconds between two requests to a host (its robots.txt may ask for more).
+    #[serde(default = "default_crawl_delay_ms")]
+    pub crawl_delay_ms: u64,
     /// How its files are cut into chunks; default: the top-level `chunking`.
     pub chunking: Option<Chunking>,
     /// Files larger than this are skipped with a warning naming the file and its size
@@ -688,6 +703,14 @@ fn default_overlap_tokens() -> usize {
 fn default_memory_turns() -> usize {
     6
 }
+fn default_max_pages() -> usize {
+    500
+}
+
+fn default_crawl_delay_ms() -> u64 {
+    500
+}
+
 fn default_max_file_bytes() -> u64 {
     crate::ingest::DEFAULT_MAX_FILE_BYTES
 }
@@ -774,9 +797,18 @@ impl Config {
         };
         let mut kbs = cfg.knowledge_bases.clone();
         for (name, kb) in kbs.iter_mut() {
-            for (i, s) in kb.sources.iter_mut().enumerate() {
-                *s = expand(s, &format!("knowledge_bases.{name}.sources.{i}"))?;
+            let mut files = Vec::new();
+            for (i, s) in kb.sources.iter().enumerate() {
+                let key = format!("knowledge_bases.{name}.sources.{i}");
+                match s.to_str().filter(|s| crate::ingest::web::is_url(s)) {
+                    Some(address) => {
+                        crate::ingest::web::parse_url(address).map_err(|why| cfg.error(&key, why))?;
+                        kb.web_sources.push(address.to_string());
+                    }
+                    None => files.push(expand(s, &key)?),
+                }
             }
+            kb.sources = files;
         }
         cfg.data_dir = data_dir;
         cfg.state_dir = state_dir;
@@ -873,7 +905,8 @@ impl Config {
                 self.check_chunking(&format!("knowledge_bases.{name}.chunking"), c)?;
             }
             if kb.watch && kb.sources.is_empty() {
-                return Err(self.error(&format!("knowledge_bases.{name}.watch"), "needs `sources` to watch"));
+                let why = "needs file or folder `sources` to watch (web pages are fetched by `lore ingest`)";
+                return Err(self.error(&format!("knowledge_bases.{name}.watch"), why));
             }
         }
         for (name, bot) in &self.bots {

@@ -2,15 +2,19 @@
 //! page (PDF), a heading path (Markdown, HTML, DOCX, ODT) and, for plain text and
 //! Markdown, their first line. Ingest chunks each block and cites a chunk by its place.
 //!
-//! This crate knows file formats; nothing of models, LanceDB or chat platforms.
+//! This crate knows file formats; nothing of models, LanceDB, chat platforms or the
+//! network (it reads links and sitemaps for the daemon's crawler, which fetches).
 
 mod html;
 mod markdown;
 mod office;
 mod pdf;
+mod web;
 
 use std::fmt;
 use std::path::Path;
+
+pub use web::{links, sitemap, Sitemap};
 
 /// A file format Lore reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

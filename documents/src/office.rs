@@ -286,23 +286,24 @@ impl Walker {
                 }
                 Event::End(e) => self.close(e.local_name().as_ref()),
                 Event::Text(t) if self.in_text() => self.paragraph.push_str(&t.xml10_content()),
-                Event::GeneralRef(r) if self.in_text() => {
-                    let named = match r.xml10_content().as_ref() {
-                        "amp" => Some('&'),
-                        "lt" => Some('<'),
-                        "gt" => Some('>'),
-                        "quot" => Some('"'),
-                        "apos" => Some('\''),
-                        _ => None,
-                    };
-                    if let Some(c) = named.or_else(|| r.resolve_char_ref().ok().flatten()) {
-                        self.paragraph.push(c);
-                    }
-                }
+                Event::GeneralRef(r) if self.in_text() => self.paragraph.extend(entity(&r)),
                 Event::Eof => break,
                 _ => {}
             }
         }
         Ok(self.blocks)
     }
+}
+
+/// The character an entity or character reference stands for (`&amp;`, `&#233;`).
+pub(crate) fn entity(r: &quick_xml::events::BytesRef<'_>) -> Option<char> {
+    let named = match r.xml10_content().as_ref() {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        _ => None,
+    };
+    named.or_else(|| r.resolve_char_ref().ok().flatten())
 }

@@ -17,3 +17,4 @@ mod shared_store;
 mod soak;
 mod supervision;
 mod telegram;
+mod web_pages;

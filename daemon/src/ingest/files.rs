@@ -23,6 +23,12 @@ pub enum SkipReason {
     ZipBomb,
     LinkOutside,
     Unreadable,
+    /// A page that robots.txt asks crawlers to leave alone.
+    Disallowed,
+    /// A page served under another address too, stored once.
+    Duplicate,
+    /// A page whose server answered with an error, or did not answer.
+    Unreachable,
 }
 
 impl fmt::Display for SkipReason {
@@ -38,6 +44,9 @@ impl fmt::Display for SkipReason {
             SkipReason::ZipBomb => "zip bomb",
             SkipReason::LinkOutside => "link outside",
             SkipReason::Unreadable => "unreadable",
+            SkipReason::Disallowed => "disallowed by robots.txt",
+            SkipReason::Duplicate => "duplicate",
+            SkipReason::Unreachable => "unreachable",
         })
     }
 }
@@ -51,7 +60,7 @@ pub struct Skipped {
 }
 
 impl Skipped {
-    fn new(path: &Path, reason: SkipReason, why: impl fmt::Display) -> Self {
+    pub(crate) fn new(path: &Path, reason: SkipReason, why: impl fmt::Display) -> Self {
         Self { path: path.to_path_buf(), reason, message: format!("skipped {}: {why}", path.display()) }
     }
 }
@@ -177,6 +186,12 @@ pub fn read_blocks(path: &Path, max_bytes: u64) -> Result<Vec<Block>, Skipped> {
     let format =
         Format::of_path(path).ok_or_else(|| Skipped::new(path, SkipReason::WrongType, "not a supported type"))?;
     let bytes = read_bytes(path, max_bytes)?;
+    blocks_of(path, format, bytes)
+}
+
+/// The blocks of a document in `format` (a file, or a page fetched from `path`, its
+/// address), or why it is skipped.
+pub fn blocks_of(path: &Path, format: Format, bytes: Vec<u8>) -> Result<Vec<Block>, Skipped> {
     // A PDF or an archive named as text is told apart by `lore_documents::read`.
     let container = matches!(Content::of(&bytes), Content::Pdf | Content::Zip);
     let bytes = if format.is_text() && !container { text_bytes(path, bytes)? } else { bytes };
@@ -220,7 +235,7 @@ fn text_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, Skipped> {
 }
 
 /// `1536` -> "1.5 KiB"; exact bytes below 1 KiB.
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} bytes");

@@ -1,4 +1,4 @@
-//! Ingest: files -> chunks -> embeddings -> LanceDB, in batches.
+//! Ingest: files or web pages -> chunks -> embeddings -> LanceDB, in batches.
 //!
 //! Unchanged files (same chunk ids and places as stored) are skipped without embedding;
 //! changed files get their new chunks embedded, their moved chunks' places updated, and
@@ -14,6 +14,7 @@
 pub mod chunk;
 pub mod files;
 pub mod watch;
+pub mod web;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -39,20 +40,29 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub chunking: Chunking,
-    /// Larger files are skipped with a warning.
+    /// Larger files (and pages) are skipped with a warning.
     pub max_file_bytes: u64,
+    pub web: web::WebSettings,
 }
 
 impl Settings {
-    /// `chunking` with the default file-size limit.
+    /// `chunking` with the default file-size limit and web settings.
     pub fn new(chunking: &Chunking) -> Self {
-        Self { chunking: chunking.clone(), max_file_bytes: DEFAULT_MAX_FILE_BYTES }
+        Self { chunking: chunking.clone(), max_file_bytes: DEFAULT_MAX_FILE_BYTES, web: web::WebSettings::default() }
     }
 
     /// The settings of knowledge base `kb`: its own where configured, else the defaults.
+    /// Its fetched pages are remembered in `state_dir/web/KB.json`.
     pub fn for_kb(config: &Config, kb: &str) -> Self {
-        let max_file_bytes = config.knowledge_bases.get(kb).map_or(DEFAULT_MAX_FILE_BYTES, |k| k.max_file_bytes);
-        Self { chunking: config.chunking_for(kb).clone(), max_file_bytes }
+        let mut settings = Self::new(config.chunking_for(kb));
+        if let Some(k) = config.knowledge_bases.get(kb) {
+            settings.max_file_bytes = k.max_file_bytes;
+            settings.web.crawl = k.crawl;
+            settings.web.max_pages = k.max_pages;
+            settings.web.delay = std::time::Duration::from_millis(k.crawl_delay_ms);
+        }
+        settings.web.cache = Some(config.state_dir.join("web").join(format!("{kb}.json")));
+        settings
     }
 }
 
@@ -70,6 +80,8 @@ pub struct IngestReport {
     /// Files, folders and links left out, each with its warning.
     pub skipped: Vec<Skipped>,
     pub seconds: f64,
+    /// Web pages, not files, were ingested (the summary counts pages).
+    pub web: bool,
 }
 
 impl IngestReport {
@@ -87,8 +99,12 @@ impl std::fmt::Display for IngestReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} files ({} unchanged, {} changed, {} removed",
-            self.files, self.unchanged_files, self.changed_files, self.removed_files
+            "{} {} ({} unchanged, {} changed, {} removed",
+            self.files,
+            if self.web { "pages" } else { "files" },
+            self.unchanged_files,
+            self.changed_files,
+            self.removed_files
         )?;
         if !self.skipped.is_empty() {
             write!(f, ", {} skipped: {}", self.skipped.len(), self.skipped_by_reason())?;
@@ -118,75 +134,159 @@ pub async fn ingest(
     settings: &Settings,
     progress: Progress,
 ) -> anyhow::Result<IngestReport> {
-    let started = Instant::now();
     let roots: Vec<PathBuf> = roots
         .iter()
         .map(|r| std::fs::canonicalize(r).with_context(|| format!("cannot read {}", r.display())))
         .collect::<anyhow::Result<_>>()?;
     let found = collect_files(&roots)?;
-    let stored = kb.stored_places().await?;
-    let mut report = IngestReport { files: found.files.len(), skipped: found.skipped, ..Default::default() };
-    let bar = progress_bar(progress, found.files.len());
-    for skipped in &report.skipped {
-        warn_skipped(&bar, kb, skipped);
+    let mut run =
+        Run::start(kb, embedder, &settings.chunking, progress_bar(progress, found.files.len(), "files")).await?;
+    run.report.files = found.files.len();
+    for skipped in found.skipped {
+        run.skip(skipped);
     }
-    let mut writer = Writer { kb, embedder, pending: Vec::new(), embedded: 0, wrote: false };
-    let mut stale: Vec<String> = Vec::new();
-    let count = |s: &str| embedder.count_tokens(s).saturating_sub(2);
     for file in &found.files {
-        bar.inc(1);
-        let source = file.display().to_string();
+        run.bar.inc(1);
         // Parsing a PDF or DOCX is CPU work: off the async workers (the watcher's
         // re-ingest shares them with the daemon).
         let read = {
             let (file, max) = (file.clone(), settings.max_file_bytes);
             tokio::task::spawn_blocking(move || files::read_blocks(&file, max))
         };
-        let blocks = match read.await.context("reading a file panicked")? {
-            Ok(blocks) => blocks,
-            Err(skipped) => {
-                warn_skipped(&bar, kb, &skipped);
-                report.skipped.push(skipped);
-                continue;
-            }
-        };
-        let plan = FilePlan::new(chunk_blocks(&source, &blocks, &settings.chunking, &count), stored.get(&source));
-        if plan.is_empty() {
-            report.unchanged_files += 1;
-            continue;
+        match read.await.context("reading a file panicked")? {
+            Ok(blocks) => run.document(&file.display().to_string(), &blocks).await?,
+            Err(skipped) => run.skip(skipped),
         }
-        report.changed_files += 1;
-        report.chunks_added += plan.new.len();
-        report.chunks_moved += plan.moved.len();
-        stale.extend(plan.stale);
-        writer.add(plan.new, plan.moved).await?;
-        bar.set_message(format!("{} chunks embedded", writer.embedded));
     }
-    writer.flush().await?;
-    bar.finish_and_clear();
-    let removed = removed_sources(&stored, &roots, &found.files, &report.skipped);
-    report.removed_files = removed.len();
-    report.chunks_embedded = writer.embedded;
-    report.chunks_removed = kb.delete(&stale, &removed).await?;
-    kb.refresh_indexes(writer.wrote || report.chunks_removed > 0).await?;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    let removed = removed_sources(&run.stored, &roots, &found.files, &run.report.skipped);
+    run.finish(removed).await
 }
 
-fn progress_bar(progress: Progress, files: usize) -> ProgressBar {
-    if progress == Progress::Quiet || files == 0 {
+/// Ingests web pages: each of `pages`, and with `settings.web.crawl` the pages below each
+/// on its host (see [`web`]). A page that cannot be fetched or read is skipped with a
+/// warning and keeps what was stored of it; one the server says is gone loses its chunks,
+/// and so does a stored page a complete crawl no longer reaches.
+pub async fn ingest_web(
+    kb: &KnowledgeBase,
+    embedder: &dyn Embedder,
+    pages: &[url::Url],
+    settings: &Settings,
+    progress: Progress,
+) -> anyhow::Result<IngestReport> {
+    let mut run = Run::start(kb, embedder, &settings.chunking, progress_bar(progress, pages.len(), "pages")).await?;
+    let mut cache = web::PageCache::load(settings.web.cache.as_deref());
+    let stored: BTreeSet<String> = run.stored.keys().cloned().collect();
+    let is_stored = |source: &str| stored.contains(source);
+    run.report.web = true;
+    let mut removed = Vec::new();
+    let mut known = 0;
+    for start in pages {
+        let mut crawler = web::Crawler::start(start, &settings.web, settings.max_file_bytes, &is_stored).await?;
+        let mut reached = BTreeSet::new();
+        while let Some(page) = crawler.next(&mut cache).await {
+            run.bar.set_length((known + crawler.known()) as u64);
+            run.bar.inc(1);
+            run.report.files += 1;
+            reached.insert(page.url.clone());
+            match page.outcome {
+                web::Outcome::Changed(blocks) => run.document(&page.url, &blocks).await?,
+                web::Outcome::Unchanged => run.report.unchanged_files += 1,
+                web::Outcome::Gone => removed.push(page.url),
+                web::Outcome::Skipped(skipped) => run.skip(skipped),
+            }
+        }
+        known += crawler.known();
+        if crawler.complete() {
+            removed.extend(stored.iter().filter(|s| crawler.in_scope(s) && !reached.contains(*s)).cloned());
+        }
+    }
+    // Written before the chunks are: a page remembered but not stored is fetched in full
+    // next time (only stored pages are asked for conditionally).
+    cache.save()?;
+    removed.retain(|source| stored.contains(source));
+    removed.sort();
+    removed.dedup();
+    run.finish(removed).await
+}
+
+/// One ingest's writes: each document's chunks planned against what is stored and written
+/// in batches, and its totals.
+struct Run<'a> {
+    kb: &'a KnowledgeBase,
+    embedder: &'a dyn Embedder,
+    chunking: &'a Chunking,
+    stored: BTreeMap<String, BTreeMap<String, ChunkPlace>>,
+    writer: Writer<'a>,
+    stale: Vec<String>,
+    report: IngestReport,
+    bar: ProgressBar,
+    started: Instant,
+}
+
+impl<'a> Run<'a> {
+    async fn start(
+        kb: &'a KnowledgeBase,
+        embedder: &'a dyn Embedder,
+        chunking: &'a Chunking,
+        bar: ProgressBar,
+    ) -> anyhow::Result<Run<'a>> {
+        Ok(Run {
+            kb,
+            embedder,
+            chunking,
+            stored: kb.stored_places().await?,
+            writer: Writer { kb, embedder, pending: Vec::new(), embedded: 0, wrote: false },
+            stale: Vec::new(),
+            report: IngestReport::default(),
+            bar,
+            started: Instant::now(),
+        })
+    }
+
+    /// Plans one document's chunks against what is stored and queues the changes.
+    async fn document(&mut self, source: &str, blocks: &[Block]) -> anyhow::Result<()> {
+        let count = |s: &str| self.embedder.count_tokens(s).saturating_sub(2);
+        let plan = FilePlan::new(chunk_blocks(source, blocks, self.chunking, &count), self.stored.get(source));
+        if plan.is_empty() {
+            self.report.unchanged_files += 1;
+            return Ok(());
+        }
+        self.report.changed_files += 1;
+        self.report.chunks_added += plan.new.len();
+        self.report.chunks_moved += plan.moved.len();
+        self.stale.extend(plan.stale);
+        self.writer.add(plan.new, plan.moved).await?;
+        self.bar.set_message(format!("{} chunks embedded", self.writer.embedded));
+        Ok(())
+    }
+
+    /// One warning per thing skipped, as it is found (above the progress bar).
+    fn skip(&mut self, skipped: Skipped) {
+        self.bar.suspend(|| tracing::warn!(kb = self.kb.name(), reason = %skipped.reason, "{}", skipped.message));
+        self.report.skipped.push(skipped);
+    }
+
+    /// Writes what is pending, then deletes stale chunks and the `removed` sources.
+    async fn finish(mut self, removed: Vec<String>) -> anyhow::Result<IngestReport> {
+        self.writer.flush().await?;
+        self.bar.finish_and_clear();
+        self.report.removed_files = removed.len();
+        self.report.chunks_embedded = self.writer.embedded;
+        self.report.chunks_removed = self.kb.delete(&self.stale, &removed).await?;
+        self.kb.refresh_indexes(self.writer.wrote || self.report.chunks_removed > 0).await?;
+        self.report.seconds = self.started.elapsed().as_secs_f64();
+        Ok(self.report)
+    }
+}
+
+fn progress_bar(progress: Progress, items: usize, unit: &str) -> ProgressBar {
+    if progress == Progress::Quiet || items == 0 {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(files as u64);
-    bar.set_style(
-        ProgressStyle::with_template("ingesting {bar:30} {pos}/{len} files  {msg}  eta {eta}").expect("valid template"),
-    );
+    let bar = ProgressBar::new(items as u64);
+    let template = format!("ingesting {{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  eta {{eta}}");
+    bar.set_style(ProgressStyle::with_template(&template).expect("valid template"));
     bar
-}
-
-/// One warning per thing skipped, as it is found (above the progress bar).
-fn warn_skipped(bar: &ProgressBar, kb: &KnowledgeBase, skipped: &Skipped) {
-    bar.suspend(|| tracing::warn!(kb = kb.name(), reason = %skipped.reason, "{}", skipped.message));
 }
 
 /// The blocks of `source` cut into chunks, each knowing its page, section and lines. A

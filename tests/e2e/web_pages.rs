@@ -1,0 +1,245 @@
+//! Web pages as sources, from a small site served on 127.0.0.1 (robots.txt, a sitemap or
+//! links, ETags): crawled politely within its folder, fetched again only when changed,
+//! and cited by address and section.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use lore::app::{App, Models};
+use lore::ingest::web::parse_url;
+use lore::ingest::{ingest_web, Progress::Quiet, Settings, SkipReason};
+use lore_tests::models::config;
+
+const INDEX: &str = r#"<html><body><nav><a href="/">Home</a> <a href="/about.html">About</a></nav>
+<main><h1>Staff docs</h1><p>Start here to find the staff documentation.</p><ul>
+<li><a href="leave.html">Leave</a></li><li><a href="benefits.html#top">Benefits</a></li>
+<li><a href="private/salaries.html">Salaries</a></li><li><a href="broken.html">Broken</a></li>
+<li><a href="logo.png">Logo</a></li><li><a href="notes.txt">Notes</a></li>
+<li><a href="https://example.invalid/elsewhere">Elsewhere</a></li></ul></main></body></html>"#;
+
+const LEAVE: &str = r#"<html><body><main><h1>Leave</h1>
+<h2>Sick days</h2><p>If you are ill, call your manager before nine in the morning on the first day.</p>
+<h2>Vacation</h2><p>Up to five unused vacation days carry over into the next year.</p>
+<p><a href="index.html">Back</a></p></main></body></html>"#;
+
+const BENEFITS: &str = r#"<html><body><main><h1>Benefits</h1>
+<p>The bicycle allowance is forty euros a month.</p><a href="leave.html">Leave</a></main></body></html>"#;
+
+/// A path's content type, body and status.
+type Resource = (&'static str, Vec<u8>, StatusCode);
+
+/// A tiny web server: its resources by path, and a log of requests.
+struct Site {
+    pages: Mutex<BTreeMap<String, Resource>>,
+    log: Mutex<Vec<Request>>,
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    path: String,
+    status: StatusCode,
+    at: Instant,
+}
+
+impl Site {
+    fn staff_docs() -> Arc<Self> {
+        let site = Arc::new(Site { pages: Mutex::default(), log: Mutex::default() });
+        let html = "text/html; charset=utf-8";
+        site.put("/robots.txt", "text/plain", "User-agent: *\nDisallow: /docs/private/\n");
+        site.put("/docs/", html, INDEX);
+        site.put("/docs/index.html", html, INDEX);
+        site.put("/docs/leave.html", html, LEAVE);
+        site.put("/docs/benefits.html", html, BENEFITS);
+        site.put("/docs/private/salaries.html", html, "<p>Secret.</p>");
+        site.put("/docs/notes.txt", "text/plain", "The office closes at six on Fridays.\n");
+        site.put("/docs/logo.png", "image/png", "\u{89}PNG not really");
+        site.put("/about.html", html, "<p>About us.</p>");
+        site.pages
+            .lock()
+            .unwrap()
+            .insert("/docs/broken.html".into(), (html, Vec::new(), StatusCode::INTERNAL_SERVER_ERROR));
+        site
+    }
+
+    fn put(&self, path: &str, content_type: &'static str, body: &str) {
+        self.pages.lock().unwrap().insert(path.into(), (content_type, body.as_bytes().to_vec(), StatusCode::OK));
+    }
+
+    fn remove(&self, path: &str) {
+        self.pages.lock().unwrap().remove(path);
+    }
+
+    /// Starts serving; returns the address.
+    async fn serve(self: &Arc<Self>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(answer).with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        address
+    }
+
+    /// The requests since the last call.
+    fn requests(&self) -> Vec<Request> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+async fn answer(State(site): State<Arc<Site>>, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().to_string();
+    let page = site.pages.lock().unwrap().get(&path).cloned();
+    let response = match page {
+        None => StatusCode::NOT_FOUND.into_response(),
+        Some((_, _, status)) if status != StatusCode::OK => status.into_response(),
+        Some((content_type, body, _)) => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            body.hash(&mut hasher);
+            let etag = format!("\"{:x}\"", hasher.finish());
+            if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == etag.as_str()) {
+                (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response()
+            } else {
+                ([(header::CONTENT_TYPE, content_type.to_string()), (header::ETAG, etag)], body).into_response()
+            }
+        }
+    };
+    site.log.lock().unwrap().push(Request { path, status: response.status(), at: Instant::now() });
+    response
+}
+
+fn paths(requests: &[Request], status: StatusCode) -> Vec<&str> {
+    requests.iter().filter(|r| r.status == status).map(|r| r.path.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_is_crawled_politely_within_its_folder_and_a_second_run_fetches_only_what_changed() {
+    let site = Site::staff_docs();
+    let address = site.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::load(config(dir.path(), ""), Models::WithoutGenerator).await.unwrap();
+    let kb = app.kb_for_ingest("web").await.unwrap();
+    let mut settings = Settings::new(&app.config.chunking);
+    settings.web.crawl = true;
+    settings.web.delay = Duration::from_millis(100);
+    settings.web.cache = Some(dir.path().join("state/web/web.json"));
+    let start = [parse_url(&format!("http://{address}/docs/")).unwrap()];
+    let url = |path: &str| format!("http://{address}{path}");
+
+    let first = ingest_web(&kb, app.embedder.as_ref(), &start, &settings, Quiet).await.unwrap();
+    let requests = site.requests();
+    let fetched = paths(&requests, StatusCode::OK);
+    for page in ["/robots.txt", "/docs/", "/docs/leave.html", "/docs/benefits.html", "/docs/notes.txt"] {
+        assert!(fetched.contains(&page), "{page} fetched: {requests:?}");
+    }
+    // Nothing robots.txt disallows, nothing outside /docs/ or on another host.
+    assert!(requests.iter().all(|r| !r.path.contains("private") && r.path != "/about.html" && r.path != "/"));
+    assert_eq!(requests.iter().filter(|r| r.path == "/docs/leave.html").count(), 1, "each page once");
+    for pair in requests.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(90), "{} then {} after {gap:?}", pair[0].path, pair[1].path);
+    }
+    let why = |name: &str| first.skipped.iter().find(|s| s.path.ends_with(name)).map(|s| (s.reason, s.message.clone()));
+    let (reason, message) = why("broken.html").expect("the page that fails is skipped");
+    assert_eq!(reason, SkipReason::Unreachable);
+    assert!(message.contains(&url("/docs/broken.html")) && message.contains("500"), "{message}");
+    let (reason, message) = why("logo.png").expect("the picture is skipped");
+    assert_eq!(reason, SkipReason::WrongType);
+    assert!(message.contains("image/png"), "{message}");
+    // index.html (linked from leave.html) is the start page under another address.
+    let (reason, message) = why("index.html").expect("the copy is skipped");
+    assert_eq!(reason, SkipReason::Duplicate);
+    assert!(message.contains(&format!("the same page as {}", url("/docs/"))), "{message}");
+    assert_eq!((first.files, first.changed_files, first.skipped.len()), (7, 4, 3), "{first}");
+    assert!(first.to_string().starts_with("7 pages"), "{first}");
+
+    let chunks = kb.all_chunks().await.unwrap();
+    let sick = chunks.iter().find(|c| c.text.contains("call your manager")).unwrap();
+    assert_eq!(sick.source, url("/docs/leave.html"));
+    assert_eq!(sick.location(), "§ Leave › Sick days");
+    assert!(chunks.iter().all(|c| !c.text.contains("Home") && !c.text.contains("About")), "navigation is left out");
+
+    // Unchanged: every stored page is asked for with its ETag and answers 304.
+    let again = ingest_web(&kb, app.embedder.as_ref(), &start, &settings, Quiet).await.unwrap();
+    let requests = site.requests();
+    // Only robots.txt and the picture (skipped, so not stored) come whole again.
+    let whole = paths(&requests, StatusCode::OK);
+    assert!(whole.iter().all(|p| ["/robots.txt", "/docs/logo.png"].contains(p)), "{whole:?}");
+    assert_eq!(paths(&requests, StatusCode::NOT_MODIFIED).len(), 5, "the four stored and the copy: {requests:?}");
+    assert_eq!((again.unchanged_files, again.chunks_embedded, again.removed_files), (4, 0, 0), "{again}");
+
+    // One page changed, one gone: only the changed one is downloaded, the gone one removed.
+    site.put("/docs/leave.html", "text/html", &LEAVE.replace("before nine", "before eight"));
+    site.remove("/docs/benefits.html");
+    let changed = ingest_web(&kb, app.embedder.as_ref(), &start, &settings, Quiet).await.unwrap();
+    let requests = site.requests();
+    assert!(paths(&requests, StatusCode::OK).contains(&"/docs/leave.html"), "{requests:?}");
+    assert!(!paths(&requests, StatusCode::OK).contains(&"/docs/"), "{requests:?}");
+    assert_eq!((changed.changed_files, changed.removed_files), (1, 1), "{changed}");
+    let chunks = kb.all_chunks().await.unwrap();
+    assert!(chunks.iter().any(|c| c.text.contains("before eight")));
+    assert!(chunks.iter().all(|c| !c.source.ends_with("benefits.html") && !c.text.contains("before nine")));
+
+    // A page limit stops the crawl early; pages it did not reach are not taken for gone.
+    settings.web.max_pages = 2;
+    let limited = ingest_web(&kb, app.embedder.as_ref(), &start, &settings, Quiet).await.unwrap();
+    assert_eq!((limited.files, limited.removed_files), (2, 0), "{limited}");
+    assert!(kb.all_chunks().await.unwrap().iter().any(|c| c.source.ends_with("notes.txt")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lore_ingest_takes_a_web_source_crawls_its_sitemap_and_answers_cite_the_page_and_section() {
+    let site = Site::staff_docs();
+    site.put("/docs/hidden.html", "text/html", "<main><h1>Parking</h1><p>Staff park behind the warehouse.</p></main>");
+    let address = site.serve().await;
+    let sitemap = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+        <url><loc>http://{address}/docs/leave.html</loc></url><url><loc>http://{address}/docs/hidden.html</loc></url>
+        <url><loc>http://{address}/about.html</loc></url></urlset>"#
+    );
+    site.put("/sitemap.xml", "application/xml", &sitemap);
+    let dir = tempfile::tempdir().unwrap();
+    let kb = format!(
+        "knowledge_bases:\n  web:\n    sources: [\"http://{address}/docs/\"]\n    crawl: true\n    crawl_delay_ms: 0\n"
+    );
+    let config = config(dir.path(), &kb);
+
+    let out = lore(&config.file, &["ingest", "--kb", "web"]);
+    assert!(out.contains("web: 3 pages (0 unchanged, 3 changed"), "{out}");
+    let fetched: Vec<String> = site.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(fetched.contains(&"/docs/hidden.html".to_string()), "the sitemap's pages: {fetched:?}");
+    assert!(
+        !fetched.iter().any(|p| p.contains("benefits") || p == "/about.html"),
+        "only the sitemap's, in scope: {fetched:?}"
+    );
+
+    let out = lore(&config.file, &["ask", "--kb", "web", "When must I call my manager if I am ill?"]);
+    assert!(out.contains(&format!("http://{address}/docs/leave.html")) && out.contains("§ Leave › Sick days"), "{out}");
+
+    // A bad address in the config is named with its key.
+    let text = std::fs::read_to_string(&config.file).unwrap().replace(&format!("http://{address}/docs/"), "https://");
+    std::fs::write(&config.file, text).unwrap();
+    let failed = Command::new(lore_tests::lore_binary())
+        .args(["--config", &config.file.display().to_string(), "check"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success() && stderr.contains("knowledge_bases.web.sources.0"), "{stderr}");
+}
+
+/// Runs the `lore` binary with `config` and returns its standard output.
+fn lore(config: &Path, args: &[&str]) -> String {
+    let output = Command::new(lore_tests::lore_binary())
+        .args(["--config", &config.display().to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "lore {args:?} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
