@@ -71,7 +71,12 @@ impl App {
             (None, Some(remote)) => Arc::new(remote.clone()),
             (None, None) => panic!("the generator is loaded with Models::All"),
         };
-        Pipeline { model, max_answer_tokens: g.max_answer_tokens, sampling: g.sampling.clone() }
+        Pipeline {
+            model,
+            max_answer_tokens: g.max_answer_tokens,
+            sampling: g.sampling.clone(),
+            evidence: crate::evidence::EvidenceFinder::new(&self.plugin_context()),
+        }
     }
 
     /// What retrievers and rerankers may use; the generator only when it is loaded.

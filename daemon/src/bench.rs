@@ -13,6 +13,7 @@ use lore_plugins::{KbStore, RetrieverConfig};
 use serde_json::{json, Value};
 
 use crate::config::Retrieval;
+use crate::evidence::EvidenceFinder;
 use crate::pipeline::{Answer, Chain, Pipeline};
 use crate::prompt::Template;
 
@@ -83,10 +84,16 @@ async fn load_run(
         emb = "embedder.gguf",
     );
     let config = crate::config::Config::parse(std::path::Path::new("bench.yaml"), &yaml)?;
+    let plugins = plugins(generator, embedder);
     let answering = crate::app::Answering {
-        pipeline: Pipeline { model: Arc::new(generator.clone()), max_answer_tokens: 64, sampling: Sampling::greedy() },
+        pipeline: Pipeline {
+            model: Arc::new(generator.clone()),
+            max_answer_tokens: 64,
+            sampling: Sampling::greedy(),
+            evidence: EvidenceFinder::new(&plugins),
+        },
         store: store.clone(),
-        plugins: plugins(generator, embedder),
+        plugins,
     };
     let router = Arc::new(crate::router::Router::new(&config, answering, None)?);
     generator.forget_cached_prompts();
@@ -218,12 +225,13 @@ async fn ttft_test(generator: &Generator, embedder: &LlamaEmbedder, n_chunks: us
     let sources: Vec<String> =
         rows.iter().map(|(c, _)| c.source.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     kb.replace_sources(&rows, &sources).await?;
+    let plugins = plugins(generator, embedder);
     let pipeline = Pipeline {
         model: Arc::new(generator.clone()),
         max_answer_tokens: 32,
         sampling: Sampling { temperature: 0.0, ..Sampling::default() },
+        evidence: EvidenceFinder::new(&plugins),
     };
-    let plugins = plugins(generator, embedder);
     let mut result = serde_json::Map::new();
     for retriever in [RetrieverConfig::Vector, RetrieverConfig::default()] {
         // Search only: the `llm` reranker is generation work and is measured as such.
@@ -329,14 +337,16 @@ impl ExtraTest for HttpHopTest {
         );
         let config = crate::config::Config::parse(std::path::Path::new("bench.yaml"), &yaml)?;
         let store = KbStore::open(&dir).await?;
+        let plugins = plugins(generator, embedder);
         let answering = crate::app::Answering {
             pipeline: Pipeline {
                 model: Arc::new(generator.clone()),
                 max_answer_tokens: 64,
                 sampling: Sampling::greedy(),
+                evidence: EvidenceFinder::new(&plugins),
             },
             store: store.clone(),
-            plugins: plugins(generator, embedder),
+            plugins,
         };
         let router = Arc::new(crate::router::Router::new(&config, answering, None)?);
         let app = Arc::new(crate::app::App {

@@ -382,6 +382,22 @@ pub struct Retrieval {
     /// What the bot says when it abstains.
     #[serde(default = "default_abstain_text")]
     pub abstain_text: String,
+    /// Quote under each answer the one sentence of its passages that best supports it.
+    #[serde(default)]
+    pub quote_evidence: bool,
+    /// `generate` (the model answers) or `quote` (the sentence of the passages that best
+    /// answers the question is the answer; no generation).
+    #[serde(default)]
+    pub answer_style: AnswerStyle,
+}
+
+/// How an answer is made from the passages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerStyle {
+    #[default]
+    Generate,
+    Quote,
 }
 
 impl Default for Retrieval {
@@ -393,6 +409,8 @@ impl Default for Retrieval {
             passages: default_passages(),
             min_score: default_min_score(),
             abstain_text: default_abstain_text(),
+            quote_evidence: false,
+            answer_style: AnswerStyle::default(),
         }
     }
 }
@@ -413,6 +431,10 @@ pub struct RetrievalOverride {
     pub min_score: Option<f32>,
     /// Replaces `retrieval.abstain_text`.
     pub abstain_text: Option<String>,
+    /// Replaces `retrieval.quote_evidence`.
+    pub quote_evidence: Option<bool>,
+    /// Replaces `retrieval.answer_style`.
+    pub answer_style: Option<AnswerStyle>,
 }
 
 impl Retrieval {
@@ -424,6 +446,8 @@ impl Retrieval {
             passages: o.passages.unwrap_or(self.passages),
             min_score: o.min_score.unwrap_or(self.min_score),
             abstain_text: o.abstain_text.clone().unwrap_or_else(|| self.abstain_text.clone()),
+            quote_evidence: o.quote_evidence.unwrap_or(self.quote_evidence),
+            answer_style: o.answer_style.unwrap_or(self.answer_style),
         }
     }
 }
@@ -903,6 +927,9 @@ impl Config {
             }
             if let Some(c) = &kb.chunking {
                 self.check_chunking(&format!("knowledge_bases.{name}.chunking"), c)?;
+            }
+            if kb.max_pages == 0 {
+                return Err(self.error(&format!("knowledge_bases.{name}.max_pages"), "must be at least 1"));
             }
             if kb.watch && kb.sources.is_empty() {
                 let why = "needs file or folder `sources` to watch (web pages are fetched by `lore ingest`)";

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod eval;
+pub mod evidence;
 pub mod http;
 pub mod ingest;
 pub mod line;

@@ -11,7 +11,8 @@ use lore_core::{ChatModel, Event, GenerateRequest, Generation, Hit, PluginContex
 use lore_core::{SourceRef, StopReason};
 use lore_plugins::KbHandle;
 
-use crate::config::{Retrieval, Sampling};
+use crate::config::{AnswerStyle, Retrieval, Sampling};
+use crate::evidence::{EvidenceFinder, Quote};
 use crate::prompt::{self, Template, Turn};
 
 /// One bot's or channel's retrieval, resolved once: the knowledge base, the retriever and
@@ -68,14 +69,24 @@ pub struct Pipeline {
     pub model: Arc<dyn ChatModel>,
     pub max_answer_tokens: usize,
     pub sampling: Sampling,
+    pub evidence: EvidenceFinder,
 }
 
 /// What the pipeline decided to do.
 pub enum Answer {
     /// The evidence was too weak: reply with this text, no generation.
     Abstain { text: String, retrieved: Vec<Hit>, retrieval_time: Duration },
-    /// The model is generating.
-    Generate { generation: Generation, prompt: prompt::Prompt, retrieval_time: Duration },
+    /// The model is generating; with `quote`, the sentence that best supports its answer
+    /// is quoted under it.
+    Generate { generation: Generation, prompt: prompt::Prompt, retrieval_time: Duration, quote: Option<Quoting> },
+    /// `answer_style: quote`: the sentence of the passages that best answers the question.
+    Quoted { quote: Quote, passages: Vec<Hit>, retrieval_time: Duration },
+}
+
+/// What quoting the evidence after an answer needs.
+pub struct Quoting {
+    finder: EvidenceFinder,
+    question: String,
 }
 
 /// How an answer ended.
@@ -90,6 +101,8 @@ pub struct Outcome {
     pub first_token: Option<Duration>,
     pub total_time: Duration,
     pub generated_tokens: usize,
+    /// The sentence quoted as evidence (or given as the answer).
+    pub quote: Option<Quote>,
 }
 
 impl Pipeline {
@@ -127,6 +140,12 @@ impl Pipeline {
             return Ok(Answer::Abstain { text: settings.abstain_text.clone(), retrieved: hits, retrieval_time });
         }
         let passages: Vec<Hit> = hits.into_iter().take(settings.passages).collect();
+        if settings.answer_style == AnswerStyle::Quote {
+            return Ok(match self.evidence.best(question, None, &passages).await? {
+                Some(quote) => Answer::Quoted { quote, passages, retrieval_time },
+                None => Answer::Abstain { text: settings.abstain_text.clone(), retrieved: passages, retrieval_time },
+            });
+        }
         let prompt =
             prompt::build(self.model.as_ref(), template, question, &passages, history, self.max_answer_tokens).await?;
         let generation = self.model.generate(GenerateRequest {
@@ -136,7 +155,9 @@ impl Pipeline {
             ignore_eos: false,
             sampling: self.sampling.clone(),
         })?;
-        Ok(Answer::Generate { generation, prompt, retrieval_time })
+        let quote =
+            settings.quote_evidence.then(|| Quoting { finder: self.evidence.clone(), question: question.to_string() });
+        Ok(Answer::Generate { generation, prompt, retrieval_time, quote })
     }
 }
 
@@ -162,9 +183,24 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                 first_token: None,
                 total_time: started.elapsed() + retrieval_time,
                 generated_tokens: 0,
+                quote: None,
             })
         }
-        Answer::Generate { mut generation, prompt, retrieval_time } => {
+        Answer::Quoted { quote, passages, retrieval_time } => {
+            sink.finish(&quote.sentence, &source_refs(&passages)).await?;
+            Ok(Outcome {
+                text: quote.sentence.clone(),
+                passages,
+                abstained: false,
+                stop: None,
+                retrieval_time,
+                first_token: Some(started.elapsed() + retrieval_time),
+                total_time: started.elapsed() + retrieval_time,
+                generated_tokens: 0,
+                quote: Some(quote),
+            })
+        }
+        Answer::Generate { mut generation, prompt, retrieval_time, quote: quoting } => {
             let mut text = String::new();
             let mut first_token = None;
             let mut stop = None;
@@ -197,7 +233,15 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
             }
             let text = text.trim().to_string();
             let text = if text.is_empty() { "(no answer)".to_string() } else { text };
-            sink.finish(&text, &source_refs(&prompt.passages)).await?;
+            let quote = match quoting {
+                Some(q) => q.finder.best(&q.question, Some(&text), &prompt.passages).await?,
+                None => None,
+            };
+            let shown = match &quote {
+                Some(quote) => format!("{text}\n\n{}", quote.shown()),
+                None => text.clone(),
+            };
+            sink.finish(&shown, &source_refs(&prompt.passages)).await?;
             Ok(Outcome {
                 text,
                 passages: prompt.passages,
@@ -207,6 +251,7 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                 first_token,
                 total_time: started.elapsed() + retrieval_time,
                 generated_tokens,
+                quote,
             })
         }
     }
@@ -229,7 +274,7 @@ pub fn source_refs(passages: &[Hit]) -> Vec<SourceRef> {
 
 #[cfg(test)]
 mod tests {
-    use lore_core::testing::EchoModel;
+    use lore_core::testing::{EchoModel, HashEmbedder};
     use lore_core::Chunk;
 
     use super::*;
@@ -239,10 +284,12 @@ mod tests {
     }
 
     fn pipeline() -> Pipeline {
+        let cx = PluginContext { embedder: Arc::new(HashEmbedder { dim: 4096 }), scorer: None, cross_encoder: None };
         Pipeline {
             model: Arc::new(EchoModel::new(512, "They dance [1].")),
             max_answer_tokens: 32,
             sampling: Sampling::default(),
+            evidence: EvidenceFinder::new(&cx),
         }
     }
 
@@ -253,27 +300,29 @@ mod tests {
         assert_eq!(best_similarity(&[hit(Some(0.2)), hit(None), hit(Some(0.4))]), Some(0.4));
     }
 
+    struct Record(Vec<String>);
+
+    #[async_trait::async_trait]
+    impl ReplySink for Record {
+        async fn typing(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn update(&mut self, text: &str) -> anyhow::Result<()> {
+            self.0.push(format!("update {text}"));
+            Ok(())
+        }
+        async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
+            self.0.push(format!("finish {text} sources {}", sources.len()));
+            Ok(())
+        }
+        async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+            self.0.push(format!("say {text}"));
+            Ok(())
+        }
+    }
+
     #[tokio::test]
     async fn weak_evidence_abstains_and_strong_evidence_answers_with_sources() {
-        struct Record(Vec<String>);
-        #[async_trait::async_trait]
-        impl ReplySink for Record {
-            async fn typing(&mut self) -> anyhow::Result<()> {
-                Ok(())
-            }
-            async fn update(&mut self, text: &str) -> anyhow::Result<()> {
-                self.0.push(format!("update {text}"));
-                Ok(())
-            }
-            async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
-                self.0.push(format!("finish {text} sources {}", sources.len()));
-                Ok(())
-            }
-            async fn say(&mut self, text: &str) -> anyhow::Result<()> {
-                self.0.push(format!("say {text}"));
-                Ok(())
-            }
-        }
         let settings = Retrieval { min_score: 0.3, ..Retrieval::default() };
         let p = pipeline();
         let t = Template::default();
@@ -291,5 +340,43 @@ mod tests {
         assert_eq!(outcome.text, "They dance [1].");
         assert_eq!(sink.0.last().unwrap(), "finish They dance [1]. sources 1");
         assert!(sink.0[0].starts_with("update They"), "{:?}", sink.0);
+    }
+
+    /// Two passages of several sentences; the second passage's second sentence is the one
+    /// about where bees dance.
+    fn passages() -> Vec<Hit> {
+        let text = |at: u32, t: &str| Hit {
+            chunk: Chunk::new("b.md", at, at, at, t.into()),
+            score: 0.5,
+            similarity: Some(0.8),
+        };
+        vec![
+            text(1, "# Bees\n\nHoney is stored in wax cells. Workers fan their wings to dry it."),
+            text(2, "Queens lay the eggs of the colony. Bees dance on the comb to show where flowers grow."),
+        ]
+    }
+
+    #[tokio::test]
+    async fn quoted_evidence_goes_under_the_answer_or_is_the_answer() {
+        let p = pipeline();
+        let t = Template::default();
+        let quoting = Retrieval { quote_evidence: true, passages: 2, ..Retrieval::default() };
+        let mut sink = Record(vec![]);
+        let answer =
+            p.answer_from(&quoting, &t, "Where do bees dance?", &[], passages(), Duration::ZERO).await.unwrap();
+        let outcome = respond(answer, &mut sink).await.unwrap();
+        let expected = Quote { sentence: "Bees dance on the comb to show where flowers grow.".into(), passage: 2 };
+        assert_eq!(outcome.quote.as_ref(), Some(&expected));
+        assert_eq!(outcome.text, "They dance [1].", "the answer itself is unchanged");
+        let shown = format!("finish They dance [1].\n\nEvidence [2]: “{}” sources 2", expected.sentence);
+        assert_eq!(sink.0.last().unwrap(), &shown);
+
+        let quote_only = Retrieval { answer_style: AnswerStyle::Quote, passages: 2, ..Retrieval::default() };
+        let mut sink = Record(vec![]);
+        let answer =
+            p.answer_from(&quote_only, &t, "Where do bees dance?", &[], passages(), Duration::ZERO).await.unwrap();
+        let outcome = respond(answer, &mut sink).await.unwrap();
+        assert_eq!((outcome.text.as_str(), outcome.generated_tokens), (expected.sentence.as_str(), 0));
+        assert_eq!(sink.0, vec![format!("finish {} sources 2", expected.sentence)], "no generation, nothing streamed");
     }
 }

@@ -185,6 +185,12 @@ async fn a_site_is_crawled_politely_within_its_folder_and_a_second_run_fetches_o
     assert!(chunks.iter().any(|c| c.text.contains("before eight")));
     assert!(chunks.iter().all(|c| !c.source.ends_with("benefits.html") && !c.text.contains("before nine")));
 
+    // A start page that fails leads nowhere; that is not taken for the site being gone.
+    site.pages.lock().unwrap().get_mut("/docs/").unwrap().2 = StatusCode::SERVICE_UNAVAILABLE;
+    let failed = ingest_web(&kb, app.embedder.as_ref(), &start, &settings, Quiet).await.unwrap();
+    assert_eq!((failed.files, failed.skipped.len(), failed.chunks_removed), (1, 1, 0), "{failed}");
+    site.put("/docs/", "text/html", INDEX);
+
     // A page limit stops the crawl early; pages it did not reach are not taken for gone.
     settings.web.max_pages = 2;
     let limited = ingest_web(&kb, app.embedder.as_ref(), &start, &settings, Quiet).await.unwrap();

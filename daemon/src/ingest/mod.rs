@@ -174,15 +174,22 @@ pub async fn ingest_web(
     progress: Progress,
 ) -> anyhow::Result<IngestReport> {
     let mut run = Run::start(kb, embedder, &settings.chunking, progress_bar(progress, pages.len(), "pages")).await?;
-    let mut cache = web::PageCache::load(settings.web.cache.as_deref());
+    run.report.web = true;
+    let mut cache = web::PageCache::load(settings.web.cache.as_deref(), format!("{:?}", settings.chunking));
     let stored: BTreeSet<String> = run.stored.keys().cloned().collect();
     let is_stored = |source: &str| stored.contains(source);
-    run.report.web = true;
     let mut removed = Vec::new();
+    let mut reached = BTreeSet::new();
+    let mut complete_scopes = Vec::new();
     let mut known = 0;
     for start in pages {
-        let mut crawler = web::Crawler::start(start, &settings.web, settings.max_file_bytes, &is_stored).await?;
-        let mut reached = BTreeSet::new();
+        let mut crawler = match web::Crawler::start(start, &settings.web, settings.max_file_bytes, &is_stored).await {
+            Ok(crawler) => crawler,
+            Err(e) => {
+                run.skip(Skipped::new(Path::new(start.as_str()), SkipReason::Unreachable, format!("{e:#}")));
+                continue;
+            }
+        };
         while let Some(page) = crawler.next(&mut cache).await {
             run.bar.set_length((known + crawler.known()) as u64);
             run.bar.inc(1);
@@ -192,21 +199,32 @@ pub async fn ingest_web(
                 web::Outcome::Changed(blocks) => run.document(&page.url, &blocks).await?,
                 web::Outcome::Unchanged => run.report.unchanged_files += 1,
                 web::Outcome::Gone => removed.push(page.url),
-                web::Outcome::Skipped(skipped) => run.skip(skipped),
+                web::Outcome::Skipped(skipped) => {
+                    // A copy stored earlier (before its address began serving the same page).
+                    if skipped.reason == SkipReason::Duplicate {
+                        removed.push(page.url);
+                    }
+                    run.skip(skipped);
+                }
             }
         }
         known += crawler.known();
         if crawler.complete() {
-            removed.extend(stored.iter().filter(|s| crawler.in_scope(s) && !reached.contains(*s)).cloned());
+            complete_scopes.push(crawler);
         }
     }
-    // Written before the chunks are: a page remembered but not stored is fetched in full
-    // next time (only stored pages are asked for conditionally).
-    cache.save()?;
+    // After every start page: one may reach what another's crawl did not.
+    for crawler in &complete_scopes {
+        removed.extend(stored.iter().filter(|s| crawler.in_scope(s) && !reached.contains(*s)).cloned());
+    }
     removed.retain(|source| stored.contains(source));
     removed.sort();
     removed.dedup();
-    run.finish(removed).await
+    let report = run.finish(removed).await?;
+    // Only now: validators remembered for pages whose chunks were not written would make
+    // the next run skip them.
+    cache.save()?;
+    Ok(report)
 }
 
 /// One ingest's writes: each document's chunks planned against what is stored and written

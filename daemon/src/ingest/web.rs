@@ -53,7 +53,8 @@ impl Default for WebSettings {
 
 /// Whether a source names a web page rather than a file.
 pub fn is_url(source: &str) -> bool {
-    source.starts_with("http://") || source.starts_with("https://")
+    let lower = source.get(..8).unwrap_or(source).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
 }
 
 /// A start page's address, or what is wrong with it.
@@ -103,22 +104,29 @@ struct Remembered {
 pub struct PageCache {
     #[serde(skip)]
     file: Option<PathBuf>,
+    /// How the pages were cut into chunks: when that changes, every page is read again.
+    #[serde(default)]
+    chunking: String,
     pages: BTreeMap<String, Remembered>,
 }
 
 impl PageCache {
     /// The cache in `file`; empty when there is none yet, or it cannot be read (a warning:
     /// every page is then fetched in full, which loses nothing).
-    pub fn load(file: Option<&Path>) -> Self {
-        let Some(file) = file else { return Self::default() };
+    /// `chunking` describes the chunking settings: pages remembered under others are not
+    /// asked for conditionally (an unchanged page would keep its old chunks).
+    pub fn load(file: Option<&Path>, chunking: String) -> Self {
+        let Some(file) = file else { return Self { chunking, ..Self::default() } };
         let pages = match std::fs::read(file) {
             Ok(bytes) => serde_json::from_slice::<PageCache>(&bytes)
                 .map_err(|e| tracing::warn!(file = %file.display(), error = %e, "ignoring an unreadable page cache"))
+                .ok()
+                .filter(|c| c.chunking == chunking)
                 .map(|c| c.pages)
                 .unwrap_or_default(),
             Err(_) => BTreeMap::new(),
         };
-        Self { file: Some(file.to_path_buf()), pages }
+        Self { file: Some(file.to_path_buf()), chunking, pages }
     }
 
     /// Writes the cache, whole or not at all (a new file moved over the old one).
@@ -171,9 +179,7 @@ impl<'a> Crawler<'a> {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .context("building the HTTP client")?;
-        let path = root.path();
-        let folder = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-        let prefix = format!("{}{}", root.origin().ascii_serialization(), folder);
+        let prefix = folder_of(root);
         let mut crawler = Crawler {
             client,
             prefix,
@@ -204,17 +210,20 @@ impl<'a> Crawler<'a> {
             .await
             .with_context(|| format!("cannot reach {}", root.origin().ascii_serialization()))?;
         let status = response.status();
-        if status.is_server_error() {
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             bail!("{url} answered {status}: crawling nothing until it can be read (RFC 9309)");
         }
         if !status.is_success() {
             return Ok(()); // no robots.txt: everything is allowed
         }
-        let body = response.bytes().await.with_context(|| format!("cannot read {url}"))?;
+        let body = match self.body(response).await {
+            Ok(body) => body,
+            Err(e) => bail!("{}", e.at(url.as_str()).message),
+        };
         match Robot::new(ROBOTS_AGENT, &body) {
             Ok(robot) => {
                 if let Some(seconds) = robot.delay.filter(|s| s.is_finite() && *s > 0.0) {
-                    let asked = Duration::from_secs_f32(seconds).min(MAX_ROBOTS_DELAY);
+                    let asked = Duration::from_secs_f32(seconds.min(MAX_ROBOTS_DELAY.as_secs_f32()));
                     self.delay = self.delay.max(asked);
                 }
                 self.robots = Some(robot);
@@ -237,7 +246,16 @@ impl<'a> Crawler<'a> {
                 continue;
             }
             let Ok(url) = Url::parse(&address) else { continue };
-            let Some(xml) = self.get_text(&url).await else { continue };
+            let xml = match self.get_text(&url).await {
+                Ok(Some(xml)) => xml,
+                Ok(None) => continue,
+                Err(why) => {
+                    // The pages it lists may not be reached: nothing is taken for gone.
+                    tracing::warn!(%url, why, "cannot read the sitemap; the crawl counts as incomplete");
+                    self.cut_short = true;
+                    continue;
+                }
+            };
             let sitemap = lore_documents::sitemap(&xml);
             sitemaps.extend(sitemap.sitemaps);
             for page in sitemap.pages {
@@ -252,14 +270,19 @@ impl<'a> Crawler<'a> {
         }
     }
 
-    /// A small text resource (a sitemap), or `None` when it is not there.
-    async fn get_text(&mut self, url: &Url) -> Option<String> {
-        let response = self.get(url, None).await.ok()?;
-        if !response.status().is_success() {
-            return None;
+    /// A small text resource (a sitemap): `None` when the server says it is not there,
+    /// an error when it could not be read.
+    async fn get_text(&mut self, url: &Url) -> Result<Option<String>, String> {
+        let response = self.get(url, None).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+            return Ok(None);
         }
-        let body = self.body(response).await.ok()?;
-        String::from_utf8(body).ok()
+        if !status.is_success() {
+            return Err(format!("the server answered {status}"));
+        }
+        let body = self.body(response).await.map_err(|e| e.at(url.as_str()).message)?;
+        String::from_utf8(body).map(Some).map_err(|_| "not UTF-8".to_string())
     }
 
     /// Queues `url` if it is new, in scope, allowed, and the page limit leaves room.
@@ -318,6 +341,12 @@ impl<'a> Crawler<'a> {
         {
             (outcome, learnt) = self.fetch(&url, None).await;
         }
+        // A page that failed may have led to others: nothing unreached is taken for gone.
+        if let Outcome::Skipped(skipped) = &outcome {
+            if !matches!(skipped.reason, SkipReason::Duplicate | SkipReason::WrongType) {
+                self.cut_short = true;
+            }
+        }
         if let Some(first) = first_at(&learnt, &self.digests) {
             let why = format!("the same page as {first}");
             outcome = Outcome::Skipped(Skipped::new(Path::new(&address), SkipReason::Duplicate, why));
@@ -325,9 +354,11 @@ impl<'a> Crawler<'a> {
             self.digests.insert(digest, address.clone());
         }
         if let Some(learnt) = learnt {
-            for link in &learnt.links {
-                if let Ok(link) = parse_url(link) {
-                    self.enqueue(link);
+            if self.follow_links {
+                for link in &learnt.links {
+                    if let Ok(link) = parse_url(link) {
+                        self.enqueue(link);
+                    }
                 }
             }
             cache.pages.insert(address.clone(), learnt);
@@ -360,6 +391,21 @@ impl<'a> Crawler<'a> {
             return (skip(SkipReason::Unreachable, format!("the server answered {status}")), None);
         }
         let landed = response.url().clone();
+        if self.fetched == 1 && landed.as_str() != address {
+            // The start page moved (http to https, a `www.`, a missing slash): its new
+            // folder is the scope, and the new host's robots.txt applies.
+            if landed.origin() != url.origin() {
+                if let Err(e) = self.read_robots(&landed).await {
+                    return (skip(SkipReason::Unreachable, format!("{e:#}")), None);
+                }
+                if self.robots.as_ref().is_some_and(|r| !r.allowed(landed.as_str())) {
+                    let why = format!("moved to {landed}, which robots.txt asks crawlers to leave alone");
+                    return (skip(SkipReason::Disallowed, why), None);
+                }
+            }
+            self.prefix = folder_of(&landed);
+            self.seen.insert(landed.to_string());
+        }
         if landed.as_str() != address && !landed.as_str().starts_with(&self.prefix) {
             let why = format!("redirected to {landed}, outside {}; not followed", self.prefix);
             return (skip(SkipReason::LinkOutside, why), None);
@@ -376,7 +422,8 @@ impl<'a> Crawler<'a> {
             Err(skipped) => return (Outcome::Skipped(skipped.at(address)), None),
         };
         let digest = Some(hex_digest(&bytes));
-        let links = if self.follow_links && format == Format::Html {
+        // Kept even when a sitemap is followed: a later run may have to follow links.
+        let links = if format == Format::Html {
             std::str::from_utf8(&bytes).map(|html| resolve_links(html, &landed)).unwrap_or_default()
         } else {
             Vec::new()
@@ -449,6 +496,12 @@ impl BodyError {
             BodyError::Broken(e) => Skipped::new(path, SkipReason::Unreachable, format!("the download broke off: {e}")),
         }
     }
+}
+
+/// The folder an address is in, with its origin: pages below it are in scope.
+fn folder_of(url: &Url) -> String {
+    let path = url.path();
+    format!("{}{}", url.origin().ascii_serialization(), &path[..path.rfind('/').map_or(0, |i| i + 1)])
 }
 
 fn hex_digest(bytes: &[u8]) -> String {

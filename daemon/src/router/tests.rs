@@ -86,6 +86,7 @@ impl Answerer for Stand {
             first_token: None,
             total_time: Duration::ZERO,
             generated_tokens: 0,
+            quote: None,
         })
     }
 
