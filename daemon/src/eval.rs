@@ -56,6 +56,14 @@ pub struct EvalArgs {
     /// when it is on the gold paragraph's page.
     #[arg(long)]
     pub document: Option<PathBuf>,
+    /// Quote the sentence that best supports each answer (`retrieval.quote_evidence`) and
+    /// report how often it holds a gold answer.
+    #[arg(long)]
+    pub quote_evidence: bool,
+    /// `generate`, or `quote`: the best sentence of the passages is the answer (no
+    /// generation; `retrieval.answer_style`).
+    #[arg(long, value_parser = ["generate", "quote"])]
+    pub answer_style: Option<String>,
 }
 
 /// Where a question's gold paragraph is in the ingested file.
@@ -129,6 +137,8 @@ struct Asked {
     top_score: Option<f32>,
     /// The cleaned answer ("" when the model itself said it does not know).
     answer: String,
+    /// The sentence quoted as evidence, or given as the answer.
+    quote: Option<String>,
     latency_ms: f64,
 }
 
@@ -243,6 +253,11 @@ impl<'a> Evaluation<'a> {
         if let Some(m) = args.min_score {
             retrieval.min_score = m;
         }
+        retrieval.quote_evidence |= args.quote_evidence;
+        if let Some(style) = &args.answer_style {
+            retrieval.answer_style =
+                if style == "quote" { crate::config::AnswerStyle::Quote } else { crate::config::AnswerStyle::Generate };
+        }
         // Closed book, passages only feed the recall figures: rerankers would only cost time.
         if args.no_rerank || args.closed_book {
             retrieval.rerankers.clear();
@@ -310,9 +325,9 @@ impl<'a> Evaluation<'a> {
         let ranked = chain.retrieve(&qa.question).await?;
         let gold_rank = ranked.iter().position(|h| gold.holds(&h.chunk)).map(|r| r + 1);
         let top_score = ranked.first().map(|h| h.score);
-        let (answer, evidence) = match &self.pipeline {
-            None => (String::new(), None),
-            Some(p) if self.args.closed_book => (closed_book(p, &self.template, &qa.question).await?, None),
+        let (answer, evidence, quote) = match &self.pipeline {
+            None => (String::new(), None, None),
+            Some(p) if self.args.closed_book => (closed_book(p, &self.template, &qa.question).await?, None, None),
             Some(p) => {
                 // No evidence at all is as weak as it gets.
                 let evidence = best_similarity(&ranked).unwrap_or(f32::MIN);
@@ -320,7 +335,13 @@ impl<'a> Evaluation<'a> {
                     .answer_from(&self.generate_always, &self.template, &qa.question, &[], ranked, started.elapsed())
                     .await?;
                 let outcome = respond(answer, &mut Discard).await?;
-                (clean_answer(&outcome.text), Some(evidence))
+                let quote = outcome.quote.map(|q| q.sentence);
+                let answer = if quote.as_deref() == Some(outcome.text.as_str()) {
+                    outcome.text // a quoted sentence, as it stands in the passage
+                } else {
+                    clean_answer(&outcome.text)
+                };
+                (answer, Some(evidence), quote)
             }
         };
         // The model saying it does not know is an abstention too.
@@ -335,6 +356,7 @@ impl<'a> Evaluation<'a> {
             evidence,
             top_score,
             answer,
+            quote,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
@@ -356,7 +378,7 @@ impl<'a> Evaluation<'a> {
                     let s = a.scored(min_score);
                     json!({
                         "id": a.id, "question": a.question, "has_answer": a.has_answer, "golds": a.golds,
-                        "answer": a.answer, "evidence": a.evidence, "top_score": a.top_score,
+                        "answer": a.answer, "quote": a.quote, "evidence": a.evidence, "top_score": a.top_score,
                         "gold_rank": a.gold_rank, "exact": s.exact, "f1": s.f1, "abstained": s.abstained,
                         "latency_ms": a.latency_ms,
                     })
@@ -379,6 +401,9 @@ impl<'a> Evaluation<'a> {
         if answers && !args.closed_book {
             m.insert("abstention_sweep".into(), abstention_sweep(asked));
         }
+        if asked.iter().any(|a| a.quote.is_some()) {
+            m.insert("quote_contains_gold".into(), json!(quote_contains_gold(asked)));
+        }
         m.insert("retriever".into(), json!(retrieval.retriever.name()));
         m.insert("rerankers".into(), json!(retrieval.rerankers.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>()));
         m.insert("min_score".into(), json!(retrieval.min_score));
@@ -386,6 +411,17 @@ impl<'a> Evaluation<'a> {
         m.insert("file".into(), json!(args.squad.display().to_string()));
         report
     }
+}
+
+/// Among answerable questions, the share whose quoted sentence holds a gold answer (both
+/// normalised as SQuAD normalises answers); a question without a quote counts as a miss.
+fn quote_contains_gold(asked: &[Asked]) -> f64 {
+    let answerable: Vec<&Asked> = asked.iter().filter(|a| a.has_answer).collect();
+    let holds = |a: &&Asked| {
+        let quote = a.quote.as_deref().map(normalize_answer).unwrap_or_default();
+        !quote.is_empty() && a.golds.iter().map(|g| normalize_answer(g)).any(|g| !g.is_empty() && quote.contains(&g))
+    };
+    frac(answerable.iter().copied().filter(holds).count(), answerable.len())
 }
 
 fn abstention_sweep(asked: &[Asked]) -> Value {
@@ -584,6 +620,7 @@ pub fn print_table(m: &Value) {
         "abstained",
         "abstention_precision",
         "abstention_recall",
+        "quote_contains_gold",
         "latency_ms_p50",
         "latency_ms_p95",
     ];

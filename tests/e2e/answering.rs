@@ -116,3 +116,33 @@ async fn weak_evidence_abstains_without_generating() {
     assert!(sink.updates.is_empty() && sink.sources.is_empty());
     assert!(outcome.first_token.is_none(), "the generator ran");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_supporting_sentence_is_quoted_under_the_answer_or_given_as_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _) = normans_app(dir.path()).await;
+    let question = "In what country is Normandy located?";
+    let gold = "gave their name to Normandy, a region in France";
+    let mut place = bot_place(&app.config, "b").unwrap();
+    place.retrieval.quote_evidence = true;
+    let chain = app.chain(place.clone()).unwrap();
+    let answer = app.pipeline().prepare(&chain, question, &[]).await.unwrap();
+    let mut sink = Capture::default();
+    let outcome = respond(answer, &mut sink).await.unwrap();
+    let quote = outcome.quote.clone().expect("a sentence is quoted");
+    assert!(quote.sentence.contains(gold), "{quote:?}");
+    let shown = sink.finished.unwrap();
+    assert!(shown.starts_with(&outcome.text), "the answer comes first: {shown}");
+    assert!(shown.ends_with(&format!("Evidence [{}]: “{}”", quote.passage, quote.sentence)), "{shown}");
+
+    // A model too small to answer: the sentence is the answer, nothing is generated.
+    place.retrieval.quote_evidence = false;
+    place.retrieval.answer_style = lore::config::AnswerStyle::Quote;
+    let chain = app.chain(place).unwrap();
+    let answer = app.pipeline().prepare(&chain, question, &[]).await.unwrap();
+    let mut sink = Capture::default();
+    let outcome = respond(answer, &mut sink).await.unwrap();
+    assert!(outcome.text.contains(gold), "{}", outcome.text);
+    assert_eq!((outcome.generated_tokens, sink.updates.len()), (0, 0));
+    assert_eq!(sink.sources.len(), outcome.passages.len());
+}

@@ -97,6 +97,9 @@ async fn answer(State(site): State<Arc<Site>>, uri: Uri, headers: HeaderMap) -> 
     let page = site.pages.lock().unwrap().get(&path).cloned();
     let response = match page {
         None => StatusCode::NOT_FOUND.into_response(),
+        Some((_, to, status)) if status.is_redirection() => {
+            (status, [(header::LOCATION, String::from_utf8(to).unwrap())]).into_response()
+        }
         Some((_, _, status)) if status != StatusCode::OK => status.into_response(),
         Some((content_type, body, _)) => {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -206,9 +209,15 @@ async fn lore_ingest_takes_a_web_source_crawls_its_sitemap_and_answers_cite_the_
     let sitemap = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
         <url><loc>http://{address}/docs/leave.html</loc></url><url><loc>http://{address}/docs/hidden.html</loc></url>
-        <url><loc>http://{address}/about.html</loc></url></urlset>"#
+        <url><loc>http://{address}/about.html</loc></url><url><loc>http://{address}/docs/away.html</loc></url></urlset>"#
     );
     site.put("/sitemap.xml", "application/xml", &sitemap);
+    // Another host (by name): its robots.txt was not read, so the redirect is not followed.
+    let elsewhere = format!("http://localhost:{}/docs/leave.html", address.port());
+    site.pages
+        .lock()
+        .unwrap()
+        .insert("/docs/away.html".into(), ("", elsewhere.into_bytes(), StatusCode::MOVED_PERMANENTLY));
     let dir = tempfile::tempdir().unwrap();
     let kb = format!(
         "knowledge_bases:\n  web:\n    sources: [\"http://{address}/docs/\"]\n    crawl: true\n    crawl_delay_ms: 0\n"
@@ -216,8 +225,9 @@ async fn lore_ingest_takes_a_web_source_crawls_its_sitemap_and_answers_cite_the_
     let config = config(dir.path(), &kb);
 
     let out = lore(&config.file, &["ingest", "--kb", "web"]);
-    assert!(out.contains("web: 3 pages (0 unchanged, 3 changed"), "{out}");
+    assert!(out.contains("web: 4 pages (0 unchanged, 3 changed, 0 removed, 1 skipped: 1 link outside)"), "{out}");
     let fetched: Vec<String> = site.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(fetched.iter().filter(|p| *p == "/docs/leave.html").count(), 1, "{fetched:?}");
     assert!(fetched.contains(&"/docs/hidden.html".to_string()), "the sitemap's pages: {fetched:?}");
     assert!(
         !fetched.iter().any(|p| p.contains("benefits") || p == "/about.html"),

@@ -173,8 +173,22 @@ impl<'a> Crawler<'a> {
         max_bytes: u64,
         stored: &'a dyn Fn(&str) -> bool,
     ) -> anyhow::Result<Crawler<'a>> {
+        // Redirects are followed on the same host (and anywhere for the start page, which
+        // may move to https:// or www.); another host's pages answer to its robots.txt.
+        let start = root.to_string();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            let first = attempt.previous()[0].clone();
+            if attempt.previous().len() > 10 {
+                attempt.error("more than 10 redirects")
+            } else if first.as_str() == start || attempt.url().origin() == first.origin() {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
+            .redirect(redirects)
             .connect_timeout(REQUEST_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()
@@ -386,6 +400,11 @@ impl<'a> Crawler<'a> {
         }
         if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
             return (Outcome::Gone, None);
+        }
+        if status.is_redirection() {
+            let to = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("?");
+            let why = format!("redirected to {to}, on another host; not followed");
+            return (skip(SkipReason::LinkOutside, why), None);
         }
         if !status.is_success() {
             return (skip(SkipReason::Unreachable, format!("the server answered {status}")), None);
