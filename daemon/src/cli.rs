@@ -73,6 +73,8 @@ pub enum Command {
     Check,
     /// Score retrieval and answers on a SQuAD 2.0 file.
     Eval(crate::eval::EvalArgs),
+    /// Write question/answer pairs from a knowledge base, for fine-tuning (JSONL).
+    Synth(crate::synth::SynthArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
     Bench(lore_engine::bench::BenchArgs),
 }
@@ -136,6 +138,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 crate::eval::print_table(&metrics);
             }
+            Ok(())
+        }
+        Command::Synth(args) => {
+            let app = App::load(config, Models::All).await?;
+            let report = crate::synth::run(&app, &args, true).await?;
+            println!("{}: {report}", args.out.display());
             Ok(())
         }
         Command::Bench(args) => {

@@ -460,7 +460,7 @@ async fn closed_book(p: &Pipeline, template: &Template, question: &str) -> anyho
 }
 
 /// The answer without citation marks, on one line.
-fn clean_answer(text: &str) -> String {
+pub fn clean_answer(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(open) = rest.find('[') {

@@ -25,3 +25,4 @@ pub mod pipeline;
 pub mod prompt;
 pub mod router;
 pub mod serve;
+pub mod synth;

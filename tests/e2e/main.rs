@@ -16,5 +16,6 @@ mod remote;
 mod shared_store;
 mod soak;
 mod supervision;
+mod synth;
 mod telegram;
 mod web_pages;
