@@ -233,8 +233,12 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
             }
             let text = text.trim().to_string();
             let text = if text.is_empty() { "(no answer)".to_string() } else { text };
+            // The answer stands without its quote: a failing embedder costs only the quote.
             let quote = match quoting {
-                Some(q) => q.finder.best(&q.question, Some(&text), &prompt.passages).await?,
+                Some(q) => q.finder.best(&q.question, Some(&text), &prompt.passages).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = format!("{e:#}"), "could not choose the evidence to quote");
+                    None
+                }),
                 None => None,
             };
             let shown = match &quote {
