@@ -601,7 +601,15 @@ fn print_table(out: &Value) {
     }
     for (at_once, h) in out["http_hop"].as_object().into_iter().flatten() {
         let (local, http) = (&h["in_process"], &h["http"]);
-        let ratio = |key: &str| format!("{:.2}", f(&h["http_vs_in_process"][key]));
+        // No ratio when an answer had no tokens to time (a model that stops at once).
+        let ratio = |key: &str| {
+            let r = f(&h["http_vs_in_process"][key]);
+            if r.is_finite() {
+                format!("{r:.2}")
+            } else {
+                "-".into()
+            }
+        };
         let name = format!("via HTTP, {at_once} at once: first token (ms p50)");
         row(&name, f(&http["ttft_ms_p50"]), Some(f(&local["ttft_ms_p50"])), ratio("ttft"), "");
         row(
