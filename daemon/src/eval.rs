@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use lore_core::{GenerateRequest, ReplySink, SourceRef};
+use lore_core::{ChatModel, GenerateRequest, Hit, ReplySink, Sampling, SourceRef};
 use lore_plugins::{KbHandle, KbStore, RetrieverConfig};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
-use crate::config::Retrieval;
+use crate::config::{AnswerStyle, Retrieval};
 use crate::ingest::Progress;
 use crate::pipeline::{best_similarity, respond, Chain, Pipeline};
 use crate::prompt::{self, Template};
@@ -327,7 +327,10 @@ impl<'a> Evaluation<'a> {
         let top_score = ranked.first().map(|h| h.score);
         let (answer, evidence, quote) = match &self.pipeline {
             None => (String::new(), None, None),
-            Some(p) if self.args.closed_book => (closed_book(p, &self.template, &qa.question).await?, None, None),
+            Some(p) if self.args.closed_book => {
+                let answer = short_answer(p.model.as_ref(), &qa.question, &[], p.max_answer_tokens, p.sampling.clone());
+                (answer.await?, None, None)
+            }
             Some(p) => {
                 // No evidence at all is as weak as it gets.
                 let evidence = best_similarity(&ranked).unwrap_or(f32::MIN);
@@ -336,10 +339,9 @@ impl<'a> Evaluation<'a> {
                     .await?;
                 let outcome = respond(answer, &mut Discard).await?;
                 let quote = outcome.quote.map(|q| q.sentence);
-                let answer = if quote.as_deref() == Some(outcome.text.as_str()) {
-                    outcome.text // a quoted sentence, as it stands in the passage
-                } else {
-                    clean_answer(&outcome.text)
+                let answer = match self.retrieval.answer_style {
+                    AnswerStyle::Quote => outcome.text, // a sentence as it stands in the passage
+                    AnswerStyle::Generate => clean_answer(&outcome.text),
                 };
                 (answer, Some(evidence), quote)
             }
@@ -443,24 +445,26 @@ fn abstention_sweep(asked: &[Asked]) -> Value {
     json!(sweep)
 }
 
-async fn closed_book(p: &Pipeline, template: &Template, question: &str) -> anyhow::Result<String> {
-    let built = prompt::build(p.model.as_ref(), template, question, &[], &[], p.max_answer_tokens).await?;
-    let generated = p
-        .model
-        .generate(GenerateRequest {
-            prompt: built.text,
-            max_tokens: p.max_answer_tokens,
-            stop: built.stop,
-            ignore_eos: false,
-            sampling: p.sampling.clone(),
-        })?
+/// The model's answer to `question` from `passages` (none: closed book) the way `lore eval`
+/// asks for one: its short-answer system message, the bots' prompt, the answer cleaned.
+pub async fn short_answer(
+    model: &dyn ChatModel,
+    question: &str,
+    passages: &[Hit],
+    max_tokens: usize,
+    sampling: Sampling,
+) -> anyhow::Result<String> {
+    let template = Template { system: EVAL_SYSTEM.trim().to_string(), body: None };
+    let built = prompt::build(model, &template, question, passages, &[], max_tokens).await?;
+    let generated = model
+        .generate(GenerateRequest { prompt: built.text, max_tokens, stop: built.stop, ignore_eos: false, sampling })?
         .collect()
         .await?;
     Ok(clean_answer(&generated.text))
 }
 
 /// The answer without citation marks, on one line.
-pub fn clean_answer(text: &str) -> String {
+fn clean_answer(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(open) = rest.find('[') {

@@ -142,7 +142,9 @@ async fn pairs_of(model: Arc<dyn ChatModel>, chunk: &Chunk, paraphrases: usize) 
         tracing::debug!(chunk = chunk.id, reply, "no question in the reply");
         return Ok(vec![]);
     };
-    let answer = answer_from(model.as_ref(), chunk, &question).await?;
+    // Answered from the chunk alone, as `lore eval` asks for answers.
+    let only = [lore_core::Hit { chunk: chunk.clone(), score: 1.0, similarity: None }];
+    let answer = crate::eval::short_answer(model.as_ref(), &question, &only, PAIR_TOKENS, Sampling::default()).await?;
     if answer.is_empty() || crate::eval::says_dont_know(&answer) {
         tracing::debug!(chunk = chunk.id, question, answer, "no answer from the passage");
         return Ok(vec![]);
@@ -209,22 +211,6 @@ fn read_question(reply: &str) -> Option<String> {
     let answerable = question.ends_with('?') && question.split_whitespace().count() >= 3;
     let wrapper = question.to_lowercase().starts_with("what is the answer to");
     (answerable && !wrapper).then(|| question.to_string())
-}
-
-/// The model's answer to `question` from `chunk` alone: the open-book prompt with the
-/// short-answer instruction `lore eval` uses.
-async fn answer_from(model: &dyn ChatModel, chunk: &Chunk, question: &str) -> anyhow::Result<String> {
-    let template = crate::prompt::Template { system: crate::eval::EVAL_SYSTEM.trim().to_string(), body: None };
-    let passage = lore_core::Hit { chunk: chunk.clone(), score: 1.0, similarity: None };
-    let built = crate::prompt::build(model, &template, question, &[passage], &[], PAIR_TOKENS).await?;
-    let generation = model.generate(GenerateRequest {
-        prompt: built.text,
-        max_tokens: PAIR_TOKENS,
-        stop: built.stop,
-        ignore_eos: false,
-        sampling: Sampling::default(),
-    })?;
-    Ok(crate::eval::clean_answer(&generation.collect().await?.text))
 }
 
 /// Where pairs go: one file, or a training and a validation file.
