@@ -143,6 +143,23 @@ pub struct GenerateRequest {
     /// When `ignore_eos` is set, end-of-text tokens do not stop generation (benchmarks).
     pub ignore_eos: bool,
     pub sampling: Sampling,
+    /// A LoRA adapter (loaded with the model) applied to this generation only.
+    pub lora: Option<LoraAdapter>,
+}
+
+/// A LoRA adapter: a GGUF file made for the generator's base model, and how strongly it
+/// applies (`bots.NAME.adapters` in the config).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraAdapter {
+    pub path: std::path::PathBuf,
+    /// 1.0 applies it as trained; 0 turns it off.
+    #[serde(default = "default_scale")]
+    pub scale: f32,
+}
+
+fn default_scale() -> f32 {
+    1.0
 }
 
 /// How the next token is chosen (`models.generator.sampling` in the config).

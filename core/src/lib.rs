@@ -15,8 +15,8 @@ pub mod testing;
 
 pub use chat::{Adapter, Author, Command, ConversationKey, Incoming, ReplySink, SourceRef};
 pub use generation::{
-    ChatModel, Event, Finish, GenerateError, GenerateRequest, Generated, Generation, Part, PromptText, Sampling,
-    StopReason,
+    ChatModel, Event, Finish, GenerateError, GenerateRequest, Generated, Generation, LoraAdapter, Part, PromptText,
+    Sampling, StopReason,
 };
 pub use knowledge::{chunk_id, Chunk, Hit};
 pub use retrieval::{cosine, Embedder, PairScorer, PluginContext, Reranker, Retriever, Scorer};

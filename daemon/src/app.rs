@@ -55,7 +55,10 @@ impl App {
         };
         let (mut generator, mut remote) = (None, None);
         match (models, config.models.generator.kind) {
-            (Models::All, ModelKind::Llama) => generator = Some(Generator::load(&config.models.generator.local())?),
+            (Models::All, ModelKind::Llama) => {
+                let adapters = config.adapter_files();
+                generator = Some(Generator::load_with_adapters(&config.models.generator.local(), &adapters)?)
+            }
             (Models::All, ModelKind::Openai) => remote = Some(connect_generator(&config).await?),
             (Models::WithoutGenerator, _) => {}
         }
@@ -100,6 +103,19 @@ impl App {
     /// A knowledge base to ingest into, created empty when it does not exist.
     pub async fn kb_for_ingest(&self, name: &str) -> anyhow::Result<KnowledgeBase> {
         Ok(self.store.open_or_create(name, self.embedder.dim()).await?)
+    }
+
+    /// Brings `kb`'s generated questions to `wanted` per chunk, with the generator when
+    /// loaded (see `ingest::questions`).
+    pub async fn refresh_questions(
+        &self,
+        kb: &KnowledgeBase,
+        wanted: u32,
+        progress: crate::ingest::Progress,
+    ) -> anyhow::Result<crate::ingest::questions::QuestionReport> {
+        let model = (self.generator.is_some() || self.remote.is_some()).then(|| self.pipeline().model);
+        let parallel = self.config.models.generator.parallel;
+        crate::ingest::questions::refresh(kb, wanted, model, self.embedder.as_ref(), parallel, progress).await
     }
 
     /// `place` resolved: its knowledge base, retriever and rerankers.
@@ -162,7 +178,9 @@ impl Answerer for Answering {
 /// The chain that answers in `place`: its knowledge base in `store`, searched and
 /// reranked with the models in `cx`.
 fn chain(store: &KbStore, place: Place, cx: &PluginContext) -> anyhow::Result<Chain> {
-    Chain::build(KbHandle::new(store.clone(), &place.kb)?, place.retrieval, place.template, cx)
+    let mut chain = Chain::build(KbHandle::new(store.clone(), &place.kb)?, place.retrieval, place.template, cx)?;
+    chain.lora = place.lora;
+    Ok(chain)
 }
 
 /// The pool of servers `models.generator` names (`type: openai`). An `llm` reranker is

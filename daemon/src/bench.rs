@@ -425,6 +425,7 @@ async fn timed_answers(
                 stop: vec![],
                 ignore_eos: false,
                 sampling: Sampling::greedy(),
+                lora: None,
             };
             let started = Instant::now();
             let mut generation = model.generate(request)?;

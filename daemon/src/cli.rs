@@ -127,10 +127,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve_http_only(config).await,
         Command::Check => check(config).await,
         Command::Eval(args) => {
+            let mut config = config;
+            config.command_adapters.extend(args.adapter.clone());
             let llm_rerank = !args.no_rerank
                 && !args.closed_book
                 && config.retrieval.rerankers.iter().any(|r| matches!(r, lore_plugins::RerankerConfig::Llm { .. }));
-            let models = if !args.retrieval_only || llm_rerank { Models::All } else { Models::WithoutGenerator };
+            let generates = !args.retrieval_only || llm_rerank || args.generated_questions > 0;
+            let models = if generates { Models::All } else { Models::WithoutGenerator };
             let app = App::load(config, models).await?;
             let metrics = crate::eval::run(&app, &args).await?;
             if args.json {
@@ -189,7 +192,8 @@ async fn ingest(
     if let Some(max) = max_pages {
         settings.web.max_pages = max;
     }
-    let app = App::load(config, Models::WithoutGenerator).await?;
+    let models = if settings.generated_questions > 0 { Models::All } else { Models::WithoutGenerator };
+    let app = App::load(config, models).await?;
     let kb = app.kb_for_ingest(kb_name).await?;
     let embedder = app.embedder.as_ref();
     if !paths.is_empty() {
@@ -200,6 +204,10 @@ async fn ingest(
         let report = crate::ingest::ingest_web(&kb, embedder, &pages, &settings, Progress::Bar).await?;
         println!("{kb_name}: {report}; {} chunks stored", kb.count().await?);
     }
+    let report = app.refresh_questions(&kb, settings.generated_questions, Progress::Bar).await?;
+    if report != Default::default() {
+        println!("{kb_name}: {report}");
+    }
     Ok(())
 }
 
@@ -207,7 +215,7 @@ async fn ask(config: Config, bot: Option<&str>, kb: Option<&str>, question: &str
     let place = match (bot, kb) {
         (Some(bot), _) => bot_place(&config, bot)?,
         (None, Some(kb)) => {
-            Place { kb: kb.to_string(), retrieval: config.retrieval.clone(), template: Template::default() }
+            Place { kb: kb.to_string(), retrieval: config.retrieval.clone(), template: Template::default(), lora: None }
         }
         (None, None) => bail!("name a --bot or a --kb"),
     };
@@ -305,14 +313,30 @@ async fn check(config: Config) -> anyhow::Result<()> {
     let app = App::load(config, Models::All).await?;
     let mut problems = 0;
     match (&app.generator, &app.remote) {
-        (Some(g), _) => println!(
-            "generator {}: {} (chat template: {}), {} tokens per conversation, {} in parallel",
-            g.path().display(),
-            g.architecture(),
-            if g.has_chat_template() { "yes" } else { "no, using prompts/plain.txt" },
-            lore_core::ChatModel::context_tokens(g),
-            g.parallel()
-        ),
+        (Some(g), _) => {
+            println!(
+                "generator {}: {}{} (chat template: {}), {} tokens per conversation, {} in parallel",
+                g.path().display(),
+                g.architecture(),
+                if g.is_encoder_decoder() {
+                    ", text-to-text (encoder-decoder, one conversation at a time)"
+                } else {
+                    ""
+                },
+                if g.has_chat_template() { "yes" } else { "no, using prompts/plain.txt" },
+                lore_core::ChatModel::context_tokens(g),
+                g.parallel()
+            );
+            for (name, bot) in &app.config.bots {
+                for lora in &bot.adapters {
+                    println!(
+                        "bot {name}: LoRA adapter {} at scale {}: fits the generator",
+                        lora.path.display(),
+                        lora.scale
+                    );
+                }
+            }
+        }
         (None, Some(pool)) => {
             let g = &app.config.models.generator;
             let api = match g.api {

@@ -17,6 +17,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// LoRA adapters a command loads besides the bots' (`lore eval --adapter`).
+    #[serde(skip)]
+    pub command_adapters: Vec<PathBuf>,
     /// Where the LanceDB knowledge bases are: a folder (which also holds conversation
     /// memory unless `state_dir` says otherwise), or object storage, `s3://bucket/prefix`,
     /// which several daemons can serve from while one place ingests (see `storage`).
@@ -593,6 +596,12 @@ pub struct KnowledgeBaseConfig {
     /// one ingest at a time), so bots answer from what was just saved.
     #[serde(default)]
     pub watch: bool,
+    /// Questions the generator writes for each chunk at ingest, stored as extra search
+    /// keys that lead to the chunk (doc2query); 0 (the default) writes none, and drops
+    /// those written before. Costs a few generations per chunk at ingest, nothing per
+    /// question asked.
+    #[serde(default)]
+    pub generated_questions: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -625,6 +634,11 @@ pub struct BotConfig {
     /// Recent turns kept per conversation.
     #[serde(default = "default_memory_turns")]
     pub memory_turns: usize,
+    /// LoRA adapters for this bot's answers (`[{path: x.gguf, scale: 1.0}]`): GGUF files
+    /// made for the generator's base model, loaded once with it and applied to this bot's
+    /// conversations only. At most one per bot (llama-cpp-2 sets one adapter at a time).
+    #[serde(default)]
+    pub adapters: Vec<lore_core::LoraAdapter>,
 }
 
 impl BotConfig {
@@ -640,6 +654,7 @@ impl BotConfig {
             allow: Allow::default(),
             admins: vec![],
             memory_turns: default_memory_turns(),
+            adapters: vec![],
         }
     }
 }
@@ -727,6 +742,9 @@ fn default_overlap_tokens() -> usize {
 fn default_memory_turns() -> usize {
     6
 }
+/// More questions per chunk add little: they start to repeat each other.
+pub const MAX_GENERATED_QUESTIONS: u32 = 20;
+
 fn default_max_pages() -> usize {
     500
 }
@@ -819,6 +837,12 @@ impl Config {
             Some(r) => Some(expand(&r.path, "models.reranker.path")?),
             None => None,
         };
+        let mut bots = cfg.bots.clone();
+        for (name, bot) in bots.iter_mut() {
+            for (i, lora) in bot.adapters.iter_mut().enumerate() {
+                lora.path = expand(&lora.path, &format!("bots.{name}.adapters.{i}.path"))?;
+            }
+        }
         let mut kbs = cfg.knowledge_bases.clone();
         for (name, kb) in kbs.iter_mut() {
             let mut files = Vec::new();
@@ -834,6 +858,7 @@ impl Config {
             }
             kb.sources = files;
         }
+        cfg.bots = bots;
         cfg.data_dir = data_dir;
         cfg.state_dir = state_dir;
         cfg.models.generator.path = gen;
@@ -931,12 +956,32 @@ impl Config {
             if kb.max_pages == 0 {
                 return Err(self.error(&format!("knowledge_bases.{name}.max_pages"), "must be at least 1"));
             }
+            if kb.generated_questions > MAX_GENERATED_QUESTIONS {
+                let why = format!("at most {MAX_GENERATED_QUESTIONS} (each is a generation per chunk at ingest)");
+                return Err(self.error(&format!("knowledge_bases.{name}.generated_questions"), &why));
+            }
             if kb.watch && kb.sources.is_empty() {
                 let why = "needs file or folder `sources` to watch (web pages are fetched by `lore ingest`)";
                 return Err(self.error(&format!("knowledge_bases.{name}.watch"), why));
             }
         }
         for (name, bot) in &self.bots {
+            if bot.adapters.len() > 1 {
+                let why = "one adapter per bot: llama.cpp's Rust binding (llama-cpp-2) sets one adapter at a time; merge them into one with llama.cpp's tools, or give each its own bot";
+                return Err(self.error(&format!("bots.{name}.adapters"), why));
+            }
+            if !bot.adapters.is_empty() && self.models.generator.kind != ModelKind::Llama {
+                let why = "LoRA adapters apply to a local generator (type: llama); servers such as vLLM serve adapters as models of their own: point another bot's generator at that model";
+                return Err(self.error(&format!("bots.{name}.adapters"), why));
+            }
+            if let Some((i, lora)) =
+                bot.adapters.iter().enumerate().find(|(_, l)| !(l.scale.is_finite() && l.scale >= 0.0))
+            {
+                return Err(self.error(
+                    &format!("bots.{name}.adapters.{i}.scale"),
+                    format!("{} must be a number from 0 up", lora.scale),
+                ));
+            }
             self.check_kb_name(&format!("bots.{name}.knowledge_base"), &bot.knowledge_base)?;
             if let Some(r) = &bot.retrieval.rerankers {
                 self.check_rerankers(&format!("bots.{name}.retrieval.rerankers"), r)?;
@@ -1077,6 +1122,16 @@ impl Config {
         if let Some(r) = &self.models.reranker {
             lore_engine::check_model_file(&r.path).map_err(|e| self.error("models.reranker.path", e.to_string()))?;
         }
+        if self.models.generator.kind == ModelKind::Llama {
+            let arch = lore_engine::architecture(&self.models.generator.path)
+                .map_err(|e| self.error("models.generator.path", e.to_string()))?;
+            for (name, bot) in &self.bots {
+                for (i, lora) in bot.adapters.iter().enumerate() {
+                    lore_engine::check_adapter_file(&lora.path, &arch)
+                        .map_err(|e| self.error(&format!("bots.{name}.adapters.{i}.path"), e.to_string()))?;
+                }
+            }
+        }
         for (name, kb) in &self.knowledge_bases {
             for (i, s) in kb.sources.iter().enumerate() {
                 if !s.exists() {
@@ -1151,6 +1206,15 @@ impl Config {
     /// How long answers in progress may take to finish on shutdown.
     pub fn shutdown_grace(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    /// Every bot's LoRA adapter files, each once, in a fixed order: what the generator loads.
+    pub fn adapter_files(&self) -> Vec<PathBuf> {
+        let bots = self.bots.values().flat_map(|b| b.adapters.iter().map(|a| a.path.clone()));
+        let mut files: Vec<PathBuf> = bots.chain(self.command_adapters.iter().cloned()).collect();
+        files.sort();
+        files.dedup();
+        files
     }
 
     /// Chunking for a knowledge base: its own, else the defaults.

@@ -64,6 +64,21 @@ pub struct EvalArgs {
     /// generation; `retrieval.answer_style`).
     #[arg(long, value_parser = ["generate", "quote"])]
     pub answer_style: Option<String>,
+    /// Questions generated per chunk at ingest as extra search keys
+    /// (`generated_questions`, doc2query); the time they took is reported.
+    #[arg(long, default_value_t = 0)]
+    pub generated_questions: u32,
+    /// Answer with this LoRA adapter (a GGUF made for the generator), open or closed book:
+    /// compare with the same command without it.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// How strongly `--adapter` applies.
+    #[arg(long, default_value_t = 1.0)]
+    pub adapter_scale: f32,
+    /// Build the articles' knowledge bases in this folder and keep them: a rerun with
+    /// other retrieval settings reuses their chunks and generated questions.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
 }
 
 /// Where a question's gold paragraph is in the ingested file.
@@ -195,7 +210,10 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
         anyhow::bail!("--document stands for one article; {} has {}", args.squad.display(), squad.data.len());
     }
     let eval = Evaluation::new(app, args)?;
-    let work = std::env::temp_dir().join(format!("lore-eval-{}", std::process::id()));
+    let work = match &args.keep {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("lore-eval-{}", std::process::id())),
+    };
     let store = KbStore::open(&work).await?;
     let mut asked: Vec<Asked> = Vec::new();
     let mut left = args.limit.unwrap_or(usize::MAX);
@@ -214,7 +232,9 @@ pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
         left -= questions.len();
         asked.extend(eval.ask_all(&chain, questions).await?);
     }
-    let _ = std::fs::remove_dir_all(&work);
+    if args.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     eval.write_files(&asked)?;
     Ok(eval.report(&asked))
 }
@@ -237,6 +257,10 @@ struct Evaluation<'a> {
     pipeline: Option<Pipeline>,
     /// Questions in flight: as many as the engine decodes together, like a busy bot.
     in_flight: usize,
+    /// `--adapter`: the LoRA adapter answers are generated with.
+    lora: Option<lore_core::LoraAdapter>,
+    /// Seconds spent generating questions at ingest, and for how many chunks.
+    question_seconds: std::sync::Mutex<(f64, usize)>,
 }
 
 impl<'a> Evaluation<'a> {
@@ -277,6 +301,8 @@ impl<'a> Evaluation<'a> {
             template: Template { system: EVAL_SYSTEM.trim().to_string(), body: None },
             pipeline,
             in_flight: if args.retrieval_only { 1 } else { app.config.models.generator.parallel },
+            question_seconds: Default::default(),
+            lora: args.adapter.clone().map(|path| lore_core::LoraAdapter { path, scale: args.adapter_scale }),
         })
     }
 
@@ -289,22 +315,32 @@ impl<'a> Evaluation<'a> {
         ai: usize,
         article: &Article,
     ) -> anyhow::Result<Chain> {
+        // Named after the file too: one `--keep` folder may serve several SQuAD files.
+        let stem = self.args.squad.file_stem().and_then(|s| s.to_str()).unwrap_or("squad");
+        let stem: String = stem.chars().take(40).map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let name = format!("{stem}_{ai}{}", if self.args.document.is_some() { "_document" } else { "" });
         let file = match &self.args.document {
             Some(document) => document.clone(),
             None => {
-                let file = work.join(format!("article-{ai}.txt"));
+                let file = work.join(format!("{name}.txt"));
                 let text = article.paragraphs.iter().map(|p| p.context.trim()).collect::<Vec<_>>().join("\n\n") + "\n";
                 std::fs::write(&file, &text)?;
                 file
             }
         };
-        let name = format!("article_{ai}");
         let kb = store.open_or_create(&name, self.app.embedder.dim()).await?;
         let progress = if self.args.json { Progress::Quiet } else { Progress::Bar };
         let settings = crate::ingest::Settings::new(self.app.config.chunking_for(""));
         crate::ingest::ingest(&kb, self.app.embedder.as_ref(), &[file], &settings, progress).await?;
         if !self.args.json {
             eprintln!("eval: {} ({} paragraphs)", article.title, article.paragraphs.len());
+        }
+        if self.args.generated_questions > 0 {
+            let questions = self.app.refresh_questions(&kb, self.args.generated_questions, progress).await?;
+            eprintln!("eval: {}: {questions}", article.title);
+            let mut spent = self.question_seconds.lock().expect("question time");
+            spent.0 += questions.seconds;
+            spent.1 += questions.chunks_asked;
         }
         let plugins = self.app.plugin_context();
         Chain::build(KbHandle::new(store.clone(), &name)?, self.retrieval.clone(), self.template.clone(), &plugins)
@@ -328,14 +364,28 @@ impl<'a> Evaluation<'a> {
         let (answer, evidence, quote) = match &self.pipeline {
             None => (String::new(), None, None),
             Some(p) if self.args.closed_book => {
-                let answer = short_answer(p.model.as_ref(), &qa.question, &[], p.max_answer_tokens, p.sampling.clone());
+                let answer = short_answer(
+                    p.model.as_ref(),
+                    &qa.question,
+                    &[],
+                    p.max_answer_tokens,
+                    p.sampling.clone(),
+                    self.lora.as_ref(),
+                );
                 (answer.await?, None, None)
             }
             Some(p) => {
                 // No evidence at all is as weak as it gets.
                 let evidence = best_similarity(&ranked).unwrap_or(f32::MIN);
                 let answer = p
-                    .answer_from(&self.generate_always, &self.template, &qa.question, &[], ranked, started.elapsed())
+                    .answer_from(
+                        &self.generate_always,
+                        crate::pipeline::Voice { template: &self.template, lora: self.lora.as_ref() },
+                        &qa.question,
+                        &[],
+                        ranked,
+                        started.elapsed(),
+                    )
                     .await?;
                 let outcome = respond(answer, &mut Discard).await?;
                 let quote = outcome.quote.map(|q| q.sentence);
@@ -410,6 +460,14 @@ impl<'a> Evaluation<'a> {
         m.insert("rerankers".into(), json!(retrieval.rerankers.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>()));
         m.insert("min_score".into(), json!(retrieval.min_score));
         m.insert("closed_book".into(), json!(args.closed_book));
+        if let Some(adapter) = &args.adapter {
+            m.insert("adapter".into(), json!(adapter.display().to_string()));
+        }
+        if args.generated_questions > 0 {
+            let (seconds, chunks) = *self.question_seconds.lock().expect("question time");
+            m.insert("generated_questions".into(), json!(args.generated_questions));
+            m.insert("question_seconds_per_chunk".into(), json!(seconds / chunks.max(1) as f64));
+        }
         m.insert("file".into(), json!(args.squad.display().to_string()));
         report
     }
@@ -453,11 +511,19 @@ pub async fn short_answer(
     passages: &[Hit],
     max_tokens: usize,
     sampling: Sampling,
+    lora: Option<&lore_core::LoraAdapter>,
 ) -> anyhow::Result<String> {
     let template = Template { system: EVAL_SYSTEM.trim().to_string(), body: None };
     let built = prompt::build(model, &template, question, passages, &[], max_tokens).await?;
     let generated = model
-        .generate(GenerateRequest { prompt: built.text, max_tokens, stop: built.stop, ignore_eos: false, sampling })?
+        .generate(GenerateRequest {
+            prompt: built.text,
+            max_tokens,
+            stop: built.stop,
+            ignore_eos: false,
+            sampling,
+            lora: lora.cloned(),
+        })?
         .collect()
         .await?;
     Ok(clean_answer(&generated.text))
@@ -625,6 +691,8 @@ pub fn print_table(m: &Value) {
         "abstention_precision",
         "abstention_recall",
         "quote_contains_gold",
+        "generated_questions",
+        "question_seconds_per_chunk",
         "latency_ms_p50",
         "latency_ms_p95",
     ];

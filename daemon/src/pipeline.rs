@@ -23,6 +23,8 @@ pub struct Chain {
     rerankers: Vec<Arc<dyn Reranker>>,
     pub settings: Retrieval,
     pub template: Template,
+    /// The LoRA adapter answers are generated with (the bot's).
+    pub lora: Option<lore_core::LoraAdapter>,
 }
 
 impl Chain {
@@ -31,7 +33,7 @@ impl Chain {
     pub fn build(kb: KbHandle, settings: Retrieval, template: Template, cx: &PluginContext) -> anyhow::Result<Self> {
         let retriever = settings.retriever.build(kb.clone(), cx.embedder.clone());
         let rerankers = settings.rerankers.iter().map(|r| r.build(cx)).collect::<anyhow::Result<_>>()?;
-        Ok(Self { kb, retriever, rerankers, settings, template })
+        Ok(Self { kb, retriever, rerankers, settings, template, lora: None })
     }
 
     /// The retriever's top `top_k` for `question`, then each reranker in order.
@@ -121,14 +123,15 @@ impl Pipeline {
     ) -> anyhow::Result<Answer> {
         let started = Instant::now();
         let hits = chain.retrieve_with(question, reranking).await?;
-        self.answer_from(&chain.settings, &chain.template, question, history, hits, started.elapsed()).await
+        let voice = Voice { template: &chain.template, lora: chain.lora.as_ref() };
+        self.answer_from(&chain.settings, voice, question, history, hits, started.elapsed()).await
     }
 
     /// Abstains or starts generating from passages already retrieved and reranked.
     pub async fn answer_from(
         &self,
         settings: &Retrieval,
-        template: &Template,
+        voice: Voice<'_>,
         question: &str,
         history: &[Turn],
         hits: Vec<Hit>,
@@ -147,17 +150,34 @@ impl Pipeline {
             });
         }
         let prompt =
-            prompt::build(self.model.as_ref(), template, question, &passages, history, self.max_answer_tokens).await?;
+            prompt::build(self.model.as_ref(), voice.template, question, &passages, history, self.max_answer_tokens)
+                .await?;
         let generation = self.model.generate(GenerateRequest {
             prompt: prompt.text.clone(),
             max_tokens: self.max_answer_tokens,
             stop: prompt.stop.clone(),
             ignore_eos: false,
             sampling: self.sampling.clone(),
+            lora: voice.lora.cloned(),
         })?;
         let quote =
             settings.quote_evidence.then(|| Quoting { finder: self.evidence.clone(), question: question.to_string() });
         Ok(Answer::Generate { generation, prompt, retrieval_time, quote })
+    }
+}
+
+/// How a place's answers are written: its prompt template, and the LoRA adapter (its
+/// bot's) the generator applies.
+#[derive(Clone, Copy)]
+pub struct Voice<'a> {
+    pub template: &'a Template,
+    pub lora: Option<&'a lore_core::LoraAdapter>,
+}
+
+impl<'a> Voice<'a> {
+    /// The template, with the base model.
+    pub fn of(template: &'a Template) -> Self {
+        Self { template, lora: None }
     }
 }
 
@@ -332,13 +352,14 @@ mod tests {
         let t = Template::default();
         for weak in [vec![], vec![hit(Some(0.1))], vec![hit(None)]] {
             let mut sink = Record(vec![]);
-            let answer = p.answer_from(&settings, &t, "How?", &[], weak, Duration::ZERO).await.unwrap();
+            let answer = p.answer_from(&settings, Voice::of(&t), "How?", &[], weak, Duration::ZERO).await.unwrap();
             let outcome = respond(answer, &mut sink).await.unwrap();
             assert!(outcome.abstained);
             assert_eq!(sink.0, vec![format!("finish {} sources 0", settings.abstain_text)]);
         }
         let mut sink = Record(vec![]);
-        let answer = p.answer_from(&settings, &t, "How?", &[], vec![hit(Some(0.8))], Duration::ZERO).await.unwrap();
+        let answer =
+            p.answer_from(&settings, Voice::of(&t), "How?", &[], vec![hit(Some(0.8))], Duration::ZERO).await.unwrap();
         let outcome = respond(answer, &mut sink).await.unwrap();
         assert!(!outcome.abstained);
         assert_eq!(outcome.text, "They dance [1].");
@@ -366,8 +387,10 @@ mod tests {
         let t = Template::default();
         let quoting = Retrieval { quote_evidence: true, passages: 2, ..Retrieval::default() };
         let mut sink = Record(vec![]);
-        let answer =
-            p.answer_from(&quoting, &t, "Where do bees dance?", &[], passages(), Duration::ZERO).await.unwrap();
+        let answer = p
+            .answer_from(&quoting, Voice::of(&t), "Where do bees dance?", &[], passages(), Duration::ZERO)
+            .await
+            .unwrap();
         let outcome = respond(answer, &mut sink).await.unwrap();
         let expected = Quote { sentence: "Bees dance on the comb to show where flowers grow.".into(), passage: 2 };
         assert_eq!(outcome.quote.as_ref(), Some(&expected));
@@ -377,8 +400,10 @@ mod tests {
 
         let quote_only = Retrieval { answer_style: AnswerStyle::Quote, passages: 2, ..Retrieval::default() };
         let mut sink = Record(vec![]);
-        let answer =
-            p.answer_from(&quote_only, &t, "Where do bees dance?", &[], passages(), Duration::ZERO).await.unwrap();
+        let answer = p
+            .answer_from(&quote_only, Voice::of(&t), "Where do bees dance?", &[], passages(), Duration::ZERO)
+            .await
+            .unwrap();
         let outcome = respond(answer, &mut sink).await.unwrap();
         assert_eq!((outcome.text.as_str(), outcome.generated_tokens), (expected.sentence.as_str(), 0));
         assert_eq!(sink.0, vec![format!("finish {} sources 2", expected.sentence)], "no generation, nothing streamed");

@@ -24,6 +24,8 @@ pub struct Place {
     pub kb: String,
     pub retrieval: Retrieval,
     pub template: Template,
+    /// The bot's LoRA adapter, applied to its answers.
+    pub lora: Option<lore_core::LoraAdapter>,
 }
 
 /// Where bot `name` answers outside its configured channels.
@@ -34,6 +36,7 @@ pub fn bot_place(config: &Config, name: &str) -> anyhow::Result<Place> {
         kb: b.knowledge_base.clone(),
         retrieval: config.retrieval.with(&b.retrieval),
         template: Template::load(b.prompt.as_deref(), b.system.as_deref(), &base)?,
+        lora: b.adapters.first().cloned(),
     })
 }
 

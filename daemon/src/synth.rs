@@ -25,7 +25,8 @@ use serde_json::json;
 use crate::app::App;
 use crate::prompt::fill;
 
-const SYNTH: &str = include_str!("../../prompts/synth.txt");
+/// Asks for a question a passage answers (also what `generated_questions` asks).
+pub(crate) const SYNTH: &str = include_str!("../../prompts/synth.txt");
 const PARAPHRASE: &str = include_str!("../../prompts/paraphrase.txt");
 
 /// The system message of the written conversations: what the fine-tuned model is for.
@@ -137,14 +138,14 @@ fn progress_bar(shown: bool, len: u64, done: u64) -> ProgressBar {
 async fn pairs_of(model: Arc<dyn ChatModel>, chunk: &Chunk, paraphrases: usize) -> anyhow::Result<Vec<String>> {
     let passage = chunk.text.trim();
     // Greedy, with the repeat penalty: small models otherwise loop on "What is the question".
-    let reply = ask(model.as_ref(), &fill(SYNTH, &[("passage", passage)]), Sampling::default()).await?;
-    let Some(question) = read_question(&reply) else {
-        tracing::debug!(chunk = chunk.id, reply, "no question in the reply");
+    let Some(question) = question_about(model.as_ref(), SYNTH, passage, Sampling::default()).await? else {
+        tracing::debug!(chunk = chunk.id, "no question in the reply");
         return Ok(vec![]);
     };
     // Answered from the chunk alone, as `lore eval` asks for answers.
     let only = [lore_core::Hit { chunk: chunk.clone(), score: 1.0, similarity: None }];
-    let answer = crate::eval::short_answer(model.as_ref(), &question, &only, PAIR_TOKENS, Sampling::default()).await?;
+    let answer =
+        crate::eval::short_answer(model.as_ref(), &question, &only, PAIR_TOKENS, Sampling::default(), None).await?;
     if answer.is_empty() || crate::eval::says_dont_know(&answer) {
         tracing::debug!(chunk = chunk.id, question, answer, "no answer from the passage");
         return Ok(vec![]);
@@ -178,6 +179,22 @@ async fn pairs_of(model: Arc<dyn ChatModel>, chunk: &Chunk, paraphrases: usize) 
     Ok(questions.iter().enumerate().map(|(i, q)| line(q, i > 0)).collect())
 }
 
+/// A question `passage` answers, written by the generator from `prompt` (with a
+/// `{passage}` slot); `None` when its reply does not read as one.
+pub(crate) async fn question_about(
+    model: &dyn ChatModel,
+    prompt: &str,
+    passage: &str,
+    sampling: Sampling,
+) -> anyhow::Result<Option<String>> {
+    let reply = ask(model, &fill(prompt, &[("passage", passage)]), sampling).await?;
+    let question = read_question(&reply);
+    if question.is_none() {
+        tracing::debug!(reply, "the reply is not a question");
+    }
+    Ok(question)
+}
+
 /// One reply of the generator to an instruction (the chat template when the model has
 /// one, else the plain text and an empty line to stop at).
 async fn ask(model: &dyn ChatModel, instruction: &str, sampling: Sampling) -> anyhow::Result<String> {
@@ -190,16 +207,25 @@ async fn ask(model: &dyn ChatModel, instruction: &str, sampling: Sampling) -> an
             (prompt, vec!["\n\n".to_string()])
         }
     };
-    let generation =
-        model.generate(GenerateRequest { prompt, max_tokens: PAIR_TOKENS, stop, ignore_eos: false, sampling })?;
+    let generation = model.generate(GenerateRequest {
+        prompt,
+        max_tokens: PAIR_TOKENS,
+        stop,
+        ignore_eos: false,
+        sampling,
+        lora: None,
+    })?;
     Ok(generation.collect().await?.text)
 }
 
-/// The question in a reply: its first line without a "Question:" label, or the quoted
-/// question inside a wrapper such as `What is the answer to the question "…?"`. `None`
-/// unless it ends in "?" and is more than a word or two.
+/// The question in a reply: its first line (or the first after lines that introduce it,
+/// ending in ":") without a "Question:" label or list number, or the quoted question
+/// inside a wrapper such as `What is the answer to the question "…?"`. `None` unless it
+/// ends in "?" and is more than a word or two.
 fn read_question(reply: &str) -> Option<String> {
-    let line = reply.trim().lines().next()?.trim();
+    let mut lines = reply.trim().lines().map(str::trim).filter(|l| !l.is_empty());
+    let line = lines.find(|l| !l.ends_with(':'))?;
+    let line = line.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == ')').trim();
     let line = line.strip_prefix("Question:").unwrap_or(line).trim().trim_matches('*').trim();
     let wrapped = line.to_lowercase().starts_with("what is the answer to");
     let quoted = line.split('"').rfind(|part| part.trim().ends_with('?')).map(str::trim);
@@ -298,6 +324,8 @@ mod tests {
         assert_eq!(q(word).as_deref(), Some(word), "quotes inside a question");
         assert_eq!(q("Bees?"), None, "too short");
         assert_eq!(q("The passage is about bees."), None);
+        let introduced = "Here is a question that can be asked:\n\n1. Where do honeybees dance?";
+        assert_eq!(q(introduced).as_deref(), Some("Where do honeybees dance?"));
     }
 
     #[test]

@@ -280,6 +280,7 @@ fn request(prompt: String, max_tokens: usize) -> GenerateRequest {
         stop: vec![],
         ignore_eos: true,
         sampling: Sampling::greedy(),
+        lora: None,
     }
 }
 

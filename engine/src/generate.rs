@@ -6,6 +6,16 @@
 //! still reading theirs (chunked prefill), like llama.cpp's own server: a new question never
 //! waits for another conversation's answer to finish.
 //!
+//! LoRA adapters apply to the whole context, so a step decodes only sequences that share
+//! one adapter set (none, or one adapter at one scale): the set whose sequences have
+//! waited longest goes next, so bots with different adapters take turns step by step, as
+//! llama.cpp's server batches by adapter set.
+//!
+//! Text-to-text models (T5, Flan-T5, mT5: encoder-decoder) read the prompt through the
+//! encoder once, then decode the answer from the decoder start token. llama.cpp keeps one
+//! encoder output for the whole context (a second prompt's encoding would replace the
+//! first's), so they run one conversation at a time: `parallel` is 1 for them.
+//!
 //! A finished sequence keeps its prompt in the cache. A new request goes to the free
 //! sequence whose kept prompt shares the longest prefix with its own (the system prompt,
 //! a follow-up's earlier turns) and decodes only the rest, as llama.cpp's server does.
@@ -17,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::model::{LlamaChatMessage, LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::DecodeError;
 use tokio::sync::mpsc;
@@ -27,12 +37,17 @@ use lore_core::{
     ChatModel, Event, Finish, GenerateError, GenerateRequest, Generation, Part, PromptText, Sampling, StopReason,
 };
 
-use super::{load_model, thread_count, EngineError, Utf8Stream};
+use super::{load_model_with_adapters, thread_count, EngineError, Utf8Stream};
 use crate::sampling::TokenChooser;
 use crate::settings::GeneratorConfig;
 
+/// The adapter set a sequence is decoded with: an index into the loaded adapters and its
+/// scale, or `None` for the base model.
+type LoraKey = Option<(usize, f32)>;
+
 struct Job {
     tokens: Vec<LlamaToken>,
+    lora: LoraKey,
     /// Scoring instead of generating: tokens from this index on are scored, none generated.
     score_from: Option<usize>,
     request: GenerateRequest,
@@ -70,6 +85,10 @@ struct Inner {
     queue: Arc<Queue>,
     path: PathBuf,
     arch: String,
+    /// The LoRA adapters loaded with the model, in the order the worker holds them.
+    adapters: Vec<PathBuf>,
+    /// A text-to-text (encoder-decoder) model such as T5.
+    encoder_decoder: bool,
     parallel: usize,
     context_tokens: usize,
     max_queue: usize,
@@ -95,10 +114,20 @@ impl Drop for Inner {
 impl Generator {
     /// Loads the model and starts its worker thread.
     pub fn load(cfg: &GeneratorConfig) -> Result<Self, EngineError> {
+        Self::load_with_adapters(cfg, &[])
+    }
+
+    /// Loads the model with LoRA adapters that requests may name ([`GenerateRequest::lora`]).
+    pub fn load_with_adapters(cfg: &GeneratorConfig, adapters: &[PathBuf]) -> Result<Self, EngineError> {
         let path = cfg.path.clone();
         let arch = super::architecture(&path)?;
-        let model = load_model(&path, cfg.gpu_layers)?;
-        let parallel = cfg.parallel.max(1);
+        if arch == "t5encoder" {
+            return Err(EngineError::NotAGenerator { path: path.display().to_string(), arch });
+        }
+        let encoder_decoder = arch == "t5";
+        let (model, loras) = load_model_with_adapters(&path, cfg.gpu_layers, adapters)?;
+        // One encoder output per context: see the module's comment.
+        let parallel = if encoder_decoder { 1 } else { cfg.parallel.max(1) };
         let train_ctx = model.n_ctx_train() as usize;
         let context_tokens = if train_ctx > 0 { cfg.context_tokens.min(train_ctx) } else { cfg.context_tokens };
         // F16 K and V for every layer and cell (llama.cpp's default cache type).
@@ -133,7 +162,8 @@ impl Generator {
             let queue = queue.clone();
             let died = died.clone();
             let threads = thread_count(cfg.threads);
-            let batch_tokens = cfg.batch_tokens;
+            // llama.cpp encodes a prompt in one micro-batch (and aborts if it does not fit).
+            let batch_tokens = if encoder_decoder { cfg.batch_tokens.max(context_tokens) } else { cfg.batch_tokens };
             let path = path.clone();
             std::thread::Builder::new()
                 .name("lore-generator".into())
@@ -150,7 +180,11 @@ impl Generator {
                         Some(ctx) => ctx,
                         None => return,
                     };
-                    let worker = Worker::new(&model, ctx, queue.clone(), parallel, context_tokens, batch_tokens);
+                    let mut worker = Worker::new(&model, ctx, queue.clone(), parallel, context_tokens, batch_tokens);
+                    worker.adapters = loras;
+                    if encoder_decoder {
+                        worker.decoder_start = Some(decoder_start(&model));
+                    }
                     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())) {
                         let message = lore_core::panic_message(&*panic);
                         tracing::error!(%message, "the generator thread died");
@@ -161,13 +195,15 @@ impl Generator {
                 .map_err(|e| EngineError::Backend(format!("cannot start the generator thread: {e}")))?
         };
         ready_rx.recv().map_err(|_| EngineError::Stopped("generator"))??;
-        tracing::info!(model = %path.display(), %arch, parallel, context_tokens, chat_template = chat_template.is_some(), "generator ready");
+        tracing::info!(model = %path.display(), %arch, parallel, context_tokens, adapters = adapters.len(), chat_template = chat_template.is_some(), "generator ready");
         Ok(Self {
             inner: Arc::new(Inner {
                 model,
                 queue,
                 path,
                 arch,
+                adapters: adapters.to_vec(),
+                encoder_decoder,
                 parallel,
                 context_tokens,
                 max_queue: cfg.max_queue,
@@ -183,9 +219,31 @@ impl Generator {
         &self.inner.path
     }
 
-    /// The GGUF architecture (`llama`, `gptneox`, ...).
+    /// The GGUF architecture (`llama`, `gptneox`, `t5`, ...).
     pub fn architecture(&self) -> &str {
         &self.inner.arch
+    }
+
+    /// A text-to-text model (T5 family): the prompt goes through an encoder, one
+    /// conversation at a time.
+    pub fn is_encoder_decoder(&self) -> bool {
+        self.inner.encoder_decoder
+    }
+
+    /// The tokens `prompt` is read as: a decoder-only model gets its start token first; an
+    /// encoder reads the whole prompt followed by its end-of-text token, as it was trained.
+    fn prompt_tokens(&self, prompt: &PromptText) -> Vec<LlamaToken> {
+        if !self.inner.encoder_decoder {
+            return tokenize_prompt(&self.inner.model, prompt);
+        }
+        let vocab = self.inner.model.vocab();
+        let mut tokens: Vec<LlamaToken> = prompt
+            .parts()
+            .iter()
+            .flat_map(|part| vocab.tokenize(part.as_str().as_bytes(), false, matches!(part, Part::Template(_))))
+            .collect();
+        tokens.push(vocab.eos());
+        tokens
     }
 
     pub fn parallel(&self) -> usize {
@@ -221,7 +279,7 @@ impl Generator {
 
     /// The token ids the model reads for `prompt` (for inspection and tests).
     pub fn tokens(&self, prompt: &PromptText) -> Vec<i32> {
-        tokenize_prompt(&self.inner.model, prompt).iter().map(|t| t.0).collect()
+        self.prompt_tokens(prompt).iter().map(|t| t.0).collect()
     }
 
     /// Size of the KV cache of all sequences together.
@@ -257,6 +315,7 @@ impl Generator {
             stop: vec![],
             ignore_eos: true,
             sampling: Sampling::greedy(),
+            lora: None,
         };
         Ok(self.submit(tokens, Some(from), request)?.collect().await?.finish.token_logprobs)
     }
@@ -307,6 +366,22 @@ impl Generator {
         if tokens.len() + 1 > self.inner.context_tokens {
             return Err(GenerateError::PromptTooLong { prompt: tokens.len(), limit: self.inner.context_tokens });
         }
+        let lora = match &request.lora {
+            None => None,
+            Some(adapter) => {
+                let index = self.inner.adapters.iter().position(|p| *p == adapter.path).ok_or_else(|| {
+                    GenerateError::Failed(format!("the LoRA adapter {} was not loaded", adapter.path.display()))
+                })?;
+                Some((index, adapter.scale))
+            }
+        };
+        if score_from.is_some() && self.inner.encoder_decoder {
+            return Err(GenerateError::Failed(format!(
+                "{} is a text-to-text ({}) model: scoring prompts (the llm reranker, echo) needs a decoder-only generator; use the cross-encoder reranker",
+                self.inner.path.display(),
+                self.inner.arch
+            )));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let mut q = self.inner.queue.jobs.lock().map_err(|_| GenerateError::Stopped)?;
@@ -317,7 +392,7 @@ impl Generator {
             return Err(GenerateError::QueueFull(q.waiting.len()));
         }
         let busy = q.active + q.waiting.len() >= self.inner.parallel;
-        q.waiting.push_back(Job { tokens, score_from, request, events: tx.clone(), cancel: cancel.clone() });
+        q.waiting.push_back(Job { tokens, lora, score_from, request, events: tx.clone(), cancel: cancel.clone() });
         if busy {
             let _ = tx.send(Event::Queued { position: q.waiting.len() });
         }
@@ -346,7 +421,7 @@ impl ChatModel for Generator {
     }
 
     async fn count_prompt_tokens(&self, prompt: &PromptText) -> usize {
-        tokenize_prompt(&self.inner.model, prompt).len()
+        self.prompt_tokens(prompt).len()
     }
 
     /// The template is rendered around placeholders, then each placeholder is replaced
@@ -375,7 +450,7 @@ impl ChatModel for Generator {
     /// Events arrive as the worker produces them; drop the generation (or call `cancel`)
     /// to stop.
     fn generate(&self, request: GenerateRequest) -> Result<Generation, GenerateError> {
-        let tokens = tokenize_prompt(&self.inner.model, &request.prompt);
+        let tokens = self.prompt_tokens(&request.prompt);
         self.submit(tokens, None, request)
     }
 }
@@ -387,6 +462,12 @@ const PLACEHOLDER_CLOSE: char = '\u{F8F1}';
 
 fn placeholder(i: usize) -> String {
     format!("{PLACEHOLDER_OPEN}{i}{PLACEHOLDER_CLOSE}")
+}
+
+/// Where an encoder-decoder model's decoder starts: the token the file names, else its
+/// start-of-text token, else 0 (T5's pad token, which T5 starts from).
+fn decoder_start(model: &LlamaModel) -> LlamaToken {
+    [model.decode_start_token(), model.vocab().bos()].into_iter().find(|t| t.0 >= 0).unwrap_or(LlamaToken(0))
 }
 
 /// Ordinary text as a prompt of its own (with the model's start token): control-token
@@ -420,6 +501,8 @@ struct Active {
     seq: i32,
     /// Admission order (higher = admitted later): a full cache fails the newest request.
     admitted: u64,
+    /// The step that last decoded this sequence: the adapter set waiting longest goes next.
+    last_step: u64,
     job: Job,
     /// Prompt tokens already in the KV cache.
     prefilled: usize,
@@ -451,8 +534,16 @@ struct Worker<'m> {
     ctx: LlamaContext<'m>,
     queue: Arc<Queue>,
     slots: Vec<Option<Active>>,
-    /// Per sequence: the prompt tokens its part of the KV cache holds while it is free.
+    /// Per sequence: the prompt tokens its part of the KV cache holds while it is free,
+    /// and the adapter set they were computed with.
     kept: Vec<Vec<LlamaToken>>,
+    kept_lora: Vec<LoraKey>,
+    adapters: Vec<LlamaLoraAdapter>,
+    /// The adapter set the context applies now.
+    applied: LoraKey,
+    /// For an encoder-decoder model: the token its decoder starts from.
+    decoder_start: Option<LlamaToken>,
+    steps: u64,
     context_tokens: usize,
     batch: LlamaBatch<'static>,
     batch_tokens: usize,
@@ -474,6 +565,11 @@ impl<'m> Worker<'m> {
             queue,
             slots: (0..parallel).map(|_| None).collect(),
             kept: vec![Vec::new(); parallel],
+            kept_lora: vec![None; parallel],
+            adapters: Vec::new(),
+            applied: None,
+            decoder_start: None,
+            steps: 0,
             context_tokens,
             batch: LlamaBatch::new(batch_tokens, parallel as i32),
             batch_tokens,
@@ -533,6 +629,7 @@ impl<'m> Worker<'m> {
             self.slots[seq] = Some(Active {
                 seq: seq as i32,
                 admitted: self.admissions,
+                last_step: 0,
                 chooser: TokenChooser::new(self.model, &job.request.sampling),
                 job,
                 prefilled: reused,
@@ -565,13 +662,17 @@ impl<'m> Worker<'m> {
         // At least one prompt token is decoded (its logits start the answer); scoring
         // needs the logits from the token before the scored part.
         let limit = job.tokens.len().saturating_sub(1).min(job.score_from.map_or(usize::MAX, |f| f.saturating_sub(1)));
-        let common = |kept: &[LlamaToken]| kept.iter().zip(&job.tokens).take_while(|(a, b)| a == b).count().min(limit);
+        // Cells computed under another adapter set hold other values.
+        let common = |s: usize| match self.kept_lora[s] == job.lora {
+            true => self.kept[s].iter().zip(&job.tokens).take_while(|(a, b)| a == b).count().min(limit),
+            false => 0,
+        };
         let free = (0..self.slots.len()).filter(|&s| self.slots[s].is_none());
         // Longest shared prefix first; among equals, the sequence keeping the least.
         let seq = free
-            .max_by_key(|&s| (common(&self.kept[s]), std::cmp::Reverse(self.kept[s].len())))
+            .max_by_key(|&s| (common(s), std::cmp::Reverse(self.kept[s].len())))
             .expect("called with a free sequence");
-        let shared = common(&self.kept[seq]);
+        let shared = common(seq);
         let reused = if shared >= MIN_REUSE_TOKENS { shared } else { 0 };
         if reused < self.kept[seq].len() {
             let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), Some(reused as u32), None);
@@ -607,9 +708,24 @@ impl<'m> Worker<'m> {
     /// reads the logits of everyone who got some.
     fn step(&mut self) {
         self.batch.clear();
+        self.steps += 1;
+        let Some(lora) = self.slots.iter().flatten().min_by_key(|a| a.last_step).map(|a| a.job.lora) else { return };
+        if let Err(e) = self.apply(lora) {
+            tracing::error!(error = %e, "setting the LoRA adapter failed");
+            for i in 0..self.slots.len() {
+                if self.slots[i].as_ref().is_some_and(|a| a.job.lora == lora) {
+                    self.fail(i, &format!("setting the LoRA adapter failed: {e}"));
+                }
+            }
+            return;
+        }
+        if let Some(start) = self.decoder_start {
+            self.encode_prompts(start);
+        }
+        self.batch.clear();
         let before: Vec<Option<usize>> = self.slots.iter().map(|s| s.as_ref().map(|a| a.prefilled)).collect();
-        let budget = self.add_next_tokens(self.batch_tokens);
-        self.add_prompt_chunks(budget);
+        let budget = self.add_next_tokens(self.batch_tokens, lora);
+        self.add_prompt_chunks(budget, lora);
         if self.batch.n_tokens() == 0 {
             return;
         }
@@ -627,11 +743,57 @@ impl<'m> Worker<'m> {
         }
     }
 
-    /// Puts the next token of every generating sequence in the batch, first: answers in
-    /// progress never wait for someone else's prompt. Returns the batch room left.
-    fn add_next_tokens(&mut self, mut budget: usize) -> usize {
+    /// Encoder-decoder models: runs the encoder over each new prompt, whole, and sets the
+    /// sequence to decode from the decoder start token. Its logits are not read: the
+    /// answer starts at the decoder.
+    fn encode_prompts(&mut self, start: LlamaToken) {
+        for i in 0..self.slots.len() {
+            let Some(a) = self.slots[i].as_mut() else { continue };
+            if a.next.is_some() || a.prefilled > 0 {
+                continue;
+            }
+            self.batch.clear();
+            let n = a.job.tokens.len();
+            for (pos, &tok) in a.job.tokens.iter().enumerate() {
+                self.batch.add(tok, pos as i32, &[a.seq], pos + 1 == n).expect("batch sized to the context");
+            }
+            match self.ctx.encode(&mut self.batch) {
+                Ok(()) => {
+                    a.prefilled = n;
+                    a.n_past = 0;
+                    a.next = Some(start);
+                }
+                Err(e) => self.fail(i, &format!("encoding the prompt failed: {e}")),
+            }
+        }
+    }
+
+    /// Makes the context apply `lora` (nothing when it already does).
+    fn apply(&mut self, lora: LoraKey) -> Result<(), String> {
+        if self.applied == lora {
+            return Ok(());
+        }
+        match lora {
+            Some((index, scale)) => {
+                self.ctx.lora_adapter_set(&mut self.adapters[index], scale).map_err(|e| e.to_string())?
+            }
+            // Clears every adapter (the argument is not used).
+            None => self.ctx.lora_adapter_remove(&mut self.adapters[0]).map_err(|e| e.to_string())?,
+        }
+        self.applied = lora;
+        Ok(())
+    }
+
+    /// Puts the next token of every generating sequence of adapter set `lora` in the
+    /// batch, first: answers in progress never wait for someone else's prompt. Returns the
+    /// batch room left.
+    fn add_next_tokens(&mut self, mut budget: usize, lora: LoraKey) -> usize {
         for a in self.slots.iter_mut().flatten() {
             a.logits_at = None;
+            if a.job.lora != lora {
+                continue;
+            }
+            a.last_step = self.steps;
             if let Some(tok) = a.next {
                 if budget == 0 {
                     break;
@@ -646,9 +808,9 @@ impl<'m> Worker<'m> {
 
     /// Fills the rest of the batch with prompt tokens of sequences still reading theirs
     /// (chunked prefill), asking for the logits that start an answer or score a token.
-    fn add_prompt_chunks(&mut self, mut budget: usize) {
+    fn add_prompt_chunks(&mut self, mut budget: usize, lora: LoraKey) {
         for a in self.slots.iter_mut().flatten() {
-            if a.next.is_some() || budget == 0 {
+            if a.next.is_some() || budget == 0 || a.job.lora != lora {
                 continue;
             }
             let prompt = &a.job.tokens;
@@ -754,10 +916,16 @@ impl<'m> Worker<'m> {
                 generated_tokens: a.generated,
                 token_logprobs: std::mem::take(&mut a.logprobs),
             }));
+            if self.decoder_start.is_some() {
+                // The cache holds the decoder's answer, nothing a next prompt can reuse.
+                self.release(a.seq);
+                return;
+            }
             // Keep the prompt (not the answer, which the next prompt quotes re-tokenized).
             let _ = self.ctx.clear_kv_cache_seq(Some(a.seq as u32), Some(a.prefilled as u32), None);
             a.job.tokens.truncate(a.prefilled);
             self.kept[a.seq as usize] = a.job.tokens;
+            self.kept_lora[a.seq as usize] = a.job.lora;
             self.mark_active();
         }
     }

@@ -25,7 +25,7 @@ use llama_cpp_2::model::LlamaModel;
 pub use embed::LlamaEmbedder;
 pub use generate::Generator;
 pub use lore_core::{Event, Finish, GenerateError, GenerateRequest, Generated, Generation, Sampling, StopReason};
-pub use model_file::{architecture, check as check_model_file, ModelFileError};
+pub use model_file::{architecture, check as check_model_file, check_adapter as check_adapter_file, ModelFileError};
 pub use rank::LlamaCrossEncoder;
 pub use settings::{EmbedderConfig, GeneratorConfig};
 pub use utf8::Utf8Stream;
@@ -43,6 +43,10 @@ pub enum EngineError {
     Context { path: String, reason: String },
     #[error("{path} is not a reranking model (its GGUF has no rank pooling): point `models.reranker.path` at a cross-encoder GGUF such as bge-reranker")]
     NotAReranker { path: String },
+    #[error("the LoRA adapter {path} does not fit {model}: its tensors have other shapes than the model's (it was made for another model of the same family; llama.cpp's log names the first tensor that differs)")]
+    Adapter { path: String, model: String },
+    #[error("{path} is a `{arch}` model, an encoder without a decoder: it cannot write answers. As `models.generator`, use a T5 model with its decoder (t5, flan-t5, mt5)")]
+    NotAGenerator { path: String, arch: String },
     #[error("the {0} thread stopped before its model was ready")]
     Stopped(&'static str),
 }
@@ -84,12 +88,34 @@ fn load_backend_modules() {
 
 /// Loads a GGUF model after checking that llama.cpp can run its architecture.
 fn load_model(path: &Path, gpu_layers: u32) -> Result<Arc<LlamaModel>, EngineError> {
+    load_model_with_adapters(path, gpu_layers, &[]).map(|(model, _)| model)
+}
+
+/// Loads a GGUF model and LoRA adapters for it (llama.cpp loads an adapter into the model,
+/// before any context exists). Each adapter is checked first, so a mismatch is told in
+/// words rather than as llama.cpp's bare refusal.
+fn load_model_with_adapters(
+    path: &Path,
+    gpu_layers: u32,
+    adapters: &[std::path::PathBuf],
+) -> Result<(Arc<LlamaModel>, Vec<llama_cpp_2::model::LlamaLoraAdapter>), EngineError> {
     let arch = model_file::check(path)?;
+    for adapter in adapters {
+        model_file::check_adapter(adapter, &arch)?;
+    }
     let backend = backend()?;
     let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
-    LlamaModel::load_from_file(backend, path, &params)
-        .map(Arc::new)
-        .map_err(|_| EngineError::Load { path: path.display().to_string(), arch })
+    let mut model = LlamaModel::load_from_file(backend, path, &params)
+        .map_err(|_| EngineError::Load { path: path.display().to_string(), arch })?;
+    let mut loaded = Vec::with_capacity(adapters.len());
+    for adapter in adapters {
+        let lora = model.lora_adapter_init(adapter).map_err(|_| EngineError::Adapter {
+            path: adapter.display().to_string(),
+            model: path.display().to_string(),
+        })?;
+        loaded.push(lora);
+    }
+    Ok((Arc::new(model), loaded))
 }
 
 /// Creates a context on the calling (worker) thread and tells the loader, waiting on

@@ -13,6 +13,10 @@ pub enum ModelFileError {
     NotGguf(String),
     #[error("{path} is a GPT-J model: llama.cpp has no GPT-J implementation, so lore cannot run it. Use a GPT-NeoX-class model instead (Pythia, GPT-NeoX-20B, RedPajama-INCITE) or a Llama-family model")]
     GptJ { path: String },
+    #[error("{path} is not a LoRA adapter ({what}): `adapters` take the GGUF that llama.cpp's convert_lora_to_gguf.py writes")]
+    NotAnAdapter { path: String, what: String },
+    #[error("the LoRA adapter {path} was made for a `{adapter}` model, and the generator is `{model}`")]
+    AdapterArchitecture { path: String, adapter: String, model: String },
 }
 
 /// The `general.architecture` of a GGUF file.
@@ -32,6 +36,33 @@ pub fn architecture(path: &Path) -> Result<String, ModelFileError> {
         return Err(ModelFileError::NotGguf(shown));
     }
     Ok(ctx.val_str(idx).unwrap_or("unknown").to_string())
+}
+
+/// Checks that `path` is a LoRA adapter for a model of architecture `model_arch`.
+pub fn check_adapter(path: &Path, model_arch: &str) -> Result<(), ModelFileError> {
+    let adapter_arch = architecture(path)?;
+    let shown = path.display().to_string();
+    let ctx = GgufContext::from_file(path).ok_or_else(|| ModelFileError::NotGguf(shown.clone()))?;
+    let value = |key: &str| {
+        let idx = ctx.find_key(key);
+        (idx >= 0).then(|| ctx.val_str(idx).unwrap_or("").to_string())
+    };
+    let general_type = value("general.type").unwrap_or_else(|| "model".into());
+    if general_type != "adapter" {
+        return Err(ModelFileError::NotAnAdapter { path: shown, what: format!("its general.type is {general_type}") });
+    }
+    let adapter_type = value("adapter.type").unwrap_or_default();
+    if adapter_type != "lora" {
+        return Err(ModelFileError::NotAnAdapter { path: shown, what: format!("an adapter of type {adapter_type:?}") });
+    }
+    if adapter_arch != model_arch {
+        return Err(ModelFileError::AdapterArchitecture {
+            path: shown,
+            adapter: adapter_arch,
+            model: model_arch.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Returns the architecture if llama.cpp can run it.

@@ -6,11 +6,13 @@
 //! traits), chat platforms or the YAML config file.
 
 pub mod contract;
+pub mod questions;
 pub mod rerank;
 pub mod retrieve;
 pub mod store;
 
 pub use lore_core::{Chunk, Embedder, Hit, PairScorer, PluginContext, Reranker, Retriever, Scorer};
+pub use questions::{ChunkQuestions, Questions};
 pub use rerank::RerankerConfig;
 pub use retrieve::RetrieverConfig;
 pub use store::{ChunkPlace, KbHandle, KbStore, KnowledgeBase, StoreError, WriteSummary};

@@ -25,6 +25,8 @@ use lancedb::table::{NewColumnTransform, Table};
 use lancedb::DistanceType;
 use lore_core::{cosine, Chunk, Hit};
 
+use crate::questions::Questions;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("knowledge base name {0:?} is not valid: use letters, digits, '-' and '_'")]
@@ -48,6 +50,10 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// How stale a search may be: an open knowledge base checks for other writers' commits
 /// at most this long after they land.
 pub const READ_CONSISTENCY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Generated questions read per hit wanted: a chunk has several, and the best `k` chunks
+/// must be among them.
+const QUESTIONS_PER_HIT: usize = 8;
 
 /// Chunks in a knowledge base from which vector search uses an ANN index.
 pub const VECTOR_INDEX_MIN_ROWS: usize = 5_000;
@@ -87,8 +93,12 @@ impl KbStore {
         Ok(Self { db })
     }
 
+    /// The knowledge bases (a knowledge base's generated questions are a table of their
+    /// own, named with a period, which knowledge-base names cannot have).
     pub async fn names(&self) -> Result<Vec<String>> {
-        Ok(self.db.table_names().execute().await?)
+        let mut names = self.db.table_names().execute().await?;
+        names.retain(|n| !n.contains('.'));
+        Ok(names)
     }
 
     /// Opens a knowledge base, if it exists.
@@ -99,7 +109,7 @@ impl KbStore {
         }
         let table = self.db.open_table(name).execute().await?;
         let dim = vector_dim(table.schema().await?.as_ref())?;
-        Ok(Some(KnowledgeBase { name: name.to_string(), table, dim }))
+        Ok(Some(self.knowledge_base(name, table, dim)))
     }
 
     /// Opens a knowledge base, creating it empty if needed.
@@ -111,7 +121,12 @@ impl KbStore {
             return Ok(kb);
         }
         let table = self.db.create_empty_table(name, schema(dim)).execute().await?;
-        Ok(KnowledgeBase { name: name.to_string(), table, dim })
+        Ok(self.knowledge_base(name, table, dim))
+    }
+
+    fn knowledge_base(&self, name: &str, table: Table, dim: usize) -> KnowledgeBase {
+        let questions = Questions::new(self.db.clone(), name, dim);
+        KnowledgeBase { name: name.to_string(), table, dim, questions }
     }
 }
 
@@ -215,13 +230,24 @@ fn schema(dim: usize) -> SchemaRef {
         Field::new("page", DataType::UInt32, true),
         Field::new("section", DataType::Utf8, true),
         Field::new("text", DataType::Utf8, false),
-        Field::new(
-            "vector",
-            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), dim as i32),
-            false,
-        ),
+        vector_field(dim),
         Field::new("ingested_at", DataType::Int64, false),
     ]))
+}
+
+/// The `vector` column of a table: `dim` floats per row.
+pub(crate) fn vector_field(dim: usize) -> Field {
+    Field::new(
+        "vector",
+        DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), dim as i32),
+        false,
+    )
+}
+
+/// Rows of `dim` floats, concatenated in `flat`, as a `vector` column.
+pub(crate) fn vector_array(flat: Vec<f32>, dim: usize) -> Result<FixedSizeListArray> {
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    Ok(FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(flat)), None)?)
 }
 
 fn vector_dim(schema: &Schema) -> Result<usize> {
@@ -258,7 +284,7 @@ impl ChunkPlace {
 }
 
 /// Ids (or sources) per SQL statement: keeps filters a reasonable size.
-const IDS_PER_STATEMENT: usize = 500;
+pub(crate) const IDS_PER_STATEMENT: usize = 500;
 
 /// What an ingest changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -273,6 +299,7 @@ pub struct KnowledgeBase {
     name: String,
     table: Table,
     dim: usize,
+    questions: Questions,
 }
 
 impl KnowledgeBase {
@@ -282,6 +309,11 @@ impl KnowledgeBase {
 
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// Its generated questions (none unless `generated_questions` is set).
+    pub fn questions(&self) -> &Questions {
+        &self.questions
     }
 
     pub async fn count(&self) -> Result<usize> {
@@ -387,7 +419,24 @@ impl KnowledgeBase {
         for filter in by_id.chain(by_source) {
             self.table.delete(filter.as_str()).await?;
         }
-        Ok(before.saturating_sub(self.count().await?))
+        let removed = before.saturating_sub(self.count().await?);
+        if removed > 0 {
+            self.delete_orphan_questions().await?;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes generated questions whose chunk is no longer stored. Returns how many
+    /// chunks' questions went.
+    pub async fn delete_orphan_questions(&self) -> Result<usize> {
+        let stored = self.questions.stored().await?;
+        if stored.is_empty() {
+            return Ok(0);
+        }
+        let chunks = self.chunk_ids().await?;
+        let orphans: Vec<String> = stored.into_keys().filter(|id| !chunks.contains(id)).collect();
+        self.questions.delete(&orphans).await?;
+        Ok(orphans.len())
     }
 
     /// Makes `sources` hold exactly `chunks` (which must all come from those sources):
@@ -408,69 +457,27 @@ impl KnowledgeBase {
 
     /// Whether vector search goes through an ANN index (see [`VECTOR_INDEX_MIN_ROWS`]).
     pub async fn has_vector_index(&self) -> Result<bool> {
-        Ok(self.index_on("vector").await?.is_some())
+        Ok(index_on(&self.table, "vector").await?.is_some())
     }
 
     /// Whether the full-text index exists and covers every row. Rows it misses are still
     /// found (LanceDB scans them), but slowly; an interrupted ingest leaves such rows.
     pub async fn fulltext_index_is_current(&self) -> Result<bool> {
-        let Some(name) = self.index_on("text").await? else { return Ok(self.count().await? == 0) };
-        Ok(self.table.index_stats(&name).await?.is_some_and(|s| s.num_unindexed_rows == 0))
+        fulltext_index_is_current(&self.table).await
     }
 
     /// Brings the indexes up to date after a write: rebuilt when `changed`, and also when
     /// one is missing or misses rows (an earlier run was killed before it got here).
     pub async fn refresh_indexes(&self, changed: bool) -> Result<()> {
-        if changed || !self.fulltext_index_is_current().await? {
-            self.refresh_fts_index().await?;
-        }
-        let rows = self.count().await?;
-        if rows >= VECTOR_INDEX_MIN_ROWS && (changed || !self.vector_index_is_current().await?) {
-            self.refresh_vector_index().await?;
-        }
-        Ok(())
+        refresh_table_indexes(&self.table, changed).await
     }
 
     /// Builds the full-text index if there is none, so full-text search works while the
     /// first ingest of a knowledge base is still running (rows added later are scanned).
     pub async fn ensure_fulltext_index(&self) -> Result<()> {
-        if self.index_on("text").await?.is_none() {
-            self.refresh_fts_index().await?;
+        if index_on(&self.table, "text").await?.is_none() {
+            refresh_fts_index(&self.table).await?;
         }
-        Ok(())
-    }
-
-    async fn vector_index_is_current(&self) -> Result<bool> {
-        let Some(name) = self.index_on("vector").await? else { return Ok(false) };
-        Ok(self.table.index_stats(&name).await?.is_some_and(|s| s.num_unindexed_rows == 0))
-    }
-
-    /// The name of the index on `column`, if there is one.
-    async fn index_on(&self, column: &str) -> Result<Option<String>> {
-        let indices = self.table.list_indices().await?;
-        Ok(indices.into_iter().find(|i| i.columns.iter().any(|c| c == column)).map(|i| i.name))
-    }
-
-    /// Above [`VECTOR_INDEX_MIN_ROWS`] chunks, vector search goes through an ANN index
-    /// (IVF-HNSW with scalar quantization, cosine); below, an exact scan is fast enough
-    /// and exact.
-    async fn refresh_vector_index(&self) -> Result<()> {
-        self.table
-            .create_index(
-                &["vector"],
-                Index::IvfHnswSq(IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine)),
-            )
-            .replace(true)
-            .execute()
-            .await?;
-        Ok(())
-    }
-
-    async fn refresh_fts_index(&self) -> Result<()> {
-        if self.count().await? == 0 {
-            return Ok(());
-        }
-        self.table.create_index(&["text"], Index::FTS(FtsIndexBuilder::default())).replace(true).execute().await?;
         Ok(())
     }
 
@@ -488,12 +495,7 @@ impl KnowledgeBase {
             }
             flat.extend_from_slice(v);
         }
-        let vectors = FixedSizeListArray::try_new(
-            Arc::new(Field::new("item", DataType::Float32, true)),
-            self.dim as i32,
-            Arc::new(Float32Array::from(flat)),
-            None,
-        )?;
+        let vectors = vector_array(flat, self.dim)?;
         let col = |f: fn(&Chunk) -> &str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(chunks.iter().map(|(c, _)| f(c))))
         };
@@ -521,11 +523,20 @@ impl KnowledgeBase {
         Ok(RecordBatch::try_new(table_schema, columns)?)
     }
 
-    /// The `k` chunks nearest to `vector` by cosine similarity (exact scan without an index).
+    /// The `k` chunks nearest to `vector` by cosine similarity (exact scan without an
+    /// index); with generated questions, a chunk near a question counts as near too (see
+    /// `with_question_hits`).
     pub async fn search_vector(&self, vector: &[f32], k: usize) -> Result<Vec<Hit>> {
         if k == 0 {
             return Ok(vec![]);
         }
+        let keys = self.questions.nearest(vector, k * QUESTIONS_PER_HIT).await?;
+        let candidates = if keys.is_empty() { k } else { k * 2 };
+        let hits = self.nearest_chunks(vector, candidates).await?;
+        self.with_question_hits(hits, keys, vector, k).await
+    }
+
+    async fn nearest_chunks(&self, vector: &[f32], k: usize) -> Result<Vec<Hit>> {
         let batches: Vec<RecordBatch> = self
             .table
             .query()
@@ -545,19 +556,22 @@ impl KnowledgeBase {
         Ok(hits)
     }
 
-    /// The `k` best chunks for `query` by BM25 over the full-text index, each with its
+    /// The `k` best chunks for `query` by BM25 over the full-text index (fused with the
+    /// chunks of the best generated questions when there are some), each with its
     /// cosine similarity to `query_vector` (the question's embedding), so that abstention
     /// compares the same signal whichever retriever found a chunk.
     pub async fn search_fulltext(&self, query: &str, query_vector: &[f32], k: usize) -> Result<Vec<Hit>> {
         if k == 0 || query.trim().is_empty() || self.count().await? == 0 {
             return Ok(vec![]);
         }
+        let keys = self.questions.fulltext(query, k * QUESTIONS_PER_HIT).await?;
+        let candidates = if keys.is_empty() { k } else { k * 2 };
         let batches: Vec<RecordBatch> = self
             .table
             .query()
             .full_text_search(FullTextSearchQuery::new(query.to_string()))
             .select(Select::columns(&[&self.chunk_columns().await?[..], &["_score", "vector"]].concat()))
-            .limit(k)
+            .limit(candidates)
             .execute()
             .await?
             .try_collect()
@@ -567,7 +581,81 @@ impl KnowledgeBase {
         for h in &mut hits {
             h.similarity = vectors.get(&h.chunk.id).map(|v| cosine(query_vector, v));
         }
+        self.with_question_hits(hits, keys, query_vector, k).await
+    }
+
+    /// `hits` joined by the chunks of the questions found (`keys`: chunk id and score, best
+    /// first), the best `k`: a chunk scores its own score or its best question's,
+    /// whichever is higher — each generated question is one more key to its chunk, as in
+    /// multi-vector retrieval. (Rank fusion and score sums were measured too: with the
+    /// default 135M generator both lowered recall more; docs/EVAL.md.) A hit's similarity
+    /// stays its own chunk's, so `min_score` keeps meaning question-to-passage similarity.
+    async fn with_question_hits(
+        &self,
+        mut hits: Vec<Hit>,
+        keys: Vec<(String, f32)>,
+        query_vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<Hit>> {
+        let mut best: Vec<(String, f32)> = Vec::new();
+        for (id, score) in keys {
+            if !best.iter().any(|(b, _)| *b == id) {
+                best.push((id, score));
+            }
+        }
+        for hit in &mut hits {
+            if let Some((_, score)) = best.iter().find(|(id, _)| *id == hit.chunk.id) {
+                hit.score = hit.score.max(*score);
+            }
+        }
+        let missing: Vec<String> =
+            best.iter().filter(|(id, _)| !hits.iter().any(|h| h.chunk.id == *id)).map(|(id, _)| id.clone()).collect();
+        // A question whose chunk is gone (deleted since) finds nothing.
+        for (chunk, vector) in self.chunks_by_id(&missing).await? {
+            let score = best.iter().find(|(id, _)| *id == chunk.id).map_or(0.0, |(_, s)| *s);
+            hits.push(Hit { similarity: Some(cosine(query_vector, &vector)), chunk, score });
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk.id.cmp(&b.chunk.id)));
+        hits.truncate(k);
         Ok(hits)
+    }
+
+    /// The stored chunks `ids` (those that exist) with their vectors.
+    async fn chunks_by_id(&self, ids: &[String]) -> Result<Vec<(Chunk, Vec<f32>)>> {
+        let mut out = Vec::new();
+        let columns = [&self.chunk_columns().await?[..], &["vector"]].concat();
+        for group in ids.chunks(IDS_PER_STATEMENT) {
+            let batches: Vec<RecordBatch> = self
+                .table
+                .query()
+                .only_if(format!("id IN ({})", sql_list(group)))
+                .select(Select::columns(&columns))
+                .execute()
+                .await?
+                .try_collect()
+                .await?;
+            let mut vectors = vectors(&batches, self.dim)?;
+            for b in &batches {
+                for i in 0..b.num_rows() {
+                    let chunk = chunk_at(b, i)?;
+                    let vector = vectors.remove(&chunk.id).unwrap_or_default();
+                    out.push((chunk, vector));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every chunk id (for inspection, and for questions whose chunk is gone).
+    pub async fn chunk_ids(&self) -> Result<BTreeSet<String>> {
+        let batches: Vec<RecordBatch> =
+            self.table.query().select(Select::columns(&["id"])).execute().await?.try_collect().await?;
+        let mut out = BTreeSet::new();
+        for b in &batches {
+            let ids = string_col(b, "id")?;
+            out.extend((0..b.num_rows()).map(|i| ids.value(i).to_string()));
+        }
+        Ok(out)
     }
 
     /// Every chunk, in source and position order (for inspection and tests).
@@ -654,16 +742,70 @@ fn optional_string(b: &RecordBatch, name: &str, i: usize) -> Option<String> {
     column.is_valid(i).then(|| column.value(i).to_string())
 }
 
-fn string_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+pub(crate) fn string_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .ok_or_else(|| StoreError::Layout(format!("no string column {name}")))
 }
 
-fn u32_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a UInt32Array> {
+pub(crate) fn u32_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a UInt32Array> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
         .ok_or_else(|| StoreError::Layout(format!("no u32 column {name}")))
+}
+
+/// Brings a table's indexes up to date after a write: rebuilt when `changed`, and also
+/// when one is missing or misses rows (an earlier run was killed before it got here).
+pub(crate) async fn refresh_table_indexes(table: &Table, changed: bool) -> Result<()> {
+    if changed || !fulltext_index_is_current(table).await? {
+        refresh_fts_index(table).await?;
+    }
+    let rows = table.count_rows(None).await?;
+    if rows >= VECTOR_INDEX_MIN_ROWS && (changed || !index_is_current(table, "vector").await?) {
+        refresh_vector_index(table).await?;
+    }
+    Ok(())
+}
+
+async fn fulltext_index_is_current(table: &Table) -> Result<bool> {
+    if index_on(table, "text").await?.is_none() {
+        return Ok(table.count_rows(None).await? == 0);
+    }
+    index_is_current(table, "text").await
+}
+
+async fn index_is_current(table: &Table, column: &str) -> Result<bool> {
+    let Some(name) = index_on(table, column).await? else { return Ok(false) };
+    Ok(table.index_stats(&name).await?.is_some_and(|s| s.num_unindexed_rows == 0))
+}
+
+/// The name of the index on `column`, if there is one.
+async fn index_on(table: &Table, column: &str) -> Result<Option<String>> {
+    let indices = table.list_indices().await?;
+    Ok(indices.into_iter().find(|i| i.columns.iter().any(|c| c == column)).map(|i| i.name))
+}
+
+/// Above [`VECTOR_INDEX_MIN_ROWS`] rows, vector search goes through an ANN index
+/// (IVF-HNSW with scalar quantization, cosine); below, an exact scan is fast enough and
+/// exact.
+async fn refresh_vector_index(table: &Table) -> Result<()> {
+    table
+        .create_index(
+            &["vector"],
+            Index::IvfHnswSq(IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine)),
+        )
+        .replace(true)
+        .execute()
+        .await?;
+    Ok(())
+}
+
+async fn refresh_fts_index(table: &Table) -> Result<()> {
+    if table.count_rows(None).await? == 0 {
+        return Ok(());
+    }
+    table.create_index(&["text"], Index::FTS(FtsIndexBuilder::default())).replace(true).execute().await?;
+    Ok(())
 }
 
 /// A SQL string literal (single quotes doubled).
@@ -672,7 +814,7 @@ fn sql_string(s: &str) -> String {
 }
 
 /// Comma-separated SQL string literals, for `IN (...)`.
-fn sql_list(items: &[String]) -> String {
+pub(crate) fn sql_list(items: &[String]) -> String {
     items.iter().map(|s| sql_string(s)).collect::<Vec<_>>().join(", ")
 }
 
@@ -681,6 +823,7 @@ mod tests {
     use lore_core::testing::HashEmbedder;
 
     use super::*;
+    use crate::questions::ChunkQuestions;
 
     fn rows(embedder: &HashEmbedder, source: &str, texts: &[&str]) -> Vec<(Chunk, Vec<f32>)> {
         let chunk = |(i, t): (usize, &&str)| Chunk::new(source, i as u32, i as u32 + 1, i as u32 + 1, t.to_string());
@@ -739,5 +882,43 @@ mod tests {
         let removed = kb.delete(&[first[0].0.id.clone()], &["it's.md".to_string()]).await.unwrap();
         assert_eq!(removed, 2);
         assert_eq!(kb.all_chunks().await.unwrap().iter().map(|c| c.text.as_str()).collect::<Vec<_>>(), ["two"]);
+    }
+
+    #[tokio::test]
+    async fn generated_questions_find_their_chunk_and_go_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedder = HashEmbedder::default();
+        let kb = kb(dir.path(), &embedder).await;
+        let otters = rows(&embedder, "a.md", &["otters float on their backs"]);
+        let herons = rows(&embedder, "b.md", &["herons stand still in shallow water"]);
+        kb.upsert(&[otters.clone(), herons.clone()].concat()).await.unwrap();
+        kb.refresh_indexes(true).await.unwrap();
+        let asked = "which bird waits motionless";
+        let q = embedder.vector(asked);
+        let found = |hits: Vec<Hit>| hits.first().map(|h| h.chunk.text.clone());
+        assert_eq!(kb.search_fulltext(asked, &q, 1).await.unwrap().len(), 0, "no word in common");
+
+        let heron_id = herons[0].0.id.clone();
+        let question = "Which bird waits motionless in a pond?";
+        let keys = ChunkQuestions {
+            chunk_id: heron_id.clone(),
+            questions: vec![(question.into(), embedder.vector(question))],
+        };
+        kb.questions().replace(3, &[keys]).await.unwrap();
+        kb.questions().refresh_indexes(true).await.unwrap();
+        let by_vector = kb.search_vector(&q, 2).await.unwrap();
+        assert_eq!(found(by_vector.clone()).as_deref(), Some("herons stand still in shallow water"));
+        assert!(by_vector[0].similarity.unwrap() < 0.2, "the similarity stays the chunk's own");
+        let by_words = kb.search_fulltext(asked, &q, 2).await.unwrap();
+        assert_eq!(found(by_words).as_deref(), Some("herons stand still in shallow water"));
+        let stored = kb.questions().stored().await.unwrap();
+        assert_eq!(stored[&heron_id], crate::questions::Stored { wanted: 3, kept: 1 });
+
+        kb.delete(&[], &["b.md".to_string()]).await.unwrap();
+        assert!(kb.questions().all().await.unwrap().is_empty(), "a deleted chunk's questions go with it");
+        assert!(kb.search_vector(&q, 2).await.unwrap().iter().all(|h| h.chunk.source == "a.md"));
+        assert!(kb.questions().drop_all().await.unwrap());
+        assert!(!kb.questions().drop_all().await.unwrap());
+        assert_eq!(KbStore::open(dir.path()).await.unwrap().names().await.unwrap(), ["kb"]);
     }
 }

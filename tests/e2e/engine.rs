@@ -21,6 +21,7 @@ fn request(prompt: &str, max_tokens: usize) -> GenerateRequest {
         stop: vec![],
         ignore_eos: true,
         sampling: Sampling { temperature: 0.0, ..Sampling::default() },
+        lora: None,
     }
 }
 

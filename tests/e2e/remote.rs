@@ -26,6 +26,7 @@ fn request() -> GenerateRequest {
         stop: vec![],
         ignore_eos: false,
         sampling: Sampling::greedy(),
+        lora: None,
     }
 }
 

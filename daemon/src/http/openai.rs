@@ -373,7 +373,7 @@ async fn generate(
     sampling.top_p = knobs.top_p.unwrap_or(sampling.top_p);
     sampling.seed = knobs.seed.unwrap_or(sampling.seed);
     let _turn = ticket.turn(|_| {}).await;
-    let request = GenerateRequest { prompt, max_tokens, stop, ignore_eos: false, sampling };
+    let request = GenerateRequest { prompt, max_tokens, stop, ignore_eos: false, sampling, lora: None };
     let mut generation = match model.generate(request) {
         Ok(generation) => generation,
         Err(error) => return Piece::Failed(ApiError::from_answer(&error.into())),

@@ -13,6 +13,7 @@
 
 pub mod chunk;
 pub mod files;
+pub mod questions;
 pub mod watch;
 pub mod web;
 
@@ -43,12 +44,19 @@ pub struct Settings {
     /// Larger files (and pages) are skipped with a warning.
     pub max_file_bytes: u64,
     pub web: web::WebSettings,
+    /// Questions the generator writes per chunk as extra search keys (0: none).
+    pub generated_questions: u32,
 }
 
 impl Settings {
     /// `chunking` with the default file-size limit and web settings.
     pub fn new(chunking: &Chunking) -> Self {
-        Self { chunking: chunking.clone(), max_file_bytes: DEFAULT_MAX_FILE_BYTES, web: web::WebSettings::default() }
+        Self {
+            chunking: chunking.clone(),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            web: web::WebSettings::default(),
+            generated_questions: 0,
+        }
     }
 
     /// The settings of knowledge base `kb`: its own where configured, else the defaults.
@@ -60,6 +68,7 @@ impl Settings {
             settings.web.crawl = k.crawl;
             settings.web.max_pages = k.max_pages;
             settings.web.delay = std::time::Duration::from_millis(k.crawl_delay_ms);
+            settings.generated_questions = k.generated_questions;
         }
         settings.web.cache = Some(config.state_dir.join("web").join(format!("{kb}.json")));
         settings
@@ -297,7 +306,7 @@ impl<'a> Run<'a> {
     }
 }
 
-fn progress_bar(progress: Progress, items: usize, unit: &str) -> ProgressBar {
+pub(crate) fn progress_bar(progress: Progress, items: usize, unit: &str) -> ProgressBar {
     if progress == Progress::Quiet || items == 0 {
         return ProgressBar::hidden();
     }

@@ -102,11 +102,13 @@ async fn reingest(app: &App, kb: &str, why: &str) {
     let settings = Settings::for_kb(&app.config, kb);
     let result = async {
         let table = app.kb_for_ingest(kb).await?;
-        ingest(&table, app.embedder.as_ref(), &sources, &settings, Progress::Quiet).await
+        let report = ingest(&table, app.embedder.as_ref(), &sources, &settings, Progress::Quiet).await?;
+        let questions = app.refresh_questions(&table, settings.generated_questions, Progress::Quiet).await?;
+        anyhow::Ok((report, questions))
     }
     .await;
     match result {
-        Ok(report) => tracing::info!(kb, %report, "re-ingested"),
+        Ok((report, questions)) => tracing::info!(kb, %report, %questions, "re-ingested"),
         Err(error) => tracing::error!(kb, error = format!("{error:#}"), "re-ingest failed; the next change retries"),
     }
 }
