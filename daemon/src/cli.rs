@@ -128,6 +128,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check => check(config).await,
         Command::Eval(args) => {
             let mut config = config;
+            if args.adapter.is_some() {
+                if args.retrieval_only {
+                    bail!("--adapter changes answers, and --retrieval-only generates none: leave one out");
+                }
+                if config.models.generator.kind != crate::config::ModelKind::Llama {
+                    bail!("--adapter applies to a local generator (type: llama); a server serves an adapter as a model of its own: name that model in the config");
+                }
+            }
             config.command_adapters.extend(args.adapter.clone());
             let llm_rerank = !args.no_rerank
                 && !args.closed_book
@@ -205,7 +213,7 @@ async fn ingest(
         println!("{kb_name}: {report}; {} chunks stored", kb.count().await?);
     }
     let report = app.refresh_questions(&kb, settings.generated_questions, Progress::Bar).await?;
-    if report != Default::default() {
+    if report.chunks_asked > 0 || report.dropped {
         println!("{kb_name}: {report}");
     }
     Ok(())

@@ -335,8 +335,9 @@ impl<'a> Evaluation<'a> {
         if !self.args.json {
             eprintln!("eval: {} ({} paragraphs)", article.title, article.paragraphs.len());
         }
+        // Also with 0: a `--keep` folder may hold an earlier run's questions.
+        let questions = self.app.refresh_questions(&kb, self.args.generated_questions, progress).await?;
         if self.args.generated_questions > 0 {
-            let questions = self.app.refresh_questions(&kb, self.args.generated_questions, progress).await?;
             eprintln!("eval: {}: {questions}", article.title);
             let mut spent = self.question_seconds.lock().expect("question time");
             spent.0 += questions.seconds;

@@ -7,9 +7,9 @@
 //! waits for another conversation's answer to finish.
 //!
 //! LoRA adapters apply to the whole context, so a step decodes only sequences that share
-//! one adapter set (none, or one adapter at one scale): the set whose sequences have
-//! waited longest goes next, so bots with different adapters take turns step by step, as
-//! llama.cpp's server batches by adapter set.
+//! one adapter set (none, or one adapter at one scale), as llama.cpp's server batches by
+//! adapter set: bots with different adapters take turns of a few steps, the set whose
+//! sequences have waited longest next.
 //!
 //! Text-to-text models (T5, Flan-T5, mT5: encoder-decoder) read the prompt through the
 //! encoder once, then decode the answer from the decoder start token. llama.cpp keeps one
@@ -372,6 +372,13 @@ impl Generator {
                 let index = self.inner.adapters.iter().position(|p| *p == adapter.path).ok_or_else(|| {
                     GenerateError::Failed(format!("the LoRA adapter {} was not loaded", adapter.path.display()))
                 })?;
+                if !(adapter.scale.is_finite() && adapter.scale >= 0.0) {
+                    return Err(GenerateError::Failed(format!(
+                        "the LoRA adapter {}: scale {} must be a number from 0 up",
+                        adapter.path.display(),
+                        adapter.scale
+                    )));
+                }
                 Some((index, adapter.scale))
             }
         };
@@ -525,6 +532,11 @@ struct Active {
     piece: Vec<u8>,
 }
 
+/// Steps one adapter set decodes in a row while sequences of another wait: a turn of a
+/// few tokens each keeps both answers streaming, and switching less often spares
+/// llama.cpp rebuilding its compute graphs for every token.
+const LORA_TURN_STEPS: usize = 8;
+
 /// A shared prefix shorter than this is decoded again: reusing it saves too little to be
 /// worth keeping a free sequence's tokens apart.
 const MIN_REUSE_TOKENS: usize = 16;
@@ -539,8 +551,9 @@ struct Worker<'m> {
     kept: Vec<Vec<LlamaToken>>,
     kept_lora: Vec<LoraKey>,
     adapters: Vec<LlamaLoraAdapter>,
-    /// The adapter set the context applies now.
+    /// The adapter set the context applies now, and for how many steps in a row.
     applied: LoraKey,
+    turn: usize,
     /// For an encoder-decoder model: the token its decoder starts from.
     decoder_start: Option<LlamaToken>,
     steps: u64,
@@ -568,6 +581,7 @@ impl<'m> Worker<'m> {
             kept_lora: vec![None; parallel],
             adapters: Vec::new(),
             applied: None,
+            turn: 0,
             decoder_start: None,
             steps: 0,
             context_tokens,
@@ -709,7 +723,7 @@ impl<'m> Worker<'m> {
     fn step(&mut self) {
         self.batch.clear();
         self.steps += 1;
-        let Some(lora) = self.slots.iter().flatten().min_by_key(|a| a.last_step).map(|a| a.job.lora) else { return };
+        let Some(lora) = self.adapter_set_for_step() else { return };
         if let Err(e) = self.apply(lora) {
             tracing::error!(error = %e, "setting the LoRA adapter failed");
             for i in 0..self.slots.len() {
@@ -768,6 +782,22 @@ impl<'m> Worker<'m> {
         }
     }
 
+    /// The adapter set this step decodes: the one applied now for up to [`LORA_TURN_STEPS`]
+    /// steps while others wait (switching makes llama.cpp rebuild its compute graphs),
+    /// then the set whose sequences have waited longest.
+    fn adapter_set_for_step(&mut self) -> Option<LoraKey> {
+        let active = || self.slots.iter().flatten();
+        let current_has_work = active().any(|a| a.job.lora == self.applied);
+        let others_wait = active().any(|a| a.job.lora != self.applied);
+        if current_has_work && (!others_wait || self.turn < LORA_TURN_STEPS) {
+            self.turn += 1;
+            return Some(self.applied);
+        }
+        let next = active().filter(|a| a.job.lora != self.applied).min_by_key(|a| a.last_step)?.job.lora;
+        self.turn = 1;
+        Some(next)
+    }
+
     /// Makes the context apply `lora` (nothing when it already does).
     fn apply(&mut self, lora: LoraKey) -> Result<(), String> {
         if self.applied == lora {
@@ -788,8 +818,13 @@ impl<'m> Worker<'m> {
     /// batch, first: answers in progress never wait for someone else's prompt. Returns the
     /// batch room left.
     fn add_next_tokens(&mut self, mut budget: usize, lora: LoraKey) -> usize {
+        // Whatever this step does not decode has no logits to read (a batch undone by
+        // `cache_full` left its indices behind).
         for a in self.slots.iter_mut().flatten() {
             a.logits_at = None;
+            a.score_at.clear();
+        }
+        for a in self.slots.iter_mut().flatten() {
             if a.job.lora != lora {
                 continue;
             }

@@ -43,7 +43,7 @@ pub enum EngineError {
     Context { path: String, reason: String },
     #[error("{path} is not a reranking model (its GGUF has no rank pooling): point `models.reranker.path` at a cross-encoder GGUF such as bge-reranker")]
     NotAReranker { path: String },
-    #[error("the LoRA adapter {path} does not fit {model}: its tensors have other shapes than the model's (it was made for another model of the same family; llama.cpp's log names the first tensor that differs)")]
+    #[error("llama.cpp refused the LoRA adapter {path} for {model}: its tensors do not match the model's (names or shapes: it was made for another model of the same family; llama.cpp's log says which tensor), or the file is damaged")]
     Adapter { path: String, model: String },
     #[error("{path} is a `{arch}` model, an encoder without a decoder: it cannot write answers. As `models.generator`, use a T5 model with its decoder (t5, flan-t5, mt5)")]
     NotAGenerator { path: String, arch: String },

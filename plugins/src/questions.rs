@@ -25,8 +25,8 @@ use lancedb::table::Table;
 use lancedb::DistanceType;
 
 use crate::store::{
-    refresh_table_indexes, sql_list, string_col, u32_col, vector_array, vector_field, StoreError, IDS_PER_STATEMENT,
-    READ_CONSISTENCY,
+    ensure_fulltext_index, index_on, refresh_table_indexes, sql_list, string_col, u32_col, vector_array, vector_field,
+    StoreError, IDS_PER_STATEMENT, READ_CONSISTENCY,
 };
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -161,7 +161,8 @@ impl Questions {
             return Ok(());
         }
         table.add(batch).execute().await?;
-        Ok(())
+        // Searches run while the rest is generated (hours, on a large knowledge base).
+        ensure_fulltext_index(&table).await
     }
 
     /// Deletes the questions of `chunk_ids`.
@@ -213,7 +214,8 @@ impl Questions {
     /// The `k` best questions for `query` by BM25, as (chunk id, score), best first.
     pub(crate) async fn fulltext(&self, query: &str, k: usize) -> Result<Vec<(String, f32)>> {
         let search = |table: Table| async move {
-            if table.count_rows(None).await? == 0 {
+            // No index yet (a run stopped before building it): LanceDB refuses to search.
+            if index_on(&table, "text").await?.is_none() {
                 return Ok(vec![]);
             }
             let batches: Vec<RecordBatch> = table

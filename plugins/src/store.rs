@@ -475,10 +475,7 @@ impl KnowledgeBase {
     /// Builds the full-text index if there is none, so full-text search works while the
     /// first ingest of a knowledge base is still running (rows added later are scanned).
     pub async fn ensure_fulltext_index(&self) -> Result<()> {
-        if index_on(&self.table, "text").await?.is_none() {
-            refresh_fts_index(&self.table).await?;
-        }
-        Ok(())
+        ensure_fulltext_index(&self.table).await
     }
 
     fn batch(&self, chunks: &[(Chunk, Vec<f32>)], table_schema: SchemaRef) -> Result<RecordBatch> {
@@ -767,6 +764,15 @@ pub(crate) async fn refresh_table_indexes(table: &Table, changed: bool) -> Resul
     Ok(())
 }
 
+/// Builds a table's full-text index if it has none (LanceDB refuses a full-text search
+/// without one; rows added after it are scanned).
+pub(crate) async fn ensure_fulltext_index(table: &Table) -> Result<()> {
+    if index_on(table, "text").await?.is_none() {
+        refresh_fts_index(table).await?;
+    }
+    Ok(())
+}
+
 async fn fulltext_index_is_current(table: &Table) -> Result<bool> {
     if index_on(table, "text").await?.is_none() {
         return Ok(table.count_rows(None).await? == 0);
@@ -780,7 +786,7 @@ async fn index_is_current(table: &Table, column: &str) -> Result<bool> {
 }
 
 /// The name of the index on `column`, if there is one.
-async fn index_on(table: &Table, column: &str) -> Result<Option<String>> {
+pub(crate) async fn index_on(table: &Table, column: &str) -> Result<Option<String>> {
     let indices = table.list_indices().await?;
     Ok(indices.into_iter().find(|i| i.columns.iter().any(|c| c == column)).map(|i| i.name))
 }
@@ -905,6 +911,8 @@ mod tests {
             questions: vec![(question.into(), embedder.vector(question))],
         };
         kb.questions().replace(3, &[keys]).await.unwrap();
+        let by_words = kb.search_fulltext(asked, &q, 2).await.unwrap();
+        assert_eq!(found(by_words).as_deref(), Some("herons stand still in shallow water"), "searchable at once");
         kb.questions().refresh_indexes(true).await.unwrap();
         let by_vector = kb.search_vector(&q, 2).await.unwrap();
         assert_eq!(found(by_vector.clone()).as_deref(), Some("herons stand still in shallow water"));

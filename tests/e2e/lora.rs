@@ -37,12 +37,17 @@ fn request(lora: Option<&Path>) -> GenerateRequest {
 }
 
 async fn text(g: &Generator, lora: Option<&Path>) -> String {
+    answer(g, lora).await.0
+}
+
+/// The text, and how many prompt tokens an earlier request left in the cache for it.
+async fn answer(g: &Generator, lora: Option<&Path>) -> (String, usize) {
     let mut generation = g.generate(request(lora)).unwrap();
     let mut text = String::new();
     while let Some(e) = tokio::time::timeout(Duration::from_secs(60), generation.events.recv()).await.unwrap() {
         match e {
             Event::Text(t) => text.push_str(&t),
-            Event::Done(_) => return text,
+            Event::Done(f) => return (text, f.reused_tokens),
             Event::Failed(why) => panic!("{why}"),
             Event::Queued { .. } => {}
         }
@@ -55,7 +60,9 @@ async fn an_adapter_changes_its_own_generations_only_and_bots_with_others_run_co
     let [one, two] = adapters();
     let g = Generator::load_with_adapters(&tiny(), &[one.clone(), two.clone()]).unwrap();
     let base = text(&g, None).await;
-    let with_one = text(&g, Some(&one)).await;
+    let (with_one, reused) = answer(&g, Some(&one)).await;
+    assert_eq!(reused, 0, "a prompt cached under another adapter set is not reused");
+    assert!(answer(&g, Some(&one)).await.1 > 0, "under the same one it is");
     let with_two = text(&g, Some(&two)).await;
     assert!(!base.is_empty() && !with_one.is_empty() && !with_two.is_empty());
     assert_ne!(base, with_one, "the adapter changes what is generated");
@@ -76,7 +83,7 @@ async fn an_adapter_changes_its_own_generations_only_and_bots_with_others_run_co
 async fn adapters_that_do_not_fit_the_model_are_refused_in_words() {
     let wide = model("gptneox-wide-lora.F32.gguf");
     let error = Generator::load_with_adapters(&tiny(), std::slice::from_ref(&wide)).err().unwrap().to_string();
-    assert!(error.contains(&wide.display().to_string()) && error.contains("does not fit"), "{error}");
+    assert!(error.contains(&wide.display().to_string()) && error.contains("do not match"), "{error}");
     let bert = model("bert-lora.F32.gguf");
     let error = Generator::load_with_adapters(&tiny(), &[bert]).err().unwrap().to_string();
     assert!(error.contains("made for a `bert` model") && error.contains("`gptneox`"), "{error}");
@@ -144,5 +151,5 @@ fn lore_check_reports_each_adapter_and_names_one_that_does_not_fit_by_its_key() 
     assert!(stderr.contains("bots.second.adapters.0.path") && stderr.contains("`bert`"), "{stderr}");
     let wide = check(&bots_config(dir.path(), &model("gptneox-wide-lora.F32.gguf")));
     let stderr = String::from_utf8_lossy(&wide.stderr);
-    assert!(!wide.status.success() && stderr.contains("does not fit"), "{stderr}");
+    assert!(!wide.status.success() && stderr.contains("do not match"), "{stderr}");
 }

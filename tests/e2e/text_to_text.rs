@@ -12,7 +12,13 @@ use lore_engine::{Generator, GeneratorConfig};
 use lore_tests::models::{config_with_models_section, embedder_path, model};
 
 fn t5() -> GeneratorConfig {
-    GeneratorConfig { context_tokens: 256, parallel: 4, ..GeneratorConfig::new(model("t5-tiny.F32.gguf")) }
+    // Batches smaller than a prompt: the encoder still reads each prompt whole.
+    GeneratorConfig {
+        context_tokens: 256,
+        parallel: 4,
+        batch_tokens: 8,
+        ..GeneratorConfig::new(model("t5-tiny.F32.gguf"))
+    }
 }
 
 fn request(prompt: &str) -> GenerateRequest {

@@ -85,7 +85,15 @@ pub async fn refresh(
     let mut pending: Vec<(String, Vec<String>)> = Vec::new();
     let mut changed = false;
     while let Some((chunk_id, questions)) = asked.next().await {
-        let questions = questions?;
+        let questions = match questions {
+            Ok(questions) => questions,
+            Err(e) => {
+                // Keep what was generated: the next run asks only the rest.
+                drop(asked);
+                write(kb, wanted, embedder, pending).await?;
+                return Err(e.context("generating questions stopped"));
+            }
+        };
         bar.inc(1);
         report.chunks_asked += 1;
         report.questions += questions.len();
