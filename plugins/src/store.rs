@@ -605,8 +605,16 @@ impl KnowledgeBase {
                 hit.score = hit.score.max(*score);
             }
         }
-        let missing: Vec<String> =
-            best.iter().filter(|(id, _)| !hits.iter().any(|h| h.chunk.id == *id)).map(|(id, _)| id.clone()).collect();
+        // Scores are final before any fetch: only chunks of questions that make the best
+        // `k` are read.
+        let mut missing: Vec<&(String, f32)> =
+            best.iter().filter(|(id, _)| !hits.iter().any(|h| h.chunk.id == *id)).collect();
+        let mut scores: Vec<f32> = hits.iter().map(|h| h.score).chain(missing.iter().map(|(_, s)| *s)).collect();
+        scores.sort_by(|a, b| b.total_cmp(a));
+        if let Some(&kth) = scores.get(k.saturating_sub(1)) {
+            missing.retain(|(_, s)| *s >= kth);
+        }
+        let missing: Vec<String> = missing.into_iter().map(|(id, _)| id.clone()).collect();
         // A question whose chunk is gone (deleted since) finds nothing.
         for (chunk, vector) in self.chunks_by_id(&missing).await? {
             let score = best.iter().find(|(id, _)| *id == chunk.id).map_or(0.0, |(_, s)| *s);
