@@ -158,6 +158,13 @@ pub struct LoraAdapter {
     pub scale: f32,
 }
 
+impl LoraAdapter {
+    /// A scale llama.cpp can apply: a number from 0 up.
+    pub fn has_valid_scale(&self) -> bool {
+        self.scale.is_finite() && self.scale >= 0.0
+    }
+}
+
 fn default_scale() -> f32 {
     1.0
 }

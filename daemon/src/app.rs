@@ -69,16 +69,21 @@ impl App {
     /// The generator and its settings. Panics unless loaded with [`Models::All`].
     pub fn pipeline(&self) -> Pipeline {
         let g = &self.config.models.generator;
-        let model: Arc<dyn ChatModel> = match (&self.generator, &self.remote) {
-            (Some(local), _) => Arc::new(local.clone()),
-            (None, Some(remote)) => Arc::new(remote.clone()),
-            (None, None) => panic!("the generator is loaded with Models::All"),
-        };
+        let model = self.chat_model().expect("the generator is loaded with Models::All");
         Pipeline {
             model,
             max_answer_tokens: g.max_answer_tokens,
             sampling: g.sampling.clone(),
             evidence: crate::evidence::EvidenceFinder::new(&self.plugin_context()),
+        }
+    }
+
+    /// The generator, local or on servers, when it is loaded.
+    fn chat_model(&self) -> Option<Arc<dyn ChatModel>> {
+        match (&self.generator, &self.remote) {
+            (Some(local), _) => Some(Arc::new(local.clone())),
+            (None, Some(remote)) => Some(Arc::new(remote.clone())),
+            (None, None) => None,
         }
     }
 
@@ -113,7 +118,7 @@ impl App {
         wanted: u32,
         progress: crate::ingest::Progress,
     ) -> anyhow::Result<crate::ingest::questions::QuestionReport> {
-        let model = (self.generator.is_some() || self.remote.is_some()).then(|| self.pipeline().model);
+        let model = self.chat_model();
         let parallel = self.config.models.generator.parallel;
         crate::ingest::questions::refresh(kb, wanted, model, self.embedder.as_ref(), parallel, progress).await
     }

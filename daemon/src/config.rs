@@ -395,7 +395,7 @@ pub struct Retrieval {
 }
 
 /// How an answer is made from the passages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AnswerStyle {
     #[default]
@@ -974,9 +974,7 @@ impl Config {
                 let why = "LoRA adapters apply to a local generator (type: llama); servers such as vLLM serve adapters as models of their own: point another bot's generator at that model";
                 return Err(self.error(&format!("bots.{name}.adapters"), why));
             }
-            if let Some((i, lora)) =
-                bot.adapters.iter().enumerate().find(|(_, l)| !(l.scale.is_finite() && l.scale >= 0.0))
-            {
+            if let Some((i, lora)) = bot.adapters.iter().enumerate().find(|(_, l)| !l.has_valid_scale()) {
                 return Err(self.error(
                     &format!("bots.{name}.adapters.{i}.scale"),
                     format!("{} must be a number from 0 up", lora.scale),
@@ -1104,7 +1102,14 @@ impl Config {
     pub fn validate_files(&self) -> Result<(), ConfigError> {
         if self.models.generator.kind == ModelKind::Llama {
             let path = &self.models.generator.path;
-            lore_engine::check_model_file(path).map_err(|e| self.error("models.generator.path", e.to_string()))?;
+            let arch =
+                lore_engine::check_model_file(path).map_err(|e| self.error("models.generator.path", e.to_string()))?;
+            for (name, bot) in &self.bots {
+                for (i, lora) in bot.adapters.iter().enumerate() {
+                    lore_engine::check_adapter_file(&lora.path, &arch)
+                        .map_err(|e| self.error(&format!("bots.{name}.adapters.{i}.path"), e.to_string()))?;
+                }
+            }
         }
         if self.models.embedder.kind == ModelKind::Llama {
             let path = &self.models.embedder.path;
@@ -1121,16 +1126,6 @@ impl Config {
         }
         if let Some(r) = &self.models.reranker {
             lore_engine::check_model_file(&r.path).map_err(|e| self.error("models.reranker.path", e.to_string()))?;
-        }
-        if self.models.generator.kind == ModelKind::Llama {
-            let arch = lore_engine::architecture(&self.models.generator.path)
-                .map_err(|e| self.error("models.generator.path", e.to_string()))?;
-            for (name, bot) in &self.bots {
-                for (i, lora) in bot.adapters.iter().enumerate() {
-                    lore_engine::check_adapter_file(&lora.path, &arch)
-                        .map_err(|e| self.error(&format!("bots.{name}.adapters.{i}.path"), e.to_string()))?;
-                }
-            }
         }
         for (name, kb) in &self.knowledge_bases {
             for (i, s) in kb.sources.iter().enumerate() {

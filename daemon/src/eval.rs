@@ -62,8 +62,8 @@ pub struct EvalArgs {
     pub quote_evidence: bool,
     /// `generate`, or `quote`: the best sentence of the passages is the answer (no
     /// generation; `retrieval.answer_style`).
-    #[arg(long, value_parser = ["generate", "quote"])]
-    pub answer_style: Option<String>,
+    #[arg(long, value_enum)]
+    pub answer_style: Option<AnswerStyle>,
     /// Questions generated per chunk at ingest as extra search keys
     /// (`generated_questions`, doc2query); the time they took is reported.
     #[arg(long, default_value_t = 0)]
@@ -278,9 +278,8 @@ impl<'a> Evaluation<'a> {
             retrieval.min_score = m;
         }
         retrieval.quote_evidence |= args.quote_evidence;
-        if let Some(style) = &args.answer_style {
-            retrieval.answer_style =
-                if style == "quote" { crate::config::AnswerStyle::Quote } else { crate::config::AnswerStyle::Generate };
+        if let Some(style) = args.answer_style {
+            retrieval.answer_style = style;
         }
         // Closed book, passages only feed the recall figures: rerankers would only cost time.
         if args.no_rerank || args.closed_book {

@@ -372,7 +372,7 @@ impl Generator {
                 let index = self.inner.adapters.iter().position(|p| *p == adapter.path).ok_or_else(|| {
                     GenerateError::Failed(format!("the LoRA adapter {} was not loaded", adapter.path.display()))
                 })?;
-                if !(adapter.scale.is_finite() && adapter.scale >= 0.0) {
+                if !adapter.has_valid_scale() {
                     return Err(GenerateError::Failed(format!(
                         "the LoRA adapter {}: scale {} must be a number from 0 up",
                         adapter.path.display(),
@@ -721,7 +721,6 @@ impl<'m> Worker<'m> {
     /// Decodes one batch: one token per generating sequence, then prompt chunks; then
     /// reads the logits of everyone who got some.
     fn step(&mut self) {
-        self.batch.clear();
         self.steps += 1;
         let Some(lora) = self.adapter_set_for_step() else { return };
         if let Err(e) = self.apply(lora) {

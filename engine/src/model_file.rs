@@ -21,6 +21,11 @@ pub enum ModelFileError {
 
 /// The `general.architecture` of a GGUF file.
 pub fn architecture(path: &Path) -> Result<String, ModelFileError> {
+    Ok(open(path)?.1)
+}
+
+/// The GGUF metadata of `path` and its architecture, or what is wrong with the file.
+fn open(path: &Path) -> Result<(GgufContext, String), ModelFileError> {
     let shown = path.display().to_string();
     if !path.is_file() {
         return Err(ModelFileError::Missing(shown));
@@ -31,22 +36,21 @@ pub fn architecture(path: &Path) -> Result<String, ModelFileError> {
         return Err(ModelFileError::NotGguf(shown));
     }
     let ctx = GgufContext::from_file(path).ok_or_else(|| ModelFileError::NotGguf(shown.clone()))?;
-    let idx = ctx.find_key("general.architecture");
-    if idx < 0 {
-        return Err(ModelFileError::NotGguf(shown));
-    }
-    Ok(ctx.val_str(idx).unwrap_or("unknown").to_string())
+    let arch = string_value(&ctx, "general.architecture").ok_or(ModelFileError::NotGguf(shown))?;
+    Ok((ctx, arch))
+}
+
+/// A metadata value as text, if the key is there.
+fn string_value(ctx: &GgufContext, key: &str) -> Option<String> {
+    let idx = ctx.find_key(key);
+    (idx >= 0).then(|| ctx.val_str(idx).unwrap_or("unknown").to_string())
 }
 
 /// Checks that `path` is a LoRA adapter for a model of architecture `model_arch`.
 pub fn check_adapter(path: &Path, model_arch: &str) -> Result<(), ModelFileError> {
-    let adapter_arch = architecture(path)?;
+    let (ctx, adapter_arch) = open(path)?;
     let shown = path.display().to_string();
-    let ctx = GgufContext::from_file(path).ok_or_else(|| ModelFileError::NotGguf(shown.clone()))?;
-    let value = |key: &str| {
-        let idx = ctx.find_key(key);
-        (idx >= 0).then(|| ctx.val_str(idx).unwrap_or("").to_string())
-    };
+    let value = |key: &str| string_value(&ctx, key);
     let general_type = value("general.type").unwrap_or_else(|| "model".into());
     if general_type != "adapter" {
         return Err(ModelFileError::NotAnAdapter { path: shown, what: format!("its general.type is {general_type}") });

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array};
+use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
 use lancedb::index::scalar::FullTextSearchQuery;
@@ -25,8 +25,8 @@ use lancedb::table::Table;
 use lancedb::DistanceType;
 
 use crate::store::{
-    ensure_fulltext_index, index_on, refresh_table_indexes, sql_list, string_col, u32_col, vector_array, vector_field,
-    StoreError, IDS_PER_STATEMENT, READ_CONSISTENCY,
+    ensure_fulltext_index, f32_col, index_on, refresh_table_indexes, sql_list, string_col, u32_col, vector_array,
+    vector_field, StoreError, IDS_PER_STATEMENT, READ_CONSISTENCY,
 };
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -320,11 +320,7 @@ async fn delete_chunks(table: &Table, chunk_ids: &[String]) -> Result<()> {
 fn keys(batches: &[RecordBatch], score_col: &str, to_score: impl Fn(f32) -> f32) -> Result<Vec<(String, f32)>> {
     let mut out = Vec::new();
     for b in batches {
-        let ids = string_col(b, "chunk_id")?;
-        let scores = b
-            .column_by_name(score_col)
-            .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
-            .ok_or_else(|| StoreError::Layout(format!("question search result has no {score_col}")))?;
+        let (ids, scores) = (string_col(b, "chunk_id")?, f32_col(b, score_col)?);
         out.extend((0..b.num_rows()).map(|i| (ids.value(i).to_string(), to_score(scores.value(i)))));
     }
     out.sort_by(|a, b| b.1.total_cmp(&a.1));

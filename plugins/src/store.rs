@@ -426,17 +426,15 @@ impl KnowledgeBase {
         Ok(removed)
     }
 
-    /// Deletes generated questions whose chunk is no longer stored. Returns how many
-    /// chunks' questions went.
-    pub async fn delete_orphan_questions(&self) -> Result<usize> {
+    /// Deletes generated questions whose chunk is no longer stored.
+    async fn delete_orphan_questions(&self) -> Result<()> {
         let stored = self.questions.stored().await?;
         if stored.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         let chunks = self.chunk_ids().await?;
         let orphans: Vec<String> = stored.into_keys().filter(|id| !chunks.contains(id)).collect();
-        self.questions.delete(&orphans).await?;
-        Ok(orphans.len())
+        self.questions.delete(&orphans).await
     }
 
     /// Makes `sources` hold exactly `chunks` (which must all come from those sources):
@@ -651,8 +649,8 @@ impl KnowledgeBase {
         Ok(out)
     }
 
-    /// Every chunk id (for inspection, and for questions whose chunk is gone).
-    pub async fn chunk_ids(&self) -> Result<BTreeSet<String>> {
+    /// Every chunk id.
+    async fn chunk_ids(&self) -> Result<BTreeSet<String>> {
         let batches: Vec<RecordBatch> =
             self.table.query().select(Select::columns(&["id"])).execute().await?.try_collect().await?;
         let mut out = BTreeSet::new();
@@ -689,10 +687,7 @@ const CHUNK_COLUMNS: [&str; 6] = ["id", "source", "position", "line_start", "lin
 fn hits(batches: &[RecordBatch], score_col: &str, to_score: impl Fn(f32) -> f32) -> Result<Vec<Hit>> {
     let mut out = Vec::new();
     for b in batches {
-        let scores = b
-            .column_by_name(score_col)
-            .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
-            .ok_or_else(|| StoreError::Layout(format!("search result has no {score_col}")))?;
+        let scores = f32_col(b, score_col)?;
         for i in 0..b.num_rows() {
             out.push(Hit { chunk: chunk_at(b, i)?, score: to_score(scores.value(i)), similarity: None });
         }
@@ -751,6 +746,12 @@ pub(crate) fn string_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Strin
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .ok_or_else(|| StoreError::Layout(format!("no string column {name}")))
+}
+
+pub(crate) fn f32_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Float32Array> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Float32Array>())
+        .ok_or_else(|| StoreError::Layout(format!("no f32 column {name}")))
 }
 
 pub(crate) fn u32_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a UInt32Array> {
