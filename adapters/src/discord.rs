@@ -754,6 +754,7 @@ mod tests {
             number: 1,
             source: "my_notes*.md".into(),
             location: "lines 1-2".into(),
+            id: String::new(),
         }]);
         assert_eq!(s, "\n\n**Sources**\n\\[1\\] my\\_notes\\*.md (lines 1-2)");
     }

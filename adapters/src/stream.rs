@@ -495,7 +495,7 @@ mod tests {
 
     fn sources(count: usize) -> Vec<SourceRef> {
         (1..=count)
-            .map(|number| SourceRef { number, source: format!("file{number}.md"), location: "lines 1-2".into() })
+            .map(|number| SourceRef { number, source: format!("file{number}.md"), location: "lines 1-2".into(), id: String::new() })
             .collect()
     }
 

@@ -104,6 +104,9 @@ pub struct SourceRef {
     pub source: String,
     /// Where in the file: e.g. "lines 12-20".
     pub location: String,
+    /// The stored passage's id, to open exactly what was used (`GET /v1/sources/{id}`);
+    /// empty when unknown.
+    pub id: String,
 }
 
 /// Where one answer goes. Adapters throttle edits and split long text themselves.

@@ -307,6 +307,13 @@ pub trait ChatModel: Send + Sync {
     fn render_chat(&self, messages: &[(&str, &str)]) -> Option<PromptText>;
     /// Queues a generation; its events arrive as the model produces them.
     fn generate(&self, request: GenerateRequest) -> Result<Generation, GenerateError>;
+    /// Mean log-probability of `continuation` (ordinary text) right after `prompt`: how
+    /// likely the model finds an answer given a prompt, one of the signals an answer's
+    /// confidence is judged on. `None` when this model cannot score (the default).
+    async fn continuation_logprob(&self, prompt: &PromptText, continuation: &str) -> anyhow::Result<Option<f64>> {
+        let _ = (prompt, continuation);
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

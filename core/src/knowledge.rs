@@ -74,4 +74,7 @@ pub struct Hit {
     /// fills it, so abstention (`min_score`) means the same whichever retriever found the
     /// chunk; `None` only from a retriever that cannot know it.
     pub similarity: Option<f32>,
+    /// The chunk's BM25 score when full-text search found it (kept through fusion), one of
+    /// the signals the answer's confidence is judged on.
+    pub lexical: Option<f32>,
 }

@@ -45,6 +45,7 @@ pub struct App {
 impl App {
     pub async fn load(config: Config, models: Models) -> anyhow::Result<Self> {
         config.validate_files()?;
+        calibrations(&config)?;
         let store = open_store(&config).await?;
         let (embedder, remote_embedder): (Arc<dyn Embedder>, _) = match config.models.embedder.kind {
             ModelKind::Llama => (Arc::new(LlamaEmbedder::load(&config.models.embedder.local())?), None),
@@ -125,13 +126,32 @@ impl App {
 
     /// `place` resolved: its knowledge base, retriever and rerankers.
     pub fn chain(&self, place: Place) -> anyhow::Result<Chain> {
-        chain(&self.store, place, &self.plugin_context())
+        chain(&self.store, place, &self.plugin_context(), &self.config)
     }
 
     /// The answerer the router uses. Panics unless loaded with [`Models::All`].
     pub fn answering(&self) -> Answering {
-        Answering { pipeline: self.pipeline(), store: self.store.clone(), plugins: self.plugin_context() }
+        Answering {
+            pipeline: self.pipeline(),
+            store: self.store.clone(),
+            plugins: self.plugin_context(),
+            config: Arc::new(self.config.clone()),
+        }
     }
+}
+
+/// Every calibration the config names, read, with the key that names it: one that cannot
+/// be read stops the start, naming its key.
+pub fn calibrations(config: &Config) -> anyhow::Result<Vec<(String, crate::confidence::Calibration)>> {
+    let mut out = Vec::new();
+    for (key, abstain) in config.abstain_settings() {
+        if let Some(file) = &abstain.calibration {
+            let key = format!("{key}.calibration");
+            let read = crate::confidence::Calibration::load(file).map_err(|e| config.error(&key, format!("{e:#}")))?;
+            out.push((key, read));
+        }
+    }
+    Ok(out)
 }
 
 /// A connection of its own to the config's knowledge bases: the data directory (created
@@ -153,6 +173,8 @@ pub struct Answering {
     pub pipeline: Pipeline,
     pub store: KbStore,
     pub plugins: PluginContext,
+    /// For each knowledge base's source folders (how sources are named).
+    pub config: Arc<Config>,
 }
 
 #[async_trait]
@@ -160,7 +182,7 @@ impl Answerer for Answering {
     type Route = Chain;
 
     fn route(&self, place: Place) -> anyhow::Result<Chain> {
-        chain(&self.store, place, &self.plugins)
+        chain(&self.store, place, &self.plugins, &self.config)
     }
 
     async fn answer(
@@ -182,9 +204,11 @@ impl Answerer for Answering {
 
 /// The chain that answers in `place`: its knowledge base in `store`, searched and
 /// reranked with the models in `cx`.
-fn chain(store: &KbStore, place: Place, cx: &PluginContext) -> anyhow::Result<Chain> {
+fn chain(store: &KbStore, place: Place, cx: &PluginContext, config: &Config) -> anyhow::Result<Chain> {
+    let roots = config.knowledge_bases.get(&place.kb).map(|k| k.sources.clone()).unwrap_or_default();
     let mut chain = Chain::build(KbHandle::new(store.clone(), &place.kb)?, place.retrieval, place.template, cx)?;
     chain.lora = place.lora;
+    chain.names = crate::pipeline::SourceNames::new(&roots);
     Ok(chain)
 }
 

@@ -94,6 +94,7 @@ async fn load_run(
         },
         store: store.clone(),
         plugins,
+        config: Arc::new(config.clone()),
     };
     let router = Arc::new(crate::router::Router::new(&config, answering, None)?);
     generator.forget_cached_prompts();
@@ -347,6 +348,7 @@ impl ExtraTest for HttpHopTest {
             },
             store: store.clone(),
             plugins,
+            config: Arc::new(config.clone()),
         };
         let router = Arc::new(crate::router::Router::new(&config, answering, None)?);
         let app = Arc::new(crate::app::App {

@@ -73,6 +73,9 @@ pub enum Command {
     Check,
     /// Score retrieval and answers on a SQuAD 2.0 file.
     Eval(crate::eval::EvalArgs),
+    /// Fit a bot's answer confidence on labelled questions and write the calibration
+    /// `retrieval.abstain.calibration` names.
+    Calibrate(crate::calibrate::CalibrateArgs),
     /// Write question/answer pairs from a knowledge base, for fine-tuning (JSONL).
     Synth(crate::synth::SynthArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
@@ -140,7 +143,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let llm_rerank = !args.no_rerank
                 && !args.closed_book
                 && config.retrieval.rerankers.iter().any(|r| matches!(r, lore_plugins::RerankerConfig::Llm { .. }));
-            let generates = !args.retrieval_only || llm_rerank || args.generated_questions > 0;
+            let asks = args.squad.is_some();
+            let generates = asks && (!args.retrieval_only || llm_rerank || args.generated_questions > 0);
             let models = if generates { Models::All } else { Models::WithoutGenerator };
             let app = App::load(config, models).await?;
             let metrics = crate::eval::run(&app, &args).await?;
@@ -148,6 +152,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&metrics)?);
             } else {
                 crate::eval::print_table(&metrics);
+            }
+            Ok(())
+        }
+        Command::Calibrate(args) => {
+            // Questions read back from files need no model; asking needs them all.
+            let asks = !args.squad.is_empty() || !args.gold.is_empty();
+            let app = App::load(config, if asks { Models::All } else { Models::WithoutGenerator }).await?;
+            let report = crate::calibrate::run(&app, &args).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                crate::calibrate::print_report(&report);
             }
             Ok(())
         }
@@ -387,6 +403,19 @@ async fn check(config: Config) -> anyhow::Result<()> {
         app.config.data_dir,
         app.config.conversations_dir().display()
     );
+    for name in app.config.bots.keys() {
+        let place = crate::router::bot_place(&app.config, name)?;
+        match &place.retrieval.abstain.calibration {
+            None => println!("bot {name}: declines below a cosine similarity of {} (no calibration)", place.retrieval.min_score),
+            Some(file) => {
+                let calibration = crate::confidence::Calibration::load(file)?;
+                println!("bot {name}: answers judged by calibration {} (fitted on {})", file.display(), calibration.fitted_with.data.join("; "));
+                for difference in crate::calibrate::differences(&calibration, &app.config, &place) {
+                    println!("  warning: {difference}: refit it with `lore calibrate --bot {name}`");
+                }
+            }
+        }
+    }
     for (name, bot) in &app.config.bots {
         let mut kbs = vec![bot.knowledge_base.clone()];
         kbs.extend(bot.channels.values().filter_map(|c| c.knowledge_base.clone()));

@@ -379,19 +379,74 @@ pub struct Retrieval {
     /// If no retrieved passage's cosine similarity to the question reaches this, answer
     /// `abstain_text` without calling the generator. Every retriever measures the same
     /// cosine similarity (the full-text one embeds the question for it), so the threshold
-    /// means the same whichever is chosen.
+    /// means the same whichever is chosen. Not used when `abstain.calibration` is set.
     #[serde(default = "default_min_score")]
     pub min_score: f32,
+    /// When to withhold an answer, judged by a calibration fitted on labelled questions
+    /// (`lore calibrate`) instead of `min_score` alone.
+    #[serde(default)]
+    pub abstain: Abstain,
     /// What the bot says when it abstains.
     #[serde(default = "default_abstain_text")]
     pub abstain_text: String,
+    /// Said after `abstain_text`, pointing to the nearest thing the knowledge base covers
+    /// so the person can rephrase: `{topic}` is the closest passage's section (else its
+    /// first words), `{source}` its source. Empty: no hint.
+    #[serde(default = "default_abstain_hint")]
+    pub abstain_hint: String,
     /// Quote under each answer the one sentence of its passages that best supports it.
     #[serde(default)]
     pub quote_evidence: bool,
-    /// `generate` (the model answers) or `quote` (the sentence of the passages that best
-    /// answers the question is the answer; no generation).
+    /// `generate` (the model answers), `quote` (the sentence of the passages that best
+    /// answers the question is the answer; no generation) or `verified` (the model
+    /// answers, and the answer is shown only when a sentence of the passages, quoted
+    /// under it, holds what it says; else `abstain.instead`).
     #[serde(default)]
     pub answer_style: AnswerStyle,
+}
+
+/// `retrieval.abstain`: the calibrated "I don't know".
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Abstain {
+    /// A calibration file written by `lore calibrate` (relative to this file). Each answer
+    /// then gets a probability of being right, from retrieval, reranking, how well the
+    /// passages support the answer and how much they made it likelier; below the
+    /// calibration's threshold it is withheld. Not set: `min_score` alone decides.
+    #[serde(default)]
+    pub calibration: Option<PathBuf>,
+    /// A probability to hold answers to instead of the calibration's own threshold
+    /// (higher: fewer answers, more of them right).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// What is said in place of a withheld answer: `abstain` (`abstain_text` and the hint)
+    /// or `quote` (the sentence of the passages that best answers the question, marked
+    /// as a quote, when one verifies; else `abstain`).
+    #[serde(default)]
+    pub instead: Instead,
+    /// End each judged chat answer with how sure it is: "(confidence: high)".
+    #[serde(default)]
+    pub show_confidence: bool,
+}
+
+/// Expands the calibration path of a bot's or channel's `abstain`, if it names one.
+fn expand_calibration(
+    abstain: &mut Option<Abstain>,
+    expand: &dyn Fn(&Path) -> Result<PathBuf, ConfigError>,
+) -> Result<(), ConfigError> {
+    if let Some(file) = abstain.as_mut().and_then(|a| a.calibration.as_mut()) {
+        *file = expand(file)?;
+    }
+    Ok(())
+}
+
+/// What stands in for a withheld answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Instead {
+    #[default]
+    Abstain,
+    Quote,
 }
 
 /// How an answer is made from the passages.
@@ -401,6 +456,7 @@ pub enum AnswerStyle {
     #[default]
     Generate,
     Quote,
+    Verified,
 }
 
 impl Default for Retrieval {
@@ -411,7 +467,9 @@ impl Default for Retrieval {
             top_k: default_top_k_chunks(),
             passages: default_passages(),
             min_score: default_min_score(),
+            abstain: Abstain::default(),
             abstain_text: default_abstain_text(),
+            abstain_hint: default_abstain_hint(),
             quote_evidence: false,
             answer_style: AnswerStyle::default(),
         }
@@ -432,8 +490,12 @@ pub struct RetrievalOverride {
     pub passages: Option<usize>,
     /// Replaces `retrieval.min_score`.
     pub min_score: Option<f32>,
+    /// Replaces `retrieval.abstain` as a whole.
+    pub abstain: Option<Abstain>,
     /// Replaces `retrieval.abstain_text`.
     pub abstain_text: Option<String>,
+    /// Replaces `retrieval.abstain_hint`.
+    pub abstain_hint: Option<String>,
     /// Replaces `retrieval.quote_evidence`.
     pub quote_evidence: Option<bool>,
     /// Replaces `retrieval.answer_style`.
@@ -448,7 +510,9 @@ impl Retrieval {
             top_k: o.top_k.unwrap_or(self.top_k),
             passages: o.passages.unwrap_or(self.passages),
             min_score: o.min_score.unwrap_or(self.min_score),
+            abstain: o.abstain.clone().unwrap_or_else(|| self.abstain.clone()),
             abstain_text: o.abstain_text.clone().unwrap_or_else(|| self.abstain_text.clone()),
+            abstain_hint: o.abstain_hint.clone().unwrap_or_else(|| self.abstain_hint.clone()),
             quote_evidence: o.quote_evidence.unwrap_or(self.quote_evidence),
             answer_style: o.answer_style.unwrap_or(self.answer_style),
         }
@@ -733,6 +797,9 @@ fn default_min_score() -> f32 {
 fn default_abstain_text() -> String {
     "I don't know: the knowledge base does not seem to cover that.".into()
 }
+fn default_abstain_hint() -> String {
+    "The nearest it comes is {topic} ({source}); try asking about that.".into()
+}
 fn default_chunk_tokens() -> usize {
     160
 }
@@ -842,6 +909,16 @@ impl Config {
             for (i, lora) in bot.adapters.iter_mut().enumerate() {
                 lora.path = expand(&lora.path, &format!("bots.{name}.adapters.{i}.path"))?;
             }
+            let key = format!("bots.{name}.retrieval.abstain.calibration");
+            expand_calibration(&mut bot.retrieval.abstain, &|p| expand(p, &key))?;
+            for (id, channel) in bot.channels.iter_mut() {
+                let key = format!("bots.{name}.channels.{id}.retrieval.abstain.calibration");
+                expand_calibration(&mut channel.retrieval.abstain, &|p| expand(p, &key))?;
+            }
+        }
+        let mut retrieval = cfg.retrieval.clone();
+        if let Some(file) = &retrieval.abstain.calibration {
+            retrieval.abstain.calibration = Some(expand(file, "retrieval.abstain.calibration")?);
         }
         let mut kbs = cfg.knowledge_bases.clone();
         for (name, kb) in kbs.iter_mut() {
@@ -859,6 +936,7 @@ impl Config {
             kb.sources = files;
         }
         cfg.bots = bots;
+        cfg.retrieval = retrieval;
         cfg.data_dir = data_dir;
         cfg.state_dir = state_dir;
         cfg.models.generator.path = gen;
@@ -872,6 +950,23 @@ impl Config {
         cfg.knowledge_bases = kbs;
         cfg.check_structure()?;
         Ok(cfg)
+    }
+
+    /// Every `abstain` section with its key: the top-level one, then each bot's and
+    /// channel's that sets one.
+    pub fn abstain_settings(&self) -> Vec<(String, &Abstain)> {
+        let mut out = vec![("retrieval.abstain".to_string(), &self.retrieval.abstain)];
+        for (name, bot) in &self.bots {
+            if let Some(a) = &bot.retrieval.abstain {
+                out.push((format!("bots.{name}.retrieval.abstain"), a));
+            }
+            for (id, channel) in &bot.channels {
+                if let Some(a) = &channel.retrieval.abstain {
+                    out.push((format!("bots.{name}.channels.{id}.retrieval.abstain"), a));
+                }
+            }
+        }
+        out
     }
 
     /// An error located at `key` of this file.
@@ -943,6 +1038,11 @@ impl Config {
         }
         self.check_chunking("chunking", &self.chunking)?;
         self.check_rerankers("retrieval.rerankers", &self.retrieval.rerankers)?;
+        for (key, abstain) in self.abstain_settings() {
+            if let Some(t) = abstain.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
+                return Err(self.error(&format!("{key}.threshold"), format!("{t} is not a probability (from 0 to 1)")));
+            }
+        }
         for (name, kb) in &self.knowledge_bases {
             if !valid_kb_name(name) {
                 return Err(self.error(

@@ -10,10 +10,13 @@
 //! routes. It knows nothing of llama.cpp (that is `lore-engine`), LanceDB/Arrow
 //! (`lore-plugins`) or serenity/teloxide (`lore-adapters`).
 
+pub mod answer_text;
 pub mod app;
 pub mod bench;
+pub mod calibrate;
 pub mod cli;
 pub mod config;
+pub mod confidence;
 pub mod eval;
 pub mod evidence;
 pub mod http;

@@ -1,22 +1,29 @@
-//! Where passages are chosen and the answer is generated: retrieve, rerank, abstain if the
-//! evidence is weak, build the prompt, stream the answer.
+//! Where passages are chosen and the answer is generated and judged: retrieve, rerank,
+//! judge the evidence, build the prompt, generate, judge the answer, deliver.
 //!
 //! A [`Chain`] is one bot's (or one channel's) way to find passages, built once at start;
 //! a [`Pipeline`] is what every chain shares: the generator and its settings.
+//!
+//! Judging: without a calibration, a question whose best passage is less similar than
+//! `min_score` is not answered. With one (`retrieval.abstain.calibration`), the evidence
+//! is judged before generating and the answer after (see `confidence.rs`); a judged answer
+//! is delivered whole once judged, not streamed, so nobody reads what is then withheld.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lore_core::{ChatModel, Event, GenerateRequest, Generation, Hit, PluginContext, ReplySink, Reranker, Retriever};
 use lore_core::{SourceRef, StopReason};
-use lore_plugins::KbHandle;
+use lore_plugins::{KbHandle, RerankerConfig};
 
-use crate::config::{AnswerStyle, Retrieval, Sampling};
+use crate::answer_text::{content_words, stands_in, words_found};
+use crate::config::{AnswerStyle, Instead, Retrieval, Sampling};
+use crate::confidence::{signal, Calibration, Judgement, Signals, Stage};
 use crate::evidence::{EvidenceFinder, Quote};
 use crate::prompt::{self, Template, Turn};
 
 /// One bot's or channel's retrieval, resolved once: the knowledge base, the retriever and
-/// rerankers built for it, the thresholds, and the prompt template.
+/// rerankers built for it, the thresholds and calibration, and the prompt template.
 pub struct Chain {
     pub kb: KbHandle,
     retriever: Arc<dyn Retriever>,
@@ -25,33 +32,64 @@ pub struct Chain {
     pub template: Template,
     /// The LoRA adapter answers are generated with (the bot's).
     pub lora: Option<lore_core::LoraAdapter>,
+    /// `settings.abstain.calibration`, read.
+    pub calibration: Option<Arc<Calibration>>,
+    /// How its sources are named to people.
+    pub names: SourceNames,
+}
+
+/// Passages found for a question, best first, with the retrieval signals.
+pub struct Retrieved {
+    pub hits: Vec<Hit>,
+    pub signals: Signals,
 }
 
 impl Chain {
-    /// Builds the plugins `settings` name for `kb`; fails when one needs a model that is
-    /// not loaded (the `llm` reranker without the generator, say).
+    /// Builds the plugins `settings` name for `kb` and reads its calibration; fails when a
+    /// plugin needs a model that is not loaded (the `llm` reranker without the generator,
+    /// say) or the calibration cannot be read.
     pub fn build(kb: KbHandle, settings: Retrieval, template: Template, cx: &PluginContext) -> anyhow::Result<Self> {
         let retriever = settings.retriever.build(kb.clone(), cx.embedder.clone());
         let rerankers = settings.rerankers.iter().map(|r| r.build(cx)).collect::<anyhow::Result<_>>()?;
-        Ok(Self { kb, retriever, rerankers, settings, template, lora: None })
+        let calibration = match &settings.abstain.calibration {
+            Some(file) => Some(Arc::new(Calibration::load(file)?)),
+            None => None,
+        };
+        Ok(Self { kb, retriever, rerankers, settings, template, lora: None, calibration, names: SourceNames::default() })
     }
 
     /// The retriever's top `top_k` for `question`, then each reranker in order.
     pub async fn retrieve(&self, question: &str) -> anyhow::Result<Vec<Hit>> {
-        self.retrieve_with(question, Reranking::Full).await
+        Ok(self.retrieve_with(question, Reranking::Full).await?.hits)
     }
 
-    /// Like [`Chain::retrieve`], leaving out the `llm` reranker when asked to.
-    pub async fn retrieve_with(&self, question: &str, reranking: Reranking) -> anyhow::Result<Vec<Hit>> {
+    /// Like [`Chain::retrieve`], leaving out the `llm` reranker when asked to, with the
+    /// retrieval signals.
+    pub async fn retrieve_with(&self, question: &str, reranking: Reranking) -> anyhow::Result<Retrieved> {
         let mut hits = self.retriever.retrieve(question, self.settings.top_k).await?;
+        let retriever_top = hits.first().map(|h| h.score);
+        // Whether the first passage's score is now a model's judgement of the pair.
+        let mut scored_by_model = false;
         for (r, config) in self.rerankers.iter().zip(&self.settings.rerankers) {
-            if reranking == Reranking::WithoutLlm && matches!(config, lore_plugins::RerankerConfig::Llm { .. }) {
+            if reranking == Reranking::WithoutLlm && matches!(config, RerankerConfig::Llm { .. }) {
                 tracing::info!("others are waiting: skipping the llm reranker for this question");
                 continue;
             }
             hits = r.rerank(question, hits).await?;
+            scored_by_model |= matches!(config, RerankerConfig::Llm { .. } | RerankerConfig::CrossEncoder { .. });
         }
-        Ok(hits)
+        let signals = Signals::of_retrieval(&hits, retriever_top, scored_by_model);
+        Ok(Retrieved { hits, signals })
+    }
+
+    /// How this chain's answers are judged for a turn with `reranking`.
+    pub fn judging(&self, reranking: Reranking) -> Judging {
+        Judging {
+            calibration: self.calibration.clone(),
+            costly: reranking == Reranking::Full,
+            observe: false,
+            names: self.names.clone(),
+        }
     }
 }
 
@@ -63,6 +101,19 @@ pub enum Reranking {
     /// Everything but the `llm` reranker (one prompt-sized pass per candidate): for
     /// questions answered while others wait, unless `admission.rerank_when_busy`.
     WithoutLlm,
+}
+
+/// How an answer is judged.
+#[derive(Clone, Default)]
+pub struct Judging {
+    pub calibration: Option<Arc<Calibration>>,
+    /// Measure the signals that cost generator passes (the open-book and closed-book
+    /// likelihoods of the answer); off for turns that skip the `llm` reranker.
+    pub costly: bool,
+    /// Measure every signal and withhold nothing (`lore eval`, `lore calibrate`).
+    pub observe: bool,
+    /// How sources are named in the answer.
+    pub names: SourceNames,
 }
 
 /// What answering needs besides a chain; shared by every bot.
@@ -77,18 +128,48 @@ pub struct Pipeline {
 /// What the pipeline decided to do.
 pub enum Answer {
     /// The evidence was too weak: reply with this text, no generation.
-    Abstain { text: String, retrieved: Vec<Hit>, retrieval_time: Duration },
-    /// The model is generating; with `quote`, the sentence that best supports its answer
-    /// is quoted under it.
-    Generate { generation: Generation, prompt: prompt::Prompt, retrieval_time: Duration, quote: Option<Quoting> },
+    Abstain { text: String, retrieved: Vec<Hit>, retrieval_time: Duration, judged: Judged },
+    /// The model is generating; its answer is judged (and quoted) when `judge` says so.
+    Generate { generation: Generation, prompt: prompt::Prompt, retrieval_time: Duration, judge: Judge },
     /// `answer_style: quote`: the sentence of the passages that best answers the question.
-    Quoted { quote: Quote, passages: Vec<Hit>, retrieval_time: Duration },
+    Quoted { quote: Quote, passages: Vec<Hit>, retrieval_time: Duration, judged: Judged, names: SourceNames },
 }
 
-/// What quoting the evidence after an answer needs.
-pub struct Quoting {
-    finder: EvidenceFinder,
+/// What judging an answer found: its signals and, with a calibration, the judgement.
+#[derive(Debug, Clone, Default)]
+pub struct Judged {
+    pub signals: Signals,
+    pub judgement: Option<Judgement>,
+    /// Time spent measuring the answer's signals (after generating).
+    pub time: Duration,
+}
+
+/// What judging, quoting and withholding a generated answer need.
+pub struct Judge {
+    settings: Retrieval,
     question: String,
+    judging: Judging,
+    /// Retrieval signals (the answer's are added to them).
+    signals: Signals,
+    /// Before-generation judgement, if any.
+    before: Option<Judgement>,
+    evidence: EvidenceFinder,
+    model: Arc<dyn ChatModel>,
+    /// The same prompt without passages, for the closed-book likelihood.
+    closed_book: Option<lore_core::PromptText>,
+}
+
+impl Judge {
+    /// Whether the answer is judged before it is shown (then it is not streamed).
+    fn withholds_anything(&self) -> bool {
+        !self.judging.observe
+            && (self.judging.calibration.is_some() || self.settings.answer_style == AnswerStyle::Verified)
+    }
+
+    /// Whether anything is measured after generating.
+    fn measures(&self) -> bool {
+        self.judging.observe || self.withholds_anything() || self.settings.quote_evidence
+    }
 }
 
 /// How an answer ended.
@@ -105,6 +186,17 @@ pub struct Outcome {
     pub generated_tokens: usize,
     /// The sentence quoted as evidence (or given as the answer).
     pub quote: Option<Quote>,
+    /// The signals measured and, with a calibration, how sure the answer is.
+    pub judged: Judged,
+    /// The sources shown with the answer, numbered like its passages.
+    pub sources: Vec<SourceRef>,
+}
+
+impl Outcome {
+    /// The probability that the answer is right, when a calibration judged it.
+    pub fn confidence(&self) -> Option<f64> {
+        self.judged.judgement.map(|j| j.probability)
+    }
 }
 
 impl Pipeline {
@@ -122,36 +214,52 @@ impl Pipeline {
         reranking: Reranking,
     ) -> anyhow::Result<Answer> {
         let started = Instant::now();
-        let hits = chain.retrieve_with(question, reranking).await?;
+        let retrieved = chain.retrieve_with(question, reranking).await?;
         let voice = Voice { template: &chain.template, lora: chain.lora.as_ref() };
-        self.answer_from(&chain.settings, voice, question, history, hits, started.elapsed()).await
+        let judging = chain.judging(reranking);
+        self.answer_from(&chain.settings, voice, question, history, retrieved, judging, started.elapsed()).await
     }
 
     /// Abstains or starts generating from passages already retrieved and reranked.
+    #[allow(clippy::too_many_arguments)]
     pub async fn answer_from(
         &self,
         settings: &Retrieval,
         voice: Voice<'_>,
         question: &str,
         history: &[Turn],
-        hits: Vec<Hit>,
+        retrieved: Retrieved,
+        judging: Judging,
         retrieval_time: Duration,
     ) -> anyhow::Result<Answer> {
-        let best = best_similarity(&hits);
-        if best.is_none_or(|b| b < settings.min_score) {
-            tracing::info!(best, min_score = settings.min_score, "abstaining: weak evidence");
-            return Ok(Answer::Abstain { text: settings.abstain_text.clone(), retrieved: hits, retrieval_time });
+        let Retrieved { hits, signals } = retrieved;
+        let before =
+            judging.calibration.as_ref().and_then(|c| c.judge(Stage::Before, &signals, settings.abstain.threshold));
+        let weak = match (&judging.calibration, judging.observe) {
+            (_, true) => false,
+            (Some(_), false) => before.is_some_and(|j| j.withholds()),
+            (None, false) => best_similarity(&hits).is_none_or(|b| b < settings.min_score),
+        };
+        if weak {
+            tracing::info!(best = best_similarity(&hits), confidence = before.map(|j| j.probability), "abstaining: weak evidence");
+            let judged = Judged { signals, judgement: before, time: Duration::ZERO };
+            let text = abstention(settings, &hits, &judging.names);
+            return Ok(Answer::Abstain { text, retrieved: hits, retrieval_time, judged });
         }
         let passages: Vec<Hit> = hits.into_iter().take(settings.passages).collect();
         if settings.answer_style == AnswerStyle::Quote {
+            let judged = Judged { signals, judgement: before, time: Duration::ZERO };
+            let names = judging.names.clone();
             return Ok(match self.evidence.best(question, None, &passages).await? {
-                Some(quote) => Answer::Quoted { quote, passages, retrieval_time },
-                None => Answer::Abstain { text: settings.abstain_text.clone(), retrieved: passages, retrieval_time },
+                Some(quote) => Answer::Quoted { quote, passages, retrieval_time, judged, names },
+                None => {
+                    let text = abstention(settings, &passages, &names);
+                    Answer::Abstain { text, retrieved: passages, retrieval_time, judged }
+                }
             });
         }
-        let prompt =
-            prompt::build(self.model.as_ref(), voice.template, question, &passages, history, self.max_answer_tokens)
-                .await?;
+        let model = self.model.as_ref();
+        let prompt = prompt::build(model, voice.template, question, &passages, history, self.max_answer_tokens).await?;
         let generation = self.model.generate(GenerateRequest {
             prompt: prompt.text.clone(),
             max_tokens: self.max_answer_tokens,
@@ -160,9 +268,23 @@ impl Pipeline {
             sampling: self.sampling.clone(),
             lora: voice.lora.cloned(),
         })?;
-        let quote =
-            settings.quote_evidence.then(|| Quoting { finder: self.evidence.clone(), question: question.to_string() });
-        Ok(Answer::Generate { generation, prompt, retrieval_time, quote })
+        let closed_book = if judging.costly && (judging.calibration.is_some() || judging.observe) {
+            let built = prompt::build(model, voice.template, question, &[], &[], self.max_answer_tokens).await;
+            built.ok().map(|p| p.text)
+        } else {
+            None
+        };
+        let judge = Judge {
+            settings: settings.clone(),
+            question: question.to_string(),
+            judging,
+            signals,
+            before,
+            evidence: self.evidence.clone(),
+            model: self.model.clone(),
+            closed_book,
+        };
+        Ok(Answer::Generate { generation, prompt, retrieval_time, judge })
     }
 }
 
@@ -188,11 +310,103 @@ pub fn best_similarity(hits: &[Hit]) -> Option<f32> {
     hits.iter().filter_map(|h| h.similarity).reduce(f32::max)
 }
 
-/// Streams `answer` into `sink` and finishes it with sources.
+/// What the bot says when it abstains: `abstain_text`, then the hint naming the nearest
+/// passage it found (its section, else its first words, and its source), if any.
+pub fn abstention(settings: &Retrieval, hits: &[Hit], names: &SourceNames) -> String {
+    let Some(nearest) = hits.first().filter(|_| !settings.abstain_hint.trim().is_empty()) else {
+        return settings.abstain_text.clone();
+    };
+    let topic = match &nearest.chunk.section {
+        Some(section) => format!("“{section}”"),
+        None => {
+            let words: Vec<&str> = nearest.chunk.text.split_whitespace().take(8).collect();
+            format!("“{}…”", words.join(" "))
+        }
+    };
+    let source = names.refs(std::slice::from_ref(nearest)).remove(0);
+    let source = format!("{}, {}", source.source, source.location);
+    let hint = settings.abstain_hint.replace("{topic}", &topic).replace("{source}", &source);
+    format!("{} {hint}", settings.abstain_text)
+}
+
+/// What measuring a generated answer found.
+struct Measured {
+    judged: Judged,
+    /// The verified sentence that best supports the answer.
+    quote: Option<Quote>,
+    /// A quote holds what the answer says.
+    supported: bool,
+}
+
+impl Judge {
+    /// Measures `answer` (as generated, after `prompt`) against its passages: support,
+    /// likelihoods, and the judgement.
+    async fn measure(&self, answer: &str, prompt: &prompt::Prompt) -> Measured {
+        let started = Instant::now();
+        let mut signals = self.signals.clone();
+        let passages_text: String = prompt.passages.iter().map(|h| h.chunk.text.as_str()).collect::<Vec<_>>().join("\n");
+        let cleaned = crate::answer_text::clean_answer(answer);
+        signals.set(signal::ANSWER_IN_PASSAGES, words_found(&cleaned, &passages_text));
+        let span = prompt.passages.iter().any(|h| stands_in(&cleaned, &h.chunk.text));
+        signals.set(signal::ANSWER_SPAN, if span { 1.0 } else { 0.0 });
+        signals.set(signal::ANSWER_WORDS, (1.0 + content_words(&cleaned).len() as f64).ln());
+        let quote = match self.evidence.best(&self.question, Some(&cleaned), &prompt.passages).await {
+            Ok(quote) => quote,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "could not choose the evidence to quote");
+                None
+            }
+        };
+        let in_quote = quote.as_ref().map_or(0.0, |q| words_found(&cleaned, &q.sentence));
+        signals.set(signal::ANSWER_IN_QUOTE, in_quote);
+        signals.set(signal::SUPPORT, quote.as_ref().map_or(-1.0, |q| q.score as f64));
+        if let Some(closed) = &self.closed_book {
+            // Both passes at once: the engine batches them.
+            let (open, closed) = tokio::join!(
+                self.model.continuation_logprob(&prompt.text, answer),
+                self.model.continuation_logprob(closed, answer)
+            );
+            if let (Ok(Some(open)), Ok(Some(closed))) = (open, closed) {
+                signals.set(signal::LL_OPEN, open);
+                signals.set(signal::LL_CLOSED, closed);
+                signals.set(signal::LL_GAIN, open - closed);
+            }
+        }
+        let threshold = self.settings.abstain.threshold;
+        let after = self.judging.calibration.as_ref().and_then(|c| c.judge(Stage::After, &signals, threshold));
+        let judgement = after.or(self.before);
+        let supported = quote.is_some() && (in_quote >= 0.5 || after.is_some_and(|j| !j.withholds()));
+        Measured { judged: Judged { signals, judgement, time: started.elapsed() }, quote, supported }
+    }
+
+    /// Whether the measured answer is withheld.
+    fn withholds(&self, measured: &Measured) -> bool {
+        if self.judging.observe {
+            return false;
+        }
+        let unsure = self.judging.calibration.is_some() && measured.judged.judgement.is_some_and(|j| j.withholds());
+        let unsupported = self.settings.answer_style == AnswerStyle::Verified && !measured.supported;
+        unsure || unsupported
+    }
+
+    /// What is said instead of a withheld answer, with the sources it cites.
+    async fn instead(&self, passages: &[Hit]) -> (String, Vec<SourceRef>, Option<Quote>) {
+        if self.settings.abstain.instead == Instead::Quote {
+            if let Ok(Some(quote)) = self.evidence.best(&self.question, None, passages).await {
+                let text = format!("I am not sure of the answer. The closest passage [{}] says: “{}”", quote.passage, quote.sentence);
+                return (text, self.judging.names.refs(passages), Some(quote));
+            }
+        }
+        (abstention(&self.settings, passages, &self.judging.names), Vec::new(), None)
+    }
+}
+
+/// Streams `answer` into `sink` (or, when it is judged, delivers it whole once judged) and
+/// finishes it with sources.
 pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     match answer {
-        Answer::Abstain { text, retrieval_time, .. } => {
+        Answer::Abstain { text, retrieval_time, judged, .. } => {
             sink.finish(&text, &[]).await?;
             Ok(Outcome {
                 text,
@@ -204,10 +418,13 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                 total_time: started.elapsed() + retrieval_time,
                 generated_tokens: 0,
                 quote: None,
+                judged,
+                sources: Vec::new(),
             })
         }
-        Answer::Quoted { quote, passages, retrieval_time } => {
-            sink.finish(&quote.sentence, &source_refs(&passages)).await?;
+        Answer::Quoted { quote, passages, retrieval_time, judged, names } => {
+            let sources = names.refs(&passages);
+            sink.finish(&quote.sentence, &sources).await?;
             Ok(Outcome {
                 text: quote.sentence.clone(),
                 passages,
@@ -218,10 +435,13 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                 total_time: started.elapsed() + retrieval_time,
                 generated_tokens: 0,
                 quote: Some(quote),
+                judged,
+                sources,
             })
         }
-        Answer::Generate { mut generation, prompt, retrieval_time, quote: quoting } => {
-            let mut text = String::new();
+        Answer::Generate { mut generation, prompt, retrieval_time, judge } => {
+            let stream = !judge.withholds_anything();
+            let mut raw = String::new();
             let mut first_token = None;
             let mut stop = None;
             let mut generated_tokens = 0;
@@ -233,9 +453,9 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                     Event::Queued { position } => tracing::debug!(position, "generation queued in the engine"),
                     Event::Text(piece) => {
                         first_token.get_or_insert_with(|| started.elapsed() + retrieval_time);
-                        text.push_str(&piece);
-                        let shown = text.trim_start();
-                        if !shown.is_empty() {
+                        raw.push_str(&piece);
+                        let shown = raw.trim_start();
+                        if stream && !shown.is_empty() {
                             sink.update(shown).await?;
                         }
                     }
@@ -251,21 +471,44 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
             if stop.is_none() {
                 return Err(lore_core::GenerateError::Stopped.into());
             }
-            let text = text.trim().to_string();
+            drop(generation);
+            let text = raw.trim().to_string();
             let text = if text.is_empty() { "(no answer)".to_string() } else { text };
             // The answer stands without its quote: a failing embedder costs only the quote.
-            let quote = match quoting {
-                Some(q) => q.finder.best(&q.question, Some(&text), &prompt.passages).await.unwrap_or_else(|e| {
-                    tracing::warn!(error = format!("{e:#}"), "could not choose the evidence to quote");
-                    None
-                }),
-                None => None,
+            let measured = if judge.measures() {
+                judge.measure(&raw, &prompt).await
+            } else {
+                Measured { judged: Judged { signals: judge.signals.clone(), judgement: judge.before, time: Duration::ZERO }, quote: None, supported: false }
             };
-            let shown = match &quote {
-                Some(quote) => format!("{text}\n\n{}", quote.shown()),
-                None => text.clone(),
-            };
-            sink.finish(&shown, &source_refs(&prompt.passages)).await?;
+            if judge.withholds(&measured) {
+                tracing::info!(confidence = measured.judged.judgement.map(|j| j.probability), supported = measured.supported, "withholding an answer");
+                let (shown, sources, quote) = judge.instead(&prompt.passages).await;
+                sink.finish(&shown, &sources).await?;
+                let sources_shown = sources.clone();
+                return Ok(Outcome {
+                    text: shown,
+                    passages: if sources_shown.is_empty() { Vec::new() } else { prompt.passages },
+                    abstained: true,
+                    stop,
+                    retrieval_time,
+                    first_token,
+                    total_time: started.elapsed() + retrieval_time,
+                    generated_tokens,
+                    quote,
+                    judged: measured.judged,
+                    sources,
+                });
+            }
+            let show_quote = judge.settings.quote_evidence || judge.settings.answer_style == AnswerStyle::Verified;
+            let mut shown = text.clone();
+            if let Some(quote) = measured.quote.as_ref().filter(|_| show_quote) {
+                shown = format!("{shown}\n\n{}", quote.shown());
+            }
+            if let Some(j) = measured.judged.judgement.filter(|_| judge.settings.abstain.show_confidence) {
+                shown = format!("{shown}\n(confidence: {})", j.word());
+            }
+            let sources = judge.judging.names.refs(&prompt.passages);
+            sink.finish(&shown, &sources).await?;
             Ok(Outcome {
                 text,
                 passages: prompt.passages,
@@ -275,25 +518,57 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                 first_token,
                 total_time: started.elapsed() + retrieval_time,
                 generated_tokens,
-                quote,
+                quote: measured.quote.filter(|_| show_quote),
+                judged: measured.judged,
+                sources,
             })
         }
     }
 }
 
-/// Sources as shown to users: numbered like the prompt, paths relative to the working
-/// folder where possible.
-pub fn source_refs(passages: &[Hit]) -> Vec<SourceRef> {
-    let cwd = std::env::current_dir().ok();
-    passages
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let path = std::path::Path::new(&h.chunk.source);
-            let shown = cwd.as_ref().and_then(|c| path.strip_prefix(c).ok()).unwrap_or(path).display().to_string();
-            SourceRef { number: i + 1, source: shown, location: h.chunk.location() }
-        })
-        .collect()
+/// How sources are named to people: a file relative to its knowledge base's source
+/// folder (the longest that holds it), a web page by its address, any other file by its
+/// name alone, so the server's own layout is never shown.
+#[derive(Debug, Clone, Default)]
+pub struct SourceNames {
+    roots: Arc<Vec<std::path::PathBuf>>,
+}
+
+impl SourceNames {
+    /// Names relative to `roots` (a knowledge base's `sources`: folders or files).
+    pub fn new(roots: &[std::path::PathBuf]) -> Self {
+        let mut roots: Vec<std::path::PathBuf> =
+            roots.iter().map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone())).collect();
+        // Longest first: a folder inside another names its files from itself.
+        roots.sort_by_key(|r| std::cmp::Reverse(r.as_os_str().len()));
+        Self { roots: Arc::new(roots) }
+    }
+
+    pub fn name(&self, source: &str) -> String {
+        if source.contains("://") {
+            return source.to_string();
+        }
+        let path = std::path::Path::new(source);
+        let relative = self.roots.iter().find_map(|r| path.strip_prefix(r).ok()).filter(|p| !p.as_os_str().is_empty());
+        match relative {
+            Some(relative) => relative.display().to_string(),
+            None => path.file_name().map_or_else(|| source.to_string(), |n| n.to_string_lossy().into_owned()),
+        }
+    }
+
+    /// Sources as shown to people: numbered like the prompt's passages.
+    pub fn refs(&self, passages: &[Hit]) -> Vec<SourceRef> {
+        passages
+            .iter()
+            .enumerate()
+            .map(|(i, h)| SourceRef {
+                number: i + 1,
+                source: self.name(&h.chunk.source),
+                location: h.chunk.location(),
+                id: h.chunk.id.clone(),
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -304,7 +579,15 @@ mod tests {
     use super::*;
 
     fn hit(similarity: Option<f32>) -> Hit {
-        Hit { chunk: Chunk::new("a.md", 0, 1, 2, "Bees dance.".into()), score: 0.5, similarity }
+        Hit { chunk: Chunk::new("a.md", 0, 1, 2, "Bees dance.".into()), score: 0.5, similarity, lexical: None }
+    }
+
+    const BEES_DANCE: &str = "Bees dance on the comb to show where flowers grow.";
+
+    /// Hits as a retriever found them.
+    fn found(hits: Vec<Hit>) -> Retrieved {
+        let signals = Signals::of_retrieval(&hits, hits.first().map(|h| h.score), false);
+        Retrieved { hits, signals }
     }
 
     fn pipeline() -> Pipeline {
@@ -352,14 +635,22 @@ mod tests {
         let t = Template::default();
         for weak in [vec![], vec![hit(Some(0.1))], vec![hit(None)]] {
             let mut sink = Record(vec![]);
-            let answer = p.answer_from(&settings, Voice::of(&t), "How?", &[], weak, Duration::ZERO).await.unwrap();
+            let expected = abstention(&settings, &weak, &SourceNames::default());
+            let answer = p.answer_from(&settings, Voice::of(&t), "How?", &[], found(weak), Judging::default(), Duration::ZERO).await.unwrap();
             let outcome = respond(answer, &mut sink).await.unwrap();
             assert!(outcome.abstained);
-            assert_eq!(sink.0, vec![format!("finish {} sources 0", settings.abstain_text)]);
+            assert_eq!(sink.0, vec![format!("finish {expected} sources 0")]);
         }
+        assert_eq!(abstention(&settings, &[], &SourceNames::default()), settings.abstain_text, "nothing near: no hint");
+        assert_eq!(
+            abstention(&settings, &[hit(Some(0.1))], &SourceNames::default()),
+            format!("{} The nearest it comes is “Bees dance.…” (a.md, lines 1-2); try asking about that.", settings.abstain_text)
+        );
         let mut sink = Record(vec![]);
-        let answer =
-            p.answer_from(&settings, Voice::of(&t), "How?", &[], vec![hit(Some(0.8))], Duration::ZERO).await.unwrap();
+        let answer = p
+            .answer_from(&settings, Voice::of(&t), "How?", &[], found(vec![hit(Some(0.8))]), Judging::default(), Duration::ZERO)
+            .await
+            .unwrap();
         let outcome = respond(answer, &mut sink).await.unwrap();
         assert!(!outcome.abstained);
         assert_eq!(outcome.text, "They dance [1].");
@@ -374,6 +665,7 @@ mod tests {
             chunk: Chunk::new("b.md", at, at, at, t.into()),
             score: 0.5,
             similarity: Some(0.8),
+            lexical: None,
         };
         vec![
             text(1, "# Bees\n\nHoney is stored in wax cells. Workers fan their wings to dry it."),
@@ -388,24 +680,24 @@ mod tests {
         let quoting = Retrieval { quote_evidence: true, passages: 2, ..Retrieval::default() };
         let mut sink = Record(vec![]);
         let answer = p
-            .answer_from(&quoting, Voice::of(&t), "Where do bees dance?", &[], passages(), Duration::ZERO)
+            .answer_from(&quoting, Voice::of(&t), "Where do bees dance?", &[], found(passages()), Judging::default(), Duration::ZERO)
             .await
             .unwrap();
         let outcome = respond(answer, &mut sink).await.unwrap();
-        let expected = Quote { sentence: "Bees dance on the comb to show where flowers grow.".into(), passage: 2 };
-        assert_eq!(outcome.quote.as_ref(), Some(&expected));
+        let quote = outcome.quote.clone().expect("a quote");
+        assert_eq!((quote.sentence.as_str(), quote.passage, quote.location.as_str()), (BEES_DANCE, 2, "line 2"));
         assert_eq!(outcome.text, "They dance [1].", "the answer itself is unchanged");
-        let shown = format!("finish They dance [1].\n\nEvidence [2]: “{}” sources 2", expected.sentence);
+        let shown = format!("finish They dance [1].\n\nEvidence [2]: “{BEES_DANCE}” sources 2");
         assert_eq!(sink.0.last().unwrap(), &shown);
 
         let quote_only = Retrieval { answer_style: AnswerStyle::Quote, passages: 2, ..Retrieval::default() };
         let mut sink = Record(vec![]);
         let answer = p
-            .answer_from(&quote_only, Voice::of(&t), "Where do bees dance?", &[], passages(), Duration::ZERO)
+            .answer_from(&quote_only, Voice::of(&t), "Where do bees dance?", &[], found(passages()), Judging::default(), Duration::ZERO)
             .await
             .unwrap();
         let outcome = respond(answer, &mut sink).await.unwrap();
-        assert_eq!((outcome.text.as_str(), outcome.generated_tokens), (expected.sentence.as_str(), 0));
-        assert_eq!(sink.0, vec![format!("finish {} sources 2", expected.sentence)], "no generation, nothing streamed");
+        assert_eq!((outcome.text.as_str(), outcome.generated_tokens), (BEES_DANCE, 0));
+        assert_eq!(sink.0, vec![format!("finish {BEES_DANCE} sources 2")], "no generation, nothing streamed");
     }
 }

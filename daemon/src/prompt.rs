@@ -212,7 +212,7 @@ mod tests {
 
     fn passage(n: usize, words: usize) -> Hit {
         let text = format!("passage{n} ") + &"word ".repeat(words);
-        Hit { chunk: Chunk::new("notes.md", n as u32, 1, 1, text), score: 1.0, similarity: Some(0.9) }
+        Hit { chunk: Chunk::new("notes.md", n as u32, 1, 1, text), score: 1.0, similarity: Some(0.9), lexical: None }
     }
 
     fn turn(n: usize) -> Turn {

@@ -347,8 +347,10 @@ impl<A: Answerer> Router<A> {
         let outcome = self.answerer.answer(&place.route, question, history, reranking, msg.reply.as_mut()).await?;
         drop(turn);
         crate::metrics::answered(&msg.bot, crate::metrics::platform(&msg.conversation.0), &outcome);
-        let shown: Vec<ShownSource> = crate::pipeline::source_refs(&outcome.passages)
-            .into_iter()
+        let shown: Vec<ShownSource> = outcome
+            .sources
+            .iter()
+            .cloned()
             .zip(&outcome.passages)
             .map(|(r, h)| ShownSource {
                 number: r.number,

@@ -143,10 +143,10 @@ async fn pairs_of(model: Arc<dyn ChatModel>, chunk: &Chunk, paraphrases: usize) 
         return Ok(vec![]);
     };
     // Answered from the chunk alone, as `lore eval` asks for answers.
-    let only = [lore_core::Hit { chunk: chunk.clone(), score: 1.0, similarity: None }];
+    let only = [lore_core::Hit { chunk: chunk.clone(), score: 1.0, similarity: None, lexical: None }];
     let answer =
         crate::eval::short_answer(model.as_ref(), &question, &only, PAIR_TOKENS, Sampling::default(), None).await?;
-    if answer.is_empty() || crate::eval::says_dont_know(&answer) {
+    if answer.is_empty() || crate::answer_text::says_dont_know(&answer) {
         tracing::debug!(chunk = chunk.id, question, answer, "no answer from the passage");
         return Ok(vec![]);
     }

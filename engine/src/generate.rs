@@ -460,6 +460,22 @@ impl ChatModel for Generator {
         let tokens = self.prompt_tokens(&request.prompt);
         self.submit(tokens, None, request)
     }
+
+    /// Scored in the same batches as generations; the prompt's cells kept from its own
+    /// generation are reused, so after answering only the answer's tokens are decoded.
+    async fn continuation_logprob(&self, prompt: &PromptText, continuation: &str) -> anyhow::Result<Option<f64>> {
+        if self.inner.encoder_decoder {
+            return Ok(None);
+        }
+        let mut tokens = self.prompt_tokens(prompt);
+        let from = tokens.len();
+        tokens.extend(self.inner.model.vocab().tokenize(continuation.as_bytes(), false, false));
+        if tokens.len() == from || from == 0 {
+            return Ok(None);
+        }
+        let logprobs = self.score_tokens(tokens, from).await?;
+        Ok((!logprobs.is_empty()).then(|| logprobs.iter().sum::<f64>() / logprobs.len() as f64))
+    }
 }
 
 /// Marks where message `i` goes while a chat template is rendered (private-use

@@ -149,6 +149,7 @@ pub fn fuse(lists: &[(Vec<Hit>, f32)], rrf_k: f32, k: usize) -> Vec<Hit> {
             let entry = fused.entry(hit.chunk.id.clone()).or_insert_with(|| Hit { score: 0.0, ..hit.clone() });
             entry.score += add;
             entry.similarity = entry.similarity.or(hit.similarity);
+            entry.lexical = entry.lexical.or(hit.lexical);
         }
     }
     let mut out: Vec<Hit> = fused.into_values().collect();

@@ -170,6 +170,14 @@ impl KbHandle {
             None => Ok(0),
         }
     }
+
+    /// The stored chunk `id`, if the knowledge base exists and holds it.
+    pub async fn chunk(&self, id: &str) -> Result<Option<Chunk>> {
+        match self.get().await? {
+            Some(kb) => kb.chunk(id).await,
+            None => Ok(None),
+        }
+    }
 }
 
 /// What went wrong reaching an object store, in words, with the cause chain after it.
@@ -318,6 +326,15 @@ impl KnowledgeBase {
 
     pub async fn count(&self) -> Result<usize> {
         Ok(self.table.count_rows(None).await?)
+    }
+
+    /// The stored chunk `id`, if there is one. An id is a chunk id's hex digits (anything
+    /// else finds nothing, and never reaches the query).
+    pub async fn chunk(&self, id: &str) -> Result<Option<Chunk>> {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        Ok(self.chunks_by_id(&[id.to_string()]).await?.into_iter().next().map(|(chunk, _)| chunk))
     }
 
     /// The table version; every write makes a new one.
@@ -575,6 +592,7 @@ impl KnowledgeBase {
         let vectors = vectors(&batches, self.dim)?;
         for h in &mut hits {
             h.similarity = vectors.get(&h.chunk.id).map(|v| cosine(query_vector, v));
+            h.lexical = Some(h.score);
         }
         self.with_question_hits(hits, keys, query_vector, k).await
     }
@@ -616,7 +634,7 @@ impl KnowledgeBase {
         // A question whose chunk is gone (deleted since) finds nothing.
         for (chunk, vector) in self.chunks_by_id(&missing).await? {
             let score = best.iter().find(|(id, _)| *id == chunk.id).map_or(0.0, |(_, s)| *s);
-            hits.push(Hit { similarity: Some(cosine(query_vector, &vector)), chunk, score });
+            hits.push(Hit { similarity: Some(cosine(query_vector, &vector)), chunk, score, lexical: None });
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk.id.cmp(&b.chunk.id)));
         hits.truncate(k);
@@ -689,7 +707,7 @@ fn hits(batches: &[RecordBatch], score_col: &str, to_score: impl Fn(f32) -> f32)
     for b in batches {
         let scores = f32_col(b, score_col)?;
         for i in 0..b.num_rows() {
-            out.push(Hit { chunk: chunk_at(b, i)?, score: to_score(scores.value(i)), similarity: None });
+            out.push(Hit { chunk: chunk_at(b, i)?, score: to_score(scores.value(i)), similarity: None, lexical: None });
         }
     }
     out.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -892,6 +910,11 @@ mod tests {
         let vectors = kb.stored_vectors(&[moved.0.id.clone(), "nope".into()]).await.unwrap();
         assert_eq!(vectors.len(), 1);
         assert_eq!(vectors[&moved.0.id], moved.1);
+
+        let one = &first[0].0;
+        assert_eq!(kb.chunk(&one.id).await.unwrap().map(|c| c.text), Some("one".to_string()), "a chunk by its id");
+        assert_eq!(kb.chunk("00ff").await.unwrap(), None);
+        assert_eq!(kb.chunk("' OR 1=1 --").await.unwrap(), None, "not an id: never queried");
 
         kb.upsert(&rows(&embedder, "it's.md", &["three"])).await.unwrap();
         let removed = kb.delete(&[first[0].0.id.clone()], &["it's.md".to_string()]).await.unwrap();

@@ -186,6 +186,7 @@ async fn prompts_are_fitted_by_dropping_turns_then_passages_never_the_question()
         chunk: Chunk::new("doc.txt", i, i, i, format!("Passage {i}: {}", "filler text ".repeat(40))),
         score: 1.0,
         similarity: Some(0.9),
+        lexical: None,
     };
     let passages: Vec<Hit> = (0..6).map(passage).collect();
     let history: Vec<Turn> = (0..4)

@@ -21,4 +21,5 @@ mod supervision;
 mod synth;
 mod telegram;
 mod text_to_text;
+mod trust;
 mod web_pages;

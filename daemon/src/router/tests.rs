@@ -75,11 +75,12 @@ impl Answerer for Stand {
             chunk: lore_core::Chunk::new(&format!("{}.md", place.kb), 0, 1, 3, "Bees dance.".into()),
             score: 1.0,
             similarity: Some(0.9),
+            lexical: None,
         };
         sink.finish(&text, &[]).await?;
         Ok(Outcome {
             text,
-            passages: vec![hit],
+            passages: vec![hit.clone()],
             abstained: false,
             stop: None,
             retrieval_time: Duration::ZERO,
@@ -87,6 +88,8 @@ impl Answerer for Stand {
             total_time: Duration::ZERO,
             generated_tokens: 0,
             quote: None,
+            judged: Default::default(),
+            sources: crate::pipeline::SourceNames::default().refs(std::slice::from_ref(&hit)),
         })
     }
 
