@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use lore_core::Secret;
 use serde::{Deserialize, Deserializer};
 use serenity::all::{
     Cache, ChannelId, ChannelType, ClientBuilder, Command as AppCommand, CommandInteraction, Context,
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply};
-use crate::text::{escape_discord, split_message, Secret};
+use crate::text::{escape_discord, split_message};
 use crate::throttle::EditThrottle;
 use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
 

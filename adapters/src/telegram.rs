@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use lore_core::Secret;
 use serde::Deserialize;
 use teloxide::prelude::*;
 use teloxide::types::{
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply};
-use crate::text::{escape_html, split_message, telegram_html, Secret};
+use crate::text::{escape_html, split_message, telegram_html};
 use crate::throttle::EditThrottle;
 use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
 

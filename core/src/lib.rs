@@ -11,6 +11,7 @@ pub mod chat;
 pub mod generation;
 pub mod knowledge;
 pub mod retrieval;
+mod secret;
 pub mod testing;
 
 pub use chat::{Adapter, Author, Command, ConversationKey, Incoming, ReplySink, SourceRef};
@@ -20,6 +21,7 @@ pub use generation::{
 };
 pub use knowledge::{chunk_id, Chunk, Hit};
 pub use retrieval::{cosine, Embedder, PairScorer, PluginContext, Reranker, Retriever, Scorer};
+pub use secret::Secret;
 
 /// What a caught panic said, when it said it with a string (for the log).
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use lore_core::{ChatModel, Embedder, PluginContext, ReplySink};
+use lore_core::{ChatModel, Embedder, PluginContext, ReplySink, Secret};
 use lore_engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
 use lore_plugins::{KbHandle, KbStore, KnowledgeBase};
 use lore_remote::{
@@ -195,7 +195,14 @@ async fn connect_generator(config: &Config) -> anyhow::Result<RemoteGenerator> {
     let pool = PoolSettings {
         // A long prompt on a busy server may take a while before its first token.
         timeout: std::time::Duration::from_secs(120),
-        ..pool_settings(config, "models.generator", &g.endpoints, g.api_key_env.as_deref(), g.max_in_flight)?
+        ..pool_settings(
+            config,
+            "models.generator",
+            &g.endpoints,
+            g.api_key_env.as_deref(),
+            g.max_in_flight,
+            g.request_deadline_secs,
+        )?
     };
     let settings = RemoteGeneratorSettings {
         pool,
@@ -227,8 +234,16 @@ pub fn llm_reranker_cannot(why: &str) -> String {
 /// The pool of servers `models.embedder` names (`type: openai`).
 async fn connect_embedder(config: &Config) -> anyhow::Result<RemoteEmbedder> {
     let e = &config.models.embedder;
+    let pool = pool_settings(
+        config,
+        "models.embedder",
+        &e.endpoints,
+        e.api_key_env.as_deref(),
+        e.max_in_flight,
+        e.request_deadline_secs,
+    )?;
     let settings = RemoteEmbedderSettings {
-        pool: pool_settings(config, "models.embedder", &e.endpoints, e.api_key_env.as_deref(), e.max_in_flight)?,
+        pool,
         model: e.name(),
         batch_texts: e.batch_texts,
         max_tokens: e.batch_tokens,
@@ -249,11 +264,14 @@ fn pool_settings(
     endpoints: &[String],
     api_key_env: Option<&str>,
     max_in_flight: usize,
+    request_deadline_secs: u64,
 ) -> anyhow::Result<PoolSettings> {
     let api_key = match api_key_env {
-        Some(var) => Some(std::env::var(var).ok().filter(|k| !k.trim().is_empty()).ok_or_else(|| {
-            config.error(&format!("{section}.api_key_env"), format!("environment variable {var} holds no key"))
-        })?),
+        Some(var) => {
+            Some(std::env::var(var).ok().filter(|k| !k.trim().is_empty()).map(Secret::new).ok_or_else(|| {
+                config.error(&format!("{section}.api_key_env"), format!("environment variable {var} holds no key"))
+            })?)
+        }
         None => None,
     };
     Ok(PoolSettings {
@@ -262,6 +280,7 @@ fn pool_settings(
         max_in_flight,
         health_interval: std::time::Duration::from_secs(5),
         timeout: std::time::Duration::from_secs(30),
+        request_deadline: std::time::Duration::from_secs(request_deadline_secs),
     })
 }
 

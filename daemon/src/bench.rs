@@ -368,6 +368,7 @@ impl ExtraTest for HttpHopTest {
                 max_in_flight: generator.parallel(),
                 health_interval: std::time::Duration::from_secs(5),
                 timeout: std::time::Duration::from_secs(120),
+                request_deadline: std::time::Duration::from_secs(600),
             },
             model: config.models.generator.name(),
             chat: false,

@@ -198,6 +198,10 @@ pub struct GeneratorSettings {
     /// `type: openai`: requests one server takes at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// `type: openai`: the longest one answer may take, failovers and its whole stream
+    /// included; past it the answer fails in words and its place on the server is freed.
+    #[serde(default = "default_request_deadline_secs")]
+    pub request_deadline_secs: u64,
     /// `type: openai`: `chat` (the servers apply the model's chat template: instruct
     /// models) or `completions` (Lore's prompt template, sent as plain text: base models
     /// such as GPT-J).
@@ -238,6 +242,10 @@ pub struct EmbedderSettings {
     /// `type: openai`: requests one server takes at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// `type: openai`: the longest one request (a batch of texts) may take, failovers
+    /// included.
+    #[serde(default = "default_request_deadline_secs")]
+    pub request_deadline_secs: u64,
     /// `type: openai`: texts sent in one request.
     #[serde(default = "default_batch_texts")]
     pub batch_texts: usize,
@@ -285,6 +293,7 @@ struct Placement<'a> {
     model: Option<&'a str>,
     api_key_env: Option<&'a str>,
     max_in_flight: usize,
+    request_deadline_secs: u64,
     tokenizer: Option<&'a Path>,
 }
 
@@ -298,6 +307,7 @@ impl GeneratorSettings {
             model: self.model.as_deref(),
             api_key_env: self.api_key_env.as_deref(),
             max_in_flight: self.max_in_flight,
+            request_deadline_secs: self.request_deadline_secs,
             tokenizer: self.tokenizer.as_deref(),
         }
     }
@@ -313,6 +323,7 @@ impl EmbedderSettings {
             model: self.model.as_deref(),
             api_key_env: self.api_key_env.as_deref(),
             max_in_flight: self.max_in_flight,
+            request_deadline_secs: self.request_deadline_secs,
             tokenizer: self.tokenizer.as_deref(),
         }
     }
@@ -329,6 +340,10 @@ pub enum RemoteApi {
 
 fn default_max_in_flight() -> usize {
     8
+}
+
+fn default_request_deadline_secs() -> u64 {
+    300
 }
 
 impl GeneratorSettings {
@@ -1039,6 +1054,9 @@ impl Config {
                 if p.max_in_flight == 0 {
                     return Err(self.error(&format!("{section}.max_in_flight"), "must be at least 1"));
                 }
+                if p.request_deadline_secs == 0 {
+                    return Err(self.error(&format!("{section}.request_deadline_secs"), "must be at least 1"));
+                }
             }
         }
         Ok(())
@@ -1451,6 +1469,8 @@ bots:
             "models.generator.endpoints"
         );
         assert_eq!(key("    type: openai\n    endpoints: [http://a/v1]\n", ""), "models.generator.model");
+        assert_eq!(cfg.models.generator.request_deadline_secs, 300);
+        assert_eq!(key(&format!("{pool}    request_deadline_secs: 0\n"), ""), "models.generator.request_deadline_secs");
         assert_eq!(key(&format!("{pool}    path: /m/gen.gguf\n"), ""), "models.generator.path");
         assert_eq!(key("    path: /m/gen.gguf\n    endpoints: [http://a/v1]\n", ""), "models.generator.endpoints");
         assert_eq!(key("    path: /m/gen.gguf\n    tokenizer: t.json\n", ""), "models.generator.tokenizer");

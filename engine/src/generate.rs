@@ -282,6 +282,37 @@ impl Generator {
         self.prompt_tokens(prompt).iter().map(|t| t.0).collect()
     }
 
+    /// A prompt a client sent as token ids (OpenAI's `prompt` may be a list of them; another
+    /// Lore with a `tokenizer` file sends its prompts so): control tokens become template
+    /// parts, every other run of tokens the text it spells. A leading start token is dropped,
+    /// as reading the prompt adds it. Ids outside the vocabulary are refused.
+    pub fn prompt_from_token_ids(&self, ids: &[i64]) -> Result<PromptText, String> {
+        let vocab = self.inner.model.vocab();
+        let size = vocab.n_tokens();
+        let mut tokens = Vec::with_capacity(ids.len());
+        for &id in ids {
+            match i32::try_from(id) {
+                Ok(id) if (0..size).contains(&id) => tokens.push(LlamaToken(id)),
+                _ => return Err(format!("token id {id} is not in the model's vocabulary of {size}")),
+            }
+        }
+        if tokens.first() == Some(&vocab.bos()) && vocab.should_add_bos() {
+            tokens.remove(0);
+        }
+        let mut prompt = PromptText::default();
+        let mut text = Vec::new();
+        for token in tokens {
+            if vocab.is_control(token) {
+                prompt.push_text(String::from_utf8_lossy(&std::mem::take(&mut text)));
+                prompt.push_template(String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)));
+            } else {
+                vocab.token_to_piece_into(token, &mut text, false, None);
+            }
+        }
+        prompt.push_text(String::from_utf8_lossy(&text));
+        Ok(prompt)
+    }
+
     /// Size of the KV cache of all sequences together.
     pub fn kv_cache_bytes(&self) -> u64 {
         self.inner.kv_cache_bytes

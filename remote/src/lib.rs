@@ -18,6 +18,7 @@ mod embed;
 mod generate;
 mod pool;
 mod score;
+mod special;
 mod sse;
 mod tokens;
 
