@@ -49,6 +49,11 @@ pub enum Command {
         /// `max_pages`, 500].
         #[arg(long)]
         max_pages: Option<usize>,
+        /// With web pages: let the crawler connect to loopback, private and link-local
+        /// addresses (an intranet site), as the knowledge base's
+        /// `allow_private_addresses: true` does.
+        #[arg(long)]
+        allow_private: bool,
     },
     /// Answer one question, streamed to stdout, with sources.
     Ask {
@@ -120,7 +125,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = Config::load(&config_path(cli.config))?;
     match cli.command {
-        Command::Ingest { kb, sources, crawl, max_pages } => ingest(config, &kb, sources, crawl, max_pages).await,
+        Command::Ingest { kb, sources, crawl, max_pages, allow_private } => {
+            ingest(config, &kb, sources, crawl, max_pages, allow_private).await
+        }
         Command::Ask { bot, kb, question } => ask(config, bot.as_deref(), kb.as_deref(), &question).await,
         Command::Chat { bot, kb } => chat(config, bot.as_deref(), kb.as_deref()).await,
         Command::Run => serve(config).await,
@@ -177,6 +184,7 @@ async fn ingest(
     sources: Vec<String>,
     crawl: bool,
     max_pages: Option<usize>,
+    allow_private: bool,
 ) -> anyhow::Result<()> {
     if !crate::config::valid_kb_name(kb_name) {
         bail!("knowledge base name {kb_name:?} is not valid: use letters, digits, '-' and '_'");
@@ -197,6 +205,7 @@ async fn ingest(
         pages.iter().map(|p| crate::ingest::web::parse_url(p)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
     let mut settings = crate::ingest::Settings::for_kb(&config, kb_name);
     settings.web.crawl |= crawl;
+    settings.web.guard.allow_private |= allow_private;
     if let Some(max) = max_pages {
         settings.web.max_pages = max;
     }

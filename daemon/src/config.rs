@@ -601,6 +601,11 @@ pub struct KnowledgeBaseConfig {
     /// Milliseconds between two requests to a host (its robots.txt may ask for more).
     #[serde(default = "default_crawl_delay_ms")]
     pub crawl_delay_ms: u64,
+    /// With web sources: let the crawler connect to loopback, private, link-local and other
+    /// non-public addresses (an intranet site). Off, a page, redirect or sitemap leading
+    /// there is refused, whatever name it goes by.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
     /// How its files are cut into chunks; default: the top-level `chunking`.
     pub chunking: Option<Chunking>,
     /// Files larger than this are skipped with a warning naming the file and its size

@@ -11,6 +11,7 @@
 //! source and text), writes the rest, deletes what is stale and rebuilds the full-text
 //! index that the interrupted run did not get to.
 
+pub mod addresses;
 pub mod chunk;
 pub mod files;
 pub mod questions;
@@ -68,6 +69,7 @@ impl Settings {
             settings.web.crawl = k.crawl;
             settings.web.max_pages = k.max_pages;
             settings.web.delay = std::time::Duration::from_millis(k.crawl_delay_ms);
+            settings.web.guard.allow_private = k.allow_private_addresses;
             settings.generated_questions = k.generated_questions;
         }
         settings.web.cache = Some(config.state_dir.join("web").join(format!("{kb}.json")));

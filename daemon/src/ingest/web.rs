@@ -3,7 +3,10 @@
 //! it lists any, else those found by following links. robots.txt is honoured (its rules
 //! and its Crawl-delay), requests are spaced by `crawl_delay_ms`, at most `max_pages` are
 //! fetched per start page, and a page fetched before is asked for with its ETag and
-//! Last-Modified, so a re-ingest downloads only what changed.
+//! Last-Modified, so a re-ingest downloads only what changed. Only public addresses are
+//! connected to unless the knowledge base allows private ones (`addresses.rs`), and
+//! compressed answers are not inflated (bodies are capped at `max_file_bytes` as they
+//! arrive).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use texting_robots::Robot;
 use url::Url;
 
+use super::addresses::Guard;
 use super::files::{blocks_of, SkipReason, Skipped};
 
 /// How Lore names itself to web servers; robots.txt rules for `lore` apply to it.
@@ -43,11 +47,13 @@ pub struct WebSettings {
     /// Where validators and links of fetched pages are kept between runs; `None` fetches
     /// every page in full each time.
     pub cache: Option<PathBuf>,
+    /// Which addresses may be connected to (`allow_private_addresses`).
+    pub guard: Guard,
 }
 
 impl Default for WebSettings {
     fn default() -> Self {
-        Self { crawl: false, max_pages: 500, delay: Duration::from_millis(500), cache: None }
+        Self { crawl: false, max_pages: 500, delay: Duration::from_millis(500), cache: None, guard: Guard::default() }
     }
 }
 
@@ -173,26 +179,40 @@ impl<'a> Crawler<'a> {
         max_bytes: u64,
         stored: &'a dyn Fn(&str) -> bool,
     ) -> anyhow::Result<Crawler<'a>> {
-        // Redirects are followed on the same host (and anywhere for the start page, which
-        // may move to https:// or www.); another host's pages answer to its robots.txt.
-        let start = root.to_string();
+        settings.guard.check_url(root).map_err(anyhow::Error::msg)?;
+        // Redirects are followed on the same origin; a start page may also move to https://
+        // or www. (and, with `crawl`, to another host, whose robots.txt then applies). No
+        // hop may lead to an address the guard refuses.
+        let (start, crawl, guard) = (root.clone(), settings.crawl, settings.guard.clone());
         let redirects = reqwest::redirect::Policy::custom(move |attempt| {
             let first = attempt.previous()[0].clone();
+            let to = attempt.url();
             if attempt.previous().len() > 10 {
-                attempt.error("more than 10 redirects")
-            } else if first.as_str() == start || attempt.url().origin() == first.origin() {
+                return attempt.error("more than 10 redirects");
+            }
+            if let Err(why) = guard.check_url(to) {
+                return attempt.error(why);
+            }
+            let start_moves = first == start && (crawl || same_site(&first, to));
+            if start_moves || to.origin() == first.origin() {
                 attempt.follow()
             } else {
                 attempt.stop()
             }
         });
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .redirect(redirects)
             .connect_timeout(REQUEST_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
+            .no_gzip()
+            .no_brotli()
+            .no_deflate()
+            .no_zstd();
+        if let Some(resolver) = settings.guard.resolver() {
+            client = client.dns_resolver(resolver);
+        }
+        let client = client.build().context("building the HTTP client")?;
         let prefix = folder_of(root);
         let mut crawler = Crawler {
             client,
@@ -219,10 +239,10 @@ impl<'a> Crawler<'a> {
 
     async fn read_robots(&mut self, root: &Url) -> anyhow::Result<()> {
         let url = root.join("/robots.txt").expect("an absolute path joins");
-        let response = self
-            .get(&url, None)
-            .await
-            .with_context(|| format!("cannot reach {}", root.origin().ascii_serialization()))?;
+        let response = match self.get(&url, None).await {
+            Ok(response) => response,
+            Err(e) => bail!("cannot reach {}: {e}", root.origin().ascii_serialization()),
+        };
         let status = response.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             bail!("{url} answered {status}: crawling nothing until it can be read (RFC 9309)");
@@ -260,6 +280,11 @@ impl<'a> Crawler<'a> {
                 continue;
             }
             let Ok(url) = Url::parse(&address) else { continue };
+            if url.host() != root.host() {
+                // Its pages would be out of scope, and it could point anywhere.
+                tracing::info!(sitemap = %url, start = %root, "ignoring a sitemap on another host");
+                continue;
+            }
             let xml = match self.get_text(&url).await {
                 Ok(Some(xml)) => xml,
                 Ok(None) => continue,
@@ -287,7 +312,7 @@ impl<'a> Crawler<'a> {
     /// A small text resource (a sitemap): `None` when the server says it is not there,
     /// an error when it could not be read.
     async fn get_text(&mut self, url: &Url) -> Result<Option<String>, String> {
-        let response = self.get(url, None).await.map_err(|e| e.to_string())?;
+        let response = self.get(url, None).await?;
         let status = response.status();
         if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
             return Ok(None);
@@ -403,7 +428,11 @@ impl<'a> Crawler<'a> {
         }
         if status.is_redirection() {
             let to = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("?");
-            let why = format!("redirected to {to}, on another host; not followed");
+            let why = if self.fetched == 1 {
+                format!("redirected to {to}, on another host; only `crawl` follows a start page to another host")
+            } else {
+                format!("redirected to {to}, on another host; not followed")
+            };
             return (skip(SkipReason::LinkOutside, why), None);
         }
         if !status.is_success() {
@@ -460,7 +489,9 @@ impl<'a> Crawler<'a> {
     }
 
     /// A GET, `delay` after the previous request, conditional when the page was seen before.
-    async fn get(&mut self, url: &Url, remembered: Option<&Remembered>) -> reqwest::Result<reqwest::Response> {
+    /// The error says why, causes included (a refused address is one).
+    async fn get(&mut self, url: &Url, remembered: Option<&Remembered>) -> Result<reqwest::Response, String> {
+        self.settings.guard.check_url(url)?;
         if let Some(last) = self.last_request {
             tokio::time::sleep_until((last + self.delay).into()).await;
         }
@@ -474,7 +505,7 @@ impl<'a> Crawler<'a> {
                 request = request.header(IF_MODIFIED_SINCE, date);
             }
         }
-        request.send().await
+        request.send().await.map_err(|e| format!("{:#}", anyhow::Error::new(e)))
     }
 
     /// The body, unless it is over `max_bytes` (announced or as it arrives).
@@ -515,6 +546,12 @@ impl BodyError {
             BodyError::Broken(e) => Skipped::new(path, SkipReason::Unreachable, format!("the download broke off: {e}")),
         }
     }
+}
+
+/// Whether `to` is `from`'s host, give or take a `www.`.
+fn same_site(from: &Url, to: &Url) -> bool {
+    let host = |u: &Url| u.host_str().map(|h| h.strip_prefix("www.").unwrap_or(h).to_ascii_lowercase());
+    host(from).is_some() && host(from) == host(to)
 }
 
 /// The folder an address is in, with its origin: pages below it are in scope.
