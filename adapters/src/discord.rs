@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply};
+use crate::stream::{retry_after_secs, with_retries, Failure, Platform, PostKey, StreamingReply};
 use crate::text::{escape_discord, split_message};
 use crate::throttle::EditThrottle;
 use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
@@ -552,11 +552,11 @@ impl DiscordReply {
 }
 
 /// How long a 429 asks to wait: the body's `retry_after` (seconds, with a fraction), else
-/// the `Retry-After` header (whole seconds).
+/// the `Retry-After` header (whole seconds); capped (see [`retry_after_secs`]).
 async fn retry_after(response: reqwest::Response) -> Option<Duration> {
     let header = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok());
     let body = response.json::<serde_json::Value>().await.ok().and_then(|b| b["retry_after"].as_f64());
-    body.or(header).filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    body.or(header).and_then(retry_after_secs)
 }
 
 fn is_not_found(error: &serenity::Error) -> bool {
@@ -691,6 +691,17 @@ impl Platform for DiscordReply {
 mod tests {
     use super::*;
     use crate::stream::sources_block;
+
+    #[test]
+    fn a_retry_after_too_large_for_a_duration_waits_fifteen_minutes_and_nonsense_none() {
+        // Duration::from_secs_f64 panics on 1e300: a platform (or a proxy) could take the
+        // adapter down with one 429.
+        assert_eq!(retry_after_secs(1e300), Some(crate::stream::LONGEST_RETRY_AFTER));
+        assert_eq!(retry_after_secs(2.5), Some(Duration::from_millis(2500)));
+        for nonsense in [f64::NAN, f64::INFINITY, -1.0] {
+            assert_eq!(retry_after_secs(nonsense), None, "{nonsense}");
+        }
+    }
 
     #[test]
     fn config_defaults_and_ids_as_text_or_numbers() {

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply};
+use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply, LONGEST_RETRY_AFTER};
 use crate::text::{escape_html, split_message, telegram_html};
 use crate::throttle::EditThrottle;
 use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
@@ -153,7 +153,7 @@ impl Adapter for TelegramAdapter {
                 Err(RequestError::RetryAfter(after)) => {
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(after.duration()) => continue,
+                        () = tokio::time::sleep(after.duration().min(LONGEST_RETRY_AFTER)) => continue,
                     }
                 }
                 Err(error) => {
@@ -370,7 +370,9 @@ impl Platform for TelegramChat {
 
     fn classify(error: &RequestError) -> Failure {
         match error {
-            RequestError::RetryAfter(after) => Failure::RateLimited { retry_after: Some(after.duration()) },
+            RequestError::RetryAfter(after) => {
+                Failure::RateLimited { retry_after: Some(after.duration().min(LONGEST_RETRY_AFTER)) }
+            }
             RequestError::Api(ApiError::MessageNotModified) => Failure::NotModified,
             // Timeouts and dropped connections; a proxy's HTML error page in place of JSON.
             RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => Failure::Transient,
@@ -450,6 +452,12 @@ fn visible_len(html: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_retry_after_waits_fifteen_minutes_at_most() {
+        let forever = RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(u32::MAX));
+        assert_eq!(TelegramChat::classify(&forever), Failure::RateLimited { retry_after: Some(LONGEST_RETRY_AFTER) });
+    }
 
     #[test]
     fn config_defaults_and_unknown_fields() {
