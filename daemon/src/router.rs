@@ -185,8 +185,9 @@ impl<A: Answerer> Router<A> {
             () = self.give_up.cancelled() => return Err(Restarting.into()),
         };
         let reranking = self.reranking(&turn);
+        let mut sink = TurnUntilFinal { sink, turn: Some(turn) };
         let answered = tokio::select! {
-            answered = self.answerer.answer(&b.default.route, question, history, reranking, sink) => answered,
+            answered = self.answerer.answer(&b.default.route, question, history, reranking, &mut sink) => answered,
             () = self.give_up.cancelled() => Err(Restarting.into()),
         };
         match &answered {
@@ -344,8 +345,8 @@ impl<A: Answerer> Router<A> {
         let reranking = self.reranking(&turn);
         let history = self.memory.turns(conversation);
         let history = &history[history.len().saturating_sub(bot.memory_turns)..];
-        let outcome = self.answerer.answer(&place.route, question, history, reranking, msg.reply.as_mut()).await?;
-        drop(turn);
+        let mut sink = TurnUntilFinal { sink: msg.reply.as_mut(), turn: Some(turn) };
+        let outcome = self.answerer.answer(&place.route, question, history, reranking, &mut sink).await?;
         crate::metrics::answered(&msg.bot, crate::metrics::platform(&msg.conversation.0), &outcome);
         let shown: Vec<ShownSource> = crate::pipeline::source_refs(&outcome.passages)
             .into_iter()
@@ -359,6 +360,36 @@ impl<A: Answerer> Router<A> {
             .collect();
         self.memory.record(conversation, Turn { question: question.to_string(), answer: outcome.text }, shown);
         Ok(())
+    }
+}
+
+/// An answer's reply sink that holds its place in line until the final text (or a message
+/// in place of it) is handed over: generation is over then, and the delivery — with a
+/// platform's retries through rate limits, minutes at worst — must not keep the next
+/// question from its turn. The answer is still delivered once, by the same task.
+struct TurnUntilFinal<'a> {
+    sink: &'a mut dyn ReplySink,
+    turn: Option<crate::line::Turn>,
+}
+
+#[async_trait]
+impl ReplySink for TurnUntilFinal<'_> {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        self.sink.typing().await
+    }
+
+    async fn update(&mut self, text_so_far: &str) -> anyhow::Result<()> {
+        self.sink.update(text_so_far).await
+    }
+
+    async fn finish(&mut self, text: &str, sources: &[lore_core::SourceRef]) -> anyhow::Result<()> {
+        self.turn.take();
+        self.sink.finish(text, sources).await
+    }
+
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.turn.take();
+        self.sink.say(text).await
     }
 }
 

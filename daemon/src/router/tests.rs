@@ -324,3 +324,50 @@ async fn internal_errors_reach_the_chat_as_an_id_and_reasons_for_the_user_as_wor
     let reply = ask(&r, "docs", "ann", "lobby", "Why?").await;
     assert!(reply.contains("too many questions are waiting"), "{reply}");
 }
+
+/// A platform that takes the final text only when `released` has a permit: a rate limit
+/// or an outage during the final delivery.
+struct SlowFinal {
+    entered: Arc<tokio::sync::Notify>,
+    released: Arc<tokio::sync::Semaphore>,
+    said: Said,
+}
+
+#[async_trait]
+impl ReplySink for SlowFinal {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn update(&mut self, text: &str) -> anyhow::Result<()> {
+        self.said.update(text).await
+    }
+    async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
+        self.entered.notify_one();
+        self.released.acquire().await.unwrap().forget();
+        self.said.finish(text, sources).await
+    }
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.said.say(text).await
+    }
+}
+
+#[tokio::test]
+async fn the_place_in_line_is_given_back_before_a_slow_final_delivery() {
+    let text = CONFIG.replace("    path: /models/gen.gguf\n", "    path: /models/gen.gguf\n    parallel: 1\n");
+    let config = Config::parse(Path::new("lore.yaml"), &text).unwrap();
+    let r = Arc::new(Router::new(&config, Stand { fail: None, gate: None }, None).unwrap());
+    let (entered, released) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Semaphore::new(0)));
+    let slow = Said::default();
+    let mut first = incoming("other", "a", "one", &slow);
+    first.reply = Box::new(SlowFinal { entered: entered.clone(), released: released.clone(), said: slow.clone() });
+    let first = tokio::spawn(r.handle(first));
+    entered.notified().await;
+    // The one generation slot is free while the first answer waits for its platform.
+    let second = tokio::time::timeout(Duration::from_secs(5), ask(&r, "other", "b", "b", "two")).await;
+    assert!(second.expect("the next question was answered").contains("two"));
+    assert!(slow.finals().is_empty(), "the first answer is still being delivered");
+    released.add_permits(1);
+    first.await.unwrap();
+    assert_eq!(slow.finals().len(), 1, "delivered once: {:?}", slow.finals());
+    assert_eq!((r.line().answering(), r.line().waiting()), (0, 0));
+}
