@@ -32,6 +32,8 @@ pub struct App {
     pub store: KbStore,
     /// The embedder, local or on a pool of servers.
     pub embedder: Arc<dyn Embedder>,
+    /// The embedder when it runs here (`type: llama`).
+    pub local_embedder: Option<LlamaEmbedder>,
     /// The embedder's pool when it runs on servers (`type: openai`).
     pub remote_embedder: Option<RemoteEmbedder>,
     /// Loaded with [`Models::All`] for a local model (`type: llama`).
@@ -46,11 +48,14 @@ impl App {
     pub async fn load(config: Config, models: Models) -> anyhow::Result<Self> {
         config.validate_files()?;
         let store = open_store(&config).await?;
-        let (embedder, remote_embedder): (Arc<dyn Embedder>, _) = match config.models.embedder.kind {
-            ModelKind::Llama => (Arc::new(LlamaEmbedder::load(&config.models.embedder.local())?), None),
+        let (embedder, local_embedder, remote_embedder): (Arc<dyn Embedder>, _, _) = match config.models.embedder.kind {
+            ModelKind::Llama => {
+                let local = LlamaEmbedder::load(&config.models.embedder.local())?;
+                (Arc::new(local.clone()), Some(local), None)
+            }
             ModelKind::Openai => {
                 let remote = connect_embedder(&config).await?;
-                (Arc::new(remote.clone()), Some(remote))
+                (Arc::new(remote.clone()), None, Some(remote))
             }
         };
         let (mut generator, mut remote) = (None, None);
@@ -63,7 +68,23 @@ impl App {
             (Models::WithoutGenerator, _) => {}
         }
         let cross_encoder = config.models.reranker.as_ref().map(LlamaCrossEncoder::load).transpose()?;
-        Ok(Self { config, store, embedder, remote_embedder, generator, remote, cross_encoder })
+        Ok(Self { config, store, embedder, local_embedder, remote_embedder, generator, remote, cross_encoder })
+    }
+
+    /// The model threads run here, by name, each with the token that fires if it dies: a
+    /// daemon whose model is in an unknown state exits (see `serve`).
+    pub fn model_threads(&self) -> Vec<(&'static str, tokio_util::sync::CancellationToken)> {
+        let mut threads = Vec::new();
+        if let Some(generator) = &self.generator {
+            threads.push(("generator", generator.died()));
+        }
+        if let Some(embedder) = &self.local_embedder {
+            threads.push(("embedder", embedder.died()));
+        }
+        if let Some(cross_encoder) = &self.cross_encoder {
+            threads.push(("reranker", cross_encoder.died()));
+        }
+        threads
     }
 
     /// The generator and its settings. Panics unless loaded with [`Models::All`].

@@ -353,6 +353,7 @@ impl ExtraTest for HttpHopTest {
             config: config.clone(),
             store,
             embedder: Arc::new(embedder.clone()),
+            local_embedder: Some(embedder.clone()),
             remote_embedder: None,
             generator: Some(generator.clone()),
             remote: None,

@@ -185,10 +185,8 @@ impl Generator {
                     if encoder_decoder {
                         worker.decoder_start = Some(decoder_start(&model));
                     }
-                    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())) {
-                        let message = lore_core::panic_message(&*panic);
-                        tracing::error!(%message, "the generator thread died");
-                        fail_everything_waiting(&queue, message);
+                    if let Some(message) = super::run_supervised("generator", || worker.run()) {
+                        fail_everything_waiting(&queue, &message);
                         died.cancel();
                     }
                 })
