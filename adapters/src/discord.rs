@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::stream::{retry_after_secs, with_retries, Failure, Platform, PostKey, StreamingReply};
 use crate::text::{escape_discord, split_message};
 use crate::throttle::EditThrottle;
-use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
+use crate::{Adapter, Author, Command, Connected, ConversationKey, Incoming, SourceRef};
 
 /// The `discord:` section of a bot.
 #[derive(Debug, Clone, Deserialize)]
@@ -104,7 +104,12 @@ impl DiscordAdapter {
 
 #[async_trait]
 impl Adapter for DiscordAdapter {
-    async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(
+        self: Box<Self>,
+        inbox: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+        connected: Connected,
+    ) -> anyhow::Result<()> {
         // Serenity's default client waits for an answer forever: one lost response would
         // hold an answer (and its place in line) for good.
         let client = reqwest::Client::builder()
@@ -127,6 +132,7 @@ impl Adapter for DiscordAdapter {
         let handler = Handler {
             bot: self.bot.clone(),
             inbox,
+            connected,
             respond_to_all: self.cfg.respond_to_all.iter().copied().collect(),
             command_guilds: self.cfg.command_guilds.clone(),
             throttle: EditThrottle::new(Duration::from_millis(self.cfg.edit_interval_ms)),
@@ -167,6 +173,8 @@ const KNOWN_CHANNELS: usize = 4096;
 struct Handler {
     bot: String,
     inbox: mpsc::Sender<Incoming>,
+    /// Told at each READY: the gateway took the token and events flow.
+    connected: Connected,
     respond_to_all: HashSet<u64>,
     command_guilds: Vec<u64>,
     throttle: EditThrottle,
@@ -223,6 +231,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
         info!(bot = %self.bot, user = %ready.user.name, "connected to Discord");
+        self.connected.now();
         if !self.commands_registered.swap(true, Ordering::SeqCst) {
             if let Err(error) = self.register_commands(&ctx).await {
                 // Text commands still work; the bot keeps running.

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply, LONGEST_RETRY_AFTER};
 use crate::text::{escape_html, split_message, telegram_html};
 use crate::throttle::EditThrottle;
-use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
+use crate::{Adapter, Author, Command, Connected, ConversationKey, Incoming, SourceRef};
 
 /// Telegram allows 4096 characters (UTF-16 code units, after entity parsing) per message.
 const LIMIT: usize = 4096;
@@ -101,7 +101,12 @@ impl TelegramAdapter {
 
 #[async_trait]
 impl Adapter for TelegramAdapter {
-    async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(
+        self: Box<Self>,
+        inbox: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+        connected: Connected,
+    ) -> anyhow::Result<()> {
         // Two clients: a long poll must be given longer than it waits, while an answer's
         // call that gets no reply should be retried long before that.
         let poller = self.client(Duration::from_secs(u64::from(self.cfg.poll_timeout_secs) + 10))?;
@@ -135,6 +140,8 @@ impl Adapter for TelegramAdapter {
             warn!(bot = %self.name, %error, "setMyCommands failed");
         }
 
+        // getMe answered with this token, and polling starts now.
+        connected.now();
         // Telegram re-sends every update until a poll's offset passes it: the offset moves on
         // only after the message is in the inbox, so none is lost and none comes twice.
         let mut offset: i32 = 0;

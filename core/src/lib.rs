@@ -14,7 +14,7 @@ pub mod retrieval;
 mod secret;
 pub mod testing;
 
-pub use chat::{Adapter, Author, Command, ConversationKey, Incoming, ReplySink, SourceRef};
+pub use chat::{Adapter, Author, Command, Connected, ConversationKey, Incoming, ReplySink, SourceRef};
 pub use generation::{
     ChatModel, Event, Finish, GenerateError, GenerateRequest, Generated, Generation, LoraAdapter, Part, PromptText,
     Sampling, StopReason,

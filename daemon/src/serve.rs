@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use lore_adapters::console::ConsoleAdapter;
-use lore_core::{panic_message, Adapter, Incoming};
+use lore_core::{panic_message, Adapter, Connected, Incoming};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -245,9 +245,15 @@ async fn supervise(
     let mut wait = backoff.first;
     loop {
         let started = Instant::now();
-        states.set(&spec.bot, "running");
+        // Running once the platform took it (a token refused, or a platform that does not
+        // answer, keeps the bot out of `/ready`).
+        states.set(&spec.bot, "connecting");
+        let connected = {
+            let (states, bot) = (states.clone(), spec.bot.clone());
+            Connected::new(move || states.set(&bot, "running"))
+        };
         let outcome = match (spec.make)() {
-            Ok(adapter) => std::panic::AssertUnwindSafe(adapter.run(inbox.clone(), shutdown.clone()))
+            Ok(adapter) => std::panic::AssertUnwindSafe(adapter.run(inbox.clone(), shutdown.clone(), connected))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {}", panic_message(&*panic)))),
@@ -310,7 +316,12 @@ mod tests {
 
     #[async_trait]
     impl Adapter for Refused {
-        async fn run(self: Box<Self>, _: mpsc::Sender<Incoming>, _: CancellationToken) -> anyhow::Result<()> {
+        async fn run(
+            self: Box<Self>,
+            _: mpsc::Sender<Incoming>,
+            _: CancellationToken,
+            _: Connected,
+        ) -> anyhow::Result<()> {
             anyhow::bail!("the platform rejected the token")
         }
     }
@@ -320,7 +331,12 @@ mod tests {
 
     #[async_trait]
     impl Adapter for Broken {
-        async fn run(self: Box<Self>, _: mpsc::Sender<Incoming>, _: CancellationToken) -> anyhow::Result<()> {
+        async fn run(
+            self: Box<Self>,
+            _: mpsc::Sender<Incoming>,
+            _: CancellationToken,
+            _: Connected,
+        ) -> anyhow::Result<()> {
             panic!("adapter bug")
         }
     }

@@ -110,7 +110,13 @@ async fn health_is_up_and_ready_names_an_empty_knowledge_base() {
     let port = free_port();
     let config = format!("server:\n  listen: 127.0.0.1:{port}\n{}  unfilled:\n    sources: []\n", sample_kb());
     let lost = "  lost:\n    knowledge_base: unfilled\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: {api}\n      poll_timeout_secs: 2\n";
-    let daemon = TelegramDaemon::start(dir.path(), &config, "bees", lost).await;
+    // A Bot API server that takes connections and never answers: that bot never connects.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!(
+        "  silent:\n    knowledge_base: bees\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: http://{}\n      request_timeout_secs: 1\n",
+        mute.local_addr().unwrap()
+    );
+    let daemon = TelegramDaemon::start(dir.path(), &config, "bees", &format!("{lost}{silent}")).await;
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(get(&format!("{base}/health")).await, (200, "ok".to_string()));
     let (status, body) = get(&format!("{base}/ready")).await;
@@ -119,6 +125,7 @@ async fn health_is_up_and_ready_names_an_empty_knowledge_base() {
     assert_eq!(ready["knowledge_bases"]["bees"]["ok"], true, "{ready}");
     assert_eq!(ready["knowledge_bases"]["unfilled"]["ok"], false, "{ready}");
     assert_eq!(ready["adapters"]["docs"], "running", "{ready}");
+    assert_eq!(ready["adapters"]["silent"], "connecting", "running only once its platform answers: {ready}");
     let page = get(&base).await;
     assert_eq!(page.0, 200);
     assert!(page.1.contains("<title>Lore</title>"));

@@ -2,6 +2,8 @@
 //! servers on 127.0.0.1 that speak the real wire protocols, and helpers to wait on what
 //! they record.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -143,6 +145,8 @@ pub fn assert_words_whole(visible: &str, answer: &str) {
 /// An adapter running in the background, as the daemon runs it.
 pub struct RunningAdapter {
     pub inbox: tokio::sync::mpsc::Receiver<lore_adapters::Incoming>,
+    /// Whether the adapter said it is connected to its platform.
+    pub connected: Arc<AtomicBool>,
     shutdown: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -151,8 +155,15 @@ impl RunningAdapter {
     pub fn spawn(adapter: Box<dyn lore_adapters::Adapter>) -> Self {
         let (tx, inbox) = tokio::sync::mpsc::channel(16);
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(adapter.run(tx, shutdown.clone()));
-        Self { inbox, shutdown, task }
+        let connected = Arc::new(AtomicBool::new(false));
+        let told = connected.clone();
+        let tell = lore_adapters::Connected::new(move || told.store(true, std::sync::atomic::Ordering::SeqCst));
+        let task = tokio::spawn(adapter.run(tx, shutdown.clone(), tell));
+        Self { inbox, connected, shutdown, task }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The next message the adapter forwarded; panics after five seconds.
