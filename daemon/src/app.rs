@@ -48,6 +48,10 @@ impl App {
     pub async fn load(config: Config, models: Models) -> anyhow::Result<Self> {
         config.validate_files()?;
         let store = open_store(&config).await?;
+        if !matches!(&config.data_dir, DataDir::Folder(dir) if *dir == config.state_dir) {
+            crate::owner_only::warn_if_shared(&config.state_dir, "state_dir");
+        }
+        crate::owner_only::tighten(&config.conversations_dir());
         let (embedder, local_embedder, remote_embedder): (Arc<dyn Embedder>, _, _) = match config.models.embedder.kind {
             ModelKind::Llama => {
                 let local = LlamaEmbedder::load(&config.models.embedder.local())?;
@@ -161,6 +165,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<KbStore> {
     match &config.data_dir {
         DataDir::Folder(dir) => {
             // Knowledge bases and conversations are the owner's alone.
+            crate::owner_only::warn_if_shared(dir, "data_dir");
             crate::memory::create_private_dir(dir)
                 .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
             KbStore::open(dir).await.with_context(|| format!("cannot open the data directory {}", dir.display()))

@@ -240,7 +240,7 @@ impl Memory {
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new one: a
 /// temporary file of its own, synced, renamed over `path`, then the folder synced. New
 /// folders and files are the owner's alone.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("a file in a folder");
     create_private_dir(dir)?;
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

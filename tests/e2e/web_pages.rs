@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -149,8 +150,13 @@ async fn a_site_is_crawled_politely_within_its_folder_and_a_second_run_fetches_o
     settings.web.cache = Some(dir.path().join("state/web/web.json"));
     let start = [parse_url(&format!("http://{address}/docs/")).unwrap()];
     let url = |path: &str| format!("http://{address}{path}");
+    // A cache folder left open to others (by an older version, say) is closed.
+    std::fs::create_dir_all(dir.path().join("state/web")).unwrap();
+    std::fs::set_permissions(dir.path().join("state/web"), std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let first = ingest_web(&kb, app.embedder.as_ref(), &start, &settings, Quiet).await.unwrap();
+    let mode = |path: &str| std::fs::metadata(dir.path().join(path)).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode("state/web"), mode("state/web/web.json")), (0o700, 0o600), "the page cache is the owner's alone");
     let requests = site.requests();
     let fetched = paths(&requests, StatusCode::OK);
     for page in ["/robots.txt", "/docs/", "/docs/leave.html", "/docs/benefits.html", "/docs/notes.txt"] {

@@ -135,16 +135,15 @@ impl PageCache {
         Self { file: Some(file.to_path_buf()), chunking, pages }
     }
 
-    /// Writes the cache, whole or not at all (a new file moved over the old one).
+    /// Writes the cache, whole or not at all (a new file moved over the old one), owner-only:
+    /// the addresses of a knowledge base's pages are its owner's business.
     pub fn save(&self) -> anyhow::Result<()> {
         let Some(file) = &self.file else { return Ok(()) };
         if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            crate::owner_only::tighten(dir);
         }
-        let partial = file.with_extension("json.partial");
-        std::fs::write(&partial, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("cannot write {}", partial.display()))?;
-        std::fs::rename(&partial, file).with_context(|| format!("cannot write {}", file.display()))
+        crate::memory::write_atomically(file, &serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", file.display()))
     }
 }
 
