@@ -498,6 +498,12 @@ pub struct Admission {
     /// short notice.
     #[serde(default = "default_max_waiting_questions")]
     pub max_waiting_questions: usize,
+    /// Questions one person (a chat user, or an API key) may have waiting at once; one
+    /// more is refused politely ("you already have 3 questions waiting"), so nobody can
+    /// fill the line and lock everyone else out. Another Lore that uses this one as its
+    /// engine asks as one key: raise this to its `parallel`.
+    #[serde(default = "default_max_waiting_per_person")]
+    pub max_waiting_per_person: usize,
     /// Answers in progress per person; their further questions wait behind other
     /// people's.
     #[serde(default = "default_per_user_in_flight")]
@@ -516,6 +522,7 @@ impl Default for Admission {
     fn default() -> Self {
         Self {
             max_waiting_questions: default_max_waiting_questions(),
+            max_waiting_per_person: default_max_waiting_per_person(),
             per_user_in_flight: default_per_user_in_flight(),
             rate_limit: None,
             rerank_when_busy: false,
@@ -714,6 +721,9 @@ fn default_shutdown_grace_seconds() -> u64 {
 }
 fn default_max_waiting_questions() -> usize {
     64
+}
+fn default_max_waiting_per_person() -> usize {
+    3
 }
 fn default_per_user_in_flight() -> usize {
     1
@@ -926,6 +936,9 @@ impl Config {
         let a = &self.admission;
         if a.per_user_in_flight == 0 {
             return Err(self.error("admission.per_user_in_flight", "must be at least 1"));
+        }
+        if a.max_waiting_per_person == 0 {
+            return Err(self.error("admission.max_waiting_per_person", "must be at least 1"));
         }
         if let Some(r) = &a.rate_limit {
             if r.questions == 0 || r.per_seconds == 0 {

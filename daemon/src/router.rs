@@ -136,6 +136,7 @@ impl<A: Answerer> Router<A> {
         let line = Line::new(LineSettings {
             concurrent: config.models.generator.parallel,
             max_waiting: a.max_waiting_questions,
+            max_waiting_per_person: a.max_waiting_per_person,
             per_user_in_flight: a.per_user_in_flight,
             rate_limit: a.rate_limit.as_ref().map(|r| (r.questions, std::time::Duration::from_secs(r.per_seconds))),
         });
@@ -168,7 +169,8 @@ impl<A: Answerer> Router<A> {
 
     /// Answers a question from the HTTP API in bot `bot`'s default place, once `ticket`'s
     /// turn comes: the same retrieval, rerankers, abstention and line as in the chats, with
-    /// the conversation the caller sent (`history`) instead of the remembered one.
+    /// the conversation the caller sent (`history`, cut to the bot's newest `memory_turns`
+    /// as a chat's memory is) instead of the remembered one.
     pub async fn answer_with(
         &self,
         bot: &str,
@@ -180,6 +182,7 @@ impl<A: Answerer> Router<A> {
         let Some(b) = self.bots.get(bot) else {
             anyhow::bail!("no bot named {bot:?}");
         };
+        let history = &history[history.len().saturating_sub(b.memory_turns)..];
         let turn = tokio::select! {
             turn = ticket.turn(|_| {}) => turn,
             () = self.give_up.cancelled() => return Err(Restarting.into()),

@@ -106,7 +106,7 @@ impl IntoResponse for ApiError {
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         let retry_after = match &refusal {
-            Refusal::Full { .. } => 10,
+            Refusal::Full { .. } | Refusal::TooManyWaiting { .. } => 10,
             Refusal::RateLimited { retry_in, .. } => retry_in.as_secs().max(1),
         };
         Self::overloaded(refusal.to_string(), retry_after)
@@ -250,7 +250,9 @@ pub(super) async fn chat_completions(
 
 /// Runs `answer` in the background, handing it the channel for its pieces, and responds
 /// with what it sends: an HTTP error when it fails before any text, else the whole answer
-/// or a stream. A caller who leaves closes the channel, which stops the answer.
+/// or a stream. A caller who leaves (hyper drops this future, or the stream, when the
+/// connection closes) closes the channel, which drops the answer at once, wherever it is:
+/// still waiting in line (its place is freed, nothing is retrieved) or generating.
 async fn respond<F, Fut>(shape: Shape, model: String, stream: bool, answer: F) -> Result<Response, ApiError>
 where
     F: FnOnce(mpsc::UnboundedSender<Piece>) -> Fut,
@@ -259,9 +261,13 @@ where
     let (tx, mut rx) = mpsc::unbounded_channel();
     let answering = answer(tx.clone());
     tokio::spawn(async move {
-        let piece = answering.await;
-        // The caller may be gone: nothing more to do then.
-        let _ = tx.send(piece);
+        tokio::select! {
+            piece = answering => {
+                // The caller may be gone: nothing more to do then.
+                let _ = tx.send(piece);
+            }
+            () = tx.closed() => {}
+        }
     });
     // The first piece decides the status: an error before any text is an HTTP error.
     let first = rx
@@ -756,6 +762,8 @@ pub(super) async fn tokenize(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn message(role: &str, text: &str) -> ChatMessage {
@@ -782,6 +790,44 @@ mod tests {
         )
         .unwrap();
         assert_eq!(parts.content.text(), "hi");
+    }
+
+    #[tokio::test]
+    async fn a_caller_who_leaves_while_waiting_frees_the_place_and_nothing_is_computed() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+
+        use crate::line::{Line, LineSettings};
+        let line = Line::new(LineSettings {
+            concurrent: 1,
+            max_waiting: 8,
+            max_waiting_per_person: 8,
+            per_user_in_flight: 1,
+            rate_limit: None,
+        });
+        let busy = line.join("someone").unwrap().turn(|_| {}).await;
+        let ticket = line.join("api-key-0").unwrap();
+        // A stand-in for retrieval, reranking and prefill: it records that it ran.
+        let computed = Arc::new(AtomicBool::new(false));
+        let answered = computed.clone();
+        let request = respond(Shape::Chat, "docs".into(), false, move |_tx| async move {
+            let _turn = ticket.turn(|_| {}).await;
+            answered.store(true, Ordering::SeqCst);
+            Piece::Done { finish_reason: "stop", sources: Vec::new() }
+        });
+        // The caller goes while the question waits: hyper drops the handler's future.
+        assert!(tokio::time::timeout(Duration::from_millis(50), request).await.is_err(), "it was waiting");
+        for _ in 0..100 {
+            if line.waiting() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(line.waiting(), 0, "the place in line was kept after the caller left");
+        drop(busy);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!computed.load(Ordering::SeqCst), "the answer of a caller who left was computed");
+        assert_eq!(line.answering(), 0);
     }
 
     #[test]
