@@ -302,7 +302,7 @@ impl<A: Answerer> Router<A> {
     }
 
     async fn reset(&self, conversation: &str, reply: &mut dyn ReplySink) -> anyhow::Result<()> {
-        self.memory.reset(conversation);
+        self.memory.reset(conversation).await;
         reply.say("Done: I forgot this conversation.").await
     }
 
@@ -360,7 +360,7 @@ impl<A: Answerer> Router<A> {
                 text: h.chunk.text.clone(),
             })
             .collect();
-        self.memory.record(conversation, Turn { question: question.to_string(), answer: outcome.text }, shown);
+        self.memory.record(conversation, Turn { question: question.to_string(), answer: outcome.text }, shown).await;
         Ok(())
     }
 }
