@@ -10,6 +10,7 @@
 //! the response, or of the last chunk when streaming.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -23,7 +24,7 @@ use futures::StreamExt;
 use lore_core::{Event, GenerateError, GenerateRequest, PromptText, ReplySink, SourceRef, StopReason};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::{Caller, Shared};
 use crate::line::Refusal;
@@ -32,9 +33,9 @@ use crate::prompt::{PromptError, Turn};
 /// An error as OpenAI's API reports it.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(super) status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: String,
     retry_after: Option<u64>,
 }
 
@@ -83,6 +84,7 @@ impl ApiError {
     fn body(&self) -> Value {
         let kind = match self.status.as_u16() {
             401 => "authentication_error",
+            403 => "permission_error",
             404 => "invalid_request_error",
             429 => "rate_limit_error",
             503 => "service_unavailable",
@@ -134,7 +136,7 @@ impl super::Server {
         self.app.config.models.generator.name()
     }
 
-    fn embedder_name(&self) -> String {
+    pub(super) fn embedder_name(&self) -> String {
         self.app.config.models.embedder.name()
     }
 }
@@ -232,8 +234,16 @@ pub(super) async fn chat_completions(
     let Some(last) = request.messages.last().filter(|m| m.role == "user") else {
         return Err(ApiError::bad_request("messages: the last message must be the user's question"));
     };
-    if last.content.text().trim().is_empty() {
+    let question = last.content.text();
+    if question.trim().is_empty() {
         return Err(ApiError::bad_request("messages: the question is empty"));
+    }
+    if matches!(target, Target::Bot(_)) {
+        // Before it takes a place in line or costs any retrieval.
+        let (model, room) = (server.pipeline.model.as_ref(), server.pipeline.max_answer_tokens);
+        crate::prompt::check_question(model, question.trim(), room)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("messages: {e}")))?;
     }
     let ticket = server.router.admit(&request.model, &caller.id)?;
     let model = request.model.clone();
@@ -337,7 +347,7 @@ async fn complete(
     request: &ChatRequest,
     tx: &mpsc::UnboundedSender<Piece>,
 ) -> Piece {
-    let model = server.app.pipeline().model;
+    let model = server.pipeline.model.clone();
     let messages: Vec<(String, String)> = request.messages.iter().map(|m| (m.role.clone(), m.content.text())).collect();
     let pairs: Vec<(&str, &str)> = messages.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
     let Some(prompt) = model.render_chat(&pairs) else {
@@ -470,7 +480,7 @@ pub(super) async fn completions(
     let answering = server.clone();
     let prompt = PromptText::template(request.prompt);
     respond(Shape::Text, request.model, request.stream, move |tx| async move {
-        let model = answering.app.pipeline().model;
+        let model = answering.pipeline.model.clone();
         generate(&answering, model, ticket, prompt, stop, &knobs, &tx).await
     })
     .await
@@ -591,7 +601,13 @@ async fn whole_response(
     let mut text = String::new();
     let mut piece = Some(first);
     loop {
-        match piece.take().or(rx.recv().await) {
+        // Not `piece.take().or(rx.recv().await)`: its argument is awaited first, and the
+        // piece it receives is lost.
+        let next = match piece.take() {
+            Some(first) => Some(first),
+            None => rx.recv().await,
+        };
+        match next {
             Some(Piece::Delta(delta)) => text.push_str(&delta),
             Some(Piece::Done { finish_reason, sources }) => {
                 let (object, choice) = match shape {
@@ -689,12 +705,52 @@ fn rand_id() -> u64 {
     clock ^ NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Embedding and tokenising requests run beside the line (they need no generator), a few
+/// at a time: the embedder's one thread also serves every bot's retrieval.
+pub(super) struct SideWork {
+    /// Requests running or waiting; past this, 429.
+    admitted: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+}
+
+/// Embedding and tokenise requests worked on at once.
+const SIDE_WORK_AT_ONCE: usize = 2;
+/// And waiting for their turn; more are refused with 429.
+const SIDE_WORK_WAITING: usize = 8;
+/// Texts embedded per call to the embedder: a bot's retrieval, which shares its thread,
+/// waits for one group at most, and a request whose caller left stops after the group in
+/// progress (hyper drops the handler's future when the connection closes).
+pub(super) const EMBED_GROUP: usize = 16;
+
+impl Default for SideWork {
+    fn default() -> Self {
+        Self {
+            admitted: Arc::new(Semaphore::new(SIDE_WORK_AT_ONCE + SIDE_WORK_WAITING)),
+            running: Arc::new(Semaphore::new(SIDE_WORK_AT_ONCE)),
+        }
+    }
+}
+
+impl SideWork {
+    /// Waits for a turn, or refuses at once when too many wait already.
+    async fn enter(&self) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ApiError> {
+        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
+            let why = format!("{SIDE_WORK_WAITING} embedding or tokenize requests are already waiting; please try again in a few seconds");
+            ApiError::overloaded(why, 2)
+        })?;
+        let running = self.running.clone().acquire_owned().await.expect("never closed");
+        Ok((admitted, running))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct EmbeddingRequest {
     model: String,
     input: OneOrMany,
 }
 
+/// `POST /v1/embeddings`: at most `server.max_embedding_inputs` texts (their size bounded
+/// by `max_body_bytes`), embedded [`EMBED_GROUP`] at a time.
 pub(super) async fn embeddings(
     State(server): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -705,11 +761,25 @@ pub(super) async fn embeddings(
         return Err(ApiError::unknown_model(&request.model));
     }
     let texts = request.input.into_vec();
+    let most = server.max_embedding_inputs;
+    if texts.len() > most {
+        let given = texts.len();
+        return Err(ApiError::bad_request(format!(
+            "input: at most {most} texts per request (server.max_embedding_inputs), {given} given; send them in several requests"
+        )));
+    }
     if texts.is_empty() || texts.iter().any(|t| t.is_empty()) {
         return Err(ApiError::bad_request("input: give one or more non-empty strings"));
     }
-    let tokens: usize = texts.iter().map(|t| server.app.embedder.count_tokens(t)).sum();
-    let vectors = server.app.embedder.embed(&texts).await.map_err(|e| ApiError::from_answer(&e))?;
+    let _turn = server.side_work.enter().await?;
+    let embedder = &server.app.embedder;
+    let mut vectors = Vec::with_capacity(texts.len());
+    let mut tokens = 0;
+    for group in texts.chunks(EMBED_GROUP) {
+        let (counter, counted) = (embedder.clone(), group.to_vec());
+        tokens += off_the_async_workers(move || counted.iter().map(|t| counter.count_tokens(t)).sum::<usize>()).await;
+        vectors.extend(embedder.embed(group).await.map_err(|e| ApiError::from_answer(&e))?);
+    }
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
@@ -723,6 +793,15 @@ pub(super) async fn embeddings(
     })))
 }
 
+/// Runs CPU work (tokenising a request's text) on tokio's blocking pool, not on an async
+/// worker every bot and request shares.
+async fn off_the_async_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
 /// `POST /tokenize` as vLLM (`prompt`) and llama.cpp's server (`content`) take it, for
 /// the generator: another Lore using this one as its engine fits prompts with it.
 #[derive(Debug, Deserialize)]
@@ -732,6 +811,8 @@ pub(super) struct TokenizeRequest {
     content: Option<String>,
 }
 
+/// The text is bounded by `max_body_bytes`, tokenised off the async workers, a few
+/// requests at a time beside the embeddings.
 pub(super) async fn tokenize(
     State(server): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -745,25 +826,27 @@ pub(super) async fn tokenize(
     let Some(text) = request.prompt.or(request.content) else {
         return Err(ApiError::bad_request("prompt: missing (or `content`)"));
     };
-    let pipeline = server.app.pipeline();
+    let _turn = server.side_work.enter().await?;
     let (tokens, count) = match &server.app.generator {
         Some(local) => {
-            let mut prompt = PromptText::default();
-            prompt.push_text(text);
-            let tokens = local.tokens(&prompt);
+            let local = local.clone();
+            let tokens = off_the_async_workers(move || {
+                let mut prompt = PromptText::default();
+                prompt.push_text(text);
+                local.tokens(&prompt)
+            })
+            .await;
             let count = tokens.len();
             (json!(tokens), count)
         }
         // A pool behind this Lore: its count, without the ids.
-        None => (json!([]), pipeline.model.count_tokens(&text).await),
+        None => (json!([]), server.pipeline.model.count_tokens(&text).await),
     };
-    Ok(Json(json!({"count": count, "tokens": tokens, "max_model_len": pipeline.model.context_tokens()})))
+    Ok(Json(json!({"count": count, "tokens": tokens, "max_model_len": server.pipeline.model.context_tokens()})))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn message(role: &str, text: &str) -> ChatMessage {
