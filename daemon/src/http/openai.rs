@@ -913,6 +913,35 @@ mod tests {
         assert_eq!(line.answering(), 0);
     }
 
+    #[tokio::test]
+    async fn embeddings_and_tokenize_take_turns_and_too_many_waiting_get_a_429() {
+        let side = Arc::new(SideWork::default());
+        let running = [side.enter().await.unwrap(), side.enter().await.unwrap()];
+        let waiting: Vec<_> = (0..SIDE_WORK_WAITING)
+            .map(|_| {
+                let side = side.clone();
+                tokio::spawn(async move { side.enter().await.map(drop) })
+            })
+            .collect();
+        for _ in 0..100 {
+            if side.admitted.available_permits() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let refused = side.enter().await.expect_err("one too many waiting");
+        assert_eq!((refused.status, refused.retry_after), (StatusCode::TOO_MANY_REQUESTS, Some(2)));
+        assert!(
+            refused.message.contains("8 embedding or tokenize requests are already waiting"),
+            "{}",
+            refused.message
+        );
+        drop(running);
+        for request in waiting {
+            assert!(request.await.unwrap().is_ok(), "the waiting ones had their turn");
+        }
+    }
+
     #[test]
     fn errors_have_openai_shape_and_429s_say_when_to_come_back() {
         let refusal = Refusal::Full { waiting: 3 };

@@ -97,13 +97,18 @@ struct Test {
 
 impl Test {
     async fn start(extra: &str, keys: &[&str]) -> Self {
+        Self::with_dim(extra, keys, HashEmbedder::default().dim).await
+    }
+
+    /// Like [`Test::start`], with embeddings of `dim` numbers.
+    async fn with_dim(extra: &str, keys: &[&str], dim: usize) -> Self {
         // What went wrong shows under a failing test.
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(Path::new("lore.yaml"), &format!("{CONFIG}{extra}")).unwrap();
         let store = KbStore::open(dir.path()).await.unwrap();
         let embedder = Arc::new(Gated {
-            inner: HashEmbedder::default(),
+            inner: HashEmbedder { dim },
             calls: AtomicUsize::new(0),
             closed: Default::default(),
             gate: tokio::sync::Semaphore::new(0),
@@ -455,6 +460,30 @@ async fn idle_slow_header_and_stalled_body_connections_are_closed_by_the_timeout
     read_to_close(&mut stalled).await;
     let open = t.server.connections.clone();
     eventually("every connection closed", || open.total() == 0).await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_its_client_does_not_read_is_cut_after_the_idle_timeout() {
+    // About 10 MB of numbers: more than the sockets' buffers hold.
+    let t = Test::with_dim("", &[], 4096).await;
+    let (addr, stop) = t.listen(limits(100, 100, Duration::from_secs(1))).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut unread = socket.connect(addr).await.unwrap();
+    let input = serde_json::json!({"model": t.server.embedder_name(), "input": vec!["bees dance"; 256]});
+    let body = input.to_string();
+    let head = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    unread.write_all((head + &body).as_bytes()).await.unwrap();
+    let embedder = t.embedder.clone();
+    eventually("the answer is being written", || embedder.calls() == 256 / openai::EMBED_GROUP).await;
+    let open = t.server.connections.clone();
+    eventually("the server gives the connection up", || open.total() == 0).await;
+    let answered = read_to_close(&mut unread).await;
+    assert!(answered.starts_with("HTTP/1.1 200") && !answered.ends_with('}'), "cut short: {} bytes", answered.len());
     stop.cancel();
 }
 
