@@ -549,10 +549,10 @@ pub struct Admission {
     /// short notice.
     #[serde(default = "default_max_waiting_questions")]
     pub max_waiting_questions: usize,
-    /// Questions one person (a chat user, or an API key) may have waiting at once; one
-    /// more is refused politely ("you already have 3 questions waiting"), so nobody can
-    /// fill the line and lock everyone else out. Another Lore that uses this one as its
-    /// engine asks as one key: raise this to its `parallel`.
+    /// Questions to bots one person (a chat user, or an API key) may have waiting at once;
+    /// one more is refused politely ("you already have 3 questions waiting"), so nobody can
+    /// fill the line and lock everyone else out. Requests for the generator itself (another
+    /// Lore using this one as its engine) are not capped so.
     #[serde(default = "default_max_waiting_per_person")]
     pub max_waiting_per_person: usize,
     /// Answers in progress per person; their further questions wait behind other

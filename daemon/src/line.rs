@@ -94,13 +94,24 @@ impl Line {
 
     /// Takes a place in line for `user`'s question.
     pub fn join(&self, user: &str) -> Result<Ticket, Refusal> {
+        self.enter(user, true)
+    }
+
+    /// Takes a place in line for work a program asks of the generator itself (another Lore
+    /// using this one as its engine sends one request per `llm` rerank candidate at once):
+    /// like [`Line::join`], without the cap on one person's waiting questions.
+    pub fn join_for_engine_work(&self, user: &str) -> Result<Ticket, Refusal> {
+        self.enter(user, false)
+    }
+
+    fn enter(&self, user: &str, capped: bool) -> Result<Ticket, Refusal> {
         let mut s = self.lock();
         let waiting = s.waiting_count();
         if waiting >= self.settings.max_waiting {
             return Err(Refusal::Full { waiting });
         }
         let theirs = s.waiting.get(user).map_or(0, VecDeque::len);
-        if theirs >= self.settings.max_waiting_per_person {
+        if capped && theirs >= self.settings.max_waiting_per_person {
             return Err(Refusal::TooManyWaiting { waiting: theirs });
         }
         if let Some((questions, per)) = self.settings.rate_limit {
@@ -450,6 +461,7 @@ mod tests {
         assert_eq!(refused.to_string(), "you already have 3 questions waiting; I will answer those first");
         let other = l.join("other").expect("someone else still gets a place");
         assert_eq!(other.position(), 2, "behind the flood's first waiting question only");
+        assert!(l.join_for_engine_work("flood").is_ok(), "engine work is not a person's question");
         drop(waiting);
         assert!(l.join("flood").is_ok(), "a place freed is theirs again");
     }

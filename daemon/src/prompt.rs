@@ -111,7 +111,8 @@ pub async fn build(
         (text, stop) = render(model, template, question, &passages[..n_passages], &[]);
         tokens = model.count_prompt_tokens(&text).await;
     }
-    let Some((newest, older)) = history.split_last() else {
+    // A passage left out leaves no room for turns: they go first.
+    let Some((newest, older)) = history.split_last().filter(|_| n_passages == passages.len()) else {
         return Ok(fitted(text, stop, n_passages, 0, tokens));
     };
     let passages = &passages[..n_passages];
@@ -319,6 +320,10 @@ mod tests {
         assert_eq!((p.turns_used, p.passages.len()), (0, 1));
         assert_eq!(p.passages[0].chunk.position, 1, "the best passage stays");
         assert!(p.tokens <= 200 - (200 - (all - 60)));
+        // Room for one passage and a turn, not two passages: no turn either, as before.
+        let one = build(&model, &Template::default(), "Why?", &passages[..1], &[], 0).await.unwrap().tokens;
+        let p = build(&model, &Template::default(), "Why?", &passages, &turns, 200 - (one + 10)).await.unwrap();
+        assert_eq!((p.turns_used, p.passages.len()), (0, 1), "a passage was left out: turns go first");
     }
 
     /// Word tokens, as [`EchoModel`], counting what it is asked to count; re-rendering the

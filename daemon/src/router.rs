@@ -160,11 +160,15 @@ impl<A: Answerer> Router<A> {
         self.bots.contains_key(bot)
     }
 
-    /// Takes a place in line for `asker` (a question from the HTTP API): refused at once
-    /// when the line is full or the asker asks too often, before any answer is promised.
-    pub fn admit(&self, bot: &str, asker: &str) -> Result<Ticket, Refusal> {
-        crate::metrics::question(bot, API);
-        self.line.join(asker).inspect_err(|_| crate::metrics::refusal(bot, API))
+    /// Takes a place in line for `asker` (a question from the HTTP API to `model`, a bot or
+    /// the generator itself): refused at once when the line is full, the asker already has
+    /// `max_waiting_per_person` questions to bots waiting, or asks too often, before any
+    /// answer is promised. Work for the generator itself is not capped per person: another
+    /// Lore using this one as its engine asks for many at once.
+    pub fn admit(&self, model: &str, asker: &str) -> Result<Ticket, Refusal> {
+        crate::metrics::question(model, API);
+        let joined = if self.has_bot(model) { self.line.join(asker) } else { self.line.join_for_engine_work(asker) };
+        joined.inspect_err(|_| crate::metrics::refusal(model, API))
     }
 
     /// Answers a question from the HTTP API in bot `bot`'s default place, once `ticket`'s

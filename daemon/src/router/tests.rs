@@ -355,3 +355,19 @@ async fn an_api_history_of_seventeen_thousand_turns_is_cut_to_memory_turns_first
     // The stand-in answers with the questions of the history it was given.
     assert!(outcome.text.ends_with("after [\"q16998\", \"q16999\"]: Why? (Full)"), "memory_turns: 2: {}", outcome.text);
 }
+
+#[tokio::test]
+async fn an_api_key_is_capped_on_questions_to_bots_and_not_on_work_for_the_generator() {
+    let (r, _gate) = gated_router("admission:\n  max_waiting_per_person: 2\n");
+    let _answering = r.line().join("someone else").unwrap();
+    let asked: Vec<_> = (0..2).map(|_| r.admit("docs", "api-key-0").unwrap()).collect();
+    assert_eq!(r.admit("docs", "api-key-0").err(), Some(Refusal::TooManyWaiting { waiting: 2 }));
+    // Another Lore using this one as its engine sends a request per rerank candidate.
+    let engine_work: Vec<_> = (0..12).map(|_| r.admit("SmolLM2-135M-Instruct", "api-key-0")).collect();
+    assert!(
+        engine_work.iter().all(Result::is_ok),
+        "{:?}",
+        engine_work.iter().map(|w| w.as_ref().err()).collect::<Vec<_>>()
+    );
+    drop(asked);
+}
