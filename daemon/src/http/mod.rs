@@ -43,7 +43,7 @@ impl AdapterStates {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(bot.to_string(), state.into());
     }
 
-    pub(crate) fn all(&self) -> BTreeMap<String, String> {
+    fn all(&self) -> BTreeMap<String, String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
