@@ -122,6 +122,8 @@ impl Pipeline {
         reranking: Reranking,
     ) -> anyhow::Result<Answer> {
         let started = Instant::now();
+        // A question that cannot fit costs no retrieval.
+        prompt::check_question(self.model.as_ref(), question, self.max_answer_tokens).await?;
         let hits = chain.retrieve_with(question, reranking).await?;
         let voice = Voice { template: &chain.template, lora: chain.lora.as_ref() };
         self.answer_from(&chain.settings, voice, question, history, hits, started.elapsed()).await

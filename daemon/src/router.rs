@@ -136,6 +136,7 @@ impl<A: Answerer> Router<A> {
         let line = Line::new(LineSettings {
             concurrent: config.models.generator.parallel,
             max_waiting: a.max_waiting_questions,
+            max_waiting_per_person: a.max_waiting_per_person,
             per_user_in_flight: a.per_user_in_flight,
             rate_limit: a.rate_limit.as_ref().map(|r| (r.questions, std::time::Duration::from_secs(r.per_seconds))),
         });
@@ -159,16 +160,21 @@ impl<A: Answerer> Router<A> {
         self.bots.contains_key(bot)
     }
 
-    /// Takes a place in line for `asker` (a question from the HTTP API): refused at once
-    /// when the line is full or the asker asks too often, before any answer is promised.
-    pub fn admit(&self, bot: &str, asker: &str) -> Result<Ticket, Refusal> {
-        crate::metrics::question(bot, API);
-        self.line.join(asker).inspect_err(|_| crate::metrics::refusal(bot, API))
+    /// Takes a place in line for `asker` (a question from the HTTP API to `model`, a bot or
+    /// the generator itself): refused at once when the line is full, the asker already has
+    /// `max_waiting_per_person` questions to bots waiting, or asks too often, before any
+    /// answer is promised. Work for the generator itself is not capped per person: another
+    /// Lore using this one as its engine asks for many at once.
+    pub fn admit(&self, model: &str, asker: &str) -> Result<Ticket, Refusal> {
+        crate::metrics::question(model, API);
+        let joined = if self.has_bot(model) { self.line.join(asker) } else { self.line.join_for_engine_work(asker) };
+        joined.inspect_err(|_| crate::metrics::refusal(model, API))
     }
 
     /// Answers a question from the HTTP API in bot `bot`'s default place, once `ticket`'s
     /// turn comes: the same retrieval, rerankers, abstention and line as in the chats, with
-    /// the conversation the caller sent (`history`) instead of the remembered one.
+    /// the conversation the caller sent (`history`, cut to the bot's newest `memory_turns`
+    /// as a chat's memory is) instead of the remembered one.
     pub async fn answer_with(
         &self,
         bot: &str,
@@ -180,6 +186,7 @@ impl<A: Answerer> Router<A> {
         let Some(b) = self.bots.get(bot) else {
             anyhow::bail!("no bot named {bot:?}");
         };
+        let history = &history[history.len().saturating_sub(b.memory_turns)..];
         let turn = tokio::select! {
             turn = ticket.turn(|_| {}) => turn,
             () = self.give_up.cancelled() => return Err(Restarting.into()),
@@ -300,7 +307,7 @@ impl<A: Answerer> Router<A> {
     }
 
     async fn reset(&self, conversation: &str, reply: &mut dyn ReplySink) -> anyhow::Result<()> {
-        self.memory.reset(conversation);
+        self.memory.reset(conversation).await;
         reply.say("Done: I forgot this conversation.").await
     }
 
@@ -358,7 +365,7 @@ impl<A: Answerer> Router<A> {
                 text: h.chunk.text.clone(),
             })
             .collect();
-        self.memory.record(conversation, Turn { question: question.to_string(), answer: outcome.text }, shown);
+        self.memory.record(conversation, Turn { question: question.to_string(), answer: outcome.text }, shown).await;
         Ok(())
     }
 }

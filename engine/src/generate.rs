@@ -446,6 +446,16 @@ impl Generator {
     }
 }
 
+/// Runs `work` on tokio's blocking pool: tokenising is CPU work (a long prompt or a long
+/// question takes milliseconds), and the async workers it would otherwise hold serve every
+/// bot, the HTTP server and the line.
+async fn off_the_async_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
 #[async_trait::async_trait]
 impl ChatModel for Generator {
     fn context_tokens(&self) -> usize {
@@ -453,11 +463,13 @@ impl ChatModel for Generator {
     }
 
     async fn count_tokens(&self, text: &str) -> usize {
-        self.count_text_tokens(text)
+        let (generator, text) = (self.clone(), text.to_string());
+        off_the_async_workers(move || generator.count_text_tokens(&text)).await
     }
 
     async fn count_prompt_tokens(&self, prompt: &PromptText) -> usize {
-        self.prompt_tokens(prompt).len()
+        let (generator, prompt) = (self.clone(), prompt.clone());
+        off_the_async_workers(move || generator.prompt_tokens(&prompt).len()).await
     }
 
     /// The template is rendered around placeholders, then each placeholder is replaced

@@ -12,7 +12,17 @@ use serde_json::Value;
 const QUESTION: &str = "How do honeybees tell each other where the flowers are?";
 
 async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    get_with(url, None).await
+}
+
+/// A GET with `key` as the bearer token, if given.
+async fn get_with(url: &str, key: Option<&str>) -> (u16, String) {
+    let request = reqwest::Client::new().get(url);
+    let request = match key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    };
+    let response = request.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
@@ -79,12 +89,20 @@ async fn the_openai_client_gets_grounded_answers_the_generator_embeddings_and_pr
     assert_eq!(status("overloaded"), 429);
     assert!(seen["overloaded"]["retry_after"].as_str().is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
 
-    // The three streams left unread stop when their callers go: nothing holds the engine.
+    // With keys, monitoring needs one: without, /metrics is refused and /ready says only
+    // whether it is ready.
     let url = format!("{base}/metrics");
+    assert_eq!(get(&url).await.0, 401);
+    let (_, anonymous) = get(&format!("{base}/ready")).await;
+    assert_eq!(serde_json::from_str::<Value>(&anonymous).unwrap(), serde_json::json!({"ready": true}));
+    let (_, details) = get_with(&format!("{base}/ready"), Some(keys[1])).await;
+    assert!(details.contains("knowledge_bases") && details.contains("adapters"), "any key sees details: {details}");
+
+    // The three streams left unread stop when their callers go: nothing holds the engine.
     let mut metrics = String::new();
     let mut in_progress = None;
     for _ in 0..300 {
-        metrics = get(&url).await.1;
+        metrics = get_with(&url, Some(keys[0])).await.1;
         in_progress = sample(&metrics, "lore_answers_in_progress");
         if in_progress == Some(0.0) {
             break;

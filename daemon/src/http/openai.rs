@@ -10,6 +10,7 @@
 //! the response, or of the last chunk when streaming.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -23,7 +24,7 @@ use futures::StreamExt;
 use lore_core::{Event, GenerateError, GenerateRequest, PromptText, ReplySink, SourceRef, StopReason};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::{Caller, Shared};
 use crate::line::Refusal;
@@ -32,9 +33,9 @@ use crate::prompt::{PromptError, Turn};
 /// An error as OpenAI's API reports it.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(super) status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: String,
     retry_after: Option<u64>,
 }
 
@@ -83,6 +84,7 @@ impl ApiError {
     fn body(&self) -> Value {
         let kind = match self.status.as_u16() {
             401 => "authentication_error",
+            403 => "permission_error",
             404 => "invalid_request_error",
             429 => "rate_limit_error",
             503 => "service_unavailable",
@@ -106,7 +108,7 @@ impl IntoResponse for ApiError {
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         let retry_after = match &refusal {
-            Refusal::Full { .. } => 10,
+            Refusal::Full { .. } | Refusal::TooManyWaiting { .. } => 10,
             Refusal::RateLimited { retry_in, .. } => retry_in.as_secs().max(1),
         };
         Self::overloaded(refusal.to_string(), retry_after)
@@ -134,7 +136,7 @@ impl super::Server {
         self.app.config.models.generator.name()
     }
 
-    fn embedder_name(&self) -> String {
+    pub(super) fn embedder_name(&self) -> String {
         self.app.config.models.embedder.name()
     }
 }
@@ -232,8 +234,16 @@ pub(super) async fn chat_completions(
     let Some(last) = request.messages.last().filter(|m| m.role == "user") else {
         return Err(ApiError::bad_request("messages: the last message must be the user's question"));
     };
-    if last.content.text().trim().is_empty() {
+    let question = last.content.text();
+    if question.trim().is_empty() {
         return Err(ApiError::bad_request("messages: the question is empty"));
+    }
+    if matches!(target, Target::Bot(_)) {
+        // Before it takes a place in line or costs any retrieval.
+        let (model, room) = (server.pipeline.model.as_ref(), server.pipeline.max_answer_tokens);
+        crate::prompt::check_question(model, question.trim(), room)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("messages: {e}")))?;
     }
     let ticket = server.router.admit(&request.model, &caller.id)?;
     let model = request.model.clone();
@@ -250,7 +260,9 @@ pub(super) async fn chat_completions(
 
 /// Runs `answer` in the background, handing it the channel for its pieces, and responds
 /// with what it sends: an HTTP error when it fails before any text, else the whole answer
-/// or a stream. A caller who leaves closes the channel, which stops the answer.
+/// or a stream. A caller who leaves (hyper drops this future, or the stream, when the
+/// connection closes) closes the channel, which drops the answer at once, wherever it is:
+/// still waiting in line (its place is freed, nothing is retrieved) or generating.
 async fn respond<F, Fut>(shape: Shape, model: String, stream: bool, answer: F) -> Result<Response, ApiError>
 where
     F: FnOnce(mpsc::UnboundedSender<Piece>) -> Fut,
@@ -259,9 +271,13 @@ where
     let (tx, mut rx) = mpsc::unbounded_channel();
     let answering = answer(tx.clone());
     tokio::spawn(async move {
-        let piece = answering.await;
-        // The caller may be gone: nothing more to do then.
-        let _ = tx.send(piece);
+        tokio::select! {
+            piece = answering => {
+                // The caller may be gone: nothing more to do then.
+                let _ = tx.send(piece);
+            }
+            () = tx.closed() => {}
+        }
     });
     // The first piece decides the status: an error before any text is an HTTP error.
     let first = rx
@@ -331,7 +347,7 @@ async fn complete(
     request: &ChatRequest,
     tx: &mpsc::UnboundedSender<Piece>,
 ) -> Piece {
-    let model = server.app.pipeline().model;
+    let model = server.pipeline.model.clone();
     let messages: Vec<(String, String)> = request.messages.iter().map(|m| (m.role.clone(), m.content.text())).collect();
     let pairs: Vec<(&str, &str)> = messages.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
     let Some(prompt) = model.render_chat(&pairs) else {
@@ -502,7 +518,7 @@ pub(super) async fn completions(
     };
     let answering = server.clone();
     respond(Shape::Text, request.model, request.stream, move |tx| async move {
-        let model = answering.app.pipeline().model;
+        let model = answering.pipeline.model.clone();
         generate(&answering, model, ticket, prompt, stop, &knobs, &tx).await
     })
     .await
@@ -626,7 +642,13 @@ async fn whole_response(
     let mut text = String::new();
     let mut piece = Some(first);
     loop {
-        match piece.take().or(rx.recv().await) {
+        // Not `piece.take().or(rx.recv().await)`: its argument is awaited first, and the
+        // piece it receives is lost.
+        let next = match piece.take() {
+            Some(first) => Some(first),
+            None => rx.recv().await,
+        };
+        match next {
             Some(Piece::Delta(delta)) => text.push_str(&delta),
             Some(Piece::Done { finish_reason, sources }) => {
                 let (object, choice) = match shape {
@@ -724,12 +746,52 @@ fn rand_id() -> u64 {
     clock ^ NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Embedding and tokenising requests run beside the line (they need no generator), a few
+/// at a time: the embedder's one thread also serves every bot's retrieval.
+pub(super) struct SideWork {
+    /// Requests running or waiting; past this, 429.
+    admitted: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+}
+
+/// Embedding and tokenise requests worked on at once.
+const SIDE_WORK_AT_ONCE: usize = 2;
+/// And waiting for their turn; more are refused with 429.
+const SIDE_WORK_WAITING: usize = 8;
+/// Texts embedded per call to the embedder: a bot's retrieval, which shares its thread,
+/// waits for one group at most, and a request whose caller left stops after the group in
+/// progress (hyper drops the handler's future when the connection closes).
+pub(super) const EMBED_GROUP: usize = 16;
+
+impl Default for SideWork {
+    fn default() -> Self {
+        Self {
+            admitted: Arc::new(Semaphore::new(SIDE_WORK_AT_ONCE + SIDE_WORK_WAITING)),
+            running: Arc::new(Semaphore::new(SIDE_WORK_AT_ONCE)),
+        }
+    }
+}
+
+impl SideWork {
+    /// Waits for a turn, or refuses at once when too many wait already.
+    async fn enter(&self) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ApiError> {
+        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
+            let why = format!("{SIDE_WORK_WAITING} embedding or tokenize requests are already waiting; please try again in a few seconds");
+            ApiError::overloaded(why, 2)
+        })?;
+        let running = self.running.clone().acquire_owned().await.expect("never closed");
+        Ok((admitted, running))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct EmbeddingRequest {
     model: String,
     input: OneOrMany,
 }
 
+/// `POST /v1/embeddings`: at most `server.max_embedding_inputs` texts (their size bounded
+/// by `max_body_bytes`), embedded [`EMBED_GROUP`] at a time.
 pub(super) async fn embeddings(
     State(server): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -740,11 +802,25 @@ pub(super) async fn embeddings(
         return Err(ApiError::unknown_model(&request.model));
     }
     let texts = request.input.into_vec();
+    let most = server.max_embedding_inputs;
+    if texts.len() > most {
+        let given = texts.len();
+        return Err(ApiError::bad_request(format!(
+            "input: at most {most} texts per request (server.max_embedding_inputs), {given} given; send them in several requests"
+        )));
+    }
     if texts.is_empty() || texts.iter().any(|t| t.is_empty()) {
         return Err(ApiError::bad_request("input: give one or more non-empty strings"));
     }
-    let tokens: usize = texts.iter().map(|t| server.app.embedder.count_tokens(t)).sum();
-    let vectors = server.app.embedder.embed(&texts).await.map_err(|e| ApiError::from_answer(&e))?;
+    let _turn = server.side_work.enter().await?;
+    let embedder = &server.app.embedder;
+    let mut vectors = Vec::with_capacity(texts.len());
+    let mut tokens = 0;
+    for group in texts.chunks(EMBED_GROUP) {
+        let (counter, counted) = (embedder.clone(), group.to_vec());
+        tokens += off_the_async_workers(move || counted.iter().map(|t| counter.count_tokens(t)).sum::<usize>()).await;
+        vectors.extend(embedder.embed(group).await.map_err(|e| ApiError::from_answer(&e))?);
+    }
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
@@ -758,6 +834,15 @@ pub(super) async fn embeddings(
     })))
 }
 
+/// Runs CPU work (tokenising a request's text) on tokio's blocking pool, not on an async
+/// worker every bot and request shares.
+async fn off_the_async_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
 /// `POST /tokenize` as vLLM (`prompt`) and llama.cpp's server (`content`) take it, for
 /// the generator: another Lore using this one as its engine fits prompts with it.
 #[derive(Debug, Deserialize)]
@@ -767,6 +852,8 @@ pub(super) struct TokenizeRequest {
     content: Option<String>,
 }
 
+/// The text is bounded by `max_body_bytes`, tokenised off the async workers, a few
+/// requests at a time beside the embeddings.
 pub(super) async fn tokenize(
     State(server): State<Shared>,
     Extension(caller): Extension<Caller>,
@@ -780,19 +867,23 @@ pub(super) async fn tokenize(
     let Some(text) = request.prompt.or(request.content) else {
         return Err(ApiError::bad_request("prompt: missing (or `content`)"));
     };
-    let pipeline = server.app.pipeline();
+    let _turn = server.side_work.enter().await?;
     let (tokens, count) = match &server.app.generator {
         Some(local) => {
-            let mut prompt = PromptText::default();
-            prompt.push_text(text);
-            let tokens = local.tokens(&prompt);
+            let local = local.clone();
+            let tokens = off_the_async_workers(move || {
+                let mut prompt = PromptText::default();
+                prompt.push_text(text);
+                local.tokens(&prompt)
+            })
+            .await;
             let count = tokens.len();
             (json!(tokens), count)
         }
         // A pool behind this Lore: its count, without the ids.
-        None => (json!([]), pipeline.model.count_tokens(&text).await),
+        None => (json!([]), server.pipeline.model.count_tokens(&text).await),
     };
-    Ok(Json(json!({"count": count, "tokens": tokens, "max_model_len": pipeline.model.context_tokens()})))
+    Ok(Json(json!({"count": count, "tokens": tokens, "max_model_len": server.pipeline.model.context_tokens()})))
 }
 
 #[cfg(test)]
@@ -834,6 +925,73 @@ mod tests {
         )
         .unwrap();
         assert_eq!(parts.content.text(), "hi");
+    }
+
+    #[tokio::test]
+    async fn a_caller_who_leaves_while_waiting_frees_the_place_and_nothing_is_computed() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+
+        use crate::line::{Line, LineSettings};
+        let line = Line::new(LineSettings {
+            concurrent: 1,
+            max_waiting: 8,
+            max_waiting_per_person: 8,
+            per_user_in_flight: 1,
+            rate_limit: None,
+        });
+        let busy = line.join("someone").unwrap().turn(|_| {}).await;
+        let ticket = line.join("api-key-0").unwrap();
+        // A stand-in for retrieval, reranking and prefill: it records that it ran.
+        let computed = Arc::new(AtomicBool::new(false));
+        let answered = computed.clone();
+        let request = respond(Shape::Chat, "docs".into(), false, move |_tx| async move {
+            let _turn = ticket.turn(|_| {}).await;
+            answered.store(true, Ordering::SeqCst);
+            Piece::Done { finish_reason: "stop", sources: Vec::new() }
+        });
+        // The caller goes while the question waits: hyper drops the handler's future.
+        assert!(tokio::time::timeout(Duration::from_millis(50), request).await.is_err(), "it was waiting");
+        for _ in 0..100 {
+            if line.waiting() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(line.waiting(), 0, "the place in line was kept after the caller left");
+        drop(busy);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!computed.load(Ordering::SeqCst), "the answer of a caller who left was computed");
+        assert_eq!(line.answering(), 0);
+    }
+
+    #[tokio::test]
+    async fn embeddings_and_tokenize_take_turns_and_too_many_waiting_get_a_429() {
+        let side = Arc::new(SideWork::default());
+        let running = [side.enter().await.unwrap(), side.enter().await.unwrap()];
+        let waiting: Vec<_> = (0..SIDE_WORK_WAITING)
+            .map(|_| {
+                let side = side.clone();
+                tokio::spawn(async move { side.enter().await.map(drop) })
+            })
+            .collect();
+        for _ in 0..100 {
+            if side.admitted.available_permits() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let refused = side.enter().await.expect_err("one too many waiting");
+        assert_eq!((refused.status, refused.retry_after), (StatusCode::TOO_MANY_REQUESTS, Some(2)));
+        assert!(
+            refused.message.contains("8 embedding or tokenize requests are already waiting"),
+            "{}",
+            refused.message
+        );
+        drop(running);
+        for request in waiting {
+            assert!(request.await.unwrap().is_ok(), "the waiting ones had their turn");
+        }
     }
 
     #[test]
