@@ -7,6 +7,7 @@ mod discord;
 mod documents;
 mod engine;
 mod generated_questions;
+mod hostile;
 mod http_api;
 mod interrupted;
 mod knowledge_base;
