@@ -32,9 +32,9 @@ const ADDRESS_SPACE: u64 = 2 << 30;
 const SKIPPED: [(&str, &str); 7] = [
     (SELF_PARENT, "could not be read safely (the parser crashed: stack overflow)"),
     (SELF_DRAWING_FORM, "could not be read safely (the parser crashed: stack overflow)"),
-    (INFLATE_BOMB, "could not be read safely (it used more than 256 MiB of memory)"),
-    (REPEATED_CONTENTS, "could not be read safely (it used more than 256 MiB of memory)"),
-    (NESTED_DIVS, "could not be read safely (it used more than 5 s of CPU)"),
+    (INFLATE_BOMB, "could not be read safely (it used more than 256 MiB of memory; parsing.memory_mib)"),
+    (REPEATED_CONTENTS, "could not be read safely (it used more than 256 MiB of memory; parsing.memory_mib)"),
+    (NESTED_DIVS, "could not be read safely (it used more than 5 s of CPU; parsing.cpu_secs)"),
     (FIFO, "a FIFO (named pipe), not a regular file; left unopened"),
     (GROWING, "max_file_bytes (16.0 MiB)"),
 ];

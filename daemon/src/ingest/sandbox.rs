@@ -95,7 +95,7 @@ impl Limits {
 }
 
 /// What a sandboxed parse gives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     pub blocks: Vec<Block>,
     /// An HTML page's links as written and its `<base href>`, when asked for.
@@ -184,11 +184,14 @@ impl Sandbox {
             Ok(ended) => ended,
             Err(_) => {
                 let _ = child.kill().await;
-                return Err(not_safely(format!("it took over {} s", self.limits.timeout_secs)));
+                return Err(not_safely(format!("it took over {} s; parsing.timeout_secs", self.limits.timeout_secs)));
             }
         };
         let Some(answer) = answer else {
-            return Err(not_safely(format!("its text came to over {} MiB", self.limits.memory_mib)));
+            return Err(not_safely(format!(
+                "its text came to over {} MiB; parsing.memory_mib",
+                self.limits.memory_mib
+            )));
         };
         let status = status.map_err(|e| not_safely(format!("the parser could not be waited for: {e}")))?;
         if !status.success() {
@@ -281,8 +284,8 @@ async fn read_tail(mut pipe: impl AsyncRead + Unpin, keep: usize) -> Vec<u8> {
 fn explain(status: ExitStatus, stderr: &str, limits: &Limits) -> String {
     let out_of_memory = stderr.contains("memory allocation of");
     match status.signal() {
-        Some(libc::SIGXCPU) => format!("it used more than {} s of CPU", limits.cpu_secs),
-        _ if out_of_memory => format!("it used more than {} MiB of memory", limits.memory_mib),
+        Some(libc::SIGXCPU) => format!("it used more than {} s of CPU; parsing.cpu_secs", limits.cpu_secs),
+        _ if out_of_memory => format!("it used more than {} MiB of memory; parsing.memory_mib", limits.memory_mib),
         Some(_) if stderr.contains("overflowed its stack") => "the parser crashed: stack overflow".into(),
         Some(libc::SIGKILL) => {
             "the parser was killed (SIGKILL: over its CPU limit, or the system ran out of memory)".into()
@@ -418,8 +421,8 @@ mod tests {
                 "echo \"thread 'main' has overflowed its stack\" >&2; echo 'fatal runtime error: stack overflow' >&2; kill -ABRT $$",
                 "the parser crashed: stack overflow",
             ),
-            ("echo 'memory allocation of 4294967296 bytes failed' >&2; kill -ABRT $$", "it used more than 64 MiB of memory"),
-            ("kill -XCPU $$", "it used more than 5 s of CPU"),
+            ("echo 'memory allocation of 4294967296 bytes failed' >&2; kill -ABRT $$", "it used more than 64 MiB of memory; parsing.memory_mib"),
+            ("kill -XCPU $$", "it used more than 5 s of CPU; parsing.cpu_secs"),
             ("kill -KILL $$", "the parser was killed (SIGKILL: over its CPU limit, or the system ran out of memory)"),
             ("echo 'Error: cannot limit RLIMIT_AS' >&2; exit 1", "the parser failed with exit status 1: Error: cannot limit RLIMIT_AS"),
             ("cat >/dev/null; echo 'not json'", "the parser's answer could not be read: expected ident at line 1 column 2"),
@@ -435,11 +438,11 @@ mod tests {
     async fn a_parser_past_its_time_is_killed_and_one_that_says_too_much_is_cut_off() {
         let quick = Limits { memory_mib: 16, cpu_secs: 5, timeout_secs: 1 };
         let started = Instant::now();
-        assert_eq!(why_skipped("sleep 30", quick.clone()).await, "it took over 1 s");
+        assert_eq!(why_skipped("sleep 30", quick.clone()).await, "it took over 1 s; parsing.timeout_secs");
         assert!(started.elapsed() < Duration::from_secs(25), "killed, not waited for");
         let endless = "cat >/dev/null; exec cat /dev/zero";
         let patient = Limits { timeout_secs: 60, ..quick };
-        assert_eq!(why_skipped(endless, patient).await, "its text came to over 16 MiB");
+        assert_eq!(why_skipped(endless, patient).await, "its text came to over 16 MiB; parsing.memory_mib");
     }
 
     #[tokio::test]
