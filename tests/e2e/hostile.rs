@@ -21,8 +21,9 @@ use lore_tests::models::config;
 use lore_tests::{lore_binary, wait_until};
 use proptest::prelude::*;
 
-/// What a parse may take here: small, so the bombs go off quickly.
-const LIMITS: &str = "parsing:\n  memory_mib: 256\n  cpu_secs: 5\n  timeout_secs: 60\n";
+/// What a parse may take here: small, so the bombs go off quickly (and time enough for 5 s
+/// of CPU on a busy machine).
+const LIMITS: &str = "parsing:\n  memory_mib: 256\n  cpu_secs: 5\n  timeout_secs: 120\n";
 
 /// The address space `lore ingest` and `lore run` get: the models, LanceDB and the runtime
 /// fit (about 1.2 GiB is enough), the 3 GiB the inflate bomb expands to does not.
@@ -193,6 +194,21 @@ fn the_inflate_bomb_really_inflates_and_the_corpus_is_small() {
     write_corpus(dir.path());
     let size: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     assert!(size < 12 << 20, "{size} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_read_in_the_sandbox_gives_its_links_up_to_ten_thousand() {
+    lore_tests::init();
+    let sandbox = Sandbox::locate(&Limits::default()).expect("the built lore (cargo build -p lore --bins)");
+    let page = |n: usize| {
+        let links: String = (0..n).map(|i| format!("<a href=\"p{i}.html\">page {i}</a> ")).collect();
+        format!("<html><head><base href=\"/docs/\"></head><body><p>{links}</p></body></html>").into_bytes()
+    };
+    let parsed = blocks_of(&sandbox, Path::new("a.html"), Format::Html, page(3), true).await.unwrap();
+    assert_eq!(parsed.links, Some((vec!["p0.html".into(), "p1.html".into(), "p2.html".into()], Some("/docs/".into()))));
+    assert!(parsed.blocks[0].text.contains("page 2"), "{:?}", parsed.blocks);
+    let many = blocks_of(&sandbox, Path::new("b.html"), Format::Html, page(12_000), true).await.unwrap();
+    assert_eq!(many.links.unwrap().0.len(), 10_000);
 }
 
 /// Documents to mutate: an honest one of every format, and small hostile ones.

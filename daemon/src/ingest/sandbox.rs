@@ -37,6 +37,10 @@ pub const SUBCOMMAND: &str = "parse-document";
 /// The end of a child's stderr kept to explain how it ended.
 const STDERR_TAIL: usize = 16 * 1024;
 
+/// Links read from one HTML page at most: more than any real page has, and few enough that
+/// resolving them in the daemon stays quick.
+const MAX_LINKS: usize = 10_000;
+
 /// The `parsing:` section: how much one document's parse may take.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,7 +201,10 @@ impl Sandbox {
         if !status.success() {
             return Err(not_safely(explain(status, &String::from_utf8_lossy(&stderr), &self.limits)));
         }
-        let answer: Answer = serde_json::from_slice(&answer)
+        // As large as the document's text: decoded off the async workers.
+        let decoded = tokio::task::spawn_blocking(move || serde_json::from_slice::<Answer>(&answer)).await;
+        let answer = decoded
+            .map_err(|e| not_safely(format!("the parser's answer could not be read: {e}")))?
             .map_err(|e| not_safely(format!("the parser's answer could not be read: {e}")))?;
         tracing::debug!(
             path = %path.display(),
@@ -356,7 +363,10 @@ pub fn parse_document(args: &ParseArgs) -> anyhow::Result<()> {
     let outcome = std::panic::catch_unwind(|| lore_documents::read(format, &bytes)).unwrap_or_else(|p| Err(gave_up(p)));
     let links = (args.links && format == Format::Html && outcome.is_ok())
         .then(|| {
-            std::panic::catch_unwind(|| std::str::from_utf8(&bytes).map(lore_documents::links).ok()).ok().flatten()
+            let html = std::str::from_utf8(&bytes).ok()?;
+            let (mut links, base) = std::panic::catch_unwind(|| lore_documents::links(html)).ok()?;
+            links.truncate(MAX_LINKS);
+            Some((links, base))
         })
         .flatten();
     drop(bytes);
