@@ -82,10 +82,19 @@ pub enum Command {
     Synth(crate::synth::SynthArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
     Bench(lore_engine::bench::BenchArgs),
+    /// Parse one document from stdin into JSON on stdout, under resource limits: how
+    /// ingest reads documents, each in a child process of its own.
+    #[command(name = "parse-document", hide = true)]
+    ParseDocument(crate::ingest::sandbox::ParseArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
+    crate::ingest::sandbox::this_program_parses();
     let cli = Cli::parse();
+    if let Command::ParseDocument(args) = &cli.command {
+        // A child reading one document: no logging, no runtime, no config.
+        return crate::ingest::sandbox::parse_document(args);
+    }
     init_logging(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
@@ -164,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: {report}", args.out.display());
             Ok(())
         }
+        Command::ParseDocument(_) => unreachable!("handled before the runtime starts"),
         Command::Bench(args) => {
             let m = &config.models;
             if m.generator.kind == crate::config::ModelKind::Openai {

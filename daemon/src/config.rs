@@ -43,6 +43,12 @@ pub struct Config {
     /// Defaults for knowledge bases created from the command line.
     #[serde(default)]
     pub chunking: Chunking,
+    /// What reading one document may take: PDF, HTML, DOCX and ODT files and web pages are
+    /// parsed in a child process under these limits (`memory_mib`, `cpu_secs`,
+    /// `timeout_secs`; see `ingest::sandbox::Limits`), so a hostile one is skipped instead
+    /// of taking Lore down.
+    #[serde(default)]
+    pub parsing: crate::ingest::sandbox::Limits,
     /// Knowledge bases by name.
     #[serde(default)]
     pub knowledge_bases: BTreeMap<String, KnowledgeBaseConfig>,
@@ -1040,6 +1046,9 @@ impl Config {
             ));
         }
         self.check_chunking("chunking", &self.chunking)?;
+        if let Some((key, why)) = self.parsing.invalid() {
+            return Err(self.error(&format!("parsing.{key}"), why));
+        }
         self.check_rerankers("retrieval.rerankers", &self.retrieval.rerankers)?;
         for (name, kb) in &self.knowledge_bases {
             if !valid_kb_name(name) {

@@ -7,6 +7,7 @@ mod discord;
 mod documents;
 mod engine;
 mod generated_questions;
+mod hostile;
 mod hostile_http;
 mod http_api;
 mod interrupted;

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod fake_discord;
 pub mod fake_openai;
 pub mod fake_telegram;
+pub mod hostile;
 pub mod models;
 pub mod moto;
 
@@ -29,13 +30,21 @@ pub struct Recorded {
     pub at: tokio::time::Instant,
 }
 
-/// Once per test process: keep HTTP clients off any proxy, and log with `RUST_LOG`.
+/// Once per test process: keep HTTP clients off any proxy, let ingest in this process
+/// parse documents with the built `lore`, and log with `RUST_LOG`.
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // A proxy variable in the environment must not reroute the fakes' traffic.
         for var in ["NO_PROXY", "no_proxy"] {
             std::env::set_var(var, "127.0.0.1,localhost");
+        }
+        // Documents are parsed by `lore parse-document` in a child process; this test
+        // binary is not `lore`. Left unset when it is not built: ingest then says so.
+        if std::env::var_os(lore::ingest::sandbox::PARSER_ENV).is_none() {
+            if let Some(bin) = built_lore_binary().filter(|b| b.is_file()) {
+                std::env::set_var(lore::ingest::sandbox::PARSER_ENV, bin);
+            }
         }
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -50,15 +59,20 @@ pub fn lore_binary() -> std::path::PathBuf {
     if let Ok(bin) = std::env::var("LORE_BIN") {
         return bin.into();
     }
-    // The test binary is target/<profile>/deps/e2e-<hash>; the binaries sit in <profile>.
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("lore");
+    let bin = built_lore_binary().unwrap();
     assert!(
         bin.is_file(),
         "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does), or set LORE_BIN",
         bin.display()
     );
     bin
+}
+
+/// Where cargo puts `lore` beside this test binary (target/<profile>/deps/e2e-<hash>; the
+/// binaries sit in <profile>).
+fn built_lore_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.join("lore"))
 }
 
 /// A port free on 127.0.0.1 right now (for a server a test configures).

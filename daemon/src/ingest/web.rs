@@ -22,6 +22,7 @@ use url::Url;
 
 use super::addresses::Guard;
 use super::files::{blocks_of, SkipReason, Skipped};
+use super::sandbox::Sandbox;
 
 /// How Lore names itself to web servers; robots.txt rules for `lore` apply to it.
 pub const USER_AGENT: &str = concat!("lore/", env!("CARGO_PKG_VERSION"), " (knowledge-base ingest)");
@@ -164,6 +165,8 @@ pub struct Crawler<'a> {
     digests: BTreeMap<String, String>,
     last_request: Option<Instant>,
     max_bytes: u64,
+    /// Where pages are parsed.
+    sandbox: &'a Sandbox,
     /// Sources the knowledge base holds.
     stored: &'a dyn Fn(&str) -> bool,
 }
@@ -176,6 +179,7 @@ impl<'a> Crawler<'a> {
         root: &Url,
         settings: &'a WebSettings,
         max_bytes: u64,
+        sandbox: &'a Sandbox,
         stored: &'a dyn Fn(&str) -> bool,
     ) -> anyhow::Result<Crawler<'a>> {
         settings.guard.check_url(root).map_err(anyhow::Error::msg)?;
@@ -227,6 +231,7 @@ impl<'a> Crawler<'a> {
             digests: BTreeMap::new(),
             last_request: None,
             max_bytes,
+            sandbox,
             stored,
         };
         crawler.read_robots(root).await?;
@@ -294,7 +299,12 @@ impl<'a> Crawler<'a> {
                     continue;
                 }
             };
-            let sitemap = lore_documents::sitemap(&xml);
+            // Off the async workers, as every document is read.
+            let Ok(sitemap) = tokio::task::spawn_blocking(move || lore_documents::sitemap(&xml)).await else {
+                tracing::warn!(%url, "cannot read the sitemap; the crawl counts as incomplete");
+                self.cut_short = true;
+                continue;
+            };
             sitemaps.extend(sitemap.sitemaps);
             for page in sitemap.pages {
                 if let Ok(page) = parse_url(&page) {
@@ -469,21 +479,16 @@ impl<'a> Crawler<'a> {
             Err(skipped) => return (Outcome::Skipped(skipped.at(address)), None),
         };
         let digest = Some(hex_digest(&bytes));
-        // Kept even when a sitemap is followed: a later run may have to follow links.
-        let links = if format == Format::Html {
-            std::str::from_utf8(&bytes).map(|html| resolve_links(html, &landed)).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let read = {
-            let address = address.to_string();
-            tokio::task::spawn_blocking(move || blocks_of(Path::new(&address), format, bytes))
-        };
-        let outcome = match read.await {
-            Ok(Ok(blocks)) => Outcome::Changed(blocks),
-            Ok(Err(skipped)) => Outcome::Skipped(skipped),
-            Err(e) => skip(SkipReason::Corrupt, format!("reading it failed: {e}")),
-        };
+        // Links are read with the page, in the sandbox; kept even when a sitemap is
+        // followed: a later run may have to follow links.
+        let (outcome, links) =
+            match blocks_of(self.sandbox, Path::new(address), format, bytes, format == Format::Html).await {
+                Ok(parsed) => {
+                    let links = parsed.links.map(|(links, base)| resolve_links(&links, base.as_deref(), &landed));
+                    (Outcome::Changed(parsed.blocks), links.unwrap_or_default())
+                }
+                Err(skipped) => (Outcome::Skipped(skipped), Vec::new()),
+            };
         (outcome, Some(Remembered { etag, last_modified, links, digest }))
     }
 
@@ -580,10 +585,10 @@ fn format_of(content_type: &str, url: &Url) -> Option<Format> {
     by_type.or_else(|| generic.then(|| Format::of_path(Path::new(url.path()))).flatten())
 }
 
-/// A page's links as absolute addresses without fragments (`<base href>` honoured).
-fn resolve_links(html: &str, page: &Url) -> Vec<String> {
-    let (links, base) = lore_documents::links(html);
-    let base = base.and_then(|b| page.join(&b).ok()).unwrap_or_else(|| page.clone());
+/// A page's links (as written, and its `<base href>`) as absolute addresses without
+/// fragments.
+fn resolve_links(links: &[String], base: Option<&str>, page: &Url) -> Vec<String> {
+    let base = base.and_then(|b| page.join(b).ok()).unwrap_or_else(|| page.clone());
     let mut seen = HashSet::new();
     links
         .iter()
@@ -613,6 +618,10 @@ mod tests {
 
     #[test]
     fn links_resolve_against_the_page_or_its_base_without_fragments() {
+        let resolve_links = |html: &str, page: &Url| {
+            let (links, base) = lore_documents::links(html);
+            resolve_links(&links, base.as_deref(), page)
+        };
         let page = Url::parse("https://h/docs/index.html").unwrap();
         let html = r#"<a href="leave.html#sick">a</a><a href="leave.html">b</a><a href="mailto:x@h">c</a>
             <a href="/top">d</a><a href="https://other/x">e</a>"#;
