@@ -134,6 +134,7 @@ impl Test {
             config,
             store,
             embedder: embedder.clone(),
+            local_embedder: None,
             remote_embedder: None,
             generator: None,
             remote: None,
