@@ -5,7 +5,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Adapter, Author, Command, ConversationKey, Incoming, ReplySink, SourceRef};
+use crate::{Adapter, Author, Command, Connected, ConversationKey, Incoming, ReplySink, SourceRef};
 
 /// Reads one question per line from stdin; answers stream to stdout.
 pub struct ConsoleAdapter {
@@ -20,7 +20,14 @@ impl ConsoleAdapter {
 
 #[async_trait]
 impl Adapter for ConsoleAdapter {
-    async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(
+        self: Box<Self>,
+        inbox: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+        connected: Connected,
+    ) -> anyhow::Result<()> {
+        // The terminal is there from the start.
+        connected.now();
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         loop {
             prompt().await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use lore_core::Secret;
 use serde::{Deserialize, Deserializer};
 use serenity::all::{
     Cache, ChannelId, ChannelType, ClientBuilder, Command as AppCommand, CommandInteraction, Context,
@@ -22,10 +23,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply};
-use crate::text::{escape_discord, split_message, Secret};
+use crate::stream::{retry_after_secs, with_retries, Failure, Platform, PostKey, StreamingReply};
+use crate::text::{escape_discord, split_message};
 use crate::throttle::EditThrottle;
-use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
+use crate::{Adapter, Author, Command, Connected, ConversationKey, Incoming, SourceRef};
 
 /// The `discord:` section of a bot.
 #[derive(Debug, Clone, Deserialize)]
@@ -103,7 +104,12 @@ impl DiscordAdapter {
 
 #[async_trait]
 impl Adapter for DiscordAdapter {
-    async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(
+        self: Box<Self>,
+        inbox: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+        connected: Connected,
+    ) -> anyhow::Result<()> {
         // Serenity's default client waits for an answer forever: one lost response would
         // hold an answer (and its place in line) for good.
         let client = reqwest::Client::builder()
@@ -126,6 +132,7 @@ impl Adapter for DiscordAdapter {
         let handler = Handler {
             bot: self.bot.clone(),
             inbox,
+            connected,
             respond_to_all: self.cfg.respond_to_all.iter().copied().collect(),
             command_guilds: self.cfg.command_guilds.clone(),
             throttle: EditThrottle::new(Duration::from_millis(self.cfg.edit_interval_ms)),
@@ -166,6 +173,8 @@ const KNOWN_CHANNELS: usize = 4096;
 struct Handler {
     bot: String,
     inbox: mpsc::Sender<Incoming>,
+    /// Told at each READY: the gateway took the token and events flow.
+    connected: Connected,
     respond_to_all: HashSet<u64>,
     command_guilds: Vec<u64>,
     throttle: EditThrottle,
@@ -222,6 +231,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
         info!(bot = %self.bot, user = %ready.user.name, "connected to Discord");
+        self.connected.now();
         if !self.commands_registered.swap(true, Ordering::SeqCst) {
             if let Err(error) = self.register_commands(&ctx).await {
                 // Text commands still work; the bot keeps running.
@@ -551,11 +561,11 @@ impl DiscordReply {
 }
 
 /// How long a 429 asks to wait: the body's `retry_after` (seconds, with a fraction), else
-/// the `Retry-After` header (whole seconds).
+/// the `Retry-After` header (whole seconds); capped (see [`retry_after_secs`]).
 async fn retry_after(response: reqwest::Response) -> Option<Duration> {
     let header = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok());
     let body = response.json::<serde_json::Value>().await.ok().and_then(|b| b["retry_after"].as_f64());
-    body.or(header).filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    body.or(header).and_then(retry_after_secs)
 }
 
 fn is_not_found(error: &serenity::Error) -> bool {
@@ -690,6 +700,17 @@ impl Platform for DiscordReply {
 mod tests {
     use super::*;
     use crate::stream::sources_block;
+
+    #[test]
+    fn a_retry_after_too_large_for_a_duration_waits_fifteen_minutes_and_nonsense_none() {
+        // Duration::from_secs_f64 panics on 1e300: a platform (or a proxy) could take the
+        // adapter down with one 429.
+        assert_eq!(retry_after_secs(1e300), Some(crate::stream::LONGEST_RETRY_AFTER));
+        assert_eq!(retry_after_secs(2.5), Some(Duration::from_millis(2500)));
+        for nonsense in [f64::NAN, f64::INFINITY, -1.0] {
+            assert_eq!(retry_after_secs(nonsense), None, "{nonsense}");
+        }
+    }
 
     #[test]
     fn config_defaults_and_ids_as_text_or_numbers() {

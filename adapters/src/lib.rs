@@ -17,7 +17,7 @@ mod throttle;
 
 // The chat types live in lore-core (the daemon and the adapters share them); they are
 // re-exported here so platform code names them as its own.
-pub use lore_core::chat::{Adapter, Author, Command, ConversationKey, Incoming, ReplySink, SourceRef};
+pub use lore_core::chat::{Adapter, Author, Command, Connected, ConversationKey, Incoming, ReplySink, SourceRef};
 
 #[cfg(all(test, feature = "discord", feature = "telegram"))]
 mod tests {

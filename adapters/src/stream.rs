@@ -23,6 +23,15 @@ const MAX_RETRIES: u32 = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(if cfg!(test) { 10 } else { 1_000 });
 /// ...up to this: with [`MAX_RETRIES`], a platform may be down for about two minutes.
 const LONGEST_BACKOFF: Duration = Duration::from_millis(if cfg!(test) { 300 } else { 30_000 });
+/// The longest wait a platform's `retry_after` is honoured for: a larger one is this.
+pub(crate) const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// A platform's `retry_after` in seconds as a wait, at most [`LONGEST_RETRY_AFTER`]; `None`
+/// (wait as for any failure) for what is no wait at all: negative, NaN, infinite.
+pub(crate) fn retry_after_secs(seconds: f64) -> Option<Duration> {
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::from_secs_f64(seconds.min(LONGEST_RETRY_AFTER.as_secs_f64())))
+}
 
 /// What a failed platform call means for the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

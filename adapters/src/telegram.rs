@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use lore_core::Secret;
 use serde::Deserialize;
 use teloxide::prelude::*;
 use teloxide::types::{
@@ -17,10 +18,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply};
-use crate::text::{escape_html, split_message, telegram_html, Secret};
+use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply, LONGEST_RETRY_AFTER};
+use crate::text::{escape_html, split_message, telegram_html};
 use crate::throttle::EditThrottle;
-use crate::{Adapter, Author, Command, ConversationKey, Incoming, SourceRef};
+use crate::{Adapter, Author, Command, Connected, ConversationKey, Incoming, SourceRef};
 
 /// Telegram allows 4096 characters (UTF-16 code units, after entity parsing) per message.
 const LIMIT: usize = 4096;
@@ -100,7 +101,12 @@ impl TelegramAdapter {
 
 #[async_trait]
 impl Adapter for TelegramAdapter {
-    async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(
+        self: Box<Self>,
+        inbox: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+        connected: Connected,
+    ) -> anyhow::Result<()> {
         // Two clients: a long poll must be given longer than it waits, while an answer's
         // call that gets no reply should be retried long before that.
         let poller = self.client(Duration::from_secs(u64::from(self.cfg.poll_timeout_secs) + 10))?;
@@ -134,6 +140,8 @@ impl Adapter for TelegramAdapter {
             warn!(bot = %self.name, %error, "setMyCommands failed");
         }
 
+        // getMe answered with this token, and polling starts now.
+        connected.now();
         // Telegram re-sends every update until a poll's offset passes it: the offset moves on
         // only after the message is in the inbox, so none is lost and none comes twice.
         let mut offset: i32 = 0;
@@ -152,7 +160,7 @@ impl Adapter for TelegramAdapter {
                 Err(RequestError::RetryAfter(after)) => {
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(after.duration()) => continue,
+                        () = tokio::time::sleep(after.duration().min(LONGEST_RETRY_AFTER)) => continue,
                     }
                 }
                 Err(error) => {
@@ -369,7 +377,9 @@ impl Platform for TelegramChat {
 
     fn classify(error: &RequestError) -> Failure {
         match error {
-            RequestError::RetryAfter(after) => Failure::RateLimited { retry_after: Some(after.duration()) },
+            RequestError::RetryAfter(after) => {
+                Failure::RateLimited { retry_after: Some(after.duration().min(LONGEST_RETRY_AFTER)) }
+            }
             RequestError::Api(ApiError::MessageNotModified) => Failure::NotModified,
             // Timeouts and dropped connections; a proxy's HTML error page in place of JSON.
             RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => Failure::Transient,
@@ -449,6 +459,12 @@ fn visible_len(html: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_retry_after_waits_fifteen_minutes_at_most() {
+        let forever = RequestError::RetryAfter(teloxide::types::Seconds::from_seconds(u32::MAX));
+        assert_eq!(TelegramChat::classify(&forever), Failure::RateLimited { retry_after: Some(LONGEST_RETRY_AFTER) });
+    }
 
     #[test]
     fn config_defaults_and_unknown_fields() {

@@ -1,7 +1,5 @@
 //! Helpers shared by the adapters: splitting at a platform's length limit, escaping user and
-//! model text for Discord markdown and Telegram HTML, keeping tokens secret.
-
-use std::fmt;
+//! model text for Discord markdown and Telegram HTML.
 
 /// Splits `text` into pieces of at most `limit` characters (Unicode scalar values), preferring
 /// paragraph, line and word boundaries, never cutting a character, and keeping fenced code
@@ -152,26 +150,6 @@ fn fenced_segments(text: &str) -> Vec<Segment<'_>> {
     segments
 }
 
-/// A bot token: readable only through [`Secret::expose`], never printed by `Debug`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,10 +231,5 @@ mod tests {
             "x &lt; y\n<pre>if a &lt; b {}</pre>\nend &amp; &lt;i&gt;"
         );
         assert_eq!(telegram_html("```no close <b>"), "```no close &lt;b&gt;");
-    }
-
-    #[test]
-    fn secret_is_redacted() {
-        assert_eq!(format!("{:?}", Secret::new("tok".into())), "Secret(<redacted>)");
     }
 }

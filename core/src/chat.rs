@@ -2,6 +2,7 @@
 //! through. Nothing platform-specific: adapters turn their platform's events into these.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -126,6 +127,34 @@ pub trait ReplySink: Send {
 /// A connection to one platform for one bot.
 #[async_trait]
 pub trait Adapter: Send {
-    /// Runs until `shutdown` fires, feeding every message worth considering into `inbox`.
-    async fn run(self: Box<Self>, inbox: mpsc::Sender<Incoming>, shutdown: CancellationToken) -> anyhow::Result<()>;
+    /// Runs until `shutdown` fires, feeding every message worth considering into `inbox`,
+    /// and telling `connected` once the platform takes it (and again after reconnecting, if
+    /// it likes).
+    async fn run(
+        self: Box<Self>,
+        inbox: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+        connected: Connected,
+    ) -> anyhow::Result<()>;
+}
+
+/// How an adapter tells whoever runs it that it is connected to its platform: the daemon's
+/// readiness counts a bot as running only from then on (a bot whose platform does not
+/// answer is not ready). Cheap to clone; telling twice is harmless.
+#[derive(Clone)]
+pub struct Connected(Arc<dyn Fn() + Send + Sync>);
+
+impl Connected {
+    pub fn new(on_connected: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(on_connected))
+    }
+
+    /// For an adapter nobody watches.
+    pub fn ignored() -> Self {
+        Self::new(|| {})
+    }
+
+    pub fn now(&self) {
+        (self.0)()
+    }
 }

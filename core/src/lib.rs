@@ -11,15 +11,17 @@ pub mod chat;
 pub mod generation;
 pub mod knowledge;
 pub mod retrieval;
+mod secret;
 pub mod testing;
 
-pub use chat::{Adapter, Author, Command, ConversationKey, Incoming, ReplySink, SourceRef};
+pub use chat::{Adapter, Author, Command, Connected, ConversationKey, Incoming, ReplySink, SourceRef};
 pub use generation::{
     ChatModel, Event, Finish, GenerateError, GenerateRequest, Generated, Generation, LoraAdapter, Part, PromptText,
     Sampling, StopReason,
 };
 pub use knowledge::{chunk_id, Chunk, Hit};
 pub use retrieval::{cosine, Embedder, PairScorer, PluginContext, Reranker, Retriever, Scorer};
+pub use secret::Secret;
 
 /// What a caught panic said, when it said it with a string (for the log).
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

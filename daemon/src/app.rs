@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use lore_core::{ChatModel, Embedder, PluginContext, ReplySink};
+use lore_core::{ChatModel, Embedder, PluginContext, ReplySink, Secret};
 use lore_engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
 use lore_plugins::{KbHandle, KbStore, KnowledgeBase};
 use lore_remote::{
@@ -32,6 +32,8 @@ pub struct App {
     pub store: KbStore,
     /// The embedder, local or on a pool of servers.
     pub embedder: Arc<dyn Embedder>,
+    /// The embedder when it runs here (`type: llama`).
+    pub local_embedder: Option<LlamaEmbedder>,
     /// The embedder's pool when it runs on servers (`type: openai`).
     pub remote_embedder: Option<RemoteEmbedder>,
     /// Loaded with [`Models::All`] for a local model (`type: llama`).
@@ -47,11 +49,18 @@ impl App {
         config.validate_files()?;
         calibrations(&config)?;
         let store = open_store(&config).await?;
-        let (embedder, remote_embedder): (Arc<dyn Embedder>, _) = match config.models.embedder.kind {
-            ModelKind::Llama => (Arc::new(LlamaEmbedder::load(&config.models.embedder.local())?), None),
+        if !matches!(&config.data_dir, DataDir::Folder(dir) if *dir == config.state_dir) {
+            crate::owner_only::warn_if_shared(&config.state_dir, "state_dir");
+        }
+        crate::owner_only::tighten(&config.conversations_dir());
+        let (embedder, local_embedder, remote_embedder): (Arc<dyn Embedder>, _, _) = match config.models.embedder.kind {
+            ModelKind::Llama => {
+                let local = LlamaEmbedder::load(&config.models.embedder.local())?;
+                (Arc::new(local.clone()), Some(local), None)
+            }
             ModelKind::Openai => {
                 let remote = connect_embedder(&config).await?;
-                (Arc::new(remote.clone()), Some(remote))
+                (Arc::new(remote.clone()), None, Some(remote))
             }
         };
         let (mut generator, mut remote) = (None, None);
@@ -64,7 +73,23 @@ impl App {
             (Models::WithoutGenerator, _) => {}
         }
         let cross_encoder = config.models.reranker.as_ref().map(LlamaCrossEncoder::load).transpose()?;
-        Ok(Self { config, store, embedder, remote_embedder, generator, remote, cross_encoder })
+        Ok(Self { config, store, embedder, local_embedder, remote_embedder, generator, remote, cross_encoder })
+    }
+
+    /// The model threads run here, by name, each with the token that fires if it dies: a
+    /// daemon whose model is in an unknown state exits (see `serve`).
+    pub fn model_threads(&self) -> Vec<(&'static str, tokio_util::sync::CancellationToken)> {
+        let mut threads = Vec::new();
+        if let Some(generator) = &self.generator {
+            threads.push(("generator", generator.died()));
+        }
+        if let Some(embedder) = &self.local_embedder {
+            threads.push(("embedder", embedder.died()));
+        }
+        if let Some(cross_encoder) = &self.cross_encoder {
+            threads.push(("reranker", cross_encoder.died()));
+        }
+        threads
     }
 
     /// The generator and its settings. Panics unless loaded with [`Models::All`].
@@ -160,6 +185,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<KbStore> {
     match &config.data_dir {
         DataDir::Folder(dir) => {
             // Knowledge bases and conversations are the owner's alone.
+            crate::owner_only::warn_if_shared(dir, "data_dir");
             crate::memory::create_private_dir(dir)
                 .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
             KbStore::open(dir).await.with_context(|| format!("cannot open the data directory {}", dir.display()))
@@ -219,7 +245,14 @@ async fn connect_generator(config: &Config) -> anyhow::Result<RemoteGenerator> {
     let pool = PoolSettings {
         // A long prompt on a busy server may take a while before its first token.
         timeout: std::time::Duration::from_secs(120),
-        ..pool_settings(config, "models.generator", &g.endpoints, g.api_key_env.as_deref(), g.max_in_flight)?
+        ..pool_settings(
+            config,
+            "models.generator",
+            &g.endpoints,
+            g.api_key_env.as_deref(),
+            g.max_in_flight,
+            g.request_deadline_secs,
+        )?
     };
     let settings = RemoteGeneratorSettings {
         pool,
@@ -251,8 +284,16 @@ pub fn llm_reranker_cannot(why: &str) -> String {
 /// The pool of servers `models.embedder` names (`type: openai`).
 async fn connect_embedder(config: &Config) -> anyhow::Result<RemoteEmbedder> {
     let e = &config.models.embedder;
+    let pool = pool_settings(
+        config,
+        "models.embedder",
+        &e.endpoints,
+        e.api_key_env.as_deref(),
+        e.max_in_flight,
+        e.request_deadline_secs,
+    )?;
     let settings = RemoteEmbedderSettings {
-        pool: pool_settings(config, "models.embedder", &e.endpoints, e.api_key_env.as_deref(), e.max_in_flight)?,
+        pool,
         model: e.name(),
         batch_texts: e.batch_texts,
         max_tokens: e.batch_tokens,
@@ -273,11 +314,14 @@ fn pool_settings(
     endpoints: &[String],
     api_key_env: Option<&str>,
     max_in_flight: usize,
+    request_deadline_secs: u64,
 ) -> anyhow::Result<PoolSettings> {
     let api_key = match api_key_env {
-        Some(var) => Some(std::env::var(var).ok().filter(|k| !k.trim().is_empty()).ok_or_else(|| {
-            config.error(&format!("{section}.api_key_env"), format!("environment variable {var} holds no key"))
-        })?),
+        Some(var) => {
+            Some(std::env::var(var).ok().filter(|k| !k.trim().is_empty()).map(Secret::new).ok_or_else(|| {
+                config.error(&format!("{section}.api_key_env"), format!("environment variable {var} holds no key"))
+            })?)
+        }
         None => None,
     };
     Ok(PoolSettings {
@@ -286,6 +330,7 @@ fn pool_settings(
         max_in_flight,
         health_interval: std::time::Duration::from_secs(5),
         timeout: std::time::Duration::from_secs(30),
+        request_deadline: std::time::Duration::from_secs(request_deadline_secs),
     })
 }
 

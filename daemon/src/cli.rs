@@ -49,6 +49,11 @@ pub enum Command {
         /// `max_pages`, 500].
         #[arg(long)]
         max_pages: Option<usize>,
+        /// With web pages: let the crawler connect to loopback, private and link-local
+        /// addresses (an intranet site), as the knowledge base's
+        /// `allow_private_addresses: true` does.
+        #[arg(long)]
+        allow_private: bool,
     },
     /// Answer one question, streamed to stdout, with sources.
     Ask {
@@ -80,10 +85,19 @@ pub enum Command {
     Synth(crate::synth::SynthArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
     Bench(lore_engine::bench::BenchArgs),
+    /// Parse one document from stdin into JSON on stdout, under resource limits: how
+    /// ingest reads documents, each in a child process of its own.
+    #[command(name = "parse-document", hide = true)]
+    ParseDocument(crate::ingest::sandbox::ParseArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
+    crate::ingest::sandbox::this_program_parses();
     let cli = Cli::parse();
+    if let Command::ParseDocument(args) = &cli.command {
+        // A child reading one document: no logging, no runtime, no config.
+        return crate::ingest::sandbox::parse_document(args);
+    }
     init_logging(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
@@ -123,7 +137,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = Config::load(&config_path(cli.config))?;
     match cli.command {
-        Command::Ingest { kb, sources, crawl, max_pages } => ingest(config, &kb, sources, crawl, max_pages).await,
+        Command::Ingest { kb, sources, crawl, max_pages, allow_private } => {
+            ingest(config, &kb, sources, crawl, max_pages, allow_private).await
+        }
         Command::Ask { bot, kb, question } => ask(config, bot.as_deref(), kb.as_deref(), &question).await,
         Command::Chat { bot, kb } => chat(config, bot.as_deref(), kb.as_deref()).await,
         Command::Run => serve(config).await,
@@ -173,6 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: {report}", args.out.display());
             Ok(())
         }
+        Command::ParseDocument(_) => unreachable!("handled before the runtime starts"),
         Command::Bench(args) => {
             let m = &config.models;
             if m.generator.kind == crate::config::ModelKind::Openai {
@@ -193,6 +210,7 @@ async fn ingest(
     sources: Vec<String>,
     crawl: bool,
     max_pages: Option<usize>,
+    allow_private: bool,
 ) -> anyhow::Result<()> {
     if !crate::config::valid_kb_name(kb_name) {
         bail!("knowledge base name {kb_name:?} is not valid: use letters, digits, '-' and '_'");
@@ -213,6 +231,7 @@ async fn ingest(
         pages.iter().map(|p| crate::ingest::web::parse_url(p)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
     let mut settings = crate::ingest::Settings::for_kb(&config, kb_name);
     settings.web.crawl |= crawl;
+    settings.web.guard.allow_private |= allow_private;
     if let Some(max) = max_pages {
         settings.web.max_pages = max;
     }

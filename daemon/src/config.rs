@@ -43,6 +43,12 @@ pub struct Config {
     /// Defaults for knowledge bases created from the command line.
     #[serde(default)]
     pub chunking: Chunking,
+    /// What reading one document may take: PDF, HTML, DOCX and ODT files and web pages are
+    /// parsed in a child process under these limits (`memory_mib`, `cpu_secs`,
+    /// `timeout_secs`; see `ingest::sandbox::Limits`), so a hostile one is skipped instead
+    /// of taking Lore down.
+    #[serde(default)]
+    pub parsing: crate::ingest::sandbox::Limits,
     /// Knowledge bases by name.
     #[serde(default)]
     pub knowledge_bases: BTreeMap<String, KnowledgeBaseConfig>,
@@ -198,6 +204,10 @@ pub struct GeneratorSettings {
     /// `type: openai`: requests one server takes at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// `type: openai`: the longest one answer may take, failovers and its whole stream
+    /// included; past it the answer fails in words and its place on the server is freed.
+    #[serde(default = "default_request_deadline_secs")]
+    pub request_deadline_secs: u64,
     /// `type: openai`: `chat` (the servers apply the model's chat template: instruct
     /// models) or `completions` (Lore's prompt template, sent as plain text: base models
     /// such as GPT-J).
@@ -238,6 +248,10 @@ pub struct EmbedderSettings {
     /// `type: openai`: requests one server takes at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// `type: openai`: the longest one request (a batch of texts) may take, failovers
+    /// included.
+    #[serde(default = "default_request_deadline_secs")]
+    pub request_deadline_secs: u64,
     /// `type: openai`: texts sent in one request.
     #[serde(default = "default_batch_texts")]
     pub batch_texts: usize,
@@ -285,6 +299,7 @@ struct Placement<'a> {
     model: Option<&'a str>,
     api_key_env: Option<&'a str>,
     max_in_flight: usize,
+    request_deadline_secs: u64,
     tokenizer: Option<&'a Path>,
 }
 
@@ -298,6 +313,7 @@ impl GeneratorSettings {
             model: self.model.as_deref(),
             api_key_env: self.api_key_env.as_deref(),
             max_in_flight: self.max_in_flight,
+            request_deadline_secs: self.request_deadline_secs,
             tokenizer: self.tokenizer.as_deref(),
         }
     }
@@ -313,6 +329,7 @@ impl EmbedderSettings {
             model: self.model.as_deref(),
             api_key_env: self.api_key_env.as_deref(),
             max_in_flight: self.max_in_flight,
+            request_deadline_secs: self.request_deadline_secs,
             tokenizer: self.tokenizer.as_deref(),
         }
     }
@@ -329,6 +346,10 @@ pub enum RemoteApi {
 
 fn default_max_in_flight() -> usize {
     8
+}
+
+fn default_request_deadline_secs() -> u64 {
+    300
 }
 
 impl GeneratorSettings {
@@ -529,9 +550,40 @@ pub struct ServerConfig {
     /// Keys that may use the API. With none, the server listens on loopback only.
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes. It also bounds the text of one embeddings or
+    /// tokenize request.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Connections open at once, from everyone; one more is answered `503` with
+    /// `Retry-After` and closed, never queued. Each is a file descriptor: keep it well
+    /// under the process's open-files limit (`LimitNOFILE` in `config/lore.service`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one client address (0: no such cap). Behind a
+    /// reverse proxy every client has the proxy's address: raise it to about
+    /// `max_connections`, or set 0, there.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to send a request's headers, counted from when it connects
+    /// or from its previous response on a kept-alive connection: idle and slow-header
+    /// connections are closed after this.
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request in progress may stall on its client (no byte of its body
+    /// arriving, or its response not being read) before the connection is closed. An
+    /// answer waiting in line or being generated is not a stall: the client waits for us.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Names (`lore.example.com`, or with a port, `lore.example.com:8443`) besides the
+    /// listen address and `localhost` that requests may address this server by, in their
+    /// `Host` header and, from browsers, `Origin`. Without api_keys this is always checked
+    /// (a web page whose name was pointed at 127.0.0.1, DNS rebinding, is refused); with
+    /// keys only when set.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Texts one `/v1/embeddings` request may hold; more are refused with `400`.
+    #[serde(default = "default_max_embedding_inputs")]
+    pub max_embedding_inputs: usize,
 }
 
 /// One API key: its value is read from an environment variable, never from this file.
@@ -553,6 +605,26 @@ fn default_max_body_bytes() -> usize {
     1 << 20
 }
 
+fn default_max_connections() -> usize {
+    512
+}
+
+fn default_max_connections_per_ip() -> usize {
+    64
+}
+
+fn default_header_read_timeout_secs() -> u64 {
+    10
+}
+
+fn default_idle_timeout_secs() -> u64 {
+    60
+}
+
+fn default_max_embedding_inputs() -> usize {
+    256
+}
+
 /// Admission by question: one place in line per question, answered `parallel`
 /// (`models.generator.parallel`) at a time, people taking turns.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -562,6 +634,12 @@ pub struct Admission {
     /// short notice.
     #[serde(default = "default_max_waiting_questions")]
     pub max_waiting_questions: usize,
+    /// Questions to bots one person (a chat user, or an API key) may have waiting at once;
+    /// one more is refused politely ("you already have 3 questions waiting"), so nobody can
+    /// fill the line and lock everyone else out. Requests for the generator itself (another
+    /// Lore using this one as its engine) are not capped so.
+    #[serde(default = "default_max_waiting_per_person")]
+    pub max_waiting_per_person: usize,
     /// Answers in progress per person; their further questions wait behind other
     /// people's.
     #[serde(default = "default_per_user_in_flight")]
@@ -580,6 +658,7 @@ impl Default for Admission {
     fn default() -> Self {
         Self {
             max_waiting_questions: default_max_waiting_questions(),
+            max_waiting_per_person: default_max_waiting_per_person(),
             per_user_in_flight: default_per_user_in_flight(),
             rate_limit: None,
             rerank_when_busy: false,
@@ -650,6 +729,11 @@ pub struct KnowledgeBaseConfig {
     /// Milliseconds between two requests to a host (its robots.txt may ask for more).
     #[serde(default = "default_crawl_delay_ms")]
     pub crawl_delay_ms: u64,
+    /// With web sources: let the crawler connect to loopback, private, link-local and other
+    /// non-public addresses (an intranet site). Off, a page, redirect or sitemap leading
+    /// there is refused, whatever name it goes by.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
     /// How its files are cut into chunks; default: the top-level `chunking`.
     pub chunking: Option<Chunking>,
     /// Files larger than this are skipped with a warning naming the file and its size
@@ -778,6 +862,9 @@ fn default_shutdown_grace_seconds() -> u64 {
 }
 fn default_max_waiting_questions() -> usize {
     64
+}
+fn default_max_waiting_per_person() -> usize {
+    3
 }
 fn default_per_user_in_flight() -> usize {
     1
@@ -1017,10 +1104,27 @@ impl Config {
             if server.max_body_bytes < 1024 {
                 return Err(self.error("server.max_body_bytes", "must be at least 1024"));
             }
+            let at_least_one = [
+                ("max_connections", server.max_connections as u64),
+                ("header_read_timeout_secs", server.header_read_timeout_secs),
+                ("idle_timeout_secs", server.idle_timeout_secs),
+                ("max_embedding_inputs", server.max_embedding_inputs as u64),
+            ];
+            if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+                return Err(self.error(&format!("server.{key}"), "must be at least 1"));
+            }
+            for (i, host) in server.allowed_hosts.iter().enumerate() {
+                if let Err(why) = crate::http::check_allowed_host(host) {
+                    return Err(self.error(&format!("server.allowed_hosts.{i}"), why));
+                }
+            }
         }
         let a = &self.admission;
         if a.per_user_in_flight == 0 {
             return Err(self.error("admission.per_user_in_flight", "must be at least 1"));
+        }
+        if a.max_waiting_per_person == 0 {
+            return Err(self.error("admission.max_waiting_per_person", "must be at least 1"));
         }
         if let Some(r) = &a.rate_limit {
             if r.questions == 0 || r.per_seconds == 0 {
@@ -1037,6 +1141,9 @@ impl Config {
             ));
         }
         self.check_chunking("chunking", &self.chunking)?;
+        if let Some((key, why)) = self.parsing.invalid() {
+            return Err(self.error(&format!("parsing.{key}"), why));
+        }
         self.check_rerankers("retrieval.rerankers", &self.retrieval.rerankers)?;
         for (key, abstain) in self.abstain_settings() {
             if let Some(t) = abstain.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
@@ -1138,6 +1245,9 @@ impl Config {
                 }
                 if p.max_in_flight == 0 {
                     return Err(self.error(&format!("{section}.max_in_flight"), "must be at least 1"));
+                }
+                if p.request_deadline_secs == 0 {
+                    return Err(self.error(&format!("{section}.request_deadline_secs"), "must be at least 1"));
                 }
             }
         }
@@ -1526,6 +1636,25 @@ bots:
     }
 
     #[test]
+    fn the_servers_limits_have_defaults_and_bad_ones_name_their_key() {
+        let cfg = Config::parse(Path::new("lore.yaml"), &(OK.to_string() + "server: {}\n")).unwrap();
+        let server = cfg.server.unwrap();
+        assert_eq!((server.max_connections, server.max_connections_per_ip), (512, 64));
+        assert_eq!((server.header_read_timeout_secs, server.idle_timeout_secs), (10, 60));
+        assert_eq!((server.max_embedding_inputs, server.allowed_hosts.len()), (256, 0));
+        for (text, key) in [
+            ("server:\n  max_connections: 0\n", "server.max_connections"),
+            ("server:\n  header_read_timeout_secs: 0\n", "server.header_read_timeout_secs"),
+            ("server:\n  allowed_hosts: [lore.example.com, \"http://x/\"]\n", "server.allowed_hosts.1"),
+        ] {
+            let e = Config::parse(Path::new("lore.yaml"), &(OK.to_string() + text)).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+        let off = OK.to_string() + "server:\n  max_connections_per_ip: 0\n  allowed_hosts: [lore.example.com:8443]\n";
+        assert!(Config::parse(Path::new("lore.yaml"), &off).is_ok(), "0 turns the per-address cap off");
+    }
+
+    #[test]
     fn watch_needs_sources_and_max_file_bytes_defaults_to_20_mib() {
         let cfg = Config::parse(Path::new("lore.yaml"), OK).unwrap();
         assert_eq!(cfg.knowledge_bases["docs"].max_file_bytes, 20 * 1024 * 1024);
@@ -1551,6 +1680,8 @@ bots:
             "models.generator.endpoints"
         );
         assert_eq!(key("    type: openai\n    endpoints: [http://a/v1]\n", ""), "models.generator.model");
+        assert_eq!(cfg.models.generator.request_deadline_secs, 300);
+        assert_eq!(key(&format!("{pool}    request_deadline_secs: 0\n"), ""), "models.generator.request_deadline_secs");
         assert_eq!(key(&format!("{pool}    path: /m/gen.gguf\n"), ""), "models.generator.path");
         assert_eq!(key("    path: /m/gen.gguf\n    endpoints: [http://a/v1]\n", ""), "models.generator.endpoints");
         assert_eq!(key("    path: /m/gen.gguf\n    tokenizer: t.json\n", ""), "models.generator.tokenizer");

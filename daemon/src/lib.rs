@@ -24,6 +24,7 @@ pub mod ingest;
 pub mod line;
 pub mod memory;
 pub mod metrics;
+pub mod owner_only;
 pub mod pipeline;
 pub mod prompt;
 pub mod router;

@@ -2,8 +2,8 @@
 //! reranking and generation run when its turn comes. At most `concurrent` questions are
 //! answered at once (the engine's `parallel`), people take turns (round-robin by user,
 //! in order of first arrival), nobody has more than `per_user_in_flight` answers in
-//! progress, and a question is refused only when the line is really full or its asker is
-//! over their rate.
+//! progress, and a question is refused only when the line is really full, its asker
+//! already has `max_waiting_per_person` questions waiting, or is over their rate.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,9 @@ pub struct LineSettings {
     pub concurrent: usize,
     /// Questions that may wait; more are refused.
     pub max_waiting: usize,
+    /// Questions one person may have waiting; more of theirs are refused, so one person
+    /// cannot fill the line and lock everyone else out.
+    pub max_waiting_per_person: usize,
     /// Answers in progress per user; their further questions wait behind other people's.
     pub per_user_in_flight: usize,
     /// At most this many questions per user in `per`, if set.
@@ -29,8 +32,18 @@ pub struct LineSettings {
 pub enum Refusal {
     #[error("too many questions are waiting ({waiting} in line); please ask again in a minute")]
     Full { waiting: usize },
+    #[error("you already have {} waiting; I will answer {} first", questions(*waiting), if *waiting == 1 { "it" } else { "those" })]
+    TooManyWaiting { waiting: usize },
     #[error("you are asking faster than I can answer (at most {questions} questions every {} s); please ask again in {} s", per.as_secs(), retry_in.as_secs().max(1))]
     RateLimited { questions: usize, per: Duration, retry_in: Duration },
+}
+
+fn questions(n: usize) -> String {
+    if n == 1 {
+        "1 question".into()
+    } else {
+        format!("{n} questions")
+    }
 }
 
 /// The line. Cheap to clone.
@@ -69,6 +82,7 @@ impl Line {
         let settings = LineSettings {
             concurrent: settings.concurrent.max(1),
             per_user_in_flight: settings.per_user_in_flight.max(1),
+            max_waiting_per_person: settings.max_waiting_per_person.max(1),
             ..settings
         };
         Self { settings, state: Arc::default() }
@@ -80,10 +94,25 @@ impl Line {
 
     /// Takes a place in line for `user`'s question.
     pub fn join(&self, user: &str) -> Result<Ticket, Refusal> {
+        self.enter(user, true)
+    }
+
+    /// Takes a place in line for work a program asks of the generator itself (another Lore
+    /// using this one as its engine sends one request per `llm` rerank candidate at once):
+    /// like [`Line::join`], without the cap on one person's waiting questions.
+    pub fn join_for_engine_work(&self, user: &str) -> Result<Ticket, Refusal> {
+        self.enter(user, false)
+    }
+
+    fn enter(&self, user: &str, capped: bool) -> Result<Ticket, Refusal> {
         let mut s = self.lock();
         let waiting = s.waiting_count();
         if waiting >= self.settings.max_waiting {
             return Err(Refusal::Full { waiting });
+        }
+        let theirs = s.waiting.get(user).map_or(0, VecDeque::len);
+        if capped && theirs >= self.settings.max_waiting_per_person {
+            return Err(Refusal::TooManyWaiting { waiting: theirs });
         }
         if let Some((questions, per)) = self.settings.rate_limit {
             let now = Instant::now();
@@ -316,7 +345,13 @@ mod tests {
     use super::*;
 
     fn line(concurrent: usize, max_waiting: usize) -> Line {
-        Line::new(LineSettings { concurrent, max_waiting, per_user_in_flight: 1, rate_limit: None })
+        Line::new(LineSettings {
+            concurrent,
+            max_waiting,
+            max_waiting_per_person: max_waiting,
+            per_user_in_flight: 1,
+            rate_limit: None,
+        })
     }
 
     /// Joins and returns the ticket with whether its turn came at once.
@@ -411,10 +446,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_person_waits_with_a_few_questions_at_most_and_others_still_get_in() {
+        let l = Line::new(LineSettings {
+            concurrent: 1,
+            max_waiting: 64,
+            max_waiting_per_person: 3,
+            per_user_in_flight: 1,
+            rate_limit: None,
+        });
+        let _answering = now(join(&l, "flood")).await;
+        let waiting: Vec<Ticket> = (0..3).map(|_| join(&l, "flood")).collect();
+        let refused = l.join("flood").err().expect("a fourth waiting question is refused");
+        assert_eq!(refused, Refusal::TooManyWaiting { waiting: 3 });
+        assert_eq!(refused.to_string(), "you already have 3 questions waiting; I will answer those first");
+        let other = l.join("other").expect("someone else still gets a place");
+        assert_eq!(other.position(), 2, "behind the flood's first waiting question only");
+        assert!(l.join_for_engine_work("flood").is_ok(), "engine work is not a person's question");
+        drop(waiting);
+        assert!(l.join("flood").is_ok(), "a place freed is theirs again");
+    }
+
+    #[tokio::test]
     async fn the_rate_limit_answers_with_a_wait() {
         let l = Line::new(LineSettings {
             concurrent: 4,
             max_waiting: 10,
+            max_waiting_per_person: 10,
             per_user_in_flight: 4,
             rate_limit: Some((2, Duration::from_secs(60))),
         });

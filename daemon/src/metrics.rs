@@ -7,7 +7,9 @@
 //! `lore_first_token_seconds`, `lore_answer_seconds` (label `bot`); counter
 //! `lore_generated_tokens_total`; gauges `lore_waiting_questions`,
 //! `lore_answers_in_progress`, `lore_kv_cells`, `lore_kv_cells_in_use` (prompts kept for reuse
-//! included), `lore_knowledge_base_rows` (label `kb`).
+//! included), `lore_knowledge_base_rows` (label `kb`, read at most every 15 s),
+//! `lore_http_connections` (open now); counter `lore_http_connections_refused_total`
+//! (label `reason`).
 
 use std::sync::OnceLock;
 
@@ -70,6 +72,12 @@ pub fn answered(bot: &str, platform: &str, outcome: &Outcome) {
 /// State read when scraped.
 pub fn gauge(name: &'static str, value: f64) {
     metrics::gauge!(name).set(value);
+}
+
+/// An HTTP connection not served: over `max_connections` or `max_connections_per_ip`, or
+/// one the system could not accept (`accept_failed`: out of file descriptors, say).
+pub fn connection_refused(reason: &'static str) {
+    metrics::counter!("lore_http_connections_refused_total", "reason" => reason).increment(1);
 }
 
 pub fn kb_rows(kb: &str, rows: usize) {

@@ -214,6 +214,8 @@ impl Pipeline {
         reranking: Reranking,
     ) -> anyhow::Result<Answer> {
         let started = Instant::now();
+        // A question that cannot fit costs no retrieval.
+        prompt::check_question(self.model.as_ref(), question, self.max_answer_tokens).await?;
         let retrieved = chain.retrieve_with(question, reranking).await?;
         let voice = Voice { template: &chain.template, lora: chain.lora.as_ref() };
         let judging = chain.judging(reranking);

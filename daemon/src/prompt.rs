@@ -76,6 +76,11 @@ pub enum PromptError {
 
 /// Builds the prompt, dropping the oldest turns first and then the lowest-ranked passages
 /// until it fits `context_tokens - max_answer_tokens`. The question is never cut.
+///
+/// Without re-rendering once per dropped turn (a long history made that quadratic): the
+/// passages are fitted first without any turn, then each turn is counted once, newest
+/// first, until the room left is spent, and the result is rendered and counted to
+/// confirm. Turns older than what fits are never counted.
 pub async fn build(
     model: &dyn ChatModel,
     template: &Template,
@@ -85,30 +90,95 @@ pub async fn build(
     max_answer_tokens: usize,
 ) -> Result<Prompt, PromptError> {
     let budget = model.context_tokens().saturating_sub(max_answer_tokens);
+    let fitted = |text: PromptText, stop: Vec<String>, n_passages: usize, turns: usize, tokens: usize| Prompt {
+        text,
+        passages: passages[..n_passages].to_vec(),
+        turns_used: turns,
+        stop,
+        tokens,
+    };
+    // Every turn goes before any passage does: the passages that fit with no turn.
     let mut n_passages = passages.len();
-    let mut first_turn = 0;
-    loop {
-        let (text, stop) = render(model, template, question, &passages[..n_passages], &history[first_turn..]);
-        let tokens = model.count_prompt_tokens(&text).await;
-        if tokens <= budget {
-            return Ok(Prompt {
-                text,
-                passages: passages[..n_passages].to_vec(),
-                turns_used: history.len() - first_turn,
-                stop,
-                tokens,
-            });
-        }
-        if first_turn < history.len() {
-            first_turn += 1;
-        } else if n_passages > 0 {
-            n_passages -= 1;
-        } else {
+    let (mut text, mut stop) = render(model, template, question, &passages[..n_passages], &[]);
+    let mut tokens = model.count_prompt_tokens(&text).await;
+    while tokens > budget {
+        if n_passages == 0 {
             let question_tokens = model.count_tokens(question).await;
             let limit = budget.saturating_sub(tokens.saturating_sub(question_tokens));
             return Err(PromptError::QuestionTooLong { tokens: question_tokens, limit });
         }
+        n_passages -= 1;
+        (text, stop) = render(model, template, question, &passages[..n_passages], &[]);
+        tokens = model.count_prompt_tokens(&text).await;
     }
+    // A passage left out leaves no room for turns: they go first.
+    let Some((newest, older)) = history.split_last().filter(|_| n_passages == passages.len()) else {
+        return Ok(fitted(text, stop, n_passages, 0, tokens));
+    };
+    let passages = &passages[..n_passages];
+    // What a turn costs: its own words plus the template around it, measured on the newest.
+    let (with_newest, with_newest_stop) = render(model, template, question, passages, std::slice::from_ref(newest));
+    let with_newest_tokens = model.count_prompt_tokens(&with_newest).await;
+    if with_newest_tokens > budget {
+        return Ok(fitted(text, stop, n_passages, 0, tokens));
+    }
+    let newest_cost = with_newest_tokens - tokens;
+    let around = newest_cost.saturating_sub(turn_tokens(model, newest).await);
+    // Costs of the turns kept, newest first.
+    let mut costs = vec![newest_cost];
+    let mut used = newest_cost;
+    for turn in older.iter().rev() {
+        let cost = (turn_tokens(model, turn).await + around).max(1);
+        if tokens + used + cost > budget {
+            break;
+        }
+        used += cost;
+        costs.push(cost);
+    }
+    if costs.len() == 1 {
+        return Ok(fitted(with_newest, with_newest_stop, n_passages, 1, with_newest_tokens));
+    }
+    // Counted apart, pieces may tokenise a little differently than together: confirm, and
+    // drop the oldest turns worth any excess.
+    loop {
+        let kept = &history[history.len() - costs.len()..];
+        let (with_turns, with_turns_stop) = render(model, template, question, passages, kept);
+        let with_turns_tokens = model.count_prompt_tokens(&with_turns).await;
+        if with_turns_tokens <= budget {
+            return Ok(fitted(with_turns, with_turns_stop, n_passages, kept.len(), with_turns_tokens));
+        }
+        let mut excess = with_turns_tokens - budget;
+        while excess > 0 && costs.len() > 1 {
+            excess = excess.saturating_sub(costs.pop().expect("more than one"));
+        }
+        if costs.len() == 1 {
+            return Ok(fitted(with_newest, with_newest_stop, n_passages, 1, with_newest_tokens));
+        }
+    }
+}
+
+/// A remembered turn's own tokens: its question and answer.
+async fn turn_tokens(model: &dyn ChatModel, turn: &Turn) -> usize {
+    model.count_tokens(&format!("{}\n{}", turn.question, turn.answer)).await
+}
+
+/// Refuses, before anything is retrieved for it, a question that cannot fit the model's
+/// context whatever else is left out. Counted only when it might not fit: a token covers
+/// at least one byte, so a question shorter in bytes than the room always fits.
+pub async fn check_question(
+    model: &dyn ChatModel,
+    question: &str,
+    max_answer_tokens: usize,
+) -> Result<(), PromptError> {
+    let budget = model.context_tokens().saturating_sub(max_answer_tokens);
+    if question.len() <= budget {
+        return Ok(());
+    }
+    let tokens = model.count_tokens(question).await;
+    if tokens > budget {
+        return Err(PromptError::QuestionTooLong { tokens, limit: budget });
+    }
+    Ok(())
 }
 
 /// Passages as `[n] text` blocks.
@@ -250,6 +320,81 @@ mod tests {
         assert_eq!((p.turns_used, p.passages.len()), (0, 1));
         assert_eq!(p.passages[0].chunk.position, 1, "the best passage stays");
         assert!(p.tokens <= 200 - (200 - (all - 60)));
+        // Room for one passage and a turn, not two passages: no turn either, as before.
+        let one = build(&model, &Template::default(), "Why?", &passages[..1], &[], 0).await.unwrap().tokens;
+        let p = build(&model, &Template::default(), "Why?", &passages, &turns, 200 - (one + 10)).await.unwrap();
+        assert_eq!((p.turns_used, p.passages.len()), (0, 1), "a passage was left out: turns go first");
+    }
+
+    /// Word tokens, as [`EchoModel`], counting what it is asked to count; re-rendering the
+    /// prompt once per dropped turn fails the test at once.
+    struct Counting {
+        inner: EchoModel,
+        prompts: std::sync::atomic::AtomicUsize,
+        texts: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Counting {
+        fn new(inner: EchoModel) -> Self {
+            Self { inner, prompts: Default::default(), texts: Default::default() }
+        }
+
+        fn counted(&self) -> (usize, usize) {
+            use std::sync::atomic::Ordering::SeqCst;
+            (self.prompts.load(SeqCst), self.texts.load(SeqCst))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ChatModel for Counting {
+        fn context_tokens(&self) -> usize {
+            self.inner.context_tokens()
+        }
+        async fn count_tokens(&self, text: &str) -> usize {
+            self.texts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.count_tokens(text).await
+        }
+        async fn count_prompt_tokens(&self, prompt: &PromptText) -> usize {
+            let n = self.prompts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(n < 8, "the whole prompt was rendered and counted {} times", n + 1);
+            self.inner.count_prompt_tokens(prompt).await
+        }
+        fn render_chat(&self, messages: &[(&str, &str)]) -> Option<PromptText> {
+            self.inner.render_chat(messages)
+        }
+        fn generate(
+            &self,
+            request: lore_core::GenerateRequest,
+        ) -> Result<lore_core::Generation, lore_core::GenerateError> {
+            self.inner.generate(request)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_history_of_seventeen_thousand_turns_keeps_the_newest_counting_each_kept_turn_once() {
+        let model = Counting::new(EchoModel::new(1000, ""));
+        let turns: Vec<Turn> = (0..17_000).map(turn).collect();
+        let p = build(&model, &Template::default(), "Why?", &[passage(1, 10)], &turns, 100).await.unwrap();
+        assert!(p.turns_used > 50 && p.tokens <= 900, "{} turns, {} tokens", p.turns_used, p.tokens);
+        let text = p.text.text();
+        let oldest_kept = 17_000 - p.turns_used;
+        assert!(text.contains("question16999 about") && text.contains(&format!("question{oldest_kept} about")));
+        assert!(!text.contains(&format!("question{} about", oldest_kept - 1)), "only the newest turns");
+        assert_eq!(p.passages.len(), 1);
+        let (prompts, texts) = model.counted();
+        assert!(prompts <= 3, "{prompts} prompts counted");
+        assert!(texts <= p.turns_used + 1, "{texts} turns counted for {} kept", p.turns_used);
+    }
+
+    #[tokio::test]
+    async fn a_question_longer_than_the_context_is_refused_before_retrieval_and_a_short_one_is_not_counted() {
+        let model = Counting::new(EchoModel::new(100, ""));
+        assert!(check_question(&model, "Why do bees dance?", 20).await.is_ok());
+        assert_eq!(model.counted(), (0, 0), "fewer bytes than the room: fits, uncounted");
+        let err = check_question(&model, &"why ".repeat(120), 20).await.unwrap_err();
+        let PromptError::QuestionTooLong { tokens, limit } = err;
+        assert_eq!((tokens, limit), (120, 80));
+        assert!(check_question(&model, &"whyyyyyy ".repeat(50), 20).await.is_ok(), "long in bytes, few tokens");
     }
 
     #[tokio::test]

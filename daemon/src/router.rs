@@ -136,6 +136,7 @@ impl<A: Answerer> Router<A> {
         let line = Line::new(LineSettings {
             concurrent: config.models.generator.parallel,
             max_waiting: a.max_waiting_questions,
+            max_waiting_per_person: a.max_waiting_per_person,
             per_user_in_flight: a.per_user_in_flight,
             rate_limit: a.rate_limit.as_ref().map(|r| (r.questions, std::time::Duration::from_secs(r.per_seconds))),
         });
@@ -159,16 +160,21 @@ impl<A: Answerer> Router<A> {
         self.bots.contains_key(bot)
     }
 
-    /// Takes a place in line for `asker` (a question from the HTTP API): refused at once
-    /// when the line is full or the asker asks too often, before any answer is promised.
-    pub fn admit(&self, bot: &str, asker: &str) -> Result<Ticket, Refusal> {
-        crate::metrics::question(bot, API);
-        self.line.join(asker).inspect_err(|_| crate::metrics::refusal(bot, API))
+    /// Takes a place in line for `asker` (a question from the HTTP API to `model`, a bot or
+    /// the generator itself): refused at once when the line is full, the asker already has
+    /// `max_waiting_per_person` questions to bots waiting, or asks too often, before any
+    /// answer is promised. Work for the generator itself is not capped per person: another
+    /// Lore using this one as its engine asks for many at once.
+    pub fn admit(&self, model: &str, asker: &str) -> Result<Ticket, Refusal> {
+        crate::metrics::question(model, API);
+        let joined = if self.has_bot(model) { self.line.join(asker) } else { self.line.join_for_engine_work(asker) };
+        joined.inspect_err(|_| crate::metrics::refusal(model, API))
     }
 
     /// Answers a question from the HTTP API in bot `bot`'s default place, once `ticket`'s
     /// turn comes: the same retrieval, rerankers, abstention and line as in the chats, with
-    /// the conversation the caller sent (`history`) instead of the remembered one.
+    /// the conversation the caller sent (`history`, cut to the bot's newest `memory_turns`
+    /// as a chat's memory is) instead of the remembered one.
     pub async fn answer_with(
         &self,
         bot: &str,
@@ -180,13 +186,15 @@ impl<A: Answerer> Router<A> {
         let Some(b) = self.bots.get(bot) else {
             anyhow::bail!("no bot named {bot:?}");
         };
+        let history = &history[history.len().saturating_sub(b.memory_turns)..];
         let turn = tokio::select! {
             turn = ticket.turn(|_| {}) => turn,
             () = self.give_up.cancelled() => return Err(Restarting.into()),
         };
         let reranking = self.reranking(&turn);
+        let mut sink = TurnUntilFinal { sink, turn: Some(turn) };
         let answered = tokio::select! {
-            answered = self.answerer.answer(&b.default.route, question, history, reranking, sink) => answered,
+            answered = self.answerer.answer(&b.default.route, question, history, reranking, &mut sink) => answered,
             () = self.give_up.cancelled() => Err(Restarting.into()),
         };
         match &answered {
@@ -299,7 +307,7 @@ impl<A: Answerer> Router<A> {
     }
 
     async fn reset(&self, conversation: &str, reply: &mut dyn ReplySink) -> anyhow::Result<()> {
-        self.memory.reset(conversation);
+        self.memory.reset(conversation).await;
         reply.say("Done: I forgot this conversation.").await
     }
 
@@ -344,8 +352,8 @@ impl<A: Answerer> Router<A> {
         let reranking = self.reranking(&turn);
         let history = self.memory.turns(conversation);
         let history = &history[history.len().saturating_sub(bot.memory_turns)..];
-        let outcome = self.answerer.answer(&place.route, question, history, reranking, msg.reply.as_mut()).await?;
-        drop(turn);
+        let mut sink = TurnUntilFinal { sink: msg.reply.as_mut(), turn: Some(turn) };
+        let outcome = self.answerer.answer(&place.route, question, history, reranking, &mut sink).await?;
         crate::metrics::answered(&msg.bot, crate::metrics::platform(&msg.conversation.0), &outcome);
         let shown: Vec<ShownSource> = outcome
             .sources
@@ -359,8 +367,38 @@ impl<A: Answerer> Router<A> {
                 text: h.chunk.text.clone(),
             })
             .collect();
-        self.memory.record(conversation, Turn { question: question.to_string(), answer: outcome.text }, shown);
+        self.memory.record(conversation, Turn { question: question.to_string(), answer: outcome.text }, shown).await;
         Ok(())
+    }
+}
+
+/// An answer's reply sink that holds its place in line until the final text (or a message
+/// in place of it) is handed over: generation is over then, and the delivery — with a
+/// platform's retries through rate limits, minutes at worst — must not keep the next
+/// question from its turn. The answer is still delivered once, by the same task.
+struct TurnUntilFinal<'a> {
+    sink: &'a mut dyn ReplySink,
+    turn: Option<crate::line::Turn>,
+}
+
+#[async_trait]
+impl ReplySink for TurnUntilFinal<'_> {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        self.sink.typing().await
+    }
+
+    async fn update(&mut self, text_so_far: &str) -> anyhow::Result<()> {
+        self.sink.update(text_so_far).await
+    }
+
+    async fn finish(&mut self, text: &str, sources: &[lore_core::SourceRef]) -> anyhow::Result<()> {
+        self.turn.take();
+        self.sink.finish(text, sources).await
+    }
+
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.turn.take();
+        self.sink.say(text).await
     }
 }
 

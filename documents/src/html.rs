@@ -2,6 +2,7 @@
 //! a reader skips (navigation, scripts, styles, forms, cookie banners, page headers and
 //! footers); headings start sections, each table row is one line of `cell | cell`.
 
+use ego_tree::iter::Edge;
 use scraper::{ElementRef, Html, Node, Selector};
 
 use crate::{squeeze, Block};
@@ -29,7 +30,7 @@ pub(crate) fn blocks(text: &str) -> Vec<Block> {
         .find_map(|s| document.select(&Selector::parse(s).expect("a valid selector")).next());
     let mut walker = Walker { blocks: vec![Block::default()], path: Vec::new() };
     // The chosen root is read whatever its classes say (a body may carry `cookies-set`).
-    walker.children(main.unwrap_or_else(|| document.root_element()));
+    walker.walk(main.unwrap_or_else(|| document.root_element()));
     walker.blocks
 }
 
@@ -38,11 +39,51 @@ struct Walker {
     path: Vec<(usize, String)>,
 }
 
+/// A container being read: its children not read yet, and the loose text (text and inline
+/// elements between block elements) gathered since the last block element.
+struct Open<'a> {
+    children: ego_tree::iter::Children<'a, Node>,
+    loose: String,
+}
+
 impl Walker {
-    fn element(&mut self, element: ElementRef<'_>) {
+    /// Reads `root`'s content. The containers open on the way down are a stack on the heap,
+    /// not calls: a page may nest elements hundreds of thousands deep, deeper than any
+    /// thread's stack could follow.
+    fn walk(&mut self, root: ElementRef<'_>) {
+        let mut open = vec![Open { children: root.children(), loose: String::new() }];
+        while let Some(container) = open.last_mut() {
+            let Some(child) = container.children.next() else {
+                let loose = std::mem::take(&mut container.loose);
+                open.pop();
+                self.push(&loose);
+                continue;
+            };
+            match child.value() {
+                Node::Text(t) => container.loose.push_str(t),
+                Node::Element(_) => {
+                    let Some(child) = ElementRef::wrap(child) else { continue };
+                    if is_inline(child.value().name()) && !skipped(child) {
+                        container.loose.push_str(&text_of(child));
+                        continue;
+                    }
+                    let loose = std::mem::take(&mut container.loose);
+                    self.push(&loose);
+                    if self.element(child) {
+                        open.push(Open { children: child.children(), loose: String::new() });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads a block element that is read whole (a heading, a table, a paragraph), or
+    /// returns `true` when it is a container whose children are to be read in turn.
+    fn element(&mut self, element: ElementRef<'_>) -> bool {
         let name = element.value().name();
         if skipped(element) {
-            return;
+            return false;
         }
         if let Some(level) = heading_level(name) {
             let title = squeeze(&text_of(element));
@@ -52,37 +93,16 @@ impl Walker {
                 let section = self.path.iter().map(|(_, t)| t.clone()).collect();
                 self.blocks.push(Block { text: format!("{title}\n\n"), section, ..Block::default() });
             }
-            return;
+            return false;
         }
         match name {
-            "table" => return self.table(element),
-            "pre" => return self.push_preformatted(&text_of(element)),
-            "br" => return,
-            _ if PARAGRAPHS.contains(&name) && !has_block_children(element) => return self.push(&text_of(element)),
-            _ => {}
+            "table" => self.table(element),
+            "pre" => self.push_preformatted(&text_of(element)),
+            "br" => {}
+            _ if PARAGRAPHS.contains(&name) && !has_block_children(element) => self.push(&text_of(element)),
+            _ => return true,
         }
-        self.children(element);
-    }
-
-    /// A container: its elements in order; loose text between them is a paragraph.
-    fn children(&mut self, element: ElementRef<'_>) {
-        let mut loose = String::new();
-        for child in element.children() {
-            match child.value() {
-                Node::Text(t) => loose.push_str(t),
-                Node::Element(_) => {
-                    let Some(child) = ElementRef::wrap(child) else { continue };
-                    if is_inline(child.value().name()) && !skipped(child) {
-                        loose.push_str(&text_of(child));
-                        continue;
-                    }
-                    self.push(&std::mem::take(&mut loose));
-                    self.element(child);
-                }
-                _ => {}
-            }
-        }
-        self.push(&loose);
+        false
     }
 
     fn table(&mut self, table: ElementRef<'_>) {
@@ -173,22 +193,33 @@ fn skipped(element: ElementRef<'_>) -> bool {
     marks.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| BANNER_WORDS.contains(&word))
 }
 
-/// The text inside `element`, leaving out what is skipped.
+/// The text inside `element`, leaving out what is skipped; block elements inside are set
+/// apart by spaces. Read edge by edge in document order (no recursion: see
+/// [`Walker::walk`]); a skipped element's content is passed over until its closing edge.
 fn text_of(element: ElementRef<'_>) -> String {
     let mut text = String::new();
-    for child in element.children() {
-        match child.value() {
-            Node::Text(t) => text.push_str(t),
+    let mut skipping: Option<ego_tree::NodeId> = None;
+    for edge in element.traverse() {
+        let (node, opening) = match edge {
+            Edge::Open(node) => (node, true),
+            Edge::Close(node) => (node, false),
+        };
+        if node.id() == element.id() {
+            continue;
+        }
+        if let Some(until) = skipping {
+            if !opening && node.id() == until {
+                skipping = None;
+            }
+            continue;
+        }
+        match node.value() {
+            Node::Text(t) if opening => text.push_str(t),
             Node::Element(e) => {
-                if let Some(child) = ElementRef::wrap(child).filter(|c| !skipped(*c)) {
-                    let block = !is_inline(e.name());
-                    if block {
-                        text.push(' ');
-                    }
-                    text.push_str(&text_of(child));
-                    if block {
-                        text.push(' ');
-                    }
+                if opening && ElementRef::wrap(node).is_some_and(skipped) {
+                    skipping = Some(node.id());
+                } else if !is_inline(e.name()) {
+                    text.push(' ');
                 }
             }
             _ => {}
@@ -232,5 +263,33 @@ mod tests {
         let all: String = blocks(page).iter().map(|b| b.text.clone()).collect();
         assert!(all.contains("Run this:") && all.contains("def f():\n    return 1"), "{all:?}");
         assert!(!all.contains("We use cookies"), "{all:?}");
+    }
+
+    #[test]
+    fn html_nested_hundreds_of_thousands_deep_keeps_its_text_without_overflowing() {
+        // Run on a thread with a small stack: the walk must not use stack per level.
+        // Custom elements (containers to the walker) and spans (inline, read as text): the
+        // HTML parser takes both in linear time, unlike nested `<div>`s, whose scope checks
+        // make it quadratic (the sandbox's CPU limit is for those).
+        let depth = 300_000;
+        let page = format!(
+            "<html><body><p>First words.</p>{}<h2>Deep heading</h2><p>{}deep words{}</p>{}<p>Last words.</p></body></html>",
+            "<x-box>".repeat(depth),
+            "<span>".repeat(depth),
+            "</span>".repeat(depth),
+            "</x-box>".repeat(depth)
+        );
+        let blocks = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || blocks(&page))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        let all: String = blocks.iter().map(|b| b.text.as_str()).collect();
+        assert!(all.contains("First words."), "{all:?}");
+        assert!(blocks[1].text.contains("deep words"), "{:?}", blocks[1].text);
+        let last = blocks.last().unwrap();
+        assert_eq!(last.section, ["Deep heading"]);
+        assert!(last.text.contains("Last words."), "{:?}", last.text);
     }
 }

@@ -14,10 +14,13 @@ mod web;
 use std::fmt;
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
 pub use web::{links, sitemap, Sitemap};
 
-/// A file format Lore reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A file format Lore reads. Its serialised form is [`Format::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Text,
     Markdown,
@@ -51,6 +54,33 @@ impl Format {
     pub fn is_text(self) -> bool {
         matches!(self, Format::Text | Format::Markdown | Format::Html)
     }
+
+    pub const ALL: [Format; 6] = [Format::Text, Format::Markdown, Format::Pdf, Format::Html, Format::Docx, Format::Odt];
+
+    /// Its name for programs (a command-line argument, JSON): `text`, `markdown`, `pdf`,
+    /// `html`, `docx`, `odt`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Markdown => "markdown",
+            Format::Pdf => "pdf",
+            Format::Html => "html",
+            Format::Docx => "docx",
+            Format::Odt => "odt",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    /// A format by its [`Format::name`].
+    fn from_str(name: &str) -> Result<Self, String> {
+        Format::ALL.into_iter().find(|f| f.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+            format!("{name:?} is not a format (one of {})", names.join(", "))
+        })
+    }
 }
 
 impl fmt::Display for Format {
@@ -67,7 +97,7 @@ impl fmt::Display for Format {
 }
 
 /// A run of text under one heading path, on one page.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
     pub text: String,
     /// 1-based page (PDF).
@@ -79,7 +109,7 @@ pub struct Block {
 }
 
 /// Why a document gives no text. Each says what a person can do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Unreadable {
     #[error("no text: needs OCR (a scanned PDF has pictures of pages, no text layer)")]
     NeedsOcr,
@@ -87,8 +117,8 @@ pub enum Unreadable {
     Encrypted,
     #[error("not a readable {format}: {why}")]
     Corrupt { format: Format, why: String },
-    #[error("named as {named} but looks like {looks_like}: rename it or convert it")]
-    WrongType { named: Format, looks_like: &'static str },
+    #[error("named as {named} but looks like {}: rename it or convert it", looks_like.described())]
+    WrongType { named: Format, looks_like: Content },
     #[error("{0}: refused as a possible zip bomb")]
     TooLargeInside(String),
 }
@@ -103,7 +133,7 @@ pub fn read(format: Format, bytes: &[u8]) -> Result<Vec<Block>, Unreadable> {
         Format::Text | Format::Markdown | Format::Html => Content::Text,
     };
     if content != expected {
-        return Err(Unreadable::WrongType { named: format, looks_like: content.described() });
+        return Err(Unreadable::WrongType { named: format, looks_like: content });
     }
     let text = || std::str::from_utf8(bytes).map_err(|e| Unreadable::Corrupt { format, why: e.to_string() });
     let blocks = match format {
@@ -136,7 +166,7 @@ fn join_bare_headings(blocks: Vec<Block>) -> Vec<Block> {
 }
 
 /// What a file's first bytes say it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Content {
     Pdf,
     /// A zip archive (DOCX, ODT, or any other).
@@ -186,10 +216,11 @@ mod tests {
     #[test]
     fn a_file_whose_content_is_not_what_its_name_says_is_refused_in_words() {
         let err = read(Format::Pdf, b"Just some notes.\n").unwrap_err();
-        assert_eq!(err, Unreadable::WrongType { named: Format::Pdf, looks_like: "text" });
+        assert_eq!(err, Unreadable::WrongType { named: Format::Pdf, looks_like: Content::Text });
         assert_eq!(err.to_string(), "named as PDF but looks like text: rename it or convert it");
         let err = read(Format::Markdown, b"%PDF-1.7\n...").unwrap_err();
-        assert_eq!(err, Unreadable::WrongType { named: Format::Markdown, looks_like: "a PDF" });
+        assert_eq!(err, Unreadable::WrongType { named: Format::Markdown, looks_like: Content::Pdf });
+        assert_eq!(err.to_string(), "named as Markdown but looks like a PDF: rename it or convert it");
         assert!(matches!(read(Format::Docx, b"<html></html>"), Err(Unreadable::WrongType { .. })));
     }
 
@@ -199,6 +230,14 @@ mod tests {
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[0].text, "# Leave\n## Sick days\nCall in.\n");
         assert_eq!((blocks[0].section.join("/"), blocks[0].first_line), ("Leave/Sick days".into(), Some(1)));
+    }
+
+    #[test]
+    fn a_format_is_found_by_its_name() {
+        for format in Format::ALL {
+            assert_eq!(format.name().parse::<Format>(), Ok(format));
+        }
+        assert!("PDF".parse::<Format>().unwrap_err().contains("one of text, markdown, pdf"));
     }
 
     #[test]

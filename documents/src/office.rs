@@ -1,6 +1,7 @@
 //! DOCX (Word) and ODT (LibreOffice): zip archives of XML. Paragraphs become text,
 //! headings start sections, each table row becomes one line of `cell | cell`.
 
+use std::collections::HashMap;
 use std::io::Read;
 
 use quick_xml::events::{BytesStart, Event};
@@ -16,7 +17,7 @@ pub(crate) fn docx_blocks(bytes: &[u8]) -> Result<Vec<Block>, Unreadable> {
     let mut archive = open(bytes, Format::Docx)?;
     let styles = match part(&mut archive, "word/styles.xml", Format::Docx) {
         Ok(xml) => heading_styles(&xml),
-        Err(Unreadable::Corrupt { .. }) => Vec::new(),
+        Err(Unreadable::Corrupt { .. }) => HashMap::new(),
         Err(e) => return Err(e),
     };
     let document = part(&mut archive, "word/document.xml", Format::Docx)?;
@@ -48,10 +49,11 @@ fn part(archive: &mut Archive<'_>, name: &str, format: Format) -> Result<String,
 }
 
 /// Word style ids whose style is a heading, with its level: `Heading1` named "heading 1",
-/// or any style with an outline level.
-fn heading_styles(xml: &str) -> Vec<(String, usize)> {
+/// or any style with an outline level. A map: every paragraph looks its style up, and a
+/// document may define thousands.
+fn heading_styles(xml: &str) -> HashMap<String, usize> {
     let mut reader = Reader::from_str(xml);
-    let mut styles = Vec::new();
+    let mut styles = HashMap::new();
     let mut current: Option<String> = None;
     while let Ok(event) = reader.read_event() {
         match event {
@@ -60,14 +62,14 @@ fn heading_styles(xml: &str) -> Vec<(String, usize)> {
                 "name" => {
                     let level = attribute(&e, "w:val").and_then(|name| heading_level(&name));
                     if let (Some(id), Some(level)) = (&current, level) {
-                        styles.push((id.clone(), level));
+                        styles.entry(id.clone()).or_insert(level);
                     }
                 }
                 "outlineLvl" => {
                     // Level 9 is Word's "body text".
                     let level = attribute(&e, "w:val").and_then(|v| v.parse::<usize>().ok()).filter(|&l| l < 9);
                     if let (Some(id), Some(level)) = (&current, level) {
-                        styles.push((id.clone(), level + 1));
+                        styles.entry(id.clone()).or_insert(level + 1);
                     }
                 }
                 _ => {}
@@ -94,7 +96,7 @@ fn attribute(e: &BytesStart<'_>, name: &str) -> Option<String> {
 }
 
 enum Dialect {
-    Docx { styles: Vec<(String, usize)> },
+    Docx { styles: HashMap<String, usize> },
     Odt,
 }
 
@@ -193,7 +195,7 @@ impl Walker {
             Role::Run => self.text_depth += 1,
             Role::Style => {
                 if let (Dialect::Docx { styles }, Some(id)) = (&self.dialect, attribute(e, "w:val")) {
-                    if let Some((_, level)) = styles.iter().find(|(s, _)| *s == id) {
+                    if let Some(level) = styles.get(&id) {
                         self.level = Some(*level);
                     }
                 }

@@ -8,8 +8,9 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-use super::{load_model, thread_count, EngineError};
+use super::{load_model, thread_count, EngineError, Job};
 use crate::settings::EmbedderConfig;
 
 type Reply = oneshot::Sender<anyhow::Result<Vec<Vec<f32>>>>;
@@ -18,7 +19,9 @@ type Reply = oneshot::Sender<anyhow::Result<Vec<Vec<f32>>>>;
 #[derive(Clone)]
 pub struct LlamaEmbedder {
     model: Arc<LlamaModel>,
-    jobs: std_mpsc::Sender<(Vec<String>, Reply)>,
+    jobs: std_mpsc::Sender<Job<(Vec<String>, Reply)>>,
+    /// Cancelled when the thread dies: nothing will be embedded any more.
+    died: CancellationToken,
     dim: usize,
     /// Most tokens one text may have; longer texts are cut (and chunking avoids that).
     max_tokens: usize,
@@ -30,12 +33,14 @@ impl LlamaEmbedder {
         let dim = model.n_embd() as usize;
         // Non-causal models must see a whole text in one micro-batch.
         let max_tokens = (model.n_ctx_train() as usize).clamp(8, cfg.batch_tokens);
-        let (tx, rx) = std_mpsc::channel::<(Vec<String>, Reply)>();
+        let (tx, rx) = std_mpsc::channel::<Job<(Vec<String>, Reply)>>();
         let (ready_tx, ready_rx) = std_mpsc::channel();
+        let died = CancellationToken::new();
         {
             let model = model.clone();
             let threads = thread_count(cfg.threads);
             let path = cfg.path.clone();
+            let died = died.clone();
             std::thread::Builder::new()
                 .name("lore-embedder".into())
                 .spawn(move || {
@@ -44,15 +49,42 @@ impl LlamaEmbedder {
                         Some(ctx) => ctx,
                         None => return,
                     };
-                    while let Ok((texts, reply)) = rx.recv() {
-                        let _ = reply.send(embed_all(&model, &mut ctx, &texts, max_tokens));
+                    // After a panic the thread ends, dropping `rx` and with it every waiting
+                    // job's reply: their askers learn that the embedder stopped, and new jobs
+                    // are refused.
+                    let work = || {
+                        while let Ok(job) = rx.recv() {
+                            match job {
+                                Job::Work((texts, reply)) => {
+                                    let _ = reply.send(embed_all(&model, &mut ctx, &texts, max_tokens));
+                                }
+                                Job::CrashForTests => panic!("crash requested by a test"),
+                            }
+                        }
+                    };
+                    if super::run_supervised("embedder", work).is_some() {
+                        died.cancel();
                     }
                 })
                 .map_err(|e| EngineError::Backend(format!("cannot start the embedder thread: {e}")))?;
         }
         ready_rx.recv().map_err(|_| EngineError::Stopped("embedder"))??;
         tracing::info!(model = %cfg.path.display(), dim, "embedder ready");
-        Ok(Self { model, jobs: tx, dim, max_tokens })
+        Ok(Self { model, jobs: tx, died, dim, max_tokens })
+    }
+
+    /// Fires if the embedder's thread dies (a panic inside it): every waiting and new
+    /// request fails with "the embedder has stopped". The daemon exits then, as for the
+    /// generator.
+    pub fn died(&self) -> CancellationToken {
+        self.died.clone()
+    }
+
+    /// Makes the thread panic at its next job: the only way to test what a dead embedder
+    /// does to the daemon.
+    #[doc(hidden)]
+    pub fn crash_for_tests(&self) {
+        let _ = self.jobs.send(Job::CrashForTests);
     }
 }
 
@@ -110,7 +142,7 @@ impl lore_core::Embedder for LlamaEmbedder {
             return Ok(vec![]);
         }
         let (tx, rx) = oneshot::channel();
-        self.jobs.send((texts.to_vec(), tx)).map_err(|_| anyhow::anyhow!("the embedder has stopped"))?;
+        self.jobs.send(Job::Work((texts.to_vec(), tx))).map_err(|_| anyhow::anyhow!("the embedder has stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the embedder has stopped"))?
     }
 }

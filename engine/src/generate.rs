@@ -185,10 +185,8 @@ impl Generator {
                     if encoder_decoder {
                         worker.decoder_start = Some(decoder_start(&model));
                     }
-                    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())) {
-                        let message = lore_core::panic_message(&*panic);
-                        tracing::error!(%message, "the generator thread died");
-                        fail_everything_waiting(&queue, message);
+                    if let Some(message) = super::run_supervised("generator", || worker.run()) {
+                        fail_everything_waiting(&queue, &message);
                         died.cancel();
                     }
                 })
@@ -280,6 +278,37 @@ impl Generator {
     /// The token ids the model reads for `prompt` (for inspection and tests).
     pub fn tokens(&self, prompt: &PromptText) -> Vec<i32> {
         self.prompt_tokens(prompt).iter().map(|t| t.0).collect()
+    }
+
+    /// A prompt a client sent as token ids (OpenAI's `prompt` may be a list of them; another
+    /// Lore with a `tokenizer` file sends its prompts so): control tokens become template
+    /// parts, every other run of tokens the text it spells. A leading start token is dropped,
+    /// as reading the prompt adds it. Ids outside the vocabulary are refused.
+    pub fn prompt_from_token_ids(&self, ids: &[i64]) -> Result<PromptText, String> {
+        let vocab = self.inner.model.vocab();
+        let size = vocab.n_tokens();
+        let mut tokens = Vec::with_capacity(ids.len());
+        for &id in ids {
+            match i32::try_from(id) {
+                Ok(id) if (0..size).contains(&id) => tokens.push(LlamaToken(id)),
+                _ => return Err(format!("token id {id} is not in the model's vocabulary of {size}")),
+            }
+        }
+        if tokens.first() == Some(&vocab.bos()) && vocab.should_add_bos() {
+            tokens.remove(0);
+        }
+        let mut prompt = PromptText::default();
+        let mut text = Vec::new();
+        for token in tokens {
+            if vocab.is_control(token) {
+                prompt.push_text(String::from_utf8_lossy(&std::mem::take(&mut text)));
+                prompt.push_template(String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)));
+            } else {
+                vocab.token_to_piece_into(token, &mut text, false, None);
+            }
+        }
+        prompt.push_text(String::from_utf8_lossy(&text));
+        Ok(prompt)
     }
 
     /// Size of the KV cache of all sequences together.
@@ -417,6 +446,16 @@ impl Generator {
     }
 }
 
+/// Runs `work` on tokio's blocking pool: tokenising is CPU work (a long prompt or a long
+/// question takes milliseconds), and the async workers it would otherwise hold serve every
+/// bot, the HTTP server and the line.
+async fn off_the_async_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
 #[async_trait::async_trait]
 impl ChatModel for Generator {
     fn context_tokens(&self) -> usize {
@@ -424,11 +463,13 @@ impl ChatModel for Generator {
     }
 
     async fn count_tokens(&self, text: &str) -> usize {
-        self.count_text_tokens(text)
+        let (generator, text) = (self.clone(), text.to_string());
+        off_the_async_workers(move || generator.count_text_tokens(&text)).await
     }
 
     async fn count_prompt_tokens(&self, prompt: &PromptText) -> usize {
-        self.prompt_tokens(prompt).len()
+        let (generator, prompt) = (self.clone(), prompt.clone());
+        off_the_async_workers(move || generator.prompt_tokens(&prompt).len()).await
     }
 
     /// The template is rendered around placeholders, then each placeholder is replaced

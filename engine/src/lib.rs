@@ -201,6 +201,22 @@ fn pooled_outputs(
     Ok(out)
 }
 
+/// What a model thread (embedder, cross-encoder) is asked: work, or — in tests — to die
+/// as a thread with a bug would.
+enum Job<T> {
+    Work(T),
+    CrashForTests,
+}
+
+/// Runs a model thread's loop; when it panics, logs it and returns the panic's message
+/// (the thread's owner then fails what was waiting and fires its `died` token).
+fn run_supervised(thread: &str, work: impl FnOnce()) -> Option<String> {
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).err()?;
+    let message = lore_core::panic_message(&*panic).to_string();
+    tracing::error!(thread, %message, "a model thread died");
+    Some(message)
+}
+
 /// Threads for llama.cpp: the configured count, else one per available core. llama.cpp's
 /// own default (4) oversubscribes small machines and slows decoding several times.
 pub fn thread_count(configured: Option<usize>) -> i32 {

@@ -9,17 +9,20 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-use super::{load_model, thread_count, EngineError};
+use super::{load_model, thread_count, EngineError, Job};
 use crate::settings::EmbedderConfig;
 
-type Job = (String, Vec<String>, oneshot::Sender<anyhow::Result<Vec<f32>>>);
+type Pairs = (String, Vec<String>, oneshot::Sender<anyhow::Result<Vec<f32>>>);
 
 /// A reranking model on its own thread. Cheap to clone.
 #[derive(Clone)]
 pub struct LlamaCrossEncoder {
     model: Arc<LlamaModel>,
-    jobs: std_mpsc::Sender<Job>,
+    jobs: std_mpsc::Sender<Job<Pairs>>,
+    /// Cancelled when the thread dies: nothing will be scored any more.
+    died: CancellationToken,
     max_tokens: usize,
 }
 
@@ -37,25 +40,50 @@ impl LlamaCrossEncoder {
             return Err(EngineError::NotAReranker { path: cfg.path.display().to_string() });
         }
         let max_tokens = (model.n_ctx_train() as usize).clamp(8, cfg.batch_tokens);
-        let (tx, rx) = std_mpsc::channel::<Job>();
+        let (tx, rx) = std_mpsc::channel::<Job<Pairs>>();
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let threads = thread_count(cfg.threads);
         let path = cfg.path.clone();
         let worker_model = model.clone();
+        let died = CancellationToken::new();
+        let worker_died = died.clone();
         std::thread::Builder::new()
             .name("lore-reranker".into())
             .spawn(move || {
                 let params = super::encoder_params(LlamaPoolingType::Rank, max_tokens, MAX_SEQS, threads);
                 let model = worker_model;
                 let Some(mut ctx) = super::worker_context(&model, params, &path, &ready_tx) else { return };
-                while let Ok((query, docs, reply)) = rx.recv() {
-                    let _ = reply.send(score_all(&model, &mut ctx, &query, &docs, max_tokens));
+                // After a panic the thread ends and drops `rx` (see embed.rs).
+                let work = || {
+                    while let Ok(job) = rx.recv() {
+                        match job {
+                            Job::Work((query, docs, reply)) => {
+                                let _ = reply.send(score_all(&model, &mut ctx, &query, &docs, max_tokens));
+                            }
+                            Job::CrashForTests => panic!("crash requested by a test"),
+                        }
+                    }
+                };
+                if super::run_supervised("reranker", work).is_some() {
+                    worker_died.cancel();
                 }
             })
             .map_err(|e| EngineError::Backend(format!("cannot start the reranker thread: {e}")))?;
         ready_rx.recv().map_err(|_| EngineError::Stopped("reranker"))??;
         tracing::info!(model = %cfg.path.display(), "cross-encoder ready");
-        Ok(Self { model, jobs: tx, max_tokens })
+        Ok(Self { model, jobs: tx, died, max_tokens })
+    }
+
+    /// Fires if the reranker's thread dies: every waiting and new request fails with "the
+    /// reranker has stopped", and the daemon exits, as for the generator.
+    pub fn died(&self) -> CancellationToken {
+        self.died.clone()
+    }
+
+    /// Makes the thread panic at its next job (tests).
+    #[doc(hidden)]
+    pub fn crash_for_tests(&self) {
+        let _ = self.jobs.send(Job::CrashForTests);
     }
 
     /// The token ids the model reads for one pair (shows the layout; used by tests).
@@ -124,7 +152,7 @@ impl lore_core::PairScorer for LlamaCrossEncoder {
         }
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send((query.to_string(), passages.to_vec(), tx))
+            .send(Job::Work((query.to_string(), passages.to_vec(), tx)))
             .map_err(|_| anyhow::anyhow!("the reranker has stopped"))?;
         rx.await.map_err(|_| anyhow::anyhow!("the reranker has stopped"))?
     }

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::pool::{Endpoint, EndpointState, Pool, PoolSettings};
+use crate::pool::{error_text, not_finished_within, Endpoint, EndpointState, Pool, PoolSettings};
 use crate::tokens::{CountedBy, Tokens};
-use crate::{chat, sse};
+use crate::{chat, special, sse};
 
 /// What the asker sees when an engine failed after part of the answer was streamed.
 pub const RETRY_NOTE: &str = "\n\n(The engine failed mid-answer; answering again.)\n\n";
@@ -120,25 +120,42 @@ impl ChatModel for RemoteGenerator {
     }
 }
 
-/// Runs one request on the pool until it is answered, failing over as the module says.
+/// Runs one request on the pool until it is answered, failing over as the module says,
+/// within the pool's `request_deadline`: past it the request fails in words, and dropping
+/// the try in progress gives its place on the endpoint back and closes its connection.
 async fn answer(
     inner: Arc<Inner>,
     request: GenerateRequest,
     tx: mpsc::UnboundedSender<Event>,
     cancel: CancellationToken,
 ) {
+    let deadline = inner.pool.settings.request_deadline;
+    if tokio::time::timeout(deadline, answer_anywhere(&inner, &request, &tx, &cancel)).await.is_err() {
+        let _ = tx.send(Event::Failed(not_finished_within(deadline)));
+    }
+}
+
+async fn answer_anywhere(
+    inner: &Inner,
+    request: &GenerateRequest,
+    tx: &mpsc::UnboundedSender<Event>,
+    cancel: &CancellationToken,
+) {
     let mut failed_on: Vec<usize> = Vec::new();
     let mut answered_again = false;
+    let mut last_error = None;
     loop {
-        let Some(place) = inner.pool.take_place(&failed_on, &cancel).await else {
+        let Some(place) = inner.pool.take_place(&failed_on, cancel).await else {
             if !cancel.is_cancelled() {
-                let _ = tx.send(Event::Failed("no engine endpoint is reachable".into()));
+                let why = last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default();
+                let _ = tx.send(Event::Failed(format!("no engine endpoint is reachable{why}")));
             }
             return;
         };
         let mut produced = false;
-        let outcome = stream_once(&inner, place.endpoint(), &request, &tx, &cancel, &mut produced).await;
+        let outcome = stream_once(inner, place.endpoint(), request, tx, cancel, &mut produced).await;
         let index = place.index;
+        let url = place.endpoint().url.clone();
         drop(place);
         let error = match outcome {
             Ok(finish) => {
@@ -162,11 +179,18 @@ async fn answer(
             answered_again = true;
             let _ = tx.send(Event::Text(RETRY_NOTE.into()));
         }
+        last_error = Some(format!("{url}: {error}"));
     }
 }
 
+/// The most bytes of text one generated token is taken to be: a server that streams more
+/// than `max_tokens` times this has gone past `max_tokens`, whatever it counts.
+const MAX_BYTES_PER_TOKEN: usize = 32;
+
 /// One try on one endpoint: streams the completion's text into `tx`. `produced` tells
-/// whether any text went out, which decides how a failure is handled.
+/// whether any text went out, which decides how a failure is handled. `max_tokens` holds
+/// here too: the answer stops at that many streamed pieces (or
+/// [`MAX_BYTES_PER_TOKEN`] bytes each), whatever the server does.
 async fn stream_once(
     inner: &Inner,
     endpoint: &Endpoint,
@@ -187,12 +211,14 @@ async fn stream_once(
     let messages = chat::decode(&request.prompt);
     let path = match &messages {
         Some(messages) => {
-            body["messages"] =
-                messages.iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
+            body["messages"] = messages
+                .iter()
+                .map(|(role, content)| json!({"role": role, "content": special::defuse(content)}))
+                .collect();
             "chat/completions"
         }
         None => {
-            body["prompt"] = request.prompt.text().into();
+            body["prompt"] = special::completion_prompt(&inner.tokens, &request.prompt);
             "completions"
         }
     };
@@ -203,8 +229,7 @@ async fn stream_once(
     };
     let status = response.status();
     if !status.is_success() {
-        let text = response.text().await.unwrap_or_default();
-        let why = format!("HTTP {status}: {}", text.chars().take(200).collect::<String>());
+        let why = format!("HTTP {status}: {}", error_text(response).await);
         // 408 and 429 are the server's state, not the request's: another may take it.
         let refused = status.is_client_error() && !matches!(status.as_u16(), 408 | 429);
         return Err(if refused { TryError::Refused(why) } else { TryError::Failed(why) });
@@ -212,7 +237,16 @@ async fn stream_once(
     let mut events = sse::Events::default();
     let mut bytes = response.bytes_stream();
     let mut generated = 0;
+    let mut sent_bytes = 0;
+    let max_bytes = request.max_tokens.saturating_mul(MAX_BYTES_PER_TOKEN);
     let mut reason = None;
+    let finish = |reason, generated_tokens| Finish {
+        reason,
+        prompt_tokens: 0,
+        reused_tokens: 0,
+        generated_tokens,
+        token_logprobs: Vec::new(),
+    };
     loop {
         let chunk = tokio::select! {
             chunk = bytes.next() => chunk,
@@ -223,38 +257,64 @@ async fn stream_once(
             Some(Err(e)) => return Err(TryError::Failed(format!("stream broke: {e}"))),
             None => return Err(TryError::Failed("the stream ended before [DONE]".into())),
         };
-        for data in events.push(&chunk) {
+        for data in events.push(&chunk).map_err(TryError::Failed)? {
             if data == "[DONE]" {
-                let reason = reason.unwrap_or(StopReason::EndOfText);
-                return Ok(Finish {
-                    reason,
-                    prompt_tokens: 0,
-                    reused_tokens: 0,
-                    generated_tokens: generated,
-                    token_logprobs: Vec::new(),
-                });
+                return Ok(finish(reason.unwrap_or(StopReason::EndOfText), generated));
             }
-            let value: Value =
-                serde_json::from_str(&data).map_err(|e| TryError::Failed(format!("bad chunk {data:?}: {e}")))?;
+            let value: Value = serde_json::from_str(&data).map_err(|e| {
+                TryError::Failed(format!("bad chunk {:?}: {e}", data.chars().take(200).collect::<String>()))
+            })?;
             if let Some(error) = value.get("error") {
                 return Err(TryError::Failed(format!("the server reported: {error}")));
             }
             let choice = &value["choices"][0];
-            // Plain completions carry `text`, chat completions a `delta`.
-            let text = choice["text"].as_str().or_else(|| choice["delta"]["content"].as_str());
-            if let Some(text) = text.filter(|t| !t.is_empty()) {
-                generated += 1;
-                *produced = true;
-                if tx.send(Event::Text(text.to_string())).is_err() {
-                    return Err(TryError::Cancelled);
-                }
-            }
             reason = match choice["finish_reason"].as_str() {
                 Some("length") => Some(StopReason::Length),
                 Some("stop") if request.stop.is_empty() => Some(StopReason::EndOfText),
                 Some("stop") => Some(StopReason::StopString),
                 _ => reason,
             };
+            // Plain completions carry `text`, chat completions a `delta`.
+            let text = choice["text"].as_str().or_else(|| choice["delta"]["content"].as_str());
+            let Some(text) = text.filter(|t| !t.is_empty()) else { continue };
+            let text = cut_to(text, max_bytes.saturating_sub(sent_bytes));
+            if !text.is_empty() {
+                generated += 1;
+                sent_bytes += text.len();
+                *produced = true;
+                if tx.send(Event::Text(text.to_string())).is_err() {
+                    return Err(TryError::Cancelled);
+                }
+            }
+            if generated >= request.max_tokens || sent_bytes >= max_bytes {
+                // Dropping the response closes the connection: the server stops too.
+                return Ok(finish(reason.unwrap_or(StopReason::Length), generated));
+            }
         }
+    }
+}
+
+/// The longest start of `text` of at most `max` bytes that ends at a character.
+fn cut_to(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_piece_is_cut_at_a_character() {
+        assert_eq!(cut_to("abc", 5), "abc");
+        assert_eq!(cut_to("abc", 2), "ab");
+        assert_eq!(cut_to("aé", 2), "a");
+        assert_eq!(cut_to("é", 0), "");
     }
 }

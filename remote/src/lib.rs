@@ -7,8 +7,11 @@
 //! - [`RemoteEmbedder`] implements [`lore_core::Embedder`] over `/embeddings`, batched
 //!   (`embed.rs`).
 //! - Both share the pool (`pool.rs`): least-in-flight balancing, per-server limits,
-//!   failover, health checks; and token counting (`tokens.rs`): a tokenizer file, the
-//!   server's `/tokenize`, or an estimate.
+//!   failover, health checks, an overall deadline per request and capped answer bodies;
+//!   and token counting (`tokens.rs`): a tokenizer file, the server's `/tokenize`, or an
+//!   estimate.
+//! - What people and documents wrote never reaches a server as control tokens
+//!   (`special.rs`), and a stream is bounded (`sse.rs`, `max_tokens` in `generate.rs`).
 //!
 //! This crate knows HTTP and OpenAI's wire format; nothing of llama.cpp, LanceDB or chat
 //! platforms.
@@ -18,6 +21,7 @@ mod embed;
 mod generate;
 mod pool;
 mod score;
+mod special;
 mod sse;
 mod tokens;
 

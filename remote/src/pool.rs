@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use lore_core::Secret;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -15,14 +16,17 @@ use tokio_util::sync::CancellationToken;
 pub struct PoolSettings {
     /// Base URLs as OpenAI clients take them, ending in `/v1` (e.g. `http://gpu1:8000/v1`).
     pub endpoints: Vec<String>,
-    /// Sent as a bearer token.
-    pub api_key: Option<String>,
+    /// Sent as a bearer token; `Debug` shows it redacted.
+    pub api_key: Option<Secret>,
     /// Requests one endpoint serves at once; more wait for a free place.
     pub max_in_flight: usize,
     /// How often an endpoint taken out is checked.
     pub health_interval: Duration,
     /// Longest wait for a response to start, and between two pieces of a stream.
     pub timeout: Duration,
+    /// Longest a whole request may take, failovers and a streamed answer included: past it
+    /// the request fails and its place on the endpoint is given back.
+    pub request_deadline: Duration,
 }
 
 /// One server of the pool.
@@ -111,9 +115,15 @@ impl Pool {
         if settings.endpoints.is_empty() {
             return Err("no endpoints configured".into());
         }
+        // No transparent decompression (another crate of the workspace turns reqwest's gzip
+        // on): a small compressed answer must not inflate past the caps below.
         let client = reqwest::Client::builder()
             .connect_timeout(settings.timeout)
             .read_timeout(settings.timeout)
+            .no_gzip()
+            .no_brotli()
+            .no_deflate()
+            .no_zstd()
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
         let endpoints = settings
@@ -202,14 +212,22 @@ impl Pool {
     pub(crate) fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
         let request = self.client.request(method, url);
         match &self.settings.api_key {
-            Some(key) => request.bearer_auth(key),
+            Some(key) => request.bearer_auth(key.expose()),
             None => request,
         }
     }
 
     /// Posts `body` and returns the JSON answer, failing over to the next endpoint when
-    /// one cannot be reached or fails (5xx); a 4xx answer is returned as it is.
+    /// one cannot be reached or fails (5xx, an answer over [`MAX_ANSWER_BYTES`]); a 4xx
+    /// answer is returned as it is. Gives up after `request_deadline`.
     pub(crate) async fn post_json(&self, route: Route<'_>, body: &Value) -> Result<Value, CallError> {
+        let deadline = self.settings.request_deadline;
+        tokio::time::timeout(deadline, self.post_json_anywhere(route, body))
+            .await
+            .unwrap_or_else(|_| Err(CallError::Unreachable(not_finished_within(deadline))))
+    }
+
+    async fn post_json_anywhere(&self, route: Route<'_>, body: &Value) -> Result<Value, CallError> {
         let mut failed_on = Vec::new();
         let mut last_error = String::from("no engine endpoint is healthy");
         let never = CancellationToken::new();
@@ -220,14 +238,16 @@ impl Pool {
                 Route::Root(path) => format!("{}/{path}", endpoint.root()),
             };
             let error = match self.request(reqwest::Method::POST, url).json(body).send().await {
-                Ok(response) if response.status().is_success() => match response.json::<Value>().await {
-                    Ok(value) => return Ok(value),
-                    Err(e) => format!("unreadable answer: {e}"),
+                Ok(response) if response.status().is_success() => match read_body(response, MAX_ANSWER_BYTES).await {
+                    Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                        Ok(value) => return Ok(value),
+                        Err(e) => format!("unreadable answer: {e}"),
+                    },
+                    Err(e) => e,
                 },
                 Ok(response) if response.status().is_client_error() => {
                     let status = response.status().as_u16();
-                    let body = response.text().await.unwrap_or_default().chars().take(300).collect();
-                    return Err(CallError::Refused { status, body });
+                    return Err(CallError::Refused { status, body: error_text(response).await });
                 }
                 Ok(response) => format!("HTTP {}", response.status()),
                 Err(e) => format!("request: {e}"),
@@ -237,6 +257,56 @@ impl Pool {
             last_error = format!("{}: {error}", endpoint.url);
         }
         Err(CallError::Unreachable(last_error))
+    }
+}
+
+/// The largest answer read whole (a batch of embeddings, a prompt's log-probabilities, token
+/// ids): a server that sends more is failing, and its answer is not kept.
+pub(crate) const MAX_ANSWER_BYTES: usize = 32 << 20;
+
+/// Of an error answer only the start is read: it is shown cut to a line anyway.
+const MAX_ERROR_BYTES: usize = 16 << 10;
+
+/// A response's body, streamed and refused as soon as it is over `cap` bytes (announced or
+/// as it arrives), so a server cannot make Lore hold an answer of any size.
+pub(crate) async fn read_body(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("the answer is over {}", human_size(cap));
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("the answer broke off: {e}"))? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The start of an error answer, as one short line for a message.
+pub(crate) async fn error_text(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BYTES {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).chars().take(300).collect()
+}
+
+/// What a request that ran out of time says.
+pub(crate) fn not_finished_within(deadline: Duration) -> String {
+    format!("the engine did not finish within {} s", deadline.as_secs_f32())
+}
+
+/// `n` bytes as a person reads them (`1 MiB`, `32 MiB`, `16 KiB`).
+pub(crate) fn human_size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
     }
 }
 

@@ -13,7 +13,9 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use lore_core::{Part, PromptText};
 use serde_json::{json, Value};
+use tokenizers::Encoding;
 
 use crate::pool::{CallError, Pool, Route};
 
@@ -33,6 +35,9 @@ const NO: u8 = 2;
 
 pub(crate) struct Tokens {
     file: Option<tokenizers::Tokenizer>,
+    /// The same tokenizer reading special-token spellings as ordinary text, for what people
+    /// and documents wrote (see `special.rs`).
+    plain: Option<tokenizers::Tokenizer>,
     /// Ask the servers (false for an embedder pool: its counts are synchronous).
     ask_server: bool,
     server: AtomicU8,
@@ -50,7 +55,11 @@ impl Tokens {
                 Ok::<_, String>(tokenizer)
             })
             .transpose()?;
-        Ok(Self { file, ask_server, server: AtomicU8::new(UNKNOWN) })
+        let plain = file.clone().map(|mut tokenizer| {
+            tokenizer.set_encode_special_tokens(true);
+            tokenizer
+        });
+        Ok(Self { file, plain, ask_server, server: AtomicU8::new(UNKNOWN) })
     }
 
     pub(crate) fn counted_by(&self) -> CountedBy {
@@ -66,6 +75,30 @@ impl Tokens {
         match &self.file {
             Some(tokenizer) => tokenizer.encode(text, false).map(|e| e.len()).unwrap_or_else(|_| estimate(text)),
             None => estimate(text),
+        }
+    }
+
+    /// `prompt` as token ids, when a tokenizer file is configured: template parts with their
+    /// special tokens, text parts as ordinary text, then what the tokenizer adds around a
+    /// whole text (a start token, for the models that want one). `None` without a file, or
+    /// when the tokenizer fails (the caller then sends the prompt as text).
+    pub(crate) fn prompt_ids(&self, prompt: &PromptText) -> Option<Vec<u32>> {
+        let (file, plain) = (self.file.as_ref()?, self.plain.as_ref()?);
+        let parts: Result<Vec<_>, _> = prompt
+            .parts()
+            .iter()
+            .map(|part| match part {
+                Part::Template(text) => file.encode(text.as_str(), false),
+                Part::Text(text) => plain.encode(text.as_str(), false),
+            })
+            .collect();
+        let whole = parts.and_then(|parts| file.post_process(Encoding::merge(parts, false), None, true));
+        match whole {
+            Ok(encoding) => Some(encoding.get_ids().to_vec()),
+            Err(error) => {
+                tracing::warn!(%error, "the tokenizer file failed on a prompt; sending it as text");
+                None
+            }
         }
     }
 

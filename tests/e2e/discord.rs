@@ -33,20 +33,37 @@ impl Running {
     async fn start() -> Self {
         init();
         let fake = FakeDiscord::start().await;
-        let cfg: DiscordConfig = serde_json::from_value(json!({
-            "api_url": fake.api_url(),
-            "respond_to_all": [OPEN_CHANNEL.to_string()],
-            "command_guilds": [GUILD],
-            "edit_interval_ms": EDIT_MS,
-            "request_timeout_secs": 1,
-        }))
-        .unwrap();
-        let adapter = DiscordAdapter::new("docs", &cfg, "fake-discord-token".into()).unwrap();
-        let run = RunningAdapter::spawn(Box::new(adapter));
+        let run = RunningAdapter::spawn(Box::new(adapter_for(&fake)));
         // Fails when serenity fell back to the real gateway.
         fake.wait_ready(WAIT).await;
         Self { fake, run }
     }
+}
+
+/// The bot `docs` on the fake server.
+fn adapter_for(fake: &FakeDiscord) -> DiscordAdapter {
+    let cfg: DiscordConfig = serde_json::from_value(json!({
+        "api_url": fake.api_url(),
+        "respond_to_all": [OPEN_CHANNEL.to_string()],
+        "command_guilds": [GUILD],
+        "edit_interval_ms": EDIT_MS,
+        "request_timeout_secs": 1,
+    }))
+    .unwrap();
+    DiscordAdapter::new("docs", &cfg, "fake-discord-token".into()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discord_bot_counts_as_connected_only_once_ready_arrives() {
+    init();
+    let fake = FakeDiscord::start().await;
+    fake.hold_ready();
+    let run = RunningAdapter::spawn(Box::new(adapter_for(&fake)));
+    wait_until(WAIT, "the bot identifies", || !fake.ops(2).is_empty()).await;
+    assert!(!run.is_connected(), "connected before the gateway said READY");
+    fake.release_ready();
+    wait_until(WAIT, "the bot is connected once READY arrives", || run.is_connected()).await;
+    run.stop().await;
 }
 
 /// [`sample_sources`] as they end an answer on Discord.

@@ -253,3 +253,19 @@ async fn a_question_cannot_forge_the_chat_templates_turns() {
     assert_eq!(count(g.tokens(&PromptText::template(p.text.text()))), 4);
     assert_eq!(p.tokens, g.tokens(&p.text).len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_sent_as_token_ids_is_read_with_its_control_tokens_and_ids_outside_the_vocabulary_are_refused() {
+    // What another Lore with a `tokenizer` file sends to /v1/completions.
+    let g = Generator::load(&generator_config(&generator_path())).unwrap();
+    let mut sent = PromptText::template("<|im_start|>user\n");
+    sent.push_text("How do bees dance?");
+    sent.push_template("<|im_end|>\n<|im_start|>assistant\n");
+    let ids: Vec<i64> = g.tokens(&sent).into_iter().map(i64::from).collect();
+    let read = g.prompt_from_token_ids(&ids).unwrap();
+    assert_eq!(read.text(), sent.text());
+    assert_eq!(g.tokens(&read), g.tokens(&sent), "the same tokens: {:?}", read.parts());
+    let error = g.prompt_from_token_ids(&[1, 10_000_000]).unwrap_err();
+    assert!(error.contains("token id 10000000 is not in the model's vocabulary"), "{error}");
+    assert!(g.prompt_from_token_ids(&[-1]).is_err());
+}

@@ -12,7 +12,17 @@ use serde_json::Value;
 const QUESTION: &str = "How do honeybees tell each other where the flowers are?";
 
 async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    get_with(url, None).await
+}
+
+/// A GET with `key` as the bearer token, if given.
+async fn get_with(url: &str, key: Option<&str>) -> (u16, String) {
+    let request = reqwest::Client::new().get(url);
+    let request = match key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    };
+    let response = request.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
@@ -79,12 +89,20 @@ async fn the_openai_client_gets_grounded_answers_the_generator_embeddings_and_pr
     assert_eq!(status("overloaded"), 429);
     assert!(seen["overloaded"]["retry_after"].as_str().is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
 
-    // The three streams left unread stop when their callers go: nothing holds the engine.
+    // With keys, monitoring needs one: without, /metrics is refused and /ready says only
+    // whether it is ready.
     let url = format!("{base}/metrics");
+    assert_eq!(get(&url).await.0, 401);
+    let (_, anonymous) = get(&format!("{base}/ready")).await;
+    assert_eq!(serde_json::from_str::<Value>(&anonymous).unwrap(), serde_json::json!({"ready": true}));
+    let (_, details) = get_with(&format!("{base}/ready"), Some(keys[1])).await;
+    assert!(details.contains("knowledge_bases") && details.contains("adapters"), "any key sees details: {details}");
+
+    // The three streams left unread stop when their callers go: nothing holds the engine.
     let mut metrics = String::new();
     let mut in_progress = None;
     for _ in 0..300 {
-        metrics = get(&url).await.1;
+        metrics = get_with(&url, Some(keys[0])).await.1;
         in_progress = sample(&metrics, "lore_answers_in_progress");
         if in_progress == Some(0.0) {
             break;
@@ -110,7 +128,13 @@ async fn health_is_up_and_ready_names_an_empty_knowledge_base() {
     let port = free_port();
     let config = format!("server:\n  listen: 127.0.0.1:{port}\n{}  unfilled:\n    sources: []\n", sample_kb());
     let lost = "  lost:\n    knowledge_base: unfilled\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: {api}\n      poll_timeout_secs: 2\n";
-    let daemon = TelegramDaemon::start(dir.path(), &config, "bees", lost).await;
+    // A Bot API server that takes connections and never answers: that bot never connects.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!(
+        "  silent:\n    knowledge_base: bees\n    adapter:\n      type: telegram\n      token_env: LORE_TEST_TELEGRAM_TOKEN\n      api_url: http://{}\n      request_timeout_secs: 1\n",
+        mute.local_addr().unwrap()
+    );
+    let daemon = TelegramDaemon::start(dir.path(), &config, "bees", &format!("{lost}{silent}")).await;
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(get(&format!("{base}/health")).await, (200, "ok".to_string()));
     let (status, body) = get(&format!("{base}/ready")).await;
@@ -119,6 +143,7 @@ async fn health_is_up_and_ready_names_an_empty_knowledge_base() {
     assert_eq!(ready["knowledge_bases"]["bees"]["ok"], true, "{ready}");
     assert_eq!(ready["knowledge_bases"]["unfilled"]["ok"], false, "{ready}");
     assert_eq!(ready["adapters"]["docs"], "running", "{ready}");
+    assert_eq!(ready["adapters"]["silent"], "connecting", "running only once its platform answers: {ready}");
     let page = get(&base).await;
     assert_eq!(page.0, 200);
     assert!(page.1.contains("<title>Lore</title>"));

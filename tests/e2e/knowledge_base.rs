@@ -171,3 +171,26 @@ async fn a_large_knowledge_base_searches_through_an_ann_index_and_still_finds_ex
     }
     assert!(found >= 48, "the index found only {found} of 50 exact matches");
 }
+
+#[test]
+fn lore_closes_its_own_folders_and_names_a_data_dir_open_to_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    // Made by hand (or by an older version) with the usual umask: open to everyone.
+    let (data, conversations) = (dir.path().join("data"), dir.path().join("data/conversations"));
+    for folder in [&data, &conversations] {
+        std::fs::create_dir_all(folder).unwrap();
+        std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = std::process::Command::new(lore_tests::lore_binary())
+        .args(["--config", &config.file.display().to_string(), "check"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&conversations), 0o700, "Lore's own folder is closed: {stderr}");
+    assert_eq!(mode(&data), 0o755, "the configured folder is the owner's choice");
+    assert!(stderr.contains("data_dir") && stderr.contains(&format!("chmod 700 {}", data.display())), "{stderr}");
+}

@@ -7,6 +7,8 @@ mod discord;
 mod documents;
 mod engine;
 mod generated_questions;
+mod hostile;
+mod hostile_http;
 mod http_api;
 mod interrupted;
 mod knowledge_base;

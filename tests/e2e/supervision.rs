@@ -80,3 +80,29 @@ async fn a_bot_whose_adapter_fails_at_start_is_restarted_while_the_others_answer
     wait_until(Duration::from_secs(10), "the failed adapter is started again", || refusals() >= 2).await;
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_embedder_fails_retrieval_in_words_and_the_daemon_exits_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = TelegramDaemon::start(dir.path(), &sample_kb(), "bees", "").await;
+    let embedder = daemon.app.local_embedder.clone().expect("the embedder runs here");
+    embedder.crash_for_tests();
+    tokio::time::timeout(Duration::from_secs(10), embedder.died().cancelled()).await.expect("its death is told");
+    // Nothing waits for it for ever: what asks it now is told it stopped.
+    let error = daemon.app.embedder.embed(&[QUESTION.to_string()]).await.unwrap_err();
+    assert!(error.to_string().contains("the embedder has stopped"), "{error}");
+    let ended = daemon.exit().await.expect_err("the daemon exits with an error for its service manager");
+    assert!(ended.to_string().contains("embedder's thread died"), "{ended}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_cross_encoder_is_told_and_fails_its_requests_in_words() {
+    use lore_core::PairScorer;
+    let reranker =
+        lore_engine::LlamaCrossEncoder::load(&lore_engine::EmbedderConfig::new(lore_tests::models::reranker_path()))
+            .unwrap();
+    reranker.crash_for_tests();
+    tokio::time::timeout(Duration::from_secs(10), reranker.died().cancelled()).await.expect("its death is told");
+    let error = reranker.score_pairs("bees?", &["Bees dance.".to_string()]).await.unwrap_err();
+    assert!(error.to_string().contains("the reranker has stopped"), "{error}");
+}

@@ -32,22 +32,40 @@ impl Running {
     async fn start() -> Self {
         init();
         let fake = FakeTelegram::start(TOKEN).await;
-        let cfg: TelegramConfig = serde_json::from_value(json!({
-            "api_url": fake.api_url(),
-            "poll_timeout_secs": 5,
-            // A request that gets no answer fails after 2 s.
-            "request_timeout_secs": 2,
-            "edit_interval_ms": EDIT_MS,
-        }))
-        .unwrap();
-        let adapter = TelegramAdapter::new("docs", &cfg, TOKEN.into()).unwrap();
-        let run = RunningAdapter::spawn(Box::new(adapter));
+        let run = RunningAdapter::spawn(Box::new(adapter_for(&fake)));
         // Fails when teloxide talks to the real Telegram instead. (Polls are recorded when
         // they return, so wait for the last call before polling starts.)
         wait_until(WAIT, "the bot registers its commands on the fake", || !fake.calls("setMyCommands").is_empty())
             .await;
         Self { fake, run }
     }
+}
+
+/// The bot `docs` on the fake server.
+fn adapter_for(fake: &FakeTelegram) -> TelegramAdapter {
+    let cfg: TelegramConfig = serde_json::from_value(json!({
+        "api_url": fake.api_url(),
+        "poll_timeout_secs": 5,
+        // A request that gets no answer fails after 2 s.
+        "request_timeout_secs": 2,
+        "edit_interval_ms": EDIT_MS,
+    }))
+    .unwrap();
+    TelegramAdapter::new("docs", &cfg, TOKEN.into()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telegram_bot_counts_as_connected_only_once_get_me_answers() {
+    init();
+    let fake = FakeTelegram::start(TOKEN).await;
+    fake.inject("getMe", 1, Fault::Hang);
+    let run = RunningAdapter::spawn(Box::new(adapter_for(&fake)));
+    wait_until(WAIT, "getMe is asked", || fake.requests().iter().any(|r| r.path == "getMe")).await;
+    assert!(!run.is_connected(), "connected before Telegram answered getMe");
+    // The hung call times out (2 s) and is asked again.
+    wait_until(Duration::from_secs(10), "the bot is connected once getMe answers", || run.is_connected()).await;
+    assert_eq!(fake.calls("getMe").len(), 1);
+    run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,10 @@ struct Gateway {
     /// Events injected before the first session, delivered after READY.
     early: VecDeque<(String, Value)>,
     sessions_started: u32,
+    /// READY is held back from the next Identify until [`FakeDiscord::release_ready`].
+    hold_ready: bool,
+    /// The held frames (READY and what follows it) and the connection they are for.
+    held: Option<(Vec<String>, mpsc::UnboundedSender<Out>)>,
 }
 
 struct Session {
@@ -159,6 +163,22 @@ impl FakeDiscord {
         let frame = push_event(session, event, data);
         if let Some(live) = &gw.live {
             let _ = live.send(Out::Frame(frame));
+        }
+    }
+
+    /// Holds READY back from the next Identify, as a slow gateway would.
+    pub fn hold_ready(&self) {
+        self.state.gateway.lock().unwrap().hold_ready = true;
+    }
+
+    /// Sends the READY held back since Identify.
+    pub fn release_ready(&self) {
+        let mut gw = self.state.gateway.lock().unwrap();
+        gw.hold_ready = false;
+        if let Some((frames, tx)) = gw.held.take() {
+            for frame in frames {
+                let _ = tx.send(Out::Frame(frame));
+            }
         }
     }
 
@@ -379,6 +399,10 @@ fn on_client_frame(state: &Shared, frame: &Value, tx: &mpsc::UnboundedSender<Out
             }
             gw.session = Some(session);
             gw.live = Some(tx.clone());
+            if gw.hold_ready {
+                gw.held = Some((out, tx.clone()));
+                return Vec::new();
+            }
             out
         }
         Some(6) => {

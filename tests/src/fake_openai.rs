@@ -7,8 +7,11 @@
 //! - `GET /v1/models` for health checks.
 //!
 //! Each server behaves as a test sets it: answering, failing with 500, dropping its stream
-//! midway, answering slowly, or answering as llama.cpp's server does where it differs (no
-//! `echo`, no `/tokenize` route); it counts requests and the most it served at once.
+//! midway, answering slowly, answering as llama.cpp's server does where it differs (no
+//! `echo`, no `/tokenize` route), or misbehaving without end (a stream of text or of
+//! keep-alive comments that never finishes, an event that never ends, a body that never
+//! ends); it counts requests and the most it served at once, and keeps the last
+//! completion request.
 //!
 //! Not modelled: chat completions, token usage.
 
@@ -22,6 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::Server;
@@ -40,6 +44,14 @@ pub enum Behaviour {
     Slow,
     /// Answers, but refuses `echo` with llama.cpp's 400 and has no `/tokenize`.
     LlamaCppServer,
+    /// Streams text chunks, a word every 2 ms, and never finishes.
+    StreamsForever,
+    /// Streams keep-alive comments every 50 ms, no text, and never finishes.
+    KeepsAliveForever,
+    /// Starts one event (`data: aaa…`) and never ends it.
+    EndlessEvent,
+    /// Answers embeddings with a body that never ends.
+    EndlessBody,
 }
 
 pub struct FakeOpenAi {
@@ -55,6 +67,7 @@ struct Shared {
     /// The number of texts in each embeddings request.
     embedding_batches: Mutex<Vec<usize>>,
     tokenized: AtomicUsize,
+    last_completion: Mutex<Option<Value>>,
 }
 
 impl FakeOpenAi {
@@ -66,6 +79,7 @@ impl FakeOpenAi {
             most_at_once: AtomicUsize::new(0),
             embedding_batches: Mutex::new(Vec::new()),
             tokenized: AtomicUsize::new(0),
+            last_completion: Mutex::new(None),
         });
         let app = Router::new()
             .route("/v1/completions", post(completions))
@@ -98,6 +112,17 @@ impl FakeOpenAi {
     /// `/tokenize` requests answered.
     pub fn tokenized(&self) -> usize {
         self.state.tokenized.load(Ordering::SeqCst)
+    }
+
+    /// Completions it is streaming now (a stream whose client left ends when the server
+    /// notices the closed connection).
+    pub fn serving(&self) -> usize {
+        self.state.serving.load(Ordering::SeqCst)
+    }
+
+    /// The body of the last completion request.
+    pub fn last_completion(&self) -> Option<Value> {
+        self.state.last_completion.lock().unwrap().clone()
     }
 
     /// The most completions it streamed at the same time.
@@ -138,6 +163,7 @@ impl Drop for Serving {
 
 async fn completions(State(state): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
     state.completions.fetch_add(1, Ordering::SeqCst);
+    *state.last_completion.lock().unwrap() = Some(body.clone());
     let behaviour = behaviour(&state);
     if behaviour == Behaviour::Fail {
         let error = json!({"error": {"message": "engine failure", "type": "server_error"}});
@@ -150,9 +176,37 @@ async fn completions(State(state): State<Arc<Shared>>, Json(body): Json<Value>) 
     let now = state.serving.fetch_add(1, Ordering::SeqCst) + 1;
     state.most_at_once.fetch_max(now, Ordering::SeqCst);
     let serving = Serving(state.clone());
-    let words: Vec<String> = ANSWER.split_inclusive(' ').map(String::from).collect();
-    let stream = answer_stream(words, behaviour, serving);
-    Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(stream)).unwrap()
+    let body = match behaviour {
+        Behaviour::StreamsForever | Behaviour::KeepsAliveForever | Behaviour::EndlessEvent => {
+            Body::from_stream(endless_stream(behaviour, serving))
+        }
+        _ => {
+            let words: Vec<String> = ANSWER.split_inclusive(' ').map(String::from).collect();
+            Body::from_stream(answer_stream(words, behaviour, serving))
+        }
+    };
+    Response::builder().header("content-type", "text/event-stream").body(body).unwrap()
+}
+
+/// A stream that never finishes, as `behaviour` says; `serving` is given back when the
+/// server drops it (its client went away).
+fn endless_stream(
+    behaviour: Behaviour,
+    serving: Serving,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    let (pause, piece) = match behaviour {
+        Behaviour::StreamsForever => (Duration::from_millis(2), chunk("bees ", None)),
+        Behaviour::KeepsAliveForever => (Duration::from_millis(50), Bytes::from(": keep-alive\n\n")),
+        _ => (Duration::from_millis(1), Bytes::from(vec![b'a'; 64 << 10])),
+    };
+    let start = if behaviour == Behaviour::EndlessEvent { Bytes::from("data: ") } else { Bytes::new() };
+    futures::stream::once(async move { Ok(start) }).chain(futures::stream::unfold(serving, move |serving| {
+        let piece = piece.clone();
+        async move {
+            tokio::time::sleep(pause).await;
+            Some((Ok(piece), serving))
+        }
+    }))
 }
 
 fn answer_stream(
@@ -223,8 +277,19 @@ fn echo(body: &Value, behaviour: Behaviour) -> Response {
 }
 
 async fn embeddings(State(state): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
-    if behaviour(&state) == Behaviour::Fail {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    match behaviour(&state) {
+        Behaviour::Fail => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Behaviour::EndlessBody => {
+            // A JSON array of numbers that goes on for ever, 64 KiB at a time.
+            let numbers = Bytes::from("0.5,".repeat(16 << 10));
+            let rest = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(numbers.clone()));
+            let start = futures::stream::once(async { Ok(Bytes::from(r#"{"data":[{"index":0,"embedding":["#)) });
+            return Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(start.chain(rest)))
+                .unwrap();
+        }
+        _ => {}
     }
     let texts: Vec<String> = match &body["input"] {
         Value::String(text) => vec![text.clone()],

@@ -2,6 +2,8 @@
 //! servers on 127.0.0.1 that speak the real wire protocols, and helpers to wait on what
 //! they record.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -11,6 +13,7 @@ pub mod daemon;
 pub mod fake_discord;
 pub mod fake_openai;
 pub mod fake_telegram;
+pub mod hostile;
 pub mod models;
 pub mod moto;
 
@@ -27,13 +30,21 @@ pub struct Recorded {
     pub at: tokio::time::Instant,
 }
 
-/// Once per test process: keep HTTP clients off any proxy, and log with `RUST_LOG`.
+/// Once per test process: keep HTTP clients off any proxy, let ingest in this process
+/// parse documents with the built `lore`, and log with `RUST_LOG`.
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // A proxy variable in the environment must not reroute the fakes' traffic.
         for var in ["NO_PROXY", "no_proxy"] {
             std::env::set_var(var, "127.0.0.1,localhost");
+        }
+        // Documents are parsed by `lore parse-document` in a child process; this test
+        // binary is not `lore`. Left unset when it is not built: ingest then says so.
+        if std::env::var_os(lore::ingest::sandbox::PARSER_ENV).is_none() {
+            if let Some(bin) = built_lore_binary().filter(|b| b.is_file()) {
+                std::env::set_var(lore::ingest::sandbox::PARSER_ENV, bin);
+            }
         }
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -48,15 +59,20 @@ pub fn lore_binary() -> std::path::PathBuf {
     if let Ok(bin) = std::env::var("LORE_BIN") {
         return bin.into();
     }
-    // The test binary is target/<profile>/deps/e2e-<hash>; the binaries sit in <profile>.
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("lore");
+    let bin = built_lore_binary().unwrap();
     assert!(
         bin.is_file(),
         "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does), or set LORE_BIN",
         bin.display()
     );
     bin
+}
+
+/// Where cargo puts `lore` beside this test binary (target/<profile>/deps/e2e-<hash>; the
+/// binaries sit in <profile>).
+fn built_lore_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.join("lore"))
 }
 
 /// A port free on 127.0.0.1 right now (for a server a test configures).
@@ -143,6 +159,8 @@ pub fn assert_words_whole(visible: &str, answer: &str) {
 /// An adapter running in the background, as the daemon runs it.
 pub struct RunningAdapter {
     pub inbox: tokio::sync::mpsc::Receiver<lore_adapters::Incoming>,
+    /// Whether the adapter said it is connected to its platform.
+    pub connected: Arc<AtomicBool>,
     shutdown: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -151,8 +169,15 @@ impl RunningAdapter {
     pub fn spawn(adapter: Box<dyn lore_adapters::Adapter>) -> Self {
         let (tx, inbox) = tokio::sync::mpsc::channel(16);
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(adapter.run(tx, shutdown.clone()));
-        Self { inbox, shutdown, task }
+        let connected = Arc::new(AtomicBool::new(false));
+        let told = connected.clone();
+        let tell = lore_adapters::Connected::new(move || told.store(true, std::sync::atomic::Ordering::SeqCst));
+        let task = tokio::spawn(adapter.run(tx, shutdown.clone(), tell));
+        Self { inbox, connected, shutdown, task }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The next message the adapter forwarded; panics after five seconds.

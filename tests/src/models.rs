@@ -122,6 +122,8 @@ fn write_file(dir: &Path, data: &str, generator: &str, models_extra: &str, extra
 }
 
 fn write_config_text(dir: &Path, text: &str) -> Config {
+    // Every test with a config may ingest, and ingest needs `lore` to parse documents.
+    crate::init();
     let file = dir.join("lore.yaml");
     std::fs::write(&file, text).unwrap();
     Config::load(&file).unwrap_or_else(|e| panic!("{e}\n{text}"))

@@ -3,9 +3,18 @@
 //! page, health and readiness. Questions join the same line as the chats' (`Router`).
 //!
 //! Keys come from environment variables, each limited to some bots; with no key the server
-//! listens on loopback only (the config refuses anything else).
+//! listens on loopback only (the config refuses anything else) and answers only to its
+//! own names (`hosts.rs`). Connections are capped and timed out (`connections.rs`);
+//! `/ready` and `/metrics` read knowledge bases at most every 15 s and show details to
+//! key holders only (`health.rs`).
 
+mod connections;
+mod health;
+mod hosts;
 mod openai;
+mod sources;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,14 +25,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{Answering, App};
 use crate::config::ServerConfig;
+use crate::pipeline::Pipeline;
 use crate::router::Router;
 
+pub use hosts::check_allowed_host;
 pub use openai::ApiError;
 
 /// What each bot's platform connection is doing, for `/ready`.
@@ -64,11 +73,45 @@ impl Caller {
 pub(crate) struct Server {
     app: Arc<App>,
     router: Arc<Router<Answering>>,
+    /// The generator and its settings, as the bots' answers use them.
+    pipeline: Pipeline,
     adapters: AdapterStates,
     keys: Vec<Key>,
+    hosts: hosts::AllowedHosts,
+    kb_rows: health::KbRows,
+    side_work: openai::SideWork,
+    connections: connections::Open,
+    max_embedding_inputs: usize,
 }
 
 type Shared = Arc<Server>;
+
+impl Server {
+    /// The server for `cfg`, listening on `listen` (where it is bound), answering with
+    /// `router` and `pipeline`.
+    fn new(
+        cfg: &ServerConfig,
+        listen: std::net::SocketAddr,
+        app: Arc<App>,
+        router: Arc<Router<Answering>>,
+        pipeline: Pipeline,
+        adapters: AdapterStates,
+        keys: Vec<Key>,
+    ) -> Self {
+        Self {
+            hosts: hosts::AllowedHosts::new(listen, &cfg.allowed_hosts, !keys.is_empty()),
+            kb_rows: health::KbRows::new(&app, health::KB_ROWS_EVERY),
+            side_work: openai::SideWork::default(),
+            connections: connections::Open::default(),
+            max_embedding_inputs: cfg.max_embedding_inputs,
+            app,
+            router,
+            pipeline,
+            adapters,
+            keys,
+        }
+    }
+}
 
 /// Reads the keys and binds the port (so that a taken port or a missing key stops the
 /// daemon at once), then serves in the background until `shutdown`.
@@ -89,12 +132,11 @@ pub async fn start(
     } else {
         tracing::info!(%addr, keys = keys.len(), "HTTP server listening");
     }
-    let routes = routes(Arc::new(Server { app, router, adapters, keys }), cfg.max_body_bytes);
-    Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, routes).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-            tracing::error!(%error, "the HTTP server stopped");
-        }
-    }))
+    let pipeline = app.pipeline();
+    let server = Arc::new(Server::new(cfg, addr, app, router, pipeline, adapters, keys));
+    let open = server.connections.clone();
+    let routes = routes(server, cfg.max_body_bytes);
+    Ok(tokio::spawn(connections::serve(listener, routes, connections::Limits::from(cfg), open, shutdown)))
 }
 
 fn routes(server: Shared, max_body_bytes: usize) -> axum::Router {
@@ -104,16 +146,26 @@ fn routes(server: Shared, max_body_bytes: usize) -> axum::Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/tokenize", post(openai::tokenize))
+        .route("/v1/sources/{id}", get(sources::source))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes));
-    axum::Router::new()
+    let named = axum::Router::new()
         .route("/", get(page))
-        .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
         .merge(api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .with_state(server)
+        .layer(axum::middleware::from_fn_with_state(server.clone(), check_host));
+    // A liveness probe says only "ok", whatever name it uses.
+    axum::Router::new().route("/health", get(|| async { "ok" })).merge(named).with_state(server)
+}
+
+/// Refuses requests addressed to a name that is not this server's (see `hosts.rs`).
+async fn check_host(State(server): State<Shared>, request: Request, next: Next) -> Response {
+    match server.hosts.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
 }
 
 fn read_keys(cfg: &ServerConfig) -> anyhow::Result<Vec<Key>> {
@@ -160,59 +212,4 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 
 async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
-}
-
-/// Prometheus' text format; the gauges of state are read now.
-async fn metrics(State(server): State<Shared>) -> Response {
-    let line = server.router.line();
-    crate::metrics::gauge("lore_waiting_questions", line.waiting() as f64);
-    crate::metrics::gauge("lore_answers_in_progress", line.answering() as f64);
-    if let Some(generator) = &server.app.generator {
-        crate::metrics::gauge("lore_kv_cells", generator.kv_cells() as f64);
-        crate::metrics::gauge("lore_kv_cells_in_use", generator.kv_cells_in_use() as f64);
-    }
-    for kb in server.app.config.bots.values().map(|b| &b.knowledge_base).collect::<std::collections::BTreeSet<_>>() {
-        if let Ok(rows) = async { server.app.kb(kb)?.count().await.map_err(anyhow::Error::from) }.await {
-            crate::metrics::kb_rows(kb, rows);
-        }
-    }
-    let text = crate::metrics::handle().render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-/// Ready when the models are loaded (they are, once the server runs), every bot's knowledge
-/// base opens, and every adapter is running.
-async fn ready(State(server): State<Shared>) -> Response {
-    let mut kbs = BTreeMap::new();
-    let mut ok = true;
-    for (name, bot) in &server.app.config.bots {
-        let kb = &bot.knowledge_base;
-        if kbs.contains_key(kb) {
-            continue;
-        }
-        let state = match server.app.kb(kb) {
-            Ok(handle) => match handle.count().await {
-                Ok(0) => json!({"ok": false, "rows": 0, "error": "empty: run `lore ingest`", "bot": name}),
-                Ok(rows) => json!({"ok": true, "rows": rows}),
-                Err(error) => json!({"ok": false, "error": format!("{error:#}"), "bot": name}),
-            },
-            Err(error) => json!({"ok": false, "error": format!("{error:#}"), "bot": name}),
-        };
-        ok &= state["ok"] == true;
-        kbs.insert(kb.clone(), state);
-    }
-    let adapters = server.adapters.all();
-    ok &= adapters.values().all(|state| state == "running");
-    if let Some(pool) = &server.app.remote {
-        ok &= pool.endpoints().iter().any(|e| e.healthy);
-    }
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
-        "ready": ok,
-        "models": {"generator": server.app.generator.is_some() || server.app.remote.is_some(), "embedder": true},
-        "engines": server.app.remote.as_ref().map(|pool| pool.endpoints().iter().map(|e| json!({"url": e.url, "healthy": e.healthy, "in_flight": e.in_flight})).collect::<Vec<_>>()),
-        "knowledge_bases": kbs,
-        "adapters": adapters,
-    });
-    (status, Json(body)).into_response()
 }

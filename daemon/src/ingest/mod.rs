@@ -11,9 +11,11 @@
 //! source and text), writes the rest, deletes what is stale and rebuilds the full-text
 //! index that the interrupted run did not get to.
 
+pub mod addresses;
 pub mod chunk;
 pub mod files;
 pub mod questions;
+pub mod sandbox;
 pub mod watch;
 pub mod web;
 
@@ -46,6 +48,8 @@ pub struct Settings {
     pub web: web::WebSettings,
     /// Questions the generator writes per chunk as extra search keys (0: none).
     pub generated_questions: u32,
+    /// What one document's parse may take (the config's `parsing:`).
+    pub parsing: sandbox::Limits,
 }
 
 impl Settings {
@@ -56,6 +60,7 @@ impl Settings {
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             web: web::WebSettings::default(),
             generated_questions: 0,
+            parsing: sandbox::Limits::default(),
         }
     }
 
@@ -63,11 +68,13 @@ impl Settings {
     /// Its fetched pages are remembered in `state_dir/web/KB.json`.
     pub fn for_kb(config: &Config, kb: &str) -> Self {
         let mut settings = Self::new(config.chunking_for(kb));
+        settings.parsing = config.parsing.clone();
         if let Some(k) = config.knowledge_bases.get(kb) {
             settings.max_file_bytes = k.max_file_bytes;
             settings.web.crawl = k.crawl;
             settings.web.max_pages = k.max_pages;
             settings.web.delay = std::time::Duration::from_millis(k.crawl_delay_ms);
+            settings.web.guard.allow_private = k.allow_private_addresses;
             settings.generated_questions = k.generated_questions;
         }
         settings.web.cache = Some(config.state_dir.join("web").join(format!("{kb}.json")));
@@ -143,6 +150,7 @@ pub async fn ingest(
     settings: &Settings,
     progress: Progress,
 ) -> anyhow::Result<IngestReport> {
+    let sandbox = sandbox::Sandbox::locate(&settings.parsing)?;
     let roots: Vec<PathBuf> = roots
         .iter()
         .map(|r| std::fs::canonicalize(r).with_context(|| format!("cannot read {}", r.display())))
@@ -156,13 +164,7 @@ pub async fn ingest(
     }
     for file in &found.files {
         run.bar.inc(1);
-        // Parsing a PDF or DOCX is CPU work: off the async workers (the watcher's
-        // re-ingest shares them with the daemon).
-        let read = {
-            let (file, max) = (file.clone(), settings.max_file_bytes);
-            tokio::task::spawn_blocking(move || files::read_blocks(&file, max))
-        };
-        match read.await.context("reading a file panicked")? {
+        match files::read_blocks(file, settings.max_file_bytes, &sandbox).await {
             Ok(blocks) => run.document(&file.display().to_string(), &blocks).await?,
             Err(skipped) => run.skip(skipped),
         }
@@ -182,6 +184,7 @@ pub async fn ingest_web(
     settings: &Settings,
     progress: Progress,
 ) -> anyhow::Result<IngestReport> {
+    let sandbox = sandbox::Sandbox::locate(&settings.parsing)?;
     let mut run = Run::start(kb, embedder, &settings.chunking, progress_bar(progress, pages.len(), "pages")).await?;
     run.report.web = true;
     let mut cache = web::PageCache::load(settings.web.cache.as_deref(), format!("{:?}", settings.chunking));
@@ -192,7 +195,8 @@ pub async fn ingest_web(
     let mut complete_scopes = Vec::new();
     let mut known = 0;
     for start in pages {
-        let mut crawler = match web::Crawler::start(start, &settings.web, settings.max_file_bytes, &is_stored).await {
+        let crawler = web::Crawler::start(start, &settings.web, settings.max_file_bytes, &sandbox, &is_stored).await;
+        let mut crawler = match crawler {
             Ok(crawler) => crawler,
             Err(e) => {
                 run.skip(Skipped::new(Path::new(start.as_str()), SkipReason::Unreachable, format!("{e:#}")));

@@ -41,6 +41,11 @@ impl Drop for Watchers {
 /// start too, for changes made while the daemon was down.
 pub fn start(app: &Arc<App>) -> anyhow::Result<Watchers> {
     let mut watchers = Watchers { tasks: Vec::new(), _debouncers: Vec::new() };
+    if app.config.knowledge_bases.values().any(|kb| kb.watch) {
+        // Every re-ingest parses in child processes: a program that cannot start them stops
+        // here, not at the first document.
+        super::sandbox::Sandbox::locate(&app.config.parsing)?;
+    }
     for (name, kb) in app.config.knowledge_bases.iter().filter(|(_, kb)| kb.watch) {
         let (tx, rx) = unbounded_channel();
         let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {

@@ -3,7 +3,10 @@
 //! it lists any, else those found by following links. robots.txt is honoured (its rules
 //! and its Crawl-delay), requests are spaced by `crawl_delay_ms`, at most `max_pages` are
 //! fetched per start page, and a page fetched before is asked for with its ETag and
-//! Last-Modified, so a re-ingest downloads only what changed.
+//! Last-Modified, so a re-ingest downloads only what changed. Only public addresses are
+//! connected to unless the knowledge base allows private ones (`addresses.rs`), and
+//! compressed answers are not inflated (bodies are capped at `max_file_bytes` as they
+//! arrive).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -17,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use texting_robots::Robot;
 use url::Url;
 
+use super::addresses::Guard;
 use super::files::{blocks_of, SkipReason, Skipped};
+use super::sandbox::Sandbox;
 
 /// How Lore names itself to web servers; robots.txt rules for `lore` apply to it.
 pub const USER_AGENT: &str = concat!("lore/", env!("CARGO_PKG_VERSION"), " (knowledge-base ingest)");
@@ -43,11 +48,13 @@ pub struct WebSettings {
     /// Where validators and links of fetched pages are kept between runs; `None` fetches
     /// every page in full each time.
     pub cache: Option<PathBuf>,
+    /// Which addresses may be connected to (`allow_private_addresses`).
+    pub guard: Guard,
 }
 
 impl Default for WebSettings {
     fn default() -> Self {
-        Self { crawl: false, max_pages: 500, delay: Duration::from_millis(500), cache: None }
+        Self { crawl: false, max_pages: 500, delay: Duration::from_millis(500), cache: None, guard: Guard::default() }
     }
 }
 
@@ -129,16 +136,15 @@ impl PageCache {
         Self { file: Some(file.to_path_buf()), chunking, pages }
     }
 
-    /// Writes the cache, whole or not at all (a new file moved over the old one).
+    /// Writes the cache, whole or not at all (a new file moved over the old one), owner-only:
+    /// the addresses of a knowledge base's pages are its owner's business.
     pub fn save(&self) -> anyhow::Result<()> {
         let Some(file) = &self.file else { return Ok(()) };
         if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            crate::owner_only::tighten(dir);
         }
-        let partial = file.with_extension("json.partial");
-        std::fs::write(&partial, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("cannot write {}", partial.display()))?;
-        std::fs::rename(&partial, file).with_context(|| format!("cannot write {}", file.display()))
+        crate::memory::write_atomically(file, &serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", file.display()))
     }
 }
 
@@ -159,6 +165,8 @@ pub struct Crawler<'a> {
     digests: BTreeMap<String, String>,
     last_request: Option<Instant>,
     max_bytes: u64,
+    /// Where pages are parsed.
+    sandbox: &'a Sandbox,
     /// Sources the knowledge base holds.
     stored: &'a dyn Fn(&str) -> bool,
 }
@@ -171,28 +179,43 @@ impl<'a> Crawler<'a> {
         root: &Url,
         settings: &'a WebSettings,
         max_bytes: u64,
+        sandbox: &'a Sandbox,
         stored: &'a dyn Fn(&str) -> bool,
     ) -> anyhow::Result<Crawler<'a>> {
-        // Redirects are followed on the same host (and anywhere for the start page, which
-        // may move to https:// or www.); another host's pages answer to its robots.txt.
-        let start = root.to_string();
+        settings.guard.check_url(root).map_err(anyhow::Error::msg)?;
+        // Redirects are followed on the same origin; a start page may also move to https://
+        // or www. (and, with `crawl`, to another host, whose robots.txt then applies). No
+        // hop may lead to an address the guard refuses.
+        let (start, crawl, guard) = (root.clone(), settings.crawl, settings.guard.clone());
         let redirects = reqwest::redirect::Policy::custom(move |attempt| {
             let first = attempt.previous()[0].clone();
+            let to = attempt.url();
             if attempt.previous().len() > 10 {
-                attempt.error("more than 10 redirects")
-            } else if first.as_str() == start || attempt.url().origin() == first.origin() {
+                return attempt.error("more than 10 redirects");
+            }
+            if let Err(why) = guard.check_url(to) {
+                return attempt.error(why);
+            }
+            let start_moves = first == start && (crawl || same_site(&first, to));
+            if start_moves || to.origin() == first.origin() {
                 attempt.follow()
             } else {
                 attempt.stop()
             }
         });
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .redirect(redirects)
             .connect_timeout(REQUEST_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
+            .no_gzip()
+            .no_brotli()
+            .no_deflate()
+            .no_zstd();
+        if let Some(resolver) = settings.guard.resolver() {
+            client = client.dns_resolver(resolver);
+        }
+        let client = client.build().context("building the HTTP client")?;
         let prefix = folder_of(root);
         let mut crawler = Crawler {
             client,
@@ -208,6 +231,7 @@ impl<'a> Crawler<'a> {
             digests: BTreeMap::new(),
             last_request: None,
             max_bytes,
+            sandbox,
             stored,
         };
         crawler.read_robots(root).await?;
@@ -219,10 +243,10 @@ impl<'a> Crawler<'a> {
 
     async fn read_robots(&mut self, root: &Url) -> anyhow::Result<()> {
         let url = root.join("/robots.txt").expect("an absolute path joins");
-        let response = self
-            .get(&url, None)
-            .await
-            .with_context(|| format!("cannot reach {}", root.origin().ascii_serialization()))?;
+        let response = match self.get(&url, None).await {
+            Ok(response) => response,
+            Err(e) => bail!("cannot reach {}: {e}", root.origin().ascii_serialization()),
+        };
         let status = response.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             bail!("{url} answered {status}: crawling nothing until it can be read (RFC 9309)");
@@ -260,6 +284,11 @@ impl<'a> Crawler<'a> {
                 continue;
             }
             let Ok(url) = Url::parse(&address) else { continue };
+            if url.host() != root.host() {
+                // Its pages would be out of scope, and it could point anywhere.
+                tracing::info!(sitemap = %url, start = %root, "ignoring a sitemap on another host");
+                continue;
+            }
             let xml = match self.get_text(&url).await {
                 Ok(Some(xml)) => xml,
                 Ok(None) => continue,
@@ -270,7 +299,12 @@ impl<'a> Crawler<'a> {
                     continue;
                 }
             };
-            let sitemap = lore_documents::sitemap(&xml);
+            // Off the async workers, as every document is read.
+            let Ok(sitemap) = tokio::task::spawn_blocking(move || lore_documents::sitemap(&xml)).await else {
+                tracing::warn!(%url, "cannot read the sitemap; the crawl counts as incomplete");
+                self.cut_short = true;
+                continue;
+            };
             sitemaps.extend(sitemap.sitemaps);
             for page in sitemap.pages {
                 if let Ok(page) = parse_url(&page) {
@@ -287,7 +321,7 @@ impl<'a> Crawler<'a> {
     /// A small text resource (a sitemap): `None` when the server says it is not there,
     /// an error when it could not be read.
     async fn get_text(&mut self, url: &Url) -> Result<Option<String>, String> {
-        let response = self.get(url, None).await.map_err(|e| e.to_string())?;
+        let response = self.get(url, None).await?;
         let status = response.status();
         if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
             return Ok(None);
@@ -403,7 +437,11 @@ impl<'a> Crawler<'a> {
         }
         if status.is_redirection() {
             let to = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("?");
-            let why = format!("redirected to {to}, on another host; not followed");
+            let why = if self.fetched == 1 {
+                format!("redirected to {to}, on another host; only `crawl` follows a start page to another host")
+            } else {
+                format!("redirected to {to}, on another host; not followed")
+            };
             return (skip(SkipReason::LinkOutside, why), None);
         }
         if !status.is_success() {
@@ -441,26 +479,23 @@ impl<'a> Crawler<'a> {
             Err(skipped) => return (Outcome::Skipped(skipped.at(address)), None),
         };
         let digest = Some(hex_digest(&bytes));
-        // Kept even when a sitemap is followed: a later run may have to follow links.
-        let links = if format == Format::Html {
-            std::str::from_utf8(&bytes).map(|html| resolve_links(html, &landed)).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let read = {
-            let address = address.to_string();
-            tokio::task::spawn_blocking(move || blocks_of(Path::new(&address), format, bytes))
-        };
-        let outcome = match read.await {
-            Ok(Ok(blocks)) => Outcome::Changed(blocks),
-            Ok(Err(skipped)) => Outcome::Skipped(skipped),
-            Err(e) => skip(SkipReason::Corrupt, format!("reading it failed: {e}")),
-        };
+        // Links are read with the page, in the sandbox; kept even when a sitemap is
+        // followed: a later run may have to follow links.
+        let (outcome, links) =
+            match blocks_of(self.sandbox, Path::new(address), format, bytes, format == Format::Html).await {
+                Ok(parsed) => {
+                    let links = parsed.links.map(|(links, base)| resolve_links(&links, base.as_deref(), &landed));
+                    (Outcome::Changed(parsed.blocks), links.unwrap_or_default())
+                }
+                Err(skipped) => (Outcome::Skipped(skipped), Vec::new()),
+            };
         (outcome, Some(Remembered { etag, last_modified, links, digest }))
     }
 
     /// A GET, `delay` after the previous request, conditional when the page was seen before.
-    async fn get(&mut self, url: &Url, remembered: Option<&Remembered>) -> reqwest::Result<reqwest::Response> {
+    /// The error says why, causes included (a refused address is one).
+    async fn get(&mut self, url: &Url, remembered: Option<&Remembered>) -> Result<reqwest::Response, String> {
+        self.settings.guard.check_url(url)?;
         if let Some(last) = self.last_request {
             tokio::time::sleep_until((last + self.delay).into()).await;
         }
@@ -474,7 +509,7 @@ impl<'a> Crawler<'a> {
                 request = request.header(IF_MODIFIED_SINCE, date);
             }
         }
-        request.send().await
+        request.send().await.map_err(|e| format!("{:#}", anyhow::Error::new(e)))
     }
 
     /// The body, unless it is over `max_bytes` (announced or as it arrives).
@@ -517,6 +552,12 @@ impl BodyError {
     }
 }
 
+/// Whether `to` is `from`'s host, give or take a `www.`.
+fn same_site(from: &Url, to: &Url) -> bool {
+    let host = |u: &Url| u.host_str().map(|h| h.strip_prefix("www.").unwrap_or(h).to_ascii_lowercase());
+    host(from).is_some() && host(from) == host(to)
+}
+
 /// The folder an address is in, with its origin: pages below it are in scope.
 fn folder_of(url: &Url) -> String {
     let path = url.path();
@@ -544,10 +585,10 @@ fn format_of(content_type: &str, url: &Url) -> Option<Format> {
     by_type.or_else(|| generic.then(|| Format::of_path(Path::new(url.path()))).flatten())
 }
 
-/// A page's links as absolute addresses without fragments (`<base href>` honoured).
-fn resolve_links(html: &str, page: &Url) -> Vec<String> {
-    let (links, base) = lore_documents::links(html);
-    let base = base.and_then(|b| page.join(&b).ok()).unwrap_or_else(|| page.clone());
+/// A page's links (as written, and its `<base href>`) as absolute addresses without
+/// fragments.
+fn resolve_links(links: &[String], base: Option<&str>, page: &Url) -> Vec<String> {
+    let base = base.and_then(|b| page.join(b).ok()).unwrap_or_else(|| page.clone());
     let mut seen = HashSet::new();
     links
         .iter()
@@ -577,6 +618,10 @@ mod tests {
 
     #[test]
     fn links_resolve_against_the_page_or_its_base_without_fragments() {
+        let resolve_links = |html: &str, page: &Url| {
+            let (links, base) = lore_documents::links(html);
+            resolve_links(&links, base.as_deref(), page)
+        };
         let page = Url::parse("https://h/docs/index.html").unwrap();
         let html = r#"<a href="leave.html#sick">a</a><a href="leave.html">b</a><a href="mailto:x@h">c</a>
             <a href="/top">d</a><a href="https://other/x">e</a>"#;

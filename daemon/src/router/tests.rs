@@ -125,6 +125,15 @@ fn router(fail: Option<fn() -> anyhow::Error>) -> Arc<Router<Stand>> {
     Arc::new(Router::new(&config, Stand { fail, gate: None }, None).unwrap())
 }
 
+/// A router answering one question at a time, each answer waiting for a permit of the
+/// returned gate; `extra` is appended to the config.
+fn gated_router(extra: &str) -> (Arc<Router<Stand>>, Arc<tokio::sync::Semaphore>) {
+    let text = CONFIG.replace("    path: /models/gen.gguf\n", "    path: /models/gen.gguf\n    parallel: 1\n") + extra;
+    let config = Config::parse(Path::new("lore.yaml"), &text).unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    (Arc::new(Router::new(&config, Stand { fail: None, gate: Some(gate.clone()) }, None).unwrap()), gate)
+}
+
 /// What the router said back to `user` in `channel` for `text` (the last reply).
 async fn ask(router: &Arc<Router<Stand>>, bot: &str, user: &str, channel: &str, text: &str) -> String {
     ask_in(router, bot, user, channel, None, text).await
@@ -184,13 +193,7 @@ fn incoming(bot: &str, user: &str, text: &str, said: &Said) -> Incoming {
 
 #[tokio::test]
 async fn questions_wait_their_turn_seeing_their_place_and_skip_the_llm_reranker_while_others_wait() {
-    let config = Config::parse(
-        Path::new("lore.yaml"),
-        &CONFIG.replace("    path: /models/gen.gguf\n", "    path: /models/gen.gguf\n    parallel: 1\n"),
-    )
-    .unwrap();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let r = Arc::new(Router::new(&config, Stand { fail: None, gate: Some(gate.clone()) }, None).unwrap());
+    let (r, gate) = gated_router("");
     let users = ["u1", "u2", "u3"];
     let said: Vec<Said> = users.iter().map(|_| Said::default()).collect();
     let mut tasks = vec![];
@@ -220,11 +223,9 @@ async fn questions_wait_their_turn_seeing_their_place_and_skip_the_llm_reranker_
 
 #[tokio::test]
 async fn a_full_line_and_a_fast_asker_are_told_so() {
-    let text = CONFIG.replace("    path: /models/gen.gguf\n", "    path: /models/gen.gguf\n    parallel: 1\n")
-        + "admission:\n  max_waiting_questions: 1\n  per_user_in_flight: 5\n  rate_limit: {questions: 2, per_seconds: 3600}\n";
-    let config = Config::parse(Path::new("lore.yaml"), &text).unwrap();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let r = Arc::new(Router::new(&config, Stand { fail: None, gate: Some(gate.clone()) }, None).unwrap());
+    let (r, gate) = gated_router(
+        "admission:\n  max_waiting_questions: 1\n  per_user_in_flight: 5\n  rate_limit: {questions: 2, per_seconds: 3600}\n",
+    );
     let s1 = Said::default();
     let first = tokio::spawn(r.handle(incoming("other", "a", "one", &s1)));
     let s2 = Said::default();
@@ -326,4 +327,97 @@ async fn internal_errors_reach_the_chat_as_an_id_and_reasons_for_the_user_as_wor
     let r = router(Some(|| anyhow::Error::from(GenerateError::QueueFull(64)).context("starting the answer")));
     let reply = ask(&r, "docs", "ann", "lobby", "Why?").await;
     assert!(reply.contains("too many questions are waiting"), "{reply}");
+}
+
+/// A platform that takes the final text only when `released` has a permit: a rate limit
+/// or an outage during the final delivery.
+struct SlowFinal {
+    entered: Arc<tokio::sync::Notify>,
+    released: Arc<tokio::sync::Semaphore>,
+    said: Said,
+}
+
+#[async_trait]
+impl ReplySink for SlowFinal {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn update(&mut self, text: &str) -> anyhow::Result<()> {
+        self.said.update(text).await
+    }
+    async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
+        self.entered.notify_one();
+        self.released.acquire().await.unwrap().forget();
+        self.said.finish(text, sources).await
+    }
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.said.say(text).await
+    }
+}
+
+#[tokio::test]
+async fn the_place_in_line_is_given_back_before_a_slow_final_delivery() {
+    let text = CONFIG.replace("    path: /models/gen.gguf\n", "    path: /models/gen.gguf\n    parallel: 1\n");
+    let config = Config::parse(Path::new("lore.yaml"), &text).unwrap();
+    let r = Arc::new(Router::new(&config, Stand { fail: None, gate: None }, None).unwrap());
+    let (entered, released) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Semaphore::new(0)));
+    let slow = Said::default();
+    let mut first = incoming("other", "a", "one", &slow);
+    first.reply = Box::new(SlowFinal { entered: entered.clone(), released: released.clone(), said: slow.clone() });
+    let first = tokio::spawn(r.handle(first));
+    entered.notified().await;
+    // The one generation slot is free while the first answer waits for its platform.
+    let second = tokio::time::timeout(Duration::from_secs(5), ask(&r, "other", "b", "b", "two")).await;
+    assert!(second.expect("the next question was answered").contains("two"));
+    assert!(slow.finals().is_empty(), "the first answer is still being delivered");
+    released.add_permits(1);
+    first.await.unwrap();
+    assert_eq!(slow.finals().len(), 1, "delivered once: {:?}", slow.finals());
+    assert_eq!((r.line().answering(), r.line().waiting()), (0, 0));
+}
+
+#[tokio::test]
+async fn one_person_with_questions_waiting_is_told_so_politely_and_others_still_get_in() {
+    let (r, gate) = gated_router("admission:\n  max_waiting_per_person: 2\n");
+    let said: Vec<Said> = (0..3).map(|_| Said::default()).collect();
+    // One answered now, two waiting: the flood's share of the line.
+    let tasks: Vec<_> = said.iter().map(|s| tokio::spawn(r.handle(incoming("other", "flood", "Why?", s)))).collect();
+    let refused = ask(&r, "other", "flood", "flood", "And why?").await;
+    assert_eq!(refused, "Sorry, you already have 2 questions waiting; I will answer those first.");
+    let other = Said::default();
+    let others = tokio::spawn(r.handle(incoming("other", "someone", "Who?", &other)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(r.line().waiting(), 3, "someone else still got a place");
+    gate.add_permits(10);
+    for t in tasks.into_iter().chain([others]) {
+        tokio::time::timeout(Duration::from_secs(1), t).await.unwrap().unwrap();
+    }
+    assert!(other.finals().last().unwrap().starts_with("bees"), "{:?}", other.finals());
+}
+
+#[tokio::test]
+async fn an_api_history_of_seventeen_thousand_turns_is_cut_to_memory_turns_first() {
+    let r = router(None);
+    let history: Vec<Turn> = (0..17_000).map(|i| Turn { question: format!("q{i}"), answer: format!("a{i}") }).collect();
+    let ticket = r.admit("docs", "api-key-0").unwrap();
+    let mut sink = Said::default();
+    let outcome = r.answer_with("docs", ticket, "Why?", &history, &mut sink).await.unwrap();
+    // The stand-in answers with the questions of the history it was given.
+    assert!(outcome.text.ends_with("after [\"q16998\", \"q16999\"]: Why? (Full)"), "memory_turns: 2: {}", outcome.text);
+}
+
+#[tokio::test]
+async fn an_api_key_is_capped_on_questions_to_bots_and_not_on_work_for_the_generator() {
+    let (r, _gate) = gated_router("admission:\n  max_waiting_per_person: 2\n");
+    let _answering = r.line().join("someone else").unwrap();
+    let asked: Vec<_> = (0..2).map(|_| r.admit("docs", "api-key-0").unwrap()).collect();
+    assert_eq!(r.admit("docs", "api-key-0").err(), Some(Refusal::TooManyWaiting { waiting: 2 }));
+    // Another Lore using this one as its engine sends a request per rerank candidate.
+    let engine_work: Vec<_> = (0..12).map(|_| r.admit("SmolLM2-135M-Instruct", "api-key-0")).collect();
+    assert!(
+        engine_work.iter().all(Result::is_ok),
+        "{:?}",
+        engine_work.iter().map(|w| w.as_ref().err()).collect::<Vec<_>>()
+    );
+    drop(asked);
 }
