@@ -504,7 +504,12 @@ mod tests {
 
     fn sources(count: usize) -> Vec<SourceRef> {
         (1..=count)
-            .map(|number| SourceRef { number, source: format!("file{number}.md"), location: "lines 1-2".into(), id: String::new() })
+            .map(|number| SourceRef {
+                number,
+                source: format!("file{number}.md"),
+                location: "lines 1-2".into(),
+                id: String::new(),
+            })
             .collect()
     }
 

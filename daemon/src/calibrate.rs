@@ -156,7 +156,11 @@ fn read_gold(file: &std::path::Path) -> anyhow::Result<Vec<GoldCase>> {
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             serde_json::from_str(l).with_context(|| {
-                format!("{}:{}: a gold case is {{\"question\": …, \"answer\": … or null, \"source\": optional}}", file.display(), i + 1)
+                format!(
+                    "{}:{}: a gold case is {{\"question\": …, \"answer\": … or null, \"source\": optional}}",
+                    file.display(),
+                    i + 1
+                )
             })
         })
         .collect()
@@ -166,7 +170,8 @@ fn fitted_with(app: &App, args: &CalibrateArgs, asked: &[Asked]) -> anyhow::Resu
     let place = crate::router::bot_place(&app.config, &args.bot)?;
     let m = &app.config.models;
     let count = |kind: Kind| asked.iter().filter(|a| a.kind == kind).count();
-    let mut data: Vec<String> = args.squad.iter().chain(&args.gold).chain(&args.signals).map(|f| file_name(f)).collect();
+    let mut data: Vec<String> =
+        args.squad.iter().chain(&args.gold).chain(&args.signals).map(|f| file_name(f)).collect();
     data.push(format!(
         "{} questions: {} answerable, {} unanswerable, {} off-topic",
         asked.len(),
@@ -194,9 +199,13 @@ fn file_name(path: &std::path::Path) -> String {
 fn fit(asked: &[Asked], only: &[String], target: Target, fitted_with: FittedWith) -> anyhow::Result<Calibration> {
     let right = asked.iter().filter(|a| a.right()).count();
     if right < 5 || right == asked.len() {
-        bail!("{right} of {} answers are right: fitting needs both right and wrong answers (at least 5 right)", asked.len());
+        bail!(
+            "{right} of {} answers are right: fitting needs both right and wrong answers (at least 5 right)",
+            asked.len()
+        );
     }
-    let measured: Vec<&str> = all_signals(asked).into_iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s)).collect();
+    let measured: Vec<&str> =
+        all_signals(asked).into_iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s)).collect();
     if measured.is_empty() {
         bail!("none of the signals {only:?} was measured (measured: {})", all_signals(asked).join(", "));
     }
@@ -307,12 +316,8 @@ fn choose_thresholds(asked: &[Asked], combiners: &mut [Combiner], target: Target
         Target::AnswerableLoss(loss) => Target::AnswerableLoss(loss / 4.0),
         Target::Precision(_) => Target::AnswerableLoss(0.025),
     };
-    for i in 0..combiners.len() {
-        if combiners[i].stage != Stage::Before {
-            continue;
-        }
-        let t = best_threshold(asked, gate_target, |a, t| below(&combiners[i], a, t));
-        combiners[i].threshold = t;
+    for combiner in combiners.iter_mut().filter(|c| c.stage == Stage::Before) {
+        combiner.threshold = best_threshold(asked, gate_target, |a, t| below(combiner, a, t));
     }
     for i in 0..combiners.len() {
         if combiners[i].stage != Stage::After {
@@ -416,13 +421,20 @@ pub fn print_report(r: &Value) {
     println!("  target: {}", r["target"].as_str().unwrap_or(""));
     for c in r["combiners"].as_array().into_iter().flatten() {
         let features: Vec<&str> = c["features"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        println!("  {:<6} threshold {:.3}  {}", c["stage"].as_str().unwrap_or(""), c["threshold"].as_f64().unwrap_or(0.0), features.join(", "));
+        println!(
+            "  {:<6} threshold {:.3}  {}",
+            c["stage"].as_str().unwrap_or(""),
+            c["threshold"].as_f64().unwrap_or(0.0),
+            features.join(", ")
+        );
     }
     println!("  at the chosen thresholds:");
     for (k, v) in r["chosen"].as_object().into_iter().flatten() {
         println!("    {k:<24} {:>8.3}", v.as_f64().unwrap_or(f64::NAN));
     }
-    println!("  risk–coverage (after-threshold: answered, precision, HasAns F1 kept, unanswerable / off-topic declined):");
+    println!(
+        "  risk–coverage (after-threshold: answered, precision, HasAns F1 kept, unanswerable / off-topic declined):"
+    );
     for row in r["risk_coverage"].as_array().into_iter().flatten() {
         let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
         println!(
@@ -437,13 +449,21 @@ pub fn print_report(r: &Value) {
     }
     println!("  each signal alone (AUROC right / answerable, fitting data):");
     for (k, v) in r["signals_alone"].as_object().into_iter().flatten() {
-        println!("    {k:<20} {:>6.3}  {:>6.3}", v["auroc_right"].as_f64().unwrap_or(f64::NAN), v["auroc_answerable"].as_f64().unwrap_or(f64::NAN));
+        println!(
+            "    {k:<20} {:>6.3}  {:>6.3}",
+            v["auroc_right"].as_f64().unwrap_or(f64::NAN),
+            v["auroc_answerable"].as_f64().unwrap_or(f64::NAN)
+        );
     }
 }
 
 /// Signals that would change the judgement if the bot's models differ from the ones a
 /// calibration was fitted with: what `lore check` warns about.
-pub fn differences(calibration: &Calibration, config: &crate::config::Config, place: &crate::router::Place) -> Vec<String> {
+pub fn differences(
+    calibration: &Calibration,
+    config: &crate::config::Config,
+    place: &crate::router::Place,
+) -> Vec<String> {
     let f = &calibration.fitted_with;
     let m = &config.models;
     let mut out = Vec::new();
@@ -508,7 +528,8 @@ mod tests {
         let w = |name: &str| after.weights[after.features.iter().position(|f| f == name).unwrap()];
         assert!(w(signal::ANSWER_IN_QUOTE) > 1.0, "{after:?}");
         assert!(w(signal::ANSWER_IN_QUOTE) > 5.0 * w(signal::COSINE_TOP).abs(), "{after:?}");
-        let report = abstention_report(&asked, &Abstention::Calibrated { calibration: Arc::new(c.clone()), threshold: None });
+        let report =
+            abstention_report(&asked, &Abstention::Calibrated { calibration: Arc::new(c.clone()), threshold: None });
         assert!(report["hasans_f1_kept"].as_f64().unwrap() >= 0.9, "{report}");
         assert!(report["unanswerable_declined"].as_f64().unwrap() > 0.6, "{report}");
         // Unanswerable questions with high support are never right: not perfectly separable.
@@ -524,7 +545,8 @@ mod tests {
             assert!(pair[1]["answered"].as_f64() <= pair[0]["answered"].as_f64(), "{pair:?}");
         }
         let strict = fit(&asked, &[], Target::Precision(0.99), FittedWith::default()).unwrap();
-        let report = abstention_report(&asked, &Abstention::Calibrated { calibration: Arc::new(strict), threshold: None });
+        let report =
+            abstention_report(&asked, &Abstention::Calibrated { calibration: Arc::new(strict), threshold: None });
         assert!(report["precision"].as_f64().unwrap() >= 0.99, "{report}");
     }
 
@@ -536,7 +558,8 @@ mod tests {
         }
         let error = fit(&asked, &[], Target::AnswerableLoss(0.1), FittedWith::default()).unwrap_err().to_string();
         assert!(error.contains("0 of 200 answers are right"), "{error}");
-        let error = fit(&questions(), &["nonsense".into()], Target::AnswerableLoss(0.1), FittedWith::default()).unwrap_err();
+        let error =
+            fit(&questions(), &["nonsense".into()], Target::AnswerableLoss(0.1), FittedWith::default()).unwrap_err();
         assert!(error.to_string().contains("none of the signals"), "{error}");
     }
 }

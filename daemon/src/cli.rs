@@ -425,10 +425,17 @@ async fn check(config: Config) -> anyhow::Result<()> {
     for name in app.config.bots.keys() {
         let place = crate::router::bot_place(&app.config, name)?;
         match &place.retrieval.abstain.calibration {
-            None => println!("bot {name}: declines below a cosine similarity of {} (no calibration)", place.retrieval.min_score),
+            None => println!(
+                "bot {name}: declines below a cosine similarity of {} (no calibration)",
+                place.retrieval.min_score
+            ),
             Some(file) => {
                 let calibration = crate::confidence::Calibration::load(file)?;
-                println!("bot {name}: answers judged by calibration {} (fitted on {})", file.display(), calibration.fitted_with.data.join("; "));
+                println!(
+                    "bot {name}: answers judged by calibration {} (fitted on {})",
+                    file.display(),
+                    calibration.fitted_with.data.join("; ")
+                );
                 for difference in crate::calibrate::differences(&calibration, &app.config, &place) {
                     println!("  warning: {difference}: refit it with `lore calibrate --bot {name}`");
                 }

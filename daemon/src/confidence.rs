@@ -129,7 +129,10 @@ impl Combiner {
     fn check(&self) -> Result<(), String> {
         let n = self.features.len();
         if [self.mean.len(), self.scale.len(), self.weights.len()].iter().any(|&l| l != n) {
-            return Err(format!("a {:?} combiner has {n} features but not as many means, scales and weights", self.stage));
+            return Err(format!(
+                "a {:?} combiner has {n} features but not as many means, scales and weights",
+                self.stage
+            ));
         }
         if self.scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err("a scale is not a positive number".into());
@@ -199,7 +202,11 @@ impl Calibration {
         let calibration: Self = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a calibration written by `lore calibrate`", path.display()))?;
         if calibration.lore_calibration != FORMAT {
-            anyhow::bail!("{}: calibration format {} (this Lore reads {FORMAT})", path.display(), calibration.lore_calibration);
+            anyhow::bail!(
+                "{}: calibration format {} (this Lore reads {FORMAT})",
+                path.display(),
+                calibration.lore_calibration
+            );
         }
         for combiner in &calibration.combiners {
             combiner.check().map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))?;
@@ -250,7 +257,12 @@ mod tests {
             combiners: vec![
                 combiner(Stage::Before, &[signal::COSINE_TOP], &[4.0], 0.3),
                 combiner(Stage::After, &[signal::COSINE_TOP, signal::ANSWER_IN_PASSAGES], &[1.0, 3.0], 0.5),
-                combiner(Stage::After, &[signal::COSINE_TOP, signal::ANSWER_IN_PASSAGES, signal::LL_GAIN], &[1.0, 3.0, 2.0], 0.6),
+                combiner(
+                    Stage::After,
+                    &[signal::COSINE_TOP, signal::ANSWER_IN_PASSAGES, signal::LL_GAIN],
+                    &[1.0, 3.0, 2.0],
+                    0.6,
+                ),
             ],
         }
     }

@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 
 use crate::answer_text::{clean_answer, normalize_answer, says_dont_know, stands_in};
 use crate::app::App;
-use crate::config::{AnswerStyle, Retrieval};
 use crate::confidence::{Calibration, Signals, Stage};
+use crate::config::{AnswerStyle, Retrieval};
 use crate::ingest::Progress;
 use crate::pipeline::{best_similarity, respond, Chain, Judging, Pipeline};
 use crate::prompt::{self, Template};
@@ -397,9 +397,7 @@ impl<'a> Evaluation<'a> {
                 let place = crate::router::bot_place(&app.config, bot)?;
                 (place.retrieval, place.template)
             }
-            None => {
-                (app.config.retrieval.clone(), Template { system: EVAL_SYSTEM.trim().to_string(), body: None })
-            }
+            None => (app.config.retrieval.clone(), Template { system: EVAL_SYSTEM.trim().to_string(), body: None }),
         };
         if let Some(r) = &args.retriever {
             retrieval.retriever = match r.as_str() {
@@ -737,7 +735,8 @@ pub(crate) fn read_details(file: &Path) -> anyhow::Result<Vec<Asked>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}: not a line of `lore eval --details`", file.display(), i + 1))
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a line of `lore eval --details`", file.display(), i + 1))
         })
         .collect()
 }
@@ -1006,7 +1005,10 @@ pub fn print_table(m: &Value) {
         }
     }
     if let Some(a) = m.get("abstention").and_then(Value::as_object) {
-        println!("  abstention ({}):", m["calibration"].as_str().map_or("min_score".to_string(), |c| format!("calibration {c}")));
+        println!(
+            "  abstention ({}):",
+            m["calibration"].as_str().map_or("min_score".to_string(), |c| format!("calibration {c}"))
+        );
         for (k, v) in a {
             println!("    {k:<26} {:>9.3}", v.as_f64().unwrap_or(f64::NAN));
         }

@@ -159,7 +159,10 @@ mod tests {
         let text = "# Leave\n\nCall your manager before nine. Then rest!\nUp to five days carry over into next year.";
         assert_eq!(sentences(text), ["Call your manager before nine.", "Up to five days carry over into next year."]);
         let wrapped = "The lighthouse is painted\nviolet from base to lantern.\n- It has one keeper on duty.";
-        assert_eq!(sentences(wrapped), ["The lighthouse is painted violet from base to lantern.", "- It has one keeper on duty."]);
+        assert_eq!(
+            sentences(wrapped),
+            ["The lighthouse is painted violet from base to lantern.", "- It has one keeper on duty."]
+        );
     }
 
     fn chunk(text: &str) -> Chunk {

@@ -17,8 +17,8 @@ use lore_core::{SourceRef, StopReason};
 use lore_plugins::{KbHandle, RerankerConfig};
 
 use crate::answer_text::{content_words, stands_in, words_found};
-use crate::config::{AnswerStyle, Instead, Retrieval, Sampling};
 use crate::confidence::{signal, Calibration, Judgement, Signals, Stage};
+use crate::config::{AnswerStyle, Instead, Retrieval, Sampling};
 use crate::evidence::{EvidenceFinder, Quote};
 use crate::prompt::{self, Template, Turn};
 
@@ -55,7 +55,16 @@ impl Chain {
             Some(file) => Some(Arc::new(Calibration::load(file)?)),
             None => None,
         };
-        Ok(Self { kb, retriever, rerankers, settings, template, lora: None, calibration, names: SourceNames::default() })
+        Ok(Self {
+            kb,
+            retriever,
+            rerankers,
+            settings,
+            template,
+            lora: None,
+            calibration,
+            names: SourceNames::default(),
+        })
     }
 
     /// The retriever's top `top_k` for `question`, then each reranker in order.
@@ -130,7 +139,7 @@ pub enum Answer {
     /// The evidence was too weak: reply with this text, no generation.
     Abstain { text: String, retrieved: Vec<Hit>, retrieval_time: Duration, judged: Judged },
     /// The model is generating; its answer is judged (and quoted) when `judge` says so.
-    Generate { generation: Generation, prompt: prompt::Prompt, retrieval_time: Duration, judge: Judge },
+    Generate { generation: Generation, prompt: prompt::Prompt, retrieval_time: Duration, judge: Box<Judge> },
     /// `answer_style: quote`: the sentence of the passages that best answers the question.
     Quoted { quote: Quote, passages: Vec<Hit>, retrieval_time: Duration, judged: Judged, names: SourceNames },
 }
@@ -243,7 +252,11 @@ impl Pipeline {
             (None, false) => best_similarity(&hits).is_none_or(|b| b < settings.min_score),
         };
         if weak {
-            tracing::info!(best = best_similarity(&hits), confidence = before.map(|j| j.probability), "abstaining: weak evidence");
+            tracing::info!(
+                best = best_similarity(&hits),
+                confidence = before.map(|j| j.probability),
+                "abstaining: weak evidence"
+            );
             let judged = Judged { signals, judgement: before, time: Duration::ZERO };
             let text = abstention(settings, &hits, &judging.names);
             return Ok(Answer::Abstain { text, retrieved: hits, retrieval_time, judged });
@@ -276,7 +289,7 @@ impl Pipeline {
         } else {
             None
         };
-        let judge = Judge {
+        let judge = Box::new(Judge {
             settings: settings.clone(),
             question: question.to_string(),
             judging,
@@ -285,7 +298,7 @@ impl Pipeline {
             evidence: self.evidence.clone(),
             model: self.model.clone(),
             closed_book,
-        };
+        });
         Ok(Answer::Generate { generation, prompt, retrieval_time, judge })
     }
 }
@@ -346,7 +359,8 @@ impl Judge {
     async fn measure(&self, answer: &str, prompt: &prompt::Prompt) -> Measured {
         let started = Instant::now();
         let mut signals = self.signals.clone();
-        let passages_text: String = prompt.passages.iter().map(|h| h.chunk.text.as_str()).collect::<Vec<_>>().join("\n");
+        let passages_text: String =
+            prompt.passages.iter().map(|h| h.chunk.text.as_str()).collect::<Vec<_>>().join("\n");
         let cleaned = crate::answer_text::clean_answer(answer);
         signals.set(signal::ANSWER_IN_PASSAGES, words_found(&cleaned, &passages_text));
         let span = prompt.passages.iter().any(|h| stands_in(&cleaned, &h.chunk.text));
@@ -395,7 +409,10 @@ impl Judge {
     async fn instead(&self, passages: &[Hit]) -> (String, Vec<SourceRef>, Option<Quote>) {
         if self.settings.abstain.instead == Instead::Quote {
             if let Ok(Some(quote)) = self.evidence.best(&self.question, None, passages).await {
-                let text = format!("I am not sure of the answer. The closest passage [{}] says: “{}”", quote.passage, quote.sentence);
+                let text = format!(
+                    "I am not sure of the answer. The closest passage [{}] says: “{}”",
+                    quote.passage, quote.sentence
+                );
                 return (text, self.judging.names.refs(passages), Some(quote));
             }
         }
@@ -480,10 +497,18 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
             let measured = if judge.measures() {
                 judge.measure(&raw, &prompt).await
             } else {
-                Measured { judged: Judged { signals: judge.signals.clone(), judgement: judge.before, time: Duration::ZERO }, quote: None, supported: false }
+                Measured {
+                    judged: Judged { signals: judge.signals.clone(), judgement: judge.before, time: Duration::ZERO },
+                    quote: None,
+                    supported: false,
+                }
             };
             if judge.withholds(&measured) {
-                tracing::info!(confidence = measured.judged.judgement.map(|j| j.probability), supported = measured.supported, "withholding an answer");
+                tracing::info!(
+                    confidence = measured.judged.judgement.map(|j| j.probability),
+                    supported = measured.supported,
+                    "withholding an answer"
+                );
                 let (shown, sources, quote) = judge.instead(&prompt.passages).await;
                 sink.finish(&shown, &sources).await?;
                 let sources_shown = sources.clone();
@@ -638,7 +663,10 @@ mod tests {
         for weak in [vec![], vec![hit(Some(0.1))], vec![hit(None)]] {
             let mut sink = Record(vec![]);
             let expected = abstention(&settings, &weak, &SourceNames::default());
-            let answer = p.answer_from(&settings, Voice::of(&t), "How?", &[], found(weak), Judging::default(), Duration::ZERO).await.unwrap();
+            let answer = p
+                .answer_from(&settings, Voice::of(&t), "How?", &[], found(weak), Judging::default(), Duration::ZERO)
+                .await
+                .unwrap();
             let outcome = respond(answer, &mut sink).await.unwrap();
             assert!(outcome.abstained);
             assert_eq!(sink.0, vec![format!("finish {expected} sources 0")]);
@@ -646,11 +674,22 @@ mod tests {
         assert_eq!(abstention(&settings, &[], &SourceNames::default()), settings.abstain_text, "nothing near: no hint");
         assert_eq!(
             abstention(&settings, &[hit(Some(0.1))], &SourceNames::default()),
-            format!("{} The nearest it comes is “Bees dance.…” (a.md, lines 1-2); try asking about that.", settings.abstain_text)
+            format!(
+                "{} The nearest it comes is “Bees dance.…” (a.md, lines 1-2); try asking about that.",
+                settings.abstain_text
+            )
         );
         let mut sink = Record(vec![]);
         let answer = p
-            .answer_from(&settings, Voice::of(&t), "How?", &[], found(vec![hit(Some(0.8))]), Judging::default(), Duration::ZERO)
+            .answer_from(
+                &settings,
+                Voice::of(&t),
+                "How?",
+                &[],
+                found(vec![hit(Some(0.8))]),
+                Judging::default(),
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let outcome = respond(answer, &mut sink).await.unwrap();
@@ -682,7 +721,15 @@ mod tests {
         let quoting = Retrieval { quote_evidence: true, passages: 2, ..Retrieval::default() };
         let mut sink = Record(vec![]);
         let answer = p
-            .answer_from(&quoting, Voice::of(&t), "Where do bees dance?", &[], found(passages()), Judging::default(), Duration::ZERO)
+            .answer_from(
+                &quoting,
+                Voice::of(&t),
+                "Where do bees dance?",
+                &[],
+                found(passages()),
+                Judging::default(),
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let outcome = respond(answer, &mut sink).await.unwrap();
@@ -695,7 +742,15 @@ mod tests {
         let quote_only = Retrieval { answer_style: AnswerStyle::Quote, passages: 2, ..Retrieval::default() };
         let mut sink = Record(vec![]);
         let answer = p
-            .answer_from(&quote_only, Voice::of(&t), "Where do bees dance?", &[], found(passages()), Judging::default(), Duration::ZERO)
+            .answer_from(
+                &quote_only,
+                Voice::of(&t),
+                "Where do bees dance?",
+                &[],
+                found(passages()),
+                Judging::default(),
+                Duration::ZERO,
+            )
             .await
             .unwrap();
         let outcome = respond(answer, &mut sink).await.unwrap();

@@ -39,14 +39,16 @@ async fn an_off_topic_question_is_declined_with_a_hint_and_an_on_topic_one_comes
     };
 
     fake.push_message(Chat::Private(ASKER), ASKER, "Who won the football world cup in 1998?");
-    wait_until(Duration::from_secs(120), "the off-topic answer", || reply(1).is_some_and(|m| m.contains("nearest"))).await;
+    wait_until(Duration::from_secs(120), "the off-topic answer", || reply(1).is_some_and(|m| m.contains("nearest")))
+        .await;
     let declined = reply(1).unwrap();
     assert!(declined.starts_with("I don't know"), "{declined}");
     assert!(declined.contains("honeybees.md") && declined.contains("try asking about that"), "{declined}");
     assert!(!declined.contains('/'), "no server path shown: {declined}");
 
     fake.push_message(Chat::Private(ASKER), ASKER, "How do honeybees tell each other where flowers are?");
-    wait_until(Duration::from_secs(180), "the on-topic answer", || reply(2).is_some_and(|m| m.contains("Sources"))).await;
+    wait_until(Duration::from_secs(180), "the on-topic answer", || reply(2).is_some_and(|m| m.contains("Sources")))
+        .await;
     let answered = reply(2).unwrap();
     // Shown under a supported answer ("Evidence [1]: “…”") or, when the answer is
     // withheld, as the closest passage ("says: “…”"): verified either way.
@@ -55,7 +57,8 @@ async fn an_off_topic_question_is_declined_with_a_hint_and_an_on_topic_one_comes
         .nth(1)
         .and_then(|rest| rest.split('”').next())
         .unwrap_or_else(|| panic!("a quote in {answered}"));
-    let source = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sample/honeybees.md")).unwrap();
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sample/honeybees.md")).unwrap();
     assert!(words(&source).contains(&words(quote)), "the quote {quote:?} stands in honeybees.md");
     assert!(answered.contains("honeybees.md") && !answered.contains("/config/"), "{answered}");
     daemon.stop().await;
@@ -129,7 +132,15 @@ async fn lore_calibrate_fits_a_bots_gold_questions_and_the_daemon_then_judges_by
     let gold = dir.path().join("gold.jsonl");
     let (ok, fitted) = lore(
         &cfg.file,
-        &["calibrate", "--bot", "docs", "--gold", &gold.display().to_string(), "--out", &calibration.display().to_string()],
+        &[
+            "calibrate",
+            "--bot",
+            "docs",
+            "--gold",
+            &gold.display().to_string(),
+            "--out",
+            &calibration.display().to_string(),
+        ],
     );
     assert!(ok, "{fitted}");
     assert!(fitted.contains("18 questions") && fitted.contains("risk–coverage"), "{fitted}");
@@ -141,7 +152,10 @@ async fn lore_calibrate_fits_a_bots_gold_questions_and_the_daemon_then_judges_by
     let judged = config(dir.path(), &extra);
     let (ok, checked) = lore(&judged.file, &["check"]);
     assert!(ok, "{checked}");
-    assert!(checked.contains("bot docs: answers judged by calibration") && checked.contains("zab-calibration.json"), "{checked}");
+    assert!(
+        checked.contains("bot docs: answers judged by calibration") && checked.contains("zab-calibration.json"),
+        "{checked}"
+    );
     assert!(!checked.contains("warning"), "fitted with these very models: {checked}");
     let (ok, declined) = lore(&judged.file, &["ask", "--bot", "docs", "What is the capital city of Japan?"]);
     assert!(ok && declined.contains("I don't know") && declined.contains("zab.md"), "{declined}");

@@ -119,8 +119,18 @@ pub async fn stream_sample_answer(reply: &mut dyn lore_adapters::ReplySink) -> S
 /// Two sources, one with a name full of markup characters.
 pub fn sample_sources() -> Vec<lore_adapters::SourceRef> {
     vec![
-        lore_adapters::SourceRef { number: 1, source: "guide.md".into(), location: "lines 1-9".into(), id: String::new() },
-        lore_adapters::SourceRef { number: 2, source: "my_notes<b>*.md".into(), location: "lines 12-20".into(), id: String::new() },
+        lore_adapters::SourceRef {
+            number: 1,
+            source: "guide.md".into(),
+            location: "lines 1-9".into(),
+            id: String::new(),
+        },
+        lore_adapters::SourceRef {
+            number: 2,
+            source: "my_notes<b>*.md".into(),
+            location: "lines 12-20".into(),
+            id: String::new(),
+        },
     ]
 }
 

@@ -35,9 +35,14 @@ pub(super) async fn source(
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "say whose source this is: ?model=BOT")
     })?;
     let config = &server.app.config;
-    let bot = config.bots.get(&model).filter(|_| caller.may_use(&model)).ok_or_else(|| ApiError::unknown_model(&model))?;
+    let bot =
+        config.bots.get(&model).filter(|_| caller.may_use(&model)).ok_or_else(|| ApiError::unknown_model(&model))?;
     let not_found = || {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("`{model}` has no passage `{id}` (it may have been re-ingested since)"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("`{model}` has no passage `{id}` (it may have been re-ingested since)"),
+        )
     };
     let kb = server.app.kb(&bot.knowledge_base).map_err(|e| ApiError::from_answer(&e))?;
     let chunk = kb.chunk(&id).await.map_err(|e| ApiError::from_answer(&e.into()))?.ok_or_else(not_found)?;
