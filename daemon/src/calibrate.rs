@@ -75,7 +75,7 @@ enum Target {
     AnswerableLoss(f64),
 }
 
-/// A bot's gold question, as `lore gold export` writes them and `--gold` reads them.
+/// A bot's gold question, as `--gold` reads them (one JSON object a line).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GoldCase {

@@ -344,7 +344,13 @@ pub const EVAL_SYSTEM: &str = include_str!("../../prompts/eval-system.txt");
 pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
     let eval = Evaluation::new(app, args)?;
     let asked = match &args.squad {
-        Some(squad) => eval.ask_file(squad, args.off_topic.as_deref()).await?,
+        Some(squad) => {
+            if let Some(file) = &args.details {
+                // Filled as questions are answered, so a long run stopped early keeps them.
+                std::fs::write(file, "").with_context(|| format!("cannot write {}", file.display()))?;
+            }
+            eval.ask_file(squad, args.off_topic.as_deref()).await?
+        }
         None => args.signals.iter().map(|f| read_details(f)).collect::<anyhow::Result<Vec<_>>>()?.concat(),
     };
     let abstention = eval.abstention()?;
@@ -494,10 +500,11 @@ impl<'a> Evaluation<'a> {
                         (Gold::Place(GoldPlace::of_paragraph(pi)), kind, qa)
                     })
                 })
-                .take(left)
                 .collect();
+            questions = spread(questions, left);
             left -= questions.len();
-            questions.extend(off_topic.iter().map(|qa| (Gold::Unknown, Kind::OffTopic, qa)));
+            let off: Vec<_> = off_topic.iter().map(|qa| (Gold::Unknown, Kind::OffTopic, qa)).collect();
+            questions = interleave(questions, off);
             asked.extend(self.ask_all(&chain, questions).await?);
         }
         if self.args.keep.is_none() {
@@ -577,6 +584,12 @@ impl<'a> Evaluation<'a> {
         futures::stream::iter(questions)
             .map(|(gold, kind, qa)| self.ask(chain, gold, kind, qa))
             .buffered(self.in_flight)
+            .and_then(|asked| async move {
+                if let Some(file) = &self.args.details {
+                    append_details(file, &asked)?;
+                }
+                Ok(asked)
+            })
             .try_collect()
             .await
     }
@@ -726,6 +739,45 @@ pub(crate) fn write_details(file: &Path, asked: &[Asked], abstention: &Abstentio
         })
         .collect();
     std::fs::write(file, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", file.display()))
+}
+
+/// One question's line, added as soon as it is answered (rewritten with its score at the end).
+fn append_details(file: &Path, asked: &Asked) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::fs::OpenOptions::new().append(true).create(true).open(file)?;
+    writeln!(out, "{}", serde_json::to_string(asked)?).with_context(|| format!("cannot write {}", file.display()))
+}
+
+/// At most `limit` of `items`, spread evenly over them (a limited run still sees the
+/// whole article, not its first paragraphs).
+fn spread<T>(items: Vec<T>, limit: usize) -> Vec<T> {
+    if items.len() <= limit {
+        return items;
+    }
+    let step = items.len() as f64 / limit.max(1) as f64;
+    let keep: std::collections::HashSet<usize> = (0..limit).map(|i| (i as f64 * step) as usize).collect();
+    items.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, item)| item).collect()
+}
+
+/// `extra` spread evenly among `items`, so a run stopped early has asked some of each.
+fn interleave<T>(items: Vec<T>, extra: Vec<T>) -> Vec<T> {
+    let total = items.len() + extra.len();
+    let extras = extra.len();
+    let (mut items, mut extra) = (items.into_iter(), extra.into_iter());
+    let mut out = Vec::with_capacity(total);
+    let mut placed = 0;
+    while out.len() < total {
+        // The j-th extra goes (j + 0.5) / extras of the way through.
+        let due = placed < extras && out.len() >= ((placed as f64 + 0.5) * total as f64 / extras as f64) as usize;
+        match if due { None } else { items.next() } {
+            Some(item) => out.push(item),
+            None => {
+                placed += 1;
+                out.extend(extra.next());
+            }
+        }
+    }
+    out
 }
 
 /// Questions as `--details` wrote them.
@@ -1031,6 +1083,16 @@ pub fn print_table(m: &Value) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_limited_run_spreads_over_the_article_and_mixes_in_the_off_topic_questions() {
+        assert_eq!(super::spread((0..10).collect(), 5), vec![0, 2, 4, 6, 8]);
+        assert_eq!(super::spread((0..3).collect(), 5), vec![0, 1, 2]);
+        let mixed = super::interleave((0..8).collect(), vec![100, 101]);
+        assert_eq!(mixed, vec![0, 1, 100, 2, 3, 4, 5, 101, 6, 7]);
+        assert_eq!(super::interleave(Vec::<i32>::new(), vec![1, 2]), vec![1, 2]);
+        assert_eq!(super::interleave(vec![1, 2], Vec::new()), vec![1, 2]);
+    }
+
     use super::*;
 
     #[test]

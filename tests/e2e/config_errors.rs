@@ -30,6 +30,10 @@ fn the_shipped_default_config_parses() {
     let cfg = Config::load(&file).unwrap();
     assert!(cfg.bots.contains_key("guide"));
     assert!(cfg.knowledge_bases["sample"].sources[0].ends_with("config/sample"));
+    // The shipped calibration is there and fits the default models' signals.
+    let calibrations = lore::app::calibrations(&cfg).unwrap();
+    assert_eq!(calibrations.len(), 1, "{calibrations:?}");
+    assert_eq!(calibrations[0].0, "retrieval.abstain.calibration");
 }
 
 #[test]

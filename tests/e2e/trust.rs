@@ -160,3 +160,43 @@ async fn lore_calibrate_fits_a_bots_gold_questions_and_the_daemon_then_judges_by
     let (ok, declined) = lore(&judged.file, &["ask", "--bot", "docs", "What is the capital city of Japan?"]);
     assert!(ok && declined.contains("I don't know") && declined.contains("zab.md"), "{declined}");
 }
+
+/// Every quote `lore eval --answer-style quote` shows for 100 questions spread over each
+/// of the shared SQuAD articles (every question of both takes minutes on 2 busy cores)
+/// stands word for word (case and line breaks aside) in its article.
+#[test]
+fn every_quote_shown_on_both_articles_stands_word_for_word_in_its_article() {
+    for file in ["squad-v2/normans.json", "squad-v2/computational_complexity_theory.json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "");
+        let details = dir.path().join("details.jsonl");
+        let out = Command::new(lore_tests::lore_binary())
+            .args([
+                "--config",
+                &cfg.file.display().to_string(),
+                "eval",
+                "--answer-style",
+                "quote",
+                "--no-rerank",
+                "--json",
+            ])
+            .arg("--squad")
+            .arg(lore_tests::models::shared_data(file))
+            .arg("--details")
+            .arg(&details)
+            .arg("--predictions")
+            .arg(dir.path().join("predictions.json"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (_, paragraphs) = lore_tests::models::squad_article_text(file, dir.path());
+        let article = words(&paragraphs.join("\n\n"));
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(&details).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let quotes: Vec<&str> = lines.iter().filter_map(|l| l["quote"].as_str()).collect();
+        assert!(quotes.len() * 10 >= lines.len() * 9, "{file}: {} quotes for {} questions", quotes.len(), lines.len());
+        for quote in &quotes {
+            assert!(article.contains(&words(quote)), "{file}: {quote:?} is not in the article");
+        }
+    }
+}
