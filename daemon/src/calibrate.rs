@@ -57,7 +57,8 @@ pub struct CalibrateArgs {
     /// their F1 to abstention (default 0.10).
     #[arg(long)]
     pub max_answerable_loss: Option<f64>,
-    /// Fit on these signals only (comma-separated; default: every signal measured).
+    /// Fit on these signals only (comma-separated; default: those that mean the same in
+    /// any knowledge base, `confidence::signal::TRANSFERABLE`).
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
     /// Where to write the calibration.
@@ -204,8 +205,11 @@ fn fit(asked: &[Asked], only: &[String], target: Target, fitted_with: FittedWith
             asked.len()
         );
     }
-    let measured: Vec<&str> =
-        all_signals(asked).into_iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s)).collect();
+    let chosen = |s: &&str| match only.is_empty() {
+        true => signal::TRANSFERABLE.contains(s),
+        false => only.iter().any(|o| o == s),
+    };
+    let measured: Vec<&str> = all_signals(asked).into_iter().filter(chosen).collect();
     if measured.is_empty() {
         bail!("none of the signals {only:?} was measured (measured: {})", all_signals(asked).join(", "));
     }
@@ -289,8 +293,11 @@ fn fit_one(asked: &[Asked], stage: Stage, features: &[&str]) -> anyhow::Result<O
         }
     }
     let y: Array1<bool> = rows.iter().map(|(_, y)| *y).collect();
+    // Strong L2 on standardised signals: a few hundred questions with few right answers
+    // overfit one article otherwise (cross-article AUROC 0.56 at alpha 0.1, 0.81 at 10,
+    // normans -> computational complexity; docs/EVAL.md).
     let model = LogisticRegression::default()
-        .alpha(0.1)
+        .alpha(10.0)
         .max_iterations(500)
         .fit(&Dataset::new(x, y))
         .map_err(|e| anyhow::anyhow!("fitting the {stage:?} combiner on {features:?}: {e}"))?;

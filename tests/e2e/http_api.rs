@@ -155,7 +155,8 @@ async fn the_chat_page_streams_an_answer_with_its_source_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = format!("server:\n  listen: 127.0.0.1:{port}\n{}", sample_kb());
-    let daemon = TelegramDaemon::start(dir.path(), &config, "bees", "").await;
+    let quoting = "    retrieval:\n      quote_evidence: true\n";
+    let daemon = TelegramDaemon::start(dir.path(), &config, "bees", quoting).await;
     let screenshots = cache_dir().join("screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
     let screenshot = screenshots.join("chat-page.png");
@@ -182,6 +183,14 @@ async fn the_chat_page_streams_an_answer_with_its_source_in_chromium() {
     assert_eq!(seen["focus_back_in_question"], true, "ready for the next question from the keyboard");
     assert_eq!(seen["fits_the_width"], true, "readable on a phone-sized screen");
     assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000), "a screenshot for people");
+    // The source opens the passage used, named without the server's folders, with the
+    // quoted evidence marked in it.
+    let title = seen["passage_title"].as_str().unwrap_or_default();
+    assert!(title.starts_with("honeybees.md (") && !title.contains('/'), "{seen}");
+    let marked = seen["passage_marked"][0].as_str().unwrap_or_default();
+    assert!(marked.len() > 10 && seen["passage_text"].as_str().unwrap().contains(marked), "{seen}");
+    let words = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words(answer).contains(&words(marked)), "the marked sentence is the quoted one: {seen}");
     daemon.stop().await;
 }
 

@@ -1,7 +1,8 @@
 """Loads Lore's chat page in headless Chromium (Debian's chromium and chromedriver, driven
 by Selenium), asks a question with the keyboard alone, watches the answer stream in and
-its sources appear, and saves a screenshot. Prints what the page showed as JSON (the Rust
-test asserts on it). Arguments: the page's URL, the question, the screenshot's path.
+its sources appear, opens the first source's passage (its evidence sentence marked), and
+saves a screenshot of each. Prints what the page showed as JSON (the Rust test asserts on
+it). Arguments: the page's URL, the question, the screenshot's path.
 """
 import json
 import sys
@@ -56,6 +57,18 @@ try:
         ),
     }
     driver.save_screenshot(screenshot)
+    # The source opens the passage that was used, the quoted sentence marked.
+    links = driver.find_elements(By.CSS_SELECTOR, ".sources li a")
+    if links:
+        links[0].click()
+        deadline = time.time() + 30
+        while not driver.find_elements(By.CSS_SELECTOR, "#passage[open]") and time.time() < deadline:
+            time.sleep(0.05)
+        seen["passage_title"] = (texts("#passage-title") or [""])[0]
+        seen["passage_text"] = (texts("#passage-text") or [""])[0]
+        seen["passage_marked"] = texts("#passage-text mark")
+        seen["evidence_shown"] = seen["answer"].split("Evidence")[-1] if "Evidence" in seen["answer"] else ""
+        driver.save_screenshot(screenshot.replace(".png", "-passage.png"))
 finally:
     driver.quit()
 print(json.dumps(seen))
