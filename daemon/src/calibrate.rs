@@ -107,7 +107,8 @@ pub async fn run(app: &App, args: &CalibrateArgs) -> anyhow::Result<Value> {
     }
     let calibration = fit(&asked, &args.features, target, fitted_with(app, args, &asked)?)?;
     calibration.save(&args.out)?;
-    let abstention = Abstention::Calibrated { calibration: Arc::new(calibration.clone()), threshold: None };
+    let abstention =
+        Abstention::Calibrated { calibration: Arc::new(calibration.clone()), threshold: None, floor: None };
     Ok(json!({
         "out": args.out.display().to_string(),
         "questions": asked.len(),
@@ -392,7 +393,10 @@ fn risk_coverage(asked: &[Asked], calibration: &Calibration) -> Vec<Value> {
             for combiner in c.combiners.iter_mut().filter(|c| c.stage == Stage::After) {
                 combiner.threshold = t;
             }
-            let r = abstention_report(asked, &Abstention::Calibrated { calibration: Arc::new(c), threshold: None });
+            let r = abstention_report(
+                asked,
+                &Abstention::Calibrated { calibration: Arc::new(c), threshold: None, floor: None },
+            );
             json!({
                 "threshold": t,
                 "answered": r["answered"],
@@ -535,8 +539,10 @@ mod tests {
         let w = |name: &str| after.weights[after.features.iter().position(|f| f == name).unwrap()];
         assert!(w(signal::ANSWER_IN_QUOTE) > 1.0, "{after:?}");
         assert!(w(signal::ANSWER_IN_QUOTE) > 5.0 * w(signal::COSINE_TOP).abs(), "{after:?}");
-        let report =
-            abstention_report(&asked, &Abstention::Calibrated { calibration: Arc::new(c.clone()), threshold: None });
+        let report = abstention_report(
+            &asked,
+            &Abstention::Calibrated { calibration: Arc::new(c.clone()), threshold: None, floor: None },
+        );
         assert!(report["hasans_f1_kept"].as_f64().unwrap() >= 0.9, "{report}");
         assert!(report["unanswerable_declined"].as_f64().unwrap() > 0.6, "{report}");
         // Unanswerable questions with high support are never right: not perfectly separable.
@@ -552,8 +558,10 @@ mod tests {
             assert!(pair[1]["answered"].as_f64() <= pair[0]["answered"].as_f64(), "{pair:?}");
         }
         let strict = fit(&asked, &[], Target::Precision(0.99), FittedWith::default()).unwrap();
-        let report =
-            abstention_report(&asked, &Abstention::Calibrated { calibration: Arc::new(strict), threshold: None });
+        let report = abstention_report(
+            &asked,
+            &Abstention::Calibrated { calibration: Arc::new(strict), threshold: None, floor: None },
+        );
         assert!(report["precision"].as_f64().unwrap() >= 0.99, "{report}");
     }
 

@@ -400,7 +400,7 @@ pub struct Retrieval {
     /// If no retrieved passage's cosine similarity to the question reaches this, answer
     /// `abstain_text` without calling the generator. Every retriever measures the same
     /// cosine similarity (the full-text one embeds the question for it), so the threshold
-    /// means the same whichever is chosen. Not used when `abstain.calibration` is set.
+    /// means the same whichever is chosen. A floor under `abstain.calibration` too.
     #[serde(default = "default_min_score")]
     pub min_score: f32,
     /// When to withhold an answer, judged by a calibration fitted on labelled questions

@@ -281,7 +281,13 @@ impl Asked {
 pub enum Abstention {
     Never,
     MinScore(f32),
-    Calibrated { calibration: Arc<Calibration>, threshold: Option<f64> },
+    /// By a calibration, and (as the daemon does) never below `floor`, the config's
+    /// `min_score`, when one is given.
+    Calibrated {
+        calibration: Arc<Calibration>,
+        threshold: Option<f64>,
+        floor: Option<f32>,
+    },
 }
 
 impl Abstention {
@@ -293,10 +299,13 @@ impl Abstention {
         match self {
             Abstention::Never => false,
             Abstention::MinScore(min) => a.evidence.is_some_and(|e| e < *min),
-            Abstention::Calibrated { calibration, threshold } => [Stage::Before, Stage::After]
-                .iter()
-                .filter_map(|&stage| calibration.judge(stage, &a.signals, *threshold))
-                .any(|j| j.withholds()),
+            Abstention::Calibrated { calibration, threshold, floor } => {
+                floor.is_some_and(|min| a.evidence.is_none_or(|e| e < min))
+                    || [Stage::Before, Stage::After]
+                        .iter()
+                        .filter_map(|&stage| calibration.judge(stage, &a.signals, *threshold))
+                        .any(|j| j.withholds())
+            }
         }
     }
 
@@ -304,7 +313,7 @@ impl Abstention {
     /// similarity `min_score` compares.
     pub fn confidence(&self, a: &Asked) -> f64 {
         match self {
-            Abstention::Calibrated { calibration, threshold } => calibration
+            Abstention::Calibrated { calibration, threshold, .. } => calibration
                 .judge(Stage::After, &a.signals, *threshold)
                 .or_else(|| calibration.judge(Stage::Before, &a.signals, *threshold))
                 .map_or(0.0, |j| j.probability),
@@ -458,6 +467,7 @@ impl<'a> Evaluation<'a> {
             Some(file) => Abstention::Calibrated {
                 calibration: Arc::new(Calibration::load(file)?),
                 threshold: self.retrieval.abstain.threshold,
+                floor: Some(self.retrieval.min_score),
             },
             None => Abstention::MinScore(self.retrieval.min_score),
         })

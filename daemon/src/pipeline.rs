@@ -4,9 +4,9 @@
 //! A [`Chain`] is one bot's (or one channel's) way to find passages, built once at start;
 //! a [`Pipeline`] is what every chain shares: the generator and its settings.
 //!
-//! Judging: without a calibration, a question whose best passage is less similar than
-//! `min_score` is not answered. With one (`retrieval.abstain.calibration`), the evidence
-//! is judged before generating and the answer after (see `confidence.rs`); a judged answer
+//! Judging: a question whose best passage is less similar than `min_score` is not
+//! answered. With a calibration (`retrieval.abstain.calibration`), the evidence is also
+//! judged before generating and the answer after (see `confidence.rs`); a judged answer
 //! is delivered whole once judged, not streamed, so nobody reads what is then withheld.
 
 use std::sync::Arc;
@@ -248,8 +248,10 @@ impl Pipeline {
             judging.calibration.as_ref().and_then(|c| c.judge(Stage::Before, &signals, settings.abstain.threshold));
         let weak = match (&judging.calibration, judging.observe) {
             (_, true) => false,
-            (Some(_), false) => before.is_some_and(|j| j.withholds()),
-            (None, false) => best_similarity(&hits).is_none_or(|b| b < settings.min_score),
+            // `min_score` stays a floor under a calibration: a question far from anything
+            // the knowledge base holds is never answered, however the combiner extrapolates.
+            (Some(_), false) => before.is_some_and(|j| j.withholds()) || below_min_score(settings, &hits),
+            (None, false) => below_min_score(settings, &hits),
         };
         if weak {
             tracing::info!(
@@ -316,6 +318,10 @@ impl<'a> Voice<'a> {
     pub fn of(template: &'a Template) -> Self {
         Self { template, lora: None }
     }
+}
+
+fn below_min_score(settings: &Retrieval, hits: &[Hit]) -> bool {
+    best_similarity(hits).is_none_or(|b| b < settings.min_score)
 }
 
 /// The evidence compared with `min_score`: the best cosine similarity between the question
