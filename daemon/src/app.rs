@@ -231,10 +231,9 @@ impl Answerer for Answering {
 /// The chain that answers in `place`: its knowledge base in `store`, searched and
 /// reranked with the models in `cx`.
 fn chain(store: &KbStore, place: Place, cx: &PluginContext, config: &Config) -> anyhow::Result<Chain> {
-    let roots = config.knowledge_bases.get(&place.kb).map(|k| k.sources.clone()).unwrap_or_default();
     let mut chain = Chain::build(KbHandle::new(store.clone(), &place.kb)?, place.retrieval, place.template, cx)?;
     chain.lora = place.lora;
-    chain.names = crate::pipeline::SourceNames::new(&roots);
+    chain.names = crate::pipeline::SourceNames::of_kb(config, &place.kb);
     Ok(chain)
 }
 

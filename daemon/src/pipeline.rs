@@ -577,6 +577,12 @@ impl SourceNames {
         Self { roots: Arc::new(roots) }
     }
 
+    /// Names for the sources of knowledge base `kb` in `config` (file names only when the
+    /// config does not list its folders).
+    pub fn of_kb(config: &crate::config::Config, kb: &str) -> Self {
+        Self::new(config.knowledge_bases.get(kb).map(|k| k.sources.as_slice()).unwrap_or_default())
+    }
+
     pub fn name(&self, source: &str) -> String {
         if source.contains("://") {
             return source.to_string();

@@ -46,13 +46,12 @@ pub(super) async fn source(
     };
     let kb = server.app.kb(&bot.knowledge_base).map_err(|e| ApiError::from_answer(&e))?;
     let chunk = kb.chunk(&id).await.map_err(|e| ApiError::from_answer(&e.into()))?.ok_or_else(not_found)?;
-    let roots = config.knowledge_bases.get(&bot.knowledge_base).map(|k| k.sources.clone()).unwrap_or_default();
     let lines = (chunk.line_start > 0).then(|| json!([chunk.line_start, chunk.line_end]));
     Ok(Json(json!({
         "object": "lore.source",
         "id": chunk.id,
         "model": model,
-        "source": SourceNames::new(&roots).name(&chunk.source),
+        "source": SourceNames::of_kb(config, &bot.knowledge_base).name(&chunk.source),
         "location": chunk.location(),
         "page": chunk.page,
         "section": chunk.section,
