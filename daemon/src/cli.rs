@@ -84,7 +84,7 @@ pub enum Command {
     /// Write question/answer pairs from a knowledge base, for fine-tuning (JSONL).
     Synth(crate::synth::SynthArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
-    Bench(lore_engine::bench::BenchArgs),
+    Bench(crate::bench::BenchArgs),
     /// Parse one document from stdin into JSON on stdout, under resource limits: how
     /// ingest reads documents, each in a child process of its own.
     #[command(name = "parse-document", hide = true)]
@@ -131,7 +131,7 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Bench(args) = &cli.command {
-        if let (Some(m), Some(e)) = (&args.model, &args.embedder) {
+        if let (Some(m), Some(e)) = (&args.engine.model, &args.engine.embedder) {
             return crate::bench::run(args.clone(), m.clone(), e.clone()).await;
         }
     }
@@ -194,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let m = &config.models;
             if m.generator.kind == crate::config::ModelKind::Openai {
                 let app = App::load(config, Models::All).await?;
-                return crate::bench::run_pool(&app, &args).await;
+                return crate::bench::run_pool(&app, &args.engine).await;
             }
             if m.embedder.kind != crate::config::ModelKind::Llama {
                 bail!("`lore bench` measures the embedder in-process: give it a local embedder (--embedder FILE.gguf)");
@@ -460,4 +460,14 @@ async fn check(config: Config) -> anyhow::Result<()> {
     }
     println!("all good");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command line's definition only when it is parsed: a clash (two flags
+    /// or two argument groups of one name, as `lore bench` once had) would panic at start.
+    #[test]
+    fn the_command_line_definition_has_no_clashes() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }
