@@ -13,9 +13,9 @@ use lore_remote::{
 };
 
 use crate::config::{Config, DataDir, ModelKind};
-use crate::pipeline::{respond, Chain, Outcome, Pipeline, Reranking};
-use crate::prompt::Turn;
-use crate::router::{Answerer, Place};
+use crate::question::pipeline::{respond, Chain, Outcome, Pipeline, Reranking};
+use crate::question::prompt::Turn;
+use crate::question::router::{Answerer, Place};
 
 /// Which models a command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +100,7 @@ impl App {
             model,
             max_answer_tokens: g.max_answer_tokens,
             sampling: g.sampling.clone(),
-            evidence: crate::evidence::EvidenceFinder::new(&self.plugin_context()),
+            evidence: crate::question::evidence::EvidenceFinder::new(&self.plugin_context()),
         }
     }
 
@@ -167,12 +167,13 @@ impl App {
 
 /// Every calibration the config names, read, with the key that names it: one that cannot
 /// be read stops the start, naming its key.
-pub fn calibrations(config: &Config) -> anyhow::Result<Vec<(String, crate::confidence::Calibration)>> {
+pub fn calibrations(config: &Config) -> anyhow::Result<Vec<(String, crate::question::confidence::Calibration)>> {
     let mut out = Vec::new();
     for (key, abstain) in config.abstain_settings() {
         if let Some(file) = &abstain.calibration {
             let key = format!("{key}.calibration");
-            let read = crate::confidence::Calibration::load(file).map_err(|e| config.error(&key, format!("{e:#}")))?;
+            let read = crate::question::confidence::Calibration::load(file)
+                .map_err(|e| config.error(&key, format!("{e:#}")))?;
             out.push((key, read));
         }
     }
@@ -186,7 +187,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<KbStore> {
         DataDir::Folder(dir) => {
             // Knowledge bases and conversations are the owner's alone.
             crate::owner_only::warn_if_shared(dir, "data_dir");
-            crate::memory::create_private_dir(dir)
+            crate::question::memory::create_private_dir(dir)
                 .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
             KbStore::open(dir).await.with_context(|| format!("cannot open the data directory {}", dir.display()))
         }
@@ -233,7 +234,7 @@ impl Answerer for Answering {
 fn chain(store: &KbStore, place: Place, cx: &PluginContext, config: &Config) -> anyhow::Result<Chain> {
     let mut chain = Chain::build(KbHandle::new(store.clone(), &place.kb)?, place.retrieval, place.template, cx)?;
     chain.lora = place.lora;
-    chain.names = crate::pipeline::SourceNames::of_kb(config, &place.kb);
+    chain.names = crate::question::pipeline::SourceNames::of_kb(config, &place.kb);
     Ok(chain)
 }
 
@@ -331,13 +332,4 @@ fn pool_settings(
         timeout: std::time::Duration::from_secs(30),
         request_deadline: std::time::Duration::from_secs(request_deadline_secs),
     })
-}
-
-pub fn unknown_bot(config: &Config, name: &str) -> anyhow::Error {
-    let known: Vec<&str> = config.bots.keys().map(String::as_str).collect();
-    anyhow::anyhow!(
-        "{}: no bot named {name:?} (configured: {})",
-        config.file.display(),
-        if known.is_empty() { "none".to_string() } else { known.join(", ") }
-    )
 }

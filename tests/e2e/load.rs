@@ -50,7 +50,7 @@ async fn sixteen_people_asking_at_once_are_all_answered_in_order_of_arrival() {
         if i < parallel {
             assert!(!first.contains("waiting"), "person {i} should not have waited: {first}");
         } else {
-            assert_eq!(first, lore::router::waiting_text(i + 1 - parallel), "person {i}");
+            assert_eq!(first, lore::question::router::waiting_text(i + 1 - parallel), "person {i}");
         }
     }
     // Still running: one more question is answered.

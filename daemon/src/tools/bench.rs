@@ -13,9 +13,9 @@ use lore_plugins::{KbStore, RetrieverConfig};
 use serde_json::{json, Value};
 
 use crate::config::Retrieval;
-use crate::evidence::EvidenceFinder;
-use crate::pipeline::{Answer, Chain, Pipeline};
-use crate::prompt::Template;
+use crate::question::evidence::EvidenceFinder;
+use crate::question::pipeline::{Answer, Chain, Pipeline};
+use crate::question::prompt::Template;
 
 /// Every measurement, with retrieval and the load test.
 pub async fn run(args: BenchArgs, gen_path: PathBuf, emb_path: PathBuf) -> anyhow::Result<()> {
@@ -96,7 +96,7 @@ async fn load_run(
         plugins,
         config: Arc::new(config.clone()),
     };
-    let router = Arc::new(crate::router::Router::new(&config, answering, None)?);
+    let router = Arc::new(crate::question::router::Router::new(&config, answering, None)?);
     generator.forget_cached_prompts();
     let started = Instant::now();
     let sinks: Vec<TimedSink> = (0..questions).map(|_| TimedSink::new(started)).collect();
@@ -350,7 +350,7 @@ impl ExtraTest for HttpHopTest {
             plugins,
             config: Arc::new(config.clone()),
         };
-        let router = Arc::new(crate::router::Router::new(&config, answering, None)?);
+        let router = Arc::new(crate::question::router::Router::new(&config, answering, None)?);
         let app = Arc::new(crate::app::App {
             config: config.clone(),
             store,
@@ -363,7 +363,7 @@ impl ExtraTest for HttpHopTest {
         });
         let stop = tokio_util::sync::CancellationToken::new();
         let server = config.server.as_ref().expect("configured above");
-        let http = crate::http::start(server, app, router, Default::default(), stop.clone()).await?;
+        let http = crate::service::http::start(server, app, router, Default::default(), stop.clone()).await?;
         let remote = lore_remote::RemoteGenerator::new(lore_remote::RemoteGeneratorSettings {
             pool: lore_remote::PoolSettings {
                 endpoints: vec![format!("http://127.0.0.1:{port}/v1")],

@@ -29,10 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{Answering, App};
 use crate::config::ServerConfig;
-use crate::pipeline::Pipeline;
-use crate::router::Router;
+use crate::question::pipeline::Pipeline;
+use crate::question::router::Router;
 
-pub use hosts::check_allowed_host;
 pub use openai::ApiError;
 
 /// What each bot's platform connection is doing, for `/ready`.

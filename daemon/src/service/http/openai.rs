@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::{Caller, Shared};
-use crate::line::Refusal;
-use crate::prompt::{PromptError, Turn};
+use crate::question::line::Refusal;
+use crate::question::prompt::{PromptError, Turn};
 
 /// An error as OpenAI's API reports it.
 #[derive(Debug)]
@@ -72,7 +72,7 @@ impl ApiError {
             if let Some(e @ GenerateError::PromptTooLong { .. }) = cause.downcast_ref() {
                 return Self::bad_request(e.to_string());
             }
-            if let Some(e @ crate::router::Restarting) = cause.downcast_ref() {
+            if let Some(e @ crate::question::router::Restarting) = cause.downcast_ref() {
                 let unavailable = Self::new(StatusCode::SERVICE_UNAVAILABLE, "restarting", e.to_string());
                 return Self { retry_after: Some(60), ..unavailable };
             }
@@ -208,7 +208,7 @@ struct Trust {
 }
 
 impl Trust {
-    fn of(bot: &str, outcome: &crate::pipeline::Outcome) -> Self {
+    fn of(bot: &str, outcome: &crate::question::pipeline::Outcome) -> Self {
         let evidence = outcome.quote.as_ref().map(|q| {
             let id = outcome.sources.iter().find(|s| s.number == q.passage).map(|s| s.id.clone());
             json!({"sentence": q.sentence, "passage": q.passage, "location": q.location, "source_id": id})
@@ -269,7 +269,7 @@ pub(super) async fn chat_completions(
     if matches!(target, Target::Bot(_)) {
         // Before it takes a place in line or costs any retrieval.
         let (model, room) = (server.pipeline.model.as_ref(), server.pipeline.max_answer_tokens);
-        crate::prompt::check_question(model, question.trim(), room)
+        crate::question::prompt::check_question(model, question.trim(), room)
             .await
             .map_err(|e| ApiError::bad_request(format!("messages: {e}")))?;
     }
@@ -331,7 +331,7 @@ where
 async fn answer_as_bot(
     server: &Shared,
     bot: &str,
-    ticket: crate::line::Ticket,
+    ticket: crate::question::line::Ticket,
     request: &ChatRequest,
     tx: &mpsc::UnboundedSender<Piece>,
 ) -> Piece {
@@ -371,7 +371,7 @@ fn conversation(messages: &[ChatMessage]) -> (String, Vec<Turn>) {
 /// The generator on its own: the messages in its chat template, no retrieval.
 async fn complete(
     server: &Shared,
-    ticket: crate::line::Ticket,
+    ticket: crate::question::line::Ticket,
     request: &ChatRequest,
     tx: &mpsc::UnboundedSender<Piece>,
 ) -> Piece {
@@ -404,7 +404,7 @@ struct Knobs {
 async fn generate(
     server: &Shared,
     model: std::sync::Arc<dyn lore_core::ChatModel>,
-    ticket: crate::line::Ticket,
+    ticket: crate::question::line::Ticket,
     prompt: PromptText,
     stop: Vec<String>,
     knobs: &Knobs,
@@ -556,7 +556,7 @@ pub(super) async fn completions(
 /// (`text_offset` counts characters); nothing is generated, so `max_tokens` is not read.
 async fn echo_logprobs(
     server: &Shared,
-    ticket: crate::line::Ticket,
+    ticket: crate::question::line::Ticket,
     request: CompletionRequest,
 ) -> Result<Response, ApiError> {
     if request.logprobs.is_none() || request.stream {
@@ -978,7 +978,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::time::Duration;
 
-        use crate::line::{Line, LineSettings};
+        use crate::question::line::{Line, LineSettings};
         let line = Line::new(LineSettings {
             concurrent: 1,
             max_waiting: 8,

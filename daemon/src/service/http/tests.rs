@@ -19,7 +19,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::config::Config;
-use crate::evidence::EvidenceFinder;
+use crate::question::evidence::EvidenceFinder;
 
 const CONFIG: &str = "\
 models:
@@ -163,7 +163,7 @@ impl Test {
     }
 
     /// Takes the line's only place until the returned turn is dropped.
-    async fn occupy_the_line(&self) -> crate::line::Turn {
+    async fn occupy_the_line(&self) -> crate::question::line::Turn {
         self.server.router.line().join("someone else").unwrap().turn(|_| {}).await
     }
 
@@ -173,7 +173,7 @@ impl Test {
         &self,
         addr: std::net::SocketAddr,
         body: &Value,
-    ) -> (crate::line::Turn, TcpStream) {
+    ) -> (crate::question::line::Turn, TcpStream) {
         let turn = self.occupy_the_line().await;
         let waiting = send(addr, "POST", "/v1/chat/completions", &body.to_string()).await;
         let line = self.server.router.line().clone();

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::openai::ApiError;
 use super::{Caller, Shared};
-use crate::pipeline::SourceNames;
+use crate::question::pipeline::SourceNames;
 
 #[derive(Deserialize)]
 pub(super) struct SourceQuery {

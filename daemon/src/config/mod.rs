@@ -45,10 +45,10 @@ pub struct Config {
     pub chunking: Chunking,
     /// What reading one document may take: PDF, HTML, DOCX and ODT files and web pages are
     /// parsed in a child process under these limits (`memory_mib`, `cpu_secs`,
-    /// `timeout_secs`; see `ingest::sandbox::Limits`), so a hostile one is skipped instead
+    /// `timeout_secs`; see `ParsingLimits`), so a hostile one is skipped instead
     /// of taking Lore down.
     #[serde(default)]
-    pub parsing: crate::ingest::sandbox::Limits,
+    pub parsing: ParsingLimits,
     /// Knowledge bases by name.
     #[serde(default)]
     pub knowledge_bases: BTreeMap<String, KnowledgeBaseConfig>,
@@ -908,7 +908,7 @@ fn default_crawl_delay_ms() -> u64 {
 }
 
 fn default_max_file_bytes() -> u64 {
-    crate::ingest::DEFAULT_MAX_FILE_BYTES
+    DEFAULT_MAX_FILE_BYTES
 }
 
 /// A configuration problem, located in the file.
@@ -937,6 +937,15 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// Bot `name`, or an error naming the bots there are.
+    pub fn bot(&self, name: &str) -> Result<&BotConfig, UnknownBot> {
+        self.bots.get(name).ok_or_else(|| UnknownBot {
+            file: self.file.clone(),
+            name: name.to_string(),
+            known: self.bots.keys().cloned().collect(),
+        })
+    }
+
     /// Reads and parses `file`, expands paths and checks what needs no file system. Does
     /// not touch models or knowledge bases: see [`Config::validate_files`].
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
@@ -1012,9 +1021,9 @@ impl Config {
             let mut files = Vec::new();
             for (i, s) in kb.sources.iter().enumerate() {
                 let key = format!("knowledge_bases.{name}.sources.{i}");
-                match s.to_str().filter(|s| crate::ingest::web::is_url(s)) {
+                match s.to_str().filter(|s| is_url(s)) {
                     Some(address) => {
-                        crate::ingest::web::parse_url(address).map_err(|why| cfg.error(&key, why))?;
+                        parse_url(address).map_err(|why| cfg.error(&key, why))?;
                         kb.web_sources.push(address.to_string());
                     }
                     None => files.push(expand(s, &key)?),
@@ -1114,7 +1123,7 @@ impl Config {
                 return Err(self.error(&format!("server.{key}"), "must be at least 1"));
             }
             for (i, host) in server.allowed_hosts.iter().enumerate() {
-                if let Err(why) = crate::http::check_allowed_host(host) {
+                if let Err(why) = check_allowed_host(host) {
                     return Err(self.error(&format!("server.allowed_hosts.{i}"), why));
                 }
             }
@@ -1548,6 +1557,86 @@ pub fn locate(text: &str, key: &str) -> Option<usize> {
     best
 }
 
+/// A bot the command line or a request named that the config does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: no bot named {name:?} (configured: {})", file.display(), if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+pub struct UnknownBot {
+    pub file: PathBuf,
+    pub name: String,
+    pub known: Vec<String>,
+}
+
+/// Why `entry` cannot be a `server.allowed_hosts` entry, if it cannot.
+pub fn check_allowed_host(entry: &str) -> Result<(), String> {
+    let valid = entry.parse::<hyper::http::uri::Authority>().is_ok_and(|authority| {
+        let port = &authority.as_str()[authority.host().len()..];
+        !authority.as_str().contains('@')
+            && !authority.host().is_empty()
+            && (port.is_empty() || port.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok()))
+    });
+    if valid {
+        return Ok(());
+    }
+    Err(format!(
+        "{entry:?} is not a host name with an optional port, such as lore.example.com or lore.example.com:8443"
+    ))
+}
+
+/// Files over this many bytes are skipped unless a knowledge base says otherwise.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
+
+/// The `parsing:` section: how much one document's parse may take.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParsingLimits {
+    /// Memory one document's parse may take, in MiB, beyond the parser program's own (the
+    /// child's address space, `RLIMIT_AS`; the document's bytes count). A document that
+    /// needs more, such as a PDF stream that inflates to gigabytes, is skipped; so is one
+    /// whose text comes to more than this.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// CPU seconds one document's parse may use (`RLIMIT_CPU`); a document that needs more
+    /// is skipped.
+    #[serde(default = "default_cpu_secs")]
+    pub cpu_secs: u64,
+    /// Seconds one document's parse may take from start to end, waiting for the CPU
+    /// included; then the parser is killed and the document skipped.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_memory_mib() -> u64 {
+    1024
+}
+fn default_cpu_secs() -> u64 {
+    60
+}
+fn default_timeout_secs() -> u64 {
+    120
+}
+
+impl Default for ParsingLimits {
+    fn default() -> Self {
+        Self { memory_mib: default_memory_mib(), cpu_secs: default_cpu_secs(), timeout_secs: default_timeout_secs() }
+    }
+}
+
+/// Whether a source names a web page rather than a file.
+pub fn is_url(source: &str) -> bool {
+    let lower = source.get(..8).unwrap_or(source).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// A start page's address, or what is wrong with it.
+pub fn parse_url(source: &str) -> Result<url::Url, String> {
+    let mut url = url::Url::parse(source).map_err(|e| format!("{source} is not a web address: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("{source} is not an http:// or https:// address"));
+    }
+    url.set_fragment(None);
+    Ok(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1775,5 +1864,15 @@ bots:
         assert_eq!(locate(text, "a.c"), Some(5));
         assert_eq!(locate(text, "a.b.1"), Some(4));
         assert_eq!(locate(text, "a.zz"), Some(1));
+    }
+
+    #[test]
+    fn an_allowed_host_entry_is_a_host_and_an_optional_port() {
+        for ok in ["lore.example.com", "lore.example.com:8443", "10.0.0.5", "[::1]:8080"] {
+            assert!(check_allowed_host(ok).is_ok(), "{ok}");
+        }
+        for bad in ["http://lore.example.com/", "user@lore.example.com", "", "lore.example.com:port"] {
+            assert!(check_allowed_host(bad).is_err(), "{bad}");
+        }
     }
 }

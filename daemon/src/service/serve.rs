@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::{AdapterConfig, Config};
-use crate::http::AdapterStates;
-use crate::router::Router;
+use crate::question::router::Router;
+use crate::service::http::AdapterStates;
 
 /// How to start (and start again) one bot's adapter.
 pub struct AdapterSpec {
@@ -112,7 +112,7 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
     crate::metrics::handle();
     let http = match &app.config.server {
         Some(cfg) => {
-            Some(crate::http::start(cfg, app.clone(), router.clone(), states.clone(), shutdown.clone()).await?)
+            Some(crate::service::http::start(cfg, app.clone(), router.clone(), states.clone(), shutdown.clone()).await?)
         }
         None => None,
     };
