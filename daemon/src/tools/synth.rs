@@ -1,5 +1,5 @@
 //! `lore synth`: question/answer pairs written from a knowledge base, for fine-tuning a
-//! model on your own text (the guide's question generation and paraphrase augmentation).
+//! model on your own text (question generation and paraphrase augmentation).
 //!
 //! The generator reads each chunk and writes a question it answers (`prompts/synth.txt`),
 //! then answers it from the chunk the way `lore eval` asks for answers (the shortest
