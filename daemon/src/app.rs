@@ -9,7 +9,7 @@ use lore_core::{ChatModel, Embedder, PluginContext, ReplySink, Secret};
 use lore_engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
 use lore_plugins::{KbHandle, KbStore, KnowledgeBase};
 use lore_remote::{
-    PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteGenerator, RemoteGeneratorSettings, Scoring,
+    PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteError, RemoteGenerator, RemoteGeneratorSettings,
 };
 
 use crate::config::{Config, DataDir, ModelKind};
@@ -264,11 +264,11 @@ async fn connect_generator(config: &Config) -> anyhow::Result<RemoteGenerator> {
     let remote = RemoteGenerator::new(settings)?;
     if config.most_llm_candidates() > 0 {
         match remote.check_scoring().await {
-            Scoring::Works => {}
-            Scoring::Unsupported(why) => {
+            Ok(()) => {}
+            Err(why @ RemoteError::NoScoring { .. }) => {
                 return Err(config.error("retrieval.rerankers", llm_reranker_cannot(&why)).into())
             }
-            Scoring::Unreachable(why) => {
+            Err(why) => {
                 tracing::warn!(%why, "could not check that the engine servers can score passages for the `llm` reranker")
             }
         }
@@ -277,7 +277,7 @@ async fn connect_generator(config: &Config) -> anyhow::Result<RemoteGenerator> {
 }
 
 /// What `lore check` and the start say when the servers cannot score.
-pub fn llm_reranker_cannot(why: &str) -> String {
+pub fn llm_reranker_cannot(why: &dyn std::fmt::Display) -> String {
     format!("the `llm` reranker (the default) cannot work with the servers of models.generator: {why}. Set `rerankers: []` or a `cross-encoder`")
 }
 

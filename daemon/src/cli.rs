@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use lore_adapters::console::{ConsoleAdapter, ConsoleSink};
 use lore_adapters::Adapter;
-use lore_remote::{CountedBy, Scoring};
+use lore_remote::{CountedBy, RemoteError};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Models};
@@ -326,7 +326,7 @@ async fn serve_adapters(app: Arc<App>, adapters: Vec<AdapterSpec>) -> anyhow::Re
 }
 
 /// Prints each endpoint's state; returns how many do not answer.
-fn print_endpoints(checks: Vec<(String, Result<(), String>)>) -> usize {
+fn print_endpoints(checks: Vec<(String, Result<(), RemoteError>)>) -> usize {
     let mut down = 0;
     for (url, result) in checks {
         match result {
@@ -396,8 +396,8 @@ async fn check(config: Config) -> anyhow::Result<()> {
             println!("  prompt tokens counted by {}", counted_by(pool.counted_by()));
             if app.config.most_llm_candidates() > 0 {
                 match pool.check_scoring().await {
-                    Scoring::Works => println!("  the llm reranker: the servers return prompt log-probabilities"),
-                    Scoring::Unsupported(why) | Scoring::Unreachable(why) => {
+                    Ok(()) => println!("  the llm reranker: the servers return prompt log-probabilities"),
+                    Err(why) => {
                         problems += 1;
                         println!("  {}", crate::app::llm_reranker_cannot(&why));
                     }
