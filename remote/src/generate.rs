@@ -202,6 +202,49 @@ async fn stream_once(
     cancel: &CancellationToken,
     produced: &mut bool,
 ) -> Result<Finish, TryError> {
+    let (body, path) = request_body(inner, request);
+    let sent = inner.pool.request(reqwest::Method::POST, format!("{}/{path}", endpoint.url)).json(&body).send();
+    let response = tokio::select! {
+        response = sent => response.map_err(RemoteError::Request)?,
+        () = cancel.cancelled() => return Err(TryError::Cancelled),
+    };
+    if !response.status().is_success() {
+        return Err(refusal(response).await.into());
+    }
+    let mut events = sse::Events::default();
+    let mut bytes = response.bytes_stream();
+    let mut answer = Answer::new(request);
+    loop {
+        let chunk = tokio::select! {
+            chunk = bytes.next() => chunk,
+            () = cancel.cancelled() => return Err(TryError::Cancelled),
+        };
+        let chunk = match chunk {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => return Err(RemoteError::BrokeOff(e).into()),
+            None => return Err(RemoteError::Malformed("the stream ended before [DONE]".into()).into()),
+        };
+        for data in events.push(&chunk)? {
+            let text = match answer.read(&data)? {
+                Read::Nothing => continue,
+                Read::Done(finish) => return Ok(finish),
+                Read::Text(text) => text,
+            };
+            *produced = true;
+            if tx.send(Event::Text(text)).is_err() {
+                return Err(TryError::Cancelled);
+            }
+            if let Some(finish) = answer.past_max_tokens() {
+                // Dropping the response closes the connection: the server stops too.
+                return Ok(finish);
+            }
+        }
+    }
+}
+
+/// The request's JSON body and the path it goes to: the messages themselves to
+/// `chat/completions` when the prompt carries them, else the prompt to `completions`.
+fn request_body(inner: &Inner, request: &GenerateRequest) -> (Value, &'static str) {
     let mut body = json!({
         "model": inner.settings.model,
         "max_tokens": request.max_tokens,
@@ -211,8 +254,7 @@ async fn stream_once(
         "stop": request.stop,
         "stream": true,
     });
-    let messages = chat::decode(&request.prompt);
-    let path = match &messages {
+    let path = match chat::decode(&request.prompt) {
         Some(messages) => {
             body["messages"] = messages
                 .iter()
@@ -225,71 +267,76 @@ async fn stream_once(
             "completions"
         }
     };
-    let sent = inner.pool.request(reqwest::Method::POST, format!("{}/{path}", endpoint.url)).json(&body).send();
-    let response = tokio::select! {
-        response = sent => response.map_err(RemoteError::Request)?,
-        () = cancel.cancelled() => return Err(TryError::Cancelled),
-    };
-    if !response.status().is_success() {
-        return Err(refusal(response).await.into());
+    (body, path)
+}
+
+/// What one streamed event gave.
+enum Read {
+    Nothing,
+    Text(String),
+    Done(Finish),
+}
+
+/// An answer as its events arrive: the text pieces counted against `max_tokens` (and
+/// [`MAX_BYTES_PER_TOKEN`] bytes each), the server's finish reason remembered.
+struct Answer<'a> {
+    request: &'a GenerateRequest,
+    generated: usize,
+    sent_bytes: usize,
+    max_bytes: usize,
+    reason: Option<StopReason>,
+}
+
+impl<'a> Answer<'a> {
+    fn new(request: &'a GenerateRequest) -> Self {
+        let max_bytes = request.max_tokens.saturating_mul(MAX_BYTES_PER_TOKEN);
+        Self { request, generated: 0, sent_bytes: 0, max_bytes, reason: None }
     }
-    let mut events = sse::Events::default();
-    let mut bytes = response.bytes_stream();
-    let mut generated = 0;
-    let mut sent_bytes = 0;
-    let max_bytes = request.max_tokens.saturating_mul(MAX_BYTES_PER_TOKEN);
-    let mut reason = None;
-    let finish = |reason, generated_tokens| Finish {
-        reason,
-        prompt_tokens: 0,
-        reused_tokens: 0,
-        generated_tokens,
-        token_logprobs: Vec::new(),
-    };
-    loop {
-        let chunk = tokio::select! {
-            chunk = bytes.next() => chunk,
-            () = cancel.cancelled() => return Err(TryError::Cancelled),
-        };
-        let chunk = match chunk {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => return Err(RemoteError::BrokeOff(e).into()),
-            None => return Err(RemoteError::Malformed("the stream ended before [DONE]".into()).into()),
-        };
-        for data in events.push(&chunk)? {
-            if data == "[DONE]" {
-                return Ok(finish(reason.unwrap_or(StopReason::EndOfText), generated));
-            }
-            let value: Value = serde_json::from_str(&data).map_err(|e| {
-                RemoteError::Malformed(format!("bad chunk {:?}: {e}", data.chars().take(200).collect::<String>()))
-            })?;
-            if let Some(error) = value.get("error") {
-                return Err(RemoteError::Reported(error.to_string()).into());
-            }
-            let choice = &value["choices"][0];
-            reason = match choice["finish_reason"].as_str() {
-                Some("length") => Some(StopReason::Length),
-                Some("stop") if request.stop.is_empty() => Some(StopReason::EndOfText),
-                Some("stop") => Some(StopReason::StopString),
-                _ => reason,
-            };
-            // Plain completions carry `text`, chat completions a `delta`.
-            let text = choice["text"].as_str().or_else(|| choice["delta"]["content"].as_str());
-            let Some(text) = text.filter(|t| !t.is_empty()) else { continue };
-            let text = cut_to(text, max_bytes.saturating_sub(sent_bytes));
-            if !text.is_empty() {
-                generated += 1;
-                sent_bytes += text.len();
-                *produced = true;
-                if tx.send(Event::Text(text.to_string())).is_err() {
-                    return Err(TryError::Cancelled);
-                }
-            }
-            if generated >= request.max_tokens || sent_bytes >= max_bytes {
-                // Dropping the response closes the connection: the server stops too.
-                return Ok(finish(reason.unwrap_or(StopReason::Length), generated));
-            }
+
+    fn finish(&self, reason: StopReason) -> Finish {
+        Finish {
+            reason,
+            prompt_tokens: 0,
+            reused_tokens: 0,
+            generated_tokens: self.generated,
+            token_logprobs: Vec::new(),
         }
+    }
+
+    /// Reads one event's data: `[DONE]`, an error the server reports, or a chunk with text.
+    fn read(&mut self, data: &str) -> Result<Read, RemoteError> {
+        if data == "[DONE]" {
+            return Ok(Read::Done(self.finish(self.reason.unwrap_or(StopReason::EndOfText))));
+        }
+        let value: Value = serde_json::from_str(data).map_err(|e| {
+            RemoteError::Malformed(format!("bad chunk {:?}: {e}", data.chars().take(200).collect::<String>()))
+        })?;
+        if let Some(error) = value.get("error") {
+            return Err(RemoteError::Reported(error.to_string()));
+        }
+        let choice = &value["choices"][0];
+        self.reason = match choice["finish_reason"].as_str() {
+            Some("length") => Some(StopReason::Length),
+            Some("stop") if self.request.stop.is_empty() => Some(StopReason::EndOfText),
+            Some("stop") => Some(StopReason::StopString),
+            _ => self.reason,
+        };
+        // Plain completions carry `text`, chat completions a `delta`.
+        let text = choice["text"].as_str().or_else(|| choice["delta"]["content"].as_str());
+        let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(Read::Nothing) };
+        let text = cut_to(text, self.max_bytes.saturating_sub(self.sent_bytes));
+        if text.is_empty() {
+            return Ok(self.past_max_tokens().map_or(Read::Nothing, Read::Done));
+        }
+        self.generated += 1;
+        self.sent_bytes += text.len();
+        Ok(Read::Text(text.to_string()))
+    }
+
+    /// The finish, once `max_tokens` pieces or their bytes have been streamed.
+    fn past_max_tokens(&self) -> Option<Finish> {
+        (self.generated >= self.request.max_tokens || self.sent_bytes >= self.max_bytes)
+            .then(|| self.finish(self.reason.unwrap_or(StopReason::Length)))
     }
 }
 
