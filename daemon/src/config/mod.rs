@@ -852,6 +852,36 @@ pub enum AdapterConfig {
     /// A Telegram bot (token from the environment variable `token_env`).
     #[cfg(feature = "telegram")]
     Telegram(lore_adapters::telegram::TelegramConfig),
+    /// A Discord bot in a lore built without the `discord` feature: refused by name.
+    #[cfg(not(feature = "discord"))]
+    Discord(NotBuilt),
+    /// A Telegram bot in a lore built without the `telegram` feature: refused by name.
+    #[cfg(not(feature = "telegram"))]
+    Telegram(NotBuilt),
+}
+
+/// The keys of a part this binary was built without, read and set aside so the config
+/// check can name the cargo feature instead of calling the `type` unknown.
+#[derive(Debug, Clone)]
+pub struct NotBuilt;
+
+impl<'de> Deserialize<'de> for NotBuilt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| NotBuilt)
+    }
+}
+
+impl AdapterConfig {
+    /// The cargo feature this adapter needs and this binary lacks, if any.
+    pub fn missing_feature(&self) -> Option<&'static str> {
+        match self {
+            #[cfg(not(feature = "discord"))]
+            Self::Discord(NotBuilt) => Some("discord"),
+            #[cfg(not(feature = "telegram"))]
+            Self::Telegram(NotBuilt) => Some("telegram"),
+            _ => None,
+        }
+    }
 }
 
 fn default_memory_days() -> u64 {
@@ -1077,6 +1107,14 @@ impl Config {
 
     /// Checks that need no file system: names resolve, numbers make sense.
     fn check_structure(&self) -> Result<(), ConfigError> {
+        for (name, bot) in &self.bots {
+            if let Some(feature) = bot.adapter.missing_feature() {
+                let why = format!(
+                    "this lore was built without {feature}: build it with the `{feature}` feature (on by default: `cargo build --release -p lore`)"
+                );
+                return Err(self.error(&format!("bots.{name}.adapter.type"), why));
+            }
+        }
         let g = &self.models.generator;
         self.check_placement(&g.placement())?;
         self.check_placement(&self.models.embedder.placement())?;

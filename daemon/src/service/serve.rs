@@ -70,6 +70,8 @@ pub fn adapter_specs(config: &Config) -> anyhow::Result<Vec<AdapterSpec>> {
                     Ok(Box::new(lore_adapters::telegram::TelegramAdapter::new(&bot_name, &cfg, token.clone())?))
                 })
             }
+            #[allow(unreachable_patterns)]
+            other => anyhow::bail!("{key}: this lore was built without {}", other.missing_feature().unwrap_or("it")),
         };
         adapters.push(spec);
     }
