@@ -155,6 +155,11 @@ impl<A: Answerer> Router<A> {
         &self.line
     }
 
+    /// The bots' names, in order.
+    pub fn bots(&self) -> impl Iterator<Item = &str> {
+        self.bots.keys().map(String::as_str)
+    }
+
     /// Whether a bot of this name is configured.
     pub fn has_bot(&self, bot: &str) -> bool {
         self.bots.contains_key(bot)
