@@ -411,8 +411,8 @@ async fn generate(
     tx: &mpsc::UnboundedSender<Piece>,
 ) -> Piece {
     let g = &server.app.config.models.generator;
-    let max_tokens = knobs.max_tokens.unwrap_or(g.max_answer_tokens).clamp(1, g.context_tokens / 2);
-    let mut sampling = g.sampling.clone();
+    let max_tokens = knobs.max_tokens.unwrap_or(g.max_answer_tokens()).clamp(1, g.context_tokens() / 2);
+    let mut sampling = g.sampling().clone();
     sampling.temperature = knobs.temperature.unwrap_or(sampling.temperature);
     sampling.top_p = knobs.top_p.unwrap_or(sampling.top_p);
     sampling.seed = knobs.seed.unwrap_or(sampling.seed);
