@@ -11,7 +11,7 @@ use lore_remote::{CountedBy, RemoteError};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Models};
-use crate::config::{BotConfig, Config};
+use crate::config::{BotConfig, Config, EmbedderSettings, GeneratorSettings, ModelKind};
 use crate::ingest::Progress;
 use crate::question::pipeline::respond;
 use crate::question::prompt::Template;
@@ -146,23 +146,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve_http_only(config).await,
         Command::Check => check(config).await,
         Command::Eval(args) => {
-            let mut config = config;
             if args.adapter.is_some() {
                 if args.retrieval_only {
                     bail!("--adapter changes answers, and --retrieval-only generates none: leave one out");
                 }
-                if config.models.generator.kind != crate::config::ModelKind::Llama {
+                if config.models.generator.kind() != ModelKind::Llama {
                     bail!("--adapter applies to a local generator (type: llama); a server serves an adapter as a model of its own: name that model in the config");
                 }
             }
-            config.command_adapters.extend(args.adapter.clone());
             let llm_rerank = !args.no_rerank
                 && !args.closed_book
                 && config.retrieval.rerankers.iter().any(|r| matches!(r, lore_plugins::RerankerConfig::Llm { .. }));
             let asks = args.squad.is_some();
             let generates = asks && (!args.retrieval_only || llm_rerank || args.generated_questions > 0);
             let models = if generates { Models::All } else { Models::WithoutGenerator };
-            let app = App::load(config, models).await?;
+            let app = App::load_with_adapters(config, models, args.adapter.as_slice()).await?;
             let metrics = crate::tools::eval::run(&app, &args).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&metrics)?);
@@ -192,14 +190,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ParseDocument(_) => unreachable!("handled before the runtime starts"),
         Command::Bench(args) => {
             let m = &config.models;
-            if m.generator.kind == crate::config::ModelKind::Openai {
-                let app = App::load(config, Models::All).await?;
-                return crate::tools::bench::run_pool(&app, &args).await;
-            }
-            if m.embedder.kind != crate::config::ModelKind::Llama {
+            let generator = match &m.generator {
+                GeneratorSettings::Llama(local) => local.path.clone(),
+                GeneratorSettings::Openai(_) => {
+                    let app = App::load(config, Models::All).await?;
+                    return crate::tools::bench::run_pool(&app, &args).await;
+                }
+            };
+            let EmbedderSettings::Llama(embedder) = &m.embedder else {
                 bail!("`lore bench` measures the embedder in-process: give it a local embedder (--embedder FILE.gguf)");
-            }
-            crate::tools::bench::run(args, m.generator.path.clone(), m.embedder.path.clone()).await
+            };
+            crate::tools::bench::run(args, generator, embedder.path.clone()).await
         }
     }
 }
@@ -380,14 +381,16 @@ async fn check(config: Config) -> anyhow::Result<()> {
             }
         }
         (None, Some(pool)) => {
-            let g = &app.config.models.generator;
+            let GeneratorSettings::Openai(g) = &app.config.models.generator else {
+                unreachable!("a pool is connected for `type: openai` only")
+            };
             let api = match g.api {
                 crate::config::RemoteApi::Chat => "chat completions: the servers apply the chat template",
                 crate::config::RemoteApi::Completions => "plain completions of prompts/plain.txt",
             };
             println!(
                 "generator {} on {} server(s) ({api}), {} tokens per conversation (configured)",
-                g.name(),
+                g.model,
                 g.endpoints.len(),
                 g.context_tokens
             );
@@ -406,11 +409,11 @@ async fn check(config: Config) -> anyhow::Result<()> {
         }
         (None, None) => unreachable!("loaded with Models::All"),
     }
-    let e = &app.config.models.embedder;
-    match &app.remote_embedder {
-        None => println!("embedder {}: {} dimensions", e.path.display(), app.embedder.dim()),
-        Some(pool) => {
-            println!("embedder {} on {} server(s): {} dimensions", e.name(), e.endpoints.len(), app.embedder.dim());
+    match (&app.config.models.embedder, &app.remote_embedder) {
+        (EmbedderSettings::Llama(e), _) => println!("embedder {}: {} dimensions", e.path.display(), app.embedder.dim()),
+        (EmbedderSettings::Openai(_), None) => unreachable!("a pool is connected for `type: openai`"),
+        (EmbedderSettings::Openai(e), Some(pool)) => {
+            println!("embedder {} on {} server(s): {} dimensions", e.model, e.endpoints.len(), app.embedder.dim());
             problems += print_endpoints(pool.check_endpoints().await);
             println!("  chunk tokens counted by {}", counted_by(pool.counted_by()));
         }

@@ -466,16 +466,19 @@ async fn timed_answers(
 pub async fn run_pool(app: &crate::app::App, args: &BenchArgs) -> anyhow::Result<()> {
     let pool = app.remote.as_ref().expect("loaded with Models::All for a pool");
     let mut result = serde_json::Map::new();
-    for at_once in [1, app.config.models.generator.parallel] {
+    let crate::config::GeneratorSettings::Openai(settings) = &app.config.models.generator else {
+        anyhow::bail!("`lore bench` measures a pool of servers when models.generator has `type: openai`");
+    };
+    for at_once in [1, settings.parallel] {
         let figures = timed_answers(pool, at_once, args.reps, args.n_gen, &|| {}, &|_, pieces| pieces).await?;
         result.insert(at_once.to_string(), figures);
     }
-    let out = json!({"model": app.config.models.generator.name(), "endpoints": app.config.models.generator.endpoints, "pool": result});
+    let out = json!({"model": settings.model, "endpoints": settings.endpoints, "pool": result});
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("model {} on {}", out["model"].as_str().unwrap_or(""), app.config.models.generator.endpoints.join(", "));
+    println!("model {} on {}", settings.model, settings.endpoints.join(", "));
     println!("{:<44} {:>12} {:>12}", "answers at once", "first token", "tok/s each");
     for (at_once, f) in &result {
         let ms = f["ttft_ms_p50"].as_f64().unwrap_or(f64::NAN);
