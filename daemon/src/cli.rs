@@ -7,16 +7,16 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use lore_adapters::console::{ConsoleAdapter, ConsoleSink};
 use lore_adapters::Adapter;
-use lore_remote::{CountedBy, Scoring};
+use lore_remote::{CountedBy, RemoteError};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{unknown_bot, App, Models};
-use crate::config::{BotConfig, Config};
+use crate::app::{App, Models};
+use crate::config::{BotConfig, Config, EmbedderSettings, GeneratorSettings, ModelKind};
 use crate::ingest::Progress;
-use crate::pipeline::respond;
-use crate::prompt::Template;
-use crate::router::{bot_place, Place};
-use crate::serve::AdapterSpec;
+use crate::question::pipeline::respond;
+use crate::question::prompt::Template;
+use crate::question::router::{bot_place, Place};
+use crate::service::serve::AdapterSpec;
 
 #[derive(Debug, Parser)]
 #[command(name = "lore", version, about = "Turn your own text into a chat bot that answers questions about it")]
@@ -77,12 +77,12 @@ pub enum Command {
     /// Check the configuration, models and knowledge bases, then exit.
     Check,
     /// Score retrieval and answers on a SQuAD 2.0 file.
-    Eval(crate::eval::EvalArgs),
+    Eval(crate::tools::eval::EvalArgs),
     /// Fit a bot's answer confidence on labelled questions and write the calibration
     /// `retrieval.abstain.calibration` names.
-    Calibrate(crate::calibrate::CalibrateArgs),
+    Calibrate(crate::tools::calibrate::CalibrateArgs),
     /// Write question/answer pairs from a knowledge base, for fine-tuning (JSONL).
-    Synth(crate::synth::SynthArgs),
+    Synth(crate::tools::synth::SynthArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
     Bench(crate::bench::BenchArgs),
     /// Parse one document from stdin into JSON on stdout, under resource limits: how
@@ -132,7 +132,7 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Bench(args) = &cli.command {
         if let (Some(m), Some(e)) = (&args.engine.model, &args.engine.embedder) {
-            return crate::bench::run(args.clone(), m.clone(), e.clone()).await;
+            return crate::tools::bench::run(args.clone(), m.clone(), e.clone()).await;
         }
     }
     let config = Config::load(&config_path(cli.config))?;
@@ -146,28 +146,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve_http_only(config).await,
         Command::Check => check(config).await,
         Command::Eval(args) => {
-            let mut config = config;
             if args.adapter.is_some() {
                 if args.retrieval_only {
                     bail!("--adapter changes answers, and --retrieval-only generates none: leave one out");
                 }
-                if config.models.generator.kind != crate::config::ModelKind::Llama {
+                if config.models.generator.kind() != ModelKind::Llama {
                     bail!("--adapter applies to a local generator (type: llama); a server serves an adapter as a model of its own: name that model in the config");
                 }
             }
-            config.command_adapters.extend(args.adapter.clone());
             let llm_rerank = !args.no_rerank
                 && !args.closed_book
                 && config.retrieval.rerankers.iter().any(|r| matches!(r, lore_plugins::RerankerConfig::Llm { .. }));
             let asks = args.squad.is_some();
             let generates = asks && (!args.retrieval_only || llm_rerank || args.generated_questions > 0);
             let models = if generates { Models::All } else { Models::WithoutGenerator };
-            let app = App::load(config, models).await?;
-            let metrics = crate::eval::run(&app, &args).await?;
+            let app = App::load_with_adapters(config, models, args.adapter.as_slice()).await?;
+            let metrics = crate::tools::eval::run(&app, &args).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&metrics)?);
             } else {
-                crate::eval::print_table(&metrics);
+                crate::tools::eval::print_table(&metrics);
             }
             Ok(())
         }
@@ -175,31 +173,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Questions read back from files need no model; asking needs them all.
             let asks = !args.squad.is_empty() || !args.gold.is_empty();
             let app = App::load(config, if asks { Models::All } else { Models::WithoutGenerator }).await?;
-            let report = crate::calibrate::run(&app, &args).await?;
+            let report = crate::tools::calibrate::run(&app, &args).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                crate::calibrate::print_report(&report);
+                crate::tools::calibrate::print_report(&report);
             }
             Ok(())
         }
         Command::Synth(args) => {
             let app = App::load(config, Models::All).await?;
-            let report = crate::synth::run(&app, &args, true).await?;
+            let report = crate::tools::synth::run(&app, &args, true).await?;
             println!("{}: {report}", args.out.display());
             Ok(())
         }
         Command::ParseDocument(_) => unreachable!("handled before the runtime starts"),
         Command::Bench(args) => {
             let m = &config.models;
-            if m.generator.kind == crate::config::ModelKind::Openai {
-                let app = App::load(config, Models::All).await?;
-                return crate::bench::run_pool(&app, &args.engine).await;
-            }
-            if m.embedder.kind != crate::config::ModelKind::Llama {
+            let generator = match &m.generator {
+                GeneratorSettings::Llama(local) => local.path.clone(),
+                GeneratorSettings::Openai(_) => {
+                    let app = App::load(config, Models::All).await?;
+                    return crate::tools::bench::run_pool(&app, &args.engine).await;
+                }
+            };
+            let EmbedderSettings::Llama(embedder) = &m.embedder else {
                 bail!("`lore bench` measures the embedder in-process: give it a local embedder (--embedder FILE.gguf)");
-            }
-            crate::bench::run(args, m.generator.path.clone(), m.embedder.path.clone()).await
+            };
+            crate::tools::bench::run(args, generator, embedder.path.clone()).await
         }
     }
 }
@@ -223,12 +224,11 @@ async fn ingest(
             _ => bail!("no files given, and {} lists no sources for knowledge base {kb_name:?}", config.file.display()),
         }
     } else {
-        let (pages, paths): (Vec<String>, Vec<String>) =
-            sources.into_iter().partition(|s| crate::ingest::web::is_url(s));
+        let (pages, paths): (Vec<String>, Vec<String>) = sources.into_iter().partition(|s| crate::config::is_url(s));
         (paths.into_iter().map(PathBuf::from).collect(), pages)
     };
     let pages: Vec<url::Url> =
-        pages.iter().map(|p| crate::ingest::web::parse_url(p)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+        pages.iter().map(|p| crate::config::parse_url(p)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
     let mut settings = crate::ingest::Settings::for_kb(&config, kb_name);
     settings.web.crawl |= crawl;
     settings.web.guard.allow_private |= allow_private;
@@ -272,7 +272,7 @@ async fn ask(config: Config, bot: Option<&str>, kb: Option<&str>, question: &str
 async fn chat(mut config: Config, bot: Option<&str>, kb: Option<&str>) -> anyhow::Result<()> {
     let name = match (bot, kb) {
         (Some(bot), _) => {
-            config.bots.get(bot).ok_or_else(|| unknown_bot(&config, bot))?;
+            config.bot(bot)?;
             bot.to_string()
         }
         (None, Some(kb)) => {
@@ -298,14 +298,14 @@ async fn serve_http_only(config: Config) -> anyhow::Result<()> {
         );
     }
     let app = Arc::new(App::load(config, Models::All).await?);
-    let _watchers = crate::ingest::watch::start(&app)?;
+    let _watchers = crate::service::watch::start(&app)?;
     serve_adapters(app, Vec::new()).await
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Arc::new(App::load(config, Models::All).await?);
-    let adapters = crate::serve::adapter_specs(&app.config)?;
-    let _watchers = crate::ingest::watch::start(&app)?;
+    let adapters = crate::service::serve::adapter_specs(&app.config)?;
+    let _watchers = crate::service::watch::start(&app)?;
     serve_adapters(app, adapters).await
 }
 
@@ -316,18 +316,18 @@ async fn serve_adapters(app: Arc<App>, adapters: Vec<AdapterSpec>) -> anyhow::Re
     let signal = {
         let token = shutdown.clone();
         tokio::spawn(async move {
-            crate::serve::shutdown_signal().await;
+            crate::service::serve::shutdown_signal().await;
             tracing::info!("shutting down");
             token.cancel();
         })
     };
-    let result = crate::serve::serve_until(app, adapters, shutdown).await;
+    let result = crate::service::serve::serve_until(app, adapters, shutdown).await;
     signal.abort();
     result
 }
 
 /// Prints each endpoint's state; returns how many do not answer.
-fn print_endpoints(checks: Vec<(String, Result<(), String>)>) -> usize {
+fn print_endpoints(checks: Vec<(String, Result<(), RemoteError>)>) -> usize {
     let mut down = 0;
     for (url, result) in checks {
         match result {
@@ -381,14 +381,16 @@ async fn check(config: Config) -> anyhow::Result<()> {
             }
         }
         (None, Some(pool)) => {
-            let g = &app.config.models.generator;
+            let GeneratorSettings::Openai(g) = &app.config.models.generator else {
+                unreachable!("a pool is connected for `type: openai` only")
+            };
             let api = match g.api {
                 crate::config::RemoteApi::Chat => "chat completions: the servers apply the chat template",
                 crate::config::RemoteApi::Completions => "plain completions of prompts/plain.txt",
             };
             println!(
                 "generator {} on {} server(s) ({api}), {} tokens per conversation (configured)",
-                g.name(),
+                g.model,
                 g.endpoints.len(),
                 g.context_tokens
             );
@@ -397,8 +399,8 @@ async fn check(config: Config) -> anyhow::Result<()> {
             println!("  prompt tokens counted by {}", counted_by(pool.counted_by()));
             if app.config.most_llm_candidates() > 0 {
                 match pool.check_scoring().await {
-                    Scoring::Works => println!("  the llm reranker: the servers return prompt log-probabilities"),
-                    Scoring::Unsupported(why) | Scoring::Unreachable(why) => {
+                    Ok(()) => println!("  the llm reranker: the servers return prompt log-probabilities"),
+                    Err(why) => {
                         problems += 1;
                         println!("  {}", crate::app::llm_reranker_cannot(&why));
                     }
@@ -407,11 +409,11 @@ async fn check(config: Config) -> anyhow::Result<()> {
         }
         (None, None) => unreachable!("loaded with Models::All"),
     }
-    let e = &app.config.models.embedder;
-    match &app.remote_embedder {
-        None => println!("embedder {}: {} dimensions", e.path.display(), app.embedder.dim()),
-        Some(pool) => {
-            println!("embedder {} on {} server(s): {} dimensions", e.name(), e.endpoints.len(), app.embedder.dim());
+    match (&app.config.models.embedder, &app.remote_embedder) {
+        (EmbedderSettings::Llama(e), _) => println!("embedder {}: {} dimensions", e.path.display(), app.embedder.dim()),
+        (EmbedderSettings::Openai(_), None) => unreachable!("a pool is connected for `type: openai`"),
+        (EmbedderSettings::Openai(e), Some(pool)) => {
+            println!("embedder {} on {} server(s): {} dimensions", e.model, e.endpoints.len(), app.embedder.dim());
             problems += print_endpoints(pool.check_endpoints().await);
             println!("  chunk tokens counted by {}", counted_by(pool.counted_by()));
         }
@@ -423,20 +425,20 @@ async fn check(config: Config) -> anyhow::Result<()> {
         app.config.conversations_dir().display()
     );
     for name in app.config.bots.keys() {
-        let place = crate::router::bot_place(&app.config, name)?;
+        let place = crate::question::router::bot_place(&app.config, name)?;
         match &place.retrieval.abstain.calibration {
             None => println!(
                 "bot {name}: declines below a cosine similarity of {} (no calibration)",
                 place.retrieval.min_score
             ),
             Some(file) => {
-                let calibration = crate::confidence::Calibration::load(file)?;
+                let calibration = crate::question::confidence::Calibration::load(file)?;
                 println!(
                     "bot {name}: answers judged by calibration {} (fitted on {})",
                     file.display(),
                     calibration.fitted_with.data.join("; ")
                 );
-                for difference in crate::calibrate::differences(&calibration, &app.config, &place) {
+                for difference in crate::tools::calibrate::differences(&calibration, &app.config, &place) {
                     println!("  warning: {difference}: refit it with `lore calibrate --bot {name}`");
                 }
             }

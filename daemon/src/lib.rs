@@ -1,32 +1,39 @@
 //! Lore: turn your own text into a chat bot that answers questions about it.
 //!
 //! Where things happen:
-//! - a message enters in [`router`] (adapters feed it; commands and allow-lists live there);
-//! - passages are chosen in [`pipeline`] (a [`pipeline::Chain`] per bot and channel, built
-//!   once from `lore-plugins`' retrievers and rerankers);
-//! - tokens are generated in the `lore-engine` crate (the only one that knows llama.cpp).
+//! - a message enters in [`question::router`] (adapters feed it; commands and allow-lists
+//!   live there), waits its turn in [`question::line`];
+//! - passages are chosen, the prompt built and the answer judged in
+//!   [`question::pipeline`] (a `Chain` per bot and channel, built once from
+//!   `lore-plugins`' retrievers and rerankers);
+//! - tokens are generated in the `lore-engine` crate (the only one that knows llama.cpp)
+//!   or on remote servers (`lore-remote`).
 //!
-//! This crate is glue: it reads the config, builds the models, plugins and adapters, and
-//! routes. It knows nothing of llama.cpp (that is `lore-engine`), LanceDB/Arrow
+//! The modules are floors; each imports only from floors below it (`scripts/check-layers`
+//! fails the tests otherwise):
+//! 0. [`config`], [`metrics`], [`owner_only`]: the YAML file, counters, folder modes.
+//! 1. [`question`]: the path one question takes.
+//! 2. [`ingest`]: files and web pages into a knowledge base.
+//! 3. [`app`]: the wiring: models loaded, the store opened, the answerer built.
+//! 4. [`service`]: running the daemon (adapters supervised, the HTTP API, watching).
+//! 5. [`tools`]: eval, calibrate, synth, bench; never imported by the floors below.
+//! 6. [`cli`]: the command line.
+//!
+//! This crate knows nothing of llama.cpp (that is `lore-engine`), LanceDB/Arrow
 //! (`lore-plugins`) or serenity/teloxide (`lore-adapters`).
 
-pub mod answer_text;
-pub mod app;
-pub mod bench;
-pub mod calibrate;
-pub mod cli;
-pub mod confidence;
 pub mod config;
-pub mod eval;
-pub mod evidence;
-pub mod http;
-pub mod ingest;
-pub mod line;
-pub mod memory;
 pub mod metrics;
 pub mod owner_only;
-pub mod pipeline;
-pub mod prompt;
-pub mod router;
-pub mod serve;
-pub mod synth;
+
+pub mod question;
+
+pub mod ingest;
+
+pub mod app;
+
+pub mod service;
+
+pub mod tools;
+
+pub mod cli;

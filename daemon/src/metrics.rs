@@ -12,10 +12,9 @@
 //! (label `reason`).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-use crate::pipeline::Outcome;
 
 /// Histogram buckets in seconds: from a fast retrieval to a long answer on a CPU.
 const BUCKETS: [f64; 12] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -53,8 +52,18 @@ pub fn error(bot: &str, platform: &str) {
     metrics::counter!("lore_errors_total", "bot" => bot.to_string(), "platform" => platform.to_string()).increment(1);
 }
 
+/// What `/metrics` counts of one answer that ended (given or abstained).
+#[derive(Debug, Clone, Copy)]
+pub struct Answered {
+    pub abstained: bool,
+    pub retrieval_time: Duration,
+    pub first_token: Option<Duration>,
+    pub total_time: Duration,
+    pub generated_tokens: usize,
+}
+
 /// An answer that ended (given or abstained).
-pub fn answered(bot: &str, platform: &str, outcome: &Outcome) {
+pub fn answered(bot: &str, platform: &str, outcome: Answered) {
     if outcome.abstained {
         metrics::counter!("lore_abstentions_total", "bot" => bot.to_string(), "platform" => platform.to_string())
             .increment(1);

@@ -2,8 +2,8 @@
 
 use lore::app::{App, Models};
 use lore::ingest::{Progress, Settings};
-use lore::pipeline::respond;
-use lore::router::bot_place;
+use lore::question::pipeline::respond;
+use lore::question::router::bot_place;
 use lore_tests::capture::Capture;
 use lore_tests::models::{config, squad_article_text};
 

@@ -179,7 +179,7 @@ async fn a_prompt_longer_than_the_context_is_refused_not_crashed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prompts_are_fitted_by_dropping_turns_then_passages_never_the_question() {
-    use lore::prompt::{build, Template, Turn};
+    use lore::question::prompt::{build, Template, Turn};
     use lore_core::{Chunk, Hit};
     let g = Generator::load(&generator_config(&generator_path())).unwrap();
     let passage = |i: u32| Hit {
@@ -240,7 +240,7 @@ async fn a_follow_up_reuses_the_cached_prompt_prefix_and_answers_the_same() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_question_cannot_forge_the_chat_templates_turns() {
-    use lore::prompt::{build, Template};
+    use lore::question::prompt::{build, Template};
     let g = Generator::load(&generator_config(&generator_path())).unwrap();
     let im_start = *g.tokens(&PromptText::template("<|im_start|>")).last().unwrap();
     let count = |tokens: Vec<i32>| tokens.iter().filter(|&&t| t == im_start).count();

@@ -10,8 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lore::config::ParsingLimits;
 use lore::ingest::files::blocks_of;
-use lore::ingest::sandbox::{Limits, Sandbox};
+use lore::ingest::sandbox::Sandbox;
 use lore::ingest::SkipReason;
 use lore_documents::Format;
 use lore_plugins::KbStore;
@@ -199,7 +200,7 @@ fn the_inflate_bomb_really_inflates_and_the_corpus_is_small() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_page_read_in_the_sandbox_gives_its_links_up_to_ten_thousand() {
     lore_tests::init();
-    let sandbox = Sandbox::locate(&Limits::default()).expect("the built lore (cargo build -p lore --bins)");
+    let sandbox = Sandbox::locate(&ParsingLimits::default()).expect("the built lore (cargo build -p lore --bins)");
     let page = |n: usize| {
         let links: String = (0..n).map(|i| format!("<a href=\"p{i}.html\">page {i}</a> ")).collect();
         format!("<html><head><base href=\"/docs/\"></head><body><p>{links}</p></body></html>").into_bytes()
@@ -304,7 +305,7 @@ const CASES_PER_FORMAT: u32 = 100;
 fn random_and_mutated_documents_of_every_format_end_as_blocks_or_a_named_skip() {
     lore_tests::init();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let limits = Limits { memory_mib: 128, cpu_secs: 2, timeout_secs: 20 };
+    let limits = ParsingLimits { memory_mib: 128, cpu_secs: 2, timeout_secs: 20 };
     let sandbox = Sandbox::locate(&limits).expect("the built lore (cargo build -p lore --bins)");
     let seeds = seeds();
     // The runner's closure is `Fn`: what it sees is counted through a cell.

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use lore::router::RESTARTING;
+use lore::question::router::RESTARTING;
 use lore_tests::fake_discord::{self, FakeDiscord};
 use lore_tests::fake_telegram::{self, strip_tags, Chat, FakeTelegram};
 use lore_tests::models::{embedder_path, generator_path};

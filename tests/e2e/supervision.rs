@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lore::router::RESTARTING;
+use lore::question::router::RESTARTING;
 use lore_tests::daemon::{sample_kb, TelegramDaemon};
 use lore_tests::fake_telegram::{strip_tags, Chat, Fault};
 use lore_tests::wait_until;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use lore::app::{App, Models};
 use lore::ingest::{ingest, Progress::Quiet, Settings};
-use lore::synth::{run, SynthArgs};
+use lore::tools::synth::{run, SynthArgs};
 use lore_tests::models::config;
 use serde_json::Value;
 

@@ -144,8 +144,8 @@ async fn lore_calibrate_fits_a_bots_gold_questions_and_the_daemon_then_judges_by
     );
     assert!(ok, "{fitted}");
     assert!(fitted.contains("18 questions") && fitted.contains("risk–coverage"), "{fitted}");
-    let written = lore::confidence::Calibration::load(&calibration).unwrap();
-    assert!(written.combiners.iter().any(|c| c.stage == lore::confidence::Stage::After), "{written:?}");
+    let written = lore::question::confidence::Calibration::load(&calibration).unwrap();
+    assert!(written.combiners.iter().any(|c| c.stage == lore::question::confidence::Stage::After), "{written:?}");
     assert!(written.fitted_with.data.iter().any(|d| d.contains("gold.jsonl")), "{:?}", written.fitted_with);
 
     // The daemon now judges by it.

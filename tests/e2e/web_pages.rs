@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use lore::app::{App, Models};
-use lore::ingest::web::parse_url;
+use lore::config::parse_url;
 use lore::ingest::{ingest_web, Progress::Quiet, Settings, SkipReason};
 use lore_tests::models::config;
 

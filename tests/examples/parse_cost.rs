@@ -8,8 +8,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use lore::config::ParsingLimits;
 use lore::ingest::files::blocks_of;
-use lore::ingest::sandbox::{Limits, Sandbox};
+use lore::ingest::sandbox::Sandbox;
 use lore_documents::Format;
 use lore_tests::hostile;
 
@@ -17,7 +18,7 @@ fn main() {
     lore_tests::init();
     let files: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(200);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let sandbox = Sandbox::locate(&Limits::default()).expect("the built lore (cargo build -p lore --bins)");
+    let sandbox = Sandbox::locate(&ParsingLimits::default()).expect("the built lore (cargo build -p lore --bins)");
     println!("{files} documents of each format, read one after the other");
     println!(
         "{:<6} {:>16} {:>16} {:>12} {:>16}",
@@ -47,7 +48,7 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     hostile::write_corpus(dir.path());
-    let limits = Limits { memory_mib: 256, cpu_secs: 5, timeout_secs: 60 };
+    let limits = ParsingLimits { memory_mib: 256, cpu_secs: 5, timeout_secs: 60 };
     let sandbox = Sandbox::locate(&limits).unwrap();
     println!("\nthe hostile corpus, limits {limits:?}");
     for name in [

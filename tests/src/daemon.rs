@@ -21,7 +21,7 @@ pub struct TelegramDaemon {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// Knowledge bases with `watch: true`, watched as `lore run` watches them.
-    _watchers: lore::ingest::watch::Watchers,
+    _watchers: lore::service::watch::Watchers,
 }
 
 impl TelegramDaemon {
@@ -70,10 +70,10 @@ impl TelegramDaemon {
     }
 
     async fn serve(fake: FakeTelegram, app: Arc<App>) -> Self {
-        let adapters = lore::serve::adapter_specs(&app.config).unwrap();
-        let watchers = lore::ingest::watch::start(&app).unwrap();
+        let adapters = lore::service::serve::adapter_specs(&app.config).unwrap();
+        let watchers = lore::service::watch::start(&app).unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(lore::serve::serve_until(app.clone(), adapters, shutdown.clone()));
+        let task = tokio::spawn(lore::service::serve::serve_until(app.clone(), adapters, shutdown.clone()));
         wait_until(Duration::from_secs(10), "the bot registers its commands", || {
             !fake.calls("setMyCommands").is_empty()
         })

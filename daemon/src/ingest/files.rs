@@ -373,7 +373,7 @@ mod tests {
 
     /// Reads a text or Markdown file, which never reaches the sandbox.
     async fn read(path: &Path, max_bytes: u64) -> Result<Vec<Block>, Skipped> {
-        let sandbox = Sandbox::new("/nonexistent/lore".into(), &super::super::sandbox::Limits::default());
+        let sandbox = Sandbox::new("/nonexistent/lore".into(), &crate::config::ParsingLimits::default());
         read_blocks(path, max_bytes, &sandbox).await
     }
 

@@ -16,7 +16,6 @@ pub mod chunk;
 pub mod files;
 pub mod questions;
 pub mod sandbox;
-pub mod watch;
 pub mod web;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,9 +35,6 @@ pub use files::{collect_files, SkipReason, Skipped};
 /// interrupted run keeps what it wrote.
 pub const BATCH_CHUNKS: usize = 256;
 
-/// Files over this many bytes are skipped unless a knowledge base says otherwise.
-pub const DEFAULT_MAX_FILE_BYTES: u64 = 20 * 1024 * 1024;
-
 /// How one knowledge base's files are read and cut.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -49,7 +45,7 @@ pub struct Settings {
     /// Questions the generator writes per chunk as extra search keys (0: none).
     pub generated_questions: u32,
     /// What one document's parse may take (the config's `parsing:`).
-    pub parsing: sandbox::Limits,
+    pub parsing: crate::config::ParsingLimits,
 }
 
 impl Settings {
@@ -57,10 +53,10 @@ impl Settings {
     pub fn new(chunking: &Chunking) -> Self {
         Self {
             chunking: chunking.clone(),
-            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_file_bytes: crate::config::DEFAULT_MAX_FILE_BYTES,
             web: web::WebSettings::default(),
             generated_questions: 0,
-            parsing: sandbox::Limits::default(),
+            parsing: crate::config::ParsingLimits::default(),
         }
     }
 

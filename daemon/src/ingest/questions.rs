@@ -1,5 +1,5 @@
-//! Questions generated at ingest (`generated_questions: N`, the guide's question
-//! generation, known as doc2query): the generator writes N questions each chunk answers,
+//! Questions generated at ingest (`generated_questions: N`, question generation,
+//! known as doc2query): the generator writes N questions each chunk answers,
 //! and they are stored as extra search keys for that chunk (`lore_plugins::Questions`).
 //!
 //! Run after the chunks are written: a chunk whose stored questions were asked for with
@@ -123,7 +123,14 @@ async fn questions_about(model: &dyn ChatModel, passage: &str, wanted: u32) -> a
             0 => Sampling::default(),
             _ => Sampling { temperature: 0.8, seed: i, ..Sampling::default() },
         };
-        let Some(q) = crate::synth::question_about(model, crate::synth::SYNTH, passage.trim(), sampling).await? else {
+        let Some(q) = crate::question::single::question_about(
+            model,
+            crate::question::single::QUESTION_PROMPT,
+            passage.trim(),
+            sampling,
+        )
+        .await?
+        else {
             continue;
         };
         if !grounded(&q, passage) {

@@ -8,7 +8,7 @@
 //! The child is this same program run as `lore parse-document --format F`: it limits its
 //! own address space and CPU time (`setrlimit`, before it reads anything), reads the
 //! document from stdin and writes one JSON [`Answer`] to stdout. The parent bounds what it
-//! reads back and kills a child that runs past [`Limits::timeout_secs`]. One process per
+//! reads back and kills a child that runs past [`ParsingLimits::timeout_secs`]. One process per
 //! document: nothing of one document's parse can reach the next, and the cost (a few
 //! milliseconds per file, docs/BENCHMARKS.md) is small beside embedding the file's chunks.
 
@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::files::{unreadable, SkipReason, Skipped};
+use crate::config::ParsingLimits;
 
 /// The environment variable that names the `lore` executable documents are parsed with,
 /// for programs other than `lore` that ingest (tests, library users).
@@ -41,57 +42,7 @@ const STDERR_TAIL: usize = 16 * 1024;
 /// resolving them in the daemon stays quick.
 const MAX_LINKS: usize = 10_000;
 
-/// The `parsing:` section: how much one document's parse may take.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Memory one document's parse may take, in MiB, beyond the parser program's own (the
-    /// child's address space, `RLIMIT_AS`; the document's bytes count). A document that
-    /// needs more, such as a PDF stream that inflates to gigabytes, is skipped; so is one
-    /// whose text comes to more than this.
-    #[serde(default = "default_memory_mib")]
-    pub memory_mib: u64,
-    /// CPU seconds one document's parse may use (`RLIMIT_CPU`); a document that needs more
-    /// is skipped.
-    #[serde(default = "default_cpu_secs")]
-    pub cpu_secs: u64,
-    /// Seconds one document's parse may take from start to end, waiting for the CPU
-    /// included; then the parser is killed and the document skipped.
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
-}
-
-fn default_memory_mib() -> u64 {
-    1024
-}
-fn default_cpu_secs() -> u64 {
-    60
-}
-fn default_timeout_secs() -> u64 {
-    120
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self { memory_mib: default_memory_mib(), cpu_secs: default_cpu_secs(), timeout_secs: default_timeout_secs() }
-    }
-}
-
-impl Limits {
-    /// The first key (below `parsing.`) whose value cannot be used, and why.
-    pub fn invalid(&self) -> Option<(&'static str, &'static str)> {
-        if self.memory_mib < 16 {
-            return Some(("memory_mib", "must be at least 16 (a parser needs some memory of its own)"));
-        }
-        if self.cpu_secs == 0 {
-            return Some(("cpu_secs", "must be at least 1"));
-        }
-        if self.timeout_secs == 0 {
-            return Some(("timeout_secs", "must be at least 1"));
-        }
-        None
-    }
-
+impl ParsingLimits {
     /// The most a child may answer: its text cannot honestly be larger than its memory.
     fn answer_bytes(&self) -> usize {
         usize::try_from(self.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
@@ -125,29 +76,29 @@ pub fn this_program_parses() {
     THIS_PROGRAM_PARSES.store(true, Ordering::Relaxed);
 }
 
-/// Parses documents in child processes under [`Limits`].
+/// Parses documents in child processes under [`ParsingLimits`].
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     program: PathBuf,
     /// Arguments before the subcommand (a shell's `-c SCRIPT` in tests).
     prefix: Vec<String>,
-    limits: Limits,
+    limits: ParsingLimits,
 }
 
 impl Sandbox {
     /// The sandbox of this program: `lore` parses with its own executable, another program
     /// with the one [`PARSER_ENV`] names. Not finding it is an error now, not a skip per
     /// document later.
-    pub fn locate(limits: &Limits) -> anyhow::Result<Self> {
+    pub fn locate(limits: &ParsingLimits) -> anyhow::Result<Self> {
         Ok(Self::new(parser_program()?, limits))
     }
 
     /// Parses with `program`, which must understand `parse-document`.
-    pub fn new(program: PathBuf, limits: &Limits) -> Self {
+    pub fn new(program: PathBuf, limits: &ParsingLimits) -> Self {
         Self { program, prefix: Vec::new(), limits: limits.clone() }
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub fn limits(&self) -> &ParsingLimits {
         &self.limits
     }
 
@@ -288,7 +239,7 @@ async fn read_tail(mut pipe: impl AsyncRead + Unpin, keep: usize) -> Vec<u8> {
 }
 
 /// How a child that did not answer ended, in words: the limit it ran into, or its crash.
-fn explain(status: ExitStatus, stderr: &str, limits: &Limits) -> String {
+fn explain(status: ExitStatus, stderr: &str, limits: &ParsingLimits) -> String {
     let out_of_memory = stderr.contains("memory allocation of");
     match status.signal() {
         Some(libc::SIGXCPU) => format!("it used more than {} s of CPU; parsing.cpu_secs", limits.cpu_secs),
@@ -406,11 +357,11 @@ mod tests {
     use super::*;
 
     /// A sandbox whose "parser" is a shell script: `$@` holds the subcommand and limits.
-    fn shell(script: &str, limits: Limits) -> Sandbox {
+    fn shell(script: &str, limits: ParsingLimits) -> Sandbox {
         Sandbox { program: "/bin/sh".into(), prefix: vec!["-c".into(), script.into(), "sh".into()], limits }
     }
 
-    async fn why_skipped(script: &str, limits: Limits) -> String {
+    async fn why_skipped(script: &str, limits: ParsingLimits) -> String {
         let skipped = shell(script, limits)
             .parse(Path::new("doc.pdf"), Format::Pdf, b"%PDF-1.7".repeat(100_000), false)
             .await
@@ -424,7 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_way_a_parser_can_end_is_a_skip_in_words() {
-        let limits = Limits { memory_mib: 64, cpu_secs: 5, timeout_secs: 30 };
+        let limits = ParsingLimits { memory_mib: 64, cpu_secs: 5, timeout_secs: 30 };
         let cases = [
             ("kill -SEGV $$", "the parser crashed: signal 11 (SIGSEGV, invalid memory access)"),
             (
@@ -446,18 +397,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_parser_past_its_time_is_killed_and_one_that_says_too_much_is_cut_off() {
-        let quick = Limits { memory_mib: 16, cpu_secs: 5, timeout_secs: 1 };
+        let quick = ParsingLimits { memory_mib: 16, cpu_secs: 5, timeout_secs: 1 };
         let started = Instant::now();
         assert_eq!(why_skipped("sleep 30", quick.clone()).await, "it took over 1 s; parsing.timeout_secs");
         assert!(started.elapsed() < Duration::from_secs(25), "killed, not waited for");
         let endless = "cat >/dev/null; exec cat /dev/zero";
-        let patient = Limits { timeout_secs: 60, ..quick };
+        let patient = ParsingLimits { timeout_secs: 60, ..quick };
         assert_eq!(why_skipped(endless, patient).await, "its text came to over 16 MiB; parsing.memory_mib");
     }
 
     #[tokio::test]
     async fn an_answer_gives_blocks_links_or_the_documents_own_reason() {
-        let limits = Limits::default();
+        let limits = ParsingLimits::default();
         let answer = r#"cat >/dev/null; echo '{"outcome":{"Ok":[{"text":"Hello.","page":2,"section":[],"first_line":null}]},"links":[["a.html"],null],"peak_memory_kib":1234}'"#;
         let parsed =
             shell(answer, limits.clone()).parse(Path::new("p.html"), Format::Html, b"x".to_vec(), true).await.unwrap();
@@ -469,26 +420,6 @@ mod tests {
             shell(encrypted, limits).parse(Path::new("s.pdf"), Format::Pdf, b"x".to_vec(), false).await.unwrap_err();
         assert_eq!(skipped.reason, SkipReason::Encrypted);
         assert!(skipped.message.starts_with("skipped s.pdf: encrypted"), "{}", skipped.message);
-    }
-
-    #[test]
-    fn limits_of_zero_are_refused_by_key() {
-        assert_eq!(Limits::default().invalid(), None);
-        assert_eq!(Limits { cpu_secs: 0, ..Limits::default() }.invalid().unwrap().0, "cpu_secs");
-        assert_eq!(Limits { timeout_secs: 0, ..Limits::default() }.invalid().unwrap().0, "timeout_secs");
-        assert_eq!(Limits { memory_mib: 0, ..Limits::default() }.invalid().unwrap().0, "memory_mib");
-    }
-
-    #[test]
-    fn the_config_takes_the_limits_and_names_the_key_of_a_bad_one() {
-        let models = "models:\n  generator:\n    path: /m/gen.gguf\n  embedder:\n    path: /m/emb.gguf\n";
-        let parse = |parsing: &str| crate::config::Config::parse(Path::new("lore.yaml"), &format!("{models}{parsing}"));
-        assert_eq!(parse("").unwrap().parsing, Limits { memory_mib: 1024, cpu_secs: 60, timeout_secs: 120 });
-        let set = parse("parsing:\n  memory_mib: 512\n  cpu_secs: 30\n").unwrap().parsing;
-        assert_eq!(set, Limits { memory_mib: 512, cpu_secs: 30, timeout_secs: 120 });
-        let error = parse("parsing:\n  memory_mib: 512\n  timeout_secs: 0\n").unwrap_err();
-        assert_eq!((error.key.as_str(), error.line), ("parsing.timeout_secs", Some(8)), "{error}");
-        assert_eq!(parse("parsing:\n  memory: 512\n").unwrap_err().key, "parsing.memory");
     }
 
     #[test]

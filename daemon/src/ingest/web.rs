@@ -23,6 +23,7 @@ use url::Url;
 use super::addresses::Guard;
 use super::files::{blocks_of, SkipReason, Skipped};
 use super::sandbox::Sandbox;
+use crate::config::parse_url;
 
 /// How Lore names itself to web servers; robots.txt rules for `lore` apply to it.
 pub const USER_AGENT: &str = concat!("lore/", env!("CARGO_PKG_VERSION"), " (knowledge-base ingest)");
@@ -56,22 +57,6 @@ impl Default for WebSettings {
     fn default() -> Self {
         Self { crawl: false, max_pages: 500, delay: Duration::from_millis(500), cache: None, guard: Guard::default() }
     }
-}
-
-/// Whether a source names a web page rather than a file.
-pub fn is_url(source: &str) -> bool {
-    let lower = source.get(..8).unwrap_or(source).to_ascii_lowercase();
-    lower.starts_with("http://") || lower.starts_with("https://")
-}
-
-/// A start page's address, or what is wrong with it.
-pub fn parse_url(source: &str) -> Result<Url, String> {
-    let mut url = Url::parse(source).map_err(|e| format!("{source} is not a web address: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(format!("{source} is not an http:// or https:// address"));
-    }
-    url.set_fragment(None);
-    Ok(url)
 }
 
 /// What a page was found to be this time.
@@ -143,7 +128,7 @@ impl PageCache {
         if let Some(dir) = file.parent() {
             crate::owner_only::tighten(dir);
         }
-        crate::memory::write_atomically(file, &serde_json::to_vec_pretty(self)?)
+        crate::question::memory::write_atomically(file, &serde_json::to_vec_pretty(self)?)
             .with_context(|| format!("cannot write {}", file.display()))
     }
 }

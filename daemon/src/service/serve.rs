@@ -2,7 +2,7 @@
 //! handles each message, and the whole stops cleanly on a signal.
 //!
 //! Stopping: on SIGTERM or Ctrl-C the adapters stop taking messages, answers in progress
-//! get `shutdown_grace_seconds` to finish, and those still running then end with a note
+//! get `shutdown_grace_secs` to finish, and those still running then end with a note
 //! that the bot is restarting (in place of their partial text). The exit code is 0.
 //!
 //! Supervision: an adapter that fails — at start (a bad token) or later — is logged at once
@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::{AdapterConfig, Config};
-use crate::http::AdapterStates;
-use crate::router::Router;
+use crate::question::router::Router;
+use crate::service::http::AdapterStates;
 
 /// How to start (and start again) one bot's adapter.
 pub struct AdapterSpec {
@@ -70,6 +70,8 @@ pub fn adapter_specs(config: &Config) -> anyhow::Result<Vec<AdapterSpec>> {
                     Ok(Box::new(lore_adapters::telegram::TelegramAdapter::new(&bot_name, &cfg, token.clone())?))
                 })
             }
+            #[allow(unreachable_patterns)]
+            other => anyhow::bail!("{key}: this lore was built without {}", other.missing_feature().unwrap_or("it")),
         };
         adapters.push(spec);
     }
@@ -112,7 +114,7 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
     crate::metrics::handle();
     let http = match &app.config.server {
         Some(cfg) => {
-            Some(crate::http::start(cfg, app.clone(), router.clone(), states.clone(), shutdown.clone()).await?)
+            Some(crate::service::http::start(cfg, app.clone(), router.clone(), states.clone(), shutdown.clone()).await?)
         }
         None => None,
     };

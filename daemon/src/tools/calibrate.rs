@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
-use crate::confidence::{signal, Calibration, Combiner, FittedWith, Stage, FORMAT};
-use crate::eval::{abstention_report, Abstention, Asked, EvalArgs, Evaluation, Kind};
+use crate::question::confidence::{signal, Calibration, Combiner, FittedWith, Stage, FORMAT};
+use crate::tools::eval::{abstention_report, Abstention, Asked, EvalArgs, Evaluation, Kind};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
@@ -103,7 +103,7 @@ pub async fn run(app: &App, args: &CalibrateArgs) -> anyhow::Result<Value> {
     }
     let asked = collect(app, args).await?;
     if let Some(file) = &args.save_signals {
-        crate::eval::write_details(file, &asked, &Abstention::Never)?;
+        crate::tools::eval::write_details(file, &asked, &Abstention::Never)?;
     }
     let calibration = fit(&asked, &args.features, target, fitted_with(app, args, &asked)?)?;
     calibration.save(&args.out)?;
@@ -125,7 +125,7 @@ pub async fn run(app: &App, args: &CalibrateArgs) -> anyhow::Result<Value> {
 async fn collect(app: &App, args: &CalibrateArgs) -> anyhow::Result<Vec<Asked>> {
     let mut asked = Vec::new();
     for file in &args.signals {
-        asked.extend(crate::eval::read_details(file)?);
+        asked.extend(crate::tools::eval::read_details(file)?);
     }
     for (i, file) in args.squad.iter().enumerate() {
         let mut eval_args = EvalArgs::for_calibration(file.clone(), Some(args.bot.clone()), args.limit);
@@ -138,7 +138,7 @@ async fn collect(app: &App, args: &CalibrateArgs) -> anyhow::Result<Vec<Asked>> 
     if !args.gold.is_empty() {
         let eval_args = EvalArgs::for_calibration(PathBuf::new(), Some(args.bot.clone()), None);
         let eval = Evaluation::new(app, &eval_args)?;
-        let chain = app.chain(crate::router::bot_place(&app.config, &args.bot)?)?;
+        let chain = app.chain(crate::question::router::bot_place(&app.config, &args.bot)?)?;
         for file in &args.gold {
             for (line, case) in read_gold(file)?.into_iter().enumerate() {
                 let kind = if case.answer.is_some() { Kind::Answerable } else { Kind::Unanswerable };
@@ -169,7 +169,7 @@ fn read_gold(file: &std::path::Path) -> anyhow::Result<Vec<GoldCase>> {
 }
 
 fn fitted_with(app: &App, args: &CalibrateArgs, asked: &[Asked]) -> anyhow::Result<FittedWith> {
-    let place = crate::router::bot_place(&app.config, &args.bot)?;
+    let place = crate::question::router::bot_place(&app.config, &args.bot)?;
     let m = &app.config.models;
     let count = |kind: Kind| asked.iter().filter(|a| a.kind == kind).count();
     let mut data: Vec<String> =
@@ -380,7 +380,7 @@ fn best_threshold(asked: &[Asked], target: Target, declines: impl Fn(&Asked, f64
 /// The answer's F1 against its gold answers (0 for questions without one).
 fn f1_of(a: &Asked) -> f64 {
     let golds: Vec<&str> = a.golds.iter().map(String::as_str).collect();
-    crate::eval::score(&a.answer, &golds, true).1
+    crate::tools::eval::score(&a.answer, &golds, true).1
 }
 
 /// Answered share, precision, answerable F1 kept and the shares declined, at thresholds
@@ -420,7 +420,7 @@ fn signals_alone(asked: &[Asked]) -> Value {
         let values: Vec<f64> = asked.iter().map(|a| a.signals.get(name).unwrap_or(f64::MIN)).collect();
         out.insert(
             name.to_string(),
-            json!({"auroc_right": crate::eval::auroc(&values, &right), "auroc_answerable": crate::eval::auroc(&values, &answerable)}),
+            json!({"auroc_right": crate::tools::eval::auroc(&values, &right), "auroc_answerable": crate::tools::eval::auroc(&values, &answerable)}),
         );
     }
     Value::Object(out)
@@ -473,7 +473,7 @@ pub fn print_report(r: &Value) {
 pub fn differences(
     calibration: &Calibration,
     config: &crate::config::Config,
-    place: &crate::router::Place,
+    place: &crate::question::router::Place,
 ) -> Vec<String> {
     let f = &calibration.fitted_with;
     let m = &config.models;
@@ -496,7 +496,7 @@ pub fn differences(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::confidence::Signals;
+    use crate::question::confidence::Signals;
 
     /// Questions whose answers are right exactly when `support` is high, with a noise
     /// signal beside it.

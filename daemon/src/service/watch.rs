@@ -15,8 +15,8 @@ use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
 
-use super::{ingest, Progress, Settings};
 use crate::app::App;
+use crate::ingest::{ingest, Progress, Settings};
 
 /// Quiet time after the last change before a knowledge base is re-ingested: an editor's
 /// save or a copied folder is one run, not dozens.
@@ -44,7 +44,7 @@ pub fn start(app: &Arc<App>) -> anyhow::Result<Watchers> {
     if app.config.knowledge_bases.values().any(|kb| kb.watch) {
         // Every re-ingest parses in child processes: a program that cannot start them stops
         // here, not at the first document.
-        super::sandbox::Sandbox::locate(&app.config.parsing)?;
+        crate::ingest::sandbox::Sandbox::locate(&app.config.parsing)?;
     }
     for (name, kb) in app.config.knowledge_bases.iter().filter(|(_, kb)| kb.watch) {
         let (tx, rx) = unbounded_channel();

@@ -89,7 +89,7 @@ impl Answerer for Stand {
             generated_tokens: 0,
             quote: None,
             judged: Default::default(),
-            sources: crate::pipeline::SourceNames::default().refs(std::slice::from_ref(&hit)),
+            sources: crate::question::pipeline::SourceNames::default().refs(std::slice::from_ref(&hit)),
         })
     }
 

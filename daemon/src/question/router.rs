@@ -12,10 +12,10 @@ use lore_core::{panic_message, Command, Incoming, ReplySink};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Allow, Config, Retrieval};
-use crate::line::{Line, LineSettings, Refusal, Ticket, Wait};
-use crate::memory::{Memory, ShownSource};
-use crate::pipeline::{Outcome, Reranking};
-use crate::prompt::{Template, Turn};
+use crate::question::line::{Line, LineSettings, Refusal, Ticket, Wait};
+use crate::question::memory::{Memory, ShownSource};
+use crate::question::pipeline::{Outcome, Reranking};
+use crate::question::prompt::{Template, Turn};
 
 /// Where and how a bot answers in one place (its default, or a configured channel), as
 /// the config says; the answerer turns it into its own resolved form once, at start.
@@ -30,7 +30,7 @@ pub struct Place {
 
 /// Where bot `name` answers outside its configured channels.
 pub fn bot_place(config: &Config, name: &str) -> anyhow::Result<Place> {
-    let b = config.bots.get(name).ok_or_else(|| crate::app::unknown_bot(config, name))?;
+    let b = config.bot(name)?;
     let base = config.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     Ok(Place {
         kb: b.knowledge_base.clone(),
@@ -134,11 +134,11 @@ impl<A: Answerer> Router<A> {
         }
         let a = &config.admission;
         let line = Line::new(LineSettings {
-            concurrent: config.models.generator.parallel,
+            concurrent: config.models.generator.parallel(),
             max_waiting: a.max_waiting_questions,
             max_waiting_per_person: a.max_waiting_per_person,
             per_user_in_flight: a.per_user_in_flight,
-            rate_limit: a.rate_limit.as_ref().map(|r| (r.questions, std::time::Duration::from_secs(r.per_seconds))),
+            rate_limit: a.rate_limit.as_ref().map(|r| (r.questions, std::time::Duration::from_secs(r.per_secs))),
         });
         Ok(Self {
             answerer,
@@ -153,6 +153,11 @@ impl<A: Answerer> Router<A> {
     /// The line every question waits in.
     pub fn line(&self) -> &Line {
         &self.line
+    }
+
+    /// The bots' names, in order.
+    pub fn bots(&self) -> impl Iterator<Item = &str> {
+        self.bots.keys().map(String::as_str)
     }
 
     /// Whether a bot of this name is configured.
@@ -198,7 +203,7 @@ impl<A: Answerer> Router<A> {
             () = self.give_up.cancelled() => Err(Restarting.into()),
         };
         match &answered {
-            Ok(outcome) => crate::metrics::answered(bot, API, outcome),
+            Ok(outcome) => crate::metrics::answered(bot, API, outcome.figures()),
             Err(_) => crate::metrics::error(bot, API),
         }
         answered
@@ -206,7 +211,7 @@ impl<A: Answerer> Router<A> {
 
     /// The `llm` reranker is skipped for a turn that came while others waited, unless
     /// `admission.rerank_when_busy`.
-    fn reranking(&self, turn: &crate::line::Turn) -> Reranking {
+    fn reranking(&self, turn: &crate::question::line::Turn) -> Reranking {
         if turn.busy && !self.rerank_when_busy {
             Reranking::WithoutLlm
         } else {
@@ -354,7 +359,7 @@ impl<A: Answerer> Router<A> {
         let history = &history[history.len().saturating_sub(bot.memory_turns)..];
         let mut sink = TurnUntilFinal { sink: msg.reply.as_mut(), turn: Some(turn) };
         let outcome = self.answerer.answer(&place.route, question, history, reranking, &mut sink).await?;
-        crate::metrics::answered(&msg.bot, crate::metrics::platform(&msg.conversation.0), &outcome);
+        crate::metrics::answered(&msg.bot, crate::metrics::platform(&msg.conversation.0), outcome.figures());
         let shown: Vec<ShownSource> = outcome
             .sources
             .iter()
@@ -378,7 +383,7 @@ impl<A: Answerer> Router<A> {
 /// question from its turn. The answer is still delivered once, by the same task.
 struct TurnUntilFinal<'a> {
     sink: &'a mut dyn ReplySink,
-    turn: Option<crate::line::Turn>,
+    turn: Option<crate::question::line::Turn>,
 }
 
 #[async_trait]
@@ -410,7 +415,7 @@ fn user_message(error: &anyhow::Error, id: &str) -> String {
         if let Some(e @ lore_core::GenerateError::QueueFull(_)) = cause.downcast_ref() {
             return format!("Sorry, I could not answer that: {e}");
         }
-        if let Some(e @ crate::prompt::PromptError::QuestionTooLong { .. }) = cause.downcast_ref() {
+        if let Some(e @ crate::question::prompt::PromptError::QuestionTooLong { .. }) = cause.downcast_ref() {
             return format!("Sorry, I could not answer that: {e}");
         }
     }

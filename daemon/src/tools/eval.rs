@@ -14,18 +14,19 @@ use std::time::Instant;
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use lore_core::{ChatModel, GenerateRequest, Hit, ReplySink, Sampling, SourceRef};
+use lore_core::{ReplySink, SourceRef};
 use lore_plugins::{KbHandle, KbStore, RetrieverConfig};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::answer_text::{clean_answer, normalize_answer, says_dont_know, stands_in};
 use crate::app::App;
-use crate::confidence::{Calibration, Signals, Stage};
 use crate::config::{AnswerStyle, Retrieval};
 use crate::ingest::Progress;
-use crate::pipeline::{best_similarity, respond, Chain, Judging, Pipeline};
-use crate::prompt::{self, Template};
+use crate::question::answer_text::{clean_answer, normalize_answer, stands_in};
+use crate::question::confidence::{Calibration, Signals, Stage};
+use crate::question::pipeline::{best_similarity, respond, Chain, Judging, Pipeline};
+use crate::question::prompt::Template;
+use crate::question::single::{says_dont_know, short_answer, SHORT_ANSWER_SYSTEM};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
@@ -345,8 +346,6 @@ const EVAL_ANSWER_TOKENS: usize = 48;
 /// Abstention thresholds reported by the sweep.
 const SWEEP: [f32; 11] = [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6];
 
-pub const EVAL_SYSTEM: &str = include_str!("../../prompts/eval-system.txt");
-
 /// Asks every question (up to `--limit`) of the SQuAD file, article by article (and the
 /// off-topic ones of each), and returns the metrics; writes the predictions (and
 /// `--details`) files.
@@ -409,10 +408,12 @@ impl<'a> Evaluation<'a> {
     pub(crate) fn new(app: &'a App, args: &'a EvalArgs) -> anyhow::Result<Self> {
         let (mut retrieval, template) = match &args.bot {
             Some(bot) => {
-                let place = crate::router::bot_place(&app.config, bot)?;
+                let place = crate::question::router::bot_place(&app.config, bot)?;
                 (place.retrieval, place.template)
             }
-            None => (app.config.retrieval.clone(), Template { system: EVAL_SYSTEM.trim().to_string(), body: None }),
+            None => {
+                (app.config.retrieval.clone(), Template { system: SHORT_ANSWER_SYSTEM.trim().to_string(), body: None })
+            }
         };
         if let Some(r) = &args.retriever {
             retrieval.retriever = match r.as_str() {
@@ -452,7 +453,7 @@ impl<'a> Evaluation<'a> {
             retrieval,
             template,
             pipeline,
-            in_flight: if args.retrieval_only { 1 } else { app.config.models.generator.parallel },
+            in_flight: if args.retrieval_only { 1 } else { app.config.models.generator.parallel() },
             question_seconds: Default::default(),
             lora: args.adapter.clone().map(|path| lore_core::LoraAdapter { path, scale: args.adapter_scale }),
         })
@@ -607,7 +608,7 @@ impl<'a> Evaluation<'a> {
     async fn ask(&self, chain: &Chain, gold: Gold, kind: Kind, qa: &Qa) -> anyhow::Result<Asked> {
         let started = Instant::now();
         // Recall@k and MRR are computed on the reranked candidates, best first.
-        let retrieved = chain.retrieve_with(&qa.question, crate::pipeline::Reranking::Full).await?;
+        let retrieved = chain.retrieve_with(&qa.question, crate::question::pipeline::Reranking::Full).await?;
         let ranked = &retrieved.hits;
         let gold_rank = ranked.iter().position(|h| gold.holds(&h.chunk)).map(|r| r + 1);
         let top_score = ranked.first().map(|h| h.score);
@@ -633,7 +634,7 @@ impl<'a> Evaluation<'a> {
                 let answer = p
                     .answer_from(
                         &self.generate_always,
-                        crate::pipeline::Voice { template: &self.template, lora: self.lora.as_ref() },
+                        crate::question::pipeline::Voice { template: &self.template, lora: self.lora.as_ref() },
                         &qa.question,
                         &[],
                         retrieved,
@@ -888,32 +889,6 @@ fn abstention_sweep(asked: &[&Asked]) -> Value {
         })
         .collect();
     json!(sweep)
-}
-
-/// The model's answer to `question` from `passages` (none: closed book) the way `lore eval`
-/// asks for one: its short-answer system message, the bots' prompt, the answer cleaned.
-pub async fn short_answer(
-    model: &dyn ChatModel,
-    question: &str,
-    passages: &[Hit],
-    max_tokens: usize,
-    sampling: Sampling,
-    lora: Option<&lore_core::LoraAdapter>,
-) -> anyhow::Result<String> {
-    let template = Template { system: EVAL_SYSTEM.trim().to_string(), body: None };
-    let built = prompt::build(model, &template, question, passages, &[], max_tokens).await?;
-    let generated = model
-        .generate(GenerateRequest {
-            prompt: built.text,
-            max_tokens,
-            stop: built.stop,
-            ignore_eos: false,
-            sampling,
-            lora: lora.cloned(),
-        })?
-        .collect()
-        .await?;
-    Ok(clean_answer(&generated.text))
 }
 
 struct Discard;

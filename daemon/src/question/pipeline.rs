@@ -16,11 +16,11 @@ use lore_core::{ChatModel, Event, GenerateRequest, Generation, Hit, PluginContex
 use lore_core::{SourceRef, StopReason};
 use lore_plugins::{KbHandle, RerankerConfig};
 
-use crate::answer_text::{content_words, stands_in, words_found};
-use crate::confidence::{signal, Calibration, Judgement, Signals, Stage};
 use crate::config::{AnswerStyle, Instead, Retrieval, Sampling};
-use crate::evidence::{EvidenceFinder, Quote};
-use crate::prompt::{self, Template, Turn};
+use crate::question::answer_text::{content_words, stands_in, words_found};
+use crate::question::confidence::{signal, Calibration, Judgement, Signals, Stage};
+use crate::question::evidence::{EvidenceFinder, Quote};
+use crate::question::prompt::{self, Template, Turn};
 
 /// One bot's or channel's retrieval, resolved once: the knowledge base, the retriever and
 /// rerankers built for it, the thresholds and calibration, and the prompt template.
@@ -206,6 +206,17 @@ impl Outcome {
     pub fn confidence(&self) -> Option<f64> {
         self.judged.judgement.map(|j| j.probability)
     }
+
+    /// What `/metrics` counts of it.
+    pub fn figures(&self) -> crate::metrics::Answered {
+        crate::metrics::Answered {
+            abstained: self.abstained,
+            retrieval_time: self.retrieval_time,
+            first_token: self.first_token,
+            total_time: self.total_time,
+            generated_tokens: self.generated_tokens,
+        }
+    }
 }
 
 impl Pipeline {
@@ -367,7 +378,7 @@ impl Judge {
         let mut signals = self.signals.clone();
         let passages_text: String =
             prompt.passages.iter().map(|h| h.chunk.text.as_str()).collect::<Vec<_>>().join("\n");
-        let cleaned = crate::answer_text::clean_answer(answer);
+        let cleaned = crate::question::answer_text::clean_answer(answer);
         signals.set(signal::ANSWER_IN_PASSAGES, words_found(&cleaned, &passages_text));
         let span = prompt.passages.iter().any(|h| stands_in(&cleaned, &h.chunk.text));
         signals.set(signal::ANSWER_SPAN, if span { 1.0 } else { 0.0 });

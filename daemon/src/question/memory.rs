@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::prompt::Turn;
+use crate::question::prompt::Turn;
 
 /// A passage behind an answer, as `/sources` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

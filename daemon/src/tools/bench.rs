@@ -14,9 +14,9 @@ use lore_plugins::{KbStore, RetrieverConfig};
 use serde_json::{json, Value};
 
 use crate::config::Retrieval;
-use crate::evidence::EvidenceFinder;
-use crate::pipeline::{Answer, Chain, Pipeline};
-use crate::prompt::Template;
+use crate::question::evidence::EvidenceFinder;
+use crate::question::pipeline::{Answer, Chain, Pipeline};
+use crate::question::prompt::Template;
 
 /// `lore bench`'s flags: the engine's, and the daemon's tests' own.
 #[derive(Debug, Clone, clap::Args)]
@@ -127,7 +127,7 @@ async fn load_run(
         plugins,
         config: Arc::new(config.clone()),
     };
-    let router = Arc::new(crate::router::Router::new(&config, answering, None)?);
+    let router = Arc::new(crate::question::router::Router::new(&config, answering, None)?);
     generator.forget_cached_prompts();
     let started = Instant::now();
     let sinks: Vec<TimedSink> = (0..questions).map(|_| TimedSink::new(started)).collect();
@@ -397,7 +397,7 @@ impl ExtraTest for HttpHopTest {
             plugins,
             config: Arc::new(config.clone()),
         };
-        let router = Arc::new(crate::router::Router::new(&config, answering, None)?);
+        let router = Arc::new(crate::question::router::Router::new(&config, answering, None)?);
         let app = Arc::new(crate::app::App {
             config: config.clone(),
             store,
@@ -410,7 +410,7 @@ impl ExtraTest for HttpHopTest {
         });
         let stop = tokio_util::sync::CancellationToken::new();
         let server = config.server.as_ref().expect("configured above");
-        let http = crate::http::start(server, app, router, Default::default(), stop.clone()).await?;
+        let http = crate::service::http::start(server, app, router, Default::default(), stop.clone()).await?;
         let remote = lore_remote::RemoteGenerator::new(lore_remote::RemoteGeneratorSettings {
             pool: lore_remote::PoolSettings {
                 endpoints: vec![format!("http://127.0.0.1:{port}/v1")],
@@ -529,16 +529,19 @@ async fn timed_answers(
 pub async fn run_pool(app: &crate::app::App, args: &EngineArgs) -> anyhow::Result<()> {
     let pool = app.remote.as_ref().expect("loaded with Models::All for a pool");
     let mut result = serde_json::Map::new();
-    for at_once in [1, app.config.models.generator.parallel] {
+    let crate::config::GeneratorSettings::Openai(settings) = &app.config.models.generator else {
+        anyhow::bail!("`lore bench` measures a pool of servers when models.generator has `type: openai`");
+    };
+    for at_once in [1, settings.parallel] {
         let figures = timed_answers(pool, at_once, args.reps, args.n_gen, &|| {}, &|_, pieces| pieces).await?;
         result.insert(at_once.to_string(), figures);
     }
-    let out = json!({"model": app.config.models.generator.name(), "endpoints": app.config.models.generator.endpoints, "pool": result});
+    let out = json!({"model": settings.model, "endpoints": settings.endpoints, "pool": result});
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("model {} on {}", out["model"].as_str().unwrap_or(""), app.config.models.generator.endpoints.join(", "));
+    println!("model {} on {}", settings.model, settings.endpoints.join(", "));
     println!("{:<44} {:>12} {:>12}", "answers at once", "first token", "tok/s each");
     for (at_once, f) in &result {
         let ms = f["ttft_ms_p50"].as_f64().unwrap_or(f64::NAN);

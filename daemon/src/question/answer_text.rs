@@ -1,7 +1,6 @@
 //! What an answer says, read as text: SQuAD's normalisation (so "The Normans." and
-//! "normans" compare equal), its content words, citation marks taken out, and whether it
-//! only says "I don't know". Answering, evaluation and question generation all read
-//! answers this way.
+//! "normans" compare equal), its content words, citation marks taken out. Answering,
+//! evaluation and question generation all read answers this way.
 
 use std::collections::BTreeSet;
 
@@ -10,12 +9,6 @@ pub fn normalize_answer(s: &str) -> String {
     let lower = s.to_lowercase();
     let no_punct: String = lower.chars().filter(|c| !c.is_ascii_punctuation()).collect();
     no_punct.split_whitespace().filter(|w| !matches!(*w, "a" | "an" | "the")).collect::<Vec<_>>().join(" ")
-}
-
-/// "I don't know", "I do not know the answer.", "Unknown" and the like.
-pub fn says_dont_know(text: &str) -> bool {
-    let n = normalize_answer(text);
-    ["i dont know", "i do not know", "unknown", "not mentioned", "no answer"].iter().any(|p| n.starts_with(p))
 }
 
 /// The answer without citation marks (`[1]`, `[1, 2]`), on one line.
@@ -79,8 +72,6 @@ mod tests {
     fn squad_normalisation_citations_and_dont_know() {
         assert_eq!(normalize_answer("The  Normans, of France!"), "normans of france");
         assert_eq!(clean_answer("Rollo [1, 2] led them [citation]"), "Rollo led them [citation]");
-        assert!(says_dont_know("I don't know."));
-        assert!(!says_dont_know("In France"));
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use lore_core::{ChatModel, Hit, PromptText};
 
-const SYSTEM: &str = include_str!("../../prompts/system.txt");
-const CHAT: &str = include_str!("../../prompts/chat.txt");
-const PLAIN: &str = include_str!("../../prompts/plain.txt");
+const SYSTEM: &str = include_str!("../../../prompts/system.txt");
+const CHAT: &str = include_str!("../../../prompts/chat.txt");
+const PLAIN: &str = include_str!("../../../prompts/plain.txt");
 
 /// Stop strings for the plain template: a base model would go on to invent the next question.
 pub const PLAIN_STOPS: [&str; 2] = ["\nQuestion:", "\n\n\n"];

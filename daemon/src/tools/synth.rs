@@ -1,5 +1,5 @@
 //! `lore synth`: question/answer pairs written from a knowledge base, for fine-tuning a
-//! model on your own text (the guide's question generation and paraphrase augmentation).
+//! model on your own text (question generation and paraphrase augmentation).
 //!
 //! The generator reads each chunk and writes a question it answers (`prompts/synth.txt`),
 //! then answers it from the chunk the way `lore eval` asks for answers (the shortest
@@ -19,20 +19,19 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use lore_core::{ChatModel, Chunk, GenerateRequest, PromptText, Sampling};
+use lore_core::{ChatModel, Chunk, Sampling};
 use serde_json::json;
 
 use crate::app::App;
-use crate::prompt::fill;
+use crate::question::prompt::fill;
+use crate::question::single::{
+    instruct, question_about, read_question, says_dont_know, short_answer, INSTRUCTION_TOKENS, QUESTION_PROMPT,
+};
 
-/// Asks for a question a passage answers (also what `generated_questions` asks).
-pub(crate) const SYNTH: &str = include_str!("../../prompts/synth.txt");
-const PARAPHRASE: &str = include_str!("../../prompts/paraphrase.txt");
+const PARAPHRASE: &str = include_str!("../../../prompts/paraphrase.txt");
 
 /// The system message of the written conversations: what the fine-tuned model is for.
 const TRAINED_SYSTEM: &str = "Answer the question from what you know of the documents.";
-
-const PAIR_TOKENS: usize = 96;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SynthArgs {
@@ -96,7 +95,7 @@ pub async fn run(app: &App, args: &SynthArgs, bar: bool) -> anyhow::Result<Synth
     report.already_done = report.chunks - todo.len();
     let model = app.pipeline().model;
     let progress = progress_bar(bar, report.chunks as u64, report.already_done as u64);
-    let parallel = app.config.models.generator.parallel.max(1);
+    let parallel = app.config.models.generator.parallel().max(1);
     let mut written = futures::stream::iter(todo)
         .map(|chunk| {
             let model = model.clone();
@@ -138,15 +137,14 @@ fn progress_bar(shown: bool, len: u64, done: u64) -> ProgressBar {
 async fn pairs_of(model: Arc<dyn ChatModel>, chunk: &Chunk, paraphrases: usize) -> anyhow::Result<Vec<String>> {
     let passage = chunk.text.trim();
     // Greedy, with the repeat penalty: small models otherwise loop on "What is the question".
-    let Some(question) = question_about(model.as_ref(), SYNTH, passage, Sampling::default()).await? else {
+    let Some(question) = question_about(model.as_ref(), QUESTION_PROMPT, passage, Sampling::default()).await? else {
         tracing::debug!(chunk = chunk.id, "no question in the reply");
         return Ok(vec![]);
     };
     // Answered from the chunk alone, as `lore eval` asks for answers.
     let only = [lore_core::Hit { chunk: chunk.clone(), score: 1.0, similarity: None, lexical: None }];
-    let answer =
-        crate::eval::short_answer(model.as_ref(), &question, &only, PAIR_TOKENS, Sampling::default(), None).await?;
-    if answer.is_empty() || crate::answer_text::says_dont_know(&answer) {
+    let answer = short_answer(model.as_ref(), &question, &only, INSTRUCTION_TOKENS, Sampling::default(), None).await?;
+    if answer.is_empty() || says_dont_know(&answer) {
         tracing::debug!(chunk = chunk.id, question, answer, "no answer from the passage");
         return Ok(vec![]);
     }
@@ -154,7 +152,7 @@ async fn pairs_of(model: Arc<dyn ChatModel>, chunk: &Chunk, paraphrases: usize) 
     for k in 0..paraphrases {
         // Sampled, with a seed per copy: greedy decoding would write the same words each time.
         let sampling = Sampling { temperature: 0.8, seed: 1 + k as u32, ..Sampling::default() };
-        let reworded = ask(model.as_ref(), &fill(PARAPHRASE, &[("question", &question)]), sampling).await?;
+        let reworded = instruct(model.as_ref(), &fill(PARAPHRASE, &[("question", &question)]), sampling).await?;
         if let Some(reworded) = read_question(&reworded).filter(|q| !questions.contains(q)) {
             questions.push(reworded);
         }
@@ -177,66 +175,6 @@ async fn pairs_of(model: Arc<dyn ChatModel>, chunk: &Chunk, paraphrases: usize) 
         .to_string()
     };
     Ok(questions.iter().enumerate().map(|(i, q)| line(q, i > 0)).collect())
-}
-
-/// A question `passage` answers, written by the generator from `prompt` (with a
-/// `{passage}` slot); `None` when its reply does not read as one.
-pub(crate) async fn question_about(
-    model: &dyn ChatModel,
-    prompt: &str,
-    passage: &str,
-    sampling: Sampling,
-) -> anyhow::Result<Option<String>> {
-    let reply = ask(model, &fill(prompt, &[("passage", passage)]), sampling).await?;
-    let question = read_question(&reply);
-    if question.is_none() {
-        tracing::debug!(reply, "the reply is not a question");
-    }
-    Ok(question)
-}
-
-/// One reply of the generator to an instruction (the chat template when the model has
-/// one, else the plain text and an empty line to stop at).
-async fn ask(model: &dyn ChatModel, instruction: &str, sampling: Sampling) -> anyhow::Result<String> {
-    let (prompt, stop) = match model.render_chat(&[("user", instruction)]) {
-        Some(prompt) => (prompt, vec![]),
-        None => {
-            let mut prompt = PromptText::default();
-            prompt.push_text(instruction);
-            prompt.push_template("\n");
-            (prompt, vec!["\n\n".to_string()])
-        }
-    };
-    let generation = model.generate(GenerateRequest {
-        prompt,
-        max_tokens: PAIR_TOKENS,
-        stop,
-        ignore_eos: false,
-        sampling,
-        lora: None,
-    })?;
-    Ok(generation.collect().await?.text)
-}
-
-/// The question in a reply: its first line (or the first after lines that introduce it,
-/// ending in ":") without a "Question:" label or list number, or the quoted question
-/// inside a wrapper such as `What is the answer to the question "…?"`. `None` unless it
-/// ends in "?" and is more than a word or two.
-fn read_question(reply: &str) -> Option<String> {
-    let mut lines = reply.trim().lines().map(str::trim).filter(|l| !l.is_empty());
-    let line = lines.find(|l| !l.ends_with(':'))?;
-    let line = line.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == ')').trim();
-    let line = line.strip_prefix("Question:").unwrap_or(line).trim().trim_matches('*').trim();
-    let wrapped = line.to_lowercase().starts_with("what is the answer to");
-    let quoted = line.split('"').rfind(|part| part.trim().ends_with('?')).map(str::trim);
-    let question = match quoted {
-        Some(q) if wrapped => q,
-        _ => line,
-    };
-    let question = question.trim_matches(|c| c == '"' || c == '\'').trim();
-    let answerable = question.ends_with('?') && question.split_whitespace().count() >= 3;
-    let wrapper = question.to_lowercase().starts_with("what is the answer to");
-    (answerable && !wrapper).then(|| question.to_string())
 }
 
 /// Where pairs go: one file, or a training and a validation file.
@@ -312,21 +250,6 @@ fn in_training_share(chunk_id: &str, share: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_question_is_read_from_the_reply_or_not_at_all() {
-        let q = |reply: &str| read_question(reply);
-        assert_eq!(q("Question: Where do bees dance?\nAnswer: on the comb").as_deref(), Some("Where do bees dance?"));
-        let wrapped = r#"Question: What is the answer to the question "Where was the Duchy of Normandy?""#;
-        assert_eq!(q(wrapped).as_deref(), Some("Where was the Duchy of Normandy?"));
-        assert_eq!(q("What is the answer to this question?"), None, "a wrapper alone");
-        let word = r#"What is the origin of the English word "Norman"?"#;
-        assert_eq!(q(word).as_deref(), Some(word), "quotes inside a question");
-        assert_eq!(q("Bees?"), None, "too short");
-        assert_eq!(q("The passage is about bees."), None);
-        let introduced = "Here is a question that can be asked:\n\n1. Where do honeybees dance?";
-        assert_eq!(q(introduced).as_deref(), Some("Where do honeybees dance?"));
-    }
 
     #[test]
     fn split_files_sit_beside_the_output_and_chunks_keep_their_side() {
