@@ -84,7 +84,7 @@ pub enum Command {
     /// Write question/answer pairs from a knowledge base, for fine-tuning (JSONL).
     Synth(crate::tools::synth::SynthArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
-    Bench(lore_engine::bench::BenchArgs),
+    Bench(crate::bench::BenchArgs),
     /// Parse one document from stdin into JSON on stdout, under resource limits: how
     /// ingest reads documents, each in a child process of its own.
     #[command(name = "parse-document", hide = true)]
@@ -131,7 +131,7 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Bench(args) = &cli.command {
-        if let (Some(m), Some(e)) = (&args.model, &args.embedder) {
+        if let (Some(m), Some(e)) = (&args.engine.model, &args.engine.embedder) {
             return crate::tools::bench::run(args.clone(), m.clone(), e.clone()).await;
         }
     }
@@ -194,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 GeneratorSettings::Llama(local) => local.path.clone(),
                 GeneratorSettings::Openai(_) => {
                     let app = App::load(config, Models::All).await?;
-                    return crate::tools::bench::run_pool(&app, &args).await;
+                    return crate::tools::bench::run_pool(&app, &args.engine).await;
                 }
             };
             let EmbedderSettings::Llama(embedder) = &m.embedder else {
@@ -462,4 +462,14 @@ async fn check(config: Config) -> anyhow::Result<()> {
     }
     println!("all good");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command line's definition only when it is parsed: a clash (two flags
+    /// or two argument groups of one name, as `lore bench` once had) would panic at start.
+    #[test]
+    fn the_command_line_definition_has_no_clashes() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }
