@@ -53,6 +53,8 @@ struct Job {
     request: GenerateRequest,
     events: mpsc::UnboundedSender<Event>,
     cancel: CancellationToken,
+    /// The span of whoever asked (a question's): the worker writes this job's lines in it.
+    span: tracing::Span,
 }
 
 struct Queue {
@@ -428,7 +430,16 @@ impl Generator {
             return Err(GenerateError::QueueFull(q.waiting.len()));
         }
         let busy = q.active + q.waiting.len() >= self.inner.parallel;
-        q.waiting.push_back(Job { tokens, lora, score_from, request, events: tx.clone(), cancel: cancel.clone() });
+        let span = tracing::Span::current();
+        q.waiting.push_back(Job {
+            tokens,
+            lora,
+            score_from,
+            request,
+            events: tx.clone(),
+            cancel: cancel.clone(),
+            span,
+        });
         if busy {
             let _ = tx.send(Event::Queued { position: q.waiting.len() });
         }
@@ -696,6 +707,10 @@ impl<'m> Worker<'m> {
                 continue;
             }
             let (seq, reused) = self.pick_sequence(&job);
+            job.span.in_scope(|| {
+                let (prompt_tokens, scoring) = (job.tokens.len(), job.score_from.is_some());
+                tracing::debug!(seq, prompt_tokens, reused_tokens = reused, scoring, "generation started");
+            });
             self.admissions += 1;
             self.slots[seq] = Some(Active {
                 seq: seq as i32,
@@ -940,10 +955,11 @@ impl<'m> Worker<'m> {
             tracing::debug!("KV cache full; dropped the prompts kept for reuse");
             return;
         }
-        tracing::warn!("KV cache full; failing the newest generation");
         let newest = (0..self.slots.len())
             .filter(|&i| self.slots[i].is_some())
             .max_by_key(|&i| self.slots[i].as_ref().map_or(0, |a| a.admitted));
+        let span = newest.and_then(|i| self.slots[i].as_ref()).map_or_else(tracing::Span::none, |a| a.job.span.clone());
+        span.in_scope(|| tracing::warn!("KV cache full; failing the newest generation"));
         if let Some(i) = newest {
             self.fail(i, "the model's context is full; please ask again");
         }
@@ -993,6 +1009,7 @@ impl<'m> Worker<'m> {
 
     fn finish(&mut self, i: usize, reason: StopReason) {
         if let Some(mut a) = self.slots[i].take() {
+            a.job.span.in_scope(|| tracing::debug!(?reason, generated_tokens = a.generated, "generation finished"));
             if reason != StopReason::StopString {
                 let rest = a.utf8.finish();
                 a.held.push_str(&rest);
@@ -1023,6 +1040,7 @@ impl<'m> Worker<'m> {
 
     fn fail(&mut self, i: usize, message: &str) {
         if let Some(a) = self.slots[i].take() {
+            a.job.span.in_scope(|| tracing::debug!(error = message, "generation failed"));
             let _ = a.job.events.send(Event::Failed(message.to_string()));
             self.release(a.seq);
         }
