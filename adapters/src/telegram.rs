@@ -113,32 +113,7 @@ impl Adapter for TelegramAdapter {
         let bot = self.client(Duration::from_secs(self.cfg.request_timeout_secs))?;
         let throttle = EditThrottle::new(Duration::from_millis(self.cfg.edit_interval_ms));
         let mut backoff = Backoff::default();
-        let me = loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                me = bot.get_me().send() => match me {
-                    Ok(me) => break me,
-                    // A wrong token never gets better.
-                    Err(RequestError::Api(ApiError::InvalidToken)) => {
-                        anyhow::bail!("Telegram rejected the token of bot {:?}", self.name)
-                    }
-                    Err(error) => {
-                        warn!(bot = %self.name, %error, "Telegram getMe failed; retrying");
-                        backoff.wait(&shutdown).await;
-                    }
-                },
-            }
-        };
-        info!(bot = %self.name, username = %me.username(), "connected to Telegram");
-        // getUpdates is refused while a webhook is set.
-        if let Err(error) = with_retries(TelegramChat::classify, || bot.delete_webhook().send()).await {
-            warn!(bot = %self.name, %error, "deleteWebhook failed");
-        }
-        let commands: Vec<_> = Command::ALL.iter().map(|(_, name, about)| BotCommand::new(*name, *about)).collect();
-        if let Err(error) = with_retries(TelegramChat::classify, || bot.set_my_commands(commands.clone()).send()).await
-        {
-            warn!(bot = %self.name, %error, "setMyCommands failed");
-        }
+        let Some(me) = self.connect(&bot, &shutdown, &mut backoff).await? else { return Ok(()) };
 
         // getMe answered with this token, and polling starts now.
         connected.now();
@@ -188,6 +163,43 @@ impl Adapter for TelegramAdapter {
 }
 
 impl TelegramAdapter {
+    /// Asks Telegram who this bot is until it answers (a refused token is an error; `None`
+    /// when shut down first), then clears a webhook and sets the command menu.
+    async fn connect(
+        &self,
+        bot: &Bot,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> anyhow::Result<Option<Me>> {
+        let me = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                me = bot.get_me().send() => match me {
+                    Ok(me) => break me,
+                    // A wrong token never gets better.
+                    Err(RequestError::Api(ApiError::InvalidToken)) => {
+                        anyhow::bail!("Telegram rejected the token of bot {:?}", self.name)
+                    }
+                    Err(error) => {
+                        warn!(bot = %self.name, %error, "Telegram getMe failed; retrying");
+                        backoff.wait(shutdown).await;
+                    }
+                },
+            }
+        };
+        info!(bot = %self.name, username = %me.username(), "connected to Telegram");
+        // getUpdates is refused while a webhook is set.
+        if let Err(error) = with_retries(TelegramChat::classify, || bot.delete_webhook().send()).await {
+            warn!(bot = %self.name, %error, "deleteWebhook failed");
+        }
+        let commands: Vec<_> = Command::ALL.iter().map(|(_, name, about)| BotCommand::new(*name, *about)).collect();
+        if let Err(error) = with_retries(TelegramChat::classify, || bot.set_my_commands(commands.clone()).send()).await
+        {
+            warn!(bot = %self.name, %error, "setMyCommands failed");
+        }
+        Ok(Some(me))
+    }
+
     /// The message as a question for the bot, or `None` when it is not addressed to it.
     fn incoming(&self, bot: &Bot, me: &Me, throttle: &EditThrottle, msg: &Message) -> Option<Incoming> {
         let from = msg.from.as_ref()?;

@@ -152,6 +152,7 @@ pub struct GenerateRequest {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoraAdapter {
+    /// A GGUF adapter file made for the generator's base model.
     pub path: std::path::PathBuf,
     /// 1.0 applies it as trained; 0 turns it off.
     #[serde(default = "default_scale")]

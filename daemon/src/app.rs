@@ -1,6 +1,7 @@
 //! Wiring: turn a checked config into loaded models, a knowledge-base store, and the
 //! answerer the router uses.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -9,10 +10,10 @@ use lore_core::{ChatModel, Embedder, PluginContext, ReplySink, Secret};
 use lore_engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
 use lore_plugins::{KbHandle, KbStore, KnowledgeBase};
 use lore_remote::{
-    PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteGenerator, RemoteGeneratorSettings, Scoring,
+    PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteError, RemoteGenerator, RemoteGeneratorSettings,
 };
 
-use crate::config::{Config, DataDir, ModelKind};
+use crate::config::{Config, DataDir, EmbedderPool, EmbedderSettings, GeneratorPool, GeneratorSettings};
 use crate::question::pipeline::{respond, Chain, Outcome, Pipeline, Reranking};
 use crate::question::prompt::Turn;
 use crate::question::router::{Answerer, Place};
@@ -46,6 +47,12 @@ pub struct App {
 
 impl App {
     pub async fn load(config: Config, models: Models) -> anyhow::Result<Self> {
+        Self::load_with_adapters(config, models, &[]).await
+    }
+
+    /// Like [`App::load`], with LoRA adapter files a command loads into a local generator
+    /// besides the bots' (`lore eval --adapter`).
+    pub async fn load_with_adapters(config: Config, models: Models, extra: &[PathBuf]) -> anyhow::Result<Self> {
         config.validate_files()?;
         calibrations(&config)?;
         let store = open_store(&config).await?;
@@ -53,23 +60,26 @@ impl App {
             crate::owner_only::warn_if_shared(&config.state_dir, "state_dir");
         }
         crate::owner_only::tighten(&config.conversations_dir());
-        let (embedder, local_embedder, remote_embedder): (Arc<dyn Embedder>, _, _) = match config.models.embedder.kind {
-            ModelKind::Llama => {
-                let local = LlamaEmbedder::load(&config.models.embedder.local())?;
+        let (embedder, local_embedder, remote_embedder): (Arc<dyn Embedder>, _, _) = match &config.models.embedder {
+            EmbedderSettings::Llama(settings) => {
+                let local = LlamaEmbedder::load(settings)?;
                 (Arc::new(local.clone()), Some(local), None)
             }
-            ModelKind::Openai => {
-                let remote = connect_embedder(&config).await?;
+            EmbedderSettings::Openai(pool) => {
+                let remote = connect_embedder(&config, pool).await?;
                 (Arc::new(remote.clone()), None, Some(remote))
             }
         };
         let (mut generator, mut remote) = (None, None);
-        match (models, config.models.generator.kind) {
-            (Models::All, ModelKind::Llama) => {
-                let adapters = config.adapter_files();
-                generator = Some(Generator::load_with_adapters(&config.models.generator.local(), &adapters)?)
+        match (models, &config.models.generator) {
+            (Models::All, GeneratorSettings::Llama(settings)) => {
+                let mut adapters = config.adapter_files();
+                adapters.extend(extra.iter().cloned());
+                adapters.sort();
+                adapters.dedup();
+                generator = Some(Generator::load_with_adapters(settings, &adapters)?)
             }
-            (Models::All, ModelKind::Openai) => remote = Some(connect_generator(&config).await?),
+            (Models::All, GeneratorSettings::Openai(pool)) => remote = Some(connect_generator(&config, pool).await?),
             (Models::WithoutGenerator, _) => {}
         }
         let cross_encoder = config.models.reranker.as_ref().map(LlamaCrossEncoder::load).transpose()?;
@@ -98,8 +108,8 @@ impl App {
         let model = self.chat_model().expect("the generator is loaded with Models::All");
         Pipeline {
             model,
-            max_answer_tokens: g.max_answer_tokens,
-            sampling: g.sampling.clone(),
+            max_answer_tokens: g.max_answer_tokens(),
+            sampling: g.sampling().clone(),
             evidence: crate::question::evidence::EvidenceFinder::new(&self.plugin_context()),
         }
     }
@@ -145,7 +155,7 @@ impl App {
         progress: crate::ingest::Progress,
     ) -> anyhow::Result<crate::ingest::questions::QuestionReport> {
         let model = self.chat_model();
-        let parallel = self.config.models.generator.parallel;
+        let parallel = self.config.models.generator.parallel();
         crate::ingest::questions::refresh(kb, wanted, model, self.embedder.as_ref(), parallel, progress).await
     }
 
@@ -240,8 +250,7 @@ fn chain(store: &KbStore, place: Place, cx: &PluginContext, config: &Config) -> 
 
 /// The pool of servers `models.generator` names (`type: openai`). An `llm` reranker is
 /// refused here when the servers cannot score; when none answers yet, that is only logged.
-async fn connect_generator(config: &Config) -> anyhow::Result<RemoteGenerator> {
-    let g = &config.models.generator;
+async fn connect_generator(config: &Config, g: &GeneratorPool) -> anyhow::Result<RemoteGenerator> {
     let pool = PoolSettings {
         // A long prompt on a busy server may take a while before its first token.
         timeout: std::time::Duration::from_secs(120),
@@ -256,7 +265,7 @@ async fn connect_generator(config: &Config) -> anyhow::Result<RemoteGenerator> {
     };
     let settings = RemoteGeneratorSettings {
         pool,
-        model: g.name(),
+        model: g.model.clone(),
         chat: g.api == crate::config::RemoteApi::Chat,
         context_tokens: g.context_tokens,
         tokenizer: g.tokenizer.clone(),
@@ -264,11 +273,11 @@ async fn connect_generator(config: &Config) -> anyhow::Result<RemoteGenerator> {
     let remote = RemoteGenerator::new(settings)?;
     if config.most_llm_candidates() > 0 {
         match remote.check_scoring().await {
-            Scoring::Works => {}
-            Scoring::Unsupported(why) => {
+            Ok(()) => {}
+            Err(why @ RemoteError::NoScoring { .. }) => {
                 return Err(config.error("retrieval.rerankers", llm_reranker_cannot(&why)).into())
             }
-            Scoring::Unreachable(why) => {
+            Err(why) => {
                 tracing::warn!(%why, "could not check that the engine servers can score passages for the `llm` reranker")
             }
         }
@@ -277,13 +286,12 @@ async fn connect_generator(config: &Config) -> anyhow::Result<RemoteGenerator> {
 }
 
 /// What `lore check` and the start say when the servers cannot score.
-pub fn llm_reranker_cannot(why: &str) -> String {
+pub fn llm_reranker_cannot(why: &dyn std::fmt::Display) -> String {
     format!("the `llm` reranker (the default) cannot work with the servers of models.generator: {why}. Set `rerankers: []` or a `cross-encoder`")
 }
 
 /// The pool of servers `models.embedder` names (`type: openai`).
-async fn connect_embedder(config: &Config) -> anyhow::Result<RemoteEmbedder> {
-    let e = &config.models.embedder;
+async fn connect_embedder(config: &Config, e: &EmbedderPool) -> anyhow::Result<RemoteEmbedder> {
     let pool = pool_settings(
         config,
         "models.embedder",
@@ -294,7 +302,7 @@ async fn connect_embedder(config: &Config) -> anyhow::Result<RemoteEmbedder> {
     )?;
     let settings = RemoteEmbedderSettings {
         pool,
-        model: e.name(),
+        model: e.model.clone(),
         batch_texts: e.batch_texts,
         max_tokens: e.batch_tokens,
         tokenizer: e.tokenizer.clone(),

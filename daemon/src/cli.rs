@@ -7,12 +7,12 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use lore_adapters::console::{ConsoleAdapter, ConsoleSink};
 use lore_adapters::Adapter;
-use lore_remote::{CountedBy, Scoring};
+use lore_remote::{CountedBy, RemoteError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::app::{App, Models};
-use crate::config::{BotConfig, Config};
+use crate::config::{BotConfig, Config, EmbedderSettings, GeneratorSettings, ModelKind};
 use crate::ingest::Progress;
 use crate::logs::LogFormat;
 use crate::question::pipeline::respond;
@@ -89,7 +89,7 @@ pub enum Command {
     /// Write question/answer pairs from a knowledge base, for fine-tuning (JSONL).
     Synth(crate::tools::synth::SynthArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
-    Bench(lore_engine::bench::BenchArgs),
+    Bench(crate::bench::BenchArgs),
     /// Parse one document from stdin into JSON on stdout, under resource limits: how
     /// ingest reads documents, each in a child process of its own.
     #[command(name = "parse-document", hide = true)]
@@ -121,7 +121,7 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Bench(args) = &cli.command {
-        if let (Some(m), Some(e)) = (&args.model, &args.embedder) {
+        if let (Some(m), Some(e)) = (&args.engine.model, &args.engine.embedder) {
             return crate::tools::bench::run(args.clone(), m.clone(), e.clone()).await;
         }
     }
@@ -136,23 +136,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve_http_only(config).await,
         Command::Check => check(config).await,
         Command::Eval(args) => {
-            let mut config = config;
             if args.adapter.is_some() {
                 if args.retrieval_only {
                     bail!("--adapter changes answers, and --retrieval-only generates none: leave one out");
                 }
-                if config.models.generator.kind != crate::config::ModelKind::Llama {
+                if config.models.generator.kind() != ModelKind::Llama {
                     bail!("--adapter applies to a local generator (type: llama); a server serves an adapter as a model of its own: name that model in the config");
                 }
             }
-            config.command_adapters.extend(args.adapter.clone());
             let llm_rerank = !args.no_rerank
                 && !args.closed_book
                 && config.retrieval.rerankers.iter().any(|r| matches!(r, lore_plugins::RerankerConfig::Llm { .. }));
             let asks = args.squad.is_some();
             let generates = asks && (!args.retrieval_only || llm_rerank || args.generated_questions > 0);
             let models = if generates { Models::All } else { Models::WithoutGenerator };
-            let app = App::load(config, models).await?;
+            let app = App::load_with_adapters(config, models, args.adapter.as_slice()).await?;
             let metrics = crate::tools::eval::run(&app, &args).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&metrics)?);
@@ -182,14 +180,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ParseDocument(_) => unreachable!("handled before the runtime starts"),
         Command::Bench(args) => {
             let m = &config.models;
-            if m.generator.kind == crate::config::ModelKind::Openai {
-                let app = App::load(config, Models::All).await?;
-                return crate::tools::bench::run_pool(&app, &args).await;
-            }
-            if m.embedder.kind != crate::config::ModelKind::Llama {
+            let generator = match &m.generator {
+                GeneratorSettings::Llama(local) => local.path.clone(),
+                GeneratorSettings::Openai(_) => {
+                    let app = App::load(config, Models::All).await?;
+                    return crate::tools::bench::run_pool(&app, &args.engine).await;
+                }
+            };
+            let EmbedderSettings::Llama(embedder) = &m.embedder else {
                 bail!("`lore bench` measures the embedder in-process: give it a local embedder (--embedder FILE.gguf)");
-            }
-            crate::tools::bench::run(args, m.generator.path.clone(), m.embedder.path.clone()).await
+            };
+            crate::tools::bench::run(args, generator, embedder.path.clone()).await
         }
     }
 }
@@ -322,7 +323,7 @@ async fn serve_adapters(app: Arc<App>, adapters: Vec<AdapterSpec>) -> anyhow::Re
 }
 
 /// Prints each endpoint's state; returns how many do not answer.
-fn print_endpoints(checks: Vec<(String, Result<(), String>)>) -> usize {
+fn print_endpoints(checks: Vec<(String, Result<(), RemoteError>)>) -> usize {
     let mut down = 0;
     for (url, result) in checks {
         match result {
@@ -376,14 +377,16 @@ async fn check(config: Config) -> anyhow::Result<()> {
             }
         }
         (None, Some(pool)) => {
-            let g = &app.config.models.generator;
+            let GeneratorSettings::Openai(g) = &app.config.models.generator else {
+                unreachable!("a pool is connected for `type: openai` only")
+            };
             let api = match g.api {
                 crate::config::RemoteApi::Chat => "chat completions: the servers apply the chat template",
                 crate::config::RemoteApi::Completions => "plain completions of prompts/plain.txt",
             };
             println!(
                 "generator {} on {} server(s) ({api}), {} tokens per conversation (configured)",
-                g.name(),
+                g.model,
                 g.endpoints.len(),
                 g.context_tokens
             );
@@ -392,8 +395,8 @@ async fn check(config: Config) -> anyhow::Result<()> {
             println!("  prompt tokens counted by {}", counted_by(pool.counted_by()));
             if app.config.most_llm_candidates() > 0 {
                 match pool.check_scoring().await {
-                    Scoring::Works => println!("  the llm reranker: the servers return prompt log-probabilities"),
-                    Scoring::Unsupported(why) | Scoring::Unreachable(why) => {
+                    Ok(()) => println!("  the llm reranker: the servers return prompt log-probabilities"),
+                    Err(why) => {
                         problems += 1;
                         println!("  {}", crate::app::llm_reranker_cannot(&why));
                     }
@@ -402,11 +405,11 @@ async fn check(config: Config) -> anyhow::Result<()> {
         }
         (None, None) => unreachable!("loaded with Models::All"),
     }
-    let e = &app.config.models.embedder;
-    match &app.remote_embedder {
-        None => println!("embedder {}: {} dimensions", e.path.display(), app.embedder.dim()),
-        Some(pool) => {
-            println!("embedder {} on {} server(s): {} dimensions", e.name(), e.endpoints.len(), app.embedder.dim());
+    match (&app.config.models.embedder, &app.remote_embedder) {
+        (EmbedderSettings::Llama(e), _) => println!("embedder {}: {} dimensions", e.path.display(), app.embedder.dim()),
+        (EmbedderSettings::Openai(_), None) => unreachable!("a pool is connected for `type: openai`"),
+        (EmbedderSettings::Openai(e), Some(pool)) => {
+            println!("embedder {} on {} server(s): {} dimensions", e.model, e.endpoints.len(), app.embedder.dim());
             problems += print_endpoints(pool.check_endpoints().await);
             println!("  chunk tokens counted by {}", counted_by(pool.counted_by()));
         }
@@ -460,6 +463,13 @@ async fn check(config: Config) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// clap checks a command line's definition only when it is parsed: a clash (two flags
+    /// or two argument groups of one name, as `lore bench` once had) would panic at start.
+    #[test]
+    fn the_command_line_definition_has_no_clashes() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
 
     #[test]
     fn the_log_format_is_an_option_of_every_command() {

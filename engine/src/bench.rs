@@ -1,7 +1,8 @@
 //! The engine's speed, measured the way llama.cpp's tools measure theirs, next to a
 //! reference program built from the same llama.cpp libraries (scripts/bench/reference.cpp)
 //! when one is given. Prints a table, or one JSON object with `--json`. `lore bench` adds
-//! its retrieval test through [`ExtraTest`]; `lore-bench` runs these alone.
+//! the daemon's tests (retrieval, load, the HTTP hop), their flags and their table rows
+//! through [`ExtraTest`]; `lore-bench` runs the engine's alone.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,7 +15,7 @@ use crate::settings::{EmbedderConfig, GeneratorConfig};
 use crate::{Generator, LlamaEmbedder};
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
+pub struct EngineArgs {
     /// Generator GGUF [default: the config's].
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -43,12 +44,6 @@ pub struct BenchArgs {
     pub threads: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub gpu_layers: u32,
-    /// Questions asked at once in the load test (0 = skip it).
-    #[arg(long, default_value_t = 24)]
-    pub load_questions: usize,
-    /// Chunks in the synthetic knowledge base of the time-to-first-token test.
-    #[arg(long, default_value_t = 10_000)]
-    pub kb_chunks: usize,
     /// Texts embedded in the ingest test.
     #[arg(long, default_value_t = 256)]
     pub embed_texts: usize,
@@ -63,20 +58,23 @@ pub struct BenchArgs {
     pub json_out: Option<PathBuf>,
 }
 
-/// A measurement that needs more than the engine (the daemon's retrieval and
-/// time-to-first-token test), run on the loaded models after the generation tests.
+/// A measurement that needs more than the engine (the daemon's retrieval, load and HTTP
+/// tests), run on the loaded models after the generation tests. Its rows follow theirs in
+/// the table.
 #[async_trait::async_trait]
 pub trait ExtraTest: Sync {
-    /// Key of its result in the JSON output (`ttft` is printed in the table).
+    /// Key of its result in the JSON output.
     fn key(&self) -> &'static str;
     /// What the progress line says while it runs.
     fn title(&self) -> &'static str;
-    async fn run(&self, args: &BenchArgs, generator: &Generator, embedder: &LlamaEmbedder) -> anyhow::Result<Value>;
+    async fn run(&self, args: &EngineArgs, generator: &Generator, embedder: &LlamaEmbedder) -> anyhow::Result<Value>;
+    /// Its lines in the table, from its result.
+    fn rows(&self, result: &Value) -> Vec<Row>;
 }
 
 /// Every engine measurement, and each of `extras` on the loaded models.
 pub async fn run(
-    args: BenchArgs,
+    args: EngineArgs,
     gen_path: PathBuf,
     emb_path: PathBuf,
     extras: &[&dyn ExtraTest],
@@ -102,12 +100,12 @@ pub async fn run(
         let after = bench.reference("second")?.expect("a reference ran before");
         bench.compare(before, after);
     }
-    bench.report()
+    bench.report(extras)
 }
 
 /// One benchmark run: its settings and the results so far (one JSON object).
 struct Bench {
-    args: BenchArgs,
+    args: EngineArgs,
     gen_path: PathBuf,
     emb_path: PathBuf,
     threads: usize,
@@ -117,7 +115,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(args: BenchArgs, gen_path: PathBuf, emb_path: PathBuf) -> Self {
+    fn new(args: EngineArgs, gen_path: PathBuf, emb_path: PathBuf) -> Self {
         let gen_path = args.model.clone().unwrap_or(gen_path);
         let emb_path = args.embedder.clone().unwrap_or(emb_path);
         let threads = crate::thread_count(args.threads) as usize;
@@ -239,7 +237,7 @@ impl Bench {
 
     /// The reference's two runs averaged, their drift, and lore's ratios against them.
     fn compare(&mut self, before: Value, after: Value) {
-        let f = |v: &Value, a: &str, b: &str| v[a][b].as_f64().unwrap_or(f64::NAN);
+        let f = |v: &Value, a: &str, b: &str| number(&v[a][b]);
         self.out.insert(
             "reference_drift".into(),
             json!({
@@ -254,7 +252,7 @@ impl Bench {
     }
 
     /// Prints the table (or the JSON) and writes `--json-out`.
-    fn report(self) -> anyhow::Result<()> {
+    fn report(self, extras: &[&dyn ExtraTest]) -> anyhow::Result<()> {
         let out = Value::Object(self.out);
         if let Some(file) = &self.args.json_out {
             std::fs::write(file, serde_json::to_vec_pretty(&out)?)
@@ -263,7 +261,7 @@ impl Bench {
         if self.args.json {
             println!("{}", serde_json::to_string_pretty(&out)?);
         } else {
-            print_table(&out);
+            print_table(&out, extras);
         }
         Ok(())
     }
@@ -404,7 +402,7 @@ fn sample_texts(n: usize) -> Vec<String> {
 
 fn run_reference(
     reference: &Path,
-    args: &BenchArgs,
+    args: &EngineArgs,
     gen: &Path,
     emb: &Path,
     threads: usize,
@@ -477,171 +475,168 @@ fn mean_json(a: &Value, b: &Value) -> Value {
 
 fn ratios(out: &serde_json::Map<String, Value>) -> Value {
     let r = &out["reference"];
-    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let mut batched = Vec::new();
     for b in out["batched"].as_array().into_iter().flatten() {
         let np = b["np"].clone();
         if let Some(rb) = r["batched"]["results"].as_array().and_then(|a| a.iter().find(|x| x["np"] == np)) {
             batched.push(json!({
                 "np": np,
-                "tg": f(&b["tg_tps"]["mean"]) / f(&rb["tg_tps"]),
-                "total": f(&b["total_tps"]["mean"]) / f(&rb["total_tps"]),
+                "tg": number(&b["tg_tps"]["mean"]) / number(&rb["tg_tps"]),
+                "total": number(&b["total_tps"]["mean"]) / number(&rb["total_tps"]),
             }));
         }
     }
     json!({
-        "pp": f(&out["pp_tps"]["mean"]) / f(&r["bench"]["pp_tps_mean"]),
-        "tg": f(&out["tg_tps"]["mean"]) / f(&r["bench"]["tg_tps_mean"]),
+        "pp": number(&out["pp_tps"]["mean"]) / number(&r["bench"]["pp_tps_mean"]),
+        "tg": number(&out["tg_tps"]["mean"]) / number(&r["bench"]["tg_tps_mean"]),
         "batched": batched,
-        "embed": f(&out["embed_texts_per_s"]["mean"]) / f(&r["embed"]["texts_per_s_mean"]),
+        "embed": number(&out["embed_texts_per_s"]["mean"]) / number(&r["embed"]["texts_per_s_mean"]),
     })
 }
 
-fn print_table(out: &Value) {
-    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    let ratio = |path: &[&str]| -> String {
-        let mut v = &out["ratios"];
-        for p in path {
-            v = &v[*p];
-        }
-        if v.is_null() {
-            "-".into()
-        } else {
-            format!("{:.2}", f(v))
-        }
-    };
-    println!(
+/// One line of the table: a figure of lore's, the reference's figure for the same test
+/// when there is one, their ratio and the ratio aimed at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    name: String,
+    lore: f64,
+    reference: Option<f64>,
+    ratio: Option<f64>,
+    target: &'static str,
+}
+
+impl Row {
+    pub fn new(name: impl Into<String>, lore: f64) -> Self {
+        Self { name: name.into(), lore, reference: None, ratio: None, target: "" }
+    }
+
+    pub fn reference(self, reference: Option<f64>) -> Self {
+        Self { reference, ..self }
+    }
+
+    pub fn ratio(self, ratio: Option<f64>) -> Self {
+        Self { ratio, ..self }
+    }
+
+    pub fn target(self, target: &'static str) -> Self {
+        Self { target, ..self }
+    }
+
+    /// The row as the table prints it ("-" for what it lacks).
+    pub fn line(&self) -> String {
+        let Self { name, lore, target, .. } = self;
+        let reference = self.reference.map_or("-".into(), |x| format!("{x:.1}"));
+        let ratio = self.ratio.map_or("-".into(), |x| format!("{x:.2}"));
+        format!("{name:<44} {lore:>12.1} {reference:>12} {ratio:>7} {target:>7}")
+    }
+}
+
+/// A figure of the JSON output (NaN where it is missing).
+pub fn number(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// The table: what was measured on what, then a row per figure — the engine's generation
+/// tests, each extra test's, then embedding, memory and the thread sweep.
+fn print_table(out: &Value, extras: &[&dyn ExtraTest]) {
+    println!("{}", table_header(out));
+    let mut rows = generation_rows(out);
+    for test in extras {
+        rows.extend(test.rows(&out[test.key()]));
+    }
+    rows.extend(resource_rows(out));
+    for row in rows {
+        println!("{}", row.line());
+    }
+}
+
+/// The run's settings, the reference's drift, and the column names.
+fn table_header(out: &Value) -> String {
+    let mut lines = vec![format!(
         "model {}  threads {}  gpu_layers {}  devices {}",
         out["model"].as_str().unwrap_or(""),
         out["threads"],
         out["gpu_layers"],
         out["devices"]
-    );
+    )];
     if let Some(d) = out.get("reference_drift") {
-        println!(
+        lines.push(format!(
             "reference: mean of a run before and one after lore's; second / first: pp {:.2}, tg {:.2}",
-            f(&d["pp"]),
-            f(&d["tg"])
-        );
+            number(&d["pp"]),
+            number(&d["tg"])
+        ));
     }
-    println!("{:<44} {:>12} {:>12} {:>7} {:>7}", "test", "lore", "reference", "ratio", "target");
-    let row = |name: &str, lore: f64, reference: Option<f64>, ratio: String, target: &str| {
-        let r = reference.map_or("-".into(), |x| format!("{x:.1}"));
-        println!("{name:<44} {lore:>12.1} {r:>12} {ratio:>7} {target:>7}");
-    };
-    let rf = |path: &[&str]| -> Option<f64> {
-        let mut v = &out["reference"];
-        for p in path {
-            v = &v[*p];
-        }
-        v.as_f64()
-    };
-    row(
-        "prompt processing (tok/s)",
-        f(&out["pp_tps"]["mean"]),
-        rf(&["bench", "pp_tps_mean"]),
-        ratio(&["pp"]),
-        ">=0.95",
-    );
-    row(
-        "decode, one conversation (tok/s)",
-        f(&out["tg_tps"]["mean"]),
-        rf(&["bench", "tg_tps_mean"]),
-        ratio(&["tg"]),
-        ">=0.95",
-    );
+    lines.push(format!("{:<44} {:>12} {:>12} {:>7} {:>7}", "test", "lore", "reference", "ratio", "target"));
+    lines.join("\n")
+}
+
+/// The reference's figure at `pointer` (`/bench/pp_tps_mean`), if it ran.
+fn reference_figure(out: &Value, pointer: &str) -> Option<f64> {
+    out["reference"].pointer(pointer).and_then(Value::as_f64)
+}
+
+/// lore's ratio to the reference at `pointer` (`/pp`), if the reference ran.
+fn reference_ratio(out: &Value, pointer: &str) -> Option<f64> {
+    out["ratios"].pointer(pointer).filter(|v| !v.is_null()).map(number)
+}
+
+/// Prompt processing, decoding alone and batched, and batched against one by one.
+fn generation_rows(out: &Value) -> Vec<Row> {
+    let mut rows = vec![
+        Row::new("prompt processing (tok/s)", number(&out["pp_tps"]["mean"]))
+            .reference(reference_figure(out, "/bench/pp_tps_mean"))
+            .ratio(reference_ratio(out, "/pp"))
+            .target(">=0.95"),
+        Row::new("decode, one conversation (tok/s)", number(&out["tg_tps"]["mean"]))
+            .reference(reference_figure(out, "/bench/tg_tps_mean"))
+            .ratio(reference_ratio(out, "/tg"))
+            .target(">=0.95"),
+    ];
     for (i, b) in out["batched"].as_array().into_iter().flatten().enumerate() {
         let np = b["np"].as_u64().unwrap_or(0);
         let reference = out["reference"]["batched"]["results"]
             .as_array()
             .and_then(|a| a.iter().find(|x| x["np"] == b["np"]))
             .and_then(|x| x["tg_tps"].as_f64());
-        let r = out["ratios"]["batched"].get(i).map_or("-".into(), |x| format!("{:.2}", f(&x["tg"])));
-        row(&format!("decode, {np} conversations (aggregate tok/s)"), f(&b["tg_tps"]["mean"]), reference, r, ">=0.90");
+        let ratio = out["ratios"]["batched"].get(i).map(|x| number(&x["tg"]));
+        let name = format!("decode, {np} conversations (aggregate tok/s)");
+        rows.push(Row::new(name, number(&b["tg_tps"]["mean"])).reference(reference).ratio(ratio).target(">=0.90"));
     }
     let seq = &out["sequential"];
     let last = out["batched"].as_array().and_then(|a| a.iter().find(|b| b["np"] == seq["np"]));
     if let Some(last) = last {
-        row(
-            &format!("{} conversations, total tok/s: batched", seq["np"]),
-            f(&last["total_tps"]["mean"]),
-            None,
-            format!("{:.2}", f(&last["total_tps"]["mean"]) / f(&seq["total_tps"])),
-            "",
+        let batched = number(&last["total_tps"]["mean"]);
+        let one_by_one = number(&seq["total_tps"]);
+        let np = &seq["np"];
+        rows.push(
+            Row::new(format!("{np} conversations, total tok/s: batched"), batched).ratio(Some(batched / one_by_one)),
         );
-        row(
-            &format!("{} conversations, total tok/s: one by one", seq["np"]),
-            f(&seq["total_tps"]),
-            None,
-            "-".into(),
-            "",
-        );
+        rows.push(Row::new(format!("{np} conversations, total tok/s: one by one"), one_by_one));
     }
-    for (name, t) in out["ttft"].as_object().into_iter().flatten() {
-        row(&format!("time to first token, {name} (ms p50)"), f(&t["ttft_ms_p50"]), None, "-".into(), "");
-        row(
-            &format!("  retrieval on {} chunks (ms p50)", t["chunks"]),
-            f(&t["retrieval_ms_p50"]),
-            None,
-            format!("{:.2}", f(&t["retrieval_share_p50"])),
-            "<=25ms",
-        );
-        row("    of which embedding the question (ms p50)", f(&t["question_embedding_ms_p50"]), None, "-".into(), "");
-    }
-    for (name, l) in out["load"].as_object().into_iter().flatten() {
-        let label = name.replace("rerank_when_busy_", "rerank_when_busy: ");
-        row(
-            &format!("{} questions at once, {label}: questions/min", l["questions"]),
-            f(&l["questions_per_min"]),
-            None,
-            "-".into(),
-            "",
-        );
-        row("  time to first word (ms p50)", f(&l["ttft_ms_p50"]), None, "-".into(), "");
-        row("  time to first word (ms p95)", f(&l["ttft_ms_p95"]), None, "-".into(), "");
-    }
-    for (at_once, h) in out["http_hop"].as_object().into_iter().flatten() {
-        let (local, http) = (&h["in_process"], &h["http"]);
-        // No ratio when an answer had no tokens to time (a model that stops at once).
-        let ratio = |key: &str| {
-            let r = f(&h["http_vs_in_process"][key]);
-            if r.is_finite() {
-                format!("{r:.2}")
-            } else {
-                "-".into()
-            }
-        };
-        let name = format!("via HTTP, {at_once} at once: first token (ms p50)");
-        row(&name, f(&http["ttft_ms_p50"]), Some(f(&local["ttft_ms_p50"])), ratio("ttft"), "");
-        row(
-            "  tok/s per answer (reference: in-process)",
-            f(&http["tokens_per_s"]),
-            Some(f(&local["tokens_per_s"])),
-            ratio("tps"),
-            "",
-        );
-    }
-    row(
-        "ingest embedding (chunks/s)",
-        f(&out["embed_texts_per_s"]["mean"]),
-        rf(&["embed", "texts_per_s_mean"]),
-        ratio(&["embed"]),
-        ">=0.90",
-    );
+    rows
+}
+
+/// Embedding for ingest, memory against what the models and the cache need, and decoding
+/// speed by thread count.
+fn resource_rows(out: &Value) -> Vec<Row> {
     let m = &out["memory"];
-    row(
-        "peak RSS (MiB) vs models + KV cache",
-        f(&m["peak_rss_bytes"]) / 1048576.0,
-        Some((f(&m["model_bytes"]) + f(&m["embedder_bytes"]) + f(&m["kv_cache_bytes"])) / 1048576.0),
-        format!("{:.2}", f(&m["ratio"])),
-        "",
-    );
+    let needed = number(&m["model_bytes"]) + number(&m["embedder_bytes"]) + number(&m["kv_cache_bytes"]);
+    let mut rows = vec![
+        Row::new("ingest embedding (chunks/s)", number(&out["embed_texts_per_s"]["mean"]))
+            .reference(reference_figure(out, "/embed/texts_per_s_mean"))
+            .ratio(reference_ratio(out, "/embed"))
+            .target(">=0.90"),
+        Row::new("peak RSS (MiB) vs models + KV cache", number(&m["peak_rss_bytes"]) / 1048576.0)
+            .reference(Some(needed / 1048576.0))
+            .ratio(Some(number(&m["ratio"]))),
+    ];
     if let Some(s) = out.get("threads_sweep") {
         for r in s["results"].as_array().into_iter().flatten() {
-            row(&format!("decode with {} threads (tok/s)", r["threads"]), f(&r["tg_tps"]), None, "-".into(), "");
+            rows.push(Row::new(format!("decode with {} threads (tok/s)", r["threads"]), number(&r["tg_tps"])));
         }
-        row("configured threads vs best", f(&s["configured_vs_best"]), None, "-".into(), "");
+        rows.push(Row::new("configured threads vs best", number(&s["configured_vs_best"])));
     }
+    rows
 }
 
 #[derive(serde::Serialize)]
@@ -704,5 +699,33 @@ mod tests {
         assert_eq!(m["bench"]["pp_tps_mean"], json!(150.0));
         assert_eq!(m["batched"]["results"][0], json!({"np": 4, "tg_tps": 20.0}));
         assert_eq!(m["model"], json!("m"));
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_figure_and_a_dash_for_what_is_missing() {
+        let out = json!({
+            "pp_tps": {"mean": 812.34}, "tg_tps": {"mean": 101.2},
+            "batched": [{"np": 4, "tg_tps": {"mean": 250.5}, "total_tps": {"mean": 900.75}}],
+            "sequential": {"np": 4, "total_tps": 310.0},
+            "embed_texts_per_s": {"mean": 150.5},
+            "memory": {"peak_rss_bytes": 524288000, "model_bytes": 104857600, "embedder_bytes": 20971520,
+                       "kv_cache_bytes": 10485760, "ratio": 3.85},
+            "reference": {"bench": {"pp_tps_mean": 820.0, "tg_tps_mean": 105.0},
+                          "batched": {"results": [{"np": 4, "tg_tps": 260.0}]}},
+            "ratios": {"pp": 0.99, "tg": null, "batched": [{"np": 4, "tg": 0.963}]},
+        });
+        let lines: Vec<String> = generation_rows(&out).iter().chain(&resource_rows(&out)).map(Row::line).collect();
+        assert_eq!(
+            lines,
+            [
+                "prompt processing (tok/s)                           812.3        820.0    0.99  >=0.95",
+                "decode, one conversation (tok/s)                    101.2        105.0       -  >=0.95",
+                "decode, 4 conversations (aggregate tok/s)           250.5        260.0    0.96  >=0.90",
+                "4 conversations, total tok/s: batched               900.8            -    2.91        ",
+                "4 conversations, total tok/s: one by one            310.0            -       -        ",
+                "ingest embedding (chunks/s)                         150.5            -       -  >=0.90",
+                "peak RSS (MiB) vs models + KV cache                 500.0        130.0    3.85        ",
+            ]
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Generated questions (the guide's question generation, "doc2query"): questions a chunk
+//! Generated questions (question generation, "doc2query"): questions a chunk
 //! answers, written by the generator at ingest, kept as extra search keys that point to
 //! their chunk. A user's question often matches a question about a passage better than
 //! the passage itself (same form, same words).

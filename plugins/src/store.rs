@@ -80,6 +80,10 @@ impl KbStore {
     /// lists it once, so a wrong endpoint, bucket or credentials stop the caller at start
     /// rather than at the first question.
     pub async fn open_object_store(uri: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+        if !cfg!(feature = "s3") {
+            let problem = "this lore was built without object storage: build it with `--features s3`".to_string();
+            return Err(StoreError::ObjectStore { uri: uri.into(), problem });
+        }
         let failed = |e: &dyn std::error::Error| StoreError::ObjectStore { uri: uri.into(), problem: explain(e) };
         let db = lancedb::connect(uri)
             .storage_options(options.iter().map(|(k, v)| (k.clone(), v.clone())))

@@ -10,7 +10,12 @@ use lore_core::{Part, PromptText};
 /// counting messages before the server renders them.
 pub(crate) const TOKENS_PER_MESSAGE: usize = 8;
 
-/// Starts a role part; a control character no template or message contains.
+/// Starts the template part that names a message's role. It begins with U+0001 (SOH), a
+/// control character no chat template or prompt file contains, so `decode` never mistakes
+/// an ordinary prompt's template part for a role; a user's text cannot forge one either,
+/// since only template parts are read as roles and user text is always a text part. The
+/// marker never leaves Lore: `decode` turns the parts back into JSON messages before
+/// anything is sent (`generate.rs`, `request_body`).
 const ROLE: &str = "\u{1}role:";
 
 pub(crate) fn encode(messages: &[(&str, &str)]) -> PromptText {

@@ -10,6 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use lore_core::Embedder;
 use serde_json::{json, Value};
 
+use crate::error::RemoteError;
 use crate::pool::{EndpointState, Pool, PoolSettings, Route};
 use crate::tokens::{CountedBy, Tokens};
 
@@ -42,11 +43,15 @@ struct Inner {
 impl RemoteEmbedder {
     /// Starts using the pool and learns the vectors' length by embedding one text, so a
     /// server that is down or serves no such model is reported at start.
-    pub async fn connect(settings: RemoteEmbedderSettings) -> Result<Self, String> {
+    pub async fn connect(settings: RemoteEmbedderSettings) -> Result<Self, RemoteError> {
         let tokens = Tokens::new(settings.tokenizer.as_deref(), false)?;
         let pool = Pool::start(settings.pool.clone())?;
         let probe = embed_batch(&pool, &settings.model, &["dimension probe".to_string()]).await?;
-        let dim = probe.first().map(Vec::len).filter(|&d| d > 0).ok_or("the server returned an empty vector")?;
+        let dim = probe
+            .first()
+            .map(Vec::len)
+            .filter(|&d| d > 0)
+            .ok_or_else(|| RemoteError::Malformed("the server returned an empty vector".into()))?;
         tracing::info!(model = %settings.model, dim, endpoints = pool.states().len(), "remote embedder ready");
         Ok(Self { inner: Arc::new(Inner { pool, settings, tokens, dim }) })
     }
@@ -56,7 +61,7 @@ impl RemoteEmbedder {
     }
 
     /// Each endpoint and whether it answers (`Err` says why not).
-    pub async fn check_endpoints(&self) -> Vec<(String, Result<(), String>)> {
+    pub async fn check_endpoints(&self) -> Vec<(String, Result<(), RemoteError>)> {
         self.inner.pool.check_all().await
     }
 
@@ -113,28 +118,27 @@ impl Embedder for RemoteEmbedder {
                 async move { embed_batch(&pool, &model, &batch).await }
             })
             .collect();
-        let batches: Vec<Vec<Vec<f32>>> = futures::stream::iter(batches)
-            .buffered(inner.pool.capacity())
-            .try_collect()
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let batches: Vec<Vec<Vec<f32>>> =
+            futures::stream::iter(batches).buffered(inner.pool.capacity()).try_collect().await?;
         let vectors: Vec<Vec<f32>> = batches.into_iter().flatten().collect();
         if let Some(bad) = vectors.iter().find(|v| v.len() != inner.dim) {
-            anyhow::bail!("the server returned a vector of {} numbers, earlier ones had {}", bad.len(), inner.dim);
+            let why = format!("the server returned a vector of {} numbers, earlier ones had {}", bad.len(), inner.dim);
+            return Err(RemoteError::Malformed(why).into());
         }
         Ok(vectors)
     }
 }
 
 /// One request: a vector per text, in order, normalised.
-async fn embed_batch(pool: &Pool, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+async fn embed_batch(pool: &Pool, model: &str, texts: &[String]) -> Result<Vec<Vec<f32>>, RemoteError> {
     let body = json!({"model": model, "input": texts, "encoding_format": "float"});
-    let answer = pool.post_json(Route::Api("embeddings"), &body).await.map_err(|e| format!("embeddings: {e}"))?;
+    let answer = pool.post_json(Route::Api("embeddings"), &body).await?;
     let mut vectors = read_vectors(&answer).ok_or_else(|| {
-        format!("embeddings: unexpected answer {}", answer.to_string().chars().take(200).collect::<String>())
+        let start: String = answer.to_string().chars().take(200).collect();
+        RemoteError::Malformed(format!("embeddings: unexpected answer {start}"))
     })?;
     if vectors.len() != texts.len() {
-        return Err(format!("embeddings: {} vectors for {} texts", vectors.len(), texts.len()));
+        return Err(RemoteError::Malformed(format!("embeddings: {} vectors for {} texts", vectors.len(), texts.len())));
     }
     for v in &mut vectors {
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();

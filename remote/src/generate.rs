@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::pool::{error_text, not_finished_within, Endpoint, EndpointState, Pool, PoolSettings};
+use crate::error::{RemoteError, ServerFailure};
+use crate::pool::{refusal, Endpoint, EndpointState, Pool, PoolSettings};
 use crate::tokens::{CountedBy, Tokens};
 use crate::{chat, special, sse};
 
@@ -49,23 +50,24 @@ pub(crate) struct Inner {
 }
 
 /// Why one try on one endpoint did not finish the answer.
-#[derive(Debug, thiserror::Error)]
 enum TryError {
-    #[error("{0}")]
-    Failed(String),
-    /// The server refused the request itself (4xx: too long for its window, a bad
-    /// parameter): every server would, and none of them is at fault.
-    #[error("{0}")]
-    Refused(String),
-    #[error("cancelled")]
+    /// The server failed, or refused the request itself
+    /// ([`RemoteError::is_callers_fault`]: every server would, and none of them is at fault).
+    Failed(RemoteError),
     Cancelled,
+}
+
+impl From<RemoteError> for TryError {
+    fn from(error: RemoteError) -> Self {
+        Self::Failed(error)
+    }
 }
 
 impl RemoteGenerator {
     /// Starts using the pool (see [`PoolSettings`]). Needs a tokio runtime.
-    pub fn new(settings: RemoteGeneratorSettings) -> Result<Self, GenerateError> {
-        let tokens = Tokens::new(settings.tokenizer.as_deref(), true).map_err(GenerateError::Failed)?;
-        let pool = Pool::start(settings.pool.clone()).map_err(GenerateError::Failed)?;
+    pub fn new(settings: RemoteGeneratorSettings) -> Result<Self, RemoteError> {
+        let tokens = Tokens::new(settings.tokenizer.as_deref(), true)?;
+        let pool = Pool::start(settings.pool.clone())?;
         Ok(Self { inner: Arc::new(Inner { pool, settings, tokens }) })
     }
 
@@ -74,7 +76,7 @@ impl RemoteGenerator {
     }
 
     /// Each endpoint and whether it answers (`Err` says why not).
-    pub async fn check_endpoints(&self) -> Vec<(String, Result<(), String>)> {
+    pub async fn check_endpoints(&self) -> Vec<(String, Result<(), RemoteError>)> {
         self.inner.pool.check_all().await
     }
 
@@ -133,27 +135,31 @@ async fn answer(
     cancel: CancellationToken,
 ) {
     let deadline = inner.pool.settings.request_deadline;
-    if tokio::time::timeout(deadline, answer_anywhere(&inner, &request, &tx, &cancel)).await.is_err() {
-        let _ = tx.send(Event::Failed(not_finished_within(deadline)));
-    }
+    let outcome = tokio::time::timeout(deadline, answer_anywhere(&inner, &request, &tx, &cancel))
+        .await
+        .unwrap_or(Err(RemoteError::Deadline(deadline)));
+    let why = match outcome {
+        Ok(()) => return,
+        Err(refused) if refused.is_callers_fault() => format!("the engine refused the request: {refused}"),
+        Err(error) => error.to_string(),
+    };
+    let _ = tx.send(Event::Failed(why));
 }
 
+/// Streams the answer into `tx` and ends it with `Event::Done`; `Err` is why there is no
+/// answer (a cancelled request has nobody to tell, so it ends with `Ok`).
 async fn answer_anywhere(
     inner: &Inner,
     request: &GenerateRequest,
     tx: &mpsc::UnboundedSender<Event>,
     cancel: &CancellationToken,
-) {
+) -> Result<(), RemoteError> {
     let mut failed_on: Vec<usize> = Vec::new();
+    let mut tried = Vec::new();
     let mut answered_again = false;
-    let mut last_error = None;
     loop {
         let Some(place) = inner.pool.take_place(&failed_on, cancel).await else {
-            if !cancel.is_cancelled() {
-                let why = last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default();
-                let _ = tx.send(Event::Failed(format!("no engine endpoint is reachable{why}")));
-            }
-            return;
+            return if cancel.is_cancelled() { Ok(()) } else { Err(RemoteError::Unreachable { tried }) };
         };
         let mut produced = false;
         let outcome = stream_once(inner, place.endpoint(), request, tx, cancel, &mut produced).await;
@@ -163,26 +169,23 @@ async fn answer_anywhere(
         let error = match outcome {
             Ok(finish) => {
                 let _ = tx.send(Event::Done(finish));
-                return;
+                return Ok(());
             }
-            Err(TryError::Cancelled) => return,
-            Err(TryError::Refused(error)) => {
-                let _ = tx.send(Event::Failed(format!("the engine refused the request: {error}")));
-                return;
-            }
+            Err(TryError::Cancelled) => return Ok(()),
+            Err(TryError::Failed(error)) if error.is_callers_fault() => return Err(error),
             Err(TryError::Failed(error)) => error,
         };
         inner.pool.take_out(index, &error);
         failed_on.push(index);
+        let failure = ServerFailure { url, error };
         if produced {
             if answered_again {
-                let _ = tx.send(Event::Failed(format!("the engine failed twice mid-answer: {error}")));
-                return;
+                return Err(RemoteError::FailedTwice(Box::new(failure)));
             }
             answered_again = true;
             let _ = tx.send(Event::Text(RETRY_NOTE.into()));
         }
-        last_error = Some(format!("{url}: {error}"));
+        tried.push(failure);
     }
 }
 
@@ -202,6 +205,49 @@ async fn stream_once(
     cancel: &CancellationToken,
     produced: &mut bool,
 ) -> Result<Finish, TryError> {
+    let (body, path) = request_body(inner, request);
+    let sent = inner.pool.request(reqwest::Method::POST, format!("{}/{path}", endpoint.url)).json(&body).send();
+    let response = tokio::select! {
+        response = sent => response.map_err(RemoteError::Request)?,
+        () = cancel.cancelled() => return Err(TryError::Cancelled),
+    };
+    if !response.status().is_success() {
+        return Err(refusal(response).await.into());
+    }
+    let mut events = sse::Events::default();
+    let mut bytes = response.bytes_stream();
+    let mut answer = Answer::new(request);
+    loop {
+        let chunk = tokio::select! {
+            chunk = bytes.next() => chunk,
+            () = cancel.cancelled() => return Err(TryError::Cancelled),
+        };
+        let chunk = match chunk {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => return Err(RemoteError::BrokeOff(e).into()),
+            None => return Err(RemoteError::Malformed("the stream ended before [DONE]".into()).into()),
+        };
+        for data in events.push(&chunk)? {
+            let text = match answer.read(&data)? {
+                Read::Nothing => continue,
+                Read::Done(finish) => return Ok(finish),
+                Read::Text(text) => text,
+            };
+            *produced = true;
+            if tx.send(Event::Text(text)).is_err() {
+                return Err(TryError::Cancelled);
+            }
+            if let Some(finish) = answer.past_max_tokens() {
+                // Dropping the response closes the connection: the server stops too.
+                return Ok(finish);
+            }
+        }
+    }
+}
+
+/// The request's JSON body and the path it goes to: the messages themselves to
+/// `chat/completions` when the prompt carries them, else the prompt to `completions`.
+fn request_body(inner: &Inner, request: &GenerateRequest) -> (Value, &'static str) {
     let mut body = json!({
         "model": inner.settings.model,
         "max_tokens": request.max_tokens,
@@ -211,8 +257,7 @@ async fn stream_once(
         "stop": request.stop,
         "stream": true,
     });
-    let messages = chat::decode(&request.prompt);
-    let path = match &messages {
+    let path = match chat::decode(&request.prompt) {
         Some(messages) => {
             body["messages"] = messages
                 .iter()
@@ -225,75 +270,76 @@ async fn stream_once(
             "completions"
         }
     };
-    let sent = inner.pool.request(reqwest::Method::POST, format!("{}/{path}", endpoint.url)).json(&body).send();
-    let response = tokio::select! {
-        response = sent => response.map_err(|e| TryError::Failed(format!("request: {e}")))?,
-        () = cancel.cancelled() => return Err(TryError::Cancelled),
-    };
-    let status = response.status();
-    if !status.is_success() {
-        let why = format!("HTTP {status}: {}", error_text(response).await);
-        // 408 and 429 are the server's state, not the request's: another may take it.
-        let refused = status.is_client_error() && !matches!(status.as_u16(), 408 | 429);
-        return Err(if refused { TryError::Refused(why) } else { TryError::Failed(why) });
+    (body, path)
+}
+
+/// What one streamed event gave.
+enum Read {
+    Nothing,
+    Text(String),
+    Done(Finish),
+}
+
+/// An answer as its events arrive: the text pieces counted against `max_tokens` (and
+/// [`MAX_BYTES_PER_TOKEN`] bytes each), the server's finish reason remembered.
+struct Answer<'a> {
+    request: &'a GenerateRequest,
+    generated: usize,
+    sent_bytes: usize,
+    max_bytes: usize,
+    reason: Option<StopReason>,
+}
+
+impl<'a> Answer<'a> {
+    fn new(request: &'a GenerateRequest) -> Self {
+        let max_bytes = request.max_tokens.saturating_mul(MAX_BYTES_PER_TOKEN);
+        Self { request, generated: 0, sent_bytes: 0, max_bytes, reason: None }
     }
-    let mut events = sse::Events::default();
-    let mut bytes = response.bytes_stream();
-    let mut generated = 0;
-    let mut sent_bytes = 0;
-    let max_bytes = request.max_tokens.saturating_mul(MAX_BYTES_PER_TOKEN);
-    let mut reason = None;
-    let finish = |reason, generated_tokens| Finish {
-        reason,
-        prompt_tokens: 0,
-        reused_tokens: 0,
-        generated_tokens,
-        token_logprobs: Vec::new(),
-    };
-    loop {
-        let chunk = tokio::select! {
-            chunk = bytes.next() => chunk,
-            () = cancel.cancelled() => return Err(TryError::Cancelled),
-        };
-        let chunk = match chunk {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(e)) => return Err(TryError::Failed(format!("stream broke: {e}"))),
-            None => return Err(TryError::Failed("the stream ended before [DONE]".into())),
-        };
-        for data in events.push(&chunk).map_err(TryError::Failed)? {
-            if data == "[DONE]" {
-                return Ok(finish(reason.unwrap_or(StopReason::EndOfText), generated));
-            }
-            let value: Value = serde_json::from_str(&data).map_err(|e| {
-                TryError::Failed(format!("bad chunk {:?}: {e}", data.chars().take(200).collect::<String>()))
-            })?;
-            if let Some(error) = value.get("error") {
-                return Err(TryError::Failed(format!("the server reported: {error}")));
-            }
-            let choice = &value["choices"][0];
-            reason = match choice["finish_reason"].as_str() {
-                Some("length") => Some(StopReason::Length),
-                Some("stop") if request.stop.is_empty() => Some(StopReason::EndOfText),
-                Some("stop") => Some(StopReason::StopString),
-                _ => reason,
-            };
-            // Plain completions carry `text`, chat completions a `delta`.
-            let text = choice["text"].as_str().or_else(|| choice["delta"]["content"].as_str());
-            let Some(text) = text.filter(|t| !t.is_empty()) else { continue };
-            let text = cut_to(text, max_bytes.saturating_sub(sent_bytes));
-            if !text.is_empty() {
-                generated += 1;
-                sent_bytes += text.len();
-                *produced = true;
-                if tx.send(Event::Text(text.to_string())).is_err() {
-                    return Err(TryError::Cancelled);
-                }
-            }
-            if generated >= request.max_tokens || sent_bytes >= max_bytes {
-                // Dropping the response closes the connection: the server stops too.
-                return Ok(finish(reason.unwrap_or(StopReason::Length), generated));
-            }
+
+    fn finish(&self, reason: StopReason) -> Finish {
+        Finish {
+            reason,
+            prompt_tokens: 0,
+            reused_tokens: 0,
+            generated_tokens: self.generated,
+            token_logprobs: Vec::new(),
         }
+    }
+
+    /// Reads one event's data: `[DONE]`, an error the server reports, or a chunk with text.
+    fn read(&mut self, data: &str) -> Result<Read, RemoteError> {
+        if data == "[DONE]" {
+            return Ok(Read::Done(self.finish(self.reason.unwrap_or(StopReason::EndOfText))));
+        }
+        let value: Value = serde_json::from_str(data).map_err(|e| {
+            RemoteError::Malformed(format!("bad chunk {:?}: {e}", data.chars().take(200).collect::<String>()))
+        })?;
+        if let Some(error) = value.get("error") {
+            return Err(RemoteError::Reported(error.to_string()));
+        }
+        let choice = &value["choices"][0];
+        self.reason = match choice["finish_reason"].as_str() {
+            Some("length") => Some(StopReason::Length),
+            Some("stop") if self.request.stop.is_empty() => Some(StopReason::EndOfText),
+            Some("stop") => Some(StopReason::StopString),
+            _ => self.reason,
+        };
+        // Plain completions carry `text`, chat completions a `delta`.
+        let text = choice["text"].as_str().or_else(|| choice["delta"]["content"].as_str());
+        let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(Read::Nothing) };
+        let text = cut_to(text, self.max_bytes.saturating_sub(self.sent_bytes));
+        if text.is_empty() {
+            return Ok(self.past_max_tokens().map_or(Read::Nothing, Read::Done));
+        }
+        self.generated += 1;
+        self.sent_bytes += text.len();
+        Ok(Read::Text(text.to_string()))
+    }
+
+    /// The finish, once `max_tokens` pieces or their bytes have been streamed.
+    fn past_max_tokens(&self) -> Option<Finish> {
+        (self.generated >= self.request.max_tokens || self.sent_bytes >= self.max_bytes)
+            .then(|| self.finish(self.reason.unwrap_or(StopReason::Length)))
     }
 }
 
@@ -311,7 +357,27 @@ fn cut_to(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use lore_core::Sampling;
+
     use super::*;
+    use crate::fake::{self, events, http, Fake};
+
+    /// How a question to a pool of these servers fails.
+    async fn failure(servers: &[&Fake]) -> String {
+        let pool = fake::generator(servers.iter().map(|s| s.url.clone()).collect());
+        let request = GenerateRequest {
+            prompt: PromptText::template("Question: where do bees dance?\nAnswer:"),
+            max_tokens: 16,
+            stop: vec![],
+            ignore_eos: false,
+            sampling: Sampling::greedy(),
+            lora: None,
+        };
+        match pool.generate(request).unwrap().collect().await {
+            Err(GenerateError::Failed(why)) => why,
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn a_piece_is_cut_at_a_character() {
@@ -319,5 +385,38 @@ mod tests {
         assert_eq!(cut_to("abc", 2), "ab");
         assert_eq!(cut_to("aé", 2), "a");
         assert_eq!(cut_to("é", 0), "");
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_said_so_and_not_tried_elsewhere() {
+        let (first, second) = (
+            Fake::start(http("400 Bad Request", "too long")).await,
+            Fake::start(http("400 Bad Request", "too long")).await,
+        );
+        assert_eq!(failure(&[&first, &second]).await, "the engine refused the request: HTTP 400: too long");
+        assert_eq!((first.requests(), second.requests()), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn an_error_in_the_stream_fails_over_and_is_quoted() {
+        let (first, second) = (
+            Fake::start(events(&[r#"{"error": "out of memory"}"#])).await,
+            Fake::start(http("429 Too Many Requests", "busy")).await,
+        );
+        let why = failure(&[&first, &second]).await;
+        let expected = format!(
+            "no engine endpoint is reachable ({}: the server reported: \"out of memory\"; {}: HTTP 429: busy)",
+            first.url, second.url
+        );
+        assert_eq!(why, expected);
+    }
+
+    #[tokio::test]
+    async fn an_engine_failing_mid_answer_twice_is_said_so() {
+        let cut_short = events(&[r#"{"choices": [{"text": "Bees"}]}"#]);
+        let (first, second) = (Fake::start(cut_short.clone()).await, Fake::start(cut_short).await);
+        let why = failure(&[&first, &second]).await;
+        let expected = format!("the engine failed twice mid-answer: {}: the stream ended before [DONE]", second.url);
+        assert_eq!(why, expected);
     }
 }

@@ -12,12 +12,19 @@
 //!   estimate.
 //! - What people and documents wrote never reaches a server as control tokens
 //!   (`special.rs`), and a stream is bounded (`sse.rs`, `max_tokens` in `generate.rs`).
+//! - Failures are a [`RemoteError`] (`error.rs`), whose variant says what to do: fix the
+//!   config, change the request, or wait for the servers. Where a `lore_core` trait fixes
+//!   the error type it converts: `anyhow` for `Embedder` and `Scorer`, the text of an
+//!   `Event::Failed` for a generation.
 //!
 //! This crate knows HTTP and OpenAI's wire format; nothing of llama.cpp, LanceDB or chat
 //! platforms.
 
 mod chat;
 mod embed;
+mod error;
+#[cfg(test)]
+mod fake;
 mod generate;
 mod pool;
 mod score;
@@ -26,7 +33,8 @@ mod sse;
 mod tokens;
 
 pub use embed::{RemoteEmbedder, RemoteEmbedderSettings};
+pub use error::{RemoteError, ServerFailure};
 pub use generate::{RemoteGenerator, RemoteGeneratorSettings, RETRY_NOTE};
 pub use pool::{EndpointState, PoolSettings};
-pub use score::{Scoring, NO_PROMPT_LOGPROBS};
+pub use score::NO_PROMPT_LOGPROBS;
 pub use tokens::CountedBy;

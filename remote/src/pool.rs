@@ -11,6 +11,8 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{RemoteError, ServerFailure};
+
 /// How to reach a pool of servers.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -96,24 +98,12 @@ pub(crate) enum Route<'a> {
     Root(&'a str),
 }
 
-/// Why a JSON request got no answer.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum CallError {
-    /// A server answered that it will not do this (4xx): the request's or the server's
-    /// kind's fault, not a failure, so the endpoint stays in and no other is tried.
-    #[error("HTTP {status}: {body}")]
-    Refused { status: u16, body: String },
-    /// Every endpoint tried failed (or none is healthy).
-    #[error("{0}")]
-    Unreachable(String),
-}
-
 impl Pool {
     /// Starts using `settings.endpoints` (all assumed healthy until one fails) and checks
     /// those taken out every `health_interval`. Needs a tokio runtime.
-    pub(crate) fn start(settings: PoolSettings) -> Result<Arc<Self>, String> {
+    pub(crate) fn start(settings: PoolSettings) -> Result<Arc<Self>, RemoteError> {
         if settings.endpoints.is_empty() {
-            return Err("no endpoints configured".into());
+            return Err(RemoteError::NoEndpoints);
         }
         // No transparent decompression (another crate of the workspace turns reqwest's gzip
         // on): a small compressed answer must not inflate past the caps below.
@@ -125,7 +115,7 @@ impl Pool {
             .no_deflate()
             .no_zstd()
             .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+            .map_err(RemoteError::Client)?;
         let endpoints = settings
             .endpoints
             .iter()
@@ -153,13 +143,13 @@ impl Pool {
 
     /// Asks every endpoint for its models (`GET {endpoint}/models`), as `lore check` does:
     /// `Err` says why one does not answer.
-    pub(crate) async fn check_all(&self) -> Vec<(String, Result<(), String>)> {
+    pub(crate) async fn check_all(&self) -> Vec<(String, Result<(), RemoteError>)> {
         let checks = self.endpoints.iter().map(|endpoint| async move {
             let answer = self.request(reqwest::Method::GET, format!("{}/models", endpoint.url)).send().await;
             let result = match answer {
                 Ok(response) if response.status().is_success() => Ok(()),
-                Ok(response) => Err(format!("HTTP {}", response.status())),
-                Err(e) => Err(e.to_string()),
+                Ok(response) => Err(refusal(response).await),
+                Err(e) => Err(RemoteError::Request(e)),
             };
             (endpoint.url.clone(), result)
         });
@@ -202,10 +192,10 @@ impl Pool {
         }
     }
 
-    pub(crate) fn take_out(&self, index: usize, error: &str) {
+    pub(crate) fn take_out(&self, index: usize, error: &RemoteError) {
         let endpoint = &self.endpoints[index];
         if endpoint.healthy.swap(false, Ordering::SeqCst) {
-            tracing::warn!(endpoint = %endpoint.url, error, "engine endpoint failed; taking it out until it answers a health check");
+            tracing::warn!(endpoint = %endpoint.url, %error, "engine endpoint failed; taking it out until it answers a health check");
         }
     }
 
@@ -220,16 +210,16 @@ impl Pool {
     /// Posts `body` and returns the JSON answer, failing over to the next endpoint when
     /// one cannot be reached or fails (5xx, an answer over [`MAX_ANSWER_BYTES`]); a 4xx
     /// answer is returned as it is. Gives up after `request_deadline`.
-    pub(crate) async fn post_json(&self, route: Route<'_>, body: &Value) -> Result<Value, CallError> {
+    pub(crate) async fn post_json(&self, route: Route<'_>, body: &Value) -> Result<Value, RemoteError> {
         let deadline = self.settings.request_deadline;
         tokio::time::timeout(deadline, self.post_json_anywhere(route, body))
             .await
-            .unwrap_or_else(|_| Err(CallError::Unreachable(not_finished_within(deadline))))
+            .unwrap_or(Err(RemoteError::Deadline(deadline)))
     }
 
-    async fn post_json_anywhere(&self, route: Route<'_>, body: &Value) -> Result<Value, CallError> {
+    async fn post_json_anywhere(&self, route: Route<'_>, body: &Value) -> Result<Value, RemoteError> {
         let mut failed_on = Vec::new();
-        let mut last_error = String::from("no engine endpoint is healthy");
+        let mut tried = Vec::new();
         let never = CancellationToken::new();
         while let Some(place) = self.take_place(&failed_on, &never).await {
             let endpoint = place.endpoint();
@@ -237,26 +227,23 @@ impl Pool {
                 Route::Api(path) => format!("{}/{path}", endpoint.url),
                 Route::Root(path) => format!("{}/{path}", endpoint.root()),
             };
-            let error = match self.request(reqwest::Method::POST, url).json(body).send().await {
+            let error = match self.request(reqwest::Method::POST, url.clone()).json(body).send().await {
                 Ok(response) if response.status().is_success() => match read_body(response, MAX_ANSWER_BYTES).await {
                     Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                         Ok(value) => return Ok(value),
-                        Err(e) => format!("unreadable answer: {e}"),
+                        Err(e) => RemoteError::Malformed(format!("unreadable answer: {e}")),
                     },
                     Err(e) => e,
                 },
-                Ok(response) if response.status().is_client_error() => {
-                    let status = response.status().as_u16();
-                    return Err(CallError::Refused { status, body: error_text(response).await });
-                }
-                Ok(response) => format!("HTTP {}", response.status()),
-                Err(e) => format!("request: {e}"),
+                Ok(response) if response.status().is_client_error() => return Err(refusal(response).await),
+                Ok(response) => refusal(response).await,
+                Err(e) => RemoteError::Request(e),
             };
             self.take_out(place.index, &error);
             failed_on.push(place.index);
-            last_error = format!("{}: {error}", endpoint.url);
+            tried.push(ServerFailure { url, error });
         }
-        Err(CallError::Unreachable(last_error))
+        Err(RemoteError::Unreachable { tried })
     }
 }
 
@@ -269,13 +256,13 @@ const MAX_ERROR_BYTES: usize = 16 << 10;
 
 /// A response's body, streamed and refused as soon as it is over `cap` bytes (announced or
 /// as it arrives), so a server cannot make Lore hold an answer of any size.
-pub(crate) async fn read_body(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
-    let too_large = || format!("the answer is over {}", human_size(cap));
+pub(crate) async fn read_body(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, RemoteError> {
+    let too_large = || RemoteError::AnswerTooLarge { limit_bytes: cap };
     if response.content_length().is_some_and(|n| n > cap as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("the answer broke off: {e}"))? {
+    while let Some(chunk) = response.chunk().await.map_err(RemoteError::BrokeOff)? {
         if body.len() + chunk.len() > cap {
             return Err(too_large());
         }
@@ -284,8 +271,9 @@ pub(crate) async fn read_body(mut response: reqwest::Response, cap: usize) -> Re
     Ok(body)
 }
 
-/// The start of an error answer, as one short line for a message.
-pub(crate) async fn error_text(mut response: reqwest::Response) -> String {
+/// An error answer: its status and the start of its body, cut to a short line.
+pub(crate) async fn refusal(mut response: reqwest::Response) -> RemoteError {
+    let status = response.status().as_u16();
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         body.extend_from_slice(&chunk);
@@ -293,12 +281,7 @@ pub(crate) async fn error_text(mut response: reqwest::Response) -> String {
             break;
         }
     }
-    String::from_utf8_lossy(&body).chars().take(300).collect()
-}
-
-/// What a request that ran out of time says.
-pub(crate) fn not_finished_within(deadline: Duration) -> String {
-    format!("the engine did not finish within {} s", deadline.as_secs_f32())
+    RemoteError::Refused { status, body: String::from_utf8_lossy(&body).chars().take(300).collect() }
 }
 
 /// `n` bytes as a person reads them (`1 MiB`, `32 MiB`, `16 KiB`).
@@ -328,5 +311,77 @@ async fn check_health(pool: Weak<Pool>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::fake::{self, http, Fake, Reply};
+
+    async fn post(pool: &Pool) -> Result<Value, RemoteError> {
+        pool.post_json(Route::Api("embeddings"), &json!({"input": ["bees"]})).await
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_returned_as_it_is_and_its_server_stays_in() {
+        let refusing = Fake::start(http("400 Bad Request", "input too long")).await;
+        let other = Fake::start(http("200 OK", "{}")).await;
+        let pool = Pool::start(fake::settings(vec![refusing.url.clone(), other.url.clone()])).unwrap();
+        let error = post(&pool).await.unwrap_err();
+        assert!(matches!(&error, RemoteError::Refused { status: 400, body } if body == "input too long"), "{error}");
+        assert!(error.is_callers_fault());
+        assert_eq!(other.requests(), 0, "no other server is asked");
+        assert!(pool.states()[0].healthy);
+    }
+
+    #[tokio::test]
+    async fn each_failing_server_is_named_with_its_reason_and_taken_out() {
+        let failing = Fake::start(http("500 Internal Server Error", "out of memory")).await;
+        let garbled = Fake::start(http("200 OK", "not json")).await;
+        let huge = Fake::start(Reply::Raw("HTTP/1.1 200 OK\r\nContent-Length: 40000000\r\n\r\n".into())).await;
+        let cut = Fake::start(Reply::Raw("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"data\":".into())).await;
+        let closed = fake::closed();
+        let endpoints = vec![failing.url.clone(), garbled.url.clone(), huge.url.clone(), cut.url.clone(), closed];
+        let pool = Pool::start(fake::settings(endpoints.clone())).unwrap();
+
+        let error = post(&pool).await.unwrap_err();
+        let RemoteError::Unreachable { tried } = &error else { panic!("{error}") };
+        let urls: Vec<&str> = tried.iter().map(|f| f.url.strip_suffix("/embeddings").unwrap()).collect();
+        assert_eq!(urls, endpoints, "each server, in the order tried");
+        let reasons: Vec<&RemoteError> = tried.iter().map(|f| &f.error).collect();
+        assert!(matches!(reasons[0], RemoteError::Refused { status: 500, body } if body == "out of memory"), "{error}");
+        assert!(matches!(reasons[1], RemoteError::Malformed(why) if why.starts_with("unreadable answer")), "{error}");
+        assert!(matches!(reasons[2], RemoteError::AnswerTooLarge { limit_bytes: MAX_ANSWER_BYTES }), "{error}");
+        assert!(matches!(reasons[3], RemoteError::BrokeOff(_)), "{error}");
+        assert!(matches!(reasons[4], RemoteError::Request(_)), "{error}");
+        assert!(error.to_string().contains("HTTP 500: out of memory; "), "{error}");
+        assert!(pool.states().iter().all(|s| !s.healthy && s.in_flight == 0), "{:?}", pool.states());
+
+        let error = post(&pool).await.unwrap_err();
+        assert!(matches!(&error, RemoteError::Unreachable { tried } if tried.is_empty()), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_meets_the_deadline() {
+        let silent = Fake::start(Reply::Silence).await;
+        let settings =
+            PoolSettings { request_deadline: Duration::from_millis(300), ..fake::settings(vec![silent.url]) };
+        let pool = Pool::start(settings).unwrap();
+        let error = post(&pool).await.unwrap_err();
+        assert!(matches!(error, RemoteError::Deadline(d) if d == Duration::from_millis(300)), "{error}");
+        assert_eq!((pool.states()[0].healthy, pool.states()[0].in_flight), (true, 0), "its place is free");
+    }
+
+    #[tokio::test]
+    async fn a_pool_needs_a_server_and_a_check_says_why_each_does_not_answer() {
+        assert!(matches!(Pool::start(fake::settings(vec![])).err(), Some(RemoteError::NoEndpoints)));
+        let loading = Fake::start(http("503 Service Unavailable", "loading the model")).await;
+        let pool = Pool::start(fake::settings(vec![loading.url.clone(), fake::closed()])).unwrap();
+        let checks = pool.check_all().await;
+        assert!(matches!(&checks[0].1, Err(RemoteError::Refused { status: 503, .. })), "{checks:?}");
+        assert!(matches!(&checks[1].1, Err(RemoteError::Request(_))), "{checks:?}");
     }
 }

@@ -7,34 +7,23 @@
 use lore_core::Scorer;
 use serde_json::{json, Value};
 
+use crate::error::RemoteError;
 use crate::generate::RemoteGenerator;
-use crate::pool::{CallError, Route};
+use crate::pool::Route;
 
 /// Why a pool cannot score (the servers' own words follow it).
 pub const NO_PROMPT_LOGPROBS: &str =
     "the server returns no log-probabilities for the prompt (`echo` with `logprobs` on /v1/completions; vLLM and Lore do, llama.cpp's server and Ollama do not)";
 
-/// Whether the `llm` reranker can work with a pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scoring {
-    Works,
-    /// The servers answered without prompt log-probabilities (or refused the request).
-    Unsupported(String),
-    /// No server answered; unknown until one does.
-    Unreachable(String),
-}
-
 impl RemoteGenerator {
-    /// Scores a short text once, to tell whether the `llm` reranker can work here.
-    pub async fn check_scoring(&self) -> Scoring {
-        match self.score("The sky is", " blue").await {
-            Ok(_) => Scoring::Works,
-            Err(ScoreError::Unsupported(why)) => Scoring::Unsupported(why),
-            Err(ScoreError::Unreachable(why)) => Scoring::Unreachable(why),
-        }
+    /// Scores a short text once, to tell whether the `llm` reranker can work here:
+    /// [`RemoteError::NoScoring`] when it cannot; any other error leaves it unknown until a
+    /// server answers.
+    pub async fn check_scoring(&self) -> Result<(), RemoteError> {
+        self.score("The sky is", " blue").await.map(drop)
     }
 
-    async fn score(&self, context: &str, continuation: &str) -> Result<f64, ScoreError> {
+    async fn score(&self, context: &str, continuation: &str) -> Result<f64, RemoteError> {
         let prompt = format!("{context}{continuation}");
         let body = json!({
             "model": self.inner.settings.model,
@@ -45,23 +34,16 @@ impl RemoteGenerator {
             "logprobs": 1,
             "temperature": 0.0,
         });
-        let answer = self.inner.pool.post_json(Route::Api("completions"), &body).await.map_err(|e| match e {
-            CallError::Refused { status, body } => {
-                ScoreError::Unsupported(format!("{NO_PROMPT_LOGPROBS}: HTTP {status}: {body}"))
+        let answer = self.inner.pool.post_json(Route::Api("completions"), &body).await.map_err(|e| {
+            if e.is_callers_fault() {
+                RemoteError::NoScoring { refusal: Some(Box::new(e)) }
+            } else {
+                e
             }
-            CallError::Unreachable(e) => ScoreError::Unreachable(e),
         })?;
         continuation_logprob(&answer, context.chars().count(), prompt.chars().count())
-            .ok_or_else(|| ScoreError::Unsupported(NO_PROMPT_LOGPROBS.to_string()))
+            .ok_or(RemoteError::NoScoring { refusal: None })
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ScoreError {
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("{0}")]
-    Unreachable(String),
 }
 
 #[async_trait::async_trait]
@@ -106,6 +88,7 @@ fn continuation_logprob(answer: &Value, context_chars: usize, prompt_chars: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake::{self, http, Fake};
 
     #[test]
     fn only_the_continuations_tokens_count() {
@@ -139,5 +122,22 @@ mod tests {
         }}]});
         assert_eq!(continuation_logprob(&generated_only, 10, 15), None);
         assert_eq!(continuation_logprob(&json!({"choices": [{"text": "."}]}), 10, 15), None);
+    }
+
+    #[tokio::test]
+    async fn servers_without_prompt_logprobs_cannot_score_and_busy_ones_leave_it_unknown() {
+        let generated_only = Fake::start(http("200 OK", r#"{"choices": [{"text": "."}]}"#)).await;
+        let error = fake::generator(vec![generated_only.url]).check_scoring().await.unwrap_err();
+        assert!(matches!(error, RemoteError::NoScoring { refusal: None }), "{error}");
+
+        let llama = Fake::start(http("400 Bad Request", "Only no echo is supported")).await;
+        let error = fake::generator(vec![llama.url]).check_scoring().await.unwrap_err();
+        let RemoteError::NoScoring { refusal: Some(refusal) } = &error else { panic!("{error}") };
+        assert!(matches!(**refusal, RemoteError::Refused { status: 400, .. }), "{error}");
+        assert!(error.to_string().ends_with("HTTP 400: Only no echo is supported"), "{error}");
+
+        let busy = Fake::start(http("429 Too Many Requests", "slow down")).await;
+        let error = fake::generator(vec![busy.url]).check_scoring().await.unwrap_err();
+        assert!(matches!(error, RemoteError::Refused { status: 429, .. }), "{error}");
     }
 }

@@ -5,7 +5,7 @@
 //! last search stopped), and a server that sends [`MAX_EVENT_BYTES`] without ending an
 //! event is failing, not slow.
 
-use crate::pool::human_size;
+use crate::error::RemoteError;
 
 /// The most an event may hold before its blank line (a chunk of a streamed completion is a
 /// few hundred bytes).
@@ -23,7 +23,7 @@ impl Events {
     /// Adds `bytes`; returns the data of every event now complete, in order (the `data:`
     /// lines of one event joined with newlines, as the SSE format says), or why the stream
     /// is not one Lore will read.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, String> {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, RemoteError> {
         self.buffer.extend_from_slice(bytes);
         let mut events = Vec::new();
         let mut start = 0;
@@ -40,7 +40,7 @@ impl Events {
         self.buffer.drain(..start);
         self.scanned = self.buffer.len();
         if self.buffer.len() > MAX_EVENT_BYTES {
-            return Err(format!("the engine sent over {} without an event boundary", human_size(MAX_EVENT_BYTES)));
+            return Err(RemoteError::EventTooLarge { limit_bytes: MAX_EVENT_BYTES });
         }
         Ok(events)
     }
@@ -105,7 +105,7 @@ mod tests {
             pushed += piece.len();
             assert!(pushed <= MAX_EVENT_BYTES, "still reading past the bound");
         };
-        assert_eq!(error, "the engine sent over 1 MiB without an event boundary");
+        assert!(matches!(error, RemoteError::EventTooLarge { limit_bytes: MAX_EVENT_BYTES }), "{error}");
         assert!(events.buffer.len() <= MAX_EVENT_BYTES + piece.len());
     }
 

@@ -17,7 +17,8 @@ use lore_core::{Part, PromptText};
 use serde_json::{json, Value};
 use tokenizers::Encoding;
 
-use crate::pool::{CallError, Pool, Route};
+use crate::error::RemoteError;
+use crate::pool::{Pool, Route};
 
 /// How counts are made, for `lore check` and the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,15 +45,16 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
-    pub(crate) fn new(file: Option<&Path>, ask_server: bool) -> Result<Self, String> {
+    pub(crate) fn new(file: Option<&Path>, ask_server: bool) -> Result<Self, RemoteError> {
         let file = file
             .map(|path| {
-                let mut tokenizer = tokenizers::Tokenizer::from_file(path)
-                    .map_err(|e| format!("cannot read the tokenizer file {}: {e}", path.display()))?;
+                let invalid =
+                    |e: tokenizers::Error| RemoteError::Tokenizer { path: path.into(), reason: e.to_string() };
+                let mut tokenizer = tokenizers::Tokenizer::from_file(path).map_err(invalid)?;
                 // Published files often pad or cut to a training length: counts need neither.
                 tokenizer.with_padding(None);
-                tokenizer.with_truncation(None).map_err(|e| format!("{}: {e}", path.display()))?;
-                Ok::<_, String>(tokenizer)
+                tokenizer.with_truncation(None).map_err(invalid)?;
+                Ok::<_, RemoteError>(tokenizer)
             })
             .transpose()?;
         let plain = file.clone().map(|mut tokenizer| {
@@ -123,22 +125,20 @@ impl Tokens {
                     self.server.store(YES, Ordering::SeqCst);
                     n
                 }
-                None => self.no_server(&format!("unexpected answer {answer}"), text),
+                None => self.no_server(format!("unexpected answer {answer}"), text),
             },
-            // No such route; other refusals (a key, a rate) may pass next time.
-            Err(CallError::Refused { status: status @ (404 | 405), body }) => {
-                self.no_server(&format!("HTTP {status}: {body}"), text)
-            }
-            Err(CallError::Refused { .. }) => estimate(text),
-            // Down for now: estimate this once and ask again next time.
-            Err(CallError::Unreachable(_)) => estimate(text),
+            // No such route.
+            Err(why @ RemoteError::Refused { status: 404 | 405, .. }) => self.no_server(why, text),
+            // Other refusals (a key, a rate) may pass next time; servers down for now:
+            // estimate this once and ask again next time.
+            Err(_) => estimate(text),
         }
     }
 
-    fn no_server(&self, why: &str, text: &str) -> usize {
+    fn no_server(&self, why: impl std::fmt::Display, text: &str) -> usize {
         if self.server.swap(NO, Ordering::SeqCst) != NO {
             tracing::warn!(
-                why,
+                %why,
                 "the engine servers have no /tokenize: prompt token counts are estimated (name a `tokenizer` file for exact counts)"
             );
         }
@@ -177,5 +177,18 @@ mod tests {
         assert_eq!(read_count(&json!({"tokens": [5, 6]})), Some(2));
         assert_eq!(read_count(&json!([{"id": 1}, {"id": 2}, {"id": 3}, {"id": 4}])), Some(4));
         assert_eq!(read_count(&json!({"detail": "Not Found"})), None);
+    }
+
+    #[test]
+    fn a_tokenizer_file_that_is_missing_or_not_a_tokenizer_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.json");
+        let garbled = dir.path().join("tokenizer.json");
+        std::fs::write(&garbled, "{\"model\": 3}").unwrap();
+        for path in [missing, garbled] {
+            let error = Tokens::new(Some(&path), true).err().expect("refused");
+            assert!(matches!(&error, RemoteError::Tokenizer { path: p, .. } if *p == path), "{error}");
+            assert!(error.to_string().starts_with(&format!("cannot read the tokenizer file {}: ", path.display())));
+        }
     }
 }

@@ -31,7 +31,7 @@ fn answered(m: &str) -> bool {
 async fn sixteen_people_asking_at_once_are_all_answered_in_order_of_arrival() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = TelegramDaemon::start(dir.path(), &sample_kb(), "bees", "").await;
-    let parallel = daemon.app.config.models.generator.parallel;
+    let parallel = daemon.app.config.models.generator.parallel();
     let people: Vec<i64> = (1000..1016).collect();
     for &p in &people {
         daemon.fake.push_message(Chat::Private(p), p, QUESTION);

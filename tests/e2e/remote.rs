@@ -8,8 +8,8 @@ use futures::future::join_all;
 use lore::app::{App, Models};
 use lore_core::{ChatModel, Embedder, GenerateRequest, PromptText, Sampling, Scorer, StopReason};
 use lore_remote::{
-    CountedBy, PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteGenerator, RemoteGeneratorSettings, Scoring,
-    NO_PROMPT_LOGPROBS, RETRY_NOTE,
+    CountedBy, PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteError, RemoteGenerator,
+    RemoteGeneratorSettings, NO_PROMPT_LOGPROBS, RETRY_NOTE,
 };
 use lore_tests::daemon::{sample_kb, TelegramDaemon};
 use lore_tests::fake_openai::{word_vector, Behaviour, FakeOpenAi, ANSWER};
@@ -183,7 +183,7 @@ async fn the_llm_reranker_scores_with_prompt_logprobs_and_is_refused_in_words_wh
     lore_tests::init();
     let vllm = FakeOpenAi::start(Behaviour::Answer).await;
     let pool = generator(vec![vllm.base_url()], 2, Duration::from_secs(60));
-    assert_eq!(pool.check_scoring().await, Scoring::Works);
+    pool.check_scoring().await.expect("the servers can score");
     let question = " Where do bees dance?";
     let related = pool.logprob("Bees dance where the flowers are.", question).await.unwrap();
     let unrelated = pool.logprob("The river flows to the sea.", question).await.unwrap();
@@ -193,9 +193,9 @@ async fn the_llm_reranker_scores_with_prompt_logprobs_and_is_refused_in_words_wh
     // and says why, where (as `lore check` shows it).
     let llama = FakeOpenAi::start(Behaviour::LlamaCppServer).await;
     let pool = generator(vec![llama.base_url()], 2, Duration::from_secs(60));
-    assert!(
-        matches!(pool.check_scoring().await, Scoring::Unsupported(why) if why.contains("Only no echo is supported"))
-    );
+    let error = pool.check_scoring().await.unwrap_err();
+    assert!(matches!(error, RemoteError::NoScoring { .. }), "{error}");
+    assert!(error.to_string().contains("Only no echo is supported"), "{error}");
     let dir = tempfile::tempdir().unwrap();
     let models = format!(
         "  generator:\n    type: openai\n    endpoints: [{}]\n    model: fake\n    api: completions\n  embedder:\n    path: {}\n",
@@ -293,7 +293,7 @@ async fn an_engine_that_never_ends_an_event_or_a_body_is_refused_at_the_bound() 
         max_tokens: 256,
         tokenizer: None,
     };
-    let error = RemoteEmbedder::connect(settings).await.err().expect("refused");
+    let error = RemoteEmbedder::connect(settings).await.err().expect("refused").to_string();
     assert!(error.contains("the answer is over 32 MiB"), "{error}");
 }
 

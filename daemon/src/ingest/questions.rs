@@ -1,5 +1,5 @@
-//! Questions generated at ingest (`generated_questions: N`, the guide's question
-//! generation, known as doc2query): the generator writes N questions each chunk answers,
+//! Questions generated at ingest (`generated_questions: N`, question generation,
+//! known as doc2query): the generator writes N questions each chunk answers,
 //! and they are stored as extra search keys for that chunk (`lore_plugins::Questions`).
 //!
 //! Run after the chunks are written: a chunk whose stored questions were asked for with

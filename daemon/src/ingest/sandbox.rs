@@ -43,20 +43,6 @@ const STDERR_TAIL: usize = 16 * 1024;
 const MAX_LINKS: usize = 10_000;
 
 impl ParsingLimits {
-    /// The first key (below `parsing.`) whose value cannot be used, and why.
-    pub fn invalid(&self) -> Option<(&'static str, &'static str)> {
-        if self.memory_mib < 16 {
-            return Some(("memory_mib", "must be at least 16 (a parser needs some memory of its own)"));
-        }
-        if self.cpu_secs == 0 {
-            return Some(("cpu_secs", "must be at least 1"));
-        }
-        if self.timeout_secs == 0 {
-            return Some(("timeout_secs", "must be at least 1"));
-        }
-        None
-    }
-
     /// The most a child may answer: its text cannot honestly be larger than its memory.
     fn answer_bytes(&self) -> usize {
         usize::try_from(self.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
@@ -434,26 +420,6 @@ mod tests {
             shell(encrypted, limits).parse(Path::new("s.pdf"), Format::Pdf, b"x".to_vec(), false).await.unwrap_err();
         assert_eq!(skipped.reason, SkipReason::Encrypted);
         assert!(skipped.message.starts_with("skipped s.pdf: encrypted"), "{}", skipped.message);
-    }
-
-    #[test]
-    fn limits_of_zero_are_refused_by_key() {
-        assert_eq!(ParsingLimits::default().invalid(), None);
-        assert_eq!(ParsingLimits { cpu_secs: 0, ..ParsingLimits::default() }.invalid().unwrap().0, "cpu_secs");
-        assert_eq!(ParsingLimits { timeout_secs: 0, ..ParsingLimits::default() }.invalid().unwrap().0, "timeout_secs");
-        assert_eq!(ParsingLimits { memory_mib: 0, ..ParsingLimits::default() }.invalid().unwrap().0, "memory_mib");
-    }
-
-    #[test]
-    fn the_config_takes_the_limits_and_names_the_key_of_a_bad_one() {
-        let models = "models:\n  generator:\n    path: /m/gen.gguf\n  embedder:\n    path: /m/emb.gguf\n";
-        let parse = |parsing: &str| crate::config::Config::parse(Path::new("lore.yaml"), &format!("{models}{parsing}"));
-        assert_eq!(parse("").unwrap().parsing, ParsingLimits { memory_mib: 1024, cpu_secs: 60, timeout_secs: 120 });
-        let set = parse("parsing:\n  memory_mib: 512\n  cpu_secs: 30\n").unwrap().parsing;
-        assert_eq!(set, ParsingLimits { memory_mib: 512, cpu_secs: 30, timeout_secs: 120 });
-        let error = parse("parsing:\n  memory_mib: 512\n  timeout_secs: 0\n").unwrap_err();
-        assert_eq!((error.key.as_str(), error.line), ("parsing.timeout_secs", Some(8)), "{error}");
-        assert_eq!(parse("parsing:\n  memory: 512\n").unwrap_err().key, "parsing.memory");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Quoted evidence, the guide's extractive reader: the one sentence of the passages shown
+//! Quoted evidence, an extractive reader: the one sentence of the passages shown
 //! to the model that best supports an answer, quoted under it so people can check it
 //! (`retrieval.quote_evidence`), given as the answer itself (`answer_style: quote`, for
 //! models too small to answer well), or required before an answer is shown

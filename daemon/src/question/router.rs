@@ -163,11 +163,11 @@ impl<A: Answerer> Router<A> {
         }
         let a = &config.admission;
         let line = Line::new(LineSettings {
-            concurrent: config.models.generator.parallel,
+            concurrent: config.models.generator.parallel(),
             max_waiting: a.max_waiting_questions,
             max_waiting_per_person: a.max_waiting_per_person,
             per_user_in_flight: a.per_user_in_flight,
-            rate_limit: a.rate_limit.as_ref().map(|r| (r.questions, std::time::Duration::from_secs(r.per_seconds))),
+            rate_limit: a.rate_limit.as_ref().map(|r| (r.questions, std::time::Duration::from_secs(r.per_secs))),
         });
         Ok(Self {
             answerer,
@@ -182,6 +182,11 @@ impl<A: Answerer> Router<A> {
     /// The line every question waits in.
     pub fn line(&self) -> &Line {
         &self.line
+    }
+
+    /// The bots' names, in order.
+    pub fn bots(&self) -> impl Iterator<Item = &str> {
+        self.bots.keys().map(String::as_str)
     }
 
     /// Whether a bot of this name is configured.

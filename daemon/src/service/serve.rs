@@ -2,7 +2,7 @@
 //! handles each message, and the whole stops cleanly on a signal.
 //!
 //! Stopping: on SIGTERM or Ctrl-C the adapters stop taking messages, answers in progress
-//! get `shutdown_grace_seconds` to finish, and those still running then end with a note
+//! get `shutdown_grace_secs` to finish, and those still running then end with a note
 //! that the bot is restarting (in place of their partial text). The exit code is 0.
 //!
 //! Supervision: an adapter that fails — at start (a bad token) or later — is logged at once
@@ -70,6 +70,8 @@ pub fn adapter_specs(config: &Config) -> anyhow::Result<Vec<AdapterSpec>> {
                     Ok(Box::new(lore_adapters::telegram::TelegramAdapter::new(&bot_name, &cfg, token.clone())?))
                 })
             }
+            #[allow(unreachable_patterns)]
+            other => anyhow::bail!("{key}: this lore was built without {}", other.missing_feature().unwrap_or("it")),
         };
         adapters.push(spec);
     }

@@ -1,13 +1,14 @@
 //! `lore bench`: the engine's benchmarks (`lore_engine::bench`) plus what only the daemon
 //! can measure: retrieval from a knowledge base and time to first token through the whole
-//! answering path.
+//! answering path, many questions at once through the router, and the HTTP hop to a
+//! remote engine — with their flags and their rows of the table.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use lore_core::{Chunk, Embedder, Event, Sampling};
-use lore_engine::bench::{percentile, tempdir, BenchArgs, ExtraTest};
+use lore_engine::bench::{number, percentile, tempdir, EngineArgs, ExtraTest, Row};
 use lore_engine::{Generator, LlamaEmbedder};
 use lore_plugins::{KbStore, RetrieverConfig};
 use serde_json::{json, Value};
@@ -17,16 +18,34 @@ use crate::question::evidence::EvidenceFinder;
 use crate::question::pipeline::{Answer, Chain, Pipeline};
 use crate::question::prompt::Template;
 
-/// Every measurement, with retrieval and the load test.
+/// `lore bench`'s flags: the engine's, and the daemon's tests' own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Questions asked at once in the load test (0 = skip it).
+    #[arg(long, default_value_t = 24)]
+    pub load_questions: usize,
+    /// Chunks in the synthetic knowledge base of the time-to-first-token test.
+    #[arg(long, default_value_t = 10_000)]
+    pub kb_chunks: usize,
+}
+
+/// Every measurement, with retrieval, the load test and the HTTP hop.
 pub async fn run(args: BenchArgs, gen_path: PathBuf, emb_path: PathBuf) -> anyhow::Result<()> {
-    lore_engine::bench::run(args, gen_path, emb_path, &[&RetrievalTest, &LoadTest, &HttpHopTest]).await
+    let retrieval = RetrievalTest { chunks: args.kb_chunks };
+    let load = LoadTest { questions: args.load_questions };
+    lore_engine::bench::run(args.engine, gen_path, emb_path, &[&retrieval, &load, &HttpHopTest]).await
 }
 
 /// Many people asking at once through the router's line and the whole answering path
 /// (hybrid retrieval, the `llm` reranker, generation) on the sample knowledge base: how
 /// many questions a minute, and how long each waits for its first word, with the `llm`
 /// reranker skipped while others wait (the default) and kept for everyone.
-struct LoadTest;
+struct LoadTest {
+    /// Questions asked at once (0 = skip the test).
+    questions: usize,
+}
 
 #[async_trait::async_trait]
 impl ExtraTest for LoadTest {
@@ -38,8 +57,8 @@ impl ExtraTest for LoadTest {
         "many questions at once"
     }
 
-    async fn run(&self, args: &BenchArgs, generator: &Generator, embedder: &LlamaEmbedder) -> anyhow::Result<Value> {
-        if args.load_questions == 0 {
+    async fn run(&self, _: &EngineArgs, generator: &Generator, embedder: &LlamaEmbedder) -> anyhow::Result<Value> {
+        if self.questions == 0 {
             return Ok(Value::Null);
         }
         let dir = tempdir()?;
@@ -50,11 +69,23 @@ impl ExtraTest for LoadTest {
         crate::ingest::ingest(&kb, embedder, &[sample], &settings, crate::ingest::Progress::Quiet).await?;
         let mut result = serde_json::Map::new();
         for rerank_when_busy in [false, true] {
-            let figures = load_run(generator, embedder, &store, args.load_questions, rerank_when_busy).await?;
+            let figures = load_run(generator, embedder, &store, self.questions, rerank_when_busy).await?;
             result.insert(format!("rerank_when_busy_{rerank_when_busy}"), figures);
         }
         let _ = std::fs::remove_dir_all(&dir);
         Ok(Value::Object(result))
+    }
+
+    fn rows(&self, result: &Value) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for (name, l) in result.as_object().into_iter().flatten() {
+            let label = name.replace("rerank_when_busy_", "rerank_when_busy: ");
+            let name = format!("{} questions at once, {label}: questions/min", l["questions"]);
+            rows.push(Row::new(name, number(&l["questions_per_min"])));
+            rows.push(Row::new("  time to first word (ms p50)", number(&l["ttft_ms_p50"])));
+            rows.push(Row::new("  time to first word (ms p95)", number(&l["ttft_ms_p95"])));
+        }
+        rows
     }
 }
 
@@ -191,7 +222,10 @@ fn plugins(generator: &Generator, embedder: &LlamaEmbedder) -> lore_core::Plugin
 
 /// Retrieval on a synthetic knowledge base of `--kb-chunks` chunks, and time to first
 /// token through the pipeline.
-struct RetrievalTest;
+struct RetrievalTest {
+    /// Chunks in the synthetic knowledge base.
+    chunks: usize,
+}
 
 #[async_trait::async_trait]
 impl ExtraTest for RetrievalTest {
@@ -203,8 +237,21 @@ impl ExtraTest for RetrievalTest {
         "retrieval and time to first token"
     }
 
-    async fn run(&self, args: &BenchArgs, generator: &Generator, embedder: &LlamaEmbedder) -> anyhow::Result<Value> {
-        ttft_test(generator, embedder, args.kb_chunks).await
+    async fn run(&self, _: &EngineArgs, generator: &Generator, embedder: &LlamaEmbedder) -> anyhow::Result<Value> {
+        ttft_test(generator, embedder, self.chunks).await
+    }
+
+    fn rows(&self, result: &Value) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for (name, t) in result.as_object().into_iter().flatten() {
+            rows.push(Row::new(format!("time to first token, {name} (ms p50)"), number(&t["ttft_ms_p50"])));
+            let retrieval = format!("  retrieval on {} chunks (ms p50)", t["chunks"]);
+            let share = number(&t["retrieval_share_p50"]);
+            rows.push(Row::new(retrieval, number(&t["retrieval_ms_p50"])).ratio(Some(share)).target("<=25ms"));
+            let embedding = number(&t["question_embedding_ms_p50"]);
+            rows.push(Row::new("    of which embedding the question (ms p50)", embedding));
+        }
+        rows
     }
 }
 
@@ -327,7 +374,7 @@ impl ExtraTest for HttpHopTest {
         "the HTTP hop to a remote engine"
     }
 
-    async fn run(&self, args: &BenchArgs, generator: &Generator, embedder: &LlamaEmbedder) -> anyhow::Result<Value> {
+    async fn run(&self, args: &EngineArgs, generator: &Generator, embedder: &LlamaEmbedder) -> anyhow::Result<Value> {
         let dir = tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let yaml = format!(
@@ -390,6 +437,22 @@ impl ExtraTest for HttpHopTest {
         let _ = http.await;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(Value::Object(result))
+    }
+
+    fn rows(&self, result: &Value) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for (at_once, h) in result.as_object().into_iter().flatten() {
+            let (local, http) = (&h["in_process"], &h["http"]);
+            // No ratio when an answer had no tokens to time (a model that stops at once).
+            let ratio = |key: &str| Some(number(&h["http_vs_in_process"][key])).filter(|r| r.is_finite());
+            let name = format!("via HTTP, {at_once} at once: first token (ms p50)");
+            let first_token = number(&http["ttft_ms_p50"]);
+            rows.push(Row::new(name, first_token).reference(Some(number(&local["ttft_ms_p50"]))).ratio(ratio("ttft")));
+            let per_answer = number(&http["tokens_per_s"]);
+            let name = "  tok/s per answer (reference: in-process)";
+            rows.push(Row::new(name, per_answer).reference(Some(number(&local["tokens_per_s"]))).ratio(ratio("tps")));
+        }
+        rows
     }
 }
 
@@ -463,19 +526,22 @@ async fn timed_answers(
 /// `lore bench` on a pool of servers (`models.generator.type: openai`): time to first
 /// token and tokens per second per answer, one at a time and `parallel` at once. Tokens
 /// are the stream's pieces (a token each on vLLM, llama.cpp's server and Lore).
-pub async fn run_pool(app: &crate::app::App, args: &BenchArgs) -> anyhow::Result<()> {
+pub async fn run_pool(app: &crate::app::App, args: &EngineArgs) -> anyhow::Result<()> {
     let pool = app.remote.as_ref().expect("loaded with Models::All for a pool");
     let mut result = serde_json::Map::new();
-    for at_once in [1, app.config.models.generator.parallel] {
+    let crate::config::GeneratorSettings::Openai(settings) = &app.config.models.generator else {
+        anyhow::bail!("`lore bench` measures a pool of servers when models.generator has `type: openai`");
+    };
+    for at_once in [1, settings.parallel] {
         let figures = timed_answers(pool, at_once, args.reps, args.n_gen, &|| {}, &|_, pieces| pieces).await?;
         result.insert(at_once.to_string(), figures);
     }
-    let out = json!({"model": app.config.models.generator.name(), "endpoints": app.config.models.generator.endpoints, "pool": result});
+    let out = json!({"model": settings.model, "endpoints": settings.endpoints, "pool": result});
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("model {} on {}", out["model"].as_str().unwrap_or(""), app.config.models.generator.endpoints.join(", "));
+    println!("model {} on {}", settings.model, settings.endpoints.join(", "));
     println!("{:<44} {:>12} {:>12}", "answers at once", "first token", "tok/s each");
     for (at_once, f) in &result {
         let ms = f["ttft_ms_p50"].as_f64().unwrap_or(f64::NAN);

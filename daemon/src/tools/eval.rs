@@ -453,7 +453,7 @@ impl<'a> Evaluation<'a> {
             retrieval,
             template,
             pipeline,
-            in_flight: if args.retrieval_only { 1 } else { app.config.models.generator.parallel },
+            in_flight: if args.retrieval_only { 1 } else { app.config.models.generator.parallel() },
             question_seconds: Default::default(),
             lora: args.adapter.clone().map(|path| lore_core::LoraAdapter { path, scale: args.adapter_scale }),
         })

@@ -1,5 +1,5 @@
 //! `lore synth`: question/answer pairs written from a knowledge base, for fine-tuning a
-//! model on your own text (the guide's question generation and paraphrase augmentation).
+//! model on your own text (question generation and paraphrase augmentation).
 //!
 //! The generator reads each chunk and writes a question it answers (`prompts/synth.txt`),
 //! then answers it from the chunk the way `lore eval` asks for answers (the shortest
@@ -95,7 +95,7 @@ pub async fn run(app: &App, args: &SynthArgs, bar: bool) -> anyhow::Result<Synth
     report.already_done = report.chunks - todo.len();
     let model = app.pipeline().model;
     let progress = progress_bar(bar, report.chunks as u64, report.already_done as u64);
-    let parallel = app.config.models.generator.parallel.max(1);
+    let parallel = app.config.models.generator.parallel().max(1);
     let mut written = futures::stream::iter(todo)
         .map(|chunk| {
             let model = model.clone();

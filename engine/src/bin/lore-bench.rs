@@ -8,7 +8,7 @@ use clap::Parser;
 #[command(version, about = "lore's engine benchmarks (lore bench without retrieval)")]
 struct Cli {
     #[command(flatten)]
-    bench: lore_engine::bench::BenchArgs,
+    bench: lore_engine::bench::EngineArgs,
 }
 
 fn main() -> anyhow::Result<()> {

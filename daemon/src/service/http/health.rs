@@ -1,7 +1,8 @@
-//! `/ready` and `/metrics`: cheap however often they are asked (the knowledge bases'
-//! row counts are read at most every [`KB_ROWS_EVERY`], one read at a time, through
-//! handles opened once), and their details for key holders only when there are keys:
-//! without one, `/ready` says only whether the server is ready and `/metrics` is `401`.
+//! `/ready` and `/metrics`: cheap however often they are asked (the daemon's knowledge
+//! bases' row counts are read at most every 15 s, one read at a time, through handles
+//! opened once: [`Every`], `from_app.rs`), and their details for key holders only when
+//! there are keys: without one, `/ready` says only whether the server is ready and
+//! `/metrics` is `401`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,16 +12,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lore_plugins::KbHandle;
 use serde_json::json;
 
 use super::{caller, Shared};
-use crate::app::App;
-
-/// How old the row counts `/ready` and `/metrics` report may be.
-pub(super) const KB_ROWS_EVERY: Duration = Duration::from_secs(15);
-/// How long reading the row counts may take (an object store that does not answer).
-const KB_ROWS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A value computed again when older than `period`, by one caller at a time: the others
 /// wait for its result instead of computing it too.
@@ -49,51 +43,9 @@ impl<T: Clone> Every<T> {
     }
 }
 
-/// Rows in a knowledge base, or why they could not be counted.
-type Rows = Result<usize, String>;
-
-/// The bots' knowledge bases, each opened once, and their latest row counts.
-pub(super) struct KbRows {
-    handles: BTreeMap<String, Result<KbHandle, String>>,
-    latest: Every<BTreeMap<String, Rows>>,
-}
-
-impl KbRows {
-    /// The bots' knowledge bases, their rows read again when older than `every`.
-    pub(super) fn new(app: &App, every: Duration) -> Self {
-        let handles = app
-            .config
-            .bots
-            .values()
-            .map(|bot| (bot.knowledge_base.clone(), app.kb(&bot.knowledge_base).map_err(|e| format!("{e:#}"))))
-            .collect();
-        Self { handles, latest: Every::new(every) }
-    }
-
-    /// Each knowledge base's rows, read at most once a period.
-    async fn read(&self) -> BTreeMap<String, Rows> {
-        self.latest
-            .get(|| async {
-                let mut rows = BTreeMap::new();
-                for (name, handle) in &self.handles {
-                    let counted = match handle {
-                        Ok(handle) => match tokio::time::timeout(KB_ROWS_TIMEOUT, handle.count()).await {
-                            Ok(counted) => counted.map_err(|e| format!("{e:#}")),
-                            Err(_) => Err(format!("counting its rows took over {} s", KB_ROWS_TIMEOUT.as_secs())),
-                        },
-                        Err(why) => Err(why.clone()),
-                    };
-                    rows.insert(name.clone(), counted);
-                }
-                rows
-            })
-            .await
-    }
-}
-
 /// Whether the caller may see details: anyone without keys, else a key holder.
 fn may_see_details(server: &Shared, headers: &HeaderMap) -> bool {
-    server.keys.is_empty() || caller(&server.keys, headers).is_ok()
+    server.api.keys.is_empty() || caller(&server.api.keys, headers).is_ok()
 }
 
 /// Prometheus' text format; the gauges of state are read now. With keys, for key holders
@@ -103,15 +55,16 @@ pub(super) async fn metrics(State(server): State<Shared>, headers: HeaderMap) ->
         return super::ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", "missing or wrong API key")
             .into_response();
     }
-    let line = server.router.line();
+    let line = server.api.bots.line();
     crate::metrics::gauge("lore_waiting_questions", line.waiting() as f64);
     crate::metrics::gauge("lore_answers_in_progress", line.answering() as f64);
     crate::metrics::gauge("lore_http_connections", server.connections.total() as f64);
-    if let Some(generator) = &server.app.generator {
-        crate::metrics::gauge("lore_kv_cells", generator.kv_cells() as f64);
-        crate::metrics::gauge("lore_kv_cells_in_use", generator.kv_cells_in_use() as f64);
+    if let Some(local) = &server.api.generator.local {
+        let (cells, in_use) = local.kv_cells();
+        crate::metrics::gauge("lore_kv_cells", cells as f64);
+        crate::metrics::gauge("lore_kv_cells_in_use", in_use as f64);
     }
-    for (kb, rows) in server.kb_rows.read().await {
+    for (kb, rows) in server.api.health.rows().await {
         if let Ok(rows) = rows {
             crate::metrics::kb_rows(&kb, rows);
         }
@@ -124,27 +77,28 @@ pub(super) async fn metrics(State(server): State<Shared>, headers: HeaderMap) ->
 /// knowledge base holds rows, and every adapter is running. Which is not, the engines and
 /// the errors are shown to key holders only.
 pub(super) async fn ready(State(server): State<Shared>, headers: HeaderMap) -> Response {
-    let rows = server.kb_rows.read().await;
+    let health = &server.api.health;
+    let rows = health.rows().await;
     let mut kbs = BTreeMap::new();
     let mut ok = true;
-    for (name, bot) in &server.app.config.bots {
-        let kb = &bot.knowledge_base;
-        if kbs.contains_key(kb) {
+    for (name, kb) in health.knowledge_bases() {
+        if kbs.contains_key(&kb) {
             continue;
         }
-        let state = match rows.get(kb) {
+        let state = match rows.get(&kb) {
             Some(Ok(0)) => json!({"ok": false, "rows": 0, "error": "empty: run `lore ingest`", "bot": name}),
             Some(Ok(rows)) => json!({"ok": true, "rows": rows}),
             Some(Err(error)) => json!({"ok": false, "error": error, "bot": name}),
             None => json!({"ok": false, "error": "not opened", "bot": name}),
         };
         ok &= state["ok"] == true;
-        kbs.insert(kb.clone(), state);
+        kbs.insert(kb, state);
     }
-    let adapters = server.adapters.all();
+    let adapters = server.api.adapters.all();
     ok &= adapters.values().all(|state| state == "running");
-    if let Some(pool) = &server.app.remote {
-        ok &= pool.endpoints().iter().any(|e| e.healthy);
+    let engines = health.engines();
+    if let Some(engines) = &engines {
+        ok &= engines.iter().any(|e| e.healthy);
     }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     if !may_see_details(&server, &headers) {
@@ -153,7 +107,7 @@ pub(super) async fn ready(State(server): State<Shared>, headers: HeaderMap) -> R
     let body = json!({
         "ready": ok,
         "models": {"generator": true, "embedder": true},
-        "engines": server.app.remote.as_ref().map(|pool| pool.endpoints().iter().map(|e| json!({"url": e.url, "healthy": e.healthy, "in_flight": e.in_flight})).collect::<Vec<_>>()),
+        "engines": engines.map(|engines| engines.iter().map(|e| json!({"url": e.url, "healthy": e.healthy, "in_flight": e.in_flight})).collect::<Vec<_>>()),
         "knowledge_bases": kbs,
         "adapters": adapters,
     });

@@ -6,13 +6,18 @@
 //! listens on loopback only (the config refuses anything else) and answers only to its
 //! own names (`hosts.rs`). Connections are capped and timed out (`connections.rs`);
 //! `/ready` and `/metrics` read knowledge bases at most every 15 s and show details to
-//! key holders only (`health.rs`).
+//! key holders only (`health.rs`). The routes answer from an [`ApiState`] (`state.rs`):
+//! the bots, the generator and the embedder, the keys, the cited passages and the health
+//! data, each behind a trait, built from the app in the daemon (`from_app.rs`) and from
+//! stand-ins in the unit tests.
 
 mod connections;
+mod from_app;
 mod health;
 mod hosts;
 mod openai;
 mod sources;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -29,10 +34,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{Answering, App};
 use crate::config::ServerConfig;
-use crate::question::pipeline::Pipeline;
 use crate::question::router::Router;
 
 pub use openai::ApiError;
+pub(crate) use state::ApiState;
+use state::Key;
 
 /// What each bot's platform connection is doing, for `/ready`.
 #[derive(Clone, Default)]
@@ -46,13 +52,6 @@ impl AdapterStates {
     fn all(&self) -> BTreeMap<String, String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-}
-
-/// One API key as the server checks it.
-struct Key {
-    value: String,
-    /// Empty: every model.
-    bots: Vec<String>,
 }
 
 /// What a request was let in with.
@@ -69,15 +68,10 @@ impl Caller {
     }
 }
 
+/// What the routes serve: what they answer from, and how the server lets requests in.
 pub(crate) struct Server {
-    app: Arc<App>,
-    router: Arc<Router<Answering>>,
-    /// The generator and its settings, as the bots' answers use them.
-    pipeline: Pipeline,
-    adapters: AdapterStates,
-    keys: Vec<Key>,
+    api: ApiState,
     hosts: hosts::AllowedHosts,
-    kb_rows: health::KbRows,
     side_work: openai::SideWork,
     connections: connections::Open,
     max_embedding_inputs: usize,
@@ -86,28 +80,14 @@ pub(crate) struct Server {
 type Shared = Arc<Server>;
 
 impl Server {
-    /// The server for `cfg`, listening on `listen` (where it is bound), answering with
-    /// `router` and `pipeline`.
-    fn new(
-        cfg: &ServerConfig,
-        listen: std::net::SocketAddr,
-        app: Arc<App>,
-        router: Arc<Router<Answering>>,
-        pipeline: Pipeline,
-        adapters: AdapterStates,
-        keys: Vec<Key>,
-    ) -> Self {
+    /// The server for `cfg`, listening on `listen` (where it is bound), answering from `api`.
+    fn new(cfg: &ServerConfig, listen: std::net::SocketAddr, api: ApiState) -> Self {
         Self {
-            hosts: hosts::AllowedHosts::new(listen, &cfg.allowed_hosts, !keys.is_empty()),
-            kb_rows: health::KbRows::new(&app, health::KB_ROWS_EVERY),
+            hosts: hosts::AllowedHosts::new(listen, &cfg.allowed_hosts, !api.keys.is_empty()),
             side_work: openai::SideWork::default(),
             connections: connections::Open::default(),
             max_embedding_inputs: cfg.max_embedding_inputs,
-            app,
-            router,
-            pipeline,
-            adapters,
-            keys,
+            api,
         }
     }
 }
@@ -131,8 +111,8 @@ pub async fn start(
     } else {
         tracing::info!(%addr, keys = keys.len(), "HTTP server listening");
     }
-    let pipeline = app.pipeline();
-    let server = Arc::new(Server::new(cfg, addr, app, router, pipeline, adapters, keys));
+    let api = ApiState::of_app(&app, app.pipeline().model, router, adapters, keys);
+    let server = Arc::new(Server::new(cfg, addr, api));
     let open = server.connections.clone();
     let routes = routes(server, cfg.max_body_bytes);
     Ok(tokio::spawn(connections::serve(listener, routes, connections::Limits::from(cfg), open, shutdown)))
@@ -180,7 +160,7 @@ fn read_keys(cfg: &ServerConfig) -> anyhow::Result<Vec<Key>> {
 
 /// Checks the bearer key and records who is calling.
 async fn authenticate(State(server): State<Shared>, mut request: Request, next: Next) -> Response {
-    let caller = match caller(&server.keys, request.headers()) {
+    let caller = match caller(&server.api.keys, request.headers()) {
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use super::state::LocalModel;
 use super::{Caller, Shared};
 use crate::question::line::Refusal;
 use crate::question::prompt::{PromptError, Turn};
@@ -141,23 +142,14 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-impl super::Server {
-    fn generator_name(&self) -> String {
-        self.app.config.models.generator.name()
-    }
-
-    pub(super) fn embedder_name(&self) -> String {
-        self.app.config.models.embedder.name()
-    }
-}
-
 pub(super) async fn models(State(server): State<Shared>, Extension(caller): Extension<Caller>) -> Json<Value> {
     let created = now();
     let model =
         |id: String, owned_by: &str| json!({"id": id, "object": "model", "created": created, "owned_by": owned_by});
-    let mut data: Vec<Value> = server.app.config.bots.keys().map(|bot| model(bot.clone(), "lore-bot")).collect();
-    data.push(model(server.generator_name(), "lore-generator"));
-    data.push(model(server.embedder_name(), "lore-embedder"));
+    let api = &server.api;
+    let mut data: Vec<Value> = api.bots.names().into_iter().map(|bot| model(bot, "lore-bot")).collect();
+    data.push(model(api.generator.name.clone(), "lore-generator"));
+    data.push(model(api.embedder.name.clone(), "lore-embedder"));
     data.retain(|m| caller.may_use(m["id"].as_str().unwrap_or_default()));
     Json(json!({"object": "list", "data": data}))
 }
@@ -259,9 +251,10 @@ pub(super) async fn chat_completions(
     body: Result<Json<ChatRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = parse(body)?;
-    let target = if server.router.has_bot(&request.model) {
+    let api = &server.api;
+    let target = if api.bots.has_bot(&request.model) {
         Target::Bot(request.model.clone())
-    } else if request.model == server.generator_name() {
+    } else if request.model == api.generator.name {
         Target::Generator
     } else {
         return Err(ApiError::unknown_model(&request.model));
@@ -278,12 +271,12 @@ pub(super) async fn chat_completions(
     }
     if matches!(target, Target::Bot(_)) {
         // Before it takes a place in line or costs any retrieval.
-        let (model, room) = (server.pipeline.model.as_ref(), server.pipeline.max_answer_tokens);
+        let (model, room) = (api.generator.model.as_ref(), api.generator.max_answer_tokens);
         crate::question::prompt::check_question(model, question.trim(), room)
             .await
             .map_err(|e| ApiError::bad_request(format!("messages: {e}")))?;
     }
-    let admitted = server.router.admit(&request.model, &caller.id)?;
+    let admitted = api.bots.admit(&request.model, &caller.id)?;
     let span = admitted.question.span.clone();
     let model = request.model.clone();
     let stream = request.stream;
@@ -354,7 +347,7 @@ async fn answer_as_bot(
     let (question, history) = conversation(&request.messages);
     let mut sink = ChannelSink { tx: tx.clone(), sent: String::new(), sources: Vec::new() };
     let id = admitted.question.id.clone();
-    match server.router.answer_with(bot, admitted, &question, &history, &mut sink).await {
+    match server.api.bots.answer_with(bot, admitted, &question, &history, &mut sink).await {
         Ok(outcome) => {
             let finish_reason = if outcome.stop == Some(StopReason::Length) { "length" } else { "stop" };
             Piece::Done { finish_reason, sources: sink.sources, trust: Some(Trust::of(bot, &outcome)) }
@@ -392,7 +385,7 @@ async fn complete(
     request: &ChatRequest,
     tx: &mpsc::UnboundedSender<Piece>,
 ) -> Piece {
-    let model = server.pipeline.model.clone();
+    let model = server.api.generator.model.clone();
     let messages: Vec<(String, String)> = request.messages.iter().map(|m| (m.role.clone(), m.content.text())).collect();
     let pairs: Vec<(&str, &str)> = messages.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
     let Some(prompt) = model.render_chat(&pairs) else {
@@ -427,7 +420,7 @@ async fn generate(
     knobs: &Knobs,
     tx: &mpsc::UnboundedSender<Piece>,
 ) -> Piece {
-    let g = &server.app.config.models.generator;
+    let g = &server.api.generator;
     let max_tokens = knobs.max_tokens.unwrap_or(g.max_answer_tokens).clamp(1, g.context_tokens / 2);
     let mut sampling = g.sampling.clone();
     sampling.temperature = knobs.temperature.unwrap_or(sampling.temperature);
@@ -501,7 +494,7 @@ impl CompletionPrompt {
 /// `<|im_start|>system` past the template. Control tokens come only as token ids (a client
 /// with the model's tokenizer, such as another Lore with a `tokenizer` file), which only a
 /// model run here can read.
-fn completion_prompt(prompt: CompletionPrompt, local: Option<&lore_engine::Generator>) -> Result<PromptText, ApiError> {
+fn completion_prompt(prompt: CompletionPrompt, local: Option<&dyn LocalModel>) -> Result<PromptText, ApiError> {
     match (prompt, local) {
         (CompletionPrompt::Text(text), _) => {
             let mut prompt = PromptText::default();
@@ -543,18 +536,18 @@ pub(super) async fn completions(
     body: Result<Json<CompletionRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = parse(body)?;
-    if request.model != server.generator_name() || !caller.may_use(&request.model) {
+    if request.model != server.api.generator.name || !caller.may_use(&request.model) {
         return Err(ApiError::unknown_model(&request.model));
     }
     if request.prompt.is_empty() {
         return Err(ApiError::bad_request("prompt: empty"));
     }
-    let admitted = server.router.admit(&request.model, &caller.id)?;
+    let admitted = server.api.bots.admit(&request.model, &caller.id)?;
     let (ticket, span) = (admitted.ticket, admitted.question.span);
     if request.echo {
         return echo_logprobs(&server, ticket, request).instrument(span).await;
     }
-    let prompt = completion_prompt(request.prompt, server.app.generator.as_ref())?;
+    let prompt = completion_prompt(request.prompt, server.api.generator.local.as_deref())?;
     let stop = request.stop.map(OneOrMany::into_vec).unwrap_or_default();
     let knobs = Knobs {
         max_tokens: request.max_tokens,
@@ -564,7 +557,7 @@ pub(super) async fn completions(
     };
     let answering = server.clone();
     respond(Shape::Text, request.model, request.stream, move |tx| async move {
-        let model = answering.pipeline.model.clone();
+        let model = answering.api.generator.model.clone();
         generate(&answering, model, ticket, prompt, stop, &knobs, &tx).await
     })
     .instrument(span)
@@ -583,7 +576,7 @@ async fn echo_logprobs(
             "echo: answered only with `logprobs` and without `stream` (it scores the prompt)",
         ));
     }
-    let Some(local) = &server.app.generator else {
+    let Some(local) = &server.api.generator.local else {
         return Err(ApiError::bad_request("echo: only a model run here can score a prompt"));
     };
     let CompletionPrompt::Text(text) = request.prompt else {
@@ -847,6 +840,12 @@ impl SideWork {
         let running = self.running.clone().acquire_owned().await.expect("never closed");
         Ok((admitted, running))
     }
+
+    /// Requests running or waiting now.
+    #[cfg(test)]
+    pub(super) fn taken(&self) -> usize {
+        SIDE_WORK_AT_ONCE + SIDE_WORK_WAITING - self.admitted.available_permits()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -863,7 +862,7 @@ pub(super) async fn embeddings(
     body: Result<Json<EmbeddingRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let request = parse(body)?;
-    if request.model != server.embedder_name() || !caller.may_use(&request.model) {
+    if request.model != server.api.embedder.name || !caller.may_use(&request.model) {
         return Err(ApiError::unknown_model(&request.model));
     }
     let texts = request.input.into_vec();
@@ -878,7 +877,7 @@ pub(super) async fn embeddings(
         return Err(ApiError::bad_request("input: give one or more non-empty strings"));
     }
     let _turn = server.side_work.enter().await?;
-    let embedder = &server.app.embedder;
+    let embedder = &server.api.embedder.embedder;
     let mut vectors = Vec::with_capacity(texts.len());
     let mut tokens = 0;
     for group in texts.chunks(EMBED_GROUP) {
@@ -925,15 +924,16 @@ pub(super) async fn tokenize(
     body: Result<Json<TokenizeRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let request = parse(body)?;
-    let model = request.model.unwrap_or_else(|| server.generator_name());
-    if model != server.generator_name() || !caller.may_use(&model) {
+    let generator = &server.api.generator;
+    let model = request.model.unwrap_or_else(|| generator.name.clone());
+    if model != generator.name || !caller.may_use(&model) {
         return Err(ApiError::unknown_model(&model));
     }
     let Some(text) = request.prompt.or(request.content) else {
         return Err(ApiError::bad_request("prompt: missing (or `content`)"));
     };
     let _turn = server.side_work.enter().await?;
-    let (tokens, count) = match &server.app.generator {
+    let (tokens, count) = match &generator.local {
         Some(local) => {
             let local = local.clone();
             let tokens = off_the_async_workers(move || {
@@ -946,9 +946,9 @@ pub(super) async fn tokenize(
             (json!(tokens), count)
         }
         // A pool behind this Lore: its count, without the ids.
-        None => (json!([]), server.pipeline.model.count_tokens(&text).await),
+        None => (json!([]), generator.model.count_tokens(&text).await),
     };
-    Ok(Json(json!({"count": count, "tokens": tokens, "max_model_len": server.pipeline.model.context_tokens()})))
+    Ok(Json(json!({"count": count, "tokens": tokens, "max_model_len": generator.model.context_tokens()})))
 }
 
 #[cfg(test)]

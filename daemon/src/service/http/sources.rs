@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::openai::ApiError;
+use super::state::Passage;
 use super::{Caller, Shared};
-use crate::question::pipeline::SourceNames;
 
 #[derive(Deserialize)]
 pub(super) struct SourceQuery {
@@ -34,9 +34,9 @@ pub(super) async fn source(
     let Query(SourceQuery { model }) = query.map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "say whose source this is: ?model=BOT")
     })?;
-    let config = &server.app.config;
-    let bot =
-        config.bots.get(&model).filter(|_| caller.may_use(&model)).ok_or_else(|| ApiError::unknown_model(&model))?;
+    if !server.api.bots.has_bot(&model) || !caller.may_use(&model) {
+        return Err(ApiError::unknown_model(&model));
+    }
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -44,14 +44,14 @@ pub(super) async fn source(
             format!("`{model}` has no passage `{id}` (it may have been re-ingested since)"),
         )
     };
-    let kb = server.app.kb(&bot.knowledge_base).map_err(|e| ApiError::from_answer(&e))?;
-    let chunk = kb.chunk(&id).await.map_err(|e| ApiError::from_answer(&e.into()))?.ok_or_else(not_found)?;
+    let passage = server.api.sources.passage(&model, &id).await.map_err(|e| ApiError::from_answer(&e))?;
+    let Passage { chunk, source } = passage.ok_or_else(not_found)?;
     let lines = (chunk.line_start > 0).then(|| json!([chunk.line_start, chunk.line_end]));
     Ok(Json(json!({
         "object": "lore.source",
         "id": chunk.id,
         "model": model,
-        "source": SourceNames::of_kb(config, &bot.knowledge_base).name(&chunk.source),
+        "source": source,
         "location": chunk.location(),
         "page": chunk.page,
         "section": chunk.section,
