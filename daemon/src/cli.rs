@@ -9,13 +9,15 @@ use lore_adapters::console::{ConsoleAdapter, ConsoleSink};
 use lore_adapters::Adapter;
 use lore_remote::{CountedBy, RemoteError};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::app::{App, Models};
 use crate::config::{BotConfig, Config, EmbedderSettings, GeneratorSettings, ModelKind};
 use crate::ingest::Progress;
+use crate::logs::LogFormat;
 use crate::question::pipeline::respond;
 use crate::question::prompt::Template;
-use crate::question::router::{bot_place, Place};
+use crate::question::router::{bot_place, Place, QuestionSpan};
 use crate::service::serve::AdapterSpec;
 
 #[derive(Debug, Parser)]
@@ -27,6 +29,9 @@ pub struct Cli {
     /// More log output (-v: debug, -vv: trace, including llama.cpp).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// How log lines are written: `text`, or `json` (one object a line, for log shippers).
+    #[arg(long, global = true, env = "LORE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -98,24 +103,9 @@ pub fn main() -> anyhow::Result<()> {
         // A child reading one document: no logging, no runtime, no config.
         return crate::ingest::sandbox::parse_document(args);
     }
-    init_logging(cli.verbose);
+    crate::logs::init(cli.verbose, cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
-}
-
-fn init_logging(verbose: u8) {
-    // llama.cpp's own log lines come with the target `llama-cpp-2`; the crate's events
-    // with module paths (`llama_cpp_2::…`): quiet both by default.
-    let default = match verbose {
-        0 => "warn,lance=error,lance_index=error,lancedb=error,llama-cpp-2=error,llama_cpp_2=error",
-        1 => "info,lance=warn,lancedb=warn,lore=debug",
-        _ => "debug,llama_cpp_2=debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    // Colours only for a person at a terminal: a log file or the journal would keep the
-    // escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
@@ -262,10 +252,16 @@ async fn ask(config: Config, bot: Option<&str>, kb: Option<&str>, question: &str
         }
         (None, None) => bail!("name a --bot or a --kb"),
     };
+    let name = bot.or(kb).unwrap_or_default().to_string();
     let app = App::load(config, Models::All).await?;
     let chain = app.chain(place)?;
-    let answer = app.pipeline().prepare(&chain, question, &[]).await?;
-    respond(answer, &mut ConsoleSink::stdout()).await?;
+    // One question, in its span as a chat's is (see `Router::handle`).
+    let traced = QuestionSpan::new(&name, "console", "ask");
+    let answering = async {
+        let answer = app.pipeline().prepare(&chain, question, &[]).await?;
+        respond(answer, &mut ConsoleSink::stdout()).await
+    };
+    answering.instrument(traced.span).await?;
     Ok(())
 }
 
@@ -466,10 +462,21 @@ async fn check(config: Config) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// clap checks a command line's definition only when it is parsed: a clash (two flags
     /// or two argument groups of one name, as `lore bench` once had) would panic at start.
     #[test]
     fn the_command_line_definition_has_no_clashes() {
-        <super::Cli as clap::CommandFactory>::command().debug_assert();
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn the_log_format_is_an_option_of_every_command() {
+        let cli = Cli::try_parse_from(["lore", "run", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let cli = Cli::try_parse_from(["lore", "--log-format=text", "check"]).unwrap();
+        assert_eq!(cli.log_format, LogFormat::Text);
+        assert!(Cli::try_parse_from(["lore", "--log-format", "xml", "check"]).is_err());
     }
 }

@@ -12,6 +12,7 @@ use lore_core::{ChatModel, Event, Finish, GenerateError, GenerateRequest, Genera
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::{RemoteError, ServerFailure};
 use crate::pool::{refusal, Endpoint, EndpointState, Pool, PoolSettings};
@@ -117,7 +118,9 @@ impl ChatModel for RemoteGenerator {
     fn generate(&self, request: GenerateRequest) -> Result<Generation, GenerateError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        tokio::spawn(answer(self.inner.clone(), request, tx, cancel.clone()));
+        // In the asker's span: the retries' and failovers' lines name its question.
+        let span = tracing::Span::current();
+        tokio::spawn(answer(self.inner.clone(), request, tx, cancel.clone()).instrument(span));
         Ok(Generation::new(rx, cancel))
     }
 }

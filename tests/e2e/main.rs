@@ -14,6 +14,7 @@ mod interrupted;
 mod knowledge_base;
 mod live;
 mod load;
+mod logs;
 mod lora;
 mod plugins;
 mod remote;

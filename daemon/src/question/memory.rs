@@ -215,7 +215,10 @@ impl Memory {
         let Some(path) = self.path(key) else { return };
         let writer = self.writer(key);
         let max_age = self.max_age;
+        // The question's span, so that a failed write names the question.
+        let span = tracing::Span::current();
         let written = tokio::task::spawn_blocking(move || {
+            let _in = span.enter();
             write_version(&path, &writer, conversation.as_ref(), version);
             if let Some(dir) = sweep {
                 delete_old_files(&dir, max_age);

@@ -88,6 +88,7 @@ impl Chain {
             scored_by_model |= matches!(config, RerankerConfig::Llm { .. } | RerankerConfig::CrossEncoder { .. });
         }
         let signals = Signals::of_retrieval(&hits, retriever_top, scored_by_model);
+        tracing::debug!(kb = %self.kb.name(), hits = hits.len(), best = best_similarity(&hits), "retrieved");
         Ok(Retrieved { hits, signals })
     }
 
@@ -288,6 +289,12 @@ impl Pipeline {
         }
         let model = self.model.as_ref();
         let prompt = prompt::build(model, voice.template, question, &passages, history, self.max_answer_tokens).await?;
+        tracing::debug!(
+            prompt_tokens = prompt.tokens,
+            passages = prompt.passages.len(),
+            turns = prompt.turns_used,
+            "generating"
+        );
         let generation = self.model.generate(GenerateRequest {
             prompt: prompt.text.clone(),
             max_tokens: self.max_answer_tokens,

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use lore_core::{panic_message, Command, Incoming, ReplySink};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Allow, Config, Retrieval};
 use crate::question::line::{Line, LineSettings, Refusal, Ticket, Wait};
@@ -107,6 +108,34 @@ const API: &str = "api";
 /// What an asker sees when the daemon stopped before their answer was done.
 pub const RESTARTING: &str = "Sorry, I am restarting and could not finish this answer. Please ask again in a minute.";
 
+/// One question in the log: every line written while it is answered — in line,
+/// retrieval, the engine's job, a remote engine's retries, the platform's delivery
+/// retries — is written inside `span`, whose `question_id` field is `id`. When answering
+/// fails, `id` is also the error id the asker is shown, so it finds every line of it.
+#[derive(Debug, Clone)]
+pub struct QuestionSpan {
+    /// A short id, made once per question where it enters.
+    pub id: String,
+    pub span: tracing::Span,
+}
+
+impl QuestionSpan {
+    /// A new id and its span `question{bot, platform, conversation, question_id}`.
+    pub fn new(bot: &str, platform: &str, conversation: &str) -> Self {
+        let id = question_id();
+        // Context, not a message: at the error level the span is on whenever any line is
+        // written (the default filter is `warn`), so a warning still names its question.
+        let span = tracing::error_span!("question", bot = %bot, platform = %platform, conversation = %conversation, question_id = %id);
+        Self { id, span }
+    }
+}
+
+/// A question from the HTTP API that has its place in line, and its span from there on.
+pub struct Admitted {
+    pub ticket: Ticket,
+    pub question: QuestionSpan,
+}
+
 impl<A: Answerer> Router<A> {
     /// Resolves every bot's default place and configured channels; conversation memory
     /// lives under `memory` (RAM only when `None`).
@@ -170,10 +199,18 @@ impl<A: Answerer> Router<A> {
     /// `max_waiting_per_person` questions to bots waiting, or asks too often, before any
     /// answer is promised. Work for the generator itself is not capped per person: another
     /// Lore using this one as its engine asks for many at once.
-    pub fn admit(&self, model: &str, asker: &str) -> Result<Ticket, Refusal> {
+    ///
+    /// The question's span starts here: the caller runs the rest of the request in
+    /// `Admitted::question`'s span (as [`Router::answer_with`] does).
+    pub fn admit(&self, model: &str, asker: &str) -> Result<Admitted, Refusal> {
+        let question = QuestionSpan::new(model, API, asker);
         crate::metrics::question(model, API);
         let joined = if self.has_bot(model) { self.line.join(asker) } else { self.line.join_for_engine_work(asker) };
-        joined.inspect_err(|_| crate::metrics::refusal(model, API))
+        let ticket = joined.inspect_err(|refusal| {
+            crate::metrics::refusal(model, API);
+            question.span.in_scope(|| tracing::info!(%refusal, "question refused"));
+        })?;
+        Ok(Admitted { ticket, question })
     }
 
     /// Answers a question from the HTTP API in bot `bot`'s default place, once `ticket`'s
@@ -183,30 +220,38 @@ impl<A: Answerer> Router<A> {
     pub async fn answer_with(
         &self,
         bot: &str,
-        ticket: Ticket,
+        admitted: Admitted,
         question: &str,
         history: &[Turn],
         sink: &mut dyn ReplySink,
     ) -> anyhow::Result<Outcome> {
-        let Some(b) = self.bots.get(bot) else {
-            anyhow::bail!("no bot named {bot:?}");
+        let Admitted { ticket, question: traced } = admitted;
+        let answering = async {
+            let Some(b) = self.bots.get(bot) else {
+                anyhow::bail!("no bot named {bot:?}");
+            };
+            let history = &history[history.len().saturating_sub(b.memory_turns)..];
+            tracing::debug!(waiting = ticket.position(), "question in line");
+            let turn = tokio::select! {
+                turn = ticket.turn(|_| {}) => turn,
+                () = self.give_up.cancelled() => return Err(Restarting.into()),
+            };
+            let reranking = self.reranking(&turn);
+            let mut sink = TurnUntilFinal { sink, turn: Some(turn) };
+            let answered = tokio::select! {
+                answered = self.answerer.answer(&b.default.route, question, history, reranking, &mut sink) => answered,
+                () = self.give_up.cancelled() => Err(Restarting.into()),
+            };
+            match &answered {
+                Ok(outcome) => {
+                    crate::metrics::answered(bot, API, outcome.figures());
+                    log_answered(outcome);
+                }
+                Err(_) => crate::metrics::error(bot, API),
+            }
+            answered
         };
-        let history = &history[history.len().saturating_sub(b.memory_turns)..];
-        let turn = tokio::select! {
-            turn = ticket.turn(|_| {}) => turn,
-            () = self.give_up.cancelled() => return Err(Restarting.into()),
-        };
-        let reranking = self.reranking(&turn);
-        let mut sink = TurnUntilFinal { sink, turn: Some(turn) };
-        let answered = tokio::select! {
-            answered = self.answerer.answer(&b.default.route, question, history, reranking, &mut sink) => answered,
-            () = self.give_up.cancelled() => Err(Restarting.into()),
-        };
-        match &answered {
-            Ok(outcome) => crate::metrics::answered(bot, API, outcome.figures()),
-            Err(_) => crate::metrics::error(bot, API),
-        }
-        answered
+        answering.instrument(traced.span).await
     }
 
     /// The `llm` reranker is skipped for a turn that came while others waited, unless
@@ -235,11 +280,14 @@ impl<A: Answerer> Router<A> {
         A: 'static,
     {
         let router = self.clone();
+        let platform = crate::metrics::platform(&msg.conversation.0);
+        let traced = QuestionSpan::new(&msg.bot, platform, &msg.conversation.0);
         let question = self.is_question_for_us(&msg);
         if question {
-            crate::metrics::question(&msg.bot, crate::metrics::platform(&msg.conversation.0));
+            crate::metrics::question(&msg.bot, platform);
         }
         let place_in_line = question.then(|| self.line.join(&asker(&msg)));
+        let span = traced.span.clone();
         async move {
             let handled = {
                 // A panic while answering is one failed answer, not a dead daemon.
@@ -254,18 +302,19 @@ impl<A: Answerer> Router<A> {
                 Some(Ok(Err(error))) => error,
                 Some(Err(panic)) => anyhow::anyhow!("panicked: {}", panic_message(&*panic)),
                 None => {
-                    tracing::info!(bot = %msg.bot, conversation = %msg.conversation, "answer given up: stopping");
+                    tracing::info!("answer given up: stopping");
                     if let Err(error) = msg.reply.say(RESTARTING).await {
                         tracing::warn!(error = format!("{error:#}"), "telling the asker to ask again failed");
                     }
                     return;
                 }
             };
-            let id = error_id();
             crate::metrics::error(&msg.bot, crate::metrics::platform(&msg.conversation.0));
-            tracing::warn!(error = format!("{error:#}"), error_id = %id, bot = %msg.bot, conversation = %msg.conversation, "answer failed");
-            let _ = msg.reply.say(&user_message(&error, &id)).await;
+            // The span's `question_id` is the id the asker is shown.
+            tracing::warn!(error = format!("{error:#}"), "answer failed");
+            let _ = msg.reply.say(&user_message(&error, &traced.id)).await;
         }
+        .instrument(span)
     }
 
     /// A question (not a command) to a known bot from someone it answers.
@@ -282,7 +331,7 @@ impl<A: Answerer> Router<A> {
             anyhow::bail!("no bot named {:?}", msg.bot);
         };
         if !bot.allows(msg) {
-            tracing::info!(bot = %msg.bot, user = %msg.author.id, channel = %msg.channel, "refused: not on the allow-list");
+            tracing::info!(user = %msg.author.id, channel = %msg.channel, "refused: not on the allow-list");
             return msg.reply.say("Sorry, I only answer people this bot has been set up for.").await;
         }
         let place = bot.place(msg);
@@ -295,7 +344,7 @@ impl<A: Answerer> Router<A> {
             Some(Command::Reset) if msg.private || admin => self.reset(&conversation, msg.reply.as_mut()).await,
             Some(Command::Kb) if admin => self.describe_kb(place, msg.reply.as_mut()).await,
             Some(command @ (Command::Reset | Command::Kb)) => {
-                tracing::info!(bot = %msg.bot, user = %msg.author.id, ?command, "refused: admin command");
+                tracing::info!(user = %msg.author.id, ?command, "refused: admin command");
                 msg.reply.say("Sorry, only this bot's admins can do that here.").await
             }
             Some(Command::Sources) => self.last_sources(&conversation, msg.reply.as_mut()).await,
@@ -303,7 +352,7 @@ impl<A: Answerer> Router<A> {
                 None => msg.reply.say(&help_text(&msg.bot)).await,
                 Some(Err(refusal)) => {
                     crate::metrics::refusal(&msg.bot, crate::metrics::platform(&msg.conversation.0));
-                    tracing::info!(bot = %msg.bot, user = %msg.author.id, %refusal, "question refused");
+                    tracing::info!(user = %msg.author.id, %refusal, "question refused");
                     msg.reply.say(&format!("Sorry, {refusal}.")).await
                 }
                 Some(Ok(ticket)) => self.answer(bot, place, &conversation, ticket, msg).await,
@@ -347,6 +396,7 @@ impl<A: Answerer> Router<A> {
         msg: &mut Incoming,
     ) -> anyhow::Result<()> {
         let question = msg.text.trim();
+        tracing::debug!(user = %msg.author.id, channel = %msg.channel, waiting = ticket.position(), "question in line");
         msg.reply.typing().await?;
         let turn = loop {
             match ticket.wait().await {
@@ -372,9 +422,21 @@ impl<A: Answerer> Router<A> {
                 text: h.chunk.text.clone(),
             })
             .collect();
+        log_answered(&outcome);
         self.memory.record(conversation, Turn { question: question.to_string(), answer: outcome.text }, shown).await;
         Ok(())
     }
+}
+
+/// The last line of an answer that was delivered.
+fn log_answered(outcome: &Outcome) {
+    tracing::info!(
+        abstained = outcome.abstained,
+        generated_tokens = outcome.generated_tokens,
+        first_token_ms = outcome.first_token.map(|t| t.as_millis() as u64),
+        total_ms = outcome.total_time.as_millis() as u64,
+        "answered"
+    );
 }
 
 /// An answer's reply sink that holds its place in line until the final text (or a message
@@ -422,8 +484,8 @@ fn user_message(error: &anyhow::Error, id: &str) -> String {
     format!("Sorry, something went wrong while answering (error {id}). Please try again later.")
 }
 
-/// A short id that ties what a user saw to the log line with the cause.
-fn error_id() -> String {
+/// A short id that ties what a user saw to the log lines of their question.
+fn question_id() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());

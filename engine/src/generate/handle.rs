@@ -264,7 +264,8 @@ impl Generator {
         }
         let (events, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let job = Job { tokens, lora, score_from, request, events, cancel: cancel.clone() };
+        let span = tracing::Span::current();
+        let job = Job { tokens, lora, score_from, request, events, cancel: cancel.clone(), span };
         self.inner.queue.push(job, self.inner.max_queue, self.inner.sizes.parallel)?;
         Ok(Generation::new(rx, cancel))
     }

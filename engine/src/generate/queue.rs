@@ -22,6 +22,8 @@ pub(super) struct Job {
     pub(super) request: GenerateRequest,
     pub(super) events: mpsc::UnboundedSender<Event>,
     pub(super) cancel: CancellationToken,
+    /// The span of whoever asked (a question's): the worker writes this job's lines in it.
+    pub(super) span: tracing::Span,
 }
 
 impl Job {

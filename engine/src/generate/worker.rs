@@ -339,6 +339,10 @@ impl<'m> Worker<'m> {
             let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), Some(reused as u32), None);
         }
         self.kept[seq].tokens.clear();
+        job.span.in_scope(|| {
+            let (prompt_tokens, scoring) = (job.tokens.len(), job.score_from.is_some());
+            tracing::debug!(seq, prompt_tokens, reused_tokens = reused, scoring, "generation started");
+        });
         self.admissions += 1;
         self.slots[seq] = Some(Active::new(self.model, seq, self.admissions, job, reused));
     }
@@ -505,7 +509,8 @@ impl<'m> Worker<'m> {
                 tracing::debug!("KV cache full; dropped the prompts kept for reuse");
             }
             Some(MakeRoom::Fail(i)) => {
-                tracing::warn!("KV cache full; failing the newest generation");
+                let span = self.slots[i].as_ref().map_or_else(tracing::Span::none, |a| a.job.span.clone());
+                span.in_scope(|| tracing::warn!("KV cache full; failing the newest generation"));
                 self.fail(i, "the model's context is full; please ask again");
             }
             None => tracing::warn!("KV cache full with nothing running"),
@@ -531,6 +536,7 @@ impl<'m> Worker<'m> {
     /// request to reuse (not the answer's, which the next prompt quotes re-tokenized).
     fn finish(&mut self, i: usize, reason: StopReason) {
         let Some(mut a) = self.slots[i].take() else { return };
+        a.job.span.in_scope(|| tracing::debug!(?reason, generated_tokens = a.generated, "generation finished"));
         a.send_end(reason);
         if self.decoder_start.is_some() {
             // The cache holds the decoder's answer, nothing a next prompt can reuse.
@@ -545,6 +551,7 @@ impl<'m> Worker<'m> {
 
     fn fail(&mut self, i: usize, message: &str) {
         if let Some(a) = self.slots[i].take() {
+            a.job.span.in_scope(|| tracing::debug!(error = message, "generation failed"));
             let _ = a.job.events.send(Event::Failed(message.to_string()));
             self.release(a.seq);
         }

@@ -41,6 +41,8 @@ struct Stand {
     fail: Option<fn() -> anyhow::Error>,
     /// When set, every answer waits until this is notified.
     gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// When set, answers go through this pipeline (see [`piped_router`]).
+    pipeline: Option<crate::question::pipeline::Pipeline>,
 }
 
 #[async_trait]
@@ -68,6 +70,9 @@ impl Answerer for Stand {
         }
         if let Some(gate) = &self.gate {
             gate.acquire().await.unwrap().forget();
+        }
+        if let Some(pipeline) = &self.pipeline {
+            return piped(pipeline, place, question, history, sink).await;
         }
         let asked: Vec<&str> = history.iter().map(|t| t.question.as_str()).collect();
         let text = format!("{} top_k={} after {asked:?}: {question} ({reranking:?})", place.kb, place.retrieval.top_k);
@@ -122,7 +127,7 @@ impl ReplySink for Said {
 
 fn router(fail: Option<fn() -> anyhow::Error>) -> Arc<Router<Stand>> {
     let config = Config::parse(Path::new("/etc/lore/lore.yaml"), CONFIG).unwrap();
-    Arc::new(Router::new(&config, Stand { fail, gate: None }, None).unwrap())
+    Arc::new(Router::new(&config, Stand { fail, gate: None, pipeline: None }, None).unwrap())
 }
 
 /// A router answering one question at a time, each answer waiting for a permit of the
@@ -131,7 +136,10 @@ fn gated_router(extra: &str) -> (Arc<Router<Stand>>, Arc<tokio::sync::Semaphore>
     let text = CONFIG.replace("    path: /models/gen.gguf\n", "    path: /models/gen.gguf\n    parallel: 1\n") + extra;
     let config = Config::parse(Path::new("lore.yaml"), &text).unwrap();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    (Arc::new(Router::new(&config, Stand { fail: None, gate: Some(gate.clone()) }, None).unwrap()), gate)
+    (
+        Arc::new(Router::new(&config, Stand { fail: None, gate: Some(gate.clone()), pipeline: None }, None).unwrap()),
+        gate,
+    )
 }
 
 /// What the router said back to `user` in `channel` for `text` (the last reply).
@@ -359,7 +367,7 @@ impl ReplySink for SlowFinal {
 async fn the_place_in_line_is_given_back_before_a_slow_final_delivery() {
     let text = CONFIG.replace("    path: /models/gen.gguf\n", "    path: /models/gen.gguf\n    parallel: 1\n");
     let config = Config::parse(Path::new("lore.yaml"), &text).unwrap();
-    let r = Arc::new(Router::new(&config, Stand { fail: None, gate: None }, None).unwrap());
+    let r = Arc::new(Router::new(&config, Stand { fail: None, gate: None, pipeline: None }, None).unwrap());
     let (entered, released) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Semaphore::new(0)));
     let slow = Said::default();
     let mut first = incoming("other", "a", "one", &slow);
@@ -420,4 +428,161 @@ async fn an_api_key_is_capped_on_questions_to_bots_and_not_on_work_for_the_gener
         engine_work.iter().map(|w| w.as_ref().err()).collect::<Vec<_>>()
     );
     drop(asked);
+}
+
+/// A router whose answers go through the real pipeline on lore-core's stand-in models (a
+/// chat model that echoes a fixed answer, a hashing embedder), from one passage given in
+/// place of a knowledge base's retrieval.
+fn piped_router() -> Arc<Router<Stand>> {
+    use lore_core::testing::{EchoModel, HashEmbedder};
+    let cx =
+        lore_core::PluginContext { embedder: Arc::new(HashEmbedder { dim: 64 }), scorer: None, cross_encoder: None };
+    let pipeline = crate::question::pipeline::Pipeline {
+        model: Arc::new(EchoModel::new(512, "They dance on the comb [1].")),
+        max_answer_tokens: 32,
+        sampling: Default::default(),
+        evidence: crate::question::evidence::EvidenceFinder::new(&cx),
+    };
+    let config = Config::parse(Path::new("lore.yaml"), CONFIG).unwrap();
+    Arc::new(Router::new(&config, Stand { fail: None, gate: None, pipeline: Some(pipeline) }, None).unwrap())
+}
+
+async fn piped(
+    pipeline: &crate::question::pipeline::Pipeline,
+    place: &Place,
+    question: &str,
+    history: &[Turn],
+    sink: &mut dyn ReplySink,
+) -> anyhow::Result<Outcome> {
+    use crate::question::pipeline::{respond, Judging, Retrieved, Voice};
+    let chunk = lore_core::Chunk::new("bees.md", 0, 1, 3, "Bees dance on the comb to show where flowers grow.".into());
+    let hits = vec![lore_core::Hit { chunk, score: 1.0, similarity: Some(0.9), lexical: None }];
+    let signals = crate::question::confidence::Signals::of_retrieval(&hits, Some(1.0), false);
+    let retrieved = Retrieved { hits, signals };
+    let voice = Voice::of(&place.template);
+    let judging = Judging::default();
+    let answer =
+        pipeline.answer_from(&place.retrieval, voice, question, history, retrieved, judging, Duration::ZERO).await?;
+    respond(answer, sink).await
+}
+
+/// A platform whose first try at the final text fails: the adapter's retry is logged
+/// while the answer is delivered, as `adapters/src/stream.rs` logs it.
+struct RetriedFinal(Said);
+
+#[async_trait]
+impl ReplySink for RetriedFinal {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn update(&mut self, text: &str) -> anyhow::Result<()> {
+        self.0.update(text).await
+    }
+    async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
+        tracing::warn!(error = "502 Bad Gateway", retry_in_ms = 1, "a platform call failed; retrying");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        self.0.finish(text, sources).await
+    }
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.0.say(text).await
+    }
+}
+
+/// The `question_id` a line of text output carries, if any.
+fn question_id_of(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("question_id=")?;
+    rest.split(|c: char| !c.is_ascii_hexdigit()).next()
+}
+
+#[tokio::test]
+async fn every_log_line_of_a_question_carries_its_id_from_the_line_to_the_delivery_retries() {
+    let (subscriber, logs) = crate::logs::captured(crate::logs::LogFormat::Text);
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let r = piped_router();
+    // Two questions at once, handled as the daemon's loop handles them: spawned.
+    let said: Vec<Said> = (0..2).map(|_| Said::default()).collect();
+    let tasks: Vec<_> = ["u1", "u2"]
+        .iter()
+        .zip(&said)
+        .map(|(user, said)| {
+            let mut msg = incoming("other", user, "Why do bees dance?", said);
+            msg.reply = Box::new(RetriedFinal(said.clone()));
+            tokio::spawn(r.handle(msg))
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(5), t).await.unwrap().unwrap();
+    }
+    for s in &said {
+        assert_eq!(s.finals(), vec!["They dance on the comb [1]."]);
+    }
+    let text = logs.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.iter().all(|l| question_id_of(l).is_some()), "a line without its question:\n{text}");
+    let mut ids: Vec<&str> = lines.iter().filter_map(|l| question_id_of(l)).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "one id per question: {ids:?}\n{text}");
+    for id in ids {
+        let of_it: Vec<&str> = lines.iter().copied().filter(|l| question_id_of(l) == Some(id)).collect();
+        // The span's fields on every line, and each step of the answer in order.
+        assert!(of_it.iter().all(|l| l.contains("question{bot=other platform=test conversation=test:u")), "{of_it:#?}");
+        let steps = ["question in line", "generating", "a platform call failed; retrying", "answered"];
+        let found: Vec<&str> = of_it.iter().filter_map(|l| steps.into_iter().find(|s| l.contains(s))).collect();
+        assert_eq!(found, steps, "{of_it:#?}");
+    }
+}
+
+#[tokio::test]
+async fn the_error_id_in_the_chat_is_the_question_id_of_the_failures_log_line() {
+    let (subscriber, logs) = crate::logs::captured(crate::logs::LogFormat::Text);
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let r = router(Some(|| anyhow::anyhow!("LanceDB: IO error at /secret/path").context("retrieving")));
+    let reply = ask(&r, "docs", "ann", "lobby", "Why?").await;
+    let id = reply.split_once("(error ").and_then(|(_, rest)| rest.split_once(')')).map(|(id, _)| id).unwrap();
+    let text = logs.text();
+    let failed = text.lines().find(|l| l.contains("answer failed")).expect("the failure is logged");
+    assert_eq!(question_id_of(failed), Some(id), "{failed}");
+    assert!(failed.contains("retrieving: LanceDB: IO error at /secret/path"), "the cause is in the log: {failed}");
+}
+
+#[tokio::test]
+async fn json_log_lines_name_the_question_in_their_span_with_the_id_the_chat_shows() {
+    let (subscriber, logs) = crate::logs::captured(crate::logs::LogFormat::Json);
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let r = router(Some(|| anyhow::anyhow!("the engine is gone")));
+    let reply = ask(&r, "docs", "ann", "lobby", "Why?").await;
+    let text = logs.text();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let failed = lines.iter().find(|l| l["message"] == "answer failed").unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(failed["level"], "WARN");
+    assert_eq!(failed["target"], "lore::question::router");
+    assert_eq!(failed["error"], "the engine is gone");
+    let span = &failed["span"];
+    assert_eq!(span["name"], "question");
+    assert_eq!(
+        (&span["bot"], &span["platform"], &span["conversation"]),
+        (&"docs".into(), &"test".into(), &"test:lobby".into())
+    );
+    let id = span["question_id"].as_str().unwrap();
+    assert!(reply.contains(&format!("(error {id})")), "{reply} / {failed}");
+    assert_eq!(failed["spans"][0]["question_id"], id);
+}
+
+#[tokio::test]
+async fn an_api_question_is_logged_in_the_span_admit_starts() {
+    let (subscriber, logs) = crate::logs::captured(crate::logs::LogFormat::Text);
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let r = piped_router();
+    let admitted = r.admit("docs", "api-key-0").unwrap();
+    let id = admitted.question.id.clone();
+    let mut sink = Said::default();
+    r.answer_with("docs", admitted, "Why do bees dance?", &[], &mut sink).await.unwrap();
+    let text = logs.text();
+    let span = format!("question{{bot=docs platform=api conversation=api-key-0 question_id={id}}}");
+    for step in ["question in line", "generating", "answered"] {
+        let line = text.lines().find(|l| l.contains(step)).unwrap_or_else(|| panic!("no {step:?}:\n{text}"));
+        assert!(line.contains(&span), "{line}");
+    }
 }

@@ -14,10 +14,10 @@ use super::health::Every;
 use super::state::{ApiState, Bots, EmbedderModel, GeneratorModel, Health, Key, LocalModel, Passage, Rows, Sources};
 use super::AdapterStates;
 use crate::app::{Answering, App};
-use crate::question::line::{Line, Refusal, Ticket};
+use crate::question::line::{Line, Refusal};
 use crate::question::pipeline::{Outcome, SourceNames};
 use crate::question::prompt::Turn;
-use crate::question::router::{Answerer, Router};
+use crate::question::router::{Admitted, Answerer, Router};
 
 /// How old the row counts `/ready` and `/metrics` report may be.
 pub(super) const KB_ROWS_EVERY: Duration = Duration::from_secs(15);
@@ -66,19 +66,19 @@ impl<A: Answerer> Bots for Router<A> {
         Router::has_bot(self, bot)
     }
 
-    fn admit(&self, model: &str, asker: &str) -> Result<Ticket, Refusal> {
+    fn admit(&self, model: &str, asker: &str) -> Result<Admitted, Refusal> {
         Router::admit(self, model, asker)
     }
 
     async fn answer_with(
         &self,
         bot: &str,
-        ticket: Ticket,
+        admitted: Admitted,
         question: &str,
         history: &[Turn],
         sink: &mut dyn ReplySink,
     ) -> anyhow::Result<Outcome> {
-        Router::answer_with(self, bot, ticket, question, history, sink).await
+        Router::answer_with(self, bot, admitted, question, history, sink).await
     }
 
     fn line(&self) -> &Line {

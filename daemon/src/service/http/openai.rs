@@ -25,6 +25,7 @@ use lore_core::{Event, GenerateError, GenerateRequest, PromptText, ReplySink, So
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use super::state::LocalModel;
 use super::{Caller, Shared};
@@ -80,6 +81,15 @@ impl ApiError {
         }
         tracing::warn!(error = format!("{error:#}"), "answering an API request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "answering failed; the server log has the cause")
+    }
+
+    /// A server error that names its question's id, as a chat's does: the log lines of
+    /// that question carry it (`question_id`).
+    fn naming(mut self, question_id: &str) -> Self {
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            self.message = format!("{} (error {question_id})", self.message);
+        }
+        self
     }
 
     fn body(&self) -> Value {
@@ -266,16 +276,18 @@ pub(super) async fn chat_completions(
             .await
             .map_err(|e| ApiError::bad_request(format!("messages: {e}")))?;
     }
-    let ticket = api.bots.admit(&request.model, &caller.id)?;
+    let admitted = api.bots.admit(&request.model, &caller.id)?;
+    let span = admitted.question.span.clone();
     let model = request.model.clone();
     let stream = request.stream;
     let answering = server.clone();
     respond(Shape::Chat, model, stream, move |tx| async move {
         match target {
-            Target::Bot(bot) => answer_as_bot(&answering, &bot, ticket, &request, &tx).await,
-            Target::Generator => complete(&answering, ticket, &request, &tx).await,
+            Target::Bot(bot) => answer_as_bot(&answering, &bot, admitted, &request, &tx).await,
+            Target::Generator => complete(&answering, admitted.ticket, &request, &tx).await,
         }
     })
+    .instrument(span)
     .await
 }
 
@@ -291,15 +303,19 @@ where
 {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let answering = answer(tx.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            piece = answering => {
-                // The caller may be gone: nothing more to do then.
-                let _ = tx.send(piece);
+    tokio::spawn(
+        async move {
+            tokio::select! {
+                piece = answering => {
+                    // The caller may be gone: nothing more to do then.
+                    let _ = tx.send(piece);
+                }
+                () = tx.closed() => {}
             }
-            () = tx.closed() => {}
         }
-    });
+        // The question's span (see `Router::admit`).
+        .instrument(tracing::Span::current()),
+    );
     // The first piece decides the status: an error before any text is an HTTP error.
     let first = rx
         .recv()
@@ -324,20 +340,21 @@ where
 async fn answer_as_bot(
     server: &Shared,
     bot: &str,
-    ticket: crate::question::line::Ticket,
+    admitted: crate::question::router::Admitted,
     request: &ChatRequest,
     tx: &mpsc::UnboundedSender<Piece>,
 ) -> Piece {
     let (question, history) = conversation(&request.messages);
     let mut sink = ChannelSink { tx: tx.clone(), sent: String::new(), sources: Vec::new() };
-    match server.api.bots.answer_with(bot, ticket, &question, &history, &mut sink).await {
+    let id = admitted.question.id.clone();
+    match server.api.bots.answer_with(bot, admitted, &question, &history, &mut sink).await {
         Ok(outcome) => {
             let finish_reason = if outcome.stop == Some(StopReason::Length) { "length" } else { "stop" };
             Piece::Done { finish_reason, sources: sink.sources, trust: Some(Trust::of(bot, &outcome)) }
         }
         // The caller left, and the answer stopped: nobody to tell.
         Err(_) if tx.is_closed() => Piece::Done { finish_reason: "stop", sources: Vec::new(), trust: None },
-        Err(error) => Piece::Failed(ApiError::from_answer(&error)),
+        Err(error) => Piece::Failed(ApiError::from_answer(&error).naming(&id)),
     }
 }
 
@@ -525,9 +542,10 @@ pub(super) async fn completions(
     if request.prompt.is_empty() {
         return Err(ApiError::bad_request("prompt: empty"));
     }
-    let ticket = server.api.bots.admit(&request.model, &caller.id)?;
+    let admitted = server.api.bots.admit(&request.model, &caller.id)?;
+    let (ticket, span) = (admitted.ticket, admitted.question.span);
     if request.echo {
-        return echo_logprobs(&server, ticket, request).await;
+        return echo_logprobs(&server, ticket, request).instrument(span).await;
     }
     let prompt = completion_prompt(request.prompt, server.api.generator.local.as_deref())?;
     let stop = request.stop.map(OneOrMany::into_vec).unwrap_or_default();
@@ -542,6 +560,7 @@ pub(super) async fn completions(
         let model = answering.api.generator.model.clone();
         generate(&answering, model, ticket, prompt, stop, &knobs, &tx).await
     })
+    .instrument(span)
     .await
 }
 
@@ -937,6 +956,14 @@ mod tests {
     use lore_core::Part;
 
     use super::*;
+
+    #[test]
+    fn a_failed_answer_names_its_question_id_and_a_reason_in_words_stays_as_it_is() {
+        let failed = ApiError::from_answer(&anyhow::anyhow!("LanceDB: IO error at /secret/path")).naming("3fa2c1");
+        assert_eq!(failed.message, "answering failed; the server log has the cause (error 3fa2c1)");
+        let full = ApiError::from_answer(&GenerateError::QueueFull(64).into()).naming("3fa2c1");
+        assert!(!full.message.contains("3fa2c1"), "{}", full.message);
+    }
 
     #[test]
     fn a_completion_prompt_sent_as_text_is_read_as_text_and_token_ids_need_a_model_here() {

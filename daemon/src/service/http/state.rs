@@ -11,9 +11,10 @@ use lore_core::{ChatModel, Chunk, Embedder, GenerateError, PromptText, ReplySink
 use lore_remote::EndpointState;
 
 use super::AdapterStates;
-use crate::question::line::{Line, Refusal, Ticket};
+use crate::question::line::{Line, Refusal};
 use crate::question::pipeline::Outcome;
 use crate::question::prompt::Turn;
+use crate::question::router::Admitted;
 
 /// Everything the API answers from.
 pub(crate) struct ApiState {
@@ -50,14 +51,14 @@ pub(crate) trait Bots: Send + Sync {
     /// Whether a bot of this name answers.
     fn has_bot(&self, bot: &str) -> bool;
     /// A place in line for `asker`'s request to `model` (a bot, or the generator itself),
-    /// or why there is none now.
-    fn admit(&self, model: &str, asker: &str) -> Result<Ticket, Refusal>;
-    /// Bot `bot`'s grounded answer to `question` after `history`, once `ticket`'s turn
+    /// and the question's span, or why there is none now.
+    fn admit(&self, model: &str, asker: &str) -> Result<Admitted, Refusal>;
+    /// Bot `bot`'s grounded answer to `question` after `history`, once `admitted`'s turn
     /// comes, streamed into `sink`.
     async fn answer_with(
         &self,
         bot: &str,
-        ticket: Ticket,
+        admitted: Admitted,
         question: &str,
         history: &[Turn],
         sink: &mut dyn ReplySink,
