@@ -89,7 +89,7 @@ pub enum Command {
     /// Write question/answer pairs from a knowledge base, for fine-tuning (JSONL).
     Synth(crate::tools::synth::SynthArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::tools::bench::BenchArgs),
     /// Parse one document from stdin into JSON on stdout, under resource limits: how
     /// ingest reads documents, each in a child process of its own.
     #[command(name = "parse-document", hide = true)]
