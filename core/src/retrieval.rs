@@ -1,5 +1,5 @@
 //! The plugin traits: how texts become vectors, how passages are found and reordered, and
-//! the models plugins may lean on. Implementations live in `lore-plugins` (LanceDB) and
+//! the models plugins may lean on. Implementations live in `lore-knowledge` (LanceDB) and
 //! `lore-engine` (llama.cpp); plugin errors are `anyhow` because every implementation
 //! brings its own.
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use lore_core::{ChatModel, Embedder, PluginContext, ReplySink, Secret};
 use lore_engine::{Generator, LlamaCrossEncoder, LlamaEmbedder};
-use lore_plugins::{KbHandle, KbStore, KnowledgeBase};
+use lore_knowledge::{KbHandle, KbStore, KnowledgeBase};
 use lore_remote::{
     PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteError, RemoteGenerator, RemoteGeneratorSettings,
 };
@@ -20,7 +20,7 @@ use crate::question::router::{Answerer, Place};
 
 /// Which models a command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Models {
+pub enum Load {
     /// Generator, embedder and (when configured) the cross-encoder: answering.
     All,
     /// The embedder (and cross-encoder) only: ingest, retrieval-only evaluation.
@@ -37,22 +37,22 @@ pub struct App {
     pub local_embedder: Option<LlamaEmbedder>,
     /// The embedder's pool when it runs on servers (`type: openai`).
     pub remote_embedder: Option<RemoteEmbedder>,
-    /// Loaded with [`Models::All`] for a local model (`type: llama`).
-    pub generator: Option<Generator>,
-    /// Connected with [`Models::All`] for a pool of servers (`type: openai`).
-    pub remote: Option<RemoteGenerator>,
+    /// Loaded with [`Load::All`] for a local model (`type: llama`).
+    pub local_generator: Option<Generator>,
+    /// Connected with [`Load::All`] for a pool of servers (`type: openai`).
+    pub remote_generator: Option<RemoteGenerator>,
     /// The `cross-encoder` reranker's model (`models.reranker`), when configured.
     pub cross_encoder: Option<LlamaCrossEncoder>,
 }
 
 impl App {
-    pub async fn load(config: Config, models: Models) -> anyhow::Result<Self> {
-        Self::load_with_adapters(config, models, &[]).await
+    pub async fn load(config: Config, load: Load) -> anyhow::Result<Self> {
+        Self::load_with_adapters(config, load, &[]).await
     }
 
     /// Like [`App::load`], with LoRA adapter files a command loads into a local generator
     /// besides the bots' (`lore eval --adapter`).
-    pub async fn load_with_adapters(config: Config, models: Models, extra: &[PathBuf]) -> anyhow::Result<Self> {
+    pub async fn load_with_adapters(config: Config, load: Load, extra: &[PathBuf]) -> anyhow::Result<Self> {
         config.validate_files()?;
         calibrations(&config)?;
         let store = open_store(&config).await?;
@@ -71,26 +71,35 @@ impl App {
             }
         };
         let (mut generator, mut remote) = (None, None);
-        match (models, &config.models.generator) {
-            (Models::All, GeneratorSettings::Llama(settings)) => {
+        match (load, &config.models.generator) {
+            (Load::All, GeneratorSettings::Llama(settings)) => {
                 let mut adapters = config.adapter_files();
                 adapters.extend(extra.iter().cloned());
                 adapters.sort();
                 adapters.dedup();
                 generator = Some(Generator::load_with_adapters(settings, &adapters)?)
             }
-            (Models::All, GeneratorSettings::Openai(pool)) => remote = Some(connect_generator(&config, pool).await?),
-            (Models::WithoutGenerator, _) => {}
+            (Load::All, GeneratorSettings::Openai(pool)) => remote = Some(connect_generator(&config, pool).await?),
+            (Load::WithoutGenerator, _) => {}
         }
         let cross_encoder = config.models.reranker.as_ref().map(LlamaCrossEncoder::load).transpose()?;
-        Ok(Self { config, store, embedder, local_embedder, remote_embedder, generator, remote, cross_encoder })
+        Ok(Self {
+            config,
+            store,
+            embedder,
+            local_embedder,
+            remote_embedder,
+            local_generator: generator,
+            remote_generator: remote,
+            cross_encoder,
+        })
     }
 
     /// The model threads run here, by name, each with the token that fires if it dies: a
-    /// daemon whose model is in an unknown state exits (see `serve`).
+    /// daemon whose model is in an unknown state exits (see `service::run`).
     pub fn model_threads(&self) -> Vec<(&'static str, tokio_util::sync::CancellationToken)> {
         let mut threads = Vec::new();
-        if let Some(generator) = &self.generator {
+        if let Some(generator) = &self.local_generator {
             threads.push(("generator", generator.died()));
         }
         if let Some(embedder) = &self.local_embedder {
@@ -102,10 +111,10 @@ impl App {
         threads
     }
 
-    /// The generator and its settings. Panics unless loaded with [`Models::All`].
+    /// The generator and its settings. Panics unless loaded with [`Load::All`].
     pub fn pipeline(&self) -> Pipeline {
         let g = &self.config.models.generator;
-        let model = self.chat_model().expect("the generator is loaded with Models::All");
+        let model = self.chat_model().expect("the generator is loaded with Load::All");
         Pipeline {
             model,
             max_answer_tokens: g.max_answer_tokens(),
@@ -116,7 +125,7 @@ impl App {
 
     /// The generator, local or on servers, when it is loaded.
     fn chat_model(&self) -> Option<Arc<dyn ChatModel>> {
-        match (&self.generator, &self.remote) {
+        match (&self.local_generator, &self.remote_generator) {
             (Some(local), _) => Some(Arc::new(local.clone())),
             (None, Some(remote)) => Some(Arc::new(remote.clone())),
             (None, None) => None,
@@ -127,7 +136,7 @@ impl App {
     pub fn plugin_context(&self) -> PluginContext {
         PluginContext {
             embedder: self.embedder.clone(),
-            scorer: match (&self.generator, &self.remote) {
+            scorer: match (&self.local_generator, &self.remote_generator) {
                 (Some(local), _) => Some(Arc::new(local.clone()) as Arc<dyn lore_core::Scorer>),
                 (None, Some(remote)) => Some(Arc::new(remote.clone()) as Arc<dyn lore_core::Scorer>),
                 (None, None) => None,
@@ -164,7 +173,7 @@ impl App {
         chain(&self.store, place, &self.plugin_context(), &self.config)
     }
 
-    /// The answerer the router uses. Panics unless loaded with [`Models::All`].
+    /// The answerer the router uses. Panics unless loaded with [`Load::All`].
     pub fn answering(&self) -> Answering {
         Answering {
             pipeline: self.pipeline(),

@@ -11,14 +11,14 @@ use lore_remote::{CountedBy, RemoteError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::app::{App, Models};
+use crate::app::{App, Load};
 use crate::config::{BotConfig, Config, EmbedderSettings, GeneratorSettings, ModelKind};
 use crate::ingest::Progress;
 use crate::logs::LogFormat;
 use crate::question::pipeline::respond;
 use crate::question::prompt::Template;
 use crate::question::router::{bot_place, Place, QuestionSpan};
-use crate::service::serve::AdapterSpec;
+use crate::service::run::AdapterSpec;
 
 #[derive(Debug, Parser)]
 #[command(name = "lore", version, about = "Turn your own text into a chat bot that answers questions about it")]
@@ -132,8 +132,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ask { bot, kb, question } => ask(config, bot.as_deref(), kb.as_deref(), &question).await,
         Command::Chat { bot, kb } => chat(config, bot.as_deref(), kb.as_deref()).await,
-        Command::Run => serve(config).await,
-        Command::Serve => serve_http_only(config).await,
+        Command::Run => run_daemon(config).await,
+        Command::Serve => serve(config).await,
         Command::Check => check(config).await,
         Command::Eval(args) => {
             if args.adapter.is_some() {
@@ -146,10 +146,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let llm_rerank = !args.no_rerank
                 && !args.closed_book
-                && config.retrieval.rerankers.iter().any(|r| matches!(r, lore_plugins::RerankerConfig::Llm { .. }));
+                && config.retrieval.rerankers.iter().any(|r| matches!(r, lore_knowledge::RerankerConfig::Llm { .. }));
             let asks = args.squad.is_some();
             let generates = asks && (!args.retrieval_only || llm_rerank || args.generated_questions > 0);
-            let models = if generates { Models::All } else { Models::WithoutGenerator };
+            let models = if generates { Load::All } else { Load::WithoutGenerator };
             let app = App::load_with_adapters(config, models, args.adapter.as_slice()).await?;
             let metrics = crate::tools::eval::run(&app, &args).await?;
             if args.json {
@@ -162,7 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Calibrate(args) => {
             // Questions read back from files need no model; asking needs them all.
             let asks = !args.squad.is_empty() || !args.gold.is_empty();
-            let app = App::load(config, if asks { Models::All } else { Models::WithoutGenerator }).await?;
+            let app = App::load(config, if asks { Load::All } else { Load::WithoutGenerator }).await?;
             let report = crate::tools::calibrate::run(&app, &args).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -172,7 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Synth(args) => {
-            let app = App::load(config, Models::All).await?;
+            let app = App::load(config, Load::All).await?;
             let report = crate::tools::synth::run(&app, &args, true).await?;
             println!("{}: {report}", args.out.display());
             Ok(())
@@ -183,7 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let generator = match &m.generator {
                 GeneratorSettings::Llama(local) => local.path.clone(),
                 GeneratorSettings::Openai(_) => {
-                    let app = App::load(config, Models::All).await?;
+                    let app = App::load(config, Load::All).await?;
                     return crate::tools::bench::run_pool(&app, &args.engine).await;
                 }
             };
@@ -225,7 +225,7 @@ async fn ingest(
     if let Some(max) = max_pages {
         settings.web.max_pages = max;
     }
-    let models = if settings.generated_questions > 0 { Models::All } else { Models::WithoutGenerator };
+    let models = if settings.generated_questions > 0 { Load::All } else { Load::WithoutGenerator };
     let app = App::load(config, models).await?;
     let kb = app.kb_for_ingest(kb_name).await?;
     let embedder = app.embedder.as_ref();
@@ -253,7 +253,7 @@ async fn ask(config: Config, bot: Option<&str>, kb: Option<&str>, question: &str
         (None, None) => bail!("name a --bot or a --kb"),
     };
     let name = bot.or(kb).unwrap_or_default().to_string();
-    let app = App::load(config, Models::All).await?;
+    let app = App::load(config, Load::All).await?;
     let chain = app.chain(place)?;
     // One question, in its span as a chat's is (see `Router::handle`).
     let traced = QuestionSpan::new(&name, "console", "ask");
@@ -279,45 +279,47 @@ async fn chat(mut config: Config, bot: Option<&str>, kb: Option<&str>) -> anyhow
         }
         (None, None) => bail!("name a --bot or a --kb"),
     };
-    let app = Arc::new(App::load(config, Models::All).await?);
+    let app = Arc::new(App::load(config, Load::All).await?);
     eprintln!("Ask {name} anything (/help for commands, /quit or Ctrl-D to leave).");
     let bot = name.clone();
     let console = AdapterSpec::new(&name, move || Ok(Box::new(ConsoleAdapter::new(&bot)) as Box<dyn Adapter>));
-    serve_adapters(app, vec![console]).await
+    run_adapters(app, vec![console]).await
 }
 
-async fn serve_http_only(config: Config) -> anyhow::Result<()> {
+/// `lore serve`: the HTTP API alone, no chat adapters.
+async fn serve(config: Config) -> anyhow::Result<()> {
     if config.server.is_none() {
         bail!(
             "{}: `lore serve` needs a `server:` section (for example `server: {{listen: 127.0.0.1:8080}}`)",
             config.file.display()
         );
     }
-    let app = Arc::new(App::load(config, Models::All).await?);
+    let app = Arc::new(App::load(config, Load::All).await?);
     let _watchers = crate::service::watch::start(&app)?;
-    serve_adapters(app, Vec::new()).await
+    run_adapters(app, Vec::new()).await
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = Arc::new(App::load(config, Models::All).await?);
-    let adapters = crate::service::serve::adapter_specs(&app.config)?;
+/// `lore run`: every bot's adapter and the HTTP API (when configured).
+async fn run_daemon(config: Config) -> anyhow::Result<()> {
+    let app = Arc::new(App::load(config, Load::All).await?);
+    let adapters = crate::service::run::adapter_specs(&app.config)?;
     let _watchers = crate::service::watch::start(&app)?;
-    serve_adapters(app, adapters).await
+    run_adapters(app, adapters).await
 }
 
 /// Runs the adapters and the router until a shutdown signal arrives (or every adapter
 /// ends), then lets answers in progress finish.
-async fn serve_adapters(app: Arc<App>, adapters: Vec<AdapterSpec>) -> anyhow::Result<()> {
+async fn run_adapters(app: Arc<App>, adapters: Vec<AdapterSpec>) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = {
         let token = shutdown.clone();
         tokio::spawn(async move {
-            crate::service::serve::shutdown_signal().await;
+            crate::service::run::shutdown_signal().await;
             tracing::info!("shutting down");
             token.cancel();
         })
     };
-    let result = crate::service::serve::serve_until(app, adapters, shutdown).await;
+    let result = crate::service::run::run_until(app, adapters, shutdown).await;
     signal.abort();
     result
 }
@@ -347,11 +349,33 @@ fn counted_by(by: CountedBy) -> &'static str {
     }
 }
 
+/// `lore check`: loads everything as `lore run` would and says what it found, counting
+/// the problems (an unreachable server, a missing knowledge base) before failing.
 async fn check(config: Config) -> anyhow::Result<()> {
     println!("config {}: ok", config.file.display());
-    let app = App::load(config, Models::All).await?;
+    let app = App::load(config, Load::All).await?;
+    let mut problems = check_generator(&app).await;
+    problems += check_embedder(&app).await;
+    println!("devices: {}", lore_engine::devices().join(", "));
+    println!(
+        "knowledge bases in {}, conversations in {}",
+        app.config.data_dir,
+        app.config.conversations_dir().display()
+    );
+    check_calibrations(&app)?;
+    problems += check_knowledge_bases(&app).await?;
+    if problems > 0 {
+        bail!("{problems} problem(s) found");
+    }
+    println!("all good");
+    Ok(())
+}
+
+/// The generator: the model file and what it can do, or the pool's servers. Returns the
+/// problems found.
+async fn check_generator(app: &App) -> usize {
     let mut problems = 0;
-    match (&app.generator, &app.remote) {
+    match (&app.local_generator, &app.remote_generator) {
         (Some(g), _) => {
             println!(
                 "generator {}: {}{} (chat template: {}), {} tokens per conversation, {} in parallel",
@@ -403,8 +427,14 @@ async fn check(config: Config) -> anyhow::Result<()> {
                 }
             }
         }
-        (None, None) => unreachable!("loaded with Models::All"),
+        (None, None) => unreachable!("loaded with Load::All"),
     }
+    problems
+}
+
+/// The embedder: its dimensions, and a pool's servers. Returns the problems found.
+async fn check_embedder(app: &App) -> usize {
+    let mut problems = 0;
     match (&app.config.models.embedder, &app.remote_embedder) {
         (EmbedderSettings::Llama(e), _) => println!("embedder {}: {} dimensions", e.path.display(), app.embedder.dim()),
         (EmbedderSettings::Openai(_), None) => unreachable!("a pool is connected for `type: openai`"),
@@ -414,12 +444,12 @@ async fn check(config: Config) -> anyhow::Result<()> {
             println!("  chunk tokens counted by {}", counted_by(pool.counted_by()));
         }
     }
-    println!("devices: {}", lore_engine::devices().join(", "));
-    println!(
-        "knowledge bases in {}, conversations in {}",
-        app.config.data_dir,
-        app.config.conversations_dir().display()
-    );
+    problems
+}
+
+/// How each bot decides to abstain, and whether its calibration was fitted on what it
+/// runs now.
+fn check_calibrations(app: &App) -> anyhow::Result<()> {
     for name in app.config.bots.keys() {
         let place = crate::question::router::bot_place(&app.config, name)?;
         match &place.retrieval.abstain.calibration {
@@ -440,6 +470,12 @@ async fn check(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Each bot's knowledge bases (its own and its channels'). Returns the missing ones.
+async fn check_knowledge_bases(app: &App) -> anyhow::Result<usize> {
+    let mut problems = 0;
     for (name, bot) in &app.config.bots {
         let mut kbs = vec![bot.knowledge_base.clone()];
         kbs.extend(bot.channels.values().filter_map(|c| c.knowledge_base.clone()));
@@ -453,11 +489,7 @@ async fn check(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    if problems > 0 {
-        bail!("{problems} problem(s) found");
-    }
-    println!("all good");
-    Ok(())
+    Ok(problems)
 }
 
 #[cfg(test)]

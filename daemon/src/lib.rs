@@ -5,7 +5,7 @@
 //!   live there), waits its turn in [`question::line`];
 //! - passages are chosen, the prompt built and the answer judged in
 //!   [`question::pipeline`] (a `Chain` per bot and channel, built once from
-//!   `lore-plugins`' retrievers and rerankers);
+//!   `lore-knowledge`' retrievers and rerankers);
 //! - tokens are generated in the `lore-engine` crate (the only one that knows llama.cpp)
 //!   or on remote servers (`lore-remote`).
 //!
@@ -21,7 +21,7 @@
 //! 6. [`cli`]: the command line.
 //!
 //! This crate knows nothing of llama.cpp (that is `lore-engine`), LanceDB/Arrow
-//! (`lore-plugins`) or serenity/teloxide (`lore-adapters`).
+//! (`lore-knowledge`) or serenity/teloxide (`lore-adapters`).
 
 pub mod config;
 pub mod logs;

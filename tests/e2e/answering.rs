@@ -1,6 +1,6 @@
 //! The answering path end to end on the real default models.
 
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore::ingest::{Progress, Settings};
 use lore::question::pipeline::respond;
 use lore::question::router::bot_place;
@@ -12,7 +12,7 @@ const NORMANS_KB: &str =
 
 async fn normans_app(dir: &std::path::Path) -> (App, Vec<String>) {
     let (file, paragraphs) = squad_article_text("squad-v2/normans.json", dir);
-    let app = App::load(config(dir, NORMANS_KB), Models::All).await.unwrap();
+    let app = App::load(config(dir, NORMANS_KB), Load::All).await.unwrap();
     let kb = app.kb_for_ingest("normans").await.unwrap();
     let report = lore::ingest::ingest(
         &kb,
@@ -98,7 +98,7 @@ async fn weak_evidence_abstains_without_generating() {
     let dir = tempfile::tempdir().unwrap();
     let (app, _) = normans_app(dir.path()).await;
     let mut place = bot_place(&app.config, "b").unwrap();
-    place.retrieval.retriever = lore_plugins::RetrieverConfig::Vector;
+    place.retrieval.retriever = lore_knowledge::RetrieverConfig::Vector;
     let chain = app.chain(place.clone()).unwrap();
     let best = async |q: &str| chain.retrieve(q).await.unwrap()[0].similarity.unwrap();
     let related = best("Who was the duke of Normandy?").await;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore::ingest::{ingest, Progress::Quiet, Settings, SkipReason};
 use lore_tests::daemon::TelegramDaemon;
 use lore_tests::fake_telegram::{strip_tags, Chat};
@@ -29,7 +29,7 @@ fn make_documents(dir: &Path) -> PathBuf {
 async fn documents_are_ingested_with_pages_and_sections_and_bad_ones_are_skipped_in_words() {
     let dir = tempfile::tempdir().unwrap();
     let docs = make_documents(dir.path());
-    let app = App::load(config(dir.path(), ""), Models::WithoutGenerator).await.unwrap();
+    let app = App::load(config(dir.path(), ""), Load::WithoutGenerator).await.unwrap();
     let kb = app.kb_for_ingest("docs").await.unwrap();
     let report =
         ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&docs), &Settings::new(&app.config.chunking), Quiet)

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore::config::Config;
 use lore::ingest::{ingest, Progress::Quiet, Settings};
-use lore_plugins::RetrieverConfig;
+use lore_knowledge::RetrieverConfig;
 use lore_tests::models::config;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -20,7 +20,7 @@ async fn generated_questions_lead_to_their_chunk_and_follow_the_chunks() {
     let otters = docs.join("otters.md");
     std::fs::write(&otters, "Sea otters hold hands while they sleep so that they do not drift apart.\n").unwrap();
     let extra = format!("knowledge_bases:\n  kb:\n    sources: [{}]\n    generated_questions: 2\n", docs.display());
-    let app = App::load(config(dir.path(), &extra), Models::All).await.unwrap();
+    let app = App::load(config(dir.path(), &extra), Load::All).await.unwrap();
     let settings = Settings::for_kb(&app.config, "kb");
     assert_eq!(settings.generated_questions, 2);
     let kb = app.kb_for_ingest("kb").await.unwrap();

@@ -15,7 +15,7 @@ use lore::ingest::files::blocks_of;
 use lore::ingest::sandbox::Sandbox;
 use lore::ingest::SkipReason;
 use lore_documents::Format;
-use lore_plugins::KbStore;
+use lore_knowledge::KbStore;
 use lore_tests::fake_telegram::{strip_tags, Chat, FakeTelegram};
 use lore_tests::hostile::*;
 use lore_tests::models::config;

@@ -40,7 +40,7 @@ async fn the_openai_client_gets_grounded_answers_the_generator_embeddings_and_pr
     std::env::set_var("LORE_TEST_FLOOD_KEY", "key-flood");
     std::env::set_var("LORE_TEST_ENGINE_KEY", "key-engine");
     let config = format!(
-        "server:\n  listen: 127.0.0.1:{port}\n  api_keys:\n    - key_env: LORE_TEST_API_KEY\n    - key_env: LORE_TEST_LIMITED_KEY\n      bots: [docs]\n    - key_env: LORE_TEST_FLOOD_KEY\n    - key_env: LORE_TEST_ENGINE_KEY\nadmission:\n  rate_limit: {{questions: 3, per_seconds: 600}}\n{}",
+        "server:\n  listen: 127.0.0.1:{port}\n  api_keys:\n    - key_env: LORE_TEST_API_KEY\n    - key_env: LORE_TEST_LIMITED_KEY\n      bots: [docs]\n    - key_env: LORE_TEST_FLOOD_KEY\n    - key_env: LORE_TEST_ENGINE_KEY\nline:\n  rate_limit: {{questions: 3, per_seconds: 600}}\n{}",
         sample_kb()
     );
     let daemon = TelegramDaemon::start(dir.path(), &config, "bees", "").await;

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore::config::Config;
 use lore::ingest::{ingest, Progress, Settings, BATCH_CHUNKS};
-use lore_plugins::{KbStore, KnowledgeBase};
+use lore_knowledge::{KbStore, KnowledgeBase};
 use lore_tests::models::config;
 
 /// The config file the child process ingests with (its knowledge base `big`).
@@ -33,7 +33,7 @@ async fn ingest_child() {
     let config = Config::load(Path::new(&file)).unwrap();
     let settings = Settings::for_kb(&config, "big");
     let sources = config.knowledge_bases["big"].sources.clone();
-    let app = App::load(config, Models::WithoutGenerator).await.unwrap();
+    let app = App::load(config, Load::WithoutGenerator).await.unwrap();
     let kb = app.kb_for_ingest("big").await.unwrap();
     ingest(&kb, app.embedder.as_ref(), &sources, &settings, Progress::Quiet).await.unwrap();
 }
@@ -48,7 +48,7 @@ async fn an_ingest_killed_midway_keeps_the_old_content_and_the_rerun_completes_i
         "knowledge_bases:\n  big:\n    sources: [{}]\n    chunking: {{max_tokens: 48, overlap_tokens: 0, unit: sentence}}\n",
         docs.display()
     );
-    let app = App::load(config(dir.path(), &kbs), Models::WithoutGenerator).await.unwrap();
+    let app = App::load(config(dir.path(), &kbs), Load::WithoutGenerator).await.unwrap();
     let settings = Settings::for_kb(&app.config, "big");
     let kb = app.kb_for_ingest("big").await.unwrap();
     ingest(&kb, app.embedder.as_ref(), std::slice::from_ref(&docs), &settings, Progress::Quiet).await.unwrap();

@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore::config::{ChunkUnit, Chunking};
 use lore::ingest::{ingest, Progress::Quiet, Settings};
 use lore_core::Chunk;
 use lore_tests::models::config;
 
 async fn app(dir: &Path) -> App {
-    App::load(config(dir, ""), Models::WithoutGenerator).await.unwrap()
+    App::load(config(dir, ""), Load::WithoutGenerator).await.unwrap()
 }
 
 fn write(path: &Path, text: &str) {
@@ -128,14 +128,14 @@ async fn text_inserted_above_moves_the_stored_line_ranges_without_re_embedding()
     assert_eq!((owls_turn.2, owls_turn.3), (8, 8), "{stored:?}");
 }
 
-async fn sources(kb: &lore_plugins::KnowledgeBase) -> Vec<String> {
+async fn sources(kb: &lore_knowledge::KnowledgeBase) -> Vec<String> {
     kb.stored_places().await.unwrap().into_keys().collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_knowledge_base_searches_through_an_ann_index_and_still_finds_exact_matches() {
-    use lore_plugins::store::VECTOR_INDEX_MIN_ROWS;
-    use lore_plugins::KbStore;
+    use lore_knowledge::store::VECTOR_INDEX_MIN_ROWS;
+    use lore_knowledge::KbStore;
     let dir = tempfile::tempdir().unwrap();
     let store = KbStore::open(dir.path()).await.unwrap();
     let dim = 32;

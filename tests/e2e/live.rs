@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use lore::ingest::Progress;
-use lore_plugins::KbStore;
+use lore_knowledge::KbStore;
 use lore_tests::daemon::TelegramDaemon;
 use lore_tests::fake_telegram::{strip_tags, Chat};
 use lore_tests::wait_until;
@@ -60,13 +60,13 @@ async fn zebras_come_and_go<F: std::future::Future<Output = ()>>(
 ) {
     std::fs::write(notes.join("zebras.md"), ZEBRAS).unwrap();
     reach(true).await;
-    tokio::time::sleep(lore_plugins::store::READ_CONSISTENCY + Duration::from_millis(500)).await;
+    tokio::time::sleep(lore_knowledge::store::READ_CONSISTENCY + Duration::from_millis(500)).await;
     let after = ask_about_zebras(daemon, first_answer).await;
     assert!(after.contains("zebras.md"), "the new file is not cited: {after}");
 
     std::fs::remove_file(notes.join("zebras.md")).unwrap();
     reach(false).await;
-    tokio::time::sleep(lore_plugins::store::READ_CONSISTENCY + Duration::from_millis(500)).await;
+    tokio::time::sleep(lore_knowledge::store::READ_CONSISTENCY + Duration::from_millis(500)).await;
     let removed = ask_about_zebras(daemon, first_answer + 1).await;
     assert!(!removed.contains("zebras.md"), "a removed file is still cited: {removed}");
 }

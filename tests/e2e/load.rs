@@ -85,7 +85,7 @@ async fn one_person_flooding_the_bot_does_not_keep_others_waiting() {
     }
     let flood_done = finals(flood);
     assert!(flood_done < 10, "the others waited behind all {flood_done} of the flooder's answers");
-    // One answered at a time and three waiting (admission.max_waiting_per_person): the
+    // One answered at a time and three waiting (line.max_waiting_per_person): the
     // rest are refused in words at once, and what was let in is answered.
     let refusal = "Sorry, you already have 3 questions waiting; I will answer those first.";
     let refused = || shown(&daemon, flood).iter().filter(|m| m.as_str() == refusal).count();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore::config::Config;
 use lore::ingest::{ingest, Progress::Quiet, Settings};
 use lore::question::pipeline::respond;
@@ -112,7 +112,7 @@ fn bots_config(dir: &Path, second_adapter: &Path) -> Config {
 async fn three_bots_with_different_adapters_answer_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let [_, two] = adapters();
-    let app = App::load(bots_config(dir.path(), &two), Models::All).await.unwrap();
+    let app = App::load(bots_config(dir.path(), &two), Load::All).await.unwrap();
     let kb = app.kb_for_ingest("bees").await.unwrap();
     let sources = app.config.knowledge_bases["bees"].sources.clone();
     ingest(&kb, app.embedder.as_ref(), &sources, &Settings::for_kb(&app.config, "bees"), Quiet).await.unwrap();

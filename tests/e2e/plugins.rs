@@ -6,19 +6,19 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore::ingest::{ingest, Progress, Settings};
 use lore_core::PairScorer;
 use lore_engine::{EmbedderConfig, LlamaCrossEncoder};
-use lore_plugins::contract::{all_rerankers, check_reranker, check_retriever, CORPUS};
-use lore_plugins::{KbHandle, RetrieverConfig};
+use lore_knowledge::contract::{all_rerankers, check_reranker, check_retriever, CORPUS};
+use lore_knowledge::{KbHandle, RetrieverConfig};
 use lore_tests::models::{config_with_models, embedder_path, reranker_path};
 
 /// The real models, the contract corpus ingested as the bots would (sentence chunks), and
 /// an empty knowledge base.
 async fn setup(dir: &Path) -> (App, KbHandle, KbHandle, usize) {
     let models = format!("  reranker:\n    path: {}\n", reranker_path().display());
-    let app = App::load(config_with_models(dir, &models, ""), Models::All).await.unwrap();
+    let app = App::load(config_with_models(dir, &models, ""), Load::All).await.unwrap();
     std::fs::write(dir.join("bees.md"), CORPUS).unwrap();
     let kb = app.kb_for_ingest("bees").await.unwrap();
     let chunking =

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore_core::{ChatModel, Embedder, GenerateRequest, PromptText, Sampling, Scorer, StopReason};
 use lore_remote::{
     CountedBy, PoolSettings, RemoteEmbedder, RemoteEmbedderSettings, RemoteError, RemoteGenerator,
@@ -203,7 +203,7 @@ async fn the_llm_reranker_scores_with_prompt_logprobs_and_is_refused_in_words_wh
         embedder_path().display()
     );
     let config = config_with_models_section(dir.path(), &models, "");
-    let error = App::load(config, Models::All).await.err().expect("refused").to_string();
+    let error = App::load(config, Load::All).await.err().expect("refused").to_string();
     assert!(error.contains("retrieval.rerankers") && error.contains(NO_PROMPT_LOGPROBS), "{error}");
     assert!(error.contains("rerankers: []") && error.contains("cross-encoder"), "says what to do: {error}");
 }
@@ -224,7 +224,7 @@ async fn lore_with_no_models_of_its_own_answers_from_its_knowledge_base_through_
         model_name(&embedder_path()),
     );
     let asker = TelegramDaemon::start_with_models(dir.path(), Some(&models), &sample_kb(), "bees", "").await;
-    assert!(asker.app.generator.is_none() && asker.app.remote.is_some(), "no local generator");
+    assert!(asker.app.local_generator.is_none() && asker.app.remote_generator.is_some(), "no local generator");
     assert!(asker.app.remote_embedder.is_some(), "no local embedder");
     let kb = asker.app.kb("bees").unwrap().require().await.unwrap();
     assert!(kb.count().await.unwrap() > 0, "ingested through the engine's embedder");
@@ -235,7 +235,7 @@ async fn lore_with_no_models_of_its_own_answers_from_its_knowledge_base_through_
     let answer = shown().concat();
     assert!(answer.to_lowercase().contains("dance"), "the gold answer: {answer}");
     assert!(answer.contains("honeybees.md"), "its source: {answer}");
-    let remote = asker.app.remote.as_ref().unwrap();
+    let remote = asker.app.remote_generator.as_ref().unwrap();
     assert_eq!(remote.counted_by(), CountedBy::Server, "prompts fitted with the engine's /tokenize");
     let engine_pool = remote.endpoints();
     assert!(engine_pool[0].healthy && engine_pool[0].in_flight == 0, "{engine_pool:?}");

@@ -63,7 +63,7 @@ async fn a_daemon_answers_from_an_s3_store_another_place_ingests_and_follows_a_r
     // from the new version.
     std::fs::write(notes.join("honeybees.md"), text.replace(OLD_FACT, NEW_FACT)).unwrap();
     lore_ingest(&ingest_config.file);
-    tokio::time::sleep(lore_plugins::store::READ_CONSISTENCY + Duration::from_millis(500)).await;
+    tokio::time::sleep(lore_knowledge::store::READ_CONSISTENCY + Duration::from_millis(500)).await;
     // Another chat, so the first answer is not in the conversation.
     let second = ask(&daemon, 8, QUESTION).await;
     let passages = ask(&daemon, 8, "/sources").await;

@@ -16,7 +16,7 @@ async fn a_dead_generator_fails_the_question_in_words_and_the_daemon_exits_with_
     daemon.fake.push_message(Chat::Private(5), 5, QUESTION);
     // Typing is shown when the question's turn comes; its reranking then runs in the engine.
     wait_until(Duration::from_secs(30), "the answer starts", || !daemon.fake.calls("sendChatAction").is_empty()).await;
-    daemon.app.generator.as_ref().unwrap().crash_for_tests();
+    daemon.app.local_generator.as_ref().unwrap().crash_for_tests();
     let shown = || daemon.fake.shown_in(5).iter().map(|m| strip_tags(m)).collect::<Vec<_>>();
     wait_until(Duration::from_secs(60), "the asker is told", || shown().iter().any(|m| m.contains("(error "))).await;
     assert!(shown().iter().all(|m| !m.contains("panicked")), "internals reached the chat: {:?}", shown());

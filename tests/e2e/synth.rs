@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore::ingest::{ingest, Progress::Quiet, Settings};
 use lore::tools::synth::{run, SynthArgs};
 use lore_tests::models::config;
@@ -19,7 +19,7 @@ fn lines(file: &Path) -> Vec<Value> {
 async fn pairs_are_written_as_chat_messages_split_by_chunk_and_a_stopped_run_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sample/honeybees.md");
-    let app = App::load(config(dir.path(), ""), Models::All).await.unwrap();
+    let app = App::load(config(dir.path(), ""), Load::All).await.unwrap();
     let kb = app.kb_for_ingest("bees").await.unwrap();
     ingest(&kb, app.embedder.as_ref(), &[sample], &Settings::new(&app.config.chunking), Quiet).await.unwrap();
     let chunks: BTreeMap<String, String> = kb.all_chunks().await.unwrap().into_iter().map(|c| (c.id, c.text)).collect();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore::config::parse_url;
 use lore::ingest::{ingest_web, Progress::Quiet, Settings, SkipReason};
 use lore_tests::models::config;
@@ -141,7 +141,7 @@ async fn a_site_is_crawled_politely_within_its_folder_and_a_second_run_fetches_o
     let site = Site::staff_docs();
     let address = site.serve().await;
     let dir = tempfile::tempdir().unwrap();
-    let app = App::load(config(dir.path(), ""), Models::WithoutGenerator).await.unwrap();
+    let app = App::load(config(dir.path(), ""), Load::WithoutGenerator).await.unwrap();
     let kb = app.kb_for_ingest("web").await.unwrap();
     let mut settings = Settings::new(&app.config.chunking);
     settings.web.crawl = true;
@@ -305,7 +305,7 @@ async fn the_crawler_connects_only_to_public_addresses_unless_the_knowledge_base
     other.put("/sitemap.xml", "application/xml", "<urlset></urlset>");
 
     let dir = tempfile::tempdir().unwrap();
-    let app = App::load(config(dir.path(), ""), Models::WithoutGenerator).await.unwrap();
+    let app = App::load(config(dir.path(), ""), Load::WithoutGenerator).await.unwrap();
     let kb = app.kb_for_ingest("web").await.unwrap();
     let mut settings = Settings::new(&app.config.chunking);
     (settings.web.crawl, settings.web.delay) = (true, Duration::ZERO);

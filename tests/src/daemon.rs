@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lore::app::{App, Models};
+use lore::app::{App, Load};
 use lore::ingest::Progress;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +49,7 @@ impl TelegramDaemon {
             Some(models) => crate::models::config_with_models_section(dir, models, &extra),
             None => config(dir, &extra),
         };
-        let app = Arc::new(App::load(config, Models::All).await.unwrap());
+        let app = Arc::new(App::load(config, Load::All).await.unwrap());
         for (name, kb) in &app.config.knowledge_bases {
             let settings = lore::ingest::Settings::for_kb(&app.config, name);
             let table = app.kb_for_ingest(name).await.unwrap();
@@ -65,15 +65,15 @@ impl TelegramDaemon {
         crate::init();
         let fake = FakeTelegram::start(TOKEN).await;
         let config = crate::models::config_with_data_dir(dir, data_dir, &bot_config(&fake, config_extra, kb, ""));
-        let app = Arc::new(App::load(config, Models::All).await.unwrap());
+        let app = Arc::new(App::load(config, Load::All).await.unwrap());
         Self::serve(fake, app).await
     }
 
     async fn serve(fake: FakeTelegram, app: Arc<App>) -> Self {
-        let adapters = lore::service::serve::adapter_specs(&app.config).unwrap();
+        let adapters = lore::service::run::adapter_specs(&app.config).unwrap();
         let watchers = lore::service::watch::start(&app).unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(lore::service::serve::serve_until(app.clone(), adapters, shutdown.clone()));
+        let task = tokio::spawn(lore::service::run::run_until(app.clone(), adapters, shutdown.clone()));
         wait_until(Duration::from_secs(10), "the bot registers its commands", || {
             !fake.calls("setMyCommands").is_empty()
         })

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-pub use lore_plugins::store::valid_kb_name;
+pub use lore_knowledge::store::valid_kb_name;
 use serde::Deserialize;
 
 use super::{Config, ConfigError, Source};

@@ -5,7 +5,7 @@
 //! defined), their defaults and the checks that concern that section: `models.rs`,
 //! `storage.rs` (`data_dir`, `state_dir`, `storage:`), `retrieval.rs`, `knowledge.rs`
 //! (`knowledge_bases`, `chunking`, file sizes, web addresses), `bots.rs`, `adapters.rs` (a
-//! bot's platform), `admission.rs`, `server.rs`, `parsing.rs`. This file holds [`Config`]
+//! bot's platform), `line.rs`, `server.rs`, `parsing.rs`. This file holds [`Config`]
 //! itself and the top-level scalars, reading and locating errors, and the checks that span
 //! sections.
 //!
@@ -13,9 +13,9 @@
 //! config file's folder (`paths.rs`).
 
 mod adapters;
-mod admission;
 mod bots;
 mod knowledge;
+mod line;
 mod models;
 mod parsing;
 mod paths;
@@ -30,12 +30,12 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use adapters::{AdapterConfig, NotBuilt};
-pub use admission::{Admission, RateLimit};
 pub use bots::{Allow, BotConfig, ChannelConfig, UnknownBot};
 pub use knowledge::{
     is_url, parse_url, valid_kb_name, ChunkUnit, Chunking, KnowledgeBaseConfig, DEFAULT_MAX_FILE_BYTES,
     MAX_GENERATED_QUESTIONS,
 };
+pub use line::{LineSettings, RateLimit};
 pub use lore_core::Sampling;
 pub use lore_engine::settings::{EmbedderConfig, GeneratorConfig};
 pub use models::{
@@ -95,9 +95,11 @@ pub struct Config {
     /// older spelling).
     #[serde(default = "default_shutdown_grace_secs", alias = "shutdown_grace_seconds")]
     pub shutdown_grace_secs: u64,
-    /// How questions from many people at once are let in (every bot shares one line).
-    #[serde(default)]
-    pub admission: Admission,
+    /// The line questions wait in, shared by every bot and the API: how many wait, how
+    /// many one person may have waiting, people taking turns (`admission:` is its older
+    /// name).
+    #[serde(default, alias = "admission")]
+    pub line: LineSettings,
     /// The HTTP server (OpenAI-compatible API, chat page, health, metrics); off unless set.
     #[serde(default)]
     pub server: Option<ServerConfig>,
@@ -243,7 +245,7 @@ impl Config {
         self.check_models()?;
         self.check_storage()?;
         self.check_server()?;
-        self.check_admission()?;
+        self.check_line()?;
         self.check_engine_queue()?;
         self.check_chunking("chunking", &self.chunking)?;
         self.check_parsing()?;

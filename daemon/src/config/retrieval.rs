@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use lore_plugins::{RerankerConfig, RetrieverConfig};
+use lore_knowledge::{RerankerConfig, RetrieverConfig};
 use serde::Deserialize;
 
 use super::{Config, ConfigError, Source};

@@ -26,7 +26,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lore_core::{Chunk, Embedder};
 use lore_documents::Block;
-use lore_plugins::{ChunkPlace, KnowledgeBase};
+use lore_knowledge::{ChunkPlace, KnowledgeBase};
 
 use crate::config::{Chunking, Config};
 pub use files::{collect_files, SkipReason, Skipped};

@@ -1,6 +1,6 @@
 //! Questions generated at ingest (`generated_questions: N`, question generation,
 //! known as doc2query): the generator writes N questions each chunk answers,
-//! and they are stored as extra search keys for that chunk (`lore_plugins::Questions`).
+//! and they are stored as extra search keys for that chunk (`lore_knowledge::Questions`).
 //!
 //! Run after the chunks are written: a chunk whose stored questions were asked for with
 //! another N (or none, a new chunk) is asked again; the others keep theirs, so an
@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use futures::StreamExt;
 use lore_core::{ChatModel, Chunk, Embedder, Sampling};
-use lore_plugins::{ChunkQuestions, KnowledgeBase};
+use lore_knowledge::{ChunkQuestions, KnowledgeBase};
 
 use super::{progress_bar, Progress};
 

@@ -50,7 +50,7 @@ pub mod signal {
     pub const ANSWER_WORDS: &str = "answer_words";
 
     /// Signals that cost a pass of the generator (skipped for questions answered while
-    /// others wait, unless `admission.rerank_when_busy`).
+    /// others wait, unless `line.rerank_when_busy`).
     pub const COSTLY: [&str; 4] = [RERANK_TOP, LL_OPEN, LL_CLOSED, LL_GAIN];
     /// What `lore calibrate` fits on unless told otherwise: signals that mean the same in
     /// any knowledge base. Left out: BM25 (its scale follows the corpus: fitted on one

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
-/// How the line admits questions (`admission:` in the config, plus the engine's size).
+/// How the line admits questions (`line:` in the config, plus the engine's size).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineSettings {
     /// Questions answered at once.
@@ -245,7 +245,7 @@ pub struct Ticket {
     id: u64,
     turn: Option<oneshot::Receiver<bool>>,
     position: watch::Receiver<usize>,
-    /// The turn came and a [`Turn`] now owns the place.
+    /// The turn came and a [`Slot`] now owns the place.
     taken: bool,
     /// The last position [`Ticket::wait`] reported.
     reported: usize,
@@ -288,13 +288,13 @@ impl Ticket {
 
     fn take_turn(&mut self, busy: bool) -> Wait {
         self.turn = None;
-        // From here the place is the Turn's to release.
+        // From here the place is the Slot's to release.
         self.taken = true;
-        Wait::Turn(Turn { line: self.line.clone(), user: self.user.clone(), busy })
+        Wait::Turn(Slot { line: self.line.clone(), user: self.user.clone(), busy })
     }
 
     /// Waits for this question's turn, calling `moved` with each new position in line.
-    pub async fn turn(mut self, mut moved: impl FnMut(usize)) -> Turn {
+    pub async fn turn(mut self, mut moved: impl FnMut(usize)) -> Slot {
         loop {
             match self.wait().await {
                 Wait::Moved(p) => moved(p),
@@ -309,7 +309,7 @@ pub enum Wait {
     /// Its new position (1 = next).
     Moved(usize),
     /// Its turn: answer now.
-    Turn(Turn),
+    Turn(Slot),
 }
 
 impl Drop for Ticket {
@@ -326,15 +326,16 @@ impl Drop for Ticket {
     }
 }
 
-/// A question being answered; dropping it frees its place for the next one.
-pub struct Turn {
+/// One of the `parallel` places being answered, held by a question whose turn came;
+/// dropping it frees the place for the next one.
+pub struct Slot {
     line: Line,
     user: String,
     /// Others were still waiting when this turn came.
     pub busy: bool,
 }
 
-impl Drop for Turn {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.line.release(&self.user);
     }
@@ -359,7 +360,7 @@ mod tests {
         line.join(user).unwrap()
     }
 
-    async fn now(t: Ticket) -> Turn {
+    async fn now(t: Ticket) -> Slot {
         tokio::time::timeout(Duration::from_secs(1), t.turn(|_| {})).await.expect("the turn came")
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use lore_core::{ChatModel, Event, GenerateRequest, Generation, Hit, PluginContext, ReplySink, Reranker, Retriever};
 use lore_core::{SourceRef, StopReason};
-use lore_plugins::{KbHandle, RerankerConfig};
+use lore_knowledge::{KbHandle, RerankerConfig};
 
 use crate::config::{AnswerStyle, Instead, Retrieval, Sampling};
 use crate::question::answer_text::{content_words, stands_in, words_found};
@@ -109,7 +109,7 @@ pub enum Reranking {
     /// The whole configured chain.
     Full,
     /// Everything but the `llm` reranker (one prompt-sized pass per candidate): for
-    /// questions answered while others wait, unless `admission.rerank_when_busy`.
+    /// questions answered while others wait, unless `line.rerank_when_busy`.
     WithoutLlm,
 }
 
@@ -482,99 +482,136 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                 sources,
             })
         }
-        Answer::Generate { mut generation, prompt, retrieval_time, judge } => {
-            let stream = !judge.withholds_anything();
-            let mut raw = String::new();
-            let mut first_token = None;
-            let mut stop = None;
-            let mut generated_tokens = 0;
-            // Not `Generation::collect`: every piece is shown as it arrives.
-            while let Some(event) = generation.events.recv().await {
-                match event {
-                    // Not shown: people see their place in the router's line of questions;
-                    // the engine's own queue also counts reranking jobs.
-                    Event::Queued { position } => tracing::debug!(position, "generation queued in the engine"),
-                    Event::Text(piece) => {
-                        first_token.get_or_insert_with(|| started.elapsed() + retrieval_time);
-                        raw.push_str(&piece);
-                        let shown = raw.trim_start();
-                        if stream && !shown.is_empty() {
-                            sink.update(shown).await?;
-                        }
-                    }
-                    Event::Done(f) => {
-                        stop = Some(f.reason);
-                        generated_tokens = f.generated_tokens;
-                        break;
-                    }
-                    Event::Failed(message) => return Err(lore_core::GenerateError::Failed(message).into()),
-                }
-            }
-            // The events ended without Done: the engine stopped mid-answer.
-            if stop.is_none() {
-                return Err(lore_core::GenerateError::Stopped.into());
-            }
-            drop(generation);
-            let text = raw.trim().to_string();
-            let text = if text.is_empty() { "(no answer)".to_string() } else { text };
-            // The answer stands without its quote: a failing embedder costs only the quote.
-            let measured = if judge.measures() {
-                judge.measure(&raw, &prompt).await
-            } else {
-                Measured {
-                    judged: Judged { signals: judge.signals.clone(), judgement: judge.before, time: Duration::ZERO },
-                    quote: None,
-                    supported: false,
-                }
-            };
-            if judge.withholds(&measured) {
-                tracing::info!(
-                    confidence = measured.judged.judgement.map(|j| j.probability),
-                    supported = measured.supported,
-                    "withholding an answer"
-                );
-                let (shown, sources, quote) = judge.instead(&prompt.passages).await;
-                sink.finish(&shown, &sources).await?;
-                let sources_shown = sources.clone();
-                return Ok(Outcome {
-                    text: shown,
-                    passages: if sources_shown.is_empty() { Vec::new() } else { prompt.passages },
-                    abstained: true,
-                    stop,
-                    retrieval_time,
-                    first_token,
-                    total_time: started.elapsed() + retrieval_time,
-                    generated_tokens,
-                    quote,
-                    judged: measured.judged,
-                    sources,
-                });
-            }
-            let show_quote = judge.settings.quote_evidence || judge.settings.answer_style == AnswerStyle::Verified;
-            let mut shown = text.clone();
-            if let Some(quote) = measured.quote.as_ref().filter(|_| show_quote) {
-                shown = format!("{shown}\n\n{}", quote.shown());
-            }
-            if let Some(j) = measured.judged.judgement.filter(|_| judge.settings.abstain.show_confidence) {
-                shown = format!("{shown}\n(confidence: {})", j.word());
-            }
-            let sources = judge.judging.names.refs(&prompt.passages);
-            sink.finish(&shown, &sources).await?;
-            Ok(Outcome {
-                text,
-                passages: prompt.passages,
-                abstained: false,
-                stop,
-                retrieval_time,
-                first_token,
-                total_time: started.elapsed() + retrieval_time,
-                generated_tokens,
-                quote: measured.quote.filter(|_| show_quote),
-                judged: measured.judged,
-                sources,
-            })
+        Answer::Generate { generation, prompt, retrieval_time, judge } => {
+            let clock = Clock { started, retrieval_time };
+            let streamed = stream_generation(generation, sink, !judge.withholds_anything(), clock).await?;
+            deliver_generated(streamed, prompt, &judge, sink, clock).await
         }
     }
+}
+
+/// When an answer began, counted from the question (retrieval included).
+#[derive(Clone, Copy)]
+struct Clock {
+    started: Instant,
+    retrieval_time: Duration,
+}
+
+impl Clock {
+    fn now(&self) -> Duration {
+        self.started.elapsed() + self.retrieval_time
+    }
+}
+
+/// What a generation gave: its text as generated, when its first piece came, how it
+/// stopped.
+struct Streamed {
+    raw: String,
+    first_token: Option<Duration>,
+    stop: StopReason,
+    generated_tokens: usize,
+}
+
+/// Reads `generation` to its end, showing each piece in `sink` as it arrives when `stream`
+/// (not `Generation::collect`, which waits for the whole).
+async fn stream_generation(
+    mut generation: Generation,
+    sink: &mut dyn ReplySink,
+    stream: bool,
+    clock: Clock,
+) -> anyhow::Result<Streamed> {
+    let mut raw = String::new();
+    let mut first_token = None;
+    while let Some(event) = generation.events.recv().await {
+        match event {
+            // Not shown: people see their place in the router's line of questions; the
+            // engine's own queue also counts reranking jobs.
+            Event::Queued { position } => tracing::debug!(position, "generation queued in the engine"),
+            Event::Text(piece) => {
+                first_token.get_or_insert_with(|| clock.now());
+                raw.push_str(&piece);
+                let shown = raw.trim_start();
+                if stream && !shown.is_empty() {
+                    sink.update(shown).await?;
+                }
+            }
+            Event::Done(f) => {
+                return Ok(Streamed { raw, first_token, stop: f.reason, generated_tokens: f.generated_tokens })
+            }
+            Event::Failed(message) => return Err(lore_core::GenerateError::Failed(message).into()),
+        }
+    }
+    // The events ended without Done: the engine stopped mid-answer.
+    Err(lore_core::GenerateError::Stopped.into())
+}
+
+/// Judges a generated answer and finishes it in `sink`: as generated (with its quote and
+/// confidence when the settings show them), or withheld and replaced as `judge` says.
+async fn deliver_generated(
+    streamed: Streamed,
+    prompt: prompt::Prompt,
+    judge: &Judge,
+    sink: &mut dyn ReplySink,
+    clock: Clock,
+) -> anyhow::Result<Outcome> {
+    let Streamed { raw, first_token, stop, generated_tokens } = streamed;
+    let text = raw.trim().to_string();
+    let text = if text.is_empty() { "(no answer)".to_string() } else { text };
+    // The answer stands without its quote: a failing embedder costs only the quote.
+    let measured = if judge.measures() {
+        judge.measure(&raw, &prompt).await
+    } else {
+        Measured {
+            judged: Judged { signals: judge.signals.clone(), judgement: judge.before, time: Duration::ZERO },
+            quote: None,
+            supported: false,
+        }
+    };
+    if judge.withholds(&measured) {
+        tracing::info!(
+            confidence = measured.judged.judgement.map(|j| j.probability),
+            supported = measured.supported,
+            "withholding an answer"
+        );
+        let (shown, sources, quote) = judge.instead(&prompt.passages).await;
+        sink.finish(&shown, &sources).await?;
+        return Ok(Outcome {
+            text: shown,
+            passages: if sources.is_empty() { Vec::new() } else { prompt.passages },
+            abstained: true,
+            stop: Some(stop),
+            retrieval_time: clock.retrieval_time,
+            first_token,
+            total_time: clock.now(),
+            generated_tokens,
+            quote,
+            judged: measured.judged,
+            sources,
+        });
+    }
+    let show_quote = judge.settings.quote_evidence || judge.settings.answer_style == AnswerStyle::Verified;
+    let mut shown = text.clone();
+    if let Some(quote) = measured.quote.as_ref().filter(|_| show_quote) {
+        shown = format!("{shown}\n\n{}", quote.shown());
+    }
+    if let Some(j) = measured.judged.judgement.filter(|_| judge.settings.abstain.show_confidence) {
+        shown = format!("{shown}\n(confidence: {})", j.word());
+    }
+    let sources = judge.judging.names.refs(&prompt.passages);
+    sink.finish(&shown, &sources).await?;
+    Ok(Outcome {
+        text,
+        passages: prompt.passages,
+        abstained: false,
+        stop: Some(stop),
+        retrieval_time: clock.retrieval_time,
+        first_token,
+        total_time: clock.now(),
+        generated_tokens,
+        quote: measured.quote.filter(|_| show_quote),
+        judged: measured.judged,
+        sources,
+    })
 }
 
 /// How sources are named to people: a file relative to its knowledge base's source

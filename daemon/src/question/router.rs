@@ -161,7 +161,7 @@ impl<A: Answerer> Router<A> {
             };
             bots.insert(name.clone(), bot);
         }
-        let a = &config.admission;
+        let a = &config.line;
         let line = Line::new(LineSettings {
             concurrent: config.models.generator.parallel(),
             max_waiting: a.max_waiting_questions,
@@ -255,8 +255,8 @@ impl<A: Answerer> Router<A> {
     }
 
     /// The `llm` reranker is skipped for a turn that came while others waited, unless
-    /// `admission.rerank_when_busy`.
-    fn reranking(&self, turn: &crate::question::line::Turn) -> Reranking {
+    /// `line.rerank_when_busy`.
+    fn reranking(&self, turn: &crate::question::line::Slot) -> Reranking {
         if turn.busy && !self.rerank_when_busy {
             Reranking::WithoutLlm
         } else {
@@ -445,7 +445,7 @@ fn log_answered(outcome: &Outcome) {
 /// question from its turn. The answer is still delivered once, by the same task.
 struct TurnUntilFinal<'a> {
     sink: &'a mut dyn ReplySink,
-    turn: Option<crate::question::line::Turn>,
+    turn: Option<crate::question::line::Slot>,
 }
 
 #[async_trait]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use lore_core::{Chunk, Embedder, Event, Sampling};
 use lore_engine::bench::{number, percentile, tempdir, EngineArgs, ExtraTest, Row};
 use lore_engine::{Generator, LlamaEmbedder};
-use lore_plugins::{KbStore, RetrieverConfig};
+use lore_knowledge::{KbStore, RetrieverConfig};
 use serde_json::{json, Value};
 
 use crate::config::Retrieval;
@@ -109,7 +109,7 @@ async fn load_run(
     let yaml = format!(
         "models:\n  generator:\n    path: {gen}\n    parallel: {parallel}\n    max_queue: 256\n  embedder:\n    path: {emb}\n\
          knowledge_bases:\n  sample: {{}}\nbots:\n  load:\n    knowledge_base: sample\n\
-         admission:\n  max_waiting_questions: {questions}\n  rerank_when_busy: {rerank_when_busy}\n",
+         line:\n  max_waiting_questions: {questions}\n  rerank_when_busy: {rerank_when_busy}\n",
         gen = generator.path().display(),
         parallel = generator.parallel(),
         emb = "embedder.gguf",
@@ -259,7 +259,7 @@ async fn ttft_test(generator: &Generator, embedder: &LlamaEmbedder, n_chunks: us
     let dir = tempdir()?;
     let store = KbStore::open(&dir).await?;
     let kb = store.open_or_create("bench", embedder.dim()).await?;
-    let handle = lore_plugins::KbHandle::new(store.clone(), "bench")?;
+    let handle = lore_knowledge::KbHandle::new(store.clone(), "bench")?;
     let mut rng = SplitMix(7);
     let rows: Vec<(Chunk, Vec<f32>)> = (0..n_chunks)
         .map(|i| {
@@ -379,7 +379,7 @@ impl ExtraTest for HttpHopTest {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let yaml = format!(
             "models:\n  generator:\n    path: {gen}\n    parallel: {parallel}\n  embedder:\n    path: embedder.gguf\n\
-             retrieval:\n  rerankers: []\nserver:\n  listen: 127.0.0.1:{port}\nadmission:\n  per_user_in_flight: {parallel}\n",
+             retrieval:\n  rerankers: []\nserver:\n  listen: 127.0.0.1:{port}\nline:\n  per_user_in_flight: {parallel}\n",
             gen = generator.path().display(),
             parallel = generator.parallel(),
         );
@@ -404,8 +404,8 @@ impl ExtraTest for HttpHopTest {
             embedder: Arc::new(embedder.clone()),
             local_embedder: Some(embedder.clone()),
             remote_embedder: None,
-            generator: Some(generator.clone()),
-            remote: None,
+            local_generator: Some(generator.clone()),
+            remote_generator: None,
             cross_encoder: None,
         });
         let stop = tokio_util::sync::CancellationToken::new();
@@ -527,7 +527,7 @@ async fn timed_answers(
 /// token and tokens per second per answer, one at a time and `parallel` at once. Tokens
 /// are the stream's pieces (a token each on vLLM, llama.cpp's server and Lore).
 pub async fn run_pool(app: &crate::app::App, args: &EngineArgs) -> anyhow::Result<()> {
-    let pool = app.remote.as_ref().expect("loaded with Models::All for a pool");
+    let pool = app.remote_generator.as_ref().expect("loaded with Load::All for a pool");
     let mut result = serde_json::Map::new();
     let crate::config::GeneratorSettings::Openai(settings) = &app.config.models.generator else {
         anyhow::bail!("`lore bench` measures a pool of servers when models.generator has `type: openai`");

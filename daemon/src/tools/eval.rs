@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use lore_core::{ReplySink, SourceRef};
-use lore_plugins::{KbHandle, KbStore, RetrieverConfig};
+use lore_knowledge::{KbHandle, KbStore, RetrieverConfig};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

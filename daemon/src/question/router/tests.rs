@@ -232,7 +232,7 @@ async fn questions_wait_their_turn_seeing_their_place_and_skip_the_llm_reranker_
 #[tokio::test]
 async fn a_full_line_and_a_fast_asker_are_told_so() {
     let (r, gate) = gated_router(
-        "admission:\n  max_waiting_questions: 1\n  per_user_in_flight: 5\n  rate_limit: {questions: 2, per_seconds: 3600}\n",
+        "line:\n  max_waiting_questions: 1\n  per_user_in_flight: 5\n  rate_limit: {questions: 2, per_seconds: 3600}\n",
     );
     let s1 = Said::default();
     let first = tokio::spawn(r.handle(incoming("other", "a", "one", &s1)));
@@ -386,7 +386,7 @@ async fn the_place_in_line_is_given_back_before_a_slow_final_delivery() {
 
 #[tokio::test]
 async fn one_person_with_questions_waiting_is_told_so_politely_and_others_still_get_in() {
-    let (r, gate) = gated_router("admission:\n  max_waiting_per_person: 2\n");
+    let (r, gate) = gated_router("line:\n  max_waiting_per_person: 2\n");
     let said: Vec<Said> = (0..3).map(|_| Said::default()).collect();
     // One answered now, two waiting: the flood's share of the line.
     let tasks: Vec<_> = said.iter().map(|s| tokio::spawn(r.handle(incoming("other", "flood", "Why?", s)))).collect();
@@ -416,7 +416,7 @@ async fn an_api_history_of_seventeen_thousand_turns_is_cut_to_memory_turns_first
 
 #[tokio::test]
 async fn an_api_key_is_capped_on_questions_to_bots_and_not_on_work_for_the_generator() {
-    let (r, _gate) = gated_router("admission:\n  max_waiting_per_person: 2\n");
+    let (r, _gate) = gated_router("line:\n  max_waiting_per_person: 2\n");
     let _answering = r.line().join("someone else").unwrap();
     let asked: Vec<_> = (0..2).map(|_| r.admit("docs", "api-key-0").unwrap()).collect();
     assert_eq!(r.admit("docs", "api-key-0").err(), Some(Refusal::TooManyWaiting { waiting: 2 }));

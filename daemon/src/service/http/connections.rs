@@ -15,7 +15,7 @@
 //!   write timeout on the socket) ends the connection. A request waiting for its answer
 //!   is neither: the client waits for us.
 //! - Stopping: no more connections are taken, idle ones close, requests in progress
-//!   finish (the daemon's grace applies to them, see `serve.rs`).
+//!   finish (the daemon's grace applies to them, see `service/run.rs`).
 //!
 //! HTTP/1.1 only: OpenAI's clients and browsers speak it to an `http://` server (HTTP/2
 //! without TLS needs prior knowledge, which they do not assume).
@@ -134,7 +134,7 @@ impl Drop for Slot {
 
 /// Serves `app` on `listener` until `shutdown`, then until the requests in progress end.
 /// Dropping the returned future (aborting its task) closes every connection at once.
-pub(super) async fn serve(
+pub(super) async fn accept_loop(
     listener: TcpListener,
     app: axum::Router,
     limits: Limits,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lore_core::{ChatModel, GenerateError, PromptText, ReplySink};
-use lore_plugins::KbHandle;
+use lore_knowledge::KbHandle;
 use lore_remote::{EndpointState, RemoteGenerator};
 
 use super::health::Every;
@@ -36,7 +36,7 @@ impl ApiState {
         keys: Vec<Key>,
     ) -> Self {
         let g = &app.config.models.generator;
-        let local = app.generator.clone().map(|local| Arc::new(local) as Arc<dyn LocalModel>);
+        let local = app.local_generator.clone().map(|local| Arc::new(local) as Arc<dyn LocalModel>);
         Self {
             bots: router,
             generator: GeneratorModel {
@@ -131,7 +131,7 @@ impl AppHealth {
     /// `app`'s knowledge bases, their rows read again when older than `every`.
     pub(super) fn new(app: &App, every: Duration) -> Self {
         let bots = app.config.bots.iter().map(|(name, bot)| (name.clone(), bot.knowledge_base.clone())).collect();
-        Self { bots, kb_rows: KbRows::new(app, every), remote: app.remote.clone() }
+        Self { bots, kb_rows: KbRows::new(app, every), remote: app.remote_generator.clone() }
     }
 }
 
@@ -200,7 +200,7 @@ mod tests {
     use axum::http::{header, StatusCode};
     use lore_core::testing::{EchoModel, HashEmbedder};
     use lore_core::{Chunk, Embedder, PluginContext, Sampling};
-    use lore_plugins::KbStore;
+    use lore_knowledge::KbStore;
     use serde_json::{json, Value};
     use tower::ServiceExt;
 
@@ -250,8 +250,8 @@ mod tests {
                 embedder: embedder.clone(),
                 local_embedder: None,
                 remote_embedder: None,
-                generator: None,
-                remote: None,
+                local_generator: None,
+                remote_generator: None,
                 cross_encoder: None,
             });
             let keys = keys.iter().map(|k| Key { value: k.to_string(), bots: Vec::new() }).collect();

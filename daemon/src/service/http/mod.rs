@@ -115,7 +115,7 @@ pub async fn start(
     let server = Arc::new(Server::new(cfg, addr, api));
     let open = server.connections.clone();
     let routes = routes(server, cfg.max_body_bytes);
-    Ok(tokio::spawn(connections::serve(listener, routes, connections::Limits::from(cfg), open, shutdown)))
+    Ok(tokio::spawn(connections::accept_loop(listener, routes, connections::Limits::from(cfg), open, shutdown)))
 }
 
 fn routes(server: Shared, max_body_bytes: usize) -> axum::Router {

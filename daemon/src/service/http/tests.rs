@@ -419,7 +419,7 @@ impl Test {
     }
 
     /// Takes the line's only place until the returned turn is dropped.
-    async fn occupy_the_line(&self) -> crate::question::line::Turn {
+    async fn occupy_the_line(&self) -> crate::question::line::Slot {
         self.line().join("someone else").unwrap().turn(|_| {}).await
     }
 
@@ -435,7 +435,7 @@ impl Test {
         &self,
         addr: std::net::SocketAddr,
         body: &Value,
-    ) -> (crate::question::line::Turn, TcpStream) {
+    ) -> (crate::question::line::Slot, TcpStream) {
         let turn = self.occupy_the_line().await;
         let waiting = send(addr, "POST", "/v1/chat/completions", &body.to_string()).await;
         let line = self.line();
@@ -449,7 +449,7 @@ impl Test {
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let open = self.server.connections.clone();
-        tokio::spawn(connections::serve(listener, self.routes(), limits, open, stop.clone()));
+        tokio::spawn(connections::accept_loop(listener, self.routes(), limits, open, stop.clone()));
         (addr, stop)
     }
 }
@@ -699,7 +699,7 @@ async fn the_generator_without_a_chat_template_is_a_400_pointing_to_completions(
 
 #[tokio::test]
 async fn a_full_line_is_a_429_with_retry_after_and_the_waiting_are_answered() {
-    let t = Test::start("admission:\n  max_waiting_questions: 2\n", &[]).await;
+    let t = Test::start("line:\n  max_waiting_questions: 2\n", &[]).await;
     let turn = t.occupy_the_line().await;
     let waiting = [
         t.send_later(post("/v1/chat/completions", &question("Why?"))),
@@ -741,7 +741,7 @@ async fn one_api_key_with_questions_waiting_gets_a_429_in_words_but_engine_work_
 
 #[tokio::test]
 async fn asking_faster_than_the_rate_limit_is_a_429_saying_when_to_come_back() {
-    let t = Test::start("admission:\n  rate_limit: {questions: 2, per_seconds: 600}\n", &[]).await;
+    let t = Test::start("line:\n  rate_limit: {questions: 2, per_seconds: 600}\n", &[]).await;
     for _ in 0..2 {
         assert_eq!(t.call(post("/v1/chat/completions", &question("Why?"))).await.0, StatusCode::OK);
     }
@@ -996,20 +996,34 @@ async fn a_failure_before_any_text_is_an_http_error_and_after_text_ends_the_stre
             || anyhow::anyhow!("the disk is on fire"),
             StatusCode::INTERNAL_SERVER_ERROR,
             None,
-            error("answering failed; the server log has the cause", "server_error", "server_error"),
+            error("answering failed; the server log has the cause (error ID)", "server_error", "server_error"),
         ),
     ];
     for (fails, status, retry_after, body) in failures {
         t.script.set(Reply { pieces: Vec::new(), fails: Some(fails), ..Reply::default() });
         let (got, headers, text) = t.respond(post("/v1/chat/completions", &question("Why?"))).await;
-        assert_eq!((got, serde_json::from_str::<Value>(&text).unwrap()), (status, body.clone()));
+        assert_eq!((got, id_masked(serde_json::from_str::<Value>(&text).unwrap())), (status, body.clone()));
         assert_eq!(headers.get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()), retry_after);
         t.script.set(Reply { fails: Some(fails), ..Reply::default() });
         let events = t.events(post("/v1/chat/completions", &streamed(question("Why?")))).await;
         let contents: Vec<&Value> = events[1..3].iter().map(|e| &e["choices"][0]["delta"]["content"]).collect();
         assert_eq!(contents, [&json!("Bees "), &json!("dance [1].")]);
-        assert_eq!(events[3..], [body], "the error ends the stream, no [DONE]");
+        assert_eq!(
+            events[3..].iter().cloned().map(id_masked).collect::<Vec<_>>(),
+            [body],
+            "the error ends the stream, no [DONE]"
+        );
     }
+}
+
+/// `v` with the question id an error names ("(error 0b86f6)", random) read as "ID".
+fn id_masked(mut v: Value) -> Value {
+    let Some(message) = v["error"]["message"].as_str() else { return v };
+    if let Some((before, id)) = message.strip_suffix(')').and_then(|m| m.rsplit_once(" (error ")) {
+        assert!(id.len() == 6 && id.bytes().all(|b| b.is_ascii_hexdigit()), "an error id of six hex digits: {id}");
+        v["error"]["message"] = Value::from(format!("{before} (error ID)"));
+    }
+    v
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use lore_core::{panic_message, Adapter, Connected, Incoming};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::app::{Answering, App};
 use crate::config::{AdapterConfig, Config};
 use crate::question::router::Router;
 use crate::service::http::AdapterStates;
@@ -107,7 +107,7 @@ const NOTE_TIME: Duration = Duration::from_secs(10);
 
 /// Runs the adapters and the router until every adapter ends (after `shutdown` fires, or
 /// on its own), then lets answers in progress finish, up to a deadline.
-pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let router = Arc::new(Router::new(&app.config, app.answering(), Some(app.config.conversations_dir()))?);
     let states = AdapterStates::default();
     // Recording starts with the daemon, whether or not anyone scrapes.
@@ -118,7 +118,7 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
         }
         None => None,
     };
-    let (inbox_tx, mut inbox) = mpsc::channel(256);
+    let (inbox_tx, inbox) = mpsc::channel(256);
     let mut supervisors = tokio::task::JoinSet::new();
     for spec in adapters {
         supervisors.spawn(supervise(spec, inbox_tx.clone(), shutdown.clone(), RESTARTS, states.clone()));
@@ -126,6 +126,47 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
     drop(inbox_tx);
     let (engine_died, dead_thread) = watch_model_threads(app.model_threads());
     let mut answers = tokio::task::JoinSet::new();
+    handle_inbox(&router, inbox, &engine_died, &mut answers).await;
+    // Without bots (`lore serve`) the inbox closes at once; the HTTP server goes on.
+    if http.is_some() {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = engine_died.cancelled() => {}
+        }
+    }
+    if engine_died.is_cancelled() {
+        tracing::error!(thread = dead_thread.get().copied().unwrap_or("model"), "a model stopped; stopping every bot");
+        shutdown.cancel();
+    }
+    finish_answers(&router, &mut answers, app.config.shutdown_grace()).await;
+    while let Some(done) = supervisors.join_next().await {
+        log_panic(done, "adapter supervisor");
+    }
+    if let Some(http) = http {
+        // Streams still open past the grace are cut.
+        let abort = http.abort_handle();
+        if tokio::time::timeout(NOTE_TIME, http).await.is_err() {
+            tracing::warn!("HTTP responses still streaming; closing them");
+            abort.abort();
+        }
+    }
+    if engine_died.is_cancelled() {
+        anyhow::bail!(
+            "the {}'s thread died (see the log above); exiting so that a service manager starts lore afresh",
+            dead_thread.get().copied().unwrap_or("model")
+        );
+    }
+    Ok(())
+}
+
+/// Hands each message of `inbox` to the router in a task of `answers`, until the inbox
+/// closes (every adapter ended) or a model's thread dies.
+async fn handle_inbox(
+    router: &Arc<Router<Answering>>,
+    mut inbox: mpsc::Receiver<Incoming>,
+    engine_died: &CancellationToken,
+    answers: &mut tokio::task::JoinSet<()>,
+) {
     // Messages being handled at once: everyone in line and being answered, and room for
     // commands. Past that the loop stops reading, the inbox fills, and adapters wait:
     // pushing back on the platforms instead of spawning without bound.
@@ -148,22 +189,15 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
             log_panic(done, "answer");
         }
     }
-    // Without bots (`lore serve`) the inbox closes at once; the HTTP server goes on.
-    if http.is_some() {
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            () = engine_died.cancelled() => {}
-        }
-    }
-    if engine_died.is_cancelled() {
-        tracing::error!(thread = dead_thread.get().copied().unwrap_or("model"), "a model stopped; stopping every bot");
-        shutdown.cancel();
-    }
-    let grace = app.config.shutdown_grace();
+}
+
+/// Lets the answers in progress, chats' and HTTP's, finish within `grace`; then asks
+/// their askers to ask again, and waits for those notes a little longer.
+async fn finish_answers(router: &Router<Answering>, answers: &mut tokio::task::JoinSet<()>, grace: Duration) {
     let line = router.line().clone();
     // Chat answers are tasks here; HTTP answers hold places in the same line.
     let everything_answered = async {
-        finish_all(&mut answers).await;
+        finish_all(answers).await;
         while line.answering() + line.waiting() > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -175,29 +209,11 @@ pub async fn serve_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Ca
             grace.as_secs()
         );
         router.give_up_answers();
-        if tokio::time::timeout(NOTE_TIME, finish_all(&mut answers)).await.is_err() {
+        if tokio::time::timeout(NOTE_TIME, finish_all(answers)).await.is_err() {
             tracing::warn!(answers = answers.len(), "notes not delivered in time; stopping anyway");
             answers.abort_all();
         }
     }
-    while let Some(done) = supervisors.join_next().await {
-        log_panic(done, "adapter supervisor");
-    }
-    if let Some(http) = http {
-        // Streams still open past the grace are cut.
-        let abort = http.abort_handle();
-        if tokio::time::timeout(NOTE_TIME, http).await.is_err() {
-            tracing::warn!("HTTP responses still streaming; closing them");
-            abort.abort();
-        }
-    }
-    if engine_died.is_cancelled() {
-        anyhow::bail!(
-            "the {}'s thread died (see the log above); exiting so that a service manager starts lore afresh",
-            dead_thread.get().copied().unwrap_or("model")
-        );
-    }
-    Ok(())
 }
 
 /// A token that fires when any of `threads` dies, and the name of the one that did.

@@ -1,5 +1,5 @@
-//! Retrieval for Lore: the built-in retrievers and rerankers, and the LanceDB
-//! knowledge-base store.
+//! Lore's knowledge bases: the LanceDB store, and the built-in retrievers and rerankers
+//! that find passages in them.
 //!
 //! This crate is the only one that knows LanceDB and Arrow. It knows nothing about
 //! llama.cpp (models come in through `lore-core`'s `Embedder`, `Scorer` and `PairScorer`

@@ -1,14 +1,14 @@
-//! `admission:`: how questions from many people at once are let in.
+//! `line:` (once `admission:`): how questions from many people at once are let in.
 
 use serde::Deserialize;
 
 use super::{Config, ConfigError};
 
-/// Admission by question: one place in line per question, answered `parallel`
+/// The line of questions: one place in line per question, answered `parallel`
 /// (`models.generator.parallel`) at a time, people taking turns.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Admission {
+pub struct LineSettings {
     /// Questions that may wait for their turn; beyond this a question is refused with a
     /// short notice.
     #[serde(default = "default_max_waiting_questions")]
@@ -33,7 +33,7 @@ pub struct Admission {
     pub rerank_when_busy: bool,
 }
 
-impl Default for Admission {
+impl Default for LineSettings {
     fn default() -> Self {
         Self {
             max_waiting_questions: default_max_waiting_questions(),
@@ -67,18 +67,18 @@ pub struct RateLimit {
 }
 
 impl Config {
-    /// `admission`: every limit lets at least one question through.
-    pub(super) fn check_admission(&self) -> Result<(), ConfigError> {
-        let a = &self.admission;
+    /// `line`: every limit lets at least one question through.
+    pub(super) fn check_line(&self) -> Result<(), ConfigError> {
+        let a = &self.line;
         if a.per_user_in_flight == 0 {
-            return Err(self.error("admission.per_user_in_flight", "must be at least 1"));
+            return Err(self.error("line.per_user_in_flight", "must be at least 1"));
         }
         if a.max_waiting_per_person == 0 {
-            return Err(self.error("admission.max_waiting_per_person", "must be at least 1"));
+            return Err(self.error("line.max_waiting_per_person", "must be at least 1"));
         }
         if let Some(r) = &a.rate_limit {
             if r.questions == 0 || r.per_secs == 0 {
-                return Err(self.error("admission.rate_limit", "questions and per_secs must be at least 1"));
+                return Err(self.error("line.rate_limit", "questions and per_secs must be at least 1"));
             }
         }
         Ok(())
@@ -91,20 +91,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admission_defaults_and_limits() {
+    fn line_defaults_and_limits() {
         let cfg = parse(OK).unwrap();
-        assert_eq!(cfg.admission, Admission::default());
-        assert_eq!(cfg.admission.max_waiting_questions, 64);
-        let text = OK.to_string() + "admission:\n  rate_limit: {questions: 0, per_secs: 60}\n";
+        assert_eq!(cfg.line, LineSettings::default());
+        assert_eq!(cfg.line.max_waiting_questions, 64);
+        let text = OK.to_string() + "line:\n  rate_limit: {questions: 0, per_secs: 60}\n";
         let e = parse(&text).unwrap_err();
-        assert_eq!(e.key, "admission.rate_limit", "{e}");
+        assert_eq!(e.key, "line.rate_limit", "{e}");
     }
 
     #[test]
     fn the_rate_limits_window_is_in_secs_and_its_older_spelling_still_reads() {
         for key in ["per_secs", "per_seconds"] {
-            let cfg = parse(&format!("{OK}admission:\n  rate_limit: {{questions: 2, {key}: 60}}\n")).unwrap();
-            assert_eq!(cfg.admission.rate_limit, Some(RateLimit { questions: 2, per_secs: 60 }), "{key}");
+            let cfg = parse(&format!("{OK}line:\n  rate_limit: {{questions: 2, {key}: 60}}\n")).unwrap();
+            assert_eq!(cfg.line.rate_limit, Some(RateLimit { questions: 2, per_secs: 60 }), "{key}");
         }
+    }
+
+    #[test]
+    fn the_older_section_name_admission_still_reads() {
+        let cfg = parse(&format!("{OK}admission:\n  max_waiting_per_person: 5\n")).unwrap();
+        assert_eq!(cfg.line.max_waiting_per_person, 5);
     }
 }
