@@ -123,14 +123,7 @@ async fn questions_about(model: &dyn ChatModel, passage: &str, wanted: u32) -> a
             0 => Sampling::default(),
             _ => Sampling { temperature: 0.8, seed: i, ..Sampling::default() },
         };
-        let Some(q) = crate::question::single::question_about(
-            model,
-            crate::question::single::QUESTION_PROMPT,
-            passage.trim(),
-            sampling,
-        )
-        .await?
-        else {
+        let Some(q) = crate::question::single::question_about(model, passage.trim(), sampling).await? else {
             continue;
         };
         if !grounded(&q, passage) {

@@ -10,7 +10,7 @@ use crate::question::answer_text::{clean_answer, normalize_answer};
 use crate::question::prompt::{self, fill, Template};
 
 /// Asks for a question a passage answers, with a `{passage}` slot.
-pub const QUESTION_PROMPT: &str = include_str!("../../../prompts/synth.txt");
+const QUESTION_PROMPT: &str = include_str!("../../../prompts/synth.txt");
 
 /// The system message that asks for the shortest answer phrase (SQuAD-style).
 pub const SHORT_ANSWER_SYSTEM: &str = include_str!("../../../prompts/eval-system.txt");
@@ -18,15 +18,14 @@ pub const SHORT_ANSWER_SYSTEM: &str = include_str!("../../../prompts/eval-system
 /// How long a reply to an instruction may be: a question, or a reworded one.
 pub const INSTRUCTION_TOKENS: usize = 96;
 
-/// A question `passage` answers, written by the generator from `prompt` (with a
-/// `{passage}` slot); `None` when its reply does not read as one.
+/// A question `passage` answers, written by the generator from [`QUESTION_PROMPT`];
+/// `None` when its reply does not read as one.
 pub async fn question_about(
     model: &dyn ChatModel,
-    prompt: &str,
     passage: &str,
     sampling: Sampling,
 ) -> anyhow::Result<Option<String>> {
-    let reply = instruct(model, &fill(prompt, &[("passage", passage)]), sampling).await?;
+    let reply = instruct(model, &fill(QUESTION_PROMPT, &[("passage", passage)]), sampling).await?;
     let question = read_question(&reply);
     if question.is_none() {
         tracing::debug!(reply, "the reply is not a question");

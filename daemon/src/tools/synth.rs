@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::question::prompt::fill;
 use crate::question::single::{
-    instruct, question_about, read_question, says_dont_know, short_answer, INSTRUCTION_TOKENS, QUESTION_PROMPT,
+    instruct, question_about, read_question, says_dont_know, short_answer, INSTRUCTION_TOKENS,
 };
 
 const PARAPHRASE: &str = include_str!("../../../prompts/paraphrase.txt");
@@ -137,7 +137,7 @@ fn progress_bar(shown: bool, len: u64, done: u64) -> ProgressBar {
 async fn pairs_of(model: Arc<dyn ChatModel>, chunk: &Chunk, paraphrases: usize) -> anyhow::Result<Vec<String>> {
     let passage = chunk.text.trim();
     // Greedy, with the repeat penalty: small models otherwise loop on "What is the question".
-    let Some(question) = question_about(model.as_ref(), QUESTION_PROMPT, passage, Sampling::default()).await? else {
+    let Some(question) = question_about(model.as_ref(), passage, Sampling::default()).await? else {
         tracing::debug!(chunk = chunk.id, "no question in the reply");
         return Ok(vec![]);
     };
