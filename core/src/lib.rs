@@ -4,8 +4,9 @@
 //! config: it holds plain data (chunks, hits, chat messages, generation events) and the
 //! small traits the other crates implement (`Embedder`, `Retriever`, `Reranker`, `Scorer`,
 //! `PairScorer`, `ChatModel`, `ReplySink`, `Adapter`), and deterministic stand-ins for
-//! the models ([`testing`]) so every crate can test its logic without model files. The engine, the plugins and the
-//! adapters each depend on this crate and never on each other.
+//! the models ([`testing`]) so every crate can test its logic without model files. The
+//! engine, the knowledge bases (`lore-knowledge`), the remote engines and the adapters
+//! each depend on this crate and never on each other.
 
 pub mod chat;
 pub mod generation;

@@ -9,7 +9,7 @@
 //! own address space and CPU time (`setrlimit`, before it reads anything), reads the
 //! document from stdin and writes one JSON [`Answer`] to stdout. The parent bounds what it
 //! reads back and kills a child that runs past [`ParsingLimits::timeout_secs`]. One process per
-//! document: nothing of one document's parse can reach the next, and the cost (a few
+//! document: nothing of one document's parse can reach the next, and the cost (15–25
 //! milliseconds per file, docs/BENCHMARKS.md) is small beside embedding the file's chunks.
 
 use std::any::Any;

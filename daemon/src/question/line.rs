@@ -1,4 +1,4 @@
-//! Admission by question: every question holds one place in one line, and its retrieval,
+//! The line: every question holds one place in one line, and its retrieval,
 //! reranking and generation run when its turn comes. At most `concurrent` questions are
 //! answered at once (the engine's `parallel`), people take turns (round-robin by user,
 //! in order of first arrival), nobody has more than `per_user_in_flight` answers in

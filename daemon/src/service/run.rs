@@ -1,4 +1,5 @@
-//! The daemon's loop (`lore run`, `lore chat`): adapters feed one inbox, the router
+//! The daemon's loop (`lore run`, `lore serve` with no adapters, `lore chat` with the
+//! console's): adapters feed one inbox, the router
 //! handles each message, and the whole stops cleanly on a signal.
 //!
 //! Stopping: on SIGTERM or Ctrl-C the adapters stop taking messages, answers in progress

@@ -85,7 +85,7 @@ pub(super) enum Full {
 }
 
 /// A connection's place among the open ones, given back when dropped.
-pub(super) struct Slot {
+pub(super) struct ConnectionPermit {
     open: Open,
     ip: IpAddr,
 }
@@ -102,7 +102,7 @@ impl Open {
     }
 
     /// Counts a new connection from `ip` in, unless a cap is reached.
-    pub(super) fn admit(&self, ip: IpAddr, limits: &Limits) -> Result<Slot, Full> {
+    pub(super) fn admit(&self, ip: IpAddr, limits: &Limits) -> Result<ConnectionPermit, Full> {
         // An IPv4 client of a dual-stack socket arrives as ::ffff:a.b.c.d.
         let ip = ip.to_canonical();
         let mut counts = self.lock();
@@ -115,11 +115,11 @@ impl Open {
         }
         counts.total += 1;
         counts.per_ip.insert(ip, from_ip + 1);
-        Ok(Slot { open: self.clone(), ip })
+        Ok(ConnectionPermit { open: self.clone(), ip })
     }
 }
 
-impl Drop for Slot {
+impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut counts = self.open.lock();
         counts.total = counts.total.saturating_sub(1);
@@ -161,8 +161,8 @@ pub(super) async fn accept_loop(
             }
         };
         match open.admit(peer.ip(), &limits) {
-            Ok(slot) => {
-                connections.spawn(serve_connection(stream, slot, app.clone(), limits, shutdown.clone()));
+            Ok(permit) => {
+                connections.spawn(serve_connection(stream, permit, app.clone(), limits, shutdown.clone()));
             }
             Err(full) => {
                 let reason = match full {
@@ -189,7 +189,7 @@ pub(super) async fn accept_loop(
 /// request in progress finishes, an idle connection closes) on `shutdown`.
 async fn serve_connection(
     stream: TcpStream,
-    slot: Slot,
+    permit: ConnectionPermit,
     app: axum::Router,
     limits: Limits,
     shutdown: CancellationToken,
@@ -218,7 +218,7 @@ async fn serve_connection(
     if let Err(error) = served {
         tracing::debug!(%error, "HTTP connection ended");
     }
-    drop(slot);
+    drop(permit);
 }
 
 /// Answers a refused connection with a short `503` in OpenAI's error shape, then closes
