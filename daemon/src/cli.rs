@@ -147,17 +147,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let llm_rerank = !args.no_rerank
                 && !args.closed_book
                 && config.retrieval.rerankers.iter().any(|r| matches!(r, lore_knowledge::RerankerConfig::Llm { .. }));
-            let asks = args.squad.is_some();
+            let asks = args.squad.is_some() || !args.gold.is_empty();
             let generates = asks && (!args.retrieval_only || llm_rerank || args.generated_questions > 0);
             let models = if generates { Load::All } else { Load::WithoutGenerator };
             let app = App::load_with_adapters(config, models, args.adapter.as_slice()).await?;
             let metrics = crate::tools::eval::run(&app, &args).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&metrics)?);
+            } else if !args.gold.is_empty() {
+                crate::tools::gold::print_gold_report(&metrics);
             } else {
                 crate::tools::eval::print_table(&metrics);
             }
-            Ok(())
+            match &args.baseline {
+                Some(baseline) => crate::tools::gold::check_baseline(&metrics, baseline, args.max_drop),
+                None => Ok(()),
+            }
         }
         Command::Calibrate(args) => {
             // Questions read back from files need no model; asking needs them all.

@@ -17,7 +17,7 @@
 //! 2. [`ingest`]: files and web pages into a knowledge base.
 //! 3. [`app`]: the wiring: models loaded, the store opened, the answerer built.
 //! 4. [`service`]: running the daemon (adapters supervised, the HTTP API, watching).
-//! 5. [`tools`]: eval, calibrate, synth, bench; never imported by the floors below.
+//! 5. [`tools`]: eval, gold, calibrate, synth, bench; never imported by the floors below.
 //! 6. [`cli`]: the command line.
 //!
 //! This crate knows nothing of llama.cpp (that is `lore-engine`), LanceDB/Arrow

@@ -161,6 +161,70 @@ async fn lore_calibrate_fits_a_bots_gold_questions_and_the_daemon_then_judges_by
     assert!(ok && declined.contains("I don't know") && declined.contains("zab.md"), "{declined}");
 }
 
+/// `lore eval --gold` asks a bot's gold questions through its own chain and reports exact
+/// match, F1, abstention and citation figures; `--baseline` with a deliberately worse
+/// config (a bot that declines everything) fails naming the figure that dropped, and
+/// passes within a wide enough `--max-drop`.
+#[test]
+fn lore_eval_gold_scores_a_bots_questions_and_a_worse_config_fails_against_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("zab.md"), ZAB).unwrap();
+    let gold = dir.path().join("gold.jsonl");
+    std::fs::write(&gold, GOLD).unwrap();
+    let bot = |retrieval: &str| {
+        format!(
+            "knowledge_bases:\n  zab:\n    sources: [{}]\nbots:\n  docs:\n    knowledge_base: zab\n    adapter: {{type: console}}\n{retrieval}",
+            notes.display()
+        )
+    };
+    let lore = |args: &[&str]| {
+        let out = Command::new(lore_tests::lore_binary())
+            .args(["--config", &dir.path().join("lore.yaml").display().to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), stdout.to_string(), stderr.to_string())
+    };
+    let good = config(dir.path(), &bot(""));
+    let (code, _, err) = lore(&["ingest", "--kb", "zab"]);
+    assert_eq!(code, Some(0), "{err}");
+    let gold_arg = gold.display().to_string();
+    let (code, report, err) = lore(&["eval", "--gold", &gold_arg, "--bot", "docs", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let base: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(
+        (base["questions"].as_u64(), base["answerable"].as_u64(), base["no_answer"].as_u64()),
+        (Some(18), Some(12), Some(6)),
+        "{base}"
+    );
+    let f1 = base["f1"].as_f64().unwrap();
+    assert!(
+        f1 > 0.05,
+        "some answers overlap the gold ones (the bot answers in sentences, so exact match is rare): {base}"
+    );
+    for key in ["exact", "abstention_accuracy", "answered"] {
+        assert!((0.0..=1.0).contains(&base[key].as_f64().unwrap()), "{key}: {base}");
+    }
+    eprintln!("gold report: {base}");
+    let baseline = dir.path().join("baseline.json");
+    std::fs::write(&baseline, &report).unwrap();
+
+    // The same bot declining everything: F1 falls to 0.
+    let worse = config(dir.path(), &bot("    retrieval:\n      min_score: 0.99\n"));
+    assert_eq!(worse.file, good.file);
+    let baseline_arg = baseline.display().to_string();
+    let (code, out, err) = lore(&["eval", "--gold", &gold_arg, "--bot", "docs", "--baseline", &baseline_arg]);
+    assert_eq!(code, Some(1), "a drop fails the gate: {out}{err}");
+    assert!(err.contains("f1 dropped from") && err.contains("baseline.json"), "{err}");
+    assert!(out.contains("gold questions") && out.contains("F1 0.000"), "the report is printed first: {out}");
+    let gate = ["eval", "--gold", &gold_arg, "--bot", "docs", "--baseline", &baseline_arg, "--max-drop", "1"];
+    let (code, _, err) = lore(&gate);
+    assert_eq!(code, Some(0), "within --max-drop 1 nothing fails: {err}");
+}
+
 /// Every quote `lore eval --answer-style quote` shows for 100 questions spread over each
 /// of the shared SQuAD articles (every question of both takes minutes on 2 busy cores)
 /// stands word for word (case and line breaks aside) in its article.

@@ -14,11 +14,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
@@ -76,20 +75,6 @@ enum Target {
     AnswerableLoss(f64),
 }
 
-/// A bot's gold question, as `--gold` reads them (one JSON object a line).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GoldCase {
-    question: String,
-    /// The right answer; `null` when the documents do not cover the question.
-    answer: Option<String>,
-    /// Where the answer is (a file name or address, matched as a suffix), if known.
-    #[serde(default)]
-    source: Option<String>,
-    #[serde(default)]
-    id: Option<String>,
-}
-
 pub async fn run(app: &App, args: &CalibrateArgs) -> anyhow::Result<Value> {
     let target = match (args.target_precision, args.max_answerable_loss) {
         (Some(p), _) if (0.0..=1.0).contains(&p) => Target::Precision(p),
@@ -138,34 +123,9 @@ async fn collect(app: &App, args: &CalibrateArgs) -> anyhow::Result<Vec<Asked>> 
     if !args.gold.is_empty() {
         let eval_args = EvalArgs::for_calibration(PathBuf::new(), Some(args.bot.clone()), None);
         let eval = Evaluation::new(app, &eval_args)?;
-        let chain = app.chain(crate::question::router::bot_place(&app.config, &args.bot)?)?;
-        for file in &args.gold {
-            for (line, case) in read_gold(file)?.into_iter().enumerate() {
-                let kind = if case.answer.is_some() { Kind::Answerable } else { Kind::Unanswerable };
-                let id = case.id.clone().unwrap_or_else(|| format!("{}:{}", file.display(), line + 1));
-                let golds: Vec<String> = case.answer.into_iter().collect();
-                asked.push(eval.ask_gold(&chain, id, &case.question, kind, golds, case.source.as_deref()).await?);
-            }
-        }
+        asked.extend(crate::tools::gold::ask_gold_files(app, &eval, &args.bot, &args.gold).await?);
     }
     Ok(asked)
-}
-
-fn read_gold(file: &std::path::Path) -> anyhow::Result<Vec<GoldCase>> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| {
-                format!(
-                    "{}:{}: a gold case is {{\"question\": …, \"answer\": … or null, \"source\": optional}}",
-                    file.display(),
-                    i + 1
-                )
-            })
-        })
-        .collect()
 }
 
 fn fitted_with(app: &App, args: &CalibrateArgs, asked: &[Asked]) -> anyhow::Result<FittedWith> {
@@ -519,6 +479,7 @@ mod tests {
                     kind,
                     golds: if kind == Kind::Answerable { vec!["France".into()] } else { vec![] },
                     gold_rank: None,
+                    source: None,
                     evidence: Some(0.5),
                     top_score: None,
                     answer: if right { "France".into() } else { "Spain".into() },

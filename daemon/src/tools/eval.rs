@@ -31,12 +31,26 @@ use crate::question::single::{says_dont_know, short_answer, SHORT_ANSWER_SYSTEM}
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
     /// A SQuAD 2.0 JSON file (official format).
-    #[arg(long, required_unless_present = "signals")]
+    #[arg(long, required_unless_present_any = ["signals", "gold"])]
     pub squad: Option<PathBuf>,
     /// Score questions asked before instead of asking (`--details` files of earlier
     /// runs): another threshold or calibration on the same answers, at once.
     #[arg(long, conflicts_with = "squad")]
     pub signals: Vec<PathBuf>,
+    /// A bot's gold questions (JSON Lines, as `lore calibrate --gold` reads; format in
+    /// `tools/gold.rs` and the README), asked through `--bot`'s own chain: exact match and
+    /// F1 against their answers, abstention where the answer is `null`, and whether a
+    /// named source was among the passages.
+    #[arg(long, conflicts_with_all = ["squad", "signals"], requires = "bot")]
+    pub gold: Vec<PathBuf>,
+    /// An earlier `lore eval --gold --json` report: fail (exit 1) when exact match, F1,
+    /// abstention accuracy or citation accuracy dropped by more than `--max-drop`. The
+    /// check to run before switching a model, adapter or chunking setting.
+    #[arg(long, requires = "gold")]
+    pub baseline: Option<PathBuf>,
+    /// How far (a share, 0.02 = two points) a figure may fall below `--baseline`'s.
+    #[arg(long, default_value_t = 0.02)]
+    pub max_drop: f64,
     /// Answer as this bot does: its retrieval settings and prompt (default: the config's
     /// `retrieval` and a short-answer prompt, `prompts/eval-system.txt`).
     #[arg(long)]
@@ -121,6 +135,9 @@ impl EvalArgs {
         Self {
             squad: Some(squad),
             signals: Vec::new(),
+            gold: Vec::new(),
+            baseline: None,
+            max_drop: 0.02,
             bot,
             off_topic: None,
             off_topic_limit: 100,
@@ -242,6 +259,10 @@ pub struct Asked {
     pub golds: Vec<String>,
     /// 1-based rank of the gold paragraph among the top 20 (None: not found).
     pub gold_rank: Option<usize>,
+    /// A gold question's source, when its case names one (`gold_rank` is then that
+    /// source's first passage).
+    #[serde(default)]
+    pub source: Option<String>,
     /// Best similarity among the retrieved passages (None: closed book).
     pub evidence: Option<f32>,
     /// The first passage's score after reranking (the `llm` reranker: the question's mean
@@ -325,16 +346,16 @@ impl Abstention {
 
 /// A question scored under one abstention.
 #[derive(Debug, Clone)]
-struct Scored {
+pub(crate) struct Scored {
     kind: Kind,
     gold_rank: Option<usize>,
-    exact: f64,
-    f1: f64,
-    abstained: bool,
+    pub(crate) exact: f64,
+    pub(crate) f1: f64,
+    pub(crate) abstained: bool,
     latency_ms: f64,
 }
 
-fn scored(a: &Asked, abstention: &Abstention) -> Scored {
+pub(crate) fn scored(a: &Asked, abstention: &Abstention) -> Scored {
     let abstained = abstention.declines(a);
     let (exact, f1) = a.score(if abstained { "" } else { &a.answer });
     Scored { kind: a.kind, gold_rank: a.gold_rank, exact, f1, abstained, latency_ms: a.latency_ms }
@@ -351,6 +372,14 @@ const SWEEP: [f32; 11] = [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 
 /// `--details`) files.
 pub async fn run(app: &App, args: &EvalArgs) -> anyhow::Result<Value> {
     let eval = Evaluation::new(app, args)?;
+    if let (false, Some(bot)) = (args.gold.is_empty(), &args.bot) {
+        let asked = crate::tools::gold::ask_gold_files(app, &eval, bot, &args.gold).await?;
+        let abstention = eval.abstention()?;
+        if let Some(file) = &args.details {
+            write_details(file, &asked, &abstention)?;
+        }
+        return Ok(crate::tools::gold::gold_report(&asked, &abstention, eval.passages()));
+    }
     let asked = match &args.squad {
         Some(squad) => {
             if let Some(file) = &args.details {
@@ -439,7 +468,8 @@ impl<'a> Evaluation<'a> {
         }
         // Retrieve the top 20 (for recall@20); the prompt still gets the first `passages`.
         retrieval.top_k = retrieval.top_k.max(20);
-        let pipeline = (!args.retrieval_only && args.squad.is_some()).then(|| {
+        let asks = args.squad.is_some() || !args.gold.is_empty();
+        let pipeline = (!args.retrieval_only && asks).then(|| {
             let mut p = app.pipeline();
             p.max_answer_tokens = p.max_answer_tokens.min(EVAL_ANSWER_TOKENS);
             p
@@ -457,6 +487,11 @@ impl<'a> Evaluation<'a> {
             question_seconds: Default::default(),
             lora: args.adapter.clone().map(|path| lore_core::LoraAdapter { path, scale: args.adapter_scale }),
         })
+    }
+
+    /// Passages put in front of each question (at most).
+    pub(crate) fn passages(&self) -> usize {
+        self.retrieval.passages
     }
 
     /// How this run declines questions.
@@ -611,6 +646,10 @@ impl<'a> Evaluation<'a> {
         let retrieved = chain.retrieve_with(&qa.question, crate::question::pipeline::Reranking::Full).await?;
         let ranked = &retrieved.hits;
         let gold_rank = ranked.iter().position(|h| gold.holds(&h.chunk)).map(|r| r + 1);
+        let source = match &gold {
+            Gold::Source(source) => Some(source.clone()),
+            _ => None,
+        };
         let top_score = ranked.first().map(|h| h.score);
         let mut signals = Signals::default();
         let mut judge_ms = 0.0;
@@ -665,6 +704,7 @@ impl<'a> Evaluation<'a> {
             kind,
             golds,
             gold_rank,
+            source,
             evidence,
             top_score,
             answer,
@@ -1106,6 +1146,7 @@ mod tests {
             kind,
             golds: golds.iter().map(|g| g.to_string()).collect(),
             gold_rank: None,
+            source: None,
             evidence: Some(0.5),
             top_score: None,
             answer: answer.into(),
