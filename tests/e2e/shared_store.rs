@@ -57,7 +57,9 @@ async fn a_daemon_answers_from_an_s3_store_another_place_ingests_and_follows_a_r
     let daemon = TelegramDaemon::start_serving(&server, uri, &serving, "notes").await;
     let first = ask(&daemon, 7, QUESTION).await;
     assert!(first.contains("Frisch") && first.contains("honeybees.md"), "not the gold answer with its source: {first}");
-    assert!(state.join("conversations").read_dir().unwrap().next().is_some(), "the conversation is not kept locally");
+    // Written just after the answer is handed over (never delaying it).
+    let kept = || state.join("conversations").read_dir().is_ok_and(|mut d| d.next().is_some());
+    wait_until(Duration::from_secs(10), "the conversation is kept locally", kept).await;
 
     // The ingesting place changes the file and ingests again; the running daemon answers
     // from the new version.
