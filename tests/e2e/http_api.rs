@@ -191,6 +191,22 @@ async fn the_chat_page_streams_an_answer_with_its_source_in_chromium() {
     assert!(marked.len() > 10 && seen["passage_text"].as_str().unwrap().contains(marked), "{seen}");
     let words = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(words(answer).contains(&words(marked)), "the marked sentence is the quoted one: {seen}");
+
+    // Each message and source takes its own direction (`dir="auto"`): the Hebrew question
+    // right to left beside the English one, each answer and source by its first letter.
+    let d = &seen["directions"];
+    assert_eq!(d["question_box"], "auto", "{d}");
+    let questions = d["questions"].as_array().unwrap();
+    assert_eq!(questions.len(), 2, "{d}");
+    assert_eq!((&questions[0][0], &questions[0][1]), (&serde_json::json!("auto"), &serde_json::json!("ltr")), "{d}");
+    assert_eq!((&questions[1][0], &questions[1][1]), (&serde_json::json!("auto"), &serde_json::json!("rtl")), "{d}");
+    let shown = d["answers"].as_array().unwrap().iter().chain(d["sources"].as_array().unwrap());
+    for [dir, resolved, text] in shown.map(|e| [&e[0], &e[1], &e[2]]) {
+        assert_eq!(dir, "auto", "{d}");
+        let first_letter = text.as_str().unwrap().chars().find(|c| c.is_alphabetic());
+        let rtl = first_letter.is_some_and(|c| ('\u{0590}'..='\u{08FF}').contains(&c));
+        assert_eq!(resolved, if rtl { "rtl" } else { "ltr" }, "{d}");
+    }
     daemon.stop().await;
 }
 

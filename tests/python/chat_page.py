@@ -14,6 +14,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 url, question, screenshot = sys.argv[1:]
+# "How do bees find the flowers?"
+HEBREW = "איך דבורים מוצאות את הפרחים?"
 options = webdriver.ChromeOptions()
 options.binary_location = "/usr/bin/chromium"
 # A phone-sized window: the page must be readable there.
@@ -69,6 +71,23 @@ try:
         seen["passage_marked"] = texts("#passage-text mark")
         seen["evidence_shown"] = seen["answer"].split("Evidence")[-1] if "Evidence" in seen["answer"] else ""
         driver.save_screenshot(screenshot.replace(".png", "-passage.png"))
+        driver.find_element(By.CSS_SELECTOR, "#passage form button").click()
+    # A right-to-left question: its own direction, whatever the answer's.
+    driver.find_element(By.ID, "question").send_keys(HEBREW, Keys.ENTER)
+    deadline = time.time() + 240
+    while len(texts(".answer")) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    while not driver.find_element(By.ID, "send").is_enabled() and time.time() < deadline:
+        time.sleep(0.05)
+    direction = "return [...document.querySelectorAll(arguments[0])].map(e => [e.getAttribute('dir'), e.matches(':dir(rtl)') ? 'rtl' : 'ltr', e.textContent])"
+    seen["directions"] = {
+        "question_box": driver.find_element(By.ID, "question").get_attribute("dir"),
+        "questions": driver.execute_script(direction, ".question"),
+        "answers": driver.execute_script(direction, ".answer"),
+        "sources": driver.execute_script(direction, ".sources li"),
+    }
+    driver.save_screenshot(screenshot.replace(".png", "-rtl.png"))
 finally:
     driver.quit()
 print(json.dumps(seen))
