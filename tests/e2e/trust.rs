@@ -102,6 +102,17 @@ const GOLD: &str = r#"{"question": "What colour is the Zab lighthouse painted?",
 {"question": "Who painted the lighthouse on Zab?", "answer": null}
 "#;
 
+/// Runs the `lore` binary on `config`: its exit code, standard output and standard error.
+fn lore(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(lore_tests::lore_binary())
+        .args(["--config", &config.display().to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lore_calibrate_fits_a_bots_gold_questions_and_the_daemon_then_judges_by_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,13 +130,8 @@ async fn lore_calibrate_fits_a_bots_gold_questions_and_the_daemon_then_judges_by
     // `lore calibrate` needs no calibration of its own to start.
     let cfg = config(dir.path(), &extra.replace("      abstain: {calibration: ", "      # abstain: {calibration: "));
     let lore = |config: &Path, args: &[&str]| {
-        let out = Command::new(lore_tests::lore_binary())
-            .args(["--config", &config.display().to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
+        let (code, stdout, stderr) = lore(config, args);
+        (code == Some(0), stdout + &stderr)
     };
     let (ok, ingested) = lore(&cfg.file, &["ingest", "--kb", "zab"]);
     assert!(ok, "{ingested}");
@@ -179,15 +185,8 @@ fn lore_eval_gold_scores_a_bots_questions_and_a_worse_config_fails_against_the_b
             notes.display()
         )
     };
-    let lore = |args: &[&str]| {
-        let out = Command::new(lore_tests::lore_binary())
-            .args(["--config", &dir.path().join("lore.yaml").display().to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.code(), stdout.to_string(), stderr.to_string())
-    };
+    let config_file = dir.path().join("lore.yaml");
+    let lore = |args: &[&str]| lore(&config_file, args);
     let good = config(dir.path(), &bot(""));
     let (code, _, err) = lore(&["ingest", "--kb", "zab"]);
     assert_eq!(code, Some(0), "{err}");

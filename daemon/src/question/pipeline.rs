@@ -450,6 +450,7 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
     let started = Instant::now();
     match answer {
         Answer::Abstain { text, retrieval_time, judged, .. } => {
+            let clock = Clock { started, retrieval_time };
             sink.finish(&text, &[]).await?;
             Ok(Outcome {
                 text,
@@ -458,7 +459,7 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                 stop: None,
                 retrieval_time,
                 first_token: None,
-                total_time: started.elapsed() + retrieval_time,
+                total_time: clock.now(),
                 generated_tokens: 0,
                 quote: None,
                 judged,
@@ -466,6 +467,7 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
             })
         }
         Answer::Quoted { quote, passages, retrieval_time, judged, names } => {
+            let clock = Clock { started, retrieval_time };
             let sources = names.refs(&passages);
             sink.finish(&quote.sentence, &sources).await?;
             Ok(Outcome {
@@ -474,8 +476,8 @@ pub async fn respond(answer: Answer, sink: &mut dyn ReplySink) -> anyhow::Result
                 abstained: false,
                 stop: None,
                 retrieval_time,
-                first_token: Some(started.elapsed() + retrieval_time),
-                total_time: started.elapsed() + retrieval_time,
+                first_token: Some(clock.now()),
+                total_time: clock.now(),
                 generated_tokens: 0,
                 quote: Some(quote),
                 judged,

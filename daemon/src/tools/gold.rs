@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
-use crate::tools::eval::{scored, Abstention, Asked, Evaluation, Kind};
+use crate::tools::eval::{scored, Abstention, Asked, Evaluation, Kind, Scored};
 
 /// One gold case, as a line of a gold file.
 #[derive(Debug, Deserialize)]
@@ -79,22 +79,22 @@ pub const GATED: [&str; 4] = ["exact", "f1", "abstention_accuracy", "citation_ac
 /// given from. A figure with no case to measure it on is `null`.
 pub fn gold_report(asked: &[Asked], abstention: &Abstention, passages: usize) -> Value {
     let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
-    let answerable: Vec<_> =
-        asked.iter().filter(|a| a.kind == Kind::Answerable).map(|a| scored(a, abstention)).collect();
+    let answerable: Vec<(&Asked, Scored)> =
+        asked.iter().filter(|a| a.kind == Kind::Answerable).map(|a| (a, scored(a, abstention))).collect();
     let no_answer: Vec<&Asked> = asked.iter().filter(|a| a.kind != Kind::Answerable).collect();
     // Answers given to cases that name a source: was that source before the question?
-    let cited: Vec<f64> = asked
+    let cited: Vec<f64> = answerable
         .iter()
-        .filter(|a| a.kind == Kind::Answerable && a.source.is_some() && !abstention.declines(a))
-        .map(|a| if a.gold_rank.is_some_and(|r| r <= passages) { 1.0 } else { 0.0 })
+        .filter(|(a, s)| a.source.is_some() && !s.abstained)
+        .map(|(a, _)| if a.gold_rank.is_some_and(|r| r <= passages) { 1.0 } else { 0.0 })
         .collect();
     json!({
         "questions": asked.len(),
         "answerable": answerable.len(),
         "no_answer": no_answer.len(),
-        "exact": mean(answerable.iter().map(|s| s.exact).collect()),
-        "f1": mean(answerable.iter().map(|s| s.f1).collect()),
-        "answered": mean(answerable.iter().map(|s| if s.abstained { 0.0 } else { 1.0 }).collect()),
+        "exact": mean(answerable.iter().map(|(_, s)| s.exact).collect()),
+        "f1": mean(answerable.iter().map(|(_, s)| s.f1).collect()),
+        "answered": mean(answerable.iter().map(|(_, s)| if s.abstained { 0.0 } else { 1.0 }).collect()),
         "abstention_accuracy": mean(no_answer.iter().map(|a| if abstention.declines(a) { 1.0 } else { 0.0 }).collect()),
         "with_source": cited.len(),
         "citation_accuracy": mean(cited),
