@@ -65,16 +65,73 @@ pub struct Author {
 }
 
 /// Commands every adapter understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
     Sources,
     Reset,
     Kb,
+    /// `/forget`: delete the asker's votes and their conversation memory here.
+    Forget,
+    /// `/correct THE RIGHT ANSWER` (or `/correct none`) in reply to an answer, which the
+    /// adapter names by the id its 👍/👎 buttons carry; the text is in
+    /// [`Incoming::text`].
+    Correct {
+        answer: Option<String>,
+    },
+    /// A click on 👍 or 👎 under answer `answer`; a reason, when the platform asked for
+    /// one, is [`Incoming::text`].
+    Vote {
+        answer: String,
+        rating: Rating,
+    },
+}
+
+/// A person's judgement of one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rating {
+    Up,
+    Down,
+}
+
+impl Rating {
+    /// `up`/`down`, as the buttons' data and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "up" => Some(Self::Up),
+            "down" => Some(Self::Down),
+            _ => None,
+        }
+    }
+}
+
+/// What a vote button carries: `vote:up:ID` or `vote:down:ID`, short enough for
+/// Telegram's 64-byte callback data and Discord's 100-character custom id. The answer's
+/// id is in the button itself, so a click after a restart still names its answer.
+pub fn vote_button_data(rating: Rating, answer: &str) -> String {
+    format!("vote:{}:{answer}", rating.as_str())
+}
+
+/// Reads [`vote_button_data`] back: the rating and the answer's id.
+pub fn parse_vote_button_data(data: &str) -> Option<(Rating, String)> {
+    let rest = data.strip_prefix("vote:")?;
+    let (rating, answer) = rest.split_once(':')?;
+    let valid = !answer.is_empty() && answer.len() <= 40 && answer.bytes().all(|b| b.is_ascii_alphanumeric());
+    Some((Rating::parse(rating)?, answer.to_string())).filter(|_| valid)
 }
 
 impl Command {
-    /// Parses `/help`, `/sources`, `/reset`, `/kb` (optionally `@botname`-suffixed).
+    /// Parses `/help`, `/sources`, `/reset`, `/kb`, `/forget`, `/correct` (optionally
+    /// `@botname`-suffixed). `/correct` names no answer: the adapter fills in the one the
+    /// message replies to.
     pub fn parse(text: &str) -> Option<Self> {
         let word = text.split_whitespace().next()?;
         let word = word.strip_prefix('/')?;
@@ -84,16 +141,30 @@ impl Command {
             "sources" => Some(Self::Sources),
             "reset" => Some(Self::Reset),
             "kb" => Some(Self::Kb),
+            "forget" => Some(Self::Forget),
+            "correct" => Some(Self::Correct { answer: None }),
             _ => None,
         }
     }
 
-    pub const ALL: [(Self, &'static str, &'static str); 4] = [
+    /// The commands a person types, as platforms list them.
+    pub const ALL: [(Self, &'static str, &'static str); 6] = [
         (Self::Help, "help", "What this bot does and how to ask"),
         (Self::Sources, "sources", "Show the passages behind the last answer"),
         (Self::Reset, "reset", "Forget this conversation"),
         (Self::Kb, "kb", "Which knowledge base this channel uses"),
+        (Self::Forget, "forget", "Delete your votes and your conversation with this bot"),
+        (Self::Correct { answer: None }, "correct", "Admins: reply to an answer with the right one"),
     ];
+}
+
+/// The text after a command's first word: `/correct Paris` gives `Paris`.
+pub fn command_argument(text: &str) -> &str {
+    let text = text.trim_start();
+    if !text.starts_with('/') {
+        return text.trim();
+    }
+    text.split_once(char::is_whitespace).map_or("", |(_, rest)| rest.trim())
 }
 
 /// A passage an answer drew on, as shown to the user.
@@ -120,8 +191,13 @@ pub trait ReplySink: Send {
     async fn update(&mut self, text_so_far: &str) -> anyhow::Result<()>;
     /// The final answer and the passages it drew on.
     async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()>;
-    /// A plain message (help text, refusals, command output), not streamed.
+    /// A plain message (help text, refusals, command output), not streamed. For a vote,
+    /// the acknowledgement of the click (Telegram's `answerCallbackQuery`, Discord's
+    /// interaction response).
     async fn say(&mut self, text: &str) -> anyhow::Result<()>;
+    /// Names the answer this sink is about to carry, before it starts: a sink that can
+    /// put 👍/👎 under the final text puts this id in them (see [`vote_button_data`]).
+    fn answer_id(&mut self, _id: &str) {}
 }
 
 /// A connection to one platform for one bot.

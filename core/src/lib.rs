@@ -15,7 +15,10 @@ pub mod retrieval;
 mod secret;
 pub mod testing;
 
-pub use chat::{Adapter, Author, Command, Connected, ConversationKey, Incoming, ReplySink, SourceRef};
+pub use chat::{
+    command_argument, parse_vote_button_data, vote_button_data, Adapter, Author, Command, Connected, ConversationKey,
+    Incoming, Rating, ReplySink, SourceRef,
+};
 pub use generation::{
     ChatModel, Event, Finish, GenerateError, GenerateRequest, Generated, Generation, LoraAdapter, Part, PromptText,
     Sampling, StopReason,

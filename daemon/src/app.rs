@@ -182,6 +182,12 @@ impl App {
             config: Arc::new(self.config.clone()),
         }
     }
+
+    /// The answers, votes and gold cases kept beside the knowledge bases.
+    pub fn feedback(&self) -> anyhow::Result<crate::question::feedback::Feedback> {
+        let c = &self.config;
+        crate::question::feedback::Feedback::open(&self.store, &c.feedback_salt_file(), c.feedback_age())
+    }
 }
 
 /// Every calibration the config names, read, with the key that names it: one that cannot
@@ -245,6 +251,13 @@ impl Answerer for Answering {
 
     async fn chunks(&self, chain: &Chain) -> anyhow::Result<usize> {
         Ok(chain.kb.count().await?)
+    }
+
+    async fn kb_version(&self, chain: &Chain) -> anyhow::Result<Option<u64>> {
+        Ok(match chain.kb.get().await? {
+            Some(kb) => Some(kb.version().await?),
+            None => None,
+        })
     }
 }
 

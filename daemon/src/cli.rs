@@ -86,6 +86,9 @@ pub enum Command {
     /// Fit a bot's answer confidence on labelled questions and write the calibration
     /// `retrieval.abstain.calibration` names.
     Calibrate(crate::tools::calibrate::CalibrateArgs),
+    /// A bot's gold cases (made with `/correct`): export them for `lore eval --gold`, or
+    /// import a gold file.
+    Gold(crate::tools::gold::GoldArgs),
     /// Write question/answer pairs from a knowledge base, for fine-tuning (JSONL).
     Synth(crate::tools::synth::SynthArgs),
     /// Measure speed (optionally against the llama.cpp reference program).
@@ -176,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Gold(args) => crate::tools::gold::run(&config, &args).await,
         Command::Synth(args) => {
             let app = App::load(config, Load::All).await?;
             let report = crate::tools::synth::run(&app, &args, true).await?;

@@ -48,6 +48,12 @@ pub fn refusal(bot: &str, platform: &str) {
     metrics::counter!("lore_refusals_total", "bot" => bot.to_string(), "platform" => platform.to_string()).increment(1);
 }
 
+/// A 👍 (`up`) or 👎 (`down`) recorded.
+pub fn vote(bot: &str, platform: &str, rating: &str) {
+    metrics::counter!("lore_votes_total", "bot" => bot.to_string(), "platform" => platform.to_string(), "rating" => rating.to_string())
+        .increment(1);
+}
+
 pub fn error(bot: &str, platform: &str) {
     metrics::counter!("lore_errors_total", "bot" => bot.to_string(), "platform" => platform.to_string()).increment(1);
 }

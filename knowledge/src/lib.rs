@@ -7,12 +7,14 @@
 
 pub mod contract;
 pub mod questions;
+pub mod records;
 pub mod rerank;
 pub mod retrieve;
 pub mod store;
 
 pub use lore_core::{Chunk, Embedder, Hit, PairScorer, PluginContext, Reranker, Retriever, Scorer};
 pub use questions::{ChunkQuestions, Questions};
+pub use records::{Record, Records};
 pub use rerank::RerankerConfig;
 pub use retrieve::RetrieverConfig;
 pub use store::{ChunkPlace, KbHandle, KbStore, KnowledgeBase, StoreError, WriteSummary};

@@ -128,6 +128,12 @@ impl KbStore {
         Ok(self.knowledge_base(name, table, dim))
     }
 
+    /// A table of small records beside the knowledge bases (see [`crate::records::Records`]); `name`
+    /// must contain a period.
+    pub fn records(&self, name: &str) -> crate::records::Records {
+        crate::records::Records::new(self.db.clone(), name)
+    }
+
     fn knowledge_base(&self, name: &str, table: Table, dim: usize) -> KnowledgeBase {
         let questions = Questions::new(self.db.clone(), name, dim);
         KnowledgeBase { name: name.to_string(), table, dim, questions }
@@ -846,7 +852,7 @@ async fn refresh_fts_index(table: &Table) -> Result<()> {
 }
 
 /// A SQL string literal (single quotes doubled).
-fn sql_string(s: &str) -> String {
+pub(crate) fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

@@ -123,7 +123,7 @@ async fn telegram_group_needs_ask_mention_reply_or_command() {
 
     // One polling loop: messages arrive in order.
     let ask = bot.run.next().await;
-    assert_eq!((ask.text.as_str(), ask.command), ("what is lore?", None));
+    assert_eq!((ask.text.as_str(), ask.command.clone()), ("what is lore?", None));
     assert_eq!(ask.conversation.0, format!("telegram:{}", GROUP.id()));
     assert_eq!(bot.run.next().await.text, "why so?");
     assert_eq!(bot.run.next().await.text, "and then?");

@@ -90,6 +90,10 @@ pub struct Config {
     /// Days a conversation's memory is kept after its last message.
     #[serde(default = "default_memory_days")]
     pub memory_days: u64,
+    /// Days the answers and the votes on them are kept for the quality page; gold cases
+    /// stay until deleted.
+    #[serde(default = "default_feedback_days")]
+    pub feedback_days: u64,
     /// On SIGTERM or Ctrl-C, how long answers in progress may take to finish before their
     /// askers are told to ask again, in seconds (also read as `shutdown_grace_seconds`, its
     /// older spelling).
@@ -113,6 +117,10 @@ pub struct Config {
 
 fn default_memory_days() -> u64 {
     30
+}
+
+fn default_feedback_days() -> u64 {
+    365
 }
 
 fn default_shutdown_grace_secs() -> u64 {
@@ -284,6 +292,16 @@ impl Config {
     /// How long conversation memory is kept (`memory_days`).
     pub fn memory_age(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.memory_days.saturating_mul(86_400))
+    }
+
+    /// How long answers and votes are kept (`feedback_days`).
+    pub fn feedback_age(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.feedback_days.saturating_mul(86_400))
+    }
+
+    /// The secret that person ids are hashed with before a vote stores them.
+    pub fn feedback_salt_file(&self) -> PathBuf {
+        self.state_dir.join("feedback.salt")
     }
 
     /// How long answers in progress may take to finish on shutdown.

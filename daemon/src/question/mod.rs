@@ -11,6 +11,7 @@
 pub mod answer_text;
 pub mod confidence;
 pub mod evidence;
+pub mod feedback;
 pub mod line;
 pub mod memory;
 pub mod pipeline;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{Allow, Config, Retrieval};
+use crate::question::feedback::{AnswerRecord, Correction, Feedback, FeedbackError};
 use crate::question::line::{Line, LineSettings, Refusal, Ticket, Wait};
 use crate::question::memory::{Memory, ShownSource};
 use crate::question::pipeline::{Outcome, Reranking};
@@ -70,12 +71,17 @@ pub trait Answerer: Send + Sync {
     ) -> anyhow::Result<Outcome>;
     /// How many chunks the place's knowledge base holds.
     async fn chunks(&self, route: &Self::Route) -> anyhow::Result<usize>;
+    /// The version of the place's knowledge base (its table's), when it has one: an
+    /// answer's record names what it answered from.
+    async fn kb_version(&self, _route: &Self::Route) -> anyhow::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// A bot with its places resolved.
 struct Bot<R> {
     allow: Allow,
-    /// User ids who may run `/kb`, and `/reset` where others talk too.
+    /// User ids who may run `/kb`, `/correct`, and `/reset` where others talk too.
     admins: Vec<String>,
     memory_turns: usize,
     default: Routed<R>,
@@ -95,6 +101,10 @@ pub struct Router<A: Answerer> {
     rerank_when_busy: bool,
     /// Fired when the daemon stops and answers ran out of time.
     give_up: CancellationToken,
+    /// Where answers, votes and corrections are kept; `None` keeps none (and says so).
+    feedback: Option<Arc<Feedback>>,
+    /// The generator, as an answer's record names it.
+    model: String,
 }
 
 /// An answer ended by a stop (see [`Router::give_up_answers`]).
@@ -134,6 +144,19 @@ impl QuestionSpan {
 pub struct Admitted {
     pub ticket: Ticket,
     pub question: QuestionSpan,
+    /// Who asked (the API key's name).
+    pub asker: String,
+}
+
+/// Where an answer was given, for its record.
+struct Given<'a> {
+    id: &'a str,
+    bot: &'a str,
+    platform: &'a str,
+    channel: &'a str,
+    question: &'a str,
+    /// Who asked, on `platform`.
+    asker: &'a str,
 }
 
 impl<A: Answerer> Router<A> {
@@ -176,7 +199,20 @@ impl<A: Answerer> Router<A> {
             line,
             rerank_when_busy: a.rerank_when_busy,
             give_up: CancellationToken::new(),
+            feedback: None,
+            model: config.models.generator.name(),
         })
+    }
+
+    /// Keeps every answer, and the votes and corrections on them, in `feedback`.
+    pub fn with_feedback(mut self, feedback: Arc<Feedback>) -> Self {
+        self.feedback = Some(feedback);
+        self
+    }
+
+    /// Where answers and votes are kept, if anywhere.
+    pub fn feedback(&self) -> Option<&Arc<Feedback>> {
+        self.feedback.as_ref()
     }
 
     /// The line every question waits in.
@@ -210,7 +246,7 @@ impl<A: Answerer> Router<A> {
             crate::metrics::refusal(model, API);
             question.span.in_scope(|| tracing::info!(%refusal, "question refused"));
         })?;
-        Ok(Admitted { ticket, question })
+        Ok(Admitted { ticket, question, asker: asker.to_string() })
     }
 
     /// Answers a question from the HTTP API in bot `bot`'s default place, once `ticket`'s
@@ -225,7 +261,7 @@ impl<A: Answerer> Router<A> {
         history: &[Turn],
         sink: &mut dyn ReplySink,
     ) -> anyhow::Result<Outcome> {
-        let Admitted { ticket, question: traced } = admitted;
+        let Admitted { ticket, question: traced, asker } = admitted;
         let answering = async {
             let Some(b) = self.bots.get(bot) else {
                 anyhow::bail!("no bot named {bot:?}");
@@ -237,6 +273,7 @@ impl<A: Answerer> Router<A> {
                 () = self.give_up.cancelled() => return Err(Restarting.into()),
             };
             let reranking = self.reranking(&turn);
+            sink.answer_id(&traced.id);
             let mut sink = TurnUntilFinal { sink, turn: Some(turn) };
             let answered = tokio::select! {
                 answered = self.answerer.answer(&b.default.route, question, history, reranking, &mut sink) => answered,
@@ -246,12 +283,57 @@ impl<A: Answerer> Router<A> {
                 Ok(outcome) => {
                     crate::metrics::answered(bot, API, outcome.figures());
                     log_answered(outcome);
+                    let given = Given { id: &traced.id, bot, platform: API, channel: &asker, question, asker: &asker };
+                    self.keep_answer(&given, &b.default, outcome).await;
                 }
                 Err(_) => crate::metrics::error(bot, API),
             }
             answered
         };
-        answering.instrument(traced.span).await
+        let span = traced.span.clone();
+        answering.instrument(span).await
+    }
+
+    /// Keeps the record of an answer given, when feedback is kept: its store's write runs
+    /// in the background, so it never delays an answer or the next question.
+    async fn keep_answer(&self, given: &Given<'_>, place: &Routed<A::Route>, outcome: &Outcome) {
+        let Some(feedback) = self.feedback.clone() else { return };
+        let kb_version = self.answerer.kb_version(&place.route).await.unwrap_or_else(|error| {
+            tracing::debug!(error = format!("{error:#}"), "the knowledge base's version is unknown");
+            None
+        });
+        let record = AnswerRecord {
+            id: given.id.to_string(),
+            bot: given.bot.to_string(),
+            platform: given.platform.to_string(),
+            channel: given.channel.to_string(),
+            question: given.question.to_string(),
+            answer: outcome.text.clone(),
+            sources: outcome
+                .sources
+                .iter()
+                .map(|s| crate::question::feedback::ShownSource {
+                    number: s.number,
+                    source: s.source.clone(),
+                    location: s.location.clone(),
+                })
+                .collect(),
+            abstained: outcome.abstained,
+            confidence: outcome.confidence(),
+            model: self.model.clone(),
+            kb: place.kb.clone(),
+            kb_version,
+            first_token_ms: outcome.first_token.map(|t| t.as_millis() as u64),
+            total_ms: outcome.total_time.as_millis() as u64,
+            time_ms: crate::question::feedback::now_ms(),
+        };
+        let asker = feedback.person(given.platform, given.asker);
+        let keeping = async move {
+            if let Err(error) = feedback.record_answer(&record, &asker).await {
+                tracing::warn!(error = format!("{error:#}"), "keeping the answer for feedback failed");
+            }
+        };
+        tokio::spawn(keeping.in_current_span());
     }
 
     /// The `llm` reranker is skipped for a turn that came while others waited, unless
@@ -291,7 +373,8 @@ impl<A: Answerer> Router<A> {
         async move {
             let handled = {
                 // A panic while answering is one failed answer, not a dead daemon.
-                let inner = std::panic::AssertUnwindSafe(router.handle_inner(&mut msg, place_in_line)).catch_unwind();
+                let inner = std::panic::AssertUnwindSafe(router.handle_inner(&mut msg, place_in_line, &traced.id))
+                    .catch_unwind();
                 tokio::select! {
                     handled = inner => Some(handled),
                     () = router.give_up.cancelled() => None,
@@ -326,6 +409,7 @@ impl<A: Answerer> Router<A> {
         &self,
         msg: &mut Incoming,
         place_in_line: Option<Result<Ticket, Refusal>>,
+        id: &str,
     ) -> anyhow::Result<()> {
         let Some(bot) = self.bots.get(&msg.bot) else {
             anyhow::bail!("no bot named {:?}", msg.bot);
@@ -338,16 +422,19 @@ impl<A: Answerer> Router<A> {
         let admin = bot.admins.contains(&msg.author.id);
         // Two bots in one channel keep separate conversations.
         let conversation = format!("{}/{}", msg.bot, msg.conversation);
-        match msg.command {
+        match msg.command.clone() {
             Some(Command::Help) => msg.reply.say(&help_text(&msg.bot)).await,
             // In a private chat the conversation is the asker's own to forget.
             Some(Command::Reset) if msg.private || admin => self.reset(&conversation, msg.reply.as_mut()).await,
             Some(Command::Kb) if admin => self.describe_kb(place, msg.reply.as_mut()).await,
-            Some(command @ (Command::Reset | Command::Kb)) => {
+            Some(Command::Correct { answer }) if admin => self.correct(msg, answer.as_deref()).await,
+            Some(command @ (Command::Reset | Command::Kb | Command::Correct { .. })) => {
                 tracing::info!(user = %msg.author.id, ?command, "refused: admin command");
                 msg.reply.say("Sorry, only this bot's admins can do that here.").await
             }
             Some(Command::Sources) => self.last_sources(&conversation, msg.reply.as_mut()).await,
+            Some(Command::Vote { answer, rating }) => self.vote(msg, &answer, rating).await,
+            Some(Command::Forget) => self.forget(msg, &conversation).await,
             None => match place_in_line {
                 None => msg.reply.say(&help_text(&msg.bot)).await,
                 Some(Err(refusal)) => {
@@ -355,9 +442,98 @@ impl<A: Answerer> Router<A> {
                     tracing::info!(user = %msg.author.id, %refusal, "question refused");
                     msg.reply.say(&format!("Sorry, {refusal}.")).await
                 }
-                Some(Ok(ticket)) => self.answer(bot, place, &conversation, ticket, msg).await,
+                Some(Ok(ticket)) => self.answer(bot, place, &conversation, ticket, msg, id).await,
             },
         }
+    }
+
+    /// Records the vote of `user` (on `platform`) on answer `answer` of `bot`, replacing
+    /// their earlier one.
+    pub async fn record_vote(
+        &self,
+        bot: &str,
+        platform: &str,
+        user: &str,
+        answer: &str,
+        rating: lore_core::Rating,
+        comment: Option<&str>,
+    ) -> Result<crate::question::feedback::Vote, FeedbackError> {
+        let feedback = self.feedback.as_ref().ok_or(FeedbackError::NotKept)?;
+        let person = feedback.person(platform, user);
+        let vote = feedback.vote(bot, answer, &person, rating, comment).await?;
+        crate::metrics::vote(bot, platform, rating.as_str());
+        tracing::info!(answer, rating = rating.as_str(), with_reason = vote.comment.is_some(), "vote recorded");
+        Ok(vote)
+    }
+
+    /// A 👍/👎 click: recorded, and thanked for as the platform expects.
+    async fn vote(&self, msg: &mut Incoming, answer: &str, rating: lore_core::Rating) -> anyhow::Result<()> {
+        let platform = crate::metrics::platform(&msg.conversation.0);
+        let comment = Some(msg.text.trim()).filter(|t| !t.is_empty());
+        match self.record_vote(&msg.bot, platform, &msg.author.id, answer, rating, comment).await {
+            Ok(_) => {
+                let thanks = match (rating, comment) {
+                    (lore_core::Rating::Up, _) => "Thanks for the 👍!",
+                    (lore_core::Rating::Down, None) => "Thanks: noted 👎.",
+                    (lore_core::Rating::Down, Some(_)) => "Thanks: noted what was wrong.",
+                };
+                msg.reply.say(thanks).await
+            }
+            Err(FeedbackError::NotKept) => msg.reply.say("Thanks! (This bot does not keep votes.)").await,
+            Err(e @ FeedbackError::OtherBot { .. }) => msg.reply.say(&format!("Sorry, {e}.")).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An admin's `/correct` in reply to an answer: a gold case of its question.
+    async fn correct(&self, msg: &mut Incoming, answer: Option<&str>) -> anyhow::Result<()> {
+        let Some(feedback) = &self.feedback else {
+            return msg.reply.say("Sorry, this bot keeps no answers to correct (it has no data directory).").await;
+        };
+        let Some(answer) = answer else {
+            return msg.reply.say("Reply to one of my answers with `/correct THE RIGHT ANSWER` (or `/correct none` when the documents do not cover it).").await;
+        };
+        let correction = match Correction::parse(lore_core::command_argument(&msg.text)) {
+            Ok(c) => c,
+            Err(problem) => return msg.reply.say(&format!("Sorry, {problem}.")).await,
+        };
+        match feedback.correct(&msg.bot, answer, &correction).await {
+            Ok(gold) => {
+                tracing::info!(answer, no_answer = gold.answer.is_none(), "gold case made");
+                let said = match &gold.answer {
+                    Some(right) => format!("Saved as a gold question: \"{}\" → \"{right}\".", gold.question),
+                    None => format!("Saved as a gold question the documents do not answer: \"{}\".", gold.question),
+                };
+                msg.reply.say(&said).await
+            }
+            Err(e @ (FeedbackError::UnknownAnswer(_) | FeedbackError::OtherBot { .. })) => {
+                msg.reply.say(&format!("Sorry, {e}.")).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `/forget`: the asker's votes, the answers to their questions, and this
+    /// conversation's memory when it is theirs alone.
+    async fn forget(&self, msg: &mut Incoming, conversation: &str) -> anyhow::Result<()> {
+        let mut forgot = Vec::new();
+        if let Some(feedback) = &self.feedback {
+            let person = feedback.person(crate::metrics::platform(&msg.conversation.0), &msg.author.id);
+            let (votes, answers) = feedback.forget(&person).await?;
+            forgot.push(format!("{votes} vote{}", if votes == 1 { "" } else { "s" }));
+            forgot.push(format!("{answers} answer{} to your questions", if answers == 1 { "" } else { "s" }));
+        }
+        if msg.private {
+            self.memory.reset(conversation).await;
+            forgot.push("this conversation".to_string());
+        }
+        tracing::info!("a person's records forgotten");
+        let said = if forgot.is_empty() {
+            "There was nothing of yours to forget here.".to_string()
+        } else {
+            format!("Done: I forgot {}.", forgot.join(", "))
+        };
+        msg.reply.say(&said).await
     }
 
     async fn reset(&self, conversation: &str, reply: &mut dyn ReplySink) -> anyhow::Result<()> {
@@ -394,6 +570,7 @@ impl<A: Answerer> Router<A> {
         conversation: &str,
         mut ticket: Ticket,
         msg: &mut Incoming,
+        id: &str,
     ) -> anyhow::Result<()> {
         let question = msg.text.trim();
         tracing::debug!(user = %msg.author.id, channel = %msg.channel, waiting = ticket.position(), "question in line");
@@ -407,9 +584,13 @@ impl<A: Answerer> Router<A> {
         let reranking = self.reranking(&turn);
         let history = self.memory.turns(conversation);
         let history = &history[history.len().saturating_sub(bot.memory_turns)..];
+        msg.reply.answer_id(id);
         let mut sink = TurnUntilFinal { sink: msg.reply.as_mut(), turn: Some(turn) };
         let outcome = self.answerer.answer(&place.route, question, history, reranking, &mut sink).await?;
-        crate::metrics::answered(&msg.bot, crate::metrics::platform(&msg.conversation.0), outcome.figures());
+        let platform = crate::metrics::platform(&msg.conversation.0);
+        crate::metrics::answered(&msg.bot, platform, outcome.figures());
+        let given = Given { id, bot: &msg.bot, platform, channel: &msg.channel, question, asker: &msg.author.id };
+        self.keep_answer(&given, place, &outcome).await;
         let shown: Vec<ShownSource> = outcome
             .sources
             .iter()
@@ -486,11 +667,16 @@ fn user_message(error: &anyhow::Error, id: &str) -> String {
 
 /// A short id that ties what a user saw to the log lines of their question.
 fn question_id() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:06x}", (nanos ^ n.wrapping_mul(0x9E37_79B9)) & 0xFF_FFFF)
+    // Twelve hex digits: short enough to quote, and (being also the answer's id, kept for
+    // `feedback_days`) too many for two answers of a year to share one.
+    let mut x = nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id()).rotate_left(40);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    format!("{:012x}", (x ^ (x >> 31)) & 0xFFFF_FFFF_FFFF)
 }
 
 impl<R> Bot<R> {

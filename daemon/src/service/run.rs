@@ -109,7 +109,8 @@ const NOTE_TIME: Duration = Duration::from_secs(10);
 /// Runs the adapters and the router until every adapter ends (after `shutdown` fires, or
 /// on its own), then lets answers in progress finish, up to a deadline.
 pub async fn run_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let router = Arc::new(Router::new(&app.config, app.answering(), Some(app.config.conversations_dir()))?);
+    let router = Router::new(&app.config, app.answering(), Some(app.config.conversations_dir()))?;
+    let router = Arc::new(router.with_feedback(Arc::new(app.feedback()?)));
     let states = AdapterStates::default();
     // Recording starts with the daemon, whether or not anyone scrapes.
     crate::metrics::handle();

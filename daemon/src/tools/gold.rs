@@ -1,6 +1,7 @@
-//! A bot's gold questions: the file format (`lore calibrate --gold`, `lore eval --gold`),
-//! asking them through the bot's own chain, the report `lore eval --gold` prints, and the
-//! regression gate that compares it with an earlier one (`--baseline`, `--max-drop`).
+//! A bot's gold questions: the file format (`lore calibrate --gold`, `lore eval --gold`,
+//! `lore gold export`/`import`), asking them through the bot's own chain, the report
+//! `lore eval --gold` prints, and the regression gate that compares it with an earlier one
+//! (`--baseline`, `--max-drop`).
 //!
 //! The format is JSON Lines, one case a line:
 //! `{"question": "…", "answer": "…" or null, "source": "file.md" (optional), "id": "…" (optional)}`.
@@ -11,25 +12,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::app::App;
+pub(crate) use crate::question::feedback::GoldCase;
+use crate::question::feedback::{now_ms, Feedback, StoredGold};
 use crate::tools::eval::{scored, Abstention, Asked, Evaluation, Kind, Scored};
-
-/// One gold case, as a line of a gold file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct GoldCase {
-    pub question: String,
-    /// The right answer; `null` when the documents do not cover the question.
-    pub answer: Option<String>,
-    /// Where the answer is (a file name or address, matched as a suffix), if known.
-    #[serde(default)]
-    pub source: Option<String>,
-    #[serde(default)]
-    pub id: Option<String>,
-}
 
 /// Every case of `file`, or which line is not one.
 pub(crate) fn read_gold(file: &Path) -> anyhow::Result<Vec<GoldCase>> {
@@ -148,6 +137,107 @@ pub fn print_gold_report(r: &Value) {
     println!("  naming a source     {}  (source among the passages {})", r["with_source"], figure("citation_accuracy"));
 }
 
+/// `lore gold`: the gold cases kept beside the knowledge bases, made by admins with
+/// `/correct` (in the chats or on the quality page), out to a file and back.
+#[derive(Debug, Clone, Args)]
+pub struct GoldArgs {
+    #[command(subcommand)]
+    pub command: GoldCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum GoldCommand {
+    /// Write a bot's gold cases to stdout, one JSON line each (the format `lore eval
+    /// --gold` reads), oldest first.
+    Export {
+        #[arg(long)]
+        bot: String,
+        /// Only cases made on or after this day (YYYY-MM-DD, UTC).
+        #[arg(long, value_parser = day_start_ms)]
+        since: Option<i64>,
+    },
+    /// Keep the cases of a gold file as a bot's (a case with the id of a kept one
+    /// replaces it).
+    Import {
+        #[arg(long)]
+        bot: String,
+        file: PathBuf,
+    },
+}
+
+/// Runs `lore gold`: needs the data directory, no model.
+pub async fn run(config: &crate::config::Config, args: &GoldArgs) -> anyhow::Result<()> {
+    let bot = match &args.command {
+        GoldCommand::Export { bot, .. } | GoldCommand::Import { bot, .. } => bot,
+    };
+    config.bot(bot)?;
+    let store = crate::app::open_store(config).await?;
+    let feedback = Feedback::open(&store, &config.feedback_salt_file(), config.feedback_age())?;
+    match &args.command {
+        GoldCommand::Export { since, .. } => {
+            let mut out = String::new();
+            for gold in feedback.gold(Some(bot), *since).await? {
+                out.push_str(&serde_json::to_string(&gold.case())?);
+                out.push('\n');
+            }
+            use std::io::Write;
+            std::io::stdout().lock().write_all(out.as_bytes())?;
+            Ok(())
+        }
+        GoldCommand::Import { file, .. } => {
+            let cases = read_gold(file)?;
+            let time_ms = now_ms();
+            let stored: Vec<StoredGold> = cases.into_iter().map(|case| imported(bot, case, time_ms)).collect();
+            feedback.put_gold(&stored).await?;
+            eprintln!(
+                "{}: {} gold case{} kept for bot {bot}",
+                file.display(),
+                stored.len(),
+                if stored.len() == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A case of a file as kept: its own id, else one made of its question (so importing a
+/// file twice keeps each case once).
+fn imported(bot: &str, case: GoldCase, time_ms: i64) -> StoredGold {
+    use sha2::{Digest, Sha256};
+    let key = case.id.clone().unwrap_or_else(|| {
+        let digest = Sha256::digest(format!("{bot}\0{}", case.question).as_bytes());
+        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    });
+    StoredGold {
+        bot: bot.to_string(),
+        question: case.question,
+        answer: case.answer,
+        source: case.source,
+        answer_id: None,
+        time_ms,
+        key,
+    }
+}
+
+/// Midnight (UTC) of `YYYY-MM-DD`, in ms since the epoch.
+fn day_start_ms(day: &str) -> Result<i64, String> {
+    let wrong = || format!("{day:?} is not a day: write YYYY-MM-DD");
+    let mut parts = day.splitn(3, '-').map(|p| p.parse::<i64>().map_err(|_| wrong()));
+    let (y, m, d) =
+        (parts.next().ok_or_else(wrong)??, parts.next().ok_or_else(wrong)??, parts.next().ok_or_else(wrong)??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || day.len() != 10 {
+        return Err(wrong());
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok((era * 146_097 + doe - 719_468) * 86_400_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +269,15 @@ mod tests {
         std::fs::write(&file, "{\"question\": \"Why?\", \"answer\": null}\n\n{\"question\": 3}\n").unwrap();
         let e = format!("{:#}", read_gold(&file).unwrap_err());
         assert!(e.contains("gold.jsonl:3"), "{e}");
+    }
+
+    #[test]
+    fn a_day_is_its_midnight_in_utc_and_anything_else_is_refused() {
+        assert_eq!(super::day_start_ms("1970-01-01"), Ok(0));
+        assert_eq!(super::day_start_ms("2026-12-06"), Ok(1_796_515_200_000));
+        assert_eq!(super::day_start_ms("2000-03-01"), Ok(951_868_800_000));
+        for wrong in ["2026-13-01", "2026-1-1", "yesterday", "2026-12-06T00:00", ""] {
+            assert!(super::day_start_ms(wrong).unwrap_err().contains("YYYY-MM-DD"), "{wrong}");
+        }
     }
 }

@@ -123,6 +123,9 @@ impl ReplySink for Said {
         self.0.lock().unwrap().push(text.to_string());
         Ok(())
     }
+    fn answer_id(&mut self, id: &str) {
+        self.0.lock().unwrap().push(format!("#{id}"));
+    }
 }
 
 fn router(fail: Option<fn() -> anyhow::Error>) -> Arc<Router<Stand>> {
@@ -158,26 +161,101 @@ async fn ask_in(
     text: &str,
 ) -> String {
     let said = Said::default();
-    router
-        .handle(Incoming {
-            bot: bot.into(),
-            conversation: ConversationKey(format!("test:{channel}")),
-            channel: channel.into(),
-            parent_channel: parent.map(String::from),
-            private: channel.starts_with("dm-"),
-            author: Author { id: user.into(), name: user.into(), roles: vec![] },
-            text: text.into(),
-            command: Command::parse(text),
-            reply: Box::new(said.clone()),
-        })
-        .await;
+    router.handle(message(bot, user, channel, parent, text, Command::parse(text), &said)).await;
     said.finals().last().cloned().unwrap_or_default()
+}
+
+/// A message of `user` in `channel` (private when named `dm-…`), replied to in `said`.
+fn message(
+    bot: &str,
+    user: &str,
+    channel: &str,
+    parent: Option<&str>,
+    text: &str,
+    command: Option<Command>,
+    said: &Said,
+) -> Incoming {
+    Incoming {
+        bot: bot.into(),
+        conversation: ConversationKey(format!("test:{channel}")),
+        channel: channel.into(),
+        parent_channel: parent.map(String::from),
+        private: channel.starts_with("dm-"),
+        author: Author { id: user.into(), name: user.into(), roles: vec![] },
+        text: text.into(),
+        command,
+        reply: Box::new(said.clone()),
+    }
+}
+
+/// What `router` says to `command` from `user` in `channel`.
+async fn command(router: &Arc<Router<Stand>>, user: &str, channel: &str, text: &str, command: Command) -> String {
+    let said = Said::default();
+    router.handle(message("docs", user, channel, None, text, Some(command), &said)).await;
+    said.finals().last().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn votes_corrections_and_forget_reach_the_feedback_store_and_only_admins_correct() {
+    use crate::question::feedback::Feedback;
+    use lore_core::Rating;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::parse(Path::new("/etc/lore/lore.yaml"), CONFIG).unwrap();
+    let store = lore_knowledge::KbStore::open(&dir.path().join("data")).await.unwrap();
+    let feedback =
+        Arc::new(Feedback::open(&store, &dir.path().join("feedback.salt"), Duration::from_secs(86_400)).unwrap());
+    let stand = Stand { fail: None, gate: None, pipeline: None };
+    let r = Arc::new(Router::new(&config, stand, None).unwrap().with_feedback(feedback.clone()));
+
+    let said = Said::default();
+    r.handle(message("docs", "bob", "lobby", None, "Why do bees dance?", None, &said)).await;
+    let id = said.0.lock().unwrap().iter().find_map(|m| m.strip_prefix('#').map(String::from)).expect("an answer id");
+    assert_eq!(id.len(), 12);
+    let mut kept = None;
+    for _ in 0..100 {
+        kept = feedback.answer(&id).await.unwrap();
+        if kept.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept = kept.expect("the answer is kept, in the background");
+    assert_eq!((kept.bot.as_str(), kept.platform.as_str(), kept.channel.as_str()), ("docs", "test", "lobby"));
+    assert_eq!(kept.question, "Why do bees dance?");
+    assert_eq!(kept.sources.len(), 1);
+
+    let vote = |rating| Command::Vote { answer: id.clone(), rating };
+    assert_eq!(command(&r, "bob", "lobby", "", vote(Rating::Up)).await, "Thanks for the 👍!");
+    assert_eq!(command(&r, "bob", "lobby", "too vague", vote(Rating::Down)).await, "Thanks: noted what was wrong.");
+    let votes = feedback.votes(Some("docs"), None).await.unwrap();
+    assert_eq!(votes.len(), 1, "bob's second click replaced his first");
+    assert_eq!((votes[0].rating, votes[0].comment.as_deref()), (Rating::Down, Some("too vague")));
+
+    let correct = || Command::Correct { answer: Some(id.clone()) };
+    let refused = command(&r, "bob", "lobby", "/correct To show the way", correct()).await;
+    assert_eq!(refused, "Sorry, only this bot's admins can do that here.");
+    assert!(feedback.gold(None, None).await.unwrap().is_empty());
+    let unreplied = command(&r, "ann", "lobby", "/correct To show the way", Command::Correct { answer: None }).await;
+    assert!(unreplied.starts_with("Reply to one of my answers"), "{unreplied}");
+    let empty = command(&r, "ann", "lobby", "/correct", correct()).await;
+    assert!(empty.contains("/correct none"), "{empty}");
+    let saved = command(&r, "ann", "lobby", "/correct To show the way source: bees.md", correct()).await;
+    assert!(saved.starts_with("Saved as a gold question: \"Why do bees dance?\""), "{saved}");
+    let gold = feedback.gold(Some("docs"), None).await.unwrap();
+    assert_eq!((gold[0].answer.as_deref(), gold[0].source.as_deref()), (Some("To show the way"), Some("bees.md")));
+    let unknown = command(&r, "ann", "lobby", "/correct x", Command::Correct { answer: Some("nope".into()) }).await;
+    assert!(unknown.starts_with("Sorry, there is no answer"), "{unknown}");
+
+    let forgot = command(&r, "bob", "lobby", "/forget", Command::Forget).await;
+    assert_eq!(forgot, "Done: I forgot 1 vote, 1 answer to your questions.");
+    assert!(feedback.votes(None, None).await.unwrap().is_empty());
+    assert!(feedback.answer(&id).await.unwrap().is_none());
 }
 
 impl Said {
     /// What was said or finished, without the streamed updates.
     fn finals(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().filter(|m| !m.starts_with('~')).cloned().collect()
+        self.0.lock().unwrap().iter().filter(|m| !m.starts_with('~') && !m.starts_with('#')).cloned().collect()
     }
 
     fn updates(&self) -> Vec<String> {

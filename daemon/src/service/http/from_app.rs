@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lore_core::{ChatModel, GenerateError, PromptText, ReplySink};
+use lore_core::{ChatModel, GenerateError, PromptText, Rating, ReplySink};
 use lore_knowledge::KbHandle;
 use lore_remote::{EndpointState, RemoteGenerator};
 
@@ -14,6 +14,7 @@ use super::health::Every;
 use super::state::{ApiState, Bots, EmbedderModel, GeneratorModel, Health, Key, LocalModel, Passage, Rows, Sources};
 use super::AdapterStates;
 use crate::app::{Answering, App};
+use crate::question::feedback::{AnswerRecord, FeedbackError, Vote};
 use crate::question::line::{Line, Refusal};
 use crate::question::pipeline::{Outcome, SourceNames};
 use crate::question::prompt::Turn;
@@ -83,6 +84,24 @@ impl<A: Answerer> Bots for Router<A> {
 
     fn line(&self) -> &Line {
         Router::line(self)
+    }
+
+    async fn kept_answer(&self, id: &str) -> anyhow::Result<Option<AnswerRecord>> {
+        match self.feedback() {
+            Some(feedback) => feedback.answer(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn vote(
+        &self,
+        bot: &str,
+        id: &str,
+        asker: &str,
+        rating: Rating,
+        comment: Option<&str>,
+    ) -> Result<Vote, FeedbackError> {
+        self.record_vote(bot, "api", asker, id, rating, comment).await
     }
 }
 

@@ -12,6 +12,7 @@
 //! stand-ins in the unit tests.
 
 mod connections;
+mod feedback;
 mod from_app;
 mod health;
 mod hosts;
@@ -126,6 +127,7 @@ fn routes(server: Shared, max_body_bytes: usize) -> axum::Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/tokenize", post(openai::tokenize))
         .route("/v1/sources/{id}", get(sources::source))
+        .route("/v1/feedback", post(feedback::feedback))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes));
     let named = axum::Router::new()

@@ -278,10 +278,15 @@ pub(super) async fn chat_completions(
     }
     let admitted = api.bots.admit(&request.model, &caller.id)?;
     let span = admitted.question.span.clone();
+    // A bot's answer is kept under its question's id: `POST /v1/feedback` names it so.
+    let id = match target {
+        Target::Bot(_) => format!("chatcmpl-{}", admitted.question.id),
+        Target::Generator => format!("chatcmpl-{:x}", rand_id()),
+    };
     let model = request.model.clone();
     let stream = request.stream;
     let answering = server.clone();
-    respond(Shape::Chat, model, stream, move |tx| async move {
+    respond(Shape::Chat, id, model, stream, move |tx| async move {
         match target {
             Target::Bot(bot) => answer_as_bot(&answering, &bot, admitted, &request, &tx).await,
             Target::Generator => complete(&answering, admitted.ticket, &request, &tx).await,
@@ -296,7 +301,7 @@ pub(super) async fn chat_completions(
 /// or a stream. A caller who leaves (hyper drops this future, or the stream, when the
 /// connection closes) closes the channel, which drops the answer at once, wherever it is:
 /// still waiting in line (its place is freed, nothing is retrieved) or generating.
-async fn respond<F, Fut>(shape: Shape, model: String, stream: bool, answer: F) -> Result<Response, ApiError>
+async fn respond<F, Fut>(shape: Shape, id: String, model: String, stream: bool, answer: F) -> Result<Response, ApiError>
 where
     F: FnOnce(mpsc::UnboundedSender<Piece>) -> Fut,
     Fut: std::future::Future<Output = Piece> + Send + 'static,
@@ -324,11 +329,6 @@ where
     if let Piece::Failed(error) = first {
         return Err(error);
     }
-    let prefix = match shape {
-        Shape::Chat => "chatcmpl",
-        Shape::Text => "cmpl",
-    };
-    let id = format!("{prefix}-{:x}", rand_id());
     if stream {
         Ok(stream_response(shape, id, model, first, rx).into_response())
     } else {
@@ -556,7 +556,7 @@ pub(super) async fn completions(
         seed: request.seed,
     };
     let answering = server.clone();
-    respond(Shape::Text, request.model, request.stream, move |tx| async move {
+    respond(Shape::Text, format!("cmpl-{:x}", rand_id()), request.model, request.stream, move |tx| async move {
         let model = answering.api.generator.model.clone();
         generate(&answering, model, ticket, prompt, stop, &knobs, &tx).await
     })
@@ -1018,7 +1018,7 @@ mod tests {
         // A stand-in for retrieval, reranking and prefill: it records that it ran.
         let computed = Arc::new(AtomicBool::new(false));
         let answered = computed.clone();
-        let request = respond(Shape::Chat, "docs".into(), false, move |_tx| async move {
+        let request = respond(Shape::Chat, "chatcmpl-1".into(), "docs".into(), false, move |_tx| async move {
             let _turn = ticket.turn(|_| {}).await;
             answered.store(true, Ordering::SeqCst);
             Piece::Done { finish_reason: "stop", sources: Vec::new(), trust: None }

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lore_core::{ChatModel, Chunk, Embedder, GenerateError, PromptText, ReplySink, Sampling};
+use lore_core::{ChatModel, Chunk, Embedder, GenerateError, PromptText, Rating, ReplySink, Sampling};
 use lore_remote::EndpointState;
 
 use super::AdapterStates;
+use crate::question::feedback::{AnswerRecord, FeedbackError, Vote};
 use crate::question::line::{Line, Refusal};
 use crate::question::pipeline::Outcome;
 use crate::question::prompt::Turn;
@@ -65,6 +66,17 @@ pub(crate) trait Bots: Send + Sync {
     ) -> anyhow::Result<Outcome>;
     /// The line questions wait in (its gauges for `/metrics`).
     fn line(&self) -> &Line;
+    /// The answer with this id as it was kept, when answers are kept and it still is.
+    async fn kept_answer(&self, id: &str) -> anyhow::Result<Option<AnswerRecord>>;
+    /// Records `asker`'s vote on `bot`'s answer `id`, replacing their earlier one.
+    async fn vote(
+        &self,
+        bot: &str,
+        id: &str,
+        asker: &str,
+        rating: Rating,
+        comment: Option<&str>,
+    ) -> Result<Vote, FeedbackError>;
 }
 
 /// The generator as a model of its own: no retrieval, the caller's prompt.

@@ -313,6 +313,8 @@ struct Setup {
     local: bool,
     /// The generator has no chat template.
     no_chat_template: bool,
+    /// Answers and votes are kept (in a folder of the test's own).
+    feedback: bool,
 }
 
 /// A server on stand-ins: bots `docs` (about bees, citing [`passage`]) and `guide`.
@@ -322,6 +324,8 @@ struct Test {
     embedder: Arc<Gated>,
     status: Arc<Status>,
     max_body_bytes: usize,
+    /// Where answers and votes are kept, with [`Setup::feedback`].
+    feedback: Option<(Arc<crate::question::feedback::Feedback>, tempfile::TempDir)>,
 }
 
 impl Test {
@@ -337,7 +341,21 @@ impl Test {
         crate::metrics::handle();
         let config = Config::parse(Path::new("lore.yaml"), &format!("{CONFIG}{}", setup.extra)).unwrap();
         let script = Arc::new(Script::default());
-        let router = Arc::new(Router::new(&config, Scripted(script.clone()), None).unwrap());
+        let mut router = Router::new(&config, Scripted(script.clone()), None).unwrap();
+        let mut feedback = None;
+        if setup.feedback {
+            let dir = tempfile::tempdir().unwrap();
+            let store = lore_knowledge::KbStore::open(dir.path()).await.unwrap();
+            let kept = crate::question::feedback::Feedback::open(
+                &store,
+                &dir.path().join("salt"),
+                Duration::from_secs(86_400),
+            );
+            let kept = Arc::new(kept.unwrap());
+            router = router.with_feedback(kept.clone());
+            feedback = Some((kept, dir));
+        }
+        let router = Arc::new(router);
         let dim = if setup.dim == 0 { HashEmbedder::default().dim } else { setup.dim };
         let embedder = Arc::new(Gated::new(dim));
         let status = Arc::new(Status::default());
@@ -361,7 +379,7 @@ impl Test {
         };
         let cfg = config.server.clone().unwrap();
         let server = Arc::new(Server::new(&cfg, cfg.listen, api));
-        Self { server, script, embedder, status, max_body_bytes: cfg.max_body_bytes }
+        Self { server, script, embedder, status, max_body_bytes: cfg.max_body_bytes, feedback }
     }
 
     fn routes(&self) -> axum::Router {
@@ -1020,7 +1038,7 @@ async fn a_failure_before_any_text_is_an_http_error_and_after_text_ends_the_stre
 fn id_masked(mut v: Value) -> Value {
     let Some(message) = v["error"]["message"].as_str() else { return v };
     if let Some((before, id)) = message.strip_suffix(')').and_then(|m| m.rsplit_once(" (error ")) {
-        assert!(id.len() == 6 && id.bytes().all(|b| b.is_ascii_hexdigit()), "an error id of six hex digits: {id}");
+        assert!(id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()), "an error id of twelve hex digits: {id}");
         v["error"]["message"] = Value::from(format!("{before} (error ID)"));
     }
     v
@@ -1061,6 +1079,67 @@ async fn a_history_of_seventeen_thousand_turns_reaches_the_bot_cut_to_its_memory
     assert_eq!(status, StatusCode::OK, "{answer}");
     let turn = |i: usize| Turn { question: format!("question {i}"), answer: format!("answer {i}") };
     assert_eq!(t.script.asked(), [("Why do bees dance?".to_string(), vec![turn(16_998), turn(16_999)])]);
+}
+
+#[tokio::test]
+async fn a_vote_on_a_bot_s_answer_is_kept_once_per_key_and_any_other_id_is_a_404() {
+    let keys = vec![("k-all", vec![]), ("k-guide", vec!["guide"])];
+    let t = Test::with(Setup { keys, feedback: true, ..Setup::default() }).await;
+    let feedback = t.feedback.as_ref().unwrap().0.clone();
+    let (status, body) = t.call(with_key(post("/v1/chat/completions", &question("Why?")), "k-all")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let answer_id = id.strip_prefix("chatcmpl-").expect("a chat completion's id").to_string();
+    let mut kept = None;
+    for _ in 0..200 {
+        kept = feedback.answer(&answer_id).await.unwrap();
+        if kept.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kept = kept.expect("the answer is kept under its response's id");
+    assert_eq!((kept.bot.as_str(), kept.platform.as_str(), kept.question.as_str()), ("docs", "api", "Why?"));
+
+    let vote = |body: Value, key: &str| with_key(post("/v1/feedback", &body), key);
+    let (status, body) = t.call(vote(json!({"id": id, "rating": "down", "comment": "too vague"}), "k-all")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"object": "lore.feedback", "id": id, "bot": "docs", "rating": "down", "comment": "too vague"})
+    );
+    let (status, body) = t.call(vote(json!({"id": answer_id, "rating": "up"}), "k-all")).await;
+    assert_eq!((status, &body["rating"]), (StatusCode::OK, &json!("up")), "the bare id works too: {body}");
+    let votes = feedback.votes(None, None).await.unwrap();
+    assert_eq!(votes.len(), 1, "a second vote of one key replaces its first");
+    assert_eq!(votes[0].answer.as_ref().unwrap().answer, kept.answer, "a vote keeps the answer it is about");
+
+    let (_, message) =
+        t.refused(vote(json!({"id": id, "rating": "up"}), "k-guide"), StatusCode::NOT_FOUND, "not_found").await;
+    assert!(message.contains(&id), "a key of another bot sees no such answer: {message}");
+    t.refused(
+        vote(json!({"id": "chatcmpl-0000aaaabbbb", "rating": "up"}), "k-all"),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    t.refused(vote(json!({"id": "../../etc", "rating": "up"}), "k-all"), StatusCode::NOT_FOUND, "not_found").await;
+    let (_, message) = t
+        .refused(vote(json!({"id": id, "rating": "meh"}), "k-all"), StatusCode::BAD_REQUEST, "invalid_request_error")
+        .await;
+    assert!(message.contains("\"up\" or \"down\""), "{message}");
+    let long = "x".repeat(crate::question::feedback::MAX_COMMENT_CHARS + 1);
+    let (_, message) = t
+        .refused(
+            vote(json!({"id": id, "rating": "down", "comment": long}), "k-all"),
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+        )
+        .await;
+    assert!(message.starts_with("comment:"), "{message}");
+    let (status, _) = t.call(post("/v1/feedback", &json!({"id": id, "rating": "up"}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(feedback.votes(None, None).await.unwrap().len(), 1, "nothing refused was kept");
 }
 
 #[tokio::test]
