@@ -636,7 +636,7 @@ impl Platform for DiscordReply {
 
     /// In channels the key goes out as an enforced nonce: Discord returns the message it
     /// already made for a retry instead of posting it twice.
-    async fn post(&self, content: &str, first: bool, key: PostKey) -> Result<Sent, RestError> {
+    async fn post(&self, content: &str, first: bool, key: PostKey, _votes: Option<&str>) -> Result<Sent, RestError> {
         match &self.target {
             Target::Channel { id, reply_to } => {
                 let mut message = CreateMessage::new()
@@ -665,7 +665,7 @@ impl Platform for DiscordReply {
         }
     }
 
-    async fn edit(&self, sent: Sent, content: &str) -> Result<(), RestError> {
+    async fn edit(&self, sent: Sent, content: &str, _votes: Option<&str>) -> Result<(), RestError> {
         match &self.target {
             Target::Channel { id, .. } => {
                 let Sent::Message(message_id) = sent else { unreachable!("channels have no original") };

@@ -5,7 +5,9 @@
 //! when it fails the next one shows newer text anyway (a 429 also slows that place's edits
 //! down). The final text is retried with backoff, honouring the platform's `retry_after`,
 //! until it is shown exactly once: in the streamed message when that can still be edited,
-//! else in a new message, the stale partial then deleted.
+//! else in a new message, the stale partial then deleted. The final answer's last message
+//! carries the 👍/👎 buttons of its answer id (sent with that message, not after it), so
+//! they survive splitting and cost no request of their own.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,9 +89,18 @@ pub(crate) trait Platform: Send + Sync {
     fn place(&self) -> String;
     async fn send_typing(&self) -> Result<(), Self::Error>;
     /// Sends a new message. The `first` of an answer is the one that replies to the question
-    /// (on Discord, for a slash command, the one that fills the deferred response).
-    async fn post(&self, message: &str, first: bool, key: PostKey) -> Result<Self::MessageId, Self::Error>;
-    async fn edit(&self, id: Self::MessageId, message: &str) -> Result<(), Self::Error>;
+    /// (on Discord, for a slash command, the one that fills the deferred response). With
+    /// `votes`, the message carries 👍/👎 buttons for that answer id
+    /// (`lore_core::vote_button_data`).
+    async fn post(
+        &self,
+        message: &str,
+        first: bool,
+        key: PostKey,
+        votes: Option<&str>,
+    ) -> Result<Self::MessageId, Self::Error>;
+    /// Changes a sent message's text, and adds the 👍/👎 buttons of answer `votes`.
+    async fn edit(&self, id: Self::MessageId, message: &str, votes: Option<&str>) -> Result<(), Self::Error>;
     async fn delete(&self, id: Self::MessageId) -> Result<(), Self::Error>;
 }
 
@@ -144,6 +155,8 @@ pub(crate) struct StreamingReply<P: Platform> {
     maybe_posted: bool,
     /// Only the first message of an answer replies to the question.
     posted_any: bool,
+    /// The answer's id, for its vote buttons (see [`ReplySink::answer_id`]).
+    answer_id: Option<String>,
 }
 
 impl<P: Platform> StreamingReply<P> {
@@ -159,22 +172,23 @@ impl<P: Platform> StreamingReply<P> {
             stream_key: PostKey::new(),
             maybe_posted: false,
             posted_any: false,
+            answer_id: None,
         }
     }
 
     /// Posts a message that must arrive.
-    async fn post(&mut self, message: &str, key: PostKey) -> Result<P::MessageId, P::Error> {
+    async fn post(&mut self, message: &str, key: PostKey, votes: Option<&str>) -> Result<P::MessageId, P::Error> {
         let (platform, first) = (&self.platform, !self.posted_any);
-        let id = with_retries(P::classify, || platform.post(message, first, key)).await?;
+        let id = with_retries(P::classify, || platform.post(message, first, key, votes)).await?;
         self.posted_any = true;
         Ok(id)
     }
 
     /// Edits message `id` to show `message`, retrying as [`with_retries`] does; an edit that
     /// would change nothing counts as done.
-    async fn edit(&self, id: P::MessageId, message: &str) -> Result<(), P::Error> {
+    async fn edit(&self, id: P::MessageId, message: &str, votes: Option<&str>) -> Result<(), P::Error> {
         let platform = &self.platform;
-        match with_retries(P::classify, || platform.edit(id, message)).await {
+        match with_retries(P::classify, || platform.edit(id, message, votes)).await {
             Err(error) if P::classify(&error) == Failure::NotModified => Ok(()),
             result => result,
         }
@@ -183,11 +197,11 @@ impl<P: Platform> StreamingReply<P> {
     /// One try at showing the answer so far; failures are only logged, newer text follows.
     async fn stream(&mut self, message: &str) {
         let outcome = match self.streaming {
-            None => self.platform.post(message, !self.posted_any, self.stream_key).await.map(|id| {
+            None => self.platform.post(message, !self.posted_any, self.stream_key, None).await.map(|id| {
                 self.posted_any = true;
                 self.streaming = Some(id);
             }),
-            Some(id) => self.platform.edit(id, message).await,
+            Some(id) => self.platform.edit(id, message, None).await,
         };
         let failure = match &outcome {
             Ok(()) => None,
@@ -224,10 +238,12 @@ impl<P: Platform> StreamingReply<P> {
 
     /// Shows the final text's first piece: in the streamed message when it can be edited
     /// (the edit waits for its slot: it must not be dropped by the throttle), else anew.
-    async fn show_final(&mut self, message: &str) -> Result<(), P::Error> {
-        if let Some(id) = self.streaming.filter(|_| message != self.shown) {
+    /// With `votes` (it is the last piece), the message gets its buttons even when its text
+    /// is already shown.
+    async fn show_final(&mut self, message: &str, votes: Option<&str>) -> Result<(), P::Error> {
+        if let Some(id) = self.streaming.filter(|_| message != self.shown || votes.is_some()) {
             self.throttle.acquire(&self.place).await;
-            match self.edit(id, message).await {
+            match self.edit(id, message, votes).await {
                 Err(error) if P::classify(&error) == Failure::Permanent => {
                     warn!(%error, "the streamed answer cannot be edited; sending it anew");
                     self.abandon(id);
@@ -236,11 +252,11 @@ impl<P: Platform> StreamingReply<P> {
             }
         }
         if self.streaming.is_none() {
-            let id = self.post(message, self.stream_key).await?;
+            let id = self.post(message, self.stream_key, votes).await?;
             if self.maybe_posted {
                 // The platform may have handed back the streamed message posted earlier,
                 // which shows older text.
-                self.edit(id, message).await?;
+                self.edit(id, message, votes).await?;
             }
             self.streaming = Some(id);
             self.shown = message.to_string();
@@ -332,21 +348,30 @@ impl<P: Platform> ReplySink for StreamingReply<P> {
     }
 
     async fn finish(&mut self, text: &str, sources: &[SourceRef]) -> anyhow::Result<()> {
-        let mut pieces = final_pieces::<P>(text, sources).into_iter();
-        if let Some(first) = pieces.next() {
-            self.show_final(&first).await?;
-        }
-        for piece in pieces {
-            self.post(&piece, PostKey::new()).await?;
+        let pieces = final_pieces::<P>(text, sources);
+        let last = pieces.len().saturating_sub(1);
+        let answer_id = self.answer_id.clone();
+        let votes = |i: usize| answer_id.as_deref().filter(|_| i == last);
+        for (i, piece) in pieces.iter().enumerate() {
+            if i == 0 {
+                self.show_final(piece, votes(i)).await?;
+            } else {
+                self.post(piece, PostKey::new(), votes(i)).await?;
+            }
         }
         self.delete_stale().await;
         Ok(())
     }
 
     /// Replaces whatever was streamed so far: an answer cut short (an error, a restart)
-    /// leaves no partial behind.
+    /// leaves no partial behind. Not an answer: no vote buttons.
     async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.answer_id = None;
         self.finish(text, &[]).await
+    }
+
+    fn answer_id(&mut self, id: &str) {
+        self.answer_id = Some(id.to_string());
     }
 }
 
@@ -485,17 +510,56 @@ mod tests {
             self.record(Op::Typing, None, "", false).map(drop)
         }
 
-        async fn post(&self, message: &str, first: bool, _: PostKey) -> Result<usize, FakeError> {
-            self.record(Op::Post, None, message, first)
+        async fn post(&self, message: &str, first: bool, _: PostKey, votes: Option<&str>) -> Result<usize, FakeError> {
+            self.record(Op::Post, None, &with_votes(message, votes), first)
         }
 
-        async fn edit(&self, id: usize, message: &str) -> Result<(), FakeError> {
-            self.record(Op::Edit, Some(id), message, false).map(drop)
+        async fn edit(&self, id: usize, message: &str, votes: Option<&str>) -> Result<(), FakeError> {
+            self.record(Op::Edit, Some(id), &with_votes(message, votes), false).map(drop)
         }
 
         async fn delete(&self, id: usize) -> Result<(), FakeError> {
             self.record(Op::Delete, Some(id), "", false).map(drop)
         }
+    }
+
+    /// A message as the fake shows it: its buttons, when it has them, after its text.
+    fn with_votes(message: &str, votes: Option<&str>) -> String {
+        match votes {
+            Some(id) => format!("{message} [👍👎 {id}]"),
+            None => message.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_vote_buttons_go_on_the_last_message_of_a_final_answer_only() {
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 0);
+        reply.answer_id("a1");
+        reply.update("Bees dance").await.unwrap();
+        let long = "Bees dance to show the way. ".repeat(4);
+        reply.finish(&long, &sources(1)).await.unwrap();
+        let shown = chat.shown();
+        assert!(shown.len() >= 3, "{shown:?}");
+        let (last, earlier) = shown.split_last().unwrap();
+        assert!(last.ends_with("[👍👎 a1]"), "{last}");
+        assert!(earlier.iter().all(|m| !m.contains("👍")), "{shown:?}");
+
+        // A final text the streamed message already shows still gets its buttons.
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 0);
+        reply.answer_id("a2");
+        reply.update("Bees dance.").await.unwrap();
+        reply.finish("Bees dance.", &[]).await.unwrap();
+        assert_eq!(chat.shown(), ["Bees dance. [👍👎 a2]"]);
+
+        // What is said instead of an answer has none.
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 0);
+        reply.answer_id("a3");
+        reply.update("Bees").await.unwrap();
+        reply.say("Sorry, I am restarting.").await.unwrap();
+        assert_eq!(chat.shown(), ["Sorry, I am restarting."]);
     }
 
     fn reply_in(chat: &FakeChat, interval_ms: u64) -> StreamingReply<FakeChat> {

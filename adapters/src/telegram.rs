@@ -414,7 +414,7 @@ impl Platform for TelegramChat {
 
     /// The Bot API has no idempotency key: a send whose response is lost after Telegram
     /// took it is sent again (see docs/RELIABILITY.md).
-    async fn post(&self, html: &str, first: bool, _: PostKey) -> Result<MessageId, RequestError> {
+    async fn post(&self, html: &str, first: bool, _: PostKey, _votes: Option<&str>) -> Result<MessageId, RequestError> {
         let mut request = self.bot.send_message(self.chat, html).parse_mode(ParseMode::Html);
         if let Some(topic) = self.topic {
             request = request.message_thread_id(topic);
@@ -425,7 +425,7 @@ impl Platform for TelegramChat {
         Ok(request.send().await?.id)
     }
 
-    async fn edit(&self, id: MessageId, html: &str) -> Result<(), RequestError> {
+    async fn edit(&self, id: MessageId, html: &str, _votes: Option<&str>) -> Result<(), RequestError> {
         self.bot.edit_message_text(self.chat, id, html).parse_mode(ParseMode::Html).send().await.map(drop)
     }
 
