@@ -11,8 +11,9 @@
 //!
 //! The modules are floors; each imports only from floors below it (`scripts/check-layers`
 //! fails the tests otherwise):
-//! 0. [`config`], [`logs`], [`metrics`], [`owner_only`]: the YAML file, how log lines are
-//!    written (text or JSON), counters, folder modes.
+//! 0. [`config`], [`calendar`], [`logs`], [`metrics`], [`owner_only`]: the YAML file, days
+//!    as people write them, how log lines are written (text or JSON), counters, folder
+//!    modes.
 //! 1. [`question`]: the path one question takes.
 //! 2. [`ingest`]: files and web pages into a knowledge base.
 //! 3. [`app`]: the wiring: models loaded, the store opened, the answerer built.
@@ -23,6 +24,7 @@
 //! This crate knows nothing of llama.cpp (that is `lore-engine`), LanceDB/Arrow
 //! (`lore-knowledge`) or serenity/teloxide (`lore-adapters`).
 
+pub mod calendar;
 pub mod config;
 pub mod logs;
 pub mod metrics;

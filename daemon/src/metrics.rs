@@ -2,8 +2,9 @@
 //! `metrics-exporter-prometheus` recorder). Counters and histograms are recorded where
 //! things happen; gauges of state (the line, knowledge-base rows) are read when scraped.
 //!
-//! Names: `lore_questions_total`, `lore_abstentions_total`, `lore_refusals_total`,
-//! `lore_errors_total` (labels `bot`, `platform`); histograms `lore_retrieval_seconds`,
+//! Names: `lore_questions_total`, `lore_answers_total`, `lore_abstentions_total`,
+//! `lore_refusals_total`, `lore_errors_total` (labels `bot`, `platform`, `channel`),
+//! `lore_votes_total` (those and `rating`: `up` or `down`); histograms `lore_retrieval_seconds`,
 //! `lore_first_token_seconds`, `lore_answer_seconds` (label `bot`); counter
 //! `lore_generated_tokens_total`; gauges `lore_waiting_questions`,
 //! `lore_answers_in_progress`, `lore_kv_cells`, `lore_kv_cells_in_use` (prompts kept for reuse
@@ -39,23 +40,38 @@ pub fn platform(conversation: &str) -> &str {
     conversation.split(':').next().unwrap_or("unknown")
 }
 
-pub fn question(bot: &str, platform: &str) {
-    metrics::counter!("lore_questions_total", "bot" => bot.to_string(), "platform" => platform.to_string())
-        .increment(1);
+/// Where a question was asked, as the counters label it. `channel` is the bot's
+/// configured channel it was answered in, else `default`: a label per chat would grow
+/// without bound, and a private chat's id is its person's.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a> {
+    pub bot: &'a str,
+    pub platform: &'a str,
+    pub channel: &'a str,
 }
 
-pub fn refusal(bot: &str, platform: &str) {
-    metrics::counter!("lore_refusals_total", "bot" => bot.to_string(), "platform" => platform.to_string()).increment(1);
+impl Labels<'_> {
+    fn pairs(&self) -> [(&'static str, String); 3] {
+        [("bot", self.bot.to_string()), ("platform", self.platform.to_string()), ("channel", self.channel.to_string())]
+    }
 }
 
-/// A 👍 (`up`) or 👎 (`down`) recorded.
-pub fn vote(bot: &str, platform: &str, rating: &str) {
-    metrics::counter!("lore_votes_total", "bot" => bot.to_string(), "platform" => platform.to_string(), "rating" => rating.to_string())
-        .increment(1);
+pub fn question(at: &Labels) {
+    metrics::counter!("lore_questions_total", &at.pairs()).increment(1);
 }
 
-pub fn error(bot: &str, platform: &str) {
-    metrics::counter!("lore_errors_total", "bot" => bot.to_string(), "platform" => platform.to_string()).increment(1);
+pub fn refusal(at: &Labels) {
+    metrics::counter!("lore_refusals_total", &at.pairs()).increment(1);
+}
+
+/// A 👍 (`up`) or 👎 (`down`) recorded (a changed vote counts again).
+pub fn vote(at: &Labels, rating: &str) {
+    let [bot, platform, channel] = at.pairs();
+    metrics::counter!("lore_votes_total", &[bot, platform, channel, ("rating", rating.to_string())]).increment(1);
+}
+
+pub fn error(at: &Labels) {
+    metrics::counter!("lore_errors_total", &at.pairs()).increment(1);
 }
 
 /// What `/metrics` counts of one answer that ended (given or abstained).
@@ -69,10 +85,12 @@ pub struct Answered {
 }
 
 /// An answer that ended (given or abstained).
-pub fn answered(bot: &str, platform: &str, outcome: Answered) {
+pub fn answered(at: &Labels, outcome: Answered) {
+    let bot = at.bot;
     if outcome.abstained {
-        metrics::counter!("lore_abstentions_total", "bot" => bot.to_string(), "platform" => platform.to_string())
-            .increment(1);
+        metrics::counter!("lore_abstentions_total", &at.pairs()).increment(1);
+    } else {
+        metrics::counter!("lore_answers_total", &at.pairs()).increment(1);
     }
     metrics::histogram!("lore_retrieval_seconds", "bot" => bot.to_string())
         .record(outcome.retrieval_time.as_secs_f64());

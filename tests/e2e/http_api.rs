@@ -111,9 +111,10 @@ async fn the_openai_client_gets_grounded_answers_the_generator_embeddings_and_pr
     }
     assert_eq!(in_progress, Some(0.0), "answers still running after their callers left:\n{metrics}");
     assert_eq!(sample(&metrics, "lore_waiting_questions"), Some(0.0));
-    let asked = sample(&metrics, r#"lore_questions_total{bot="docs",platform="api"}"#).unwrap_or_default();
+    let asked =
+        sample(&metrics, r#"lore_questions_total{bot="docs",platform="api",channel="default"}"#).unwrap_or_default();
     assert!(asked >= 6.0, "two answers, three streams, one refusal: {asked}\n{metrics}");
-    assert_eq!(sample(&metrics, r#"lore_refusals_total{bot="docs",platform="api"}"#), Some(1.0));
+    assert_eq!(sample(&metrics, r#"lore_refusals_total{bot="docs",platform="api",channel="default"}"#), Some(1.0));
     assert!(sample(&metrics, r#"lore_knowledge_base_rows{kb="bees"}"#).unwrap_or_default() > 0.0, "{metrics}");
     assert!(metrics.contains("lore_first_token_seconds_bucket"), "{metrics}");
     let cells = sample(&metrics, "lore_kv_cells").unwrap();
@@ -150,6 +151,63 @@ async fn health_is_up_and_ready_names_an_empty_knowledge_base() {
     daemon.stop().await;
 }
 
+/// Runs the browser script `script` (in `tests/python/`) on `url` with `question`, saving
+/// its screenshot as `name`.png in the cache's screenshots; what the page showed, as the
+/// script prints it, and the screenshot's path.
+async fn in_chromium(script: &str, url: &str, question: &str, name: &str) -> (Value, std::path::PathBuf) {
+    let screenshots = cache_dir().join("screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let screenshot = screenshots.join(format!("{name}.png"));
+    let _ = std::fs::remove_file(&screenshot);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
+    let args = [url.to_string(), question.to_string(), screenshot.display().to_string()];
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(venv_python()).arg(script).args(args).output().expect("the venv's python")
+    })
+    .await
+    .unwrap();
+    assert!(run.status.success(), "the browser script failed: {}", String::from_utf8_lossy(&run.stderr));
+    (serde_json::from_slice(&run.stdout).unwrap(), screenshot)
+}
+
+/// The community's loop on the pages, in Chromium at phone width: a 👎 with a reason on
+/// the chat page, its count and the answer in the review queue on the quality page, a
+/// correction saved from the queue as a gold case.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vote_on_the_chat_page_shows_on_the_quality_page_and_a_correction_there_becomes_gold() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!("server:\n  listen: 127.0.0.1:{port}\n{}", sample_kb());
+    let daemon = TelegramDaemon::start(dir.path(), &config, "bees", "").await;
+    let question = "Where can visitors park their cars?";
+    let (seen, screenshot) =
+        in_chromium("quality_page.py", &format!("http://127.0.0.1:{port}"), question, "quality-page").await;
+
+    assert_eq!(seen["after_vote"], "Thanks. What was wrong?", "{seen}");
+    assert_eq!(seen["after_reason"], "Thanks: noted what was wrong.", "{seen}");
+    assert_eq!(seen["pressed"], "true", "{seen}");
+    let totals = seen["totals"][0].as_str().unwrap();
+    assert!(totals.starts_with("1 question:") && totals.contains("👎 1") && totals.contains("👍 0"), "{seen}");
+    assert!(seen["charts"].as_u64().unwrap() >= 2, "the day's bars are drawn: {seen}");
+    assert!(seen["gaps"][0].as_str().unwrap().contains(question), "a voted-down question is a gap: {seen}");
+    assert_eq!(seen["review_questions"], serde_json::json!([question]), "{seen}");
+    assert!(seen["review_comments"][0].as_str().unwrap().contains("does not say where to park"), "{seen}");
+    assert_eq!(seen["fits_the_width"], true, "readable on a phone-sized screen: {seen}");
+    assert_eq!(seen["saved"], serde_json::json!(["Saved as a gold question."]), "{seen}");
+    assert!(seen["review_after"][0].as_str().unwrap().contains("Nothing to review"), "{seen}");
+    assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000), "a screenshot for people");
+
+    let feedback = daemon.app.feedback().unwrap();
+    let gold = feedback.gold(Some("docs"), None).await.unwrap();
+    let case = gold.iter().map(|g| g.case()).next().expect("a gold case");
+    assert_eq!(case.question, question);
+    assert_eq!((case.answer.as_deref(), case.source.as_deref()), (Some("Behind the town hall"), Some("parking.md")));
+    let votes = feedback.votes(Some("docs"), None).await.unwrap();
+    assert_eq!(votes.len(), 1, "the 👎 and its reason are one vote");
+    assert_eq!(votes[0].comment.as_deref(), Some("It does not say where to park"));
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_chat_page_streams_an_answer_with_its_source_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,19 +215,8 @@ async fn the_chat_page_streams_an_answer_with_its_source_in_chromium() {
     let config = format!("server:\n  listen: 127.0.0.1:{port}\n{}", sample_kb());
     let quoting = "    retrieval:\n      quote_evidence: true\n";
     let daemon = TelegramDaemon::start(dir.path(), &config, "bees", quoting).await;
-    let screenshots = cache_dir().join("screenshots");
-    std::fs::create_dir_all(&screenshots).unwrap();
-    let screenshot = screenshots.join("chat-page.png");
-    let _ = std::fs::remove_file(&screenshot);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/chat_page.py");
-    let args = [format!("http://127.0.0.1:{port}/"), QUESTION.to_string(), screenshot.display().to_string()];
-    let run = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(venv_python()).arg(script).args(args).output().expect("the venv's python")
-    })
-    .await
-    .unwrap();
-    assert!(run.status.success(), "the browser script failed: {}", String::from_utf8_lossy(&run.stderr));
-    let seen: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let (seen, screenshot) =
+        in_chromium("chat_page.py", &format!("http://127.0.0.1:{port}/"), QUESTION, "chat-page").await;
 
     assert_eq!(seen["bots"], serde_json::json!(["docs"]));
     assert_eq!(seen["questions"], serde_json::json!([QUESTION]));

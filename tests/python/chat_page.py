@@ -8,24 +8,20 @@ import json
 import sys
 import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+
+from phone import open_browser
+from phone import texts as texts_in
 
 url, question, screenshot = sys.argv[1:]
 # "How do bees find the flowers?"
 HEBREW = "איך דבורים מוצאות את הפרחים?"
-options = webdriver.ChromeOptions()
-options.binary_location = "/usr/bin/chromium"
-# A phone-sized window: the page must be readable there.
-for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=412,860"]:
-    options.add_argument(arg)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+driver = open_browser()
 
 
 def texts(selector):
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
+    return texts_in(driver, selector)
 
 
 try:

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{Allow, Config, Retrieval};
+use crate::metrics::Labels;
 use crate::question::feedback::{AnswerRecord, Correction, Feedback, FeedbackError};
 use crate::question::line::{Line, LineSettings, Refusal, Ticket, Wait};
 use crate::question::memory::{Memory, ShownSource};
@@ -240,10 +241,11 @@ impl<A: Answerer> Router<A> {
     /// `Admitted::question`'s span (as [`Router::answer_with`] does).
     pub fn admit(&self, model: &str, asker: &str) -> Result<Admitted, Refusal> {
         let question = QuestionSpan::new(model, API, asker);
-        crate::metrics::question(model, API);
+        let labels = api_labels(model);
+        crate::metrics::question(&labels);
         let joined = if self.has_bot(model) { self.line.join(asker) } else { self.line.join_for_engine_work(asker) };
         let ticket = joined.inspect_err(|refusal| {
-            crate::metrics::refusal(model, API);
+            crate::metrics::refusal(&labels);
             question.span.in_scope(|| tracing::info!(%refusal, "question refused"));
         })?;
         Ok(Admitted { ticket, question, asker: asker.to_string() })
@@ -281,12 +283,12 @@ impl<A: Answerer> Router<A> {
             };
             match &answered {
                 Ok(outcome) => {
-                    crate::metrics::answered(bot, API, outcome.figures());
+                    crate::metrics::answered(&api_labels(bot), outcome.figures());
                     log_answered(outcome);
                     let given = Given { id: &traced.id, bot, platform: API, channel: &asker, question, asker: &asker };
                     self.keep_answer(&given, &b.default, outcome).await;
                 }
-                Err(_) => crate::metrics::error(bot, API),
+                Err(_) => crate::metrics::error(&api_labels(bot)),
             }
             answered
         };
@@ -366,7 +368,7 @@ impl<A: Answerer> Router<A> {
         let traced = QuestionSpan::new(&msg.bot, platform, &msg.conversation.0);
         let question = self.is_question_for_us(&msg);
         if question {
-            crate::metrics::question(&msg.bot, platform);
+            crate::metrics::question(&self.labels(&msg));
         }
         let place_in_line = question.then(|| self.line.join(&asker(&msg)));
         let span = traced.span.clone();
@@ -392,12 +394,18 @@ impl<A: Answerer> Router<A> {
                     return;
                 }
             };
-            crate::metrics::error(&msg.bot, crate::metrics::platform(&msg.conversation.0));
+            crate::metrics::error(&router.labels(&msg));
             // The span's `question_id` is the id the asker is shown.
             tracing::warn!(error = format!("{error:#}"), "answer failed");
             let _ = msg.reply.say(&user_message(&error, &traced.id)).await;
         }
         .instrument(span)
+    }
+
+    /// How the counters label a message's place.
+    fn labels<'m>(&self, msg: &'m Incoming) -> Labels<'m> {
+        let channel = self.bots.get(&msg.bot).map_or(DEFAULT_CHANNEL, |b| b.channel_label(msg));
+        Labels { bot: &msg.bot, platform: crate::metrics::platform(&msg.conversation.0), channel }
     }
 
     /// A question (not a command) to a known bot from someone it answers.
@@ -438,7 +446,7 @@ impl<A: Answerer> Router<A> {
             None => match place_in_line {
                 None => msg.reply.say(&help_text(&msg.bot)).await,
                 Some(Err(refusal)) => {
-                    crate::metrics::refusal(&msg.bot, crate::metrics::platform(&msg.conversation.0));
+                    crate::metrics::refusal(&self.labels(msg));
                     tracing::info!(user = %msg.author.id, %refusal, "question refused");
                     msg.reply.say(&format!("Sorry, {refusal}.")).await
                 }
@@ -451,26 +459,24 @@ impl<A: Answerer> Router<A> {
     /// their earlier one.
     pub async fn record_vote(
         &self,
-        bot: &str,
-        platform: &str,
+        at: &Labels<'_>,
         user: &str,
         answer: &str,
         rating: lore_core::Rating,
         comment: Option<&str>,
     ) -> Result<crate::question::feedback::Vote, FeedbackError> {
         let feedback = self.feedback.as_ref().ok_or(FeedbackError::NotKept)?;
-        let person = feedback.person(platform, user);
-        let vote = feedback.vote(bot, answer, &person, rating, comment).await?;
-        crate::metrics::vote(bot, platform, rating.as_str());
+        let person = feedback.person(at.platform, user);
+        let vote = feedback.vote(at.bot, answer, &person, rating, comment).await?;
+        crate::metrics::vote(at, rating.as_str());
         tracing::info!(answer, rating = rating.as_str(), with_reason = vote.comment.is_some(), "vote recorded");
         Ok(vote)
     }
 
     /// A 👍/👎 click: recorded, and thanked for as the platform expects.
     async fn vote(&self, msg: &mut Incoming, answer: &str, rating: lore_core::Rating) -> anyhow::Result<()> {
-        let platform = crate::metrics::platform(&msg.conversation.0);
         let comment = Some(msg.text.trim()).filter(|t| !t.is_empty());
-        match self.record_vote(&msg.bot, platform, &msg.author.id, answer, rating, comment).await {
+        match self.record_vote(&self.labels(msg), &msg.author.id, answer, rating, comment).await {
             Ok(_) => {
                 let thanks = match (rating, comment) {
                     (lore_core::Rating::Up, _) => "Thanks for the 👍!",
@@ -587,10 +593,9 @@ impl<A: Answerer> Router<A> {
         msg.reply.answer_id(id);
         let mut sink = TurnUntilFinal { sink: msg.reply.as_mut(), turn: Some(turn) };
         let outcome = self.answerer.answer(&place.route, question, history, reranking, &mut sink).await?;
-        let platform = crate::metrics::platform(&msg.conversation.0);
-        crate::metrics::answered(&msg.bot, platform, outcome.figures());
-        let given = Given { id, bot: &msg.bot, platform, channel: &msg.channel, question, asker: &msg.author.id };
-        self.keep_answer(&given, place, &outcome).await;
+        let labels = self.labels(msg);
+        crate::metrics::answered(&labels, outcome.figures());
+        log_answered(&outcome);
         let shown: Vec<ShownSource> = outcome
             .sources
             .iter()
@@ -603,8 +608,13 @@ impl<A: Answerer> Router<A> {
                 text: h.chunk.text.clone(),
             })
             .collect();
-        log_answered(&outcome);
-        self.memory.record(conversation, Turn { question: question.to_string(), answer: outcome.text }, shown).await;
+        // Memory first: a follow-up (`/sources`) may come the moment the answer is shown.
+        let turn = Turn { question: question.to_string(), answer: outcome.text.clone() };
+        self.memory.record(conversation, turn, shown).await;
+        // A private chat's id is its person's: the record says only that it was private.
+        let channel = if msg.private { "private" } else { msg.channel.as_str() };
+        let given = Given { id, bot: &msg.bot, platform: labels.platform, channel, question, asker: &msg.author.id };
+        self.keep_answer(&given, place, &outcome).await;
         Ok(())
     }
 }
@@ -679,7 +689,27 @@ fn question_id() -> String {
     format!("{:012x}", (x ^ (x >> 31)) & 0xFFFF_FFFF_FFFF)
 }
 
+/// The counters' channel label of a bot's default place.
+const DEFAULT_CHANNEL: &str = "default";
+
+/// How the counters label a question from the HTTP API to `bot`.
+fn api_labels(bot: &str) -> Labels<'_> {
+    Labels { bot, platform: API, channel: DEFAULT_CHANNEL }
+}
+
 impl<R> Bot<R> {
+    /// The configured channel a message is answered in (its own, else its thread's
+    /// parent), else [`DEFAULT_CHANNEL`].
+    fn channel_label<'m>(&self, msg: &'m Incoming) -> &'m str {
+        if self.channels.contains_key(&msg.channel) {
+            return &msg.channel;
+        }
+        match msg.parent_channel.as_deref().filter(|p| self.channels.contains_key(*p)) {
+            Some(parent) => parent,
+            None => DEFAULT_CHANNEL,
+        }
+    }
+
     /// Whether the allow-list lets this author ask here (a thread counts as its channel).
     fn allows(&self, msg: &Incoming) -> bool {
         let a = &msg.author;
@@ -717,8 +747,10 @@ fn ordinal(n: usize) -> String {
 }
 
 fn help_text(bot: &str) -> String {
-    let mut s =
-        format!("I am {bot}. Ask me a question and I will answer from my knowledge base, citing passages like [1].\n");
+    let mut s = format!(
+        "I am {bot}. Ask me a question and I will answer from my knowledge base, citing passages like [1]. \
+         Tell me how I did with 👍 or 👎 under an answer.\n"
+    );
     for (_, name, what) in Command::ALL {
         s.push_str(&format!("/{name}: {what}\n"));
     }

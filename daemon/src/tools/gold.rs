@@ -153,7 +153,7 @@ pub enum GoldCommand {
         #[arg(long)]
         bot: String,
         /// Only cases made on or after this day (YYYY-MM-DD, UTC).
-        #[arg(long, value_parser = day_start_ms)]
+        #[arg(long, value_parser = crate::calendar::day_start_ms)]
         since: Option<i64>,
     },
     /// Keep the cases of a gold file as a bot's (a case with the id of a kept one
@@ -219,25 +219,6 @@ fn imported(bot: &str, case: GoldCase, time_ms: i64) -> StoredGold {
     }
 }
 
-/// Midnight (UTC) of `YYYY-MM-DD`, in ms since the epoch.
-fn day_start_ms(day: &str) -> Result<i64, String> {
-    let wrong = || format!("{day:?} is not a day: write YYYY-MM-DD");
-    let mut parts = day.splitn(3, '-').map(|p| p.parse::<i64>().map_err(|_| wrong()));
-    let (y, m, d) =
-        (parts.next().ok_or_else(wrong)??, parts.next().ok_or_else(wrong)??, parts.next().ok_or_else(wrong)??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || day.len() != 10 {
-        return Err(wrong());
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Ok((era * 146_097 + doe - 719_468) * 86_400_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,15 +250,5 @@ mod tests {
         std::fs::write(&file, "{\"question\": \"Why?\", \"answer\": null}\n\n{\"question\": 3}\n").unwrap();
         let e = format!("{:#}", read_gold(&file).unwrap_err());
         assert!(e.contains("gold.jsonl:3"), "{e}");
-    }
-
-    #[test]
-    fn a_day_is_its_midnight_in_utc_and_anything_else_is_refused() {
-        assert_eq!(super::day_start_ms("1970-01-01"), Ok(0));
-        assert_eq!(super::day_start_ms("2026-12-06"), Ok(1_796_515_200_000));
-        assert_eq!(super::day_start_ms("2000-03-01"), Ok(951_868_800_000));
-        for wrong in ["2026-13-01", "2026-1-1", "yesterday", "2026-12-06T00:00", ""] {
-            assert!(super::day_start_ms(wrong).unwrap_err().contains("YYYY-MM-DD"), "{wrong}");
-        }
     }
 }

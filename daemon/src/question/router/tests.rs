@@ -199,6 +199,8 @@ async fn command(router: &Arc<Router<Stand>>, user: &str, channel: &str, text: &
 async fn votes_corrections_and_forget_reach_the_feedback_store_and_only_admins_correct() {
     use crate::question::feedback::Feedback;
     use lore_core::Rating;
+    // Counting starts with the recorder.
+    crate::metrics::handle();
     let dir = tempfile::tempdir().unwrap();
     let config = Config::parse(Path::new("/etc/lore/lore.yaml"), CONFIG).unwrap();
     let store = lore_knowledge::KbStore::open(&dir.path().join("data")).await.unwrap();
@@ -246,8 +248,22 @@ async fn votes_corrections_and_forget_reach_the_feedback_store_and_only_admins_c
     let unknown = command(&r, "ann", "lobby", "/correct x", Command::Correct { answer: Some("nope".into()) }).await;
     assert!(unknown.starts_with("Sorry, there is no answer"), "{unknown}");
 
+    ask(&r, "docs", "bob", "normandy", "Who came first?").await;
+    command(&r, "bob", "normandy", "", vote(Rating::Up)).await;
+    let metrics = crate::metrics::handle().render();
+    let has = |name: &str, labels: &[&str]| {
+        metrics.lines().any(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+    };
+    assert!(has("lore_votes_total", &["bot=\"docs\"", "channel=\"default\"", "rating=\"down\""]), "{metrics}");
+    assert!(
+        has("lore_votes_total", &["channel=\"normandy\"", "rating=\"up\""]),
+        "a configured channel is a label of its own"
+    );
+    assert!(has("lore_questions_total", &["bot=\"docs\"", "channel=\"normandy\""]), "{metrics}");
+    assert!(!metrics.contains("channel=\"lobby\""), "a channel nobody configured is counted as the bot's default");
+
     let forgot = command(&r, "bob", "lobby", "/forget", Command::Forget).await;
-    assert_eq!(forgot, "Done: I forgot 1 vote, 1 answer to your questions.");
+    assert_eq!(forgot, "Done: I forgot 1 vote, 2 answers to your questions.", "one vote per answer, wherever clicked");
     assert!(feedback.votes(None, None).await.unwrap().is_empty());
     assert!(feedback.answer(&id).await.unwrap().is_none());
 }

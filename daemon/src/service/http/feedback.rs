@@ -56,7 +56,8 @@ pub(super) async fn feedback(
     if answer_id.is_empty() || !answer_id.bytes().all(|b| b.is_ascii_alphanumeric()) || answer_id.len() > 40 {
         return Err(not_found());
     }
-    let answer = server.api.bots.kept_answer(answer_id).await.map_err(|e| ApiError::from_answer(&e))?;
+    let Some(feedback) = &server.api.feedback else { return Err(not_found()) };
+    let answer = feedback.answer(answer_id).await.map_err(|e| ApiError::from_answer(&e))?;
     let answer = answer.filter(|a| caller.may_use(&a.bot)).ok_or_else(not_found)?;
     let vote = server.api.bots.vote(&answer.bot, answer_id, &caller.id, rating, comment.as_deref()).await;
     let vote = vote.map_err(|e| match e {

@@ -14,7 +14,7 @@ use super::health::Every;
 use super::state::{ApiState, Bots, EmbedderModel, GeneratorModel, Health, Key, LocalModel, Passage, Rows, Sources};
 use super::AdapterStates;
 use crate::app::{Answering, App};
-use crate::question::feedback::{AnswerRecord, FeedbackError, Vote};
+use crate::question::feedback::{FeedbackError, Vote};
 use crate::question::line::{Line, Refusal};
 use crate::question::pipeline::{Outcome, SourceNames};
 use crate::question::prompt::Turn;
@@ -39,6 +39,7 @@ impl ApiState {
         let g = &app.config.models.generator;
         let local = app.local_generator.clone().map(|local| Arc::new(local) as Arc<dyn LocalModel>);
         Self {
+            feedback: router.feedback().cloned(),
             bots: router,
             generator: GeneratorModel {
                 name: g.name(),
@@ -86,13 +87,6 @@ impl<A: Answerer> Bots for Router<A> {
         Router::line(self)
     }
 
-    async fn kept_answer(&self, id: &str) -> anyhow::Result<Option<AnswerRecord>> {
-        match self.feedback() {
-            Some(feedback) => feedback.answer(id).await,
-            None => Ok(None),
-        }
-    }
-
     async fn vote(
         &self,
         bot: &str,
@@ -101,7 +95,8 @@ impl<A: Answerer> Bots for Router<A> {
         rating: Rating,
         comment: Option<&str>,
     ) -> Result<Vote, FeedbackError> {
-        self.record_vote(bot, "api", asker, id, rating, comment).await
+        let at = crate::metrics::Labels { bot, platform: "api", channel: "default" };
+        self.record_vote(&at, asker, id, rating, comment).await
     }
 }
 

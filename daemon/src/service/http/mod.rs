@@ -17,6 +17,7 @@ mod from_app;
 mod health;
 mod hosts;
 mod openai;
+mod quality;
 mod sources;
 mod state;
 #[cfg(test)]
@@ -128,10 +129,13 @@ fn routes(server: Shared, max_body_bytes: usize) -> axum::Router {
         .route("/tokenize", post(openai::tokenize))
         .route("/v1/sources/{id}", get(sources::source))
         .route("/v1/feedback", post(feedback::feedback))
+        .route("/v1/quality", get(quality::figures))
+        .route("/v1/gold", post(quality::correct))
         .layer(axum::middleware::from_fn_with_state(server.clone(), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes));
     let named = axum::Router::new()
         .route("/", get(page))
+        .route("/quality", get(quality::page))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .merge(api)

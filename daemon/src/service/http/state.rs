@@ -11,7 +11,7 @@ use lore_core::{ChatModel, Chunk, Embedder, GenerateError, PromptText, Rating, R
 use lore_remote::EndpointState;
 
 use super::AdapterStates;
-use crate::question::feedback::{AnswerRecord, FeedbackError, Vote};
+use crate::question::feedback::{Feedback, FeedbackError, Vote};
 use crate::question::line::{Line, Refusal};
 use crate::question::pipeline::Outcome;
 use crate::question::prompt::Turn;
@@ -34,6 +34,9 @@ pub(crate) struct ApiState {
     pub(crate) health: Arc<dyn Health>,
     /// What each bot's platform connection is doing, for `/ready`.
     pub(crate) adapters: AdapterStates,
+    /// The kept answers, votes and gold cases (`/v1/feedback`, the quality page); `None`
+    /// when the daemon keeps none.
+    pub(crate) feedback: Option<Arc<Feedback>>,
 }
 
 /// One API key as the server checks it.
@@ -66,8 +69,6 @@ pub(crate) trait Bots: Send + Sync {
     ) -> anyhow::Result<Outcome>;
     /// The line questions wait in (its gauges for `/metrics`).
     fn line(&self) -> &Line;
-    /// The answer with this id as it was kept, when answers are kept and it still is.
-    async fn kept_answer(&self, id: &str) -> anyhow::Result<Option<AnswerRecord>>;
     /// Records `asker`'s vote on `bot`'s answer `id`, replacing their earlier one.
     async fn vote(
         &self,

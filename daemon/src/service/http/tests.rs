@@ -376,6 +376,7 @@ impl Test {
             sources: Arc::new(Stored),
             health: status.clone(),
             adapters: AdapterStates::default(),
+            feedback: feedback.as_ref().map(|(kept, _)| kept.clone()),
         };
         let cfg = config.server.clone().unwrap();
         let server = Arc::new(Server::new(&cfg, cfg.listen, api));
@@ -1140,6 +1141,68 @@ async fn a_vote_on_a_bot_s_answer_is_kept_once_per_key_and_any_other_id_is_a_404
     let (status, _) = t.call(post("/v1/feedback", &json!({"id": id, "rating": "up"}))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(feedback.votes(None, None).await.unwrap().len(), 1, "nothing refused was kept");
+}
+
+#[tokio::test]
+async fn the_quality_figures_count_a_voted_down_answer_and_a_correction_takes_it_off_the_review_queue() {
+    let keys = vec![("k-all", vec![]), ("k-guide", vec!["guide"])];
+    let t = Test::with(Setup { keys, feedback: true, ..Setup::default() }).await;
+    let feedback = t.feedback.as_ref().unwrap().0.clone();
+    let (_, body) = t.call(with_key(post("/v1/chat/completions", &question("Where can I park?")), "k-all")).await;
+    let id = body["id"].as_str().unwrap().to_string();
+    let answer_id = id.trim_start_matches("chatcmpl-").to_string();
+    for _ in 0..200 {
+        if feedback.answer(&answer_id).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let vote = json!({"id": id, "rating": "down", "comment": "it never said where"});
+    assert_eq!(t.call(with_key(post("/v1/feedback", &vote), "k-all")).await.0, StatusCode::OK);
+
+    let quality = |key: &'static str, days: &str| {
+        with_key(get(&format!("/v1/quality?days={days}")).body(Body::empty()).unwrap(), key)
+    };
+    let (status, report) = t.call(quality("k-all", "7")).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["days"].as_array().unwrap().len(), 7);
+    let place = &report["places"][0];
+    assert_eq!(
+        (&place["bot"], &place["platform"], &place["channel"]),
+        (&json!("docs"), &json!("api"), &json!("api-key-0")),
+        "the key by its name, never its value"
+    );
+    assert_eq!((&place["totals"]["questions"], &place["totals"]["down"]), (&json!(1), &json!(1)), "{report}");
+    assert_eq!(report["gaps"][0]["examples"], json!(["Where can I park?"]), "a voted-down question is a gap");
+    assert_eq!(report["review"][0]["id"], json!(answer_id));
+    assert_eq!(report["review"][0]["comments"], json!(["it never said where"]));
+    let (_, hidden) = t.call(quality("k-guide", "7")).await;
+    assert_eq!((hidden["places"].as_array().unwrap().len(), hidden["review"].as_array().unwrap().len()), (0, 0));
+    t.refused(quality("k-all", "0"), StatusCode::BAD_REQUEST, "invalid_request_error").await;
+    t.refused(quality("k-all", "many"), StatusCode::BAD_REQUEST, "invalid_request_error").await;
+
+    let gold = |body: Value, key: &str| with_key(post("/v1/gold", &body), key);
+    let correction = json!({"id": answer_id, "answer": "Behind the hall", "source": "site.md"});
+    t.refused(gold(correction.clone(), "k-guide"), StatusCode::NOT_FOUND, "not_found").await;
+    t.refused(
+        gold(json!({"id": answer_id, "answer": "  "}), "k-all"),
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+    )
+    .await;
+    let (status, saved) = t.call(gold(correction, "k-all")).await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert_eq!(
+        (&saved["question"], &saved["answer"], &saved["source"]),
+        (&json!("Where can I park?"), &json!("Behind the hall"), &json!("site.md"))
+    );
+    let (_, report) = t.call(quality("k-all", "7")).await;
+    assert_eq!(report["review"], json!([]), "a corrected answer leaves the queue");
+    assert_eq!(feedback.gold(Some("docs"), None).await.unwrap()[0].answer.as_deref(), Some("Behind the hall"));
+
+    let (status, page) = t.call(get("/quality").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.as_str().unwrap().contains("<title>Lore: quality</title>"));
 }
 
 #[tokio::test]
