@@ -6,6 +6,7 @@ mod config_errors;
 mod discord;
 mod documents;
 mod engine;
+mod feedback;
 mod generated_questions;
 mod hostile;
 mod hostile_http;
