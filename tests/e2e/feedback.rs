@@ -19,7 +19,7 @@ fn lore(config: &Path, args: &[&str]) -> String {
 
 /// `lore serve` on `config`, started and answering `/health`.
 async fn serve(config: &Path, base: &str) -> Child {
-    let child = Command::new(lore_binary())
+    let mut child = Command::new(lore_binary())
         .arg("--config")
         .arg(config)
         .arg("serve")
@@ -34,6 +34,8 @@ async fn serve(config: &Path, base: &str) -> Child {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    child.kill().unwrap();
+    child.wait().unwrap();
     panic!("lore serve did not start");
 }
 

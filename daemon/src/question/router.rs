@@ -104,6 +104,8 @@ pub struct Router<A: Answerer> {
     give_up: CancellationToken,
     /// Where answers, votes and corrections are kept; `None` keeps none (and says so).
     feedback: Option<Arc<Feedback>>,
+    /// The answers' records being written, waited for at shutdown.
+    keeping: tokio_util::task::TaskTracker,
     /// The generator, as an answer's record names it.
     model: String,
 }
@@ -201,6 +203,7 @@ impl<A: Answerer> Router<A> {
             rerank_when_busy: a.rerank_when_busy,
             give_up: CancellationToken::new(),
             feedback: None,
+            keeping: tokio_util::task::TaskTracker::new(),
             model: config.models.generator.name(),
         })
     }
@@ -335,7 +338,16 @@ impl<A: Answerer> Router<A> {
                 tracing::warn!(error = format!("{error:#}"), "keeping the answer for feedback failed");
             }
         };
-        tokio::spawn(keeping.in_current_span());
+        self.keeping.spawn(keeping.in_current_span());
+    }
+
+    /// Waits, up to `within`, for the answers' records still being written: an answer
+    /// given just before a stop can still be voted on and corrected after it.
+    pub async fn finish_keeping(&self, within: std::time::Duration) {
+        self.keeping.close();
+        if tokio::time::timeout(within, self.keeping.wait()).await.is_err() {
+            tracing::warn!(left = self.keeping.len(), "stopping before every answer was kept for feedback");
+        }
     }
 
     /// The `llm` reranker is skipped for a turn that came while others waited, unless

@@ -152,6 +152,7 @@ pub async fn run_until(app: Arc<App>, adapters: Vec<AdapterSpec>, shutdown: Canc
             abort.abort();
         }
     }
+    router.finish_keeping(NOTE_TIME).await;
     if engine_died.is_cancelled() {
         anyhow::bail!(
             "the {}'s thread died (see the log above); exiting so that a service manager starts lore afresh",
