@@ -1,17 +1,20 @@
 //! Telegram through teloxide's Bot API client: long polling brings messages, answers are
 //! HTML messages edited as they stream. A forum topic is a conversation of its own, and its
-//! answers stay in it.
+//! answers stay in it. An answer's last message carries 👍/👎 buttons whose callback data
+//! names the answer: a click is a vote, acknowledged by answering its callback query, and
+//! an admin's `/correct` in reply to that message names the answer by the same data.
 
 use std::ops::Range;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use lore_core::Secret;
+use lore_core::{parse_vote_button_data, vote_button_data, Rating, Secret};
 use serde::Deserialize;
 use teloxide::prelude::*;
 use teloxide::types::{
-    AllowedUpdate, BotCommand, ChatAction, Me, MessageId, ParseMode, ReplyParameters, ThreadId, UpdateKind,
+    AllowedUpdate, BotCommand, CallbackQueryId, ChatAction, InlineKeyboardButton, InlineKeyboardButtonKind,
+    InlineKeyboardMarkup, Me, MessageId, ParseMode, ReplyParameters, ThreadId, UpdateKind, User,
 };
 use teloxide::{ApiError, RequestError};
 use tokio::sync::mpsc;
@@ -21,12 +24,14 @@ use tracing::{debug, info, warn};
 use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply, LONGEST_RETRY_AFTER};
 use crate::text::{escape_html, split_message, telegram_html};
 use crate::throttle::EditThrottle;
-use crate::{Adapter, Author, Command, Connected, ConversationKey, Incoming, SourceRef};
+use crate::{Adapter, Author, Command, Connected, ConversationKey, Incoming, ReplySink, SourceRef};
 
 /// Telegram allows 4096 characters (UTF-16 code units, after entity parsing) per message.
 const LIMIT: usize = 4096;
 /// Longest wait between two failed polls.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest text a callback query's answer may show, in characters.
+const CLICK_ANSWER_LIMIT: usize = 200;
 
 /// The `telegram:` section of a bot.
 #[derive(Debug, Clone, Deserialize)]
@@ -125,7 +130,7 @@ impl Adapter for TelegramAdapter {
                 .get_updates()
                 .offset(offset)
                 .timeout(self.cfg.poll_timeout_secs)
-                .allowed_updates([AllowedUpdate::Message]);
+                .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
             let updates = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 updates = poll.send() => updates,
@@ -147,10 +152,12 @@ impl Adapter for TelegramAdapter {
             backoff = Backoff::default();
             for update in updates {
                 offset = offset.max(i32::try_from(update.id.0).unwrap_or(i32::MAX).saturating_add(1));
-                let UpdateKind::Message(msg) = update.kind else {
-                    continue;
+                let incoming = match update.kind {
+                    UpdateKind::Message(msg) => self.incoming(&bot, &me, &throttle, &msg),
+                    UpdateKind::CallbackQuery(query) => self.click(&bot, query),
+                    _ => None,
                 };
-                let Some(incoming) = self.incoming(&bot, &me, &throttle, &msg) else {
+                let Some(incoming) = incoming else {
                     continue;
                 };
                 if inbox.send(incoming).await.is_err() {
@@ -211,23 +218,58 @@ impl TelegramAdapter {
         let private = msg.chat.is_private();
         let topic = forum_topic(msg);
         let (ask, rest) = strip_command(text, "ask", username);
-        let reply_to_me = replied_message(msg, topic).and_then(|m| m.from.as_ref()).is_some_and(|u| u.id == me.id);
-        let command = command_for_me(text, username);
-        if !(private || ask || mentions(text, username) || reply_to_me || command.is_some()) {
+        let mine = replied_message(msg, topic).filter(|m| m.from.as_ref().is_some_and(|u| u.id == me.id));
+        let command = command_for_me(text, username).map(|command| match command {
+            Command::Correct { answer: None } => Command::Correct { answer: mine.and_then(answer_of) },
+            other => other,
+        });
+        if !(private || ask || mentions(text, username) || mine.is_some() || command.is_some()) {
             return None;
         }
         let chat = TelegramChat { bot: bot.clone(), chat: msg.chat.id, topic, reply_to: (!private).then_some(msg.id) };
-        Some(Incoming {
+        let reply = Box::new(StreamingReply::new(chat, throttle.clone()));
+        Some(self.incoming_in(&msg.chat, topic, from, command, remove_mentions(rest, username), reply))
+    }
+
+    /// A click on one of the bot's buttons: a vote on the answer its data names (the id is
+    /// in the button, so a click on a message from before a restart still names its
+    /// answer). Any other click is answered without a word and ignored: until its query is
+    /// answered, the clicker's app shows a spinner on the button.
+    fn click(&self, bot: &Bot, query: CallbackQuery) -> Option<Incoming> {
+        let vote = query.data.as_deref().and_then(parse_vote_button_data);
+        let (Some((rating, answer)), Some(message)) = (vote, &query.message) else {
+            debug!(bot = %self.name, data = ?query.data, "a click that is no vote; answered and ignored");
+            tokio::spawn(answer_click(bot.clone(), query.id, None));
+            return None;
+        };
+        // An old message comes without its topic: the vote counts all the same.
+        let topic = message.regular_message().and_then(forum_topic);
+        let reply = Box::new(ClickAnswer { bot: bot.clone(), query: Some(query.id.clone()) });
+        let command = Some(Command::Vote { answer, rating });
+        Some(self.incoming_in(message.chat(), topic, &query.from, command, String::new(), reply))
+    }
+
+    /// What `from` writes or clicks in `chat` (and forum `topic`), as the router sees it.
+    fn incoming_in(
+        &self,
+        chat: &teloxide::types::Chat,
+        topic: Option<ThreadId>,
+        from: &User,
+        command: Option<Command>,
+        text: String,
+        reply: Box<dyn ReplySink>,
+    ) -> Incoming {
+        Incoming {
             bot: self.name.clone(),
-            conversation: conversation_key(msg.chat.id, topic),
-            channel: msg.chat.id.to_string(),
+            conversation: conversation_key(chat.id, topic),
+            channel: chat.id.to_string(),
             parent_channel: None,
-            private,
+            private: chat.is_private(),
             author: Author { id: from.id.to_string(), name: from.full_name(), roles: vec![] },
             command,
-            text: remove_mentions(rest, username),
-            reply: Box::new(StreamingReply::new(chat, throttle.clone())),
-        })
+            text,
+            reply,
+        }
     }
 }
 
@@ -249,6 +291,101 @@ fn conversation_key(chat: ChatId, topic: Option<ThreadId>) -> ConversationKey {
 /// topic's first message: that is where it was written, not whom it answers.
 fn replied_message(msg: &Message, topic: Option<ThreadId>) -> Option<&Message> {
     msg.reply_to_message().filter(|replied| topic != Some(ThreadId(replied.id)))
+}
+
+/// The 👍 and 👎 under an answer, each carrying the answer's id.
+fn vote_buttons(answer: &str) -> InlineKeyboardMarkup {
+    let button = |label: &str, rating| InlineKeyboardButton::callback(label, vote_button_data(rating, answer));
+    InlineKeyboardMarkup::new([[button("👍", Rating::Up), button("👎", Rating::Down)]])
+}
+
+/// The answer a message of the bot's is part of, named by its vote buttons (Telegram hands
+/// a replied-to message over with its buttons); `None` for any other message.
+fn answer_of(msg: &Message) -> Option<String> {
+    let buttons = msg.reply_markup()?.inline_keyboard.iter().flatten();
+    buttons
+        .filter_map(|button| match &button.kind {
+            InlineKeyboardButtonKind::CallbackData(data) => parse_vote_button_data(data),
+            _ => None,
+        })
+        .map(|(_, answer)| answer)
+        .next()
+}
+
+/// Answers a callback query, which stops the spinner on the clicked button and shows
+/// `text` (cut to Telegram's 200 characters), if any, as a notice.
+async fn answer_click(bot: Bot, query: CallbackQueryId, text: Option<String>) -> Result<(), RequestError> {
+    let text = text.map(|t| cut(&t, CLICK_ANSWER_LIMIT));
+    let answering = || {
+        let mut request = bot.answer_callback_query(query.clone());
+        if let Some(text) = &text {
+            request = request.text(text.clone());
+        }
+        request.send()
+    };
+    let answered = with_retries(TelegramChat::classify, answering).await.map(drop);
+    if let Err(error) = &answered {
+        warn!(%error, "answering a button click failed");
+    }
+    answered
+}
+
+/// `text` in at most `limit` characters, an ellipsis marking a cut.
+fn cut(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_string();
+    }
+    text.chars().take(limit - 1).chain(['…']).collect()
+}
+
+/// Where what the router says about a click goes: the answer to its callback query. A
+/// query is answered once; Telegram refuses a second answer, so later words are dropped,
+/// and a query nobody answered is answered without a word when its sink goes.
+struct ClickAnswer {
+    bot: Bot,
+    /// Until answered.
+    query: Option<CallbackQueryId>,
+}
+
+impl ClickAnswer {
+    async fn answer(&mut self, text: &str) -> anyhow::Result<()> {
+        match self.query.take() {
+            Some(query) => Ok(answer_click(self.bot.clone(), query, Some(text.to_string())).await?),
+            None => {
+                debug!(text, "a click was answered already; not said");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ReplySink for ClickAnswer {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn update(&mut self, _: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn finish(&mut self, text: &str, _: &[SourceRef]) -> anyhow::Result<()> {
+        self.answer(text).await
+    }
+
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        self.answer(text).await
+    }
+}
+
+impl Drop for ClickAnswer {
+    fn drop(&mut self) {
+        let Some(query) = self.query.take() else { return };
+        // Outside a runtime (a test dropping it) there is nobody to answer with.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(answer_click(self.bot.clone(), query, None));
+        }
+    }
 }
 
 /// Doubling waits between failed connection attempts, from half a second up to 30 s.
@@ -414,8 +551,11 @@ impl Platform for TelegramChat {
 
     /// The Bot API has no idempotency key: a send whose response is lost after Telegram
     /// took it is sent again (see docs/RELIABILITY.md).
-    async fn post(&self, html: &str, first: bool, _: PostKey, _votes: Option<&str>) -> Result<MessageId, RequestError> {
+    async fn post(&self, html: &str, first: bool, _: PostKey, votes: Option<&str>) -> Result<MessageId, RequestError> {
         let mut request = self.bot.send_message(self.chat, html).parse_mode(ParseMode::Html);
+        if let Some(answer) = votes {
+            request = request.reply_markup(vote_buttons(answer));
+        }
         if let Some(topic) = self.topic {
             request = request.message_thread_id(topic);
         }
@@ -425,8 +565,14 @@ impl Platform for TelegramChat {
         Ok(request.send().await?.id)
     }
 
-    async fn edit(&self, id: MessageId, html: &str, _votes: Option<&str>) -> Result<(), RequestError> {
-        self.bot.edit_message_text(self.chat, id, html).parse_mode(ParseMode::Html).send().await.map(drop)
+    /// An edit without `votes` leaves no buttons: Telegram drops a keyboard that an edit
+    /// does not name again.
+    async fn edit(&self, id: MessageId, html: &str, votes: Option<&str>) -> Result<(), RequestError> {
+        let mut request = self.bot.edit_message_text(self.chat, id, html).parse_mode(ParseMode::Html);
+        if let Some(answer) = votes {
+            request = request.reply_markup(vote_buttons(answer));
+        }
+        request.send().await.map(drop)
     }
 
     async fn delete(&self, id: MessageId) -> Result<(), RequestError> {
@@ -573,6 +719,31 @@ mod tests {
         reply["reply_to_message"] = sent_by(1, 12);
         let reply = group_message(reply);
         assert_eq!(replied_message(&reply, forum_topic(&reply)).map(|m| m.id), Some(MessageId(12)));
+    }
+
+    #[test]
+    fn a_message_names_its_answer_by_its_vote_buttons_only() {
+        let keyboard = serde_json::to_value(vote_buttons("3fa2c1d4e5b6")).unwrap();
+        assert_eq!(keyboard["inline_keyboard"][0][1]["callback_data"], "vote:down:3fa2c1d4e5b6");
+        let mut answer = sent_by(1, 12);
+        answer["reply_markup"] = keyboard;
+        let answer: Message = serde_json::from_value(answer).unwrap();
+        assert_eq!(answer_of(&answer).as_deref(), Some("3fa2c1d4e5b6"));
+        let plain: Message = serde_json::from_value(sent_by(1, 13)).unwrap();
+        assert_eq!(answer_of(&plain), None);
+        let mut other = sent_by(1, 14);
+        other["reply_markup"] = serde_json::json!({"inline_keyboard": [[
+            {"text": "Docs", "url": "https://example.org/"}, {"text": "More", "callback_data": "more:1"},
+        ]]});
+        assert_eq!(answer_of(&serde_json::from_value(other).unwrap()), None);
+    }
+
+    #[test]
+    fn a_click_answer_is_cut_to_telegrams_limit() {
+        assert_eq!(cut("Thanks: noted 👎.", CLICK_ANSWER_LIMIT), "Thanks: noted 👎.");
+        let long = cut(&"é".repeat(300), CLICK_ANSWER_LIMIT);
+        assert_eq!(long.chars().count(), CLICK_ANSWER_LIMIT);
+        assert!(long.ends_with('…'));
     }
 
     #[test]

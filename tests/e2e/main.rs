@@ -24,6 +24,7 @@ mod soak;
 mod supervision;
 mod synth;
 mod telegram;
+mod telegram_feedback;
 mod text_to_text;
 mod trust;
 mod web_pages;

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use lore_adapters::telegram::{TelegramAdapter, TelegramConfig};
-use lore_adapters::Command;
+use lore_adapters::{Command, Incoming};
+use lore_core::Rating;
 use lore_tests::fake_telegram::{strip_tags, Chat, FakeTelegram, Fault, BOT_ID, BOT_USERNAME, DROPPED};
 use lore_tests::{
     assert_retried_after, assert_words_whole, init, long_answer, sample_sources, stream_sample_answer, wait_until,
@@ -16,7 +17,10 @@ const ANN: i64 = 42;
 const PRIVATE: Chat = Chat::Private(ANN);
 const GROUP: Chat = Chat::Group(-100_200);
 const FORUM: Chat = Chat::Forum(-100_300);
+const BOB: i64 = 44;
 const OTHER_BOT: i64 = 43;
+/// An answer's id, as the router names it (its question's id).
+const ANSWER_ID: &str = "3fa2c1d4e5b6";
 const EDIT_MS: u64 = 200;
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -38,6 +42,13 @@ impl Running {
         wait_until(WAIT, "the bot registers its commands on the fake", || !fake.calls("setMyCommands").is_empty())
             .await;
         Self { fake, run }
+    }
+
+    /// Ann asks `question` in `chat` and gets a short answer `id`; returns its message's id.
+    async fn answered(&mut self, chat: Chat, question: &str, id: &str) -> i64 {
+        self.fake.push_message(chat, ANN, question);
+        let mut asked = self.run.next().await;
+        answer(&self.fake, &mut asked, chat.id(), id, "Lore is a bot.").await
     }
 }
 
@@ -74,7 +85,7 @@ async fn telegram_private_chat_streams_typing_edits_and_html_answer_with_sources
     assert_eq!(bot.fake.calls("getMe").len(), 1);
     let commands = &bot.fake.calls("setMyCommands")[0]["commands"];
     let names: Vec<_> = commands.as_array().unwrap().iter().map(|c| c["command"].clone()).collect();
-    assert_eq!(names, vec!["help", "sources", "reset", "kb"]);
+    assert_eq!(names, vec!["help", "sources", "reset", "kb", "forget", "correct"]);
 
     bot.fake.push_message(PRIVATE, ANN, "what is lore?");
     let mut incoming = bot.run.next().await;
@@ -330,6 +341,153 @@ async fn telegram_long_poll_error_mid_answer_loses_and_repeats_nothing() {
     assert_eq!(bot.fake.shown_in(ANN), vec!["Half an answer, then the rest.", "Second answer."]);
     bot.fake.push_message(PRIVATE, ANN, "marker");
     assert_eq!(bot.run.next().await.text, "marker");
+    bot.run.assert_nothing_more();
+    bot.run.stop().await;
+}
+
+/// The buttons an answer's id puts under it.
+fn vote_buttons(answer: &str) -> Vec<(String, String)> {
+    vec![("👍".into(), format!("vote:up:{answer}")), ("👎".into(), format!("vote:down:{answer}"))]
+}
+
+/// Answers `incoming` with `text` as answer `answer`; returns the id of its last message in
+/// `chat`.
+async fn answer(fake: &FakeTelegram, incoming: &mut Incoming, chat: i64, answer: &str, text: &str) -> i64 {
+    incoming.reply.answer_id(answer);
+    incoming.reply.finish(text, &sample_sources()).await.unwrap();
+    *fake.message_ids(chat).last().expect("the answer was sent")
+}
+
+/// Waits until query `query` is answered; returns what the answer said.
+async fn click_answer(fake: &FakeTelegram, query: &str) -> Option<String> {
+    wait_until(WAIT, "the click is answered", || !fake.click_answers(query).is_empty()).await;
+    fake.click_answers(query)[0]["text"].as_str().map(String::from)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_vote_buttons_go_under_the_last_message_of_a_final_answer_only() {
+    let mut bot = Running::start().await;
+    bot.fake.push_message(PRIVATE, ANN, "tell me all");
+    let mut long = bot.run.next().await;
+    let last = answer(&bot.fake, &mut long, ANN, ANSWER_ID, &long_answer(10_000)).await;
+    let ids = bot.fake.message_ids(ANN);
+    assert!(ids.len() >= 3, "split: {ids:?}");
+    assert_eq!(bot.fake.buttons(ANN, last), vote_buttons(ANSWER_ID));
+    for earlier in &ids[..ids.len() - 1] {
+        assert!(bot.fake.buttons(ANN, *earlier).is_empty(), "message {earlier} of {ids:?} has buttons");
+    }
+
+    // A streamed answer in a group gets them with its final edit; what is said instead of
+    // an answer gets none.
+    bot.fake.push_message(GROUP, ANN, "/ask what is lore?");
+    let mut streamed = bot.run.next().await;
+    streamed.reply.answer_id("a1");
+    stream_sample_answer(&mut *streamed.reply).await;
+    let id = *bot.fake.message_ids(GROUP.id()).last().unwrap();
+    assert_eq!(bot.fake.buttons(GROUP.id(), id), vote_buttons("a1"));
+    bot.fake.push_message(GROUP, ANN, "/help");
+    let mut help = bot.run.next().await;
+    help.reply.say("Ask me with /ask.").await.unwrap();
+    let id = *bot.fake.message_ids(GROUP.id()).last().unwrap();
+    assert!(bot.fake.buttons(GROUP.id(), id).is_empty());
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_a_vote_click_is_a_vote_answered_once_with_what_the_router_says() {
+    let mut bot = Running::start().await;
+    let message = bot.answered(GROUP, "/ask what is lore?", ANSWER_ID).await;
+
+    // Someone else in the group clicks 👎 under it.
+    let query = bot.fake.click(GROUP, message, BOB, &format!("vote:down:{ANSWER_ID}"));
+    let mut vote = bot.run.next().await;
+    assert_eq!(vote.command, Some(Command::Vote { answer: ANSWER_ID.into(), rating: Rating::Down }));
+    assert_eq!(vote.text, "");
+    assert_eq!((vote.author.id.as_str(), vote.private), (BOB.to_string().as_str(), false));
+    assert_eq!(vote.conversation.0, format!("telegram:{}", GROUP.id()));
+    assert_eq!(vote.channel, GROUP.id().to_string());
+    assert!(bot.fake.click_answers(&query).is_empty(), "answered by what the router says, not before");
+    vote.reply.say("Thanks: noted 👎.").await.unwrap();
+    assert_eq!(click_answer(&bot.fake, &query).await.as_deref(), Some("Thanks: noted 👎."));
+    // Telegram takes one answer per query: a second word is not sent.
+    vote.reply.say("And another thing.").await.unwrap();
+    drop(vote);
+    assert_eq!(bot.fake.requests().iter().filter(|r| r.path == "answerCallbackQuery").count(), 1);
+    assert_eq!(bot.fake.shown_in(GROUP.id()).len(), 1, "the thanks is no message in the chat");
+
+    // A click in a private chat; a click the router drops unsaid is still answered.
+    let message = bot.answered(PRIVATE, "what is lore?", "b2").await;
+    let query = bot.fake.click(PRIVATE, message, ANN, "vote:up:b2");
+    let vote = bot.run.next().await;
+    assert_eq!(vote.command, Some(Command::Vote { answer: "b2".into(), rating: Rating::Up }));
+    assert_eq!((vote.conversation.0.as_str(), vote.private), (format!("telegram:{ANN}").as_str(), true));
+    drop(vote);
+    assert_eq!(click_answer(&bot.fake, &query).await, None);
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_a_click_that_is_no_vote_is_answered_without_text_and_ignored() {
+    let mut bot = Running::start().await;
+    let message = bot.answered(PRIVATE, "what is lore?", ANSWER_ID).await;
+    let queries = [
+        bot.fake.click(PRIVATE, message, ANN, "settings:open"),
+        bot.fake.click(PRIVATE, message, ANN, "vote:sideways:abc"),
+        bot.fake.click(PRIVATE, message, ANN, "vote:up:not-an-id!"),
+    ];
+    bot.fake.push_message(PRIVATE, ANN, "marker");
+    assert_eq!(bot.run.next().await.text, "marker", "no click became a message");
+    for query in &queries {
+        assert_eq!(click_answer(&bot.fake, query).await, None, "query {query}");
+    }
+    bot.run.assert_nothing_more();
+    let refused = bot.fake.requests().iter().filter(|r| r.path == "answerCallbackQuery" && r.status != 200).count();
+    assert_eq!(refused, 0, "each query answered once");
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_correct_in_reply_to_an_answer_names_it_in_a_group_and_a_forum_topic() {
+    let mut bot = Running::start().await;
+    let message = bot.answered(GROUP, "/ask what is lore?", ANSWER_ID).await;
+    bot.fake.push_message(GROUP, ANN, "/help");
+    let mut help = bot.run.next().await;
+    help.reply.say("Ask me with /ask.").await.unwrap();
+    let not_an_answer = *bot.fake.message_ids(GROUP.id()).last().unwrap();
+
+    bot.fake.push_reply_to(GROUP, BOB, "/correct A question-answering bot.", message);
+    let correct = bot.run.next().await;
+    assert_eq!(correct.command, Some(Command::Correct { answer: Some(ANSWER_ID.into()) }));
+    assert_eq!(correct.text, "/correct A question-answering bot.", "the router takes the command off");
+    assert_eq!(correct.author.id, BOB.to_string());
+    // Not a reply, or a reply to what was no answer: the router asks for a reply.
+    bot.fake.push_message(GROUP, BOB, "/correct@LoreTestBot something");
+    assert_eq!(bot.run.next().await.command, Some(Command::Correct { answer: None }));
+    bot.fake.push_reply_to(GROUP, BOB, "/correct something", not_an_answer);
+    assert_eq!(bot.run.next().await.command, Some(Command::Correct { answer: None }));
+
+    // In a forum topic every message replies to the topic's first one, which names no
+    // answer; a real reply names its answer and stays in the topic, and so does a click.
+    let topic = bot.fake.open_topic(FORUM, BOT_ID, "Lore help");
+    bot.fake.push_topic_message(FORUM, topic, ANN, "@LoreTestBot what is lore?");
+    let mut asked = bot.run.next().await;
+    let in_topic = answer(&bot.fake, &mut asked, FORUM.id(), "c3", "Lore is a bot.").await;
+    let conversation = format!("telegram:{}:{topic}", FORUM.id());
+    bot.fake.push_topic_message(FORUM, topic, BOB, "/correct none");
+    let plain = bot.run.next().await;
+    assert_eq!((plain.command, plain.conversation.0), (Some(Command::Correct { answer: None }), conversation.clone()));
+    bot.fake.push_reply_to(FORUM, BOB, "/correct none", in_topic);
+    let mut reply = bot.run.next().await;
+    assert_eq!(reply.command, Some(Command::Correct { answer: Some("c3".into()) }));
+    assert_eq!(reply.conversation.0, conversation);
+    reply.reply.say("Saved as a gold question.").await.unwrap();
+    assert_eq!(bot.fake.calls("sendMessage").last().unwrap()["message_thread_id"], topic, "confirmed in the topic");
+    let query = bot.fake.click(FORUM, in_topic, ANN, "vote:up:c3");
+    let mut vote = bot.run.next().await;
+    assert_eq!(vote.command, Some(Command::Vote { answer: "c3".into(), rating: Rating::Up }));
+    assert_eq!(vote.conversation.0, conversation);
+    vote.reply.say("Thanks for the 👍!").await.unwrap();
+    assert_eq!(click_answer(&bot.fake, &query).await.as_deref(), Some("Thanks for the 👍!"));
     bot.run.assert_nothing_more();
     bot.run.stop().await;
 }

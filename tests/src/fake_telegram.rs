@@ -4,11 +4,19 @@
 //! request back. Forum topics are modelled as Telegram sends them: each message of a topic
 //! carries `message_thread_id` and replies to the topic's first message.
 //!
-//! Not modelled: webhooks, files and multipart uploads, inline mode, callback queries, most
-//! methods, HTML validation beyond stripping tags for the stored text, per-chat rate limits
-//! other than scripted ones, entity offsets in UTF-16 (mentions are found by text).
+//! Inline keyboards too: the `reply_markup` of `sendMessage` and `editMessageText` is kept
+//! with the message (an edit that does not name it again drops it, as Telegram does; callback
+//! data over 64 bytes is refused), a click arrives as a `callback_query` update carrying the
+//! clicked message with its keyboard, `answerCallbackQuery` answers a query once (a second
+//! answer, an unknown id or a text over 200 characters is refused), and a user's reply to a
+//! bot message carries that message, keyboard and topic included, as `reply_to_message`.
+//!
+//! Not modelled: webhooks, files and multipart uploads, inline mode, most methods, HTML
+//! validation beyond stripping tags for the stored text, per-chat rate limits other than
+//! scripted ones, entity offsets in UTF-16 (mentions are found by text), queries that expire
+//! unanswered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,15 +49,34 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     /// Updates not yet confirmed by a later offset.
     updates: Mutex<Vec<Value>>,
+    /// The kinds of update the last poll that named them asked for (Telegram remembers
+    /// them); `None`: every kind.
+    allowed: Mutex<Option<Vec<String>>>,
     new_update: Notify,
     next_update: AtomicI64,
     next_message: AtomicI64,
     /// Scripted failures: (method, how many left, what goes wrong).
     scripts: Mutex<Vec<(String, u32, Fault)>>,
-    /// Messages the bot sent: (chat, message_id) -> text as sent (HTML).
-    sent: Mutex<HashMap<(i64, i64), String>>,
+    /// Messages the bot sent, by (chat, message_id).
+    sent: Mutex<HashMap<(i64, i64), Sent>>,
     /// The first message of each forum topic, by topic id.
     topics: Mutex<HashMap<i64, Value>>,
+    /// Each chat users wrote in, as the bot's messages there show it.
+    chats: Mutex<HashMap<i64, Chat>>,
+    /// Callback queries not answered yet.
+    unanswered: Mutex<HashSet<String>>,
+    next_query: AtomicI64,
+}
+
+/// A message the bot sent, as Telegram keeps it.
+#[derive(Clone)]
+struct Sent {
+    /// As sent (HTML).
+    text: String,
+    /// The forum topic it was sent to.
+    topic: Option<i64>,
+    /// Its inline keyboard, as sent.
+    keyboard: Option<Value>,
 }
 
 /// What goes wrong with a request, as the real Bot API or the network between can make it.
@@ -71,12 +98,16 @@ impl FakeTelegram {
             token: token.to_string(),
             requests: Mutex::default(),
             updates: Mutex::default(),
+            allowed: Mutex::default(),
             new_update: Notify::new(),
             next_update: AtomicI64::new(100),
             next_message: AtomicI64::new(500),
             scripts: Mutex::default(),
             sent: Mutex::default(),
             topics: Mutex::default(),
+            chats: Mutex::default(),
+            unanswered: Mutex::default(),
+            next_query: AtomicI64::new(1),
         });
         let app = Router::new().fallback(handle).with_state(state.clone());
         let server = Server::start(app).await;
@@ -138,6 +169,57 @@ impl FakeTelegram {
         self.queue(self.message(chat, from, false, text))
     }
 
+    /// Queues a user's reply to the bot's message `replied` in `chat`: it carries that message
+    /// as Telegram does, with its inline keyboard, and lands in its forum topic if it has one.
+    pub fn push_reply_to(&self, chat: Chat, from: i64, text: &str, replied: i64) -> i64 {
+        let mut message = self.message(chat, from, false, text);
+        let sent = self.sent(chat.id(), replied);
+        if let Some(topic) = sent.topic {
+            message["message_thread_id"] = topic.into();
+            message["is_topic_message"] = true.into();
+        }
+        message["reply_to_message"] = bot_message(&self.state, chat.id(), replied, &sent);
+        self.queue(message)
+    }
+
+    /// `from` clicks the button with `data` under the bot's message `message` in `chat`:
+    /// queues the `callback_query` update Telegram sends; returns the query's id.
+    pub fn click(&self, chat: Chat, message: i64, from: i64, data: &str) -> String {
+        let sent = self.sent(chat.id(), message);
+        let id = format!("{}", 4_000_000_000_000 + self.state.next_query.fetch_add(1, Ordering::SeqCst));
+        self.state.unanswered.lock().unwrap().insert(id.clone());
+        let query = json!({
+            "id": id,
+            "from": user(from, false),
+            "message": bot_message(&self.state, chat.id(), message, &sent),
+            // The same for every message of one chat.
+            "chat_instance": format!("{}", chat.id().unsigned_abs() * 7 + 1),
+            "data": data,
+        });
+        self.push_update("callback_query", query);
+        id
+    }
+
+    /// The (label, callback data) of each button under the bot's message `message` in `chat`,
+    /// row by row.
+    pub fn buttons(&self, chat: i64, message: i64) -> Vec<(String, String)> {
+        let keyboard = self.sent(chat, message).keyboard.unwrap_or(Value::Null);
+        let rows = keyboard["inline_keyboard"].as_array().cloned().unwrap_or_default();
+        let buttons = rows.iter().flat_map(|row| row.as_array().cloned().unwrap_or_default());
+        let text = |button: &Value, key: &str| button[key].as_str().unwrap_or_default().to_string();
+        buttons.map(|b| (text(&b, "text"), text(&b, "callback_data"))).collect()
+    }
+
+    /// The successful `answerCallbackQuery` calls for query `query`, by body.
+    pub fn click_answers(&self, query: &str) -> Vec<Value> {
+        self.calls("answerCallbackQuery").into_iter().filter(|b| b["callback_query_id"] == query).collect()
+    }
+
+    fn sent(&self, chat: i64, message: i64) -> Sent {
+        let sent = self.state.sent.lock().unwrap();
+        sent.get(&(chat, message)).cloned().unwrap_or_else(|| panic!("the bot sent no message {message} to {chat}"))
+    }
+
     /// Queues a message from a user that replies to an earlier message of `replied_author`.
     pub fn push_reply(&self, chat: Chat, from: i64, text: &str, replied_author: i64) -> i64 {
         let mut message = self.message(chat, from, false, text);
@@ -182,6 +264,7 @@ impl FakeTelegram {
 
     /// A new message in `chat`, with the mention entities Telegram would add.
     fn message(&self, chat: Chat, from: i64, is_bot: bool, text: &str) -> Value {
+        self.state.chats.lock().unwrap().insert(chat.id(), chat);
         let message_id = self.state.next_message.fetch_add(1, Ordering::SeqCst);
         let mut message = json!({
             "message_id": message_id,
@@ -200,10 +283,15 @@ impl FakeTelegram {
     /// Hands `message` to the next poll; returns its id.
     fn queue(&self, message: Value) -> i64 {
         let message_id = message["message_id"].as_i64().unwrap_or_default();
-        let update_id = self.state.next_update.fetch_add(1, Ordering::SeqCst);
-        self.state.updates.lock().unwrap().push(json!({"update_id": update_id, "message": message}));
-        self.state.new_update.notify_waiters();
+        self.push_update("message", message);
         message_id
+    }
+
+    /// Hands an update of `kind` to the next poll.
+    fn push_update(&self, kind: &str, content: Value) {
+        let update_id = self.state.next_update.fetch_add(1, Ordering::SeqCst);
+        self.state.updates.lock().unwrap().push(json!({"update_id": update_id, kind: content}));
+        self.state.new_update.notify_waiters();
     }
 
     /// Text of every message the bot sent to `chat` (HTML as sent, after edits), in order.
@@ -211,7 +299,7 @@ impl FakeTelegram {
         let sent = self.state.sent.lock().unwrap();
         let mut mine: Vec<_> = sent.iter().filter(|((c, _), _)| *c == chat).collect();
         mine.sort_by_key(|((_, id), _)| *id);
-        mine.into_iter().map(|(_, text)| text.clone()).collect()
+        mine.into_iter().map(|(_, sent)| sent.text.clone()).collect()
     }
 }
 
@@ -370,14 +458,26 @@ async fn route(state: &Shared, method: &str, body: &Value) -> Response {
             if text.is_empty() {
                 return error(400, "Bad Request: message text is empty");
             }
-            let id = state.next_message.fetch_add(1, Ordering::SeqCst);
-            state.sent.lock().unwrap().insert((chat, id), text.clone());
-            let mut message = bot_message(chat, id, &text);
-            if let Some(topic) = body.get("message_thread_id") {
-                message["message_thread_id"] = topic.clone();
-                message["is_topic_message"] = true.into();
+            let keyboard = body.get("reply_markup").cloned();
+            if !callback_data_fits(keyboard.as_ref()) {
+                return error(400, "Bad Request: BUTTON_DATA_INVALID");
             }
+            let id = state.next_message.fetch_add(1, Ordering::SeqCst);
+            let sent = Sent { text, topic: body["message_thread_id"].as_i64(), keyboard };
+            let message = bot_message(state, chat, id, &sent);
+            state.sent.lock().unwrap().insert((chat, id), sent);
             ok(message)
+        }
+        "answerCallbackQuery" => {
+            let query = body["callback_query_id"].as_str().unwrap_or_default();
+            if body["text"].as_str().is_some_and(|t| t.chars().count() > 200) {
+                return error(400, "Bad Request: MESSAGE_TOO_LONG");
+            }
+            if state.unanswered.lock().unwrap().remove(query) {
+                ok(json!(true))
+            } else {
+                error(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+            }
         }
         "deleteMessage" => {
             let chat = body["chat_id"].as_i64().unwrap_or_default();
@@ -391,16 +491,23 @@ async fn route(state: &Shared, method: &str, body: &Value) -> Response {
             let chat = body["chat_id"].as_i64().unwrap_or_default();
             let id = body["message_id"].as_i64().unwrap_or_default();
             let text = body["text"].as_str().unwrap_or_default().to_string();
+            let keyboard = body.get("reply_markup").cloned();
+            if !callback_data_fits(keyboard.as_ref()) {
+                return error(400, "Bad Request: BUTTON_DATA_INVALID");
+            }
             let mut sent = state.sent.lock().unwrap();
             match sent.get_mut(&(chat, id)) {
                 None => error(400, "Bad Request: message to edit not found"),
-                Some(old) if *old == text => error(
+                Some(old) if old.text == text && old.keyboard == keyboard => error(
                     400,
                     "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
                 ),
                 Some(old) => {
-                    old.clone_from(&text);
-                    ok(bot_message(chat, id, &text))
+                    // A keyboard the edit does not name again is gone.
+                    *old = Sent { text, keyboard, ..old.clone() };
+                    let edited = old.clone();
+                    drop(sent);
+                    ok(bot_message(state, chat, id, &edited))
                 }
             }
         }
@@ -408,15 +515,32 @@ async fn route(state: &Shared, method: &str, body: &Value) -> Response {
     }
 }
 
-fn bot_message(chat: i64, id: i64, text: &str) -> Value {
-    let chat = if chat > 0 { Chat::Private(chat) } else { Chat::Group(chat) };
-    json!({
+/// The bot's message `id` in `chat` as the Bot API shows it.
+fn bot_message(state: &Shared, chat: i64, id: i64, sent: &Sent) -> Value {
+    let seen = state.chats.lock().unwrap().get(&chat).copied();
+    let chat = seen.unwrap_or(if chat > 0 { Chat::Private(chat) } else { Chat::Group(chat) });
+    let mut message = json!({
         "message_id": id,
         "date": 1_767_225_601,
         "chat": chat.json(),
         "from": user(BOT_ID, true),
-        "text": strip_tags(text),
-    })
+        "text": strip_tags(&sent.text),
+    });
+    if let Some(topic) = sent.topic {
+        message["message_thread_id"] = topic.into();
+        message["is_topic_message"] = true.into();
+    }
+    if let Some(keyboard) = &sent.keyboard {
+        message["reply_markup"] = keyboard.clone();
+    }
+    message
+}
+
+/// Whether every button's callback data is within Telegram's 64 bytes.
+fn callback_data_fits(keyboard: Option<&Value>) -> bool {
+    let rows = keyboard.and_then(|k| k["inline_keyboard"].as_array()).cloned().unwrap_or_default();
+    let mut buttons = rows.iter().filter_map(Value::as_array).flatten();
+    buttons.all(|b| b["callback_data"].as_str().is_none_or(|data| data.len() <= 64))
 }
 
 /// The text a user would see: tags removed, the three entities unescaped.
@@ -436,6 +560,10 @@ pub fn strip_tags(html: &str) -> String {
 
 async fn get_updates(state: &Shared, body: &Value) -> Response {
     let offset = body["offset"].as_i64().unwrap_or(0);
+    if let Some(kinds) = body["allowed_updates"].as_array() {
+        let kinds = kinds.iter().filter_map(|k| k.as_str().map(String::from)).collect();
+        *state.allowed.lock().unwrap() = Some(kinds);
+    }
     let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0));
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -449,8 +577,13 @@ async fn get_updates(state: &Shared, body: &Value) -> Response {
         }
         {
             let mut updates = state.updates.lock().unwrap();
-            // An offset confirms every update before it: Telegram forgets them.
-            updates.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+            // An offset confirms every update before it: Telegram forgets them, and never
+            // sends a kind the bot did not ask for.
+            let allowed = state.allowed.lock().unwrap().clone();
+            let asked_for = |u: &Value| {
+                allowed.as_ref().is_none_or(|kinds| kinds.iter().any(|kind| u.get(kind.as_str()).is_some()))
+            };
+            updates.retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset && asked_for(u));
             if !updates.is_empty() {
                 return ok(Value::Array(updates.clone()));
             }
