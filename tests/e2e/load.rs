@@ -1,6 +1,7 @@
 //! A busy community at once, on the real default models behind the fake Telegram server:
-//! everyone is answered, in order of arrival, and one person flooding the bot does not
-//! keep others waiting (and has at most a few questions waiting).
+//! everyone is answered, in order of arrival, one person flooding the bot does not keep
+//! others waiting (and has at most a few questions waiting), and two dozen people voting
+//! while others ask lose no vote and count none twice.
 
 use std::time::Duration;
 
@@ -91,5 +92,70 @@ async fn one_person_flooding_the_bot_does_not_keep_others_waiting() {
     let refused = || shown(&daemon, flood).iter().filter(|m| m.as_str() == refusal).count();
     wait_until(ANSWERS, "the flooder's questions are answered or refused", || finals(flood) + refused() == 10).await;
     assert!(refused() >= 1, "ten questions at once, and none refused: {:?}", shown(&daemon, flood));
+    daemon.stop().await;
+}
+
+/// The bot's answers in `chat` that carry vote buttons: (message id, answer id), oldest
+/// first.
+fn answers_with_buttons(daemon: &TelegramDaemon, chat: Chat) -> Vec<(i64, String)> {
+    let ids = daemon.fake.message_ids(chat.id());
+    let answer_of = |id: i64| {
+        let buttons = daemon.fake.buttons(chat.id(), id);
+        buttons.iter().find_map(|(_, data)| data.strip_prefix("vote:up:").map(String::from))
+    };
+    ids.into_iter().filter_map(|id| answer_of(id).map(|answer| (id, answer))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_four_people_voting_while_others_ask_lose_no_vote_and_count_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TelegramDaemon::start(dir.path(), &sample_kb(), "bees", "").await;
+    let group = Chat::Group(-100_900);
+    daemon.fake.push_message(group, 5000, &format!("/ask {QUESTION}"));
+    wait_until(ANSWERS, "the first answer and its buttons", || answers_with_buttons(&daemon, group).len() == 1).await;
+    daemon.fake.push_message(group, 5000, "/ask What do bees eat?");
+    wait_until(ANSWERS, "the second answer and its buttons", || answers_with_buttons(&daemon, group).len() == 2).await;
+    let answers = answers_with_buttons(&daemon, group);
+    let ((first_message, first), (second_message, second)) = (answers[0].clone(), answers[1].clone());
+
+    // Others ask while the votes come in.
+    let askers: Vec<i64> = (7000..7006).collect();
+    for &p in &askers {
+        daemon.fake.push_message(Chat::Private(p), p, QUESTION);
+    }
+    let voters: Vec<i64> = (6000..6024).collect();
+    let mut clicks = Vec::new();
+    for &p in &voters {
+        clicks.push(daemon.fake.click(group, first_message, p, &format!("vote:up:{first}")));
+        clicks.push(daemon.fake.click(group, second_message, p, &format!("vote:down:{second}")));
+    }
+    let answered_once = |clicks: &[String]| clicks.iter().all(|q| daemon.fake.click_answers(q).len() == 1);
+    wait_until(ANSWERS, "every click is acknowledged", || answered_once(&clicks)).await;
+    // Half of them change their mind about the first answer.
+    let mut changed = Vec::new();
+    for &p in &voters[..12] {
+        changed.push(daemon.fake.click(group, first_message, p, &format!("vote:down:{first}")));
+    }
+    wait_until(ANSWERS, "every changed vote is acknowledged", || answered_once(&changed)).await;
+    wait_until(ANSWERS, "the askers are answered", || {
+        askers.iter().all(|&p| shown(&daemon, p).first().is_some_and(|m| answered(m)))
+    })
+    .await;
+
+    for query in clicks.iter().chain(&changed) {
+        let said = daemon.fake.click_answers(query);
+        assert_eq!(said.len(), 1, "each click acknowledged once: {said:?}");
+        let text = said[0]["text"].as_str().unwrap_or_default();
+        assert!(text == "Thanks for the 👍!" || text == "Thanks: noted 👎.", "{text}");
+    }
+    let votes = daemon.app.feedback().unwrap().votes(Some("docs"), None).await.unwrap();
+    let count = |answer: &str, rating| votes.iter().filter(|v| v.answer_id == answer && v.rating == rating).count();
+    use lore_core::Rating::{Down, Up};
+    assert_eq!(votes.len(), 48, "one vote per person and answer");
+    assert_eq!((count(&first, Up), count(&first, Down)), (12, 12), "a changed vote replaced the first");
+    assert_eq!((count(&second, Up), count(&second, Down)), (0, 24));
+    let people: std::collections::HashSet<&str> = votes.iter().map(|v| v.person.as_str()).collect();
+    assert_eq!(people.len(), 24, "each voter is one person, none stored by their id");
+    assert!(people.iter().all(|p| !voters.iter().any(|v| p.contains(&v.to_string()))));
     daemon.stop().await;
 }

@@ -173,6 +173,9 @@ pub struct Feedback {
     salt: String,
     keep: Duration,
     last_sweep: Mutex<Option<Instant>>,
+    /// One vote at a time, read and written together: a 👎 and its reason (Discord sends
+    /// them as two clicks at once) must not overwrite each other.
+    voting: tokio::sync::Mutex<()>,
 }
 
 impl Feedback {
@@ -186,6 +189,7 @@ impl Feedback {
             salt: read_or_make_salt(salt_file)?,
             keep,
             last_sweep: Mutex::new(None),
+            voting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -236,6 +240,7 @@ impl Feedback {
             return Err(FeedbackError::OtherBot { answer: a.id.clone(), bot: bot.into() });
         }
         let key = vote_key(answer_id, person);
+        let _one_at_a_time = self.voting.lock().await;
         let earlier = self.votes.get(std::slice::from_ref(&key)).await?;
         let earlier: Option<Vote> = earlier.first().and_then(|r| parse(&r.body).ok());
         let comment =
