@@ -5,7 +5,8 @@ use std::time::Duration;
 use axum::http::Method;
 use lore_adapters::discord::{DiscordAdapter, DiscordConfig};
 use lore_adapters::Command;
-use lore_tests::fake_discord::{user, FakeDiscord, Fault, APP_ID, BOT_ID};
+use lore_core::Rating;
+use lore_tests::fake_discord::{user, FakeDiscord, Fault, APP_ID, BOT_ID, EPHEMERAL};
 use lore_tests::{
     assert_retried_after, assert_words_whole, init, long_answer, sample_sources, stream_sample_answer, wait_until,
     RunningAdapter,
@@ -21,6 +22,7 @@ const FORUM: u64 = 305;
 const FORUM_POST: u64 = 306;
 const ALICE: u64 = 401;
 const OTHER_BOT: u64 = 402;
+const BOB: u64 = 403;
 const EDIT_MS: u64 = 200;
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -138,8 +140,19 @@ async fn discord_mention_streams_typing_edits_and_final_answer_with_sources() {
         .iter()
         .find(|r| r.method == "PUT" && r.path == format!("/api/v10/applications/{APP_ID}/guilds/{GUILD}/commands"))
         .expect("guild commands registered");
-    let names: Vec<_> = put.body.as_array().unwrap().iter().map(|c| c["name"].clone()).collect();
-    assert_eq!(names, vec!["help", "sources", "reset", "kb"]);
+    let names: Vec<_> = put.body.as_array().unwrap().iter().map(|c| (c["name"].clone(), c["type"].clone())).collect();
+    let slash = |name: &str| (json!(name), Value::Null);
+    // `/correct` names the answer it corrects: as the message command, or written as a reply.
+    let expected = vec![
+        slash("help"),
+        slash("sources"),
+        slash("reset"),
+        slash("kb"),
+        slash("forget"),
+        (json!("Correct this answer"), json!(3)),
+    ];
+    assert_eq!(names, expected);
+    assert_eq!(put.status, 200, "Discord took them: {:?}", put.body);
     bot.run.stop().await;
 }
 
@@ -428,5 +441,230 @@ async fn discord_partial_that_cannot_be_edited_is_replaced_and_deleted() {
     bot.fake.delete_message(streamed);
     second.reply.finish("Second answer.", &[]).await.unwrap();
     assert_eq!(bot.fake.shown_in(DM_CHANNEL), vec!["Half an answer, then the rest.", "Second answer."]);
+    bot.run.stop().await;
+}
+
+const ANSWER_ID: &str = "a1b2c3d4e5f6";
+
+/// The custom ids of a message's buttons.
+fn buttons(message: &Value) -> Vec<String> {
+    let rows = message["components"].as_array().cloned().unwrap_or_default();
+    rows.iter()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .map(|button| button["custom_id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn votes(answer: &str) -> Vec<String> {
+    vec![format!("vote:up:{answer}"), format!("vote:down:{answer}")]
+}
+
+/// Bob's question in the guild channel, answered by the test as the router would: the
+/// answer's id first, then the final text. Returns the answer's last message.
+async fn answer_in_channel(bot: &mut Running, text: &str) -> u64 {
+    bot.fake.send(bot.fake.message(CHANNEL, BOB, &mention("a question")).guild(GUILD, &[]).mentioning_bot());
+    let mut incoming = bot.run.next().await;
+    incoming.reply.answer_id(ANSWER_ID);
+    incoming.reply.finish(text, &[]).await.unwrap();
+    *bot.fake.message_ids(CHANNEL).last().unwrap()
+}
+
+/// An interaction's response: its type and whether only its user sees it.
+fn response(fake: &FakeDiscord, token: &str) -> (Value, bool) {
+    let response = fake.response(token).expect("responded");
+    let ephemeral = response["data"]["flags"].as_u64().is_some_and(|f| f & EPHEMERAL != 0);
+    (response["type"].clone(), ephemeral)
+}
+
+/// What the original response of an interaction shows its user, once it says something.
+async fn shown_to_user(fake: &FakeDiscord, token: &str) -> (String, bool) {
+    let said = || fake.original(token).filter(|m| m["content"] != "");
+    wait_until(WAIT, "the response says something", || said().is_some()).await;
+    let message = said().unwrap();
+    (message["content"].as_str().unwrap().to_string(), message["flags"] == EPHEMERAL)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_vote_buttons_go_on_the_last_message_of_answers_in_channels_threads_dms_and_commands() {
+    let mut bot = Running::start().await;
+    // Split in a channel: only the last message has them.
+    bot.fake.send(bot.fake.message(CHANNEL, ALICE, &mention("tell me all")).guild(GUILD, &[]).mentioning_bot());
+    let mut incoming = bot.run.next().await;
+    incoming.reply.answer_id(ANSWER_ID);
+    incoming.reply.update("Streaming").await.unwrap();
+    incoming.reply.finish(&long_answer(5000), &sample_sources()).await.unwrap();
+    let ids = bot.fake.message_ids(CHANNEL);
+    assert!(ids.len() >= 3, "{ids:?}");
+    let (last, earlier) = ids.split_last().unwrap();
+    assert_eq!(buttons(&bot.fake.bot_message(*last)), votes(ANSWER_ID));
+    for id in earlier {
+        assert!(buttons(&bot.fake.bot_message(*id)).is_empty(), "message {id} has buttons");
+    }
+    let last = bot.fake.bot_message(*last);
+    let emoji: Vec<_> =
+        last["components"][0]["components"].as_array().unwrap().iter().map(|b| &b["emoji"]["name"]).collect();
+    assert_eq!(emoji, [&json!("👍"), &json!("👎")]);
+
+    // In a thread, and in a DM whose streamed message already shows the final text.
+    bot.fake.add_thread(THREAD, CHANNEL, GUILD);
+    bot.fake.send(bot.fake.message(THREAD, ALICE, &mention("in a thread")).guild(GUILD, &[]).mentioning_bot());
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "in private"));
+    for _ in [THREAD, DM_CHANNEL] {
+        // In either order: the thread's message waits for its channel's lookup.
+        let mut incoming = bot.run.next().await;
+        let channel: u64 = incoming.channel.parse().unwrap();
+        incoming.reply.answer_id(ANSWER_ID);
+        incoming.reply.update("Short answer.").await.unwrap();
+        incoming.reply.finish("Short answer.", &[]).await.unwrap();
+        let ids = bot.fake.message_ids(channel);
+        assert_eq!(ids.len(), 1, "one message in {channel}");
+        assert_eq!(buttons(&bot.fake.bot_message(ids[0])), votes(ANSWER_ID), "in {channel}");
+    }
+
+    // A slash command's answer: in the original response.
+    bot.fake.dispatch("INTERACTION_CREATE", slash_command("558", "sources", "answer-token"));
+    let mut incoming = bot.run.next().await;
+    incoming.reply.answer_id(ANSWER_ID);
+    incoming.reply.finish("Answered.", &[]).await.unwrap();
+    assert_eq!(buttons(&bot.fake.original("answer-token").unwrap()), votes(ANSWER_ID));
+    // What is said instead of an answer has none.
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "/help"));
+    let mut help = bot.run.next().await;
+    help.reply.answer_id(ANSWER_ID);
+    let before = bot.fake.message_ids(DM_CHANNEL);
+    help.reply.say("Help text.").await.unwrap();
+    let said = bot.fake.message_ids(DM_CHANNEL).into_iter().find(|id| !before.contains(id)).unwrap();
+    assert!(buttons(&bot.fake.bot_message(said)).is_empty());
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_thumbs_up_is_a_vote_thanked_only_to_its_user_even_after_a_restart() {
+    let mut bot = Running::start().await;
+    let answer = answer_in_channel(&mut bot, "Bees dance.").await;
+    let click = bot.fake.click(answer, &format!("vote:up:{ANSWER_ID}"), ALICE).roles(&[11]);
+    let token = bot.fake.interact(click);
+    let mut vote = bot.run.next().await;
+    assert_eq!(vote.command, Some(Command::Vote { answer: ANSWER_ID.into(), rating: Rating::Up }));
+    assert_eq!(vote.text, "");
+    // Where and who, as for a message from Alice there.
+    assert_eq!((vote.bot.as_str(), vote.conversation.0.as_str()), ("docs", format!("discord:{CHANNEL}").as_str()));
+    assert_eq!(
+        (vote.channel.as_str(), &vote.parent_channel, vote.private),
+        (CHANNEL.to_string().as_str(), &None, false)
+    );
+    assert_eq!(
+        (vote.author.id.as_str(), vote.author.roles.as_slice()),
+        (ALICE.to_string().as_str(), &["11".to_string()][..])
+    );
+    // "Thinking…" at once, seen only by Alice; then the router's thanks in its place.
+    assert_eq!(response(&bot.fake, &token), (json!(5), true));
+    vote.reply.say("Thanks for the 👍!").await.unwrap();
+    assert_eq!(shown_to_user(&bot.fake, &token).await, ("Thanks for the 👍!".to_string(), true));
+    assert_eq!(bot.fake.shown_in(CHANNEL), ["Bees dance."], "nothing new in the channel");
+
+    // The answer's id is in the button: a click after a restart still names it.
+    bot.run.stop().await;
+    let run = RunningAdapter::spawn(Box::new(adapter_for(&bot.fake)));
+    let mut bot = Running { fake: bot.fake, run };
+    wait_until(WAIT, "the bot identifies again", || bot.fake.ops(2).len() == 2).await;
+    bot.fake.interact(bot.fake.click(answer, &format!("vote:up:{ANSWER_ID}"), ALICE));
+    let again = bot.run.next().await;
+    assert_eq!(again.command, Some(Command::Vote { answer: ANSWER_ID.into(), rating: Rating::Up }));
+
+    // A button this bot does not know is answered all the same, not left to fail.
+    let unknown = bot.fake.interact(bot.fake.click(answer, "poll:yes", ALICE));
+    wait_until(WAIT, "the unknown button is answered", || bot.fake.response(&unknown).is_some()).await;
+    assert_eq!(response(&bot.fake, &unknown), (json!(4), true));
+    bot.run.assert_nothing_more();
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_thumbs_down_counts_and_asks_what_was_wrong_whose_reason_is_thanked() {
+    let mut bot = Running::start().await;
+    bot.fake.add_thread(THREAD, CHANNEL, GUILD);
+    bot.fake.send(bot.fake.message(THREAD, BOB, &mention("in a thread")).guild(GUILD, &[]).mentioning_bot());
+    let mut question = bot.run.next().await;
+    question.reply.answer_id(ANSWER_ID);
+    question.reply.finish("Bees sing.", &[]).await.unwrap();
+    let answer = bot.fake.message_ids(THREAD)[0];
+
+    let click = bot.fake.interact(bot.fake.click(answer, &format!("vote:down:{ANSWER_ID}"), ALICE));
+    let mut vote = bot.run.next().await;
+    assert_eq!(vote.command, Some(Command::Vote { answer: ANSWER_ID.into(), rating: Rating::Down }));
+    assert_eq!((vote.text.as_str(), vote.parent_channel.clone()), ("", Some(CHANNEL.to_string())));
+    assert_eq!(bot.fake.channel_lookups(THREAD), 1, "the click describes its thread: no lookup of its own");
+    // The click's one response is the form; what the router says to the click goes nowhere.
+    let form = bot.fake.response(&click).expect("a form");
+    assert_eq!(form["type"], 9);
+    assert_eq!(form["data"]["custom_id"], format!("why:{ANSWER_ID}"));
+    assert_eq!(form["data"]["title"], "What was wrong?");
+    vote.reply.say("Thanks: noted 👎.").await.unwrap();
+    assert_eq!(bot.fake.original(&click), None);
+
+    let sent = bot.fake.submit_form(&click, &[("reason", "  Bees dance, they do not sing. ")]);
+    let mut reason = bot.run.next().await;
+    assert_eq!(reason.command, Some(Command::Vote { answer: ANSWER_ID.into(), rating: Rating::Down }));
+    assert_eq!(reason.text, "Bees dance, they do not sing.");
+    assert_eq!(
+        (reason.author.id.clone(), reason.conversation.0.clone()),
+        (ALICE.to_string(), format!("discord:{THREAD}"))
+    );
+    assert_eq!(response(&bot.fake, &sent), (json!(5), true));
+    reason.reply.say("Thanks: noted what was wrong.").await.unwrap();
+    assert_eq!(shown_to_user(&bot.fake, &sent).await, ("Thanks: noted what was wrong.".to_string(), true));
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_correct_this_answer_opens_a_form_whose_text_is_the_correction_of_that_answer() {
+    let mut bot = Running::start().await;
+    let answer = answer_in_channel(&mut bot, "Bees sing.").await;
+    let used = bot.fake.interact(bot.fake.message_command("Correct this answer", answer, BOB));
+    wait_until(WAIT, "the form is shown", || bot.fake.response(&used).is_some()).await;
+    let form = bot.fake.response(&used).unwrap();
+    assert_eq!((&form["type"], &form["data"]["custom_id"]), (&json!(9), &json!(format!("correct:{ANSWER_ID}"))));
+
+    let sent = bot.fake.submit_form(&used, &[("answer", "Bees dance."), ("source", "bees.md")]);
+    let mut correction = bot.run.next().await;
+    assert_eq!(correction.command, Some(Command::Correct { answer: Some(ANSWER_ID.into()) }));
+    assert_eq!(correction.text, "/correct Bees dance.\nsource: bees.md");
+    assert_eq!(correction.author.id, BOB.to_string());
+    correction.reply.say("Sorry, only this bot's admins can do that here.").await.unwrap();
+    let refusal = shown_to_user(&bot.fake, &sent).await;
+    assert_eq!(refusal, ("Sorry, only this bot's admins can do that here.".to_string(), true));
+
+    // Without a source; and on a message that is no answer, a note instead of a form.
+    let used = bot.fake.interact(bot.fake.message_command("Correct this answer", answer, BOB));
+    wait_until(WAIT, "the form is shown", || bot.fake.response(&used).is_some()).await;
+    bot.fake.submit_form(&used, &[("answer", "none")]);
+    assert_eq!(bot.run.next().await.text, "/correct none");
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "/help"));
+    bot.run.next().await.reply.say("Help text.").await.unwrap();
+    let help = *bot.fake.message_ids(DM_CHANNEL).last().unwrap();
+    let used = bot.fake.interact(bot.fake.message_command("Correct this answer", help, ALICE));
+    wait_until(WAIT, "the note is shown", || bot.fake.response(&used).is_some()).await;
+    assert_eq!(response(&bot.fake, &used), (json!(4), true));
+    assert!(shown_to_user(&bot.fake, &used).await.0.starts_with("That is not one of my answers"));
+    bot.run.assert_nothing_more();
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_correct_written_as_a_reply_names_the_answer_replied_to() {
+    let mut bot = Running::start().await;
+    let answer = answer_in_channel(&mut bot, "Bees sing.").await;
+    let reply =
+        bot.fake.message(CHANNEL, BOB, "/correct Bees dance.").guild(GUILD, &[]).replying_to(answer, BOT_ID, true);
+    bot.fake.send(reply);
+    let correction = bot.run.next().await;
+    assert_eq!(correction.command, Some(Command::Correct { answer: Some(ANSWER_ID.into()) }));
+    assert_eq!(correction.text, "/correct Bees dance.");
+
+    // A reply to a message without buttons names no answer: the router says how.
+    let reply = bot.fake.message(CHANNEL, BOB, "/correct Bees dance.").guild(GUILD, &[]).replying_to(77, BOT_ID, true);
+    bot.fake.send(reply);
+    assert_eq!(bot.run.next().await.command, Some(Command::Correct { answer: None }));
     bot.run.stop().await;
 }
