@@ -1,17 +1,22 @@
-//! The Discord adapter (real serenity client) against the fake Discord.
+//! The Discord adapter (real serenity client) against the fake Discord, and one test of the
+//! whole daemon behind it (votes and corrections kept in the feedback store).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
+use lore::app::{App, Load};
 use lore_adapters::discord::{DiscordAdapter, DiscordConfig};
 use lore_adapters::Command;
-use lore_core::Rating;
+use lore_core::{parse_vote_button_data, Rating};
+use lore_tests::daemon::sample_kb;
 use lore_tests::fake_discord::{user, FakeDiscord, Fault, APP_ID, BOT_ID, EPHEMERAL};
 use lore_tests::{
-    assert_retried_after, assert_words_whole, init, long_answer, sample_sources, stream_sample_answer, wait_until,
-    RunningAdapter,
+    assert_retried_after, assert_words_whole, init, long_answer, lore_binary, sample_sources, stream_sample_answer,
+    wait_until, RunningAdapter,
 };
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 const GUILD: u64 = 300;
 const CHANNEL: u64 = 301;
@@ -667,4 +672,96 @@ async fn discord_correct_written_as_a_reply_names_the_answer_replied_to() {
     bot.fake.send(reply);
     assert_eq!(bot.run.next().await.command, Some(Command::Correct { answer: None }));
     bot.run.stop().await;
+}
+
+const BEES_QUESTION: &str = "How do honeybees tell each other where the flowers are?";
+
+/// Polls an async `check` until it holds, for the store's writes that happen in the
+/// background.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends back the form shown for `used` as `fields`, and returns what its user is then told
+/// (the daemon writes to its store first: on a busy machine that may take a while).
+async fn fill_in(fake: &FakeDiscord, used: &str, fields: &[(&str, &str)]) -> String {
+    let a_while = Duration::from_secs(30);
+    wait_until(a_while, "the form is shown", || fake.response(used).is_some()).await;
+    let sent = fake.submit_form(used, fields);
+    let said = || fake.original(&sent).is_some_and(|m| m["content"] != "");
+    wait_until(a_while, "the daemon says something", said).await;
+    let (said, ephemeral) = shown_to_user(fake, &sent).await;
+    assert!(ephemeral, "{said}");
+    said
+}
+
+/// The whole daemon (`lore run`'s serve loop, the real models, the feedback store) with the
+/// Discord bot `docs` on the fake, Bob its admin.
+#[tokio::test(flavor = "multi_thread")]
+async fn discord_through_the_daemon_a_reason_is_thanked_and_only_an_admins_correction_becomes_gold() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await;
+    std::env::set_var("LORE_TEST_DISCORD_TOKEN", "fake-discord-token");
+    let bot = format!(
+        "bots:\n  docs:\n    knowledge_base: bees\n    admins: [\"{BOB}\"]\n    adapter:\n      type: discord\n      token_env: LORE_TEST_DISCORD_TOKEN\n      api_url: {}\n      edit_interval_ms: 300\n",
+        fake.api_url()
+    );
+    let config = lore_tests::models::config(dir.path(), &format!("{}{bot}", sample_kb()));
+    let lore = |args: &[&str]| {
+        let out =
+            std::process::Command::new(lore_binary()).arg("--config").arg(&config.file).args(args).output().unwrap();
+        assert!(out.status.success(), "lore {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    lore(&["ingest", "--kb", "bees"]);
+    let app = Arc::new(App::load(config.clone(), Load::All).await.unwrap());
+    let adapters = lore::service::run::adapter_specs(&app.config).unwrap();
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(lore::service::run::run_until(app.clone(), adapters, shutdown.clone()));
+    fake.wait_ready(Duration::from_secs(30)).await;
+
+    fake.send(fake.message(CHANNEL, ALICE, &mention(BEES_QUESTION)).guild(GUILD, &[]).mentioning_bot());
+    let with_buttons = || fake.message_ids(CHANNEL).into_iter().find(|id| !buttons(&fake.bot_message(*id)).is_empty());
+    wait_until(Duration::from_secs(120), "the answer has its buttons", || with_buttons().is_some()).await;
+    let answer = with_buttons().unwrap();
+    let (_, answer_id) = parse_vote_button_data(&buttons(&fake.bot_message(answer))[0]).unwrap();
+    let feedback = app.feedback().unwrap();
+    eventually("the answer is kept", || async { feedback.answer(&answer_id).await.unwrap().is_some() }).await;
+
+    // Alice's 👎 counts at once (kept before she sends the reason, so that the two do not
+    // race), and the reason she gives is thanked for and kept with it.
+    let click = fake.interact(fake.click(answer, &format!("vote:down:{answer_id}"), ALICE));
+    eventually("the 👎 is kept", || async { feedback.votes(Some("docs"), None).await.unwrap().len() == 1 }).await;
+    let reason = "It should say that they dance.";
+    assert_eq!(fill_in(&fake, &click, &[("reason", reason)]).await, "Thanks: noted what was wrong.");
+    // This test's own handle on the store sees the daemon's writes within seconds.
+    let kept = || async {
+        let votes = feedback.votes(Some("docs"), None).await.unwrap();
+        votes.iter().map(|v| (v.rating, v.comment.clone())).collect::<Vec<_>>() == [(Rating::Down, Some(reason.into()))]
+    };
+    eventually("the reason is kept with the 👎, in place of it", kept).await;
+
+    // Alice may not correct the answer; Bob, an admin, may.
+    let right = [("answer", "With the waggle dance."), ("source", "honeybees.md")];
+    let alices = fake.interact(fake.message_command("Correct this answer", answer, ALICE));
+    assert_eq!(fill_in(&fake, &alices, &right).await, "Sorry, only this bot's admins can do that here.");
+    let bobs = fake.interact(fake.message_command("Correct this answer", answer, BOB));
+    let saved = fill_in(&fake, &bobs, &right).await;
+    assert!(saved.starts_with("Saved as a gold question") && saved.contains(BEES_QUESTION), "{saved}");
+
+    let exported = lore(&["gold", "export", "--bot", "docs"]);
+    let cases: Vec<Value> = exported.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(cases.len(), 1, "{exported}");
+    let case = &cases[0];
+    assert_eq!(
+        (&case["question"], &case["answer"], &case["source"]),
+        (&json!(BEES_QUESTION), &json!("With the waggle dance."), &json!("honeybees.md"))
+    );
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
 }
