@@ -1,5 +1,10 @@
-//! Discord through serenity: the gateway brings messages and slash commands, REST carries
+//! Discord through serenity: the gateway brings messages and interactions, REST carries
 //! the answers. Serenity's shard runner reconnects and resumes a dropped gateway by itself.
+//!
+//! An answer's last message carries 👍/👎 buttons naming the answer, so a click (even
+//! after a restart) says which answer it judges. 👍 is thanked ephemerally; 👎 opens a
+//! form asking what was wrong. Admins correct an answer with the message command
+//! "Correct this answer" (a form for the right answer), or by replying `/correct …` to it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -9,13 +14,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use lore_core::Secret;
+use lore_core::{parse_vote_button_data, vote_button_data, Rating, Secret};
 use serde::{Deserialize, Deserializer};
 use serenity::all::{
-    Cache, ChannelId, ChannelType, ClientBuilder, Command as AppCommand, CommandInteraction, Context,
-    CreateAllowedMentions, CreateCommand, CreateInteractionResponseFollowup, CreateMessage, EditInteractionResponse,
-    EditMessage, EventHandler, GatewayIntents, GuildChannel, GuildId, Http, HttpBuilder, Interaction, Message,
-    MessageId, MessageReference, MessageReferenceKind, MessageType, Ready, RoleId, User, UserId,
+    ActionRowComponent, ButtonKind, ButtonStyle, Cache, ChannelId, ChannelType, ClientBuilder, Command as AppCommand,
+    CommandInteraction, CommandType, ComponentInteraction, Context, CreateActionRow, CreateAllowedMentions,
+    CreateButton, CreateCommand, CreateInputText, CreateInteractionResponse, CreateInteractionResponseFollowup,
+    CreateInteractionResponseMessage, CreateMessage, CreateModal, EditInteractionResponse, EditMessage, EventHandler,
+    GatewayIntents, GuildChannel, GuildId, Http, HttpBuilder, InputTextStyle, Interaction, InteractionId, Message,
+    MessageId, MessageReference, MessageReferenceKind, MessageType, ModalInteraction, PartialChannel, Ready,
+    ResolvedTarget, RoleId, User, UserId,
 };
 use serenity::http::{ErrorResponse, HttpError, LightMethod, Request, Route};
 use serenity::model::channel::Nonce;
@@ -26,7 +34,7 @@ use tracing::{debug, info, warn};
 use crate::stream::{retry_after_secs, with_retries, Failure, Platform, PostKey, StreamingReply};
 use crate::text::{escape_discord, split_message};
 use crate::throttle::EditThrottle;
-use crate::{Adapter, Author, Command, Connected, ConversationKey, Incoming, SourceRef};
+use crate::{Adapter, Author, Command, Connected, ConversationKey, Incoming, ReplySink, SourceRef};
 
 /// The `discord:` section of a bot.
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +235,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The message command admins correct an answer with: a slash command cannot name the
+/// message it is about (`/correct …` written as a reply to the answer works too).
+const CORRECT_THIS_ANSWER: &str = "Correct this answer";
+/// The forms' custom ids name their answer: `why:ID` asks what was wrong with it,
+/// `correct:ID` for the right answer to its question.
+const WHY_FORM: &str = "why:";
+const CORRECT_FORM: &str = "correct:";
+const REASON_FIELD: &str = "reason";
+const ANSWER_FIELD: &str = "answer";
+const SOURCE_FIELD: &str = "source";
+/// Most characters a form takes: as much as a reason or a correction is kept with.
+const LONGEST_TYPED: u16 = 2000;
+const NOT_AN_ANSWER: &str =
+    "That is not one of my answers: use this on the last message of an answer of mine, the one with 👍/👎 under it.";
+/// For a button, form or command this bot does not have (any more): Discord shows "this
+/// interaction failed" to whoever gets no response at all.
+const UNKNOWN_INTERACTION: &str = "Sorry, that does not do anything (any more).";
+
 #[async_trait]
 impl EventHandler for Handler {
     async fn ready(&self, ctx: Context, ready: Ready) {
@@ -250,71 +276,116 @@ impl EventHandler for Handler {
             debug!(bot = %self.bot, message = %msg.id, "already answered");
             return;
         }
-        let in_dm = msg.guild_id.is_none();
-        let parent = self.thread_parent(&ctx, &msg).await;
+        let at = Asker::of_message(&msg);
+        let parent = self.parent(&ctx, &at).await;
         let text = strip_mention(&msg.content, me.get());
-        let conversation =
-            if in_dm { format!("discord:dm:{}", msg.author.id) } else { format!("discord:{}", msg.channel_id) };
-        let target = Target::Channel { id: msg.channel_id, reply_to: (!in_dm).then_some(msg.id) };
-        let sink = self.sink(&ctx, target);
-        let incoming = Incoming {
-            bot: self.bot.clone(),
-            conversation: ConversationKey(conversation),
-            channel: msg.channel_id.to_string(),
-            parent_channel: parent.map(|p| p.to_string()),
-            private: in_dm,
-            author: author(&msg.author, msg.member.as_ref().map(|m| m.roles.as_slice())),
-            command: Command::parse(&text),
-            text,
-            reply: Box::new(sink),
+        let command = match Command::parse(&text) {
+            // The answer replied to is named by its buttons.
+            Some(Command::Correct { .. }) => {
+                Some(Command::Correct { answer: msg.referenced_message.as_deref().and_then(|m| answer_of(m, me)) })
+            }
+            command => command,
         };
+        let reply_to = msg.guild_id.map(|_| msg.id);
+        let sink = self.sink(&ctx, Target::Channel { id: msg.channel_id, reply_to });
+        let incoming = self.incoming(&at, parent, command, text, Box::new(sink));
         self.forward(incoming).await;
     }
 
     async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
-        let Interaction::Command(cmd) = interaction else {
+        let Some(at) = Asker::of_interaction(&interaction) else {
+            // Pings come only to an HTTP endpoint, and no command here autocompletes.
             return;
         };
-        if cmd.user.bot || !self.first_time(cmd.id.get()) {
+        if at.user.bot || self.is_foreign(&ctx, &interaction) || !self.first_time(interaction.id().get()) {
             return;
         }
-        let Some(command) = Command::parse(&format!("/{}", cmd.data.name)) else {
-            debug!(bot = %self.bot, name = %cmd.data.name, "unknown slash command");
-            return;
-        };
-        // Discord wants an answer within 3 s: show "thinking" now, answer by editing it.
-        if let Err(error) = with_retries(classify_serenity, || cmd.defer(&ctx.http)).await {
-            warn!(bot = %self.bot, %error, "deferring a slash command failed");
-            return;
+        let to = Interacted { id: interaction.id(), token: interaction.token().to_string() };
+        match &interaction {
+            Interaction::Command(cmd) => self.on_command(&ctx, &at, cmd, to).await,
+            Interaction::Component(click) => self.on_click(&ctx, &at, click, to).await,
+            Interaction::Modal(form) => self.on_form(&ctx, &at, form, to).await,
+            _ => {}
         }
-        let sink = self.sink(&ctx, Target::Interaction { token: cmd.token.clone() });
-        let incoming = interaction_incoming(&self.bot, &cmd, command, sink);
-        self.forward(incoming).await;
     }
 }
 
-fn interaction_incoming(
-    bot: &str,
-    cmd: &CommandInteraction,
-    command: Command,
-    sink: StreamingReply<DiscordReply>,
-) -> Incoming {
-    let conversation = match cmd.guild_id {
-        Some(_) => format!("discord:{}", cmd.channel_id),
-        None => format!("discord:dm:{}", cmd.user.id),
+/// Who wrote a message or used an interaction, and where: what an [`Incoming`] needs.
+struct Asker<'a> {
+    user: &'a User,
+    /// Their roles in the guild; `None` outside one.
+    roles: Option<&'a [RoleId]>,
+    guild: Option<GuildId>,
+    channel: ChannelId,
+    /// The channel as an interaction describes it (a message describes none).
+    described: Option<&'a PartialChannel>,
+}
+
+/// The asker of an interaction of any kind: the kinds share these fields, not a type.
+macro_rules! asker_of {
+    ($interaction:expr) => {
+        Asker {
+            user: &$interaction.user,
+            roles: $interaction.member.as_ref().map(|m| m.roles.as_slice()),
+            guild: $interaction.guild_id,
+            channel: $interaction.channel_id,
+            described: $interaction.channel.as_ref(),
+        }
     };
-    // The interaction carries its channel, so a thread's parent costs no lookup here.
-    let parent = cmd.channel.as_ref().filter(|c| is_thread(c.kind)).and_then(|c| c.parent_id);
-    Incoming {
-        bot: bot.to_string(),
-        conversation: ConversationKey(conversation),
-        channel: cmd.channel_id.to_string(),
-        parent_channel: parent.map(|p| p.to_string()),
-        private: cmd.guild_id.is_none(),
-        author: author(&cmd.user, cmd.member.as_ref().map(|m| m.roles.as_slice())),
-        text: format!("/{}", cmd.data.name),
-        command: Some(command),
-        reply: Box::new(sink),
+}
+
+impl<'a> Asker<'a> {
+    fn of_message(msg: &'a Message) -> Self {
+        Self {
+            user: &msg.author,
+            roles: msg.member.as_ref().map(|m| m.roles.as_slice()),
+            guild: msg.guild_id,
+            channel: msg.channel_id,
+            described: None,
+        }
+    }
+
+    fn of_interaction(interaction: &'a Interaction) -> Option<Self> {
+        match interaction {
+            Interaction::Command(cmd) => Some(asker_of!(cmd)),
+            Interaction::Component(click) => Some(asker_of!(click)),
+            Interaction::Modal(form) => Some(asker_of!(form)),
+            _ => None,
+        }
+    }
+
+    /// The channel's conversation, or in a DM the person's.
+    fn conversation(&self) -> ConversationKey {
+        ConversationKey(match self.guild {
+            Some(_) => format!("discord:{}", self.channel),
+            None => format!("discord:dm:{}", self.user.id),
+        })
+    }
+}
+
+/// The interaction to respond to.
+struct Interacted {
+    id: InteractionId,
+    token: String,
+}
+
+/// What a form that was sent back is about.
+#[derive(Debug, PartialEq)]
+enum Form {
+    /// What was wrong with this answer.
+    Why(String),
+    /// The right answer to this answer's question.
+    Correct(String),
+}
+
+impl Form {
+    fn parse(custom_id: &str) -> Option<Self> {
+        // An answer id passes the check a vote button's id gets.
+        let answer = |prefix: &str| {
+            let id = custom_id.strip_prefix(prefix)?;
+            parse_vote_button_data(&vote_button_data(Rating::Up, id)).map(|(_, id)| id)
+        };
+        answer(WHY_FORM).map(Self::Why).or_else(|| answer(CORRECT_FORM).map(Self::Correct))
     }
 }
 
@@ -324,6 +395,81 @@ fn author(user: &User, roles: Option<&[RoleId]>) -> Author {
         id: user.id.to_string(),
         name: user.global_name.clone().unwrap_or_else(|| user.name.clone()),
         roles: roles.unwrap_or_default().iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The answer whose last message `msg` is: the id its 👍/👎 buttons carry. `None` for
+/// other messages, and for anyone else's buttons.
+fn answer_of(msg: &Message, me: UserId) -> Option<String> {
+    if msg.author.id != me {
+        return None;
+    }
+    msg.components.iter().flat_map(|row| &row.components).find_map(|component| match component {
+        ActionRowComponent::Button(button) => match &button.data {
+            ButtonKind::NonLink { custom_id, .. } => parse_vote_button_data(custom_id).map(|(_, answer)| answer),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// One action row: 👍 and 👎 for `answer`.
+fn vote_buttons(answer: &str) -> Vec<CreateActionRow> {
+    let button = |rating, emoji: char| {
+        CreateButton::new(vote_button_data(rating, answer)).emoji(emoji).style(ButtonStyle::Secondary)
+    };
+    vec![CreateActionRow::Buttons(vec![button(Rating::Up, '👍'), button(Rating::Down, '👎')])]
+}
+
+/// `builder` with the vote buttons of answer `votes`, if any (`add` is the builder's
+/// `components`).
+fn with_votes<B>(builder: B, votes: Option<&str>, add: fn(B, Vec<CreateActionRow>) -> B) -> B {
+    match votes {
+        Some(answer) => add(builder, vote_buttons(answer)),
+        None => builder,
+    }
+}
+
+/// The form a 👎 opens. The reason is optional: the 👎 counts without it.
+fn why_form(answer: &str) -> CreateInteractionResponse {
+    let reason = CreateInputText::new(InputTextStyle::Paragraph, "What was wrong? (optional)", REASON_FIELD)
+        .required(false)
+        .max_length(LONGEST_TYPED);
+    let form = CreateModal::new(format!("{WHY_FORM}{answer}"), "What was wrong?")
+        .components(vec![CreateActionRow::InputText(reason)]);
+    CreateInteractionResponse::Modal(form)
+}
+
+/// The form "Correct this answer" opens.
+fn correct_form(answer: &str) -> CreateInteractionResponse {
+    let right = CreateInputText::new(InputTextStyle::Paragraph, "The right answer", ANSWER_FIELD)
+        .placeholder("Or: none, when the documents do not cover the question")
+        .max_length(LONGEST_TYPED);
+    let source = CreateInputText::new(InputTextStyle::Short, "Where it is written (optional)", SOURCE_FIELD)
+        .placeholder("A file name, such as guide.md")
+        .required(false)
+        .max_length(200);
+    let fields = vec![CreateActionRow::InputText(right), CreateActionRow::InputText(source)];
+    CreateInteractionResponse::Modal(
+        CreateModal::new(format!("{CORRECT_FORM}{answer}"), CORRECT_THIS_ANSWER).components(fields),
+    )
+}
+
+/// What was typed into a form's field; empty when it was left out.
+fn field<'a>(form: &'a ModalInteraction, id: &str) -> &'a str {
+    let typed = form.data.components.iter().flat_map(|row| &row.components).find_map(|component| match component {
+        ActionRowComponent::InputText(input) if input.custom_id == id => input.value.as_deref(),
+        _ => None,
+    });
+    typed.unwrap_or_default().trim()
+}
+
+/// A correction form as the router reads `/correct`: the answer, then `source: FILE`.
+/// The command word keeps an answer that starts with `/` from being taken for one.
+fn correction_text(answer: &str, source: &str) -> String {
+    match source {
+        "" => format!("/correct {answer}"),
+        source => format!("/correct {answer}\nsource: {source}"),
     }
 }
 
@@ -351,14 +497,65 @@ fn cached_parent(cache: &Cache, guild: GuildId, channel: ChannelId) -> Option<Op
     Some(parent_if_thread(found))
 }
 
+/// Where the router's reply to a 👎 click goes: nowhere. The click's one response is the
+/// form asking what was wrong; the form's own reply thanks the person.
+struct AnsweredWithForm;
+
+#[async_trait]
+impl ReplySink for AnsweredWithForm {
+    async fn typing(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn update(&mut self, _: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn finish(&mut self, text: &str, _: &[SourceRef]) -> anyhow::Result<()> {
+        self.say(text).await
+    }
+
+    async fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        debug!(text, "not shown: the 👎 was answered with the form");
+        Ok(())
+    }
+}
+
 impl Handler {
     fn sink(&self, ctx: &Context, target: Target) -> StreamingReply<DiscordReply> {
         let reply = DiscordReply { http: ctx.http.clone(), rest: self.rest.clone(), target };
         StreamingReply::new(reply, self.throttle.clone())
     }
 
+    fn incoming(
+        &self,
+        at: &Asker<'_>,
+        parent: Option<ChannelId>,
+        command: Option<Command>,
+        text: String,
+        reply: Box<dyn ReplySink>,
+    ) -> Incoming {
+        Incoming {
+            bot: self.bot.clone(),
+            conversation: at.conversation(),
+            channel: at.channel.to_string(),
+            parent_channel: parent.map(|p| p.to_string()),
+            private: at.guild.is_none(),
+            author: author(at.user, at.roles),
+            text,
+            command,
+            reply,
+        }
+    }
+
     fn first_time(&self, id: u64) -> bool {
         lock(&self.seen).insert(id, ())
+    }
+
+    /// Another application's interaction: a gateway brings only its own application's,
+    /// so this is one shared by mistake; left to its owner.
+    fn is_foreign(&self, ctx: &Context, interaction: &Interaction) -> bool {
+        ctx.http.application_id().is_some_and(|me| me != interaction.application_id())
     }
 
     /// A person's message in a DM, or one that mentions the bot, replies to it, or stands in
@@ -376,12 +573,18 @@ impl Handler {
         in_dm || mentioned || reply_to_me || everything
     }
 
-    /// The channel the message's thread or forum post was opened in, `None` elsewhere.
-    /// Messages do not say whether their channel is a thread, so each channel is looked up
-    /// once (serenity's cache, else `GET /channels/{id}`) and remembered.
-    async fn thread_parent(&self, ctx: &Context, msg: &Message) -> Option<ChannelId> {
-        let guild = msg.guild_id?;
-        let channel = msg.channel_id;
+    /// The channel the asker's thread or forum post was opened in, `None` elsewhere. An
+    /// interaction describes its channel; a message does not, so its channel is looked up.
+    async fn parent(&self, ctx: &Context, at: &Asker<'_>) -> Option<ChannelId> {
+        match at.described {
+            Some(channel) => channel.parent_id.filter(|_| is_thread(channel.kind)),
+            None => self.thread_parent(ctx, at.guild?, at.channel).await,
+        }
+    }
+
+    /// Whether a guild channel is a thread, and its parent: looked up once (serenity's
+    /// cache, else `GET /channels/{id}`) and remembered.
+    async fn thread_parent(&self, ctx: &Context, guild: GuildId, channel: ChannelId) -> Option<ChannelId> {
         if let Some(known) = lock(&self.parents).get(&channel) {
             return known;
         }
@@ -410,11 +613,113 @@ impl Handler {
         }
     }
 
+    /// A slash command, or "Correct this answer" on a message.
+    async fn on_command(&self, ctx: &Context, at: &Asker<'_>, cmd: &CommandInteraction, to: Interacted) {
+        let name = &cmd.data.name;
+        match cmd.data.kind {
+            CommandType::ChatInput => match Command::parse(&format!("/{name}")) {
+                Some(command) => self.defer_and_forward(ctx, at, command, format!("/{name}"), to, false).await,
+                None => self.tell(ctx, &to, UNKNOWN_INTERACTION).await,
+            },
+            CommandType::Message if name == CORRECT_THIS_ANSWER => {
+                let me = ctx.cache.current_user().id;
+                let answer = match cmd.data.target() {
+                    Some(ResolvedTarget::Message(msg)) => answer_of(msg, me),
+                    _ => None,
+                };
+                match answer {
+                    Some(answer) => drop(self.respond(ctx, &to, correct_form(&answer)).await),
+                    None => self.tell(ctx, &to, NOT_AN_ANSWER).await,
+                }
+            }
+            _ => self.tell(ctx, &to, UNKNOWN_INTERACTION).await,
+        }
+    }
+
+    /// A click on 👍 or 👎.
+    async fn on_click(&self, ctx: &Context, at: &Asker<'_>, click: &ComponentInteraction, to: Interacted) {
+        match parse_vote_button_data(&click.data.custom_id) {
+            Some((Rating::Up, answer)) => {
+                let vote = Command::Vote { answer, rating: Rating::Up };
+                self.defer_and_forward(ctx, at, vote, String::new(), to, true).await;
+            }
+            Some((Rating::Down, answer)) => {
+                // The 👎 counts now, even if the form is dismissed; a reason sent with the
+                // form replaces it.
+                self.respond(ctx, &to, why_form(&answer)).await;
+                let vote = Command::Vote { answer, rating: Rating::Down };
+                let parent = self.parent(ctx, at).await;
+                self.forward(self.incoming(at, parent, Some(vote), String::new(), Box::new(AnsweredWithForm))).await;
+            }
+            None => self.tell(ctx, &to, UNKNOWN_INTERACTION).await,
+        }
+    }
+
+    /// A form sent back: what was wrong with an answer, or an answer's correction.
+    async fn on_form(&self, ctx: &Context, at: &Asker<'_>, form: &ModalInteraction, to: Interacted) {
+        let (command, text) = match Form::parse(&form.data.custom_id) {
+            Some(Form::Why(answer)) => {
+                (Command::Vote { answer, rating: Rating::Down }, field(form, REASON_FIELD).to_string())
+            }
+            Some(Form::Correct(answer)) => {
+                let text = correction_text(field(form, ANSWER_FIELD), field(form, SOURCE_FIELD));
+                (Command::Correct { answer: Some(answer) }, text)
+            }
+            None => return self.tell(ctx, &to, UNKNOWN_INTERACTION).await,
+        };
+        self.defer_and_forward(ctx, at, command, text, to, true).await;
+    }
+
+    /// Responds at once with "thinking…" (Discord wants a response within 3 s; an
+    /// ephemeral one only its user sees), then hands the router an [`Incoming`] whose
+    /// replies fill that response in.
+    async fn defer_and_forward(
+        &self,
+        ctx: &Context,
+        at: &Asker<'_>,
+        command: Command,
+        text: String,
+        to: Interacted,
+        ephemeral: bool,
+    ) {
+        let thinking = CreateInteractionResponseMessage::new().ephemeral(ephemeral);
+        if !self.respond(ctx, &to, CreateInteractionResponse::Defer(thinking)).await {
+            return;
+        }
+        let sink = self.sink(ctx, Target::Interaction { token: to.token, ephemeral });
+        let parent = self.parent(ctx, at).await;
+        self.forward(self.incoming(at, parent, Some(command), text, Box::new(sink))).await;
+    }
+
+    /// Responds to an interaction (Discord takes one response); false when that failed.
+    async fn respond(&self, ctx: &Context, to: &Interacted, response: CreateInteractionResponse) -> bool {
+        let sent = with_retries(classify_serenity, || {
+            ctx.http.create_interaction_response(to.id, &to.token, &response, vec![])
+        })
+        .await;
+        if let Err(error) = &sent {
+            warn!(bot = %self.bot, %error, "responding to an interaction failed");
+        }
+        sent.is_ok()
+    }
+
+    /// Responds to an interaction with a note only its user sees.
+    async fn tell(&self, ctx: &Context, to: &Interacted, note: &str) {
+        let note = CreateInteractionResponseMessage::new()
+            .content(escape_discord(note))
+            .ephemeral(true)
+            .allowed_mentions(no_mentions());
+        self.respond(ctx, to, CreateInteractionResponse::Message(note)).await;
+    }
+
+    /// The slash commands of [`Command::ALL`], and "Correct this answer" on messages.
     async fn register_commands(&self, ctx: &Context) -> serenity::Result<()> {
         let commands = || {
             Command::ALL
                 .iter()
+                .filter(|(command, ..)| !matches!(command, Command::Correct { .. }))
                 .map(|(_, name, about)| CreateCommand::new(*name).description(*about))
+                .chain([CreateCommand::new(CORRECT_THIS_ANSWER).kind(CommandType::Message)])
                 .collect::<Vec<_>>()
         };
         if self.command_guilds.is_empty() {
@@ -442,8 +747,9 @@ fn strip_mention(content: &str, me: u64) -> String {
 enum Target {
     /// A channel, thread or DM; in guilds the first message replies to the question.
     Channel { id: ChannelId, reply_to: Option<MessageId> },
-    /// A slash command: the deferred response is edited, further pieces are follow-ups.
-    Interaction { token: String },
+    /// An interaction: the deferred response is edited, further pieces are follow-ups,
+    /// seen only by the interaction's user when `ephemeral` (as the deferral was).
+    Interaction { token: String, ephemeral: bool },
 }
 
 /// A message sent for an answer.
@@ -622,7 +928,7 @@ impl Platform for DiscordReply {
     fn place(&self) -> String {
         match &self.target {
             Target::Channel { id, .. } => id.to_string(),
-            Target::Interaction { token } => token.clone(),
+            Target::Interaction { token, .. } => token.clone(),
         }
     }
 
@@ -636,7 +942,7 @@ impl Platform for DiscordReply {
 
     /// In channels the key goes out as an enforced nonce: Discord returns the message it
     /// already made for a retry instead of posting it twice.
-    async fn post(&self, content: &str, first: bool, key: PostKey, _votes: Option<&str>) -> Result<Sent, RestError> {
+    async fn post(&self, content: &str, first: bool, key: PostKey, votes: Option<&str>) -> Result<Sent, RestError> {
         match &self.target {
             Target::Channel { id, reply_to } => {
                 let mut message = CreateMessage::new()
@@ -647,33 +953,40 @@ impl Platform for DiscordReply {
                 if let Some(question) = reply_to.filter(|_| first) {
                     message = message.reference_message(reply_reference(*id, question));
                 }
+                let message = with_votes(message, votes, CreateMessage::components);
                 let created = self.create(Route::ChannelMessages { channel_id: *id }, &message).await?;
                 Ok(Sent::Message(created))
             }
-            Target::Interaction { token } if first => {
+            Target::Interaction { token, .. } if first => {
                 let edit = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
+                let edit = with_votes(edit, votes, EditInteractionResponse::components);
                 let route = self.interaction_route(token, Some(Sent::Original))?;
                 self.update(route, &edit).await?;
                 Ok(Sent::Original)
             }
-            Target::Interaction { token } => {
-                let follow_up =
-                    CreateInteractionResponseFollowup::new().content(content).allowed_mentions(no_mentions());
+            Target::Interaction { token, ephemeral } => {
+                let follow_up = CreateInteractionResponseFollowup::new()
+                    .content(content)
+                    .allowed_mentions(no_mentions())
+                    .ephemeral(*ephemeral);
+                let follow_up = with_votes(follow_up, votes, CreateInteractionResponseFollowup::components);
                 let created = self.create(self.interaction_route(token, None)?, &follow_up).await?;
                 Ok(Sent::Message(created))
             }
         }
     }
 
-    async fn edit(&self, sent: Sent, content: &str, _votes: Option<&str>) -> Result<(), RestError> {
+    async fn edit(&self, sent: Sent, content: &str, votes: Option<&str>) -> Result<(), RestError> {
         match &self.target {
             Target::Channel { id, .. } => {
                 let Sent::Message(message_id) = sent else { unreachable!("channels have no original") };
                 let edit = EditMessage::new().content(content).allowed_mentions(no_mentions());
+                let edit = with_votes(edit, votes, EditMessage::components);
                 self.update(Route::ChannelMessage { channel_id: *id, message_id }, &edit).await?;
             }
-            Target::Interaction { token } => {
+            Target::Interaction { token, .. } => {
                 let edit = EditInteractionResponse::new().content(content).allowed_mentions(no_mentions());
+                let edit = with_votes(edit, votes, EditInteractionResponse::components);
                 self.update(self.interaction_route(token, Some(sent))?, &edit).await?;
             }
         }
@@ -686,7 +999,7 @@ impl Platform for DiscordReply {
                 Route::ChannelMessage { channel_id: *id, message_id }
             }
             (Target::Channel { .. }, Sent::Original) => unreachable!("channels have no original"),
-            (Target::Interaction { token }, sent) => self.interaction_route(token, Some(sent))?,
+            (Target::Interaction { token, .. }, sent) => self.interaction_route(token, Some(sent))?,
         };
         match self.request(route, LightMethod::Delete, None).await {
             // Deleted already, by someone else: as good as done.
@@ -767,6 +1080,43 @@ mod tests {
         let reference = serde_json::to_value(reply_reference(ChannelId::new(3), MessageId::new(4))).unwrap();
         assert_eq!(reference["message_id"], "4");
         assert_eq!(reference["fail_if_not_exists"], false);
+    }
+
+    #[test]
+    fn the_vote_buttons_carry_their_answer_and_are_read_back_from_the_bots_own_message_only() {
+        let row = serde_json::to_value(vote_buttons("a1b2")).unwrap();
+        let ids: Vec<_> = row[0]["components"].as_array().unwrap().iter().map(|b| b["custom_id"].clone()).collect();
+        assert_eq!(ids, ["vote:up:a1b2", "vote:down:a1b2"]);
+        let message = |author: u64, components: serde_json::Value| -> Message {
+            serde_json::from_value(serde_json::json!({
+                "id": "5", "channel_id": "3", "content": "Bees dance.", "timestamp": "2026-01-01T00:00:00Z",
+                "edited_timestamp": null, "tts": false, "mention_everyone": false, "mentions": [],
+                "mention_roles": [], "attachments": [], "embeds": [], "pinned": false, "type": 0,
+                "author": {"id": author.to_string(), "username": "lore", "discriminator": "0", "avatar": null},
+                "components": components,
+            }))
+            .unwrap()
+        };
+        let me = UserId::new(9);
+        assert_eq!(answer_of(&message(9, row.clone()), me), Some("a1b2".into()));
+        assert_eq!(answer_of(&message(8, row), me), None, "someone else's buttons");
+        assert_eq!(answer_of(&message(9, serde_json::json!([])), me), None, "a message with no buttons");
+    }
+
+    #[test]
+    fn forms_name_an_answer_as_its_buttons_would() {
+        assert_eq!(Form::parse("why:a1b2"), Some(Form::Why("a1b2".into())));
+        assert_eq!(Form::parse("correct:a1b2"), Some(Form::Correct("a1b2".into())));
+        for other in ["why:", "why:a:b", "correct:a b", "vote:up:a1b2", "poll:1"] {
+            assert_eq!(Form::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_correction_form_reads_as_the_correct_command() {
+        assert_eq!(correction_text("Bees dance.", ""), "/correct Bees dance.");
+        assert_eq!(correction_text("/etc/lore.yaml", "setup.md"), "/correct /etc/lore.yaml\nsource: setup.md");
+        assert_eq!(lore_core::command_argument(&correction_text("/etc/lore.yaml", "")), "/etc/lore.yaml");
     }
 
     #[test]

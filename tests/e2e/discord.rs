@@ -1,16 +1,22 @@
-//! The Discord adapter (real serenity client) against the fake Discord.
+//! The Discord adapter (real serenity client) against the fake Discord, and one test of the
+//! whole daemon behind it (votes and corrections kept in the feedback store).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
+use lore::app::{App, Load};
 use lore_adapters::discord::{DiscordAdapter, DiscordConfig};
 use lore_adapters::Command;
-use lore_tests::fake_discord::{user, FakeDiscord, Fault, APP_ID, BOT_ID};
+use lore_core::{parse_vote_button_data, Rating};
+use lore_tests::daemon::sample_kb;
+use lore_tests::fake_discord::{user, FakeDiscord, Fault, APP_ID, BOT_ID, EPHEMERAL};
 use lore_tests::{
-    assert_retried_after, assert_words_whole, init, long_answer, sample_sources, stream_sample_answer, wait_until,
-    RunningAdapter,
+    assert_retried_after, assert_words_whole, init, long_answer, lore_binary, sample_sources, stream_sample_answer,
+    wait_until, RunningAdapter,
 };
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 const GUILD: u64 = 300;
 const CHANNEL: u64 = 301;
@@ -21,6 +27,7 @@ const FORUM: u64 = 305;
 const FORUM_POST: u64 = 306;
 const ALICE: u64 = 401;
 const OTHER_BOT: u64 = 402;
+const BOB: u64 = 403;
 const EDIT_MS: u64 = 200;
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -138,8 +145,19 @@ async fn discord_mention_streams_typing_edits_and_final_answer_with_sources() {
         .iter()
         .find(|r| r.method == "PUT" && r.path == format!("/api/v10/applications/{APP_ID}/guilds/{GUILD}/commands"))
         .expect("guild commands registered");
-    let names: Vec<_> = put.body.as_array().unwrap().iter().map(|c| c["name"].clone()).collect();
-    assert_eq!(names, vec!["help", "sources", "reset", "kb"]);
+    let names: Vec<_> = put.body.as_array().unwrap().iter().map(|c| (c["name"].clone(), c["type"].clone())).collect();
+    let slash = |name: &str| (json!(name), Value::Null);
+    // `/correct` names the answer it corrects: as the message command, or written as a reply.
+    let expected = vec![
+        slash("help"),
+        slash("sources"),
+        slash("reset"),
+        slash("kb"),
+        slash("forget"),
+        (json!("Correct this answer"), json!(3)),
+    ];
+    assert_eq!(names, expected);
+    assert_eq!(put.status, 200, "Discord took them: {:?}", put.body);
     bot.run.stop().await;
 }
 
@@ -429,4 +447,321 @@ async fn discord_partial_that_cannot_be_edited_is_replaced_and_deleted() {
     second.reply.finish("Second answer.", &[]).await.unwrap();
     assert_eq!(bot.fake.shown_in(DM_CHANNEL), vec!["Half an answer, then the rest.", "Second answer."]);
     bot.run.stop().await;
+}
+
+const ANSWER_ID: &str = "a1b2c3d4e5f6";
+
+/// The custom ids of a message's buttons.
+fn buttons(message: &Value) -> Vec<String> {
+    let rows = message["components"].as_array().cloned().unwrap_or_default();
+    rows.iter()
+        .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+        .map(|button| button["custom_id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn votes(answer: &str) -> Vec<String> {
+    vec![format!("vote:up:{answer}"), format!("vote:down:{answer}")]
+}
+
+/// Bob's question in the guild channel, answered by the test as the router would: the
+/// answer's id first, then the final text. Returns the answer's last message.
+async fn answer_in_channel(bot: &mut Running, text: &str) -> u64 {
+    bot.fake.send(bot.fake.message(CHANNEL, BOB, &mention("a question")).guild(GUILD, &[]).mentioning_bot());
+    let mut incoming = bot.run.next().await;
+    incoming.reply.answer_id(ANSWER_ID);
+    incoming.reply.finish(text, &[]).await.unwrap();
+    *bot.fake.message_ids(CHANNEL).last().unwrap()
+}
+
+/// An interaction's response: its type and whether only its user sees it.
+fn response(fake: &FakeDiscord, token: &str) -> (Value, bool) {
+    let response = fake.response(token).expect("responded");
+    let ephemeral = response["data"]["flags"].as_u64().is_some_and(|f| f & EPHEMERAL != 0);
+    (response["type"].clone(), ephemeral)
+}
+
+/// What the original response of an interaction shows its user, once it says something.
+async fn shown_to_user(fake: &FakeDiscord, token: &str) -> (String, bool) {
+    let said = || fake.original(token).filter(|m| m["content"] != "");
+    wait_until(WAIT, "the response says something", || said().is_some()).await;
+    let message = said().unwrap();
+    (message["content"].as_str().unwrap().to_string(), message["flags"] == EPHEMERAL)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_vote_buttons_go_on_the_last_message_of_answers_in_channels_threads_dms_and_commands() {
+    let mut bot = Running::start().await;
+    // Split in a channel: only the last message has them.
+    bot.fake.send(bot.fake.message(CHANNEL, ALICE, &mention("tell me all")).guild(GUILD, &[]).mentioning_bot());
+    let mut incoming = bot.run.next().await;
+    incoming.reply.answer_id(ANSWER_ID);
+    incoming.reply.update("Streaming").await.unwrap();
+    incoming.reply.finish(&long_answer(5000), &sample_sources()).await.unwrap();
+    let ids = bot.fake.message_ids(CHANNEL);
+    assert!(ids.len() >= 3, "{ids:?}");
+    let (last, earlier) = ids.split_last().unwrap();
+    assert_eq!(buttons(&bot.fake.bot_message(*last)), votes(ANSWER_ID));
+    for id in earlier {
+        assert!(buttons(&bot.fake.bot_message(*id)).is_empty(), "message {id} has buttons");
+    }
+    let last = bot.fake.bot_message(*last);
+    let emoji: Vec<_> =
+        last["components"][0]["components"].as_array().unwrap().iter().map(|b| &b["emoji"]["name"]).collect();
+    assert_eq!(emoji, [&json!("👍"), &json!("👎")]);
+
+    // In a thread, and in a DM whose streamed message already shows the final text.
+    bot.fake.add_thread(THREAD, CHANNEL, GUILD);
+    bot.fake.send(bot.fake.message(THREAD, ALICE, &mention("in a thread")).guild(GUILD, &[]).mentioning_bot());
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "in private"));
+    for _ in [THREAD, DM_CHANNEL] {
+        // In either order: the thread's message waits for its channel's lookup.
+        let mut incoming = bot.run.next().await;
+        let channel: u64 = incoming.channel.parse().unwrap();
+        incoming.reply.answer_id(ANSWER_ID);
+        incoming.reply.update("Short answer.").await.unwrap();
+        incoming.reply.finish("Short answer.", &[]).await.unwrap();
+        let ids = bot.fake.message_ids(channel);
+        assert_eq!(ids.len(), 1, "one message in {channel}");
+        assert_eq!(buttons(&bot.fake.bot_message(ids[0])), votes(ANSWER_ID), "in {channel}");
+    }
+
+    // A slash command's answer: in the original response.
+    bot.fake.dispatch("INTERACTION_CREATE", slash_command("558", "sources", "answer-token"));
+    let mut incoming = bot.run.next().await;
+    incoming.reply.answer_id(ANSWER_ID);
+    incoming.reply.finish("Answered.", &[]).await.unwrap();
+    assert_eq!(buttons(&bot.fake.original("answer-token").unwrap()), votes(ANSWER_ID));
+    // What is said instead of an answer has none.
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "/help"));
+    let mut help = bot.run.next().await;
+    help.reply.answer_id(ANSWER_ID);
+    let before = bot.fake.message_ids(DM_CHANNEL);
+    help.reply.say("Help text.").await.unwrap();
+    let said = bot.fake.message_ids(DM_CHANNEL).into_iter().find(|id| !before.contains(id)).unwrap();
+    assert!(buttons(&bot.fake.bot_message(said)).is_empty());
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_thumbs_up_is_a_vote_thanked_only_to_its_user_even_after_a_restart() {
+    let mut bot = Running::start().await;
+    let answer = answer_in_channel(&mut bot, "Bees dance.").await;
+    let click = bot.fake.click(answer, &format!("vote:up:{ANSWER_ID}"), ALICE).roles(&[11]);
+    let token = bot.fake.interact(click);
+    let mut vote = bot.run.next().await;
+    assert_eq!(vote.command, Some(Command::Vote { answer: ANSWER_ID.into(), rating: Rating::Up }));
+    assert_eq!(vote.text, "");
+    // Where and who, as for a message from Alice there.
+    assert_eq!((vote.bot.as_str(), vote.conversation.0.as_str()), ("docs", format!("discord:{CHANNEL}").as_str()));
+    assert_eq!(
+        (vote.channel.as_str(), &vote.parent_channel, vote.private),
+        (CHANNEL.to_string().as_str(), &None, false)
+    );
+    assert_eq!(
+        (vote.author.id.as_str(), vote.author.roles.as_slice()),
+        (ALICE.to_string().as_str(), &["11".to_string()][..])
+    );
+    // "Thinking…" at once, seen only by Alice; then the router's thanks in its place.
+    assert_eq!(response(&bot.fake, &token), (json!(5), true));
+    vote.reply.say("Thanks for the 👍!").await.unwrap();
+    assert_eq!(shown_to_user(&bot.fake, &token).await, ("Thanks for the 👍!".to_string(), true));
+    assert_eq!(bot.fake.shown_in(CHANNEL), ["Bees dance."], "nothing new in the channel");
+
+    // The answer's id is in the button: a click after a restart still names it.
+    bot.run.stop().await;
+    let run = RunningAdapter::spawn(Box::new(adapter_for(&bot.fake)));
+    let mut bot = Running { fake: bot.fake, run };
+    wait_until(WAIT, "the bot identifies again", || bot.fake.ops(2).len() == 2).await;
+    bot.fake.interact(bot.fake.click(answer, &format!("vote:up:{ANSWER_ID}"), ALICE));
+    let again = bot.run.next().await;
+    assert_eq!(again.command, Some(Command::Vote { answer: ANSWER_ID.into(), rating: Rating::Up }));
+
+    // A button this bot does not know is answered all the same, not left to fail.
+    let unknown = bot.fake.interact(bot.fake.click(answer, "poll:yes", ALICE));
+    wait_until(WAIT, "the unknown button is answered", || bot.fake.response(&unknown).is_some()).await;
+    assert_eq!(response(&bot.fake, &unknown), (json!(4), true));
+    bot.run.assert_nothing_more();
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_thumbs_down_counts_and_asks_what_was_wrong_whose_reason_is_thanked() {
+    let mut bot = Running::start().await;
+    bot.fake.add_thread(THREAD, CHANNEL, GUILD);
+    bot.fake.send(bot.fake.message(THREAD, BOB, &mention("in a thread")).guild(GUILD, &[]).mentioning_bot());
+    let mut question = bot.run.next().await;
+    question.reply.answer_id(ANSWER_ID);
+    question.reply.finish("Bees sing.", &[]).await.unwrap();
+    let answer = bot.fake.message_ids(THREAD)[0];
+
+    let click = bot.fake.interact(bot.fake.click(answer, &format!("vote:down:{ANSWER_ID}"), ALICE));
+    let mut vote = bot.run.next().await;
+    assert_eq!(vote.command, Some(Command::Vote { answer: ANSWER_ID.into(), rating: Rating::Down }));
+    assert_eq!((vote.text.as_str(), vote.parent_channel.clone()), ("", Some(CHANNEL.to_string())));
+    assert_eq!(bot.fake.channel_lookups(THREAD), 1, "the click describes its thread: no lookup of its own");
+    // The click's one response is the form; what the router says to the click goes nowhere.
+    let form = bot.fake.response(&click).expect("a form");
+    assert_eq!(form["type"], 9);
+    assert_eq!(form["data"]["custom_id"], format!("why:{ANSWER_ID}"));
+    assert_eq!(form["data"]["title"], "What was wrong?");
+    vote.reply.say("Thanks: noted 👎.").await.unwrap();
+    assert_eq!(bot.fake.original(&click), None);
+
+    let sent = bot.fake.submit_form(&click, &[("reason", "  Bees dance, they do not sing. ")]);
+    let mut reason = bot.run.next().await;
+    assert_eq!(reason.command, Some(Command::Vote { answer: ANSWER_ID.into(), rating: Rating::Down }));
+    assert_eq!(reason.text, "Bees dance, they do not sing.");
+    assert_eq!(
+        (reason.author.id.clone(), reason.conversation.0.clone()),
+        (ALICE.to_string(), format!("discord:{THREAD}"))
+    );
+    assert_eq!(response(&bot.fake, &sent), (json!(5), true));
+    reason.reply.say("Thanks: noted what was wrong.").await.unwrap();
+    assert_eq!(shown_to_user(&bot.fake, &sent).await, ("Thanks: noted what was wrong.".to_string(), true));
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_correct_this_answer_opens_a_form_whose_text_is_the_correction_of_that_answer() {
+    let mut bot = Running::start().await;
+    let answer = answer_in_channel(&mut bot, "Bees sing.").await;
+    let used = bot.fake.interact(bot.fake.message_command("Correct this answer", answer, BOB));
+    wait_until(WAIT, "the form is shown", || bot.fake.response(&used).is_some()).await;
+    let form = bot.fake.response(&used).unwrap();
+    assert_eq!((&form["type"], &form["data"]["custom_id"]), (&json!(9), &json!(format!("correct:{ANSWER_ID}"))));
+
+    let sent = bot.fake.submit_form(&used, &[("answer", "Bees dance."), ("source", "bees.md")]);
+    let mut correction = bot.run.next().await;
+    assert_eq!(correction.command, Some(Command::Correct { answer: Some(ANSWER_ID.into()) }));
+    assert_eq!(correction.text, "/correct Bees dance.\nsource: bees.md");
+    assert_eq!(correction.author.id, BOB.to_string());
+    correction.reply.say("Sorry, only this bot's admins can do that here.").await.unwrap();
+    let refusal = shown_to_user(&bot.fake, &sent).await;
+    assert_eq!(refusal, ("Sorry, only this bot's admins can do that here.".to_string(), true));
+
+    // Without a source; and on a message that is no answer, a note instead of a form.
+    let used = bot.fake.interact(bot.fake.message_command("Correct this answer", answer, BOB));
+    wait_until(WAIT, "the form is shown", || bot.fake.response(&used).is_some()).await;
+    bot.fake.submit_form(&used, &[("answer", "none")]);
+    assert_eq!(bot.run.next().await.text, "/correct none");
+    bot.fake.send(bot.fake.message(DM_CHANNEL, ALICE, "/help"));
+    bot.run.next().await.reply.say("Help text.").await.unwrap();
+    let help = *bot.fake.message_ids(DM_CHANNEL).last().unwrap();
+    let used = bot.fake.interact(bot.fake.message_command("Correct this answer", help, ALICE));
+    wait_until(WAIT, "the note is shown", || bot.fake.response(&used).is_some()).await;
+    assert_eq!(response(&bot.fake, &used), (json!(4), true));
+    assert!(shown_to_user(&bot.fake, &used).await.0.starts_with("That is not one of my answers"));
+    bot.run.assert_nothing_more();
+    bot.run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_correct_written_as_a_reply_names_the_answer_replied_to() {
+    let mut bot = Running::start().await;
+    let answer = answer_in_channel(&mut bot, "Bees sing.").await;
+    let reply =
+        bot.fake.message(CHANNEL, BOB, "/correct Bees dance.").guild(GUILD, &[]).replying_to(answer, BOT_ID, true);
+    bot.fake.send(reply);
+    let correction = bot.run.next().await;
+    assert_eq!(correction.command, Some(Command::Correct { answer: Some(ANSWER_ID.into()) }));
+    assert_eq!(correction.text, "/correct Bees dance.");
+
+    // A reply to a message without buttons names no answer: the router says how.
+    let reply = bot.fake.message(CHANNEL, BOB, "/correct Bees dance.").guild(GUILD, &[]).replying_to(77, BOT_ID, true);
+    bot.fake.send(reply);
+    assert_eq!(bot.run.next().await.command, Some(Command::Correct { answer: None }));
+    bot.run.stop().await;
+}
+
+const BEES_QUESTION: &str = "How do honeybees tell each other where the flowers are?";
+
+/// Polls an async `check` until it holds, for the store's writes that happen in the
+/// background.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends back the form shown for `used` as `fields`, and returns what its user is then told
+/// (the daemon writes to its store first: on a busy machine that may take a while).
+async fn fill_in(fake: &FakeDiscord, used: &str, fields: &[(&str, &str)]) -> String {
+    let a_while = Duration::from_secs(30);
+    wait_until(a_while, "the form is shown", || fake.response(used).is_some()).await;
+    let sent = fake.submit_form(used, fields);
+    let said = || fake.original(&sent).is_some_and(|m| m["content"] != "");
+    wait_until(a_while, "the daemon says something", said).await;
+    let (said, ephemeral) = shown_to_user(fake, &sent).await;
+    assert!(ephemeral, "{said}");
+    said
+}
+
+/// The whole daemon (`lore run`'s serve loop, the real models, the feedback store) with the
+/// Discord bot `docs` on the fake, Bob its admin.
+#[tokio::test(flavor = "multi_thread")]
+async fn discord_through_the_daemon_a_reason_is_thanked_and_only_an_admins_correction_becomes_gold() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeDiscord::start().await;
+    std::env::set_var("LORE_TEST_DISCORD_TOKEN", "fake-discord-token");
+    let bot = format!(
+        "bots:\n  docs:\n    knowledge_base: bees\n    admins: [\"{BOB}\"]\n    adapter:\n      type: discord\n      token_env: LORE_TEST_DISCORD_TOKEN\n      api_url: {}\n      edit_interval_ms: 300\n",
+        fake.api_url()
+    );
+    let config = lore_tests::models::config(dir.path(), &format!("{}{bot}", sample_kb()));
+    let lore = |args: &[&str]| {
+        let out =
+            std::process::Command::new(lore_binary()).arg("--config").arg(&config.file).args(args).output().unwrap();
+        assert!(out.status.success(), "lore {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    lore(&["ingest", "--kb", "bees"]);
+    let app = Arc::new(App::load(config.clone(), Load::All).await.unwrap());
+    let adapters = lore::service::run::adapter_specs(&app.config).unwrap();
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(lore::service::run::run_until(app.clone(), adapters, shutdown.clone()));
+    fake.wait_ready(Duration::from_secs(30)).await;
+
+    fake.send(fake.message(CHANNEL, ALICE, &mention(BEES_QUESTION)).guild(GUILD, &[]).mentioning_bot());
+    let with_buttons = || fake.message_ids(CHANNEL).into_iter().find(|id| !buttons(&fake.bot_message(*id)).is_empty());
+    wait_until(Duration::from_secs(120), "the answer has its buttons", || with_buttons().is_some()).await;
+    let answer = with_buttons().unwrap();
+    let (_, answer_id) = parse_vote_button_data(&buttons(&fake.bot_message(answer))[0]).unwrap();
+    let feedback = app.feedback().unwrap();
+    eventually("the answer is kept", || async { feedback.answer(&answer_id).await.unwrap().is_some() }).await;
+
+    // Alice's 👎 counts at once (kept before she sends the reason, so that the two do not
+    // race), and the reason she gives is thanked for and kept with it.
+    let click = fake.interact(fake.click(answer, &format!("vote:down:{answer_id}"), ALICE));
+    eventually("the 👎 is kept", || async { feedback.votes(Some("docs"), None).await.unwrap().len() == 1 }).await;
+    let reason = "It should say that they dance.";
+    assert_eq!(fill_in(&fake, &click, &[("reason", reason)]).await, "Thanks: noted what was wrong.");
+    // This test's own handle on the store sees the daemon's writes within seconds.
+    let kept = || async {
+        let votes = feedback.votes(Some("docs"), None).await.unwrap();
+        votes.iter().map(|v| (v.rating, v.comment.clone())).collect::<Vec<_>>() == [(Rating::Down, Some(reason.into()))]
+    };
+    eventually("the reason is kept with the 👎, in place of it", kept).await;
+
+    // Alice may not correct the answer; Bob, an admin, may.
+    let right = [("answer", "With the waggle dance."), ("source", "honeybees.md")];
+    let alices = fake.interact(fake.message_command("Correct this answer", answer, ALICE));
+    assert_eq!(fill_in(&fake, &alices, &right).await, "Sorry, only this bot's admins can do that here.");
+    let bobs = fake.interact(fake.message_command("Correct this answer", answer, BOB));
+    let saved = fill_in(&fake, &bobs, &right).await;
+    assert!(saved.starts_with("Saved as a gold question") && saved.contains(BEES_QUESTION), "{saved}");
+
+    let exported = lore(&["gold", "export", "--bot", "docs"]);
+    let cases: Vec<Value> = exported.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(cases.len(), 1, "{exported}");
+    let case = &cases[0];
+    assert_eq!(
+        (&case["question"], &case["answer"], &case["source"]),
+        (&json!(BEES_QUESTION), &json!("With the waggle dance."), &json!("honeybees.md"))
+    );
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
 }

@@ -5,9 +5,23 @@
 //! registers and a text channel (in a category) otherwise; a reply to a deleted message is
 //! refused unless it says `fail_if_not_exists: false`.
 //!
+//! Interactions: a test clicks a button of one of the bot's messages (type 3), uses a
+//! message command the bot registered on one of its messages (type 2, `data.type` 3, with
+//! `target_id` and `resolved.messages`), or sends back a form the bot showed (type 5,
+//! only the fields that form has); each comes as INTERACTION_CREATE, from the channel of
+//! the message, with its guild's `member` or a DM's `user`, and a partial `channel`. The
+//! bot's one response (`POST /interactions/{id}/{token}/callback`: 4 message, 5 deferred,
+//! 9 form; a second one is refused as Discord refuses it) makes the original response,
+//! ephemeral with flag 64, which `PATCH /webhooks/{app}/{token}/messages/@original` edits
+//! and follow-ups join. Message components (action rows of buttons) are kept from create
+//! and edit bodies and returned in message objects, in interactions and in a reply's
+//! `referenced_message`; components, forms and commands that break Discord's rules (sizes,
+//! lengths, unique ids, a description on a message command) are refused with 400.
+//!
 //! Not modelled: permissions, guild objects (READY has no guilds), zlib transport
 //! compression, sharding, real rate-limit buckets and headers beyond a scripted 429,
-//! attachments and embeds, the gateway's own rate limits, invalid-session timing.
+//! attachments and embeds, the gateway's own rate limits, invalid-session timing, select
+//! menus, the 15-minute life of an interaction token, the 3-second limit on a response.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -33,8 +47,8 @@ pub const BOT_ID: u64 = 900_000_000_000_000_001;
 /// The application id the fake reports in READY.
 pub const APP_ID: u64 = 900_000_000_000_000_002;
 const HEARTBEAT_MS: u64 = 41_250;
-/// Channel id the fake gives interaction responses (it does not track where they were used).
-const INTERACTION_CHANNEL: &str = "1";
+/// Flag of a message only an interaction's user sees.
+pub const EPHEMERAL: u64 = 64;
 /// The category every text channel of the fake sits in: its `parent_id`.
 pub const CATEGORY: u64 = 2;
 
@@ -62,7 +76,19 @@ struct Shared {
     channel_guilds: Mutex<HashMap<u64, u64>>,
     /// Messages deleted since they were sent.
     deleted: Mutex<HashSet<u64>>,
+    /// Interactions dispatched, by token.
+    interactions: Mutex<HashMap<String, Interacted>>,
+    /// The application commands the bot registered last, as Discord returned them.
+    commands: Mutex<Vec<Value>>,
     next_id: AtomicU64,
+}
+
+/// An interaction dispatched, and the bot's response to it.
+struct Interacted {
+    /// The INTERACTION_CREATE payload.
+    payload: Value,
+    /// The callback's body, once the bot responded (Discord takes one response).
+    callback: Option<Value>,
 }
 
 #[derive(Default)]
@@ -155,6 +181,10 @@ impl FakeDiscord {
     /// Sends a dispatch (op 0) with the next sequence number; before the first session it
     /// waits for READY, while the socket is down it waits for a resume.
     pub fn dispatch(&self, event: &str, data: Value) {
+        if let ("INTERACTION_CREATE", Some(token)) = (event, data["token"].as_str()) {
+            let interacted = Interacted { payload: data.clone(), callback: None };
+            self.state.interactions.lock().unwrap().insert(token.to_string(), interacted);
+        }
         let mut gw = self.state.gateway.lock().unwrap();
         let Some(session) = gw.session.as_mut() else {
             gw.early.push_back((event.to_string(), data));
@@ -202,14 +232,139 @@ impl FakeDiscord {
         MessageSpec(message_object(id, &channel.to_string(), author, content))
     }
 
-    /// Injects a message (MESSAGE_CREATE); returns its id.
-    pub fn send(&self, spec: MessageSpec) -> u64 {
+    /// Injects a message (MESSAGE_CREATE); returns its id. A reply to one of the bot's
+    /// messages carries that message as it is now, as Discord sends it.
+    pub fn send(&self, mut spec: MessageSpec) -> u64 {
         let id = spec.0["id"].as_str().unwrap().parse().unwrap();
         if let (Some(channel), Some(guild)) = (snowflake(&spec.0["channel_id"]), snowflake(&spec.0["guild_id"])) {
             self.state.channel_guilds.lock().unwrap().insert(channel, guild);
         }
+        let replied_to = snowflake(&spec.0["message_reference"]["message_id"]);
+        if let Some(earlier) = replied_to.and_then(|id| self.state.messages.lock().unwrap().get(&id).cloned()) {
+            spec.0["referenced_message"] = earlier;
+        }
         self.dispatch("MESSAGE_CREATE", spec.0);
         id
+    }
+
+    /// The bot's message `id` as Discord returns it now.
+    pub fn bot_message(&self, id: u64) -> Value {
+        self.state.messages.lock().unwrap().get(&id).cloned().unwrap_or_else(|| panic!("no message {id} of the bot"))
+    }
+
+    /// A click by `user` on the button `custom_id` under the bot's message `message`.
+    pub fn click(&self, message: u64, custom_id: &str, user: u64) -> InteractionSpec {
+        let message = self.bot_message(message);
+        let data = json!({"custom_id": custom_id, "component_type": 2});
+        let mut spec = self.interaction(3, message["channel_id"].as_str().unwrap(), user, data);
+        spec.0["message"] = message;
+        spec
+    }
+
+    /// `user` runs the message command `name`, which the bot registered, on the bot's
+    /// message `target`.
+    pub fn message_command(&self, name: &str, target: u64, user: u64) -> InteractionSpec {
+        let command = self.state.commands.lock().unwrap().iter().find(|c| c["name"] == name && c["type"] == 3).cloned();
+        let command = command.unwrap_or_else(|| panic!("the bot registered no message command {name:?}"));
+        let message = self.bot_message(target);
+        let channel = message["channel_id"].as_str().unwrap().to_string();
+        let data = json!({
+            "id": command["id"], "name": name, "type": 3, "target_id": target.to_string(),
+            "resolved": {"messages": {target.to_string(): message}},
+        });
+        self.interaction(2, &channel, user, data)
+    }
+
+    /// The form the bot showed in response to interaction `shown`, sent back by the same
+    /// person with `fields` (custom id, text) filled in and the rest left empty; returns
+    /// the new interaction's token.
+    pub fn submit_form(&self, shown: &str, fields: &[(&str, &str)]) -> String {
+        let (first, form) = {
+            let interactions = self.state.interactions.lock().unwrap();
+            let interacted = interactions.get(shown).unwrap_or_else(|| panic!("no interaction {shown}"));
+            let form = interacted.callback.clone().filter(|c| c["type"] == 9);
+            (
+                interacted.payload.clone(),
+                form.unwrap_or_else(|| panic!("no form was shown for {shown}"))["data"].clone(),
+            )
+        };
+        let inputs: Vec<&Value> =
+            form["components"].as_array().unwrap().iter().map(|row| &row["components"][0]).collect();
+        for (id, _) in fields {
+            assert!(inputs.iter().any(|input| input["custom_id"] == *id), "the form has no field {id:?}: {form}");
+        }
+        let rows: Vec<Value> = inputs
+            .iter()
+            .map(|input| {
+                let typed = fields.iter().find(|(id, _)| input["custom_id"] == *id).map_or("", |(_, text)| text);
+                let required = input["required"].as_bool().unwrap_or(true);
+                assert!(
+                    !required || !typed.is_empty(),
+                    "Discord does not send a form with {} empty",
+                    input["custom_id"]
+                );
+                json!({"type": 1, "components": [{"type": 4, "custom_id": input["custom_id"], "value": typed}]})
+            })
+            .collect();
+        let id = self.state.next_id.fetch_add(1, Ordering::SeqCst);
+        let mut submitted = first;
+        submitted["id"] = id.to_string().into();
+        submitted["token"] = format!("token-{id}").into();
+        submitted["type"] = 5.into();
+        submitted["data"] = json!({"custom_id": form["custom_id"], "components": rows});
+        self.interact(InteractionSpec(submitted))
+    }
+
+    /// Injects an interaction (INTERACTION_CREATE); returns its token.
+    pub fn interact(&self, spec: InteractionSpec) -> String {
+        let token = spec.0["token"].as_str().unwrap().to_string();
+        self.dispatch("INTERACTION_CREATE", spec.0);
+        token
+    }
+
+    /// The bot's response to an interaction (the callback's body), once it responded.
+    pub fn response(&self, token: &str) -> Option<Value> {
+        self.state.interactions.lock().unwrap().get(token).and_then(|i| i.callback.clone())
+    }
+
+    /// An interaction's original response as its user sees it now, once there is one.
+    pub fn original(&self, token: &str) -> Option<Value> {
+        self.state.messages.lock().unwrap().get(&original_id(token)).cloned()
+    }
+
+    /// An interaction of type `kind` by `user` in `channel`, as Discord sends it: in a
+    /// guild's channel with the user's `member`, in a DM with the `user`.
+    fn interaction(&self, kind: u8, channel: &str, user_id: u64, data: Value) -> InteractionSpec {
+        let id = self.state.next_id.fetch_add(1, Ordering::SeqCst);
+        let person = user(user_id, &format!("user{user_id}"), false);
+        let guild = channel.parse().ok().and_then(|c| guild_of(&self.state, c));
+        let mut interaction = json!({
+            "id": id.to_string(),
+            "application_id": APP_ID.to_string(),
+            "type": kind,
+            "data": data,
+            "channel_id": channel,
+            "token": format!("token-{id}"),
+            "version": 1,
+            "app_permissions": "0",
+            "locale": "en-US",
+            "entitlements": [],
+            "attachment_size_limit": 8_388_608,
+        });
+        match guild {
+            Some(guild) => {
+                interaction["guild_id"] = guild.to_string().into();
+                interaction["guild_locale"] = "en-US".into();
+                interaction["member"] = member(&[]);
+                interaction["member"]["user"] = person;
+                interaction["channel"] = channel_value(&self.state, channel);
+            }
+            None => {
+                interaction["user"] = person;
+                interaction["channel"] = json!({"id": channel, "type": 1});
+            }
+        }
+        InteractionSpec(interaction)
     }
 
     /// Opens a public thread (or a forum post, which is one) in `parent`: `GET
@@ -224,12 +379,15 @@ impl FakeDiscord {
         self.state.messages.lock().unwrap().remove(&id);
     }
 
-    /// Ids of the bot's messages in a channel still there, in order.
+    /// Ids of the bot's messages in a channel still there that everyone sees, in order.
     pub fn message_ids(&self, channel: u64) -> Vec<u64> {
         let channel = channel.to_string();
         let messages = self.state.messages.lock().unwrap();
-        let mut ids: Vec<u64> =
-            messages.iter().filter(|(_, m)| m["channel_id"] == channel.as_str()).map(|(id, _)| *id).collect();
+        let mut ids: Vec<u64> = messages
+            .iter()
+            .filter(|(_, m)| m["channel_id"] == channel.as_str() && !is_ephemeral(m))
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort_unstable();
         ids
     }
@@ -251,11 +409,13 @@ impl FakeDiscord {
             .collect()
     }
 
-    /// The text each message of the bot in a channel shows now, in the order they were posted.
+    /// The text each message of the bot in a channel shows now to everyone (not the
+    /// ephemeral ones), in the order they were posted.
     pub fn shown_in(&self, channel: u64) -> Vec<String> {
         let channel = channel.to_string();
         let messages = self.state.messages.lock().unwrap();
-        let mut mine: Vec<_> = messages.values().filter(|m| m["channel_id"] == channel.as_str()).collect();
+        let mut mine: Vec<_> =
+            messages.values().filter(|m| m["channel_id"] == channel.as_str() && !is_ephemeral(m)).collect();
         mine.sort_by_key(|m| m["id"].as_str().unwrap().parse::<u64>().unwrap());
         mine.iter().map(|m| m["content"].as_str().unwrap_or("").to_string()).collect()
     }
@@ -268,13 +428,7 @@ impl MessageSpec {
     /// In a guild, with the author's member roles.
     pub fn guild(mut self, guild: u64, roles: &[u64]) -> Self {
         self.0["guild_id"] = guild.to_string().into();
-        self.0["member"] = json!({
-            "roles": roles.iter().map(u64::to_string).collect::<Vec<_>>(),
-            "joined_at": "2025-01-01T00:00:00.000000+00:00",
-            "deaf": false,
-            "mute": false,
-            "flags": 0,
-        });
+        self.0["member"] = member(roles);
         self
     }
 
@@ -306,6 +460,39 @@ impl MessageSpec {
         self.0["type"] = 19.into();
         self
     }
+}
+
+/// An interaction being built for injection.
+pub struct InteractionSpec(pub Value);
+
+impl InteractionSpec {
+    /// By a guild member with these roles.
+    pub fn roles(mut self, roles: &[u64]) -> Self {
+        assert!(self.0["member"].is_object(), "roles are a guild member's");
+        self.0["member"]["roles"] = json!(roles.iter().map(u64::to_string).collect::<Vec<_>>());
+        self
+    }
+}
+
+/// A guild member object (without its user, which messages carry beside it).
+fn member(roles: &[u64]) -> Value {
+    json!({
+        "roles": roles.iter().map(u64::to_string).collect::<Vec<_>>(),
+        "joined_at": "2025-01-01T00:00:00.000000+00:00",
+        "deaf": false,
+        "mute": false,
+        "flags": 0,
+    })
+}
+
+/// The guild a channel or thread is in, as far as the fake knows.
+fn guild_of(state: &Shared, channel: u64) -> Option<u64> {
+    let thread = state.threads.lock().unwrap().get(&channel).map(|(_, guild)| *guild);
+    thread.or_else(|| state.channel_guilds.lock().unwrap().get(&channel).copied())
+}
+
+fn is_ephemeral(message: &Value) -> bool {
+    message["flags"].as_u64().is_some_and(|flags| flags & EPHEMERAL != 0)
 }
 
 /// A user object as Discord sends it.
@@ -481,6 +668,9 @@ fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response 
     let Some(rest) = path.strip_prefix("/api/v10/") else {
         return not_found();
     };
+    if let Some(problem) = components_problem(&body["components"]) {
+        return invalid_form_body(&problem);
+    }
     let parts: Vec<&str> = rest.split('/').collect();
     match (method.as_str(), parts.as_slice()) {
         ("GET", ["gateway"]) => Json(json!({"url": format!("ws://{addr}/gw")})).into_response(),
@@ -500,19 +690,193 @@ fn route(state: &Shared, method: &Method, path: &str, body: &Value) -> Response 
             "@original" => delete_own_message(state, &original_id(token).to_string()),
             id => delete_own_message(state, id),
         },
-        ("PUT", ["applications", _, "commands"]) | ("PUT", ["applications", _, "guilds", _, "commands"]) => {
-            Json(json!([])).into_response()
-        }
-        ("POST", ["interactions", _, _, "callback"]) => StatusCode::NO_CONTENT.into_response(),
-        ("PATCH", ["webhooks", _, token, "messages", "@original"]) => {
-            let id = original_id(token);
-            state.messages.lock().unwrap().entry(id).or_insert_with(|| message_json(id, INTERACTION_CHANNEL, body));
-            edit_message(state, &id.to_string(), body)
-        }
-        ("POST", ["webhooks", _, _]) => Json(new_message(state, INTERACTION_CHANNEL, body)).into_response(),
+        ("PUT", ["applications", _, "commands"]) => set_commands(state, None, body),
+        ("PUT", ["applications", _, "guilds", guild, "commands"]) => set_commands(state, Some(guild), body),
+        ("POST", ["interactions", _, token, "callback"]) => interaction_callback(state, token, body),
+        ("PATCH", ["webhooks", _, token, "messages", "@original"]) => match responded_with(state, token) {
+            Some(4 | 5) => edit_message(state, &original_id(token).to_string(), body),
+            _ => unknown_message(),
+        },
+        ("POST", ["webhooks", _, token]) => match (responded_with(state, token), interaction_channel(state, token)) {
+            (Some(4..=7), Some(channel)) => Json(new_message(state, &channel, body)).into_response(),
+            _ => unknown_webhook(),
+        },
         ("PATCH", ["webhooks", _, _, "messages", id]) => edit_message(state, id, body),
         _ => not_found(),
     }
+}
+
+/// The type of the bot's response to interaction `token`, once it responded.
+fn responded_with(state: &Shared, token: &str) -> Option<u64> {
+    state.interactions.lock().unwrap().get(token)?.callback.as_ref()?["type"].as_u64()
+}
+
+fn interaction_channel(state: &Shared, token: &str) -> Option<String> {
+    Some(state.interactions.lock().unwrap().get(token)?.payload["channel_id"].as_str()?.to_string())
+}
+
+/// Takes the bot's one response to an interaction, if Discord would: a message (4) or
+/// "thinking" (5) becomes the original response, a form (9) is kept for
+/// [`FakeDiscord::submit_form`].
+fn interaction_callback(state: &Shared, token: &str, body: &Value) -> Response {
+    let mut interactions = state.interactions.lock().unwrap();
+    let Some(interacted) = interactions.get_mut(token) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Unknown interaction", "code": 10062}))).into_response();
+    };
+    if interacted.callback.is_some() {
+        let already = json!({"message": "Interaction has already been acknowledged.", "code": 40060});
+        return (StatusCode::BAD_REQUEST, Json(already)).into_response();
+    }
+    let kind = body["type"].as_u64().unwrap_or(0);
+    let from_component = interacted.payload["message"].is_object();
+    // Which responses each interaction type takes (a form cannot answer a form).
+    let allowed = match interacted.payload["type"].as_u64() {
+        Some(2) => matches!(kind, 4 | 5 | 9),
+        Some(3) => matches!(kind, 4..=7 | 9),
+        Some(5) => matches!(kind, 4 | 5) || (from_component && matches!(kind, 6 | 7)),
+        _ => false,
+    };
+    let problem = match kind {
+        _ if !allowed => Some(format!("response type {kind} is not valid for this interaction")),
+        9 => form_problem(&body["data"]),
+        _ => components_problem(&body["data"]["components"]),
+    };
+    if let Some(problem) = problem {
+        return invalid_form_body(&problem);
+    }
+    interacted.callback = Some(body.clone());
+    let channel = interacted.payload["channel_id"].as_str().unwrap_or_default().to_string();
+    drop(interactions);
+    if matches!(kind, 4 | 5) {
+        let id = original_id(token);
+        let mut data = body["data"].clone();
+        if kind == 5 {
+            // "Thinking…" until the bot edits it.
+            data["content"] = "".into();
+        }
+        state.messages.lock().unwrap().insert(id, message_json(id, &channel, &data));
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Registers the bot's application commands (all of them, replacing earlier ones), as
+/// Discord returns them; a command that breaks Discord's rules refuses the lot.
+fn set_commands(state: &Shared, guild: Option<&str>, body: &Value) -> Response {
+    let Some(commands) = body.as_array() else { return invalid_form_body("a list of commands") };
+    if let Some(problem) = commands.iter().find_map(command_problem) {
+        return invalid_form_body(&problem);
+    }
+    let mut names = HashSet::new();
+    if let Some(twice) = commands.iter().find(|c| !names.insert((c["type"].as_u64().unwrap_or(1), &c["name"]))) {
+        return invalid_form_body(&format!("command {} is there twice", twice["name"]));
+    }
+    let made: Vec<Value> = commands
+        .iter()
+        .map(|c| {
+            json!({
+                "id": state.next_id.fetch_add(1, Ordering::SeqCst).to_string(),
+                "type": c["type"].as_u64().unwrap_or(1),
+                "application_id": APP_ID.to_string(),
+                "guild_id": guild,
+                "name": c["name"],
+                "description": c["description"].as_str().unwrap_or(""),
+                "options": c["options"].as_array().cloned().unwrap_or_default(),
+                "default_member_permissions": null,
+                "version": "1",
+            })
+        })
+        .collect();
+    *state.commands.lock().unwrap() = made.clone();
+    Json(made).into_response()
+}
+
+/// What is wrong with one command by Discord's rules: a slash command (type 1) has a
+/// lowercase name without spaces and a description; a message or user command (3, 2)
+/// has a name of up to 32 characters and no description.
+fn command_problem(command: &Value) -> Option<String> {
+    let name = command["name"].as_str().unwrap_or("");
+    let description = command["description"].as_str().unwrap_or("");
+    let length = name.chars().count();
+    match command["type"].as_u64().unwrap_or(1) {
+        1 if !(1..=32).contains(&length) || name.chars().any(|c| c.is_uppercase() || c.is_whitespace()) => {
+            Some(format!("slash command name {name:?}"))
+        }
+        1 if !(1..=100).contains(&description.chars().count()) => Some(format!("description of /{name}")),
+        2 | 3 if !(1..=32).contains(&length) => Some(format!("command name {name:?}")),
+        2 | 3 if !description.is_empty() => Some(format!("{name:?}: a message or user command has no description")),
+        1..=3 => None,
+        kind => Some(format!("command type {kind}")),
+    }
+}
+
+/// What is wrong with a message's components by Discord's rules, as far as buttons go:
+/// at most 5 action rows of at most 5 buttons, each with a label or an emoji, a style,
+/// and (unless it is a link) a custom id of at most 100 characters, unique in the message.
+fn components_problem(components: &Value) -> Option<String> {
+    let rows = match components {
+        Value::Null => return None,
+        Value::Array(rows) if rows.len() <= 5 => rows,
+        _ => return Some("at most 5 action rows".into()),
+    };
+    let mut ids = HashSet::new();
+    for row in rows {
+        let buttons = row["components"].as_array().filter(|b| row["type"] == 1 && (1..=5).contains(&b.len()));
+        let Some(buttons) = buttons else { return Some(format!("an action row holds 1 to 5 components: {row}")) };
+        for button in buttons {
+            let id = button["custom_id"].as_str();
+            let shows_something = button["label"].is_string() || button["emoji"].is_object();
+            let valid = button["type"] == 2
+                && shows_something
+                && matches!(button["style"].as_u64(), Some(1..=5))
+                && (button["style"] == 5 || id.is_some_and(|id| (1..=100).contains(&id.chars().count())))
+                && id.is_none_or(|id| ids.insert(id.to_string()));
+            if !valid {
+                return Some(format!("invalid button {button}"));
+            }
+        }
+    }
+    None
+}
+
+/// What is wrong with a form (a modal) by Discord's rules: a custom id of at most 100
+/// characters, a title of 1 to 45, and 1 to 5 action rows each holding one text input with
+/// a custom id, a style (1 short, 2 paragraph), a label of at most 45 characters, a
+/// placeholder of at most 100 and a `max_length` of at most 4000.
+fn form_problem(form: &Value) -> Option<String> {
+    let chars = |v: &Value| v.as_str().map(|s| s.chars().count());
+    let rows = form["components"].as_array().filter(|rows| (1..=5).contains(&rows.len()));
+    let head_ok = matches!(chars(&form["custom_id"]), Some(1..=100)) && matches!(chars(&form["title"]), Some(1..=45));
+    let Some(rows) = rows.filter(|_| head_ok) else { return Some(format!("invalid form {form}")) };
+    for row in rows {
+        let input = &row["components"][0];
+        let valid = row["type"] == 1
+            && row["components"].as_array().is_some_and(|c| c.len() == 1)
+            && input["type"] == 4
+            && matches!(chars(&input["custom_id"]), Some(1..=100))
+            && matches!(input["style"].as_u64(), Some(1 | 2))
+            && matches!(chars(&input["label"]), Some(1..=45))
+            && chars(&input["placeholder"]).is_none_or(|n| n <= 100)
+            && input["max_length"].as_u64().is_none_or(|n| (1..=4000).contains(&n));
+        if !valid {
+            return Some(format!("invalid text input {row}"));
+        }
+    }
+    None
+}
+
+/// Discord's 400 for a body it will not take.
+fn invalid_form_body(problem: &str) -> Response {
+    let errors = json!({"_errors": [{"code": "BASE_TYPE_BAD", "message": problem}]});
+    (StatusCode::BAD_REQUEST, Json(json!({"code": 50035, "message": "Invalid Form Body", "errors": errors})))
+        .into_response()
+}
+
+fn unknown_message() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"message": "Unknown Message", "code": 10008}))).into_response()
+}
+
+fn unknown_webhook() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"message": "Unknown Webhook", "code": 10015}))).into_response()
 }
 
 /// Snowflakes travel as strings.
@@ -520,13 +884,20 @@ fn snowflake(value: &Value) -> Option<u64> {
     value.as_str()?.parse().ok()
 }
 
+fn channel_json(state: &Shared, channel: &str) -> Response {
+    if channel.parse::<u64>().is_err() {
+        return not_found();
+    }
+    Json(channel_value(state, channel)).into_response()
+}
+
 /// A registered thread as a public thread (type 11) under its parent; any other id as a
 /// text channel (type 0), whose `parent_id` is its category.
-fn channel_json(state: &Shared, channel: &str) -> Response {
-    let Ok(id) = channel.parse::<u64>() else { return not_found() };
+fn channel_value(state: &Shared, channel: &str) -> Value {
+    let id = channel.parse::<u64>().unwrap_or_default();
     let thread = state.threads.lock().unwrap().get(&id).copied();
     let known_guild = state.channel_guilds.lock().unwrap().get(&id).copied();
-    let json = match thread {
+    match thread {
         Some((parent, guild)) => json!({
             "id": channel,
             "type": 11,
@@ -562,8 +933,7 @@ fn channel_json(state: &Shared, channel: &str) -> Response {
             "rate_limit_per_user": 0,
             "flags": 0,
         }),
-    };
-    Json(json).into_response()
+    }
 }
 
 /// Creates the bot's message. A reply to a deleted message is refused, as Discord does,
@@ -611,16 +981,21 @@ fn message_object(id: u64, channel: &str, author: Value, content: &str) -> Value
         "embeds": [],
         "pinned": false,
         "type": 0,
+        "components": [],
     })
 }
 
-/// The bot's message made from a create request's body.
+/// The bot's message made from a create request's body: its text, buttons and flags.
 fn message_json(id: u64, channel: &str, body: &Value) -> Value {
     let content = body["content"].as_str().unwrap_or("");
     let mut msg = message_object(id, channel, user(BOT_ID, "lore", true), content);
     if body.get("message_reference").is_some() {
         msg["type"] = 19.into();
     }
+    if body["components"].is_array() {
+        msg["components"] = body["components"].clone();
+    }
+    msg["flags"] = (body["flags"].as_u64().unwrap_or(0) & EPHEMERAL).into();
     msg
 }
 
@@ -649,17 +1024,20 @@ fn delete_own_message(state: &Shared, id: &str) -> Response {
     let mut messages = state.messages.lock().unwrap();
     match id.parse::<u64>().ok().and_then(|id| messages.remove(&id)) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({"message": "Unknown Message", "code": 10008}))).into_response(),
+        None => unknown_message(),
     }
 }
 
 fn edit_message(state: &Shared, id: &str, body: &Value) -> Response {
     let mut messages = state.messages.lock().unwrap();
     let Some(msg) = id.parse::<u64>().ok().and_then(|id| messages.get_mut(&id)) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"message": "Unknown Message", "code": 10008}))).into_response();
+        return unknown_message();
     };
     if let Some(content) = body.get("content") {
         msg["content"] = content.clone();
+    }
+    if let Some(components) = body.get("components") {
+        msg["components"] = components.clone();
     }
     msg["edited_timestamp"] = "2026-01-01T00:00:02.000000+00:00".into();
     Json(msg.clone()).into_response()
