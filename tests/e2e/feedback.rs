@@ -1,6 +1,7 @@
-//! What the community teaches Lore is durable: a vote and a correction answered `200` by a
-//! real `lore serve` process are still there after that process is killed with
-//! `SIGKILL` (no shutdown, no flush), for `lore gold export` and for the next daemon.
+//! What the community teaches Lore is durable and portable: a vote and a correction
+//! answered `200` by a real `lore serve` process are still there after that process is
+//! killed with `SIGKILL` (no shutdown, no flush), for `lore gold export` and for the next
+//! daemon; `lore gold import` and `export` move gold files in and out.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -110,4 +111,55 @@ async fn a_vote_and_a_correction_outlive_a_daemon_killed_with_sigkill() {
     assert_eq!(figures["review"], json!([]), "and the correction took the answer off the review queue");
     again.kill().unwrap();
     again.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lore_gold_import_keeps_a_files_cases_once_and_export_writes_them_back_in_the_same_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let bees = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sample/honeybees.md");
+    let extra = format!(
+        "knowledge_bases:\n  bees:\n    sources: [{}]\nbots:\n  docs:\n    knowledge_base: bees\n    adapter: {{type: console}}\n",
+        bees.display()
+    );
+    let file = config(dir.path(), &extra).file;
+    let gold = dir.path().join("gold.jsonl");
+    let cases = [
+        json!({"question": "How do bees find flowers?", "answer": "The waggle dance", "source": "honeybees.md"}),
+        json!({"question": "Where can I park?", "answer": null}),
+        json!({"question": "Who is the queen?", "answer": "The mother of the hive", "id": "q-1"}),
+    ];
+    let text: String = cases.iter().map(|c| format!("{c}\n")).collect();
+    std::fs::write(&gold, &text).unwrap();
+    lore(&file, &["gold", "import", "--bot", "docs", &gold.display().to_string()]);
+    // Importing the same file again keeps each case once.
+    lore(&file, &["gold", "import", "--bot", "docs", &gold.display().to_string()]);
+    let exported = lore(&file, &["gold", "export", "--bot", "docs"]);
+    let mut back: Vec<Value> = exported.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(back.len(), 3, "{exported}");
+    back.sort_by_key(|c| c["question"].as_str().unwrap().to_string());
+    assert_eq!(back[0]["answer"], cases[0]["answer"]);
+    assert_eq!(back[0]["source"], "honeybees.md");
+    assert_eq!(back[1]["answer"], Value::Null, "a question the documents do not cover stays one");
+    assert_eq!(back[2]["id"], "q-1", "a case's own id is kept");
+    // What export writes is a gold file again.
+    std::fs::write(&gold, &exported).unwrap();
+    lore(&file, &["gold", "import", "--bot", "docs", &gold.display().to_string()]);
+    assert_eq!(lore(&file, &["gold", "export", "--bot", "docs"]).lines().count(), 3);
+    let tomorrow = lore_tests_day(1);
+    assert_eq!(lore(&file, &["gold", "export", "--bot", "docs", "--since", &tomorrow]), "", "nothing made after today");
+
+    let refused = Command::new(lore_binary())
+        .arg("--config")
+        .arg(&file)
+        .args(["gold", "export", "--bot", "nobody"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("nobody"), "names the unknown bot");
+}
+
+/// The day `days` from today (UTC), as `YYYY-MM-DD`.
+fn lore_tests_day(days: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    lore::calendar::day_of(now + days * 86_400_000)
 }
