@@ -163,6 +163,9 @@ pub enum FeedbackError {
     BadCorrection(String),
     #[error(transparent)]
     Store(#[from] lore_knowledge::StoreError),
+    /// A record that could not be read or written as JSON.
+    #[error(transparent)]
+    Record(#[from] anyhow::Error),
 }
 
 /// The feedback store of one data directory.
@@ -235,7 +238,7 @@ impl Feedback {
         rating: Rating,
         comment: Option<&str>,
     ) -> Result<Vote, FeedbackError> {
-        let answer = self.answer(answer_id).await.map_err(store_error)?;
+        let answer = self.answer(answer_id).await?;
         if let Some(a) = answer.as_ref().filter(|a| a.bot != bot) {
             return Err(FeedbackError::OtherBot { answer: a.id.clone(), bot: bot.into() });
         }
@@ -253,7 +256,7 @@ impl Feedback {
             bot: bot.into(),
             person: person.into(),
             time_ms: vote.time_ms,
-            body: serde_json::to_string(&vote).map_err(|e| store_error(e.into()))?,
+            body: serde_json::to_string(&vote).map_err(anyhow::Error::from)?,
         };
         self.votes.put(&[record]).await?;
         Ok(vote)
@@ -279,11 +282,7 @@ impl Feedback {
         answer_id: &str,
         correction: &Correction,
     ) -> Result<StoredGold, FeedbackError> {
-        let answer = self
-            .answer(answer_id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| FeedbackError::UnknownAnswer(answer_id.into()))?;
+        let answer = self.answer(answer_id).await?.ok_or_else(|| FeedbackError::UnknownAnswer(answer_id.into()))?;
         if answer.bot != bot {
             return Err(FeedbackError::OtherBot { answer: answer_id.into(), bot: bot.into() });
         }
@@ -304,7 +303,7 @@ impl Feedback {
     pub async fn put_gold(&self, cases: &[StoredGold]) -> Result<(), FeedbackError> {
         let mut records = Vec::with_capacity(cases.len());
         for g in cases {
-            let body = serde_json::to_string(g).map_err(|e| store_error(e.into()))?;
+            let body = serde_json::to_string(g).map_err(anyhow::Error::from)?;
             records.push(Record {
                 key: g.key.clone(),
                 bot: g.bot.clone(),
@@ -365,13 +364,6 @@ fn vote_key(answer_id: &str, person: &str) -> String {
 
 fn parse<T: serde::de::DeserializeOwned>(body: &str) -> anyhow::Result<T> {
     serde_json::from_str(body).context("a stored feedback record is not what this version of lore writes")
-}
-
-fn store_error(error: anyhow::Error) -> FeedbackError {
-    match error.downcast::<lore_knowledge::StoreError>() {
-        Ok(e) => FeedbackError::Store(e),
-        Err(other) => FeedbackError::Store(lore_knowledge::StoreError::Layout(format!("{other:#}"))),
-    }
 }
 
 /// Milliseconds since the Unix epoch.

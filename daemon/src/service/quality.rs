@@ -97,12 +97,13 @@ pub fn report(
     let days: Vec<String> = (0..days as i64).rev().map(|back| day_of(now_ms - back * 86_400_000)).collect();
     let answers: Vec<&AnswerRecord> = answers.iter().filter(|a| may_see(&a.bot)).collect();
     let by_id: HashMap<&str, &AnswerRecord> = answers.iter().map(|a| (a.id.as_str(), *a)).collect();
-    let votes: Vec<(&Vote, Option<&AnswerRecord>)> = votes
+    // Each vote with its answer: as kept, else as the vote kept it.
+    let votes: Vec<(&Vote, &AnswerRecord)> = votes
         .iter()
-        .map(|v| (v, by_id.get(v.answer_id.as_str()).copied().or(v.answer.as_ref())))
-        .filter(|(_, a)| a.is_some_and(|a| may_see(&a.bot)))
+        .filter_map(|v| Some((v, by_id.get(v.answer_id.as_str()).copied().or(v.answer.as_ref())?)))
+        .filter(|(_, a)| may_see(&a.bot))
         .collect();
-    Report { places: places(&answers, &votes, &days), review: review(&answers, &votes, gold), days, gaps: Vec::new() }
+    Report { places: places(&answers, &votes, &days), review: review(&votes, gold), days, gaps: Vec::new() }
 }
 
 /// Key of a place: bot, platform, channel.
@@ -112,7 +113,7 @@ fn place_of(a: &AnswerRecord) -> PlaceKey {
     (a.bot.clone(), a.platform.clone(), a.channel.clone())
 }
 
-fn places(answers: &[&AnswerRecord], votes: &[(&Vote, Option<&AnswerRecord>)], days: &[String]) -> Vec<PlaceFigures> {
+fn places(answers: &[&AnswerRecord], votes: &[(&Vote, &AnswerRecord)], days: &[String]) -> Vec<PlaceFigures> {
     let day_index: HashMap<&str, usize> = days.iter().enumerate().map(|(i, d)| (d.as_str(), i)).collect();
     let mut tally: BTreeMap<PlaceKey, Tally> = BTreeMap::new();
     for a in answers {
@@ -121,7 +122,6 @@ fn places(answers: &[&AnswerRecord], votes: &[(&Vote, Option<&AnswerRecord>)], d
         t.answer(day, a);
     }
     for (vote, answer) in votes {
-        let Some(answer) = answer else { continue };
         let Some(&day) = day_index.get(day_of(answer.time_ms).as_str()) else { continue };
         let t = tally.entry(place_of(answer)).or_insert_with(|| Tally::new(days.len()));
         t.vote(day, vote.rating);
@@ -202,13 +202,10 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 /// Voted-down answers without a gold case made of them, newest first.
-fn review(answers: &[&AnswerRecord], votes: &[(&Vote, Option<&AnswerRecord>)], gold: &[StoredGold]) -> Vec<Review> {
+fn review(votes: &[(&Vote, &AnswerRecord)], gold: &[StoredGold]) -> Vec<Review> {
     let corrected: HashSet<&str> = gold.iter().filter_map(|g| g.answer_id.as_deref()).collect();
     let mut downs: BTreeMap<&str, (&AnswerRecord, usize, Vec<String>)> = BTreeMap::new();
-    for (vote, answer) in votes {
-        let Some(answer) = answer.or_else(|| answers.iter().find(|a| a.id == vote.answer_id).copied()) else {
-            continue;
-        };
+    for &(vote, answer) in votes {
         if vote.rating != Rating::Down || corrected.contains(vote.answer_id.as_str()) {
             continue;
         }

@@ -12,9 +12,10 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::openai::ApiError;
+use super::feedback::{named_answer, not_found_unless_failed};
+use super::openai::{parse_shaped, ApiError};
 use super::{Caller, Shared};
-use crate::question::feedback::{now_ms, Correction, Feedback, FeedbackError, MAX_COMMENT_CHARS};
+use crate::question::feedback::{now_ms, Correction, Feedback, MAX_COMMENT_CHARS};
 
 /// Days the page shows unless asked, and at most.
 const DEFAULT_DAYS: usize = 14;
@@ -37,7 +38,7 @@ pub(super) async fn figures(
     let days = match query {
         Ok(Query(QualityQuery { days: None })) => DEFAULT_DAYS,
         Ok(Query(QualityQuery { days: Some(days) })) if (1..=MAX_DAYS).contains(&days) => days,
-        _ => return Err(invalid(format!("days: a whole number from 1 to {MAX_DAYS}"))),
+        _ => return Err(ApiError::bad_request(format!("days: a whole number from 1 to {MAX_DAYS}"))),
     };
     let feedback = kept(&server)?;
     let now = now_ms();
@@ -71,30 +72,23 @@ pub(super) async fn correct(
     Extension(caller): Extension<Caller>,
     body: Result<Json<GoldRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(GoldRequest { id, answer, source }) = body.map_err(|rejection| {
-        invalid(format!("{} (a correction is {{\"id\": the answer's id, \"answer\": the right answer or null, \"source\": optional}})", rejection.body_text()))
-    })?;
+    let shape = r#"a correction is {"id": the answer's id, "answer": the right answer or null, "source": optional}"#;
+    let GoldRequest { id, answer, source } = parse_shaped(body, shape)?;
     if answer.as_ref().is_some_and(|a| a.trim().is_empty()) {
-        return Err(invalid("answer: empty; send null when the documents do not cover the question".into()));
+        return Err(ApiError::bad_request("answer: empty; send null when the documents do not cover the question"));
     }
     let too_long = |t: &Option<String>| t.as_ref().is_some_and(|t| t.chars().count() > MAX_COMMENT_CHARS);
     if too_long(&answer) || too_long(&source) {
-        return Err(invalid(format!("answer and source: at most {MAX_COMMENT_CHARS} characters each")));
+        return Err(ApiError::bad_request(format!("answer and source: at most {MAX_COMMENT_CHARS} characters each")));
     }
-    let feedback = kept(&server)?;
-    let answer_id = id.strip_prefix("chatcmpl-").unwrap_or(&id);
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no answer `{id}` is kept"));
-    let kept_answer = feedback.answer(answer_id).await.map_err(|e| ApiError::from_answer(&e))?;
-    let bot = kept_answer.filter(|a| caller.may_use(&a.bot)).ok_or_else(not_found)?.bot;
+    let (feedback, kept) = named_answer(&server, &caller, &id).await?;
     let correction = Correction {
         answer: answer.map(|a| a.trim().to_string()),
         source: source.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
     };
-    let gold = feedback.correct(&bot, answer_id, &correction).await.map_err(|e| match e {
-        FeedbackError::UnknownAnswer(_) | FeedbackError::OtherBot { .. } => not_found(),
-        other => ApiError::from_answer(&other.into()),
-    })?;
-    tracing::info!(answer = answer_id, no_answer = gold.answer.is_none(), "gold case made on the quality page");
+    let gold = feedback.correct(&kept.bot, &kept.id, &correction).await;
+    let gold = gold.map_err(|e| not_found_unless_failed(e, &id))?;
+    tracing::info!(answer = kept.id, no_answer = gold.answer.is_none(), "gold case made on the quality page");
     Ok(Json(json!({
         "object": "lore.gold",
         "id": gold.key,
@@ -113,8 +107,4 @@ fn kept(server: &Shared) -> Result<&Feedback, ApiError> {
             "this daemon keeps no answers or votes (`lore run` and `lore serve` do)",
         )
     })
-}
-
-fn invalid(message: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
 }

@@ -656,6 +656,8 @@ async fn a_body_over_max_body_bytes_is_a_413_before_anything_is_done() {
         post("/v1/completions", &json!({"model": GENERATOR, "prompt": long})),
         post("/v1/embeddings", &json!({"model": EMBEDDER, "input": long})),
         post("/tokenize", &json!({"prompt": long})),
+        post("/v1/feedback", &json!({"id": "a1", "rating": "down", "comment": long})),
+        post("/v1/gold", &json!({"id": "a1", "answer": long})),
     ];
     for request in requests {
         let (path, message) = t.refused(request, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large").await;
