@@ -124,7 +124,7 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Bench(args) = &cli.command {
-        if let (Some(m), Some(e)) = (&args.engine.model, &args.engine.embedder) {
+        if let (Some(m), Some(e), false) = (&args.engine.model, &args.engine.embedder, args.load_only) {
             return crate::tools::bench::run(args.clone(), m.clone(), e.clone()).await;
         }
     }
@@ -187,6 +187,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ParseDocument(_) => unreachable!("handled before the runtime starts"),
+        Command::Bench(args) if args.load_only => {
+            let app = App::load(config, Load::All).await?;
+            crate::tools::bench::run_load(&app, &args).await
+        }
         Command::Bench(args) => {
             let m = &config.models;
             let generator = match &m.generator {

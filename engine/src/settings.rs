@@ -37,6 +37,11 @@ pub struct GeneratorConfig {
     /// How tokens are chosen.
     #[serde(default)]
     pub sampling: Sampling,
+    /// Host memory (MiB) for prompts whose cells another conversation needed: saved, and
+    /// restored when a new prompt starts the same way (the same passage asked about
+    /// again), so it is not decoded again. 0 = keep none.
+    #[serde(default = "default_prompt_cache_mib")]
+    pub prompt_cache_mib: usize,
 }
 
 impl GeneratorConfig {
@@ -52,6 +57,7 @@ impl GeneratorConfig {
             threads: None,
             max_answer_tokens: default_max_answer_tokens(),
             sampling: Sampling::default(),
+            prompt_cache_mib: default_prompt_cache_mib(),
         }
     }
 }
@@ -94,6 +100,9 @@ pub fn default_batch_tokens() -> usize {
     512
 }
 fn default_embed_batch() -> usize {
+    512
+}
+fn default_prompt_cache_mib() -> usize {
     512
 }
 pub fn default_max_answer_tokens() -> usize {

@@ -269,3 +269,38 @@ async fn a_prompt_sent_as_token_ids_is_read_with_its_control_tokens_and_ids_outs
     assert!(error.contains("token id 10000000 is not in the model's vocabulary"), "{error}");
     assert!(g.prompt_from_token_ids(&[-1]).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_another_needed_the_cells_of_comes_back_from_host_memory_and_answers_the_same() {
+    let passage = |topic: &str| {
+        let facts: String = (1..=12).map(|i| format!("Fact {i} about {topic} is worth knowing. ")).collect();
+        format!("Answer from this passage about {topic}. {facts}\n")
+    };
+    let bees = passage("honey bees");
+    let asked_first = format!("{bees}Question: What is fact 3?\nAnswer:");
+    let asked_again = format!("{bees}Question: What is fact 7?\nAnswer:");
+    let other = format!("{}Question: What is fact 1?\nAnswer:", passage("river valleys"));
+    // One sequence: the other passage's question takes the cells the bees' passage held.
+    let cfg = GeneratorConfig { context_tokens: 512, parallel: 1, ..GeneratorConfig::new(generator_path()) };
+    let g = Generator::load(&cfg).unwrap();
+    collect(g.generate(request(&asked_first, 4)).unwrap()).await;
+    collect(g.generate(request(&other, 4)).unwrap()).await;
+    let (restored_text, events) = collect(g.generate(request(&asked_again, 16)).unwrap()).await;
+    let f = finish(&events);
+    let passage_tokens = g.count_text_tokens(&bees);
+    assert!(
+        f.reused_tokens + 2 >= passage_tokens && f.reused_tokens < f.prompt_tokens,
+        "reused {} of {} prompt tokens; the passage has {passage_tokens}",
+        f.reused_tokens,
+        f.prompt_tokens
+    );
+    drop(g);
+
+    // Without the host cache the passage is decoded again, and the answer is the same.
+    let uncached = Generator::load(&GeneratorConfig { prompt_cache_mib: 0, ..cfg }).unwrap();
+    collect(uncached.generate(request(&asked_first, 4)).unwrap()).await;
+    collect(uncached.generate(request(&other, 4)).unwrap()).await;
+    let (text, events) = collect(uncached.generate(request(&asked_again, 16)).unwrap()).await;
+    assert!(finish(&events).reused_tokens < passage_tokens / 2, "nothing saved with prompt_cache_mib: 0");
+    assert_eq!(restored_text, text, "greedy from restored cells and from a fresh decode");
+}

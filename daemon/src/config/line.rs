@@ -20,7 +20,8 @@ pub struct LineSettings {
     #[serde(default = "default_max_waiting_per_person")]
     pub max_waiting_per_person: usize,
     /// Answers in progress per person; their further questions wait behind other
-    /// people's.
+    /// people's. Requests for the generator itself are not capped so: another Lore using
+    /// this one as its engine sends all its people's questions under one key.
     #[serde(default = "default_per_user_in_flight")]
     pub per_user_in_flight: usize,
     /// At most this many questions per person in a time window; more get a polite notice.

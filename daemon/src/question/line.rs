@@ -2,7 +2,8 @@
 //! reranking and generation run when its turn comes. At most `concurrent` questions are
 //! answered at once (the engine's `parallel`), people take turns (round-robin by user,
 //! in order of first arrival), nobody has more than `per_user_in_flight` answers in
-//! progress, and a question is refused only when the line is really full, its asker
+//! progress (work for the generator itself, from another Lore using this one as its
+//! engine, is not capped so: one caller carries many people's questions), and a question is refused only when the line is really full, its asker
 //! already has `max_waiting_per_person` questions waiting, or is over their rate.
 
 use std::collections::{HashMap, VecDeque};
@@ -59,6 +60,7 @@ struct State {
     /// Users with waiting questions, in turn order.
     turns: VecDeque<String>,
     waiting: HashMap<String, VecDeque<Waiter>>,
+    /// People's answers in progress, per user (engine work is not counted).
     in_flight: HashMap<String, usize>,
     active: usize,
     asked_at: HashMap<String, VecDeque<Instant>>,
@@ -69,6 +71,8 @@ struct Waiter {
     id: u64,
     turn: oneshot::Sender<bool>,
     position: watch::Sender<usize>,
+    /// Work for the generator itself: not held to `per_user_in_flight`.
+    engine: bool,
 }
 
 impl State {
@@ -99,7 +103,8 @@ impl Line {
 
     /// Takes a place in line for work a program asks of the generator itself (another Lore
     /// using this one as its engine sends one request per `llm` rerank candidate at once):
-    /// like [`Line::join`], without the cap on one person's waiting questions.
+    /// like [`Line::join`], without the caps on one person's waiting questions and answers
+    /// in progress (one caller carries many people's questions); callers still take turns.
     pub fn join_for_engine_work(&self, user: &str) -> Result<Ticket, Refusal> {
         self.enter(user, false)
     }
@@ -133,12 +138,14 @@ impl Line {
         if !s.turns.contains(&user.to_string()) {
             s.turns.push_back(user.to_string());
         }
-        s.waiting.entry(user.to_string()).or_default().push_back(Waiter { id, turn: turn_tx, position: position_tx });
+        let waiter = Waiter { id, turn: turn_tx, position: position_tx, engine: !capped };
+        s.waiting.entry(user.to_string()).or_default().push_back(waiter);
         self.dispatch(&mut s);
         Ok(Ticket {
             line: self.clone(),
             user: user.to_string(),
             id,
+            engine: !capped,
             turn: Some(turn_rx),
             position: position_rx,
             taken: false,
@@ -180,7 +187,9 @@ impl Line {
             // leaving the line: the place stays free.
             if waiter.turn.send(busy).is_ok() {
                 s.active += 1;
-                *s.in_flight.entry(user).or_default() += 1;
+                if !waiter.engine {
+                    *s.in_flight.entry(user).or_default() += 1;
+                }
             }
         }
         for (position, waiter) in self.order(s).into_iter().enumerate() {
@@ -188,9 +197,14 @@ impl Line {
         }
     }
 
-    /// The first user in turn order who may have one more answer in progress.
+    /// The first user in turn order who may have one more answer in progress: anyone
+    /// whose next waiting question is engine work, or a person under their cap.
     fn next_user(&self, s: &State) -> Option<String> {
-        s.turns.iter().find(|u| s.in_flight.get(*u).copied().unwrap_or(0) < self.settings.per_user_in_flight).cloned()
+        let may_start = |u: &String| {
+            s.waiting.get(u).and_then(VecDeque::front).is_some_and(|w| w.engine)
+                || s.in_flight.get(u).copied().unwrap_or(0) < self.settings.per_user_in_flight
+        };
+        s.turns.iter().find(|u| may_start(u)).cloned()
     }
 
     /// Everyone waiting, in the order they will be served if nobody else arrives: one
@@ -211,10 +225,11 @@ impl Line {
         out
     }
 
-    fn release(&self, user: &str) {
+    /// Frees a place; `engine`: it held engine work, which `in_flight` does not count.
+    fn release(&self, user: &str, engine: bool) {
         let mut s = self.lock();
         s.active = s.active.saturating_sub(1);
-        if let Some(n) = s.in_flight.get_mut(user) {
+        if let Some(n) = s.in_flight.get_mut(user).filter(|_| !engine) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 s.in_flight.remove(user);
@@ -243,6 +258,8 @@ pub struct Ticket {
     line: Line,
     user: String,
     id: u64,
+    /// Work for the generator itself ([`Line::join_for_engine_work`]).
+    engine: bool,
     turn: Option<oneshot::Receiver<bool>>,
     position: watch::Receiver<usize>,
     /// The turn came and a [`Slot`] now owns the place.
@@ -290,7 +307,7 @@ impl Ticket {
         self.turn = None;
         // From here the place is the Slot's to release.
         self.taken = true;
-        Wait::Turn(Slot { line: self.line.clone(), user: self.user.clone(), busy })
+        Wait::Turn(Slot { line: self.line.clone(), user: self.user.clone(), engine: self.engine, busy })
     }
 
     /// Waits for this question's turn, calling `moved` with each new position in line.
@@ -320,7 +337,7 @@ impl Drop for Ticket {
         // Not in line any more: the turn was granted. If nobody took it, free the place.
         if let Some(mut turn) = self.turn.take() {
             if turn.try_recv().is_ok() {
-                self.line.release(&self.user);
+                self.line.release(&self.user, self.engine);
             }
         }
     }
@@ -331,13 +348,14 @@ impl Drop for Ticket {
 pub struct Slot {
     line: Line,
     user: String,
+    engine: bool,
     /// Others were still waiting when this turn came.
     pub busy: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.line.release(&self.user);
+        self.line.release(&self.user, self.engine);
     }
 }
 
@@ -416,6 +434,24 @@ mod tests {
         assert_eq!(a2.position(), 1, "a's second question waits though places are free");
         drop(b);
         assert_eq!(a2.position(), 1);
+    }
+
+    #[tokio::test]
+    async fn engine_work_from_one_caller_fills_every_place_and_people_keep_their_cap() {
+        let l = line(3, 10);
+        // Another Lore using this one as its engine: all its people's questions, one key.
+        let engine: Vec<Slot> =
+            futures::future::join_all((0..3).map(|_| now(l.join_for_engine_work("lore-b").unwrap()))).await;
+        assert_eq!(l.answering(), 3);
+        let more = l.join_for_engine_work("lore-b").unwrap();
+        let ann = join(&l, "ann");
+        assert_eq!((more.position(), ann.position()), (1, 2), "in order of arrival");
+        drop(engine);
+        let (_more, _ann) = (now(more).await, now(ann).await);
+        let ann2 = join(&l, "ann");
+        assert_eq!(ann2.position(), 1, "ann's second question waits though a place is free");
+        let _work = now(l.join_for_engine_work("lore-b").unwrap()).await;
+        assert_eq!(ann2.position(), 1, "and the engine work that came after her took that place");
     }
 
     #[tokio::test]

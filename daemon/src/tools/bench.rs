@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Chunks in the synthetic knowledge base of the time-to-first-token test.
     #[arg(long, default_value_t = 10_000)]
     pub kb_chunks: usize,
+    /// Only the load test, answered by the config's generator (here or a pool of servers)
+    /// with the config's retrieval settings.
+    #[arg(long)]
+    pub load_only: bool,
 }
 
 /// Every measurement, with retrieval, the load test and the HTTP hop.
@@ -61,32 +65,111 @@ impl ExtraTest for LoadTest {
         if self.questions == 0 {
             return Ok(Value::Null);
         }
-        let dir = tempdir()?;
-        let store = KbStore::open(&dir).await?;
-        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sample");
-        let kb = store.open_or_create("sample", embedder.dim()).await?;
-        let settings = crate::ingest::Settings::new(&crate::config::Chunking::default());
-        crate::ingest::ingest(&kb, embedder, &[sample], &settings, crate::ingest::Progress::Quiet).await?;
-        let mut result = serde_json::Map::new();
-        for rerank_when_busy in [false, true] {
-            let figures = load_run(generator, embedder, &store, self.questions, rerank_when_busy).await?;
-            result.insert(format!("rerank_when_busy_{rerank_when_busy}"), figures);
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(Value::Object(result))
+        let plugins = plugins(generator, embedder);
+        let models = LoadModels {
+            pipeline: Pipeline {
+                model: Arc::new(generator.clone()),
+                max_answer_tokens: 64,
+                sampling: Sampling::greedy(),
+                evidence: EvidenceFinder::new(&plugins),
+            },
+            plugins,
+            retrieval: None,
+            parallel: generator.parallel(),
+            local: Some(generator.clone()),
+        };
+        load_test(&models, self.questions).await
     }
 
     fn rows(&self, result: &Value) -> Vec<Row> {
-        let mut rows = Vec::new();
-        for (name, l) in result.as_object().into_iter().flatten() {
-            let label = name.replace("rerank_when_busy_", "rerank_when_busy: ");
-            let name = format!("{} questions at once, {label}: questions/min", l["questions"]);
-            rows.push(Row::new(name, number(&l["questions_per_min"])));
-            rows.push(Row::new("  time to first word (ms p50)", number(&l["ttft_ms_p50"])));
-            rows.push(Row::new("  time to first word (ms p95)", number(&l["ttft_ms_p95"])));
-        }
-        rows
+        load_rows(result)
     }
+}
+
+fn load_rows(result: &Value) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (name, l) in result.as_object().into_iter().flatten() {
+        let label = name.replace("rerank_when_busy_", "rerank_when_busy: ");
+        let name = format!("{} questions at once, {label}: questions/min", l["questions"]);
+        rows.push(Row::new(name, number(&l["questions_per_min"])));
+        rows.push(Row::new("  time to first word (ms p50)", number(&l["ttft_ms_p50"])));
+        rows.push(Row::new("  time to first word (ms p95)", number(&l["ttft_ms_p95"])));
+    }
+    rows
+}
+
+/// `lore bench --load-only`: the load test alone, answered by the config's generator (here
+/// or on a pool of servers) with the config's retrieval settings, so the same questions
+/// can be put to Lore's own engine and to another server (`scripts/peer-bench`).
+pub async fn run_load(app: &crate::app::App, args: &BenchArgs) -> anyhow::Result<()> {
+    let plugins = app.plugin_context();
+    let models = LoadModels {
+        pipeline: Pipeline { max_answer_tokens: 64, sampling: Sampling::greedy(), ..app.pipeline() },
+        plugins,
+        retrieval: Some(app.config.retrieval.clone()),
+        parallel: app.config.models.generator.parallel(),
+        local: app.local_generator.clone(),
+    };
+    let result = load_test(&models, args.load_questions.max(1)).await?;
+    if args.engine.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(());
+    }
+    let engine = match &app.config.models.generator {
+        crate::config::GeneratorSettings::Llama(g) => format!("{} here", g.path.display()),
+        crate::config::GeneratorSettings::Openai(p) => format!("{} on {}", p.model, p.endpoints.join(", ")),
+    };
+    println!("generator: {engine}, {} answered at once", models.parallel);
+    for (name, l) in result.as_object().into_iter().flatten() {
+        let label = name.replace("rerank_when_busy_", "rerank_when_busy: ");
+        let (per_min, p50, p95) = (&l["questions_per_min"], &l["ttft_ms_p50"], &l["ttft_ms_p95"]);
+        println!(
+            "{} of {} questions answered at once, {label}: {:.1} questions/min, first word p50 {:.0} ms, p95 {:.0} ms",
+            l["answered"],
+            l["questions"],
+            number(per_min),
+            number(p50),
+            number(p95)
+        );
+    }
+    Ok(())
+}
+
+/// What the load test answers with: the generator (here or on servers), what retrievers
+/// and rerankers use, and the retrieval settings (`None`: the defaults).
+struct LoadModels {
+    pipeline: Pipeline,
+    plugins: lore_core::PluginContext,
+    retrieval: Option<Retrieval>,
+    parallel: usize,
+    /// A generator loaded here, whose prompt cache is emptied before each run.
+    local: Option<Generator>,
+}
+
+/// The sample knowledge base ingested into a folder of its own, then the load, with the
+/// `llm` reranker skipped while others wait (the default) and, when there is one, kept.
+async fn load_test(models: &LoadModels, questions: usize) -> anyhow::Result<Value> {
+    let dir = tempdir()?;
+    let store = KbStore::open(&dir).await?;
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sample");
+    let embedder = models.plugins.embedder.as_ref();
+    let kb = store.open_or_create("sample", embedder.dim()).await?;
+    let settings = crate::ingest::Settings::new(&crate::config::Chunking::default());
+    crate::ingest::ingest(&kb, embedder, &[sample], &settings, crate::ingest::Progress::Quiet).await?;
+    let llm_reranker = models
+        .retrieval
+        .as_ref()
+        .is_none_or(|r| r.rerankers.iter().any(|r| matches!(r, lore_knowledge::RerankerConfig::Llm { .. })));
+    let mut result = serde_json::Map::new();
+    for rerank_when_busy in [false, true] {
+        if rerank_when_busy && !llm_reranker {
+            break;
+        }
+        let figures = load_run(models, &store, questions, rerank_when_busy).await?;
+        result.insert(format!("rerank_when_busy_{rerank_when_busy}"), figures);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Value::Object(result))
 }
 
 /// Questions a reader of the sample text might ask.
@@ -100,35 +183,32 @@ const LOAD_QUESTIONS: [&str; 6] = [
 ];
 
 async fn load_run(
-    generator: &Generator,
-    embedder: &LlamaEmbedder,
+    models: &LoadModels,
     store: &KbStore,
     questions: usize,
     rerank_when_busy: bool,
 ) -> anyhow::Result<Value> {
+    // The router reads the line and the places from a config; the models are handed over.
     let yaml = format!(
-        "models:\n  generator:\n    path: {gen}\n    parallel: {parallel}\n    max_queue: 256\n  embedder:\n    path: {emb}\n\
+        "models:\n  generator:\n    path: generator.gguf\n    parallel: {parallel}\n    max_queue: 256\n  embedder:\n    path: embedder.gguf\n\
          knowledge_bases:\n  sample: {{}}\nbots:\n  load:\n    knowledge_base: sample\n\
          line:\n  max_waiting_questions: {questions}\n  rerank_when_busy: {rerank_when_busy}\n",
-        gen = generator.path().display(),
-        parallel = generator.parallel(),
-        emb = "embedder.gguf",
+        parallel = models.parallel,
     );
-    let config = crate::config::Config::parse(std::path::Path::new("bench.yaml"), &yaml)?;
-    let plugins = plugins(generator, embedder);
+    let mut config = crate::config::Config::parse(std::path::Path::new("bench.yaml"), &yaml)?;
+    if let Some(retrieval) = &models.retrieval {
+        config.retrieval = retrieval.clone();
+    }
     let answering = crate::app::Answering {
-        pipeline: Pipeline {
-            model: Arc::new(generator.clone()),
-            max_answer_tokens: 64,
-            sampling: Sampling::greedy(),
-            evidence: EvidenceFinder::new(&plugins),
-        },
+        pipeline: models.pipeline.clone(),
         store: store.clone(),
-        plugins,
+        plugins: models.plugins.clone(),
         config: Arc::new(config.clone()),
     };
     let router = Arc::new(crate::question::router::Router::new(&config, answering, None)?);
-    generator.forget_cached_prompts();
+    if let Some(generator) = &models.local {
+        generator.forget_cached_prompts();
+    }
     let started = Instant::now();
     let sinks: Vec<TimedSink> = (0..questions).map(|_| TimedSink::new(started)).collect();
     let asked: Vec<_> = sinks
@@ -152,21 +232,32 @@ async fn load_run(
     let minutes = started.elapsed().as_secs_f64() / 60.0;
     let ttft: Vec<f64> = sinks.iter().filter_map(TimedSink::first_word_ms).collect();
     let answered = sinks.iter().filter(|s| s.finished()).count();
+    let words: usize = sinks.iter().map(TimedSink::words).sum();
     Ok(json!({
         "questions": questions,
         "answered": answered,
         "questions_per_min": answered as f64 / minutes,
         "ttft_ms_p50": percentile(&ttft, 50.0),
         "ttft_ms_p95": percentile(&ttft, 95.0),
+        "words_per_answer": words as f64 / answered.max(1) as f64,
     }))
 }
 
-/// Records when an answer showed its first word and whether it finished.
+/// What a [`TimedSink`] saw of its answer.
+#[derive(Default)]
+struct Seen {
+    first_word: Option<std::time::Duration>,
+    finished: bool,
+    /// Words of the final answer: answers of different lengths are different work.
+    words: usize,
+}
+
+/// Records when an answer showed its first word, whether it finished, and how long it was.
 #[derive(Clone)]
 struct TimedSink {
     started: Instant,
     // A std Mutex: held for a field update, never across an await.
-    seen: Arc<std::sync::Mutex<(Option<std::time::Duration>, bool)>>,
+    seen: Arc<std::sync::Mutex<Seen>>,
 }
 
 impl TimedSink {
@@ -175,19 +266,26 @@ impl TimedSink {
     }
 
     fn first_word_ms(&self) -> Option<f64> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).0.map(|d| d.as_secs_f64() * 1e3)
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).first_word.map(|d| d.as_secs_f64() * 1e3)
     }
 
     fn finished(&self) -> bool {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).1
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).finished
+    }
+
+    fn words(&self) -> usize {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).words
     }
 
     fn mark(&self, text: &str, done: bool) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if !text.starts_with("(waiting") && seen.0.is_none() {
-            seen.0 = Some(self.started.elapsed());
+        if !text.starts_with("(waiting") && seen.first_word.is_none() {
+            seen.first_word = Some(self.started.elapsed());
         }
-        seen.1 |= done;
+        if done {
+            seen.finished = true;
+            seen.words = text.split_whitespace().count();
+        }
     }
 }
 

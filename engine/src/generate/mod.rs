@@ -29,6 +29,7 @@
 
 mod handle;
 mod prompt;
+mod prompt_cache;
 mod queue;
 mod schedule;
 mod stop_strings;

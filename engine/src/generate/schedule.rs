@@ -131,7 +131,7 @@ pub(super) fn place_request<T: PartialEq>(
 /// How much of a prompt of `prompt_len` tokens may come from the cache: at least one
 /// token is decoded (its logits start the answer); scoring needs the logits from the
 /// token before the scored part (`score_from`).
-fn reusable_prefix_limit(prompt_len: usize, score_from: Option<usize>) -> usize {
+pub(super) fn reusable_prefix_limit(prompt_len: usize, score_from: Option<usize>) -> usize {
     prompt_len.saturating_sub(1).min(score_from.map_or(usize::MAX, |from| from.saturating_sub(1)))
 }
 

@@ -11,11 +11,12 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::DecodeError;
+use llama_cpp_2::{DecodeError, LlamaStateSeqFlags, SeqState};
 use tokio_util::sync::CancellationToken;
 
 use lore_core::{Event, Finish, StopReason};
 
+use super::prompt_cache::PromptCache;
 use super::queue::{Job, Queue, QueueState};
 use super::schedule::{self, Kept, LoraKey, MakeRoom, Place, Share, Want};
 use super::stop_strings;
@@ -32,6 +33,9 @@ pub(super) struct Sizes {
     pub(super) context_tokens: usize,
     /// Tokens one step decodes at most.
     pub(super) batch_tokens: usize,
+    /// Host memory for saved prompts (`prompt_cache.rs`); none for encoder-decoders,
+    /// whose cache holds the decoder's answer.
+    pub(super) prompt_cache_bytes: usize,
 }
 
 impl Sizes {
@@ -42,7 +46,8 @@ impl Sizes {
         let context_tokens = if train_ctx > 0 { cfg.context_tokens.min(train_ctx) } else { cfg.context_tokens };
         // llama.cpp encodes a prompt in one micro-batch (and aborts if it does not fit).
         let batch_tokens = if encoder_decoder { cfg.batch_tokens.max(context_tokens) } else { cfg.batch_tokens };
-        Self { parallel, context_tokens, batch_tokens }
+        let prompt_cache_bytes = if encoder_decoder { 0 } else { cfg.prompt_cache_mib << 20 };
+        Self { parallel, context_tokens, batch_tokens, prompt_cache_bytes }
     }
 
     fn context_params(self, threads: i32) -> LlamaContextParams {
@@ -228,6 +233,8 @@ struct Worker<'m> {
     /// Per sequence: the prompt tokens its part of the KV cache holds while it is free,
     /// and the adapter set they were computed with.
     kept: Vec<Kept<LlamaToken>>,
+    /// Prompts saved to host memory when their sequence's cells were needed.
+    saved: PromptCache<LlamaToken, SeqState>,
     adapters: Vec<LlamaLoraAdapter>,
     /// The adapter set the context applies now, and for how many steps in a row.
     applied: LoraKey,
@@ -257,6 +264,7 @@ impl<'m> Worker<'m> {
             queue,
             slots: (0..parallel).map(|_| None).collect(),
             kept: (0..parallel).map(|_| Kept::default()).collect(),
+            saved: PromptCache::new(sizes.prompt_cache_bytes),
             adapters,
             applied: None,
             turn: 0,
@@ -318,7 +326,8 @@ impl<'m> Worker<'m> {
                 panic!("crash requested by a test");
             }
             if q.forget {
-                self.evict_kept();
+                self.evict_kept(false);
+                self.saved.clear();
                 q.forget = false;
             }
             let idle = self.slots.iter().all(Option::is_none);
@@ -330,12 +339,32 @@ impl<'m> Worker<'m> {
     }
 
     /// Puts `job` in the free sequence `schedule::place_request` picks, keeping the part of
-    /// that sequence's cache its prompt reuses and dropping the rest.
+    /// that sequence's cache its prompt reuses and dropping the rest (saved to host memory
+    /// first) — or, when a saved prompt shares more with it, restoring that one there.
     fn start_job(&mut self, job: Job) {
         let free = (0..self.slots.len()).filter(|&s| self.slots[s].is_none());
-        let Place { seq, reused } = schedule::place_request(&self.kept, free, &job.tokens, job.lora, job.score_from)
-            .expect("called with a free sequence");
+        let Place { seq, mut reused } =
+            schedule::place_request(&self.kept, free, &job.tokens, job.lora, job.score_from)
+                .expect("called with a free sequence");
         if reused < self.kept[seq].tokens.len() {
+            self.save_kept(seq);
+        }
+        let limit = schedule::reusable_prefix_limit(job.tokens.len(), job.score_from);
+        let better_than = reused + schedule::MIN_REUSE_TOKENS;
+        if let Some((state, shared)) = self.saved.best(&job.tokens, job.lora, limit, better_than) {
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            reused = match self.ctx.state_seq_set(state, seq as i32) {
+                Ok(()) => {
+                    let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), Some(shared as u32), None);
+                    shared
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not restore a saved prompt");
+                    let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                    0
+                }
+            };
+        } else if reused < self.kept[seq].tokens.len() {
             let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), Some(reused as u32), None);
         }
         self.kept[seq].tokens.clear();
@@ -347,10 +376,30 @@ impl<'m> Worker<'m> {
         self.slots[seq] = Some(Active::new(self.model, seq, self.admissions, job, reused));
     }
 
-    /// Drops what free sequences keep, to make room in the cache.
-    fn evict_kept(&mut self) {
+    /// Saves the prompt free sequence `seq` keeps to host memory, when it is worth it.
+    fn save_kept(&mut self, seq: usize) {
+        let kept = &self.kept[seq];
+        if !self.saved.wants(&kept.tokens, kept.lora) {
+            return;
+        }
+        match self.ctx.state_seq_get(seq as i32, LlamaStateSeqFlags::empty()) {
+            Ok(state) => {
+                let (bytes, tokens) = (state.byte_len(), kept.tokens.len());
+                self.saved.save(kept.tokens.clone(), kept.lora, state, bytes);
+                tracing::debug!(seq, tokens, bytes, held = self.saved.bytes(), "prompt saved to host memory");
+            }
+            Err(e) => tracing::debug!(error = %e, "could not save a prompt"),
+        }
+    }
+
+    /// Drops what free sequences keep, to make room in the cache (`save`: saving it to
+    /// host memory first).
+    fn evict_kept(&mut self, save: bool) {
         for seq in 0..self.slots.len() {
             if self.slots[seq].is_none() && !self.kept[seq].tokens.is_empty() {
+                if save {
+                    self.save_kept(seq);
+                }
                 let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
                 self.kept[seq].tokens.clear();
             }
@@ -505,7 +554,7 @@ impl<'m> Worker<'m> {
         let running = self.slots.iter().enumerate().filter_map(|(i, s)| Some((i, s.as_ref()?.admitted)));
         match schedule::make_room(free_sequences_keep, running) {
             Some(MakeRoom::DropKept) => {
-                self.evict_kept();
+                self.evict_kept(true);
                 tracing::debug!("KV cache full; dropped the prompts kept for reuse");
             }
             Some(MakeRoom::Fail(i)) => {

@@ -249,6 +249,8 @@ enum Piece {
         sources: Vec<SourceRef>,
         /// A bot's answer: how sure it is, and its evidence (extension fields).
         trust: Option<Trust>,
+        /// The generator's own answer: its prompt and answer tokens (OpenAI's `usage`).
+        usage: Option<(usize, usize)>,
     },
     Failed(ApiError),
 }
@@ -358,10 +360,12 @@ async fn answer_as_bot(
     match server.api.bots.answer_with(bot, admitted, &question, &history, &mut sink).await {
         Ok(outcome) => {
             let finish_reason = if outcome.stop == Some(StopReason::Length) { "length" } else { "stop" };
-            Piece::Done { finish_reason, sources: sink.sources, trust: Some(Trust::of(bot, &outcome)) }
+            Piece::Done { finish_reason, sources: sink.sources, trust: Some(Trust::of(bot, &outcome)), usage: None }
         }
         // The caller left, and the answer stopped: nobody to tell.
-        Err(_) if tx.is_closed() => Piece::Done { finish_reason: "stop", sources: Vec::new(), trust: None },
+        Err(_) if tx.is_closed() => {
+            Piece::Done { finish_reason: "stop", sources: Vec::new(), trust: None, usage: None }
+        }
         Err(error) => Piece::Failed(ApiError::from_answer(&error).naming(&id)),
     }
 }
@@ -446,12 +450,13 @@ async fn generate(
             Event::Text(piece) => {
                 if tx.send(Piece::Delta(piece)).is_err() {
                     // The caller left: dropping the generation frees its slot.
-                    return Piece::Done { finish_reason: "stop", sources: Vec::new(), trust: None };
+                    return Piece::Done { finish_reason: "stop", sources: Vec::new(), trust: None, usage: None };
                 }
             }
             Event::Done(finish) => {
                 let finish_reason = if finish.reason == StopReason::Length { "length" } else { "stop" };
-                return Piece::Done { finish_reason, sources: Vec::new(), trust: None };
+                let usage = Some((finish.prompt_tokens, finish.generated_tokens));
+                return Piece::Done { finish_reason, sources: Vec::new(), trust: None, usage };
             }
             Event::Failed(message) => {
                 return Piece::Failed(ApiError::from_answer(&GenerateError::Failed(message).into()))
@@ -709,7 +714,7 @@ async fn whole_response(
         };
         match next {
             Some(Piece::Delta(delta)) => text.push_str(&delta),
-            Some(Piece::Done { finish_reason, sources, trust }) => {
+            Some(Piece::Done { finish_reason, sources, trust, usage }) => {
                 let (object, choice) = match shape {
                     Shape::Chat => (
                         "chat.completion",
@@ -729,6 +734,9 @@ async fn whole_response(
                 });
                 if let Some(trust) = &trust {
                     trust.extend(&mut body);
+                }
+                if let Some((prompt, completion)) = usage {
+                    body["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
                 }
                 return Ok(Json(body).into_response());
             }
@@ -783,7 +791,7 @@ fn stream_response(
             }
             let events = match piece {
                 Piece::Delta(text) => vec![chunk(json!({"content": text}), None, None)],
-                Piece::Done { finish_reason, sources, trust } => {
+                Piece::Done { finish_reason, sources, trust, .. } => {
                     *ended = true;
                     let fields = (sources_json(&sources, trust.as_ref()), trust);
                     let last = chunk(json!({}), Some(finish_reason), Some(fields));
@@ -1029,7 +1037,7 @@ mod tests {
         let request = respond(Shape::Chat, "chatcmpl-1".into(), "docs".into(), false, move |_tx| async move {
             let _turn = ticket.turn(|_| {}).await;
             answered.store(true, Ordering::SeqCst);
-            Piece::Done { finish_reason: "stop", sources: Vec::new(), trust: None }
+            Piece::Done { finish_reason: "stop", sources: Vec::new(), trust: None, usage: None }
         });
         // The caller goes while the question waits: hyper drops the handler's future.
         assert!(tokio::time::timeout(Duration::from_millis(50), request).await.is_err(), "it was waiting");

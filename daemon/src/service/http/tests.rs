@@ -888,8 +888,17 @@ async fn the_generator_by_its_name_answers_in_its_template_without_a_bot_s_field
     assert_eq!(status, StatusCode::OK, "{answer}");
     let message =
         json!({"index": 0, "message": {"role": "assistant", "content": "Bees dance [1]."}, "finish_reason": "stop"});
+    let mut answer = settled(answer, "chatcmpl-");
+    // OpenAI's usage: the template's prompt (the stand-in counts words) and three pieces.
+    let usage = answer.as_object_mut().unwrap().remove("usage").expect("usage");
+    assert_eq!(
+        (usage["completion_tokens"].as_u64(), usage["prompt_tokens"].as_u64().is_some_and(|n| n > 0)),
+        (Some(3), true),
+        "{usage}"
+    );
+    assert_eq!(usage["total_tokens"].as_u64(), Some(usage["prompt_tokens"].as_u64().unwrap() + 3), "{usage}");
     let expected = json!({"object": "chat.completion", "model": GENERATOR, "choices": [message], "sources": []});
-    assert_eq!(settled(answer, "chatcmpl-"), expected);
+    assert_eq!(answer, expected);
     let mut body = streamed(question_to(GENERATOR, "Once?"));
     body["max_tokens"] = json!(2);
     let events = t.events(post("/v1/chat/completions", &body)).await;
@@ -910,9 +919,10 @@ async fn completions_are_text_whole_or_streamed_without_an_opening_chunk() {
     let (status, whole) = t.call(post("/v1/completions", &json!({"model": GENERATOR, "prompt": "Once"}))).await;
     assert_eq!(status, StatusCode::OK, "{whole}");
     let choice = json!({"index": 0, "text": "Bees dance [1].", "finish_reason": "stop"});
+    let usage = json!({"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4});
     assert_eq!(
         settled(whole, "cmpl-"),
-        json!({"object": "text_completion", "model": GENERATOR, "choices": [choice], "sources": []})
+        json!({"object": "text_completion", "model": GENERATOR, "choices": [choice], "sources": [], "usage": usage})
     );
     let body = json!({"model": GENERATOR, "prompt": "Once", "stream": true, "max_tokens": 2, "stop": "never"});
     let events = t.events(post("/v1/completions", &body)).await;
