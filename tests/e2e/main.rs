@@ -14,6 +14,7 @@ mod http_api;
 mod interrupted;
 mod knowledge_base;
 mod live;
+mod llama_server;
 mod load;
 mod logs;
 mod lora;

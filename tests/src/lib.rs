@@ -14,6 +14,7 @@ pub mod fake_discord;
 pub mod fake_openai;
 pub mod fake_telegram;
 pub mod hostile;
+pub mod llama_server;
 pub mod models;
 pub mod moto;
 
