@@ -82,20 +82,16 @@ impl ExtraTest for LoadTest {
     }
 
     fn rows(&self, result: &Value) -> Vec<Row> {
-        load_rows(result)
+        let mut rows = Vec::new();
+        for (name, l) in result.as_object().into_iter().flatten() {
+            let label = name.replace("rerank_when_busy_", "rerank_when_busy: ");
+            let name = format!("{} questions at once, {label}: questions/min", l["questions"]);
+            rows.push(Row::new(name, number(&l["questions_per_min"])));
+            rows.push(Row::new("  time to first word (ms p50)", number(&l["ttft_ms_p50"])));
+            rows.push(Row::new("  time to first word (ms p95)", number(&l["ttft_ms_p95"])));
+        }
+        rows
     }
-}
-
-fn load_rows(result: &Value) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for (name, l) in result.as_object().into_iter().flatten() {
-        let label = name.replace("rerank_when_busy_", "rerank_when_busy: ");
-        let name = format!("{} questions at once, {label}: questions/min", l["questions"]);
-        rows.push(Row::new(name, number(&l["questions_per_min"])));
-        rows.push(Row::new("  time to first word (ms p50)", number(&l["ttft_ms_p50"])));
-        rows.push(Row::new("  time to first word (ms p95)", number(&l["ttft_ms_p95"])));
-    }
-    rows
 }
 
 /// `lore bench --load-only`: the load test alone, answered by the config's generator (here
@@ -156,16 +152,24 @@ async fn load_test(models: &LoadModels, questions: usize) -> anyhow::Result<Valu
     let kb = store.open_or_create("sample", embedder.dim()).await?;
     let settings = crate::ingest::Settings::new(&crate::config::Chunking::default());
     crate::ingest::ingest(&kb, embedder, &[sample], &settings, crate::ingest::Progress::Quiet).await?;
-    let llm_reranker = models
-        .retrieval
-        .as_ref()
-        .is_none_or(|r| r.rerankers.iter().any(|r| matches!(r, lore_knowledge::RerankerConfig::Llm { .. })));
+    // The router reads the line and the places from a config; the models are handed over.
+    let yaml = format!(
+        "models:\n  generator:\n    path: generator.gguf\n    parallel: {parallel}\n    max_queue: 256\n  embedder:\n    path: embedder.gguf\n\
+         knowledge_bases:\n  sample: {{}}\nbots:\n  load:\n    knowledge_base: sample\n\
+         line:\n  max_waiting_questions: {questions}\n",
+        parallel = models.parallel,
+    );
+    let mut config = crate::config::Config::parse(std::path::Path::new("bench.yaml"), &yaml)?;
+    if let Some(retrieval) = &models.retrieval {
+        config.retrieval = retrieval.clone();
+    }
     let mut result = serde_json::Map::new();
     for rerank_when_busy in [false, true] {
-        if rerank_when_busy && !llm_reranker {
+        if rerank_when_busy && config.most_llm_candidates() == 0 {
             break;
         }
-        let figures = load_run(models, &store, questions, rerank_when_busy).await?;
+        config.line.rerank_when_busy = rerank_when_busy;
+        let figures = load_run(models, &config, &store, questions).await?;
         result.insert(format!("rerank_when_busy_{rerank_when_busy}"), figures);
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -184,28 +188,17 @@ const LOAD_QUESTIONS: [&str; 6] = [
 
 async fn load_run(
     models: &LoadModels,
+    config: &crate::config::Config,
     store: &KbStore,
     questions: usize,
-    rerank_when_busy: bool,
 ) -> anyhow::Result<Value> {
-    // The router reads the line and the places from a config; the models are handed over.
-    let yaml = format!(
-        "models:\n  generator:\n    path: generator.gguf\n    parallel: {parallel}\n    max_queue: 256\n  embedder:\n    path: embedder.gguf\n\
-         knowledge_bases:\n  sample: {{}}\nbots:\n  load:\n    knowledge_base: sample\n\
-         line:\n  max_waiting_questions: {questions}\n  rerank_when_busy: {rerank_when_busy}\n",
-        parallel = models.parallel,
-    );
-    let mut config = crate::config::Config::parse(std::path::Path::new("bench.yaml"), &yaml)?;
-    if let Some(retrieval) = &models.retrieval {
-        config.retrieval = retrieval.clone();
-    }
     let answering = crate::app::Answering {
         pipeline: models.pipeline.clone(),
         store: store.clone(),
         plugins: models.plugins.clone(),
         config: Arc::new(config.clone()),
     };
-    let router = Arc::new(crate::question::router::Router::new(&config, answering, None)?);
+    let router = Arc::new(crate::question::router::Router::new(config, answering, None)?);
     if let Some(generator) = &models.local {
         generator.forget_cached_prompts();
     }
