@@ -266,6 +266,7 @@ impl Answerer for Answering {
 fn chain(store: &KbStore, place: Place, cx: &PluginContext, config: &Config) -> anyhow::Result<Chain> {
     let mut chain = Chain::build(KbHandle::new(store.clone(), &place.kb)?, place.retrieval, place.template, cx)?;
     chain.lora = place.lora;
+    chain.speaks = place.language;
     chain.names = crate::question::pipeline::SourceNames::of_kb(config, &place.kb);
     Ok(chain)
 }

@@ -260,9 +260,13 @@ async fn ingest(
 async fn ask(config: Config, bot: Option<&str>, kb: Option<&str>, question: &str) -> anyhow::Result<()> {
     let place = match (bot, kb) {
         (Some(bot), _) => bot_place(&config, bot)?,
-        (None, Some(kb)) => {
-            Place { kb: kb.to_string(), retrieval: config.retrieval.clone(), template: Template::default(), lora: None }
-        }
+        (None, Some(kb)) => Place {
+            kb: kb.to_string(),
+            retrieval: config.retrieval.clone(),
+            template: Template::default(),
+            lora: None,
+            language: config.kb_language(kb),
+        },
         (None, None) => bail!("name a --bot or a --kb"),
     };
     let name = bot.or(kb).unwrap_or_default().to_string();

@@ -6,12 +6,15 @@
 //! traits), chat platforms or the YAML config file.
 
 pub mod contract;
+pub mod hebrew;
+pub mod language;
 pub mod questions;
 pub mod records;
 pub mod rerank;
 pub mod retrieve;
 pub mod store;
 
+pub use language::{Language, LanguageChoice};
 pub use lore_core::{Chunk, Embedder, Hit, PairScorer, PluginContext, Reranker, Retriever, Scorer};
 pub use questions::{ChunkQuestions, Questions};
 pub use records::{Record, Records};

@@ -19,14 +19,13 @@ use std::time::Instant;
 use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
-use lancedb::index::scalar::FullTextSearchQuery;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::Table;
 use lancedb::DistanceType;
 
 use crate::store::{
-    ensure_fulltext_index, f32_col, index_on, refresh_table_indexes, sql_list, string_col, u32_col, vector_array,
-    vector_field, StoreError, IDS_PER_STATEMENT, READ_CONSISTENCY,
+    ensure_fulltext_index, f32_col, full_text, index_on, refresh_table_indexes, sql_list, string_col, u32_col,
+    vector_array, vector_field, FullText, StoreError, IDS_PER_STATEMENT, READ_CONSISTENCY, SEARCH_TEXT,
 };
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -53,6 +52,9 @@ pub struct Questions {
     db: lancedb::Connection,
     name: String,
     dim: usize,
+    /// The knowledge base's own table and name: its language is the questions' too.
+    kb_table: Table,
+    kb: String,
     table: Arc<Mutex<Lookup>>,
 }
 
@@ -65,8 +67,18 @@ enum Lookup {
 }
 
 impl Questions {
-    pub(crate) fn new(db: lancedb::Connection, kb: &str, dim: usize) -> Self {
-        Self { db, name: format!("{kb}.questions"), dim, table: Arc::new(Mutex::new(Lookup::Unknown)) }
+    pub(crate) fn new(db: lancedb::Connection, kb: &str, dim: usize, kb_table: Table) -> Self {
+        let table = Arc::new(Mutex::new(Lookup::Unknown));
+        Self { db, name: format!("{kb}.questions"), dim, kb_table, kb: kb.to_string(), table }
+    }
+
+    /// How the questions are searched by words: as their knowledge base's language, when
+    /// their table was made for it (a knowledge base whose language changed drops its
+    /// questions, and the next ingest makes them anew).
+    async fn full_text(&self, table: &Table) -> Result<FullText> {
+        let wanted = full_text(&self.kb_table, &self.kb).await?;
+        let has_words = table.schema().await?.field_with_name(SEARCH_TEXT).is_ok();
+        Ok(if !wanted.has_words() || has_words { wanted } else { FullText::default() })
     }
 
     fn lookup(&self) -> Lookup {
@@ -101,7 +113,8 @@ impl Questions {
         if let Some(table) = self.table().await? {
             return Ok(table);
         }
-        let table = match self.db.create_empty_table(&self.name, schema(self.dim)).execute().await {
+        let full_text = full_text(&self.kb_table, &self.kb).await?;
+        let table = match self.db.create_empty_table(&self.name, schema(self.dim, full_text)).execute().await {
             Ok(table) => table,
             // Another process made it meanwhile.
             Err(lancedb::Error::TableAlreadyExists { .. }) => self.db.open_table(&self.name).execute().await?,
@@ -156,13 +169,14 @@ impl Questions {
         let table = self.table_or_create().await?;
         let ids: Vec<String> = chunks.iter().map(|c| c.chunk_id.clone()).collect();
         delete_chunks(&table, &ids).await?;
-        let batch = self.batch(wanted, chunks)?;
+        let full_text = self.full_text(&table).await?;
+        let batch = self.batch(wanted, chunks, table.schema().await?, full_text)?;
         if batch.num_rows() == 0 {
             return Ok(());
         }
         table.add(batch).execute().await?;
         // Searches run while the rest is generated (hours, on a large knowledge base).
-        ensure_fulltext_index(&table).await
+        ensure_fulltext_index(&table, full_text).await
     }
 
     /// Deletes the questions of `chunk_ids`.
@@ -186,7 +200,10 @@ impl Questions {
     /// Brings the full-text (and, when large, the vector) index up to date.
     pub async fn refresh_indexes(&self, changed: bool) -> Result<()> {
         match self.table().await? {
-            Some(table) => refresh_table_indexes(&table, changed).await,
+            Some(table) => {
+                let full_text = self.full_text(&table).await?;
+                refresh_table_indexes(&table, changed, full_text).await
+            }
             None => Ok(()),
         }
     }
@@ -211,16 +228,18 @@ impl Questions {
         self.search(search).await
     }
 
-    /// The `k` best questions for `query` by BM25, as (chunk id, score), best first.
-    pub(crate) async fn fulltext(&self, query: &str, k: usize) -> Result<Vec<(String, f32)>> {
+    /// The `k` best questions for `query` by BM25, as (chunk id, score), best first; their
+    /// knowledge base is searched as `kb_words`, and they are too when made for it.
+    pub(crate) async fn fulltext(&self, query: &str, kb_words: FullText, k: usize) -> Result<Vec<(String, f32)>> {
         let search = |table: Table| async move {
+            let full_text = if !kb_words.has_words() { kb_words } else { self.full_text(&table).await? };
             // No index yet (a run stopped before building it): LanceDB refuses to search.
-            if index_on(&table, "text").await?.is_none() {
+            if index_on(&table, full_text.column()).await?.is_none() {
                 return Ok(vec![]);
             }
             let batches: Vec<RecordBatch> = table
                 .query()
-                .full_text_search(FullTextSearchQuery::new(query.to_string()))
+                .full_text_search(full_text.query(query)?)
                 .select(Select::columns(&["chunk_id", "_score"]))
                 .limit(k)
                 .execute()
@@ -253,7 +272,13 @@ impl Questions {
         }
     }
 
-    fn batch(&self, wanted: u32, chunks: &[ChunkQuestions]) -> Result<RecordBatch> {
+    fn batch(
+        &self,
+        wanted: u32,
+        chunks: &[ChunkQuestions],
+        table_schema: SchemaRef,
+        full_text: FullText,
+    ) -> Result<RecordBatch> {
         let (asked, unit) = (String::new(), unit_vector(self.dim));
         let rows: Vec<(&str, usize, &String, &Vec<f32>)> = chunks
             .iter()
@@ -275,14 +300,17 @@ impl Questions {
             flat.extend_from_slice(v);
         }
         let vectors = vector_array(flat, self.dim)?;
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(rows.iter().map(|(id, i, _, _)| format!("{id}:{i}")))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|(id, _, _, _)| *id))),
             Arc::new(UInt32Array::from_iter_values(rows.iter().map(|_| wanted))),
             Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, _, q, _)| q.as_str()))),
             Arc::new(vectors),
         ];
-        Ok(RecordBatch::try_new(schema(self.dim), columns)?)
+        if table_schema.field_with_name(SEARCH_TEXT).is_ok() {
+            columns.push(Arc::new(rows.iter().map(|(_, _, q, _)| full_text.words(q)).collect::<StringArray>()));
+        }
+        Ok(RecordBatch::try_new(table_schema, columns)?)
     }
 }
 
@@ -299,14 +327,20 @@ fn unit_vector(dim: usize) -> Vec<f32> {
     v
 }
 
-fn schema(dim: usize) -> SchemaRef {
-    Arc::new(Schema::new(vec![
+/// A questions table's columns; a Hebrew knowledge base's also has the words its
+/// questions are searched by, last.
+fn schema(dim: usize, full_text: FullText) -> SchemaRef {
+    let mut fields = vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("chunk_id", DataType::Utf8, false),
         Field::new("wanted", DataType::UInt32, false),
         Field::new("text", DataType::Utf8, false),
         vector_field(dim),
-    ]))
+    ];
+    if full_text.has_words() {
+        fields.push(Field::new(SEARCH_TEXT, DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
 }
 
 async fn delete_chunks(table: &Table, chunk_ids: &[String]) -> Result<()> {

@@ -25,6 +25,8 @@ use lancedb::table::{NewColumnTransform, Table};
 use lancedb::DistanceType;
 use lore_core::{cosine, Chunk, Hit};
 
+use crate::hebrew;
+use crate::language::Language;
 use crate::questions::Questions;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,8 @@ pub enum StoreError {
     Layout(String),
     #[error("knowledge base {0:?} is empty: add files with `lore ingest --kb {0} FILES...`")]
     Empty(String),
+    #[error("knowledge base {name:?} was ingested as language {code:?}, which this lore does not know: ingest it again with a `language` it knows")]
+    UnknownLanguage { name: String, code: String },
     #[error("cannot use the knowledge bases at {uri}: {problem}")]
     ObjectStore { uri: String, problem: String },
 }
@@ -135,7 +139,7 @@ impl KbStore {
     }
 
     fn knowledge_base(&self, name: &str, table: Table, dim: usize) -> KnowledgeBase {
-        let questions = Questions::new(self.db.clone(), name, dim);
+        let questions = Questions::new(self.db.clone(), name, dim, table.clone());
         KnowledgeBase { name: name.to_string(), table, dim, questions }
     }
 }
@@ -275,6 +279,85 @@ fn vector_dim(schema: &Schema) -> Result<usize> {
     }
 }
 
+/// The words a Hebrew knowledge base's chunks are searched by ([`hebrew::search_words`]),
+/// added when a knowledge base becomes Hebrew; tables of other languages never have it.
+pub(crate) const SEARCH_TEXT: &str = "search_text";
+
+/// Where a knowledge base's language is kept: its table's config, beside the data, so
+/// every process that searches it reads the same.
+const LANGUAGE_KEY: &str = "lore.language";
+
+/// How a table's text is searched by words: its language, and so the column indexed and
+/// the words a question becomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FullText {
+    language: Language,
+}
+
+impl FullText {
+    /// The column the full-text index is on.
+    pub(crate) fn column(self) -> &'static str {
+        match self.language {
+            Language::English => "text",
+            Language::Hebrew => SEARCH_TEXT,
+        }
+    }
+
+    /// The index: LanceDB's default for English (as every table had before languages),
+    /// for Hebrew a plain split of the words [`hebrew::search_words`] already made (its
+    /// English stemmer and stop words would only touch the Latin words among them).
+    fn index(self) -> FtsIndexBuilder {
+        match self.language {
+            Language::English => FtsIndexBuilder::default(),
+            Language::Hebrew => {
+                FtsIndexBuilder::default().base_tokenizer("whitespace".into()).stem(false).remove_stop_words(false)
+            }
+        }
+    }
+
+    /// Whether its words are a column of their own ([`SEARCH_TEXT`]).
+    pub(crate) fn has_words(self) -> bool {
+        self.language != Language::English
+    }
+
+    /// What the `search_text` column holds for `text` (nothing for English).
+    pub(crate) fn words(self, text: &str) -> Option<String> {
+        match self.language {
+            Language::English => None,
+            Language::Hebrew => Some(hebrew::search_words(text)),
+        }
+    }
+
+    /// A question as a full-text query: its words made as the passages' were.
+    pub(crate) fn query(self, question: &str) -> Result<FullTextSearchQuery> {
+        Ok(match self.language {
+            Language::English => FullTextSearchQuery::new(question.to_string()),
+            Language::Hebrew => {
+                let query = FullTextSearchQuery::new(hebrew::search_words(question));
+                query.with_column(SEARCH_TEXT.to_string()).map_err(lancedb::Error::from)?
+            }
+        })
+    }
+}
+
+/// The language stored with `table` (none in a table made before languages were kept).
+pub(crate) async fn stored_language(table: &Table, name: &str) -> Result<Option<Language>> {
+    let Some(native) = table.as_native() else { return Ok(None) };
+    let Some(code) = native.manifest().await?.config.get(LANGUAGE_KEY).cloned() else { return Ok(None) };
+    Language::from_code(&code).map(Some).ok_or_else(|| StoreError::UnknownLanguage { name: name.into(), code })
+}
+
+/// How `table` is searched by words: by its stored language, English when none is (or
+/// when a Hebrew table lacks its words column, which only a write interrupted while the
+/// language was being set leaves; the next ingest sets it again).
+pub(crate) async fn full_text(table: &Table, name: &str) -> Result<FullText> {
+    let language = stored_language(table, name).await?.unwrap_or_default();
+    if language != Language::English && table.schema().await?.field_with_name(SEARCH_TEXT).is_err() {
+        return Ok(FullText { language: Language::English });
+    }
+    Ok(FullText { language })
+}
+
 /// The columns a chunk's place is kept in, added (empty) to tables made before them.
 const PLACE_COLUMNS: [&str; 2] = ["page", "section"];
 
@@ -327,6 +410,45 @@ impl KnowledgeBase {
 
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// The language stored with it: `None` for a knowledge base ingested before languages
+    /// were kept (searched as English, as it was then).
+    pub async fn language(&self) -> Result<Option<Language>> {
+        stored_language(&self.table, &self.name).await
+    }
+
+    /// Makes `language` the knowledge base's: stored with it, and, when its searches change
+    /// (a table that was searched as another language and holds chunks), every chunk's
+    /// words made again, the full-text index rebuilt and its generated questions dropped
+    /// (the next ingest writes them again). Whether anything changed.
+    pub async fn set_language(&self, language: Language) -> Result<bool> {
+        let stored = self.language().await?;
+        if stored == Some(language) && full_text(&self.table, &self.name).await?.language == language {
+            return Ok(false);
+        }
+        let searched_as = full_text(&self.table, &self.name).await?;
+        let wanted = FullText { language };
+        if wanted.has_words() && self.table.schema().await?.field_with_name(SEARCH_TEXT).is_err() {
+            let column = Arc::new(Schema::new(vec![Field::new(SEARCH_TEXT, DataType::Utf8, true)]));
+            self.table.add_columns().transform(NewColumnTransform::AllNulls(column)).execute().await?;
+        }
+        if let Some(native) = self.table.as_native() {
+            native.update_config([(LANGUAGE_KEY.to_string(), language.code().to_string())]).await?;
+        }
+        if searched_as != wanted && self.count().await? > 0 {
+            let ids: Vec<String> = self.chunk_ids().await?.into_iter().collect();
+            let rows = self.chunks_by_id(&ids).await?;
+            for group in rows.chunks(IDS_PER_STATEMENT) {
+                self.upsert(group).await?;
+            }
+            if let Some(old) = index_on(&self.table, searched_as.column()).await? {
+                self.table.drop_index(&old).await?;
+            }
+            self.refresh_indexes(true).await?;
+            self.questions.drop_all().await?;
+        }
+        Ok(true)
     }
 
     /// Its generated questions (none unless `generated_questions` is set).
@@ -427,7 +549,8 @@ impl KnowledgeBase {
             let missing = Arc::new(Schema::new(missing));
             self.table.add_columns().transform(NewColumnTransform::AllNulls(missing)).execute().await?;
         }
-        let batch = self.batch(rows, self.table.schema().await?)?;
+        let full_text = full_text(&self.table, &self.name).await?;
+        let batch = self.batch(rows, self.table.schema().await?, full_text)?;
         let reader: Box<dyn RecordBatchReader + Send> =
             Box::new(RecordBatchIterator::new(vec![Ok(batch.clone())], batch.schema()));
         let mut merge = self.table.merge_insert(&["id"]);
@@ -488,22 +611,22 @@ impl KnowledgeBase {
     /// Whether the full-text index exists and covers every row. Rows it misses are still
     /// found (LanceDB scans them), but slowly; an interrupted ingest leaves such rows.
     pub async fn fulltext_index_is_current(&self) -> Result<bool> {
-        fulltext_index_is_current(&self.table).await
+        fulltext_index_is_current(&self.table, full_text(&self.table, &self.name).await?).await
     }
 
     /// Brings the indexes up to date after a write: rebuilt when `changed`, and also when
     /// one is missing or misses rows (an earlier run was killed before it got here).
     pub async fn refresh_indexes(&self, changed: bool) -> Result<()> {
-        refresh_table_indexes(&self.table, changed).await
+        refresh_table_indexes(&self.table, changed, full_text(&self.table, &self.name).await?).await
     }
 
     /// Builds the full-text index if there is none, so full-text search works while the
     /// first ingest of a knowledge base is still running (rows added later are scanned).
     pub async fn ensure_fulltext_index(&self) -> Result<()> {
-        ensure_fulltext_index(&self.table).await
+        ensure_fulltext_index(&self.table, full_text(&self.table, &self.name).await?).await
     }
 
-    fn batch(&self, chunks: &[(Chunk, Vec<f32>)], table_schema: SchemaRef) -> Result<RecordBatch> {
+    fn batch(&self, chunks: &[(Chunk, Vec<f32>)], table_schema: SchemaRef, full_text: FullText) -> Result<RecordBatch> {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         let mut flat = Vec::with_capacity(chunks.len() * self.dim);
@@ -534,6 +657,7 @@ impl KnowledgeBase {
                 "page" => Arc::new(chunks.iter().map(|(c, _)| c.page).collect::<UInt32Array>()),
                 "section" => Arc::new(chunks.iter().map(|(c, _)| c.section.as_deref()).collect::<StringArray>()),
                 "text" => col(|c| &c.text),
+                SEARCH_TEXT => Arc::new(chunks.iter().map(|(c, _)| full_text.words(&c.text)).collect::<StringArray>()),
                 "vector" => Arc::new(vectors.clone()),
                 "ingested_at" => Arc::new(Int64Array::from_iter_values(chunks.iter().map(|_| now))),
                 other => return Err(StoreError::Layout(format!("unknown column {other}"))),
@@ -586,12 +710,13 @@ impl KnowledgeBase {
         if k == 0 || query.trim().is_empty() || self.count().await? == 0 {
             return Ok(vec![]);
         }
-        let keys = self.questions.fulltext(query, k * QUESTIONS_PER_HIT).await?;
+        let full_text = full_text(&self.table, &self.name).await?;
+        let keys = self.questions.fulltext(query, full_text, k * QUESTIONS_PER_HIT).await?;
         let candidates = if keys.is_empty() { k } else { k * 2 };
         let batches: Vec<RecordBatch> = self
             .table
             .query()
-            .full_text_search(FullTextSearchQuery::new(query.to_string()))
+            .full_text_search(full_text.query(query)?)
             .select(Select::columns(&[&self.chunk_columns().await?[..], &["_score", "vector"]].concat()))
             .limit(candidates)
             .execute()
@@ -790,9 +915,9 @@ pub(crate) fn u32_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a UInt32Ar
 
 /// Brings a table's indexes up to date after a write: rebuilt when `changed`, and also
 /// when one is missing or misses rows (an earlier run was killed before it got here).
-pub(crate) async fn refresh_table_indexes(table: &Table, changed: bool) -> Result<()> {
-    if changed || !fulltext_index_is_current(table).await? {
-        refresh_fts_index(table).await?;
+pub(crate) async fn refresh_table_indexes(table: &Table, changed: bool, full_text: FullText) -> Result<()> {
+    if changed || !fulltext_index_is_current(table, full_text).await? {
+        refresh_fts_index(table, full_text).await?;
     }
     let rows = table.count_rows(None).await?;
     if rows >= VECTOR_INDEX_MIN_ROWS && (changed || !index_is_current(table, "vector").await?) {
@@ -803,18 +928,18 @@ pub(crate) async fn refresh_table_indexes(table: &Table, changed: bool) -> Resul
 
 /// Builds a table's full-text index if it has none (LanceDB refuses a full-text search
 /// without one; rows added after it are scanned).
-pub(crate) async fn ensure_fulltext_index(table: &Table) -> Result<()> {
-    if index_on(table, "text").await?.is_none() {
-        refresh_fts_index(table).await?;
+pub(crate) async fn ensure_fulltext_index(table: &Table, full_text: FullText) -> Result<()> {
+    if index_on(table, full_text.column()).await?.is_none() {
+        refresh_fts_index(table, full_text).await?;
     }
     Ok(())
 }
 
-async fn fulltext_index_is_current(table: &Table) -> Result<bool> {
-    if index_on(table, "text").await?.is_none() {
+async fn fulltext_index_is_current(table: &Table, full_text: FullText) -> Result<bool> {
+    if index_on(table, full_text.column()).await?.is_none() {
         return Ok(table.count_rows(None).await? == 0);
     }
-    index_is_current(table, "text").await
+    index_is_current(table, full_text.column()).await
 }
 
 async fn index_is_current(table: &Table, column: &str) -> Result<bool> {
@@ -843,11 +968,11 @@ async fn refresh_vector_index(table: &Table) -> Result<()> {
     Ok(())
 }
 
-async fn refresh_fts_index(table: &Table) -> Result<()> {
+async fn refresh_fts_index(table: &Table, full_text: FullText) -> Result<()> {
     if table.count_rows(None).await? == 0 {
         return Ok(());
     }
-    table.create_index(&["text"], Index::FTS(FtsIndexBuilder::default())).replace(true).execute().await?;
+    table.create_index(&[full_text.column()], Index::FTS(full_text.index())).replace(true).execute().await?;
     Ok(())
 }
 
@@ -896,6 +1021,54 @@ mod tests {
 
         kb.refresh_indexes(false).await.unwrap();
         assert!(kb.fulltext_index_is_current().await.unwrap(), "a stale index is rebuilt");
+    }
+
+    #[tokio::test]
+    async fn a_hebrew_knowledge_base_finds_a_word_the_question_writes_with_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedder = HashEmbedder::default();
+        let kb = kb(dir.path(), &embedder).await;
+        let hebrew = "המודל עונה על שאלות בעברית ובאנגלית";
+        kb.upsert(&rows(&embedder, "a.md", &[hebrew, "herons stand still in shallow water"])).await.unwrap();
+        kb.refresh_indexes(true).await.unwrap();
+        let search = |q: &'static str| {
+            let kb = kb.clone();
+            let v = embedder.vector(q);
+            async move { kb.search_fulltext(q, &v, 2).await.unwrap().into_iter().map(|h| h.chunk.text).collect::<Vec<_>>() }
+        };
+        // A table from before languages: English words, the index on `text`, as it was.
+        assert_eq!(kb.language().await.unwrap(), None);
+        assert!(index_on(&kb.table, "text").await.unwrap().is_some());
+        assert!(search("עברית").await.is_empty(), "LanceDB's words: \"בעברית\" is not \"עברית\"");
+
+        assert!(kb.set_language(Language::Hebrew).await.unwrap());
+        assert!(!kb.set_language(Language::Hebrew).await.unwrap(), "set once");
+        assert_eq!(index_on(&kb.table, "text").await.unwrap(), None, "the English index is dropped");
+        assert!(kb.fulltext_index_is_current().await.unwrap());
+        assert_eq!(search("עברית").await, [hebrew]);
+        assert_eq!(search("וכשהמודל עונה").await.first().map(String::as_str), Some(hebrew), "prefixes either side");
+        assert_eq!(search("herons").await, ["herons stand still in shallow water"], "Latin words still");
+
+        // Kept through later writes, and read by another process opening it.
+        kb.upsert(&rows(&embedder, "b.md", &["הכלב נובח"])).await.unwrap();
+        kb.refresh_indexes(true).await.unwrap();
+        let reopened = KbStore::open(dir.path()).await.unwrap().open_kb("kb").await.unwrap().unwrap();
+        assert_eq!(reopened.language().await.unwrap(), Some(Language::Hebrew));
+        assert_eq!(search("לכלבים").await, Vec::<String>::new(), "no suffixes: כלבים is not כלב");
+        assert_eq!(search("וכשהכלב").await, ["הכלב נובח"]);
+
+        // Generated questions are searched the same way.
+        let chunk = kb.all_chunks().await.unwrap().into_iter().find(|c| c.text == hebrew).unwrap();
+        let asked = "באילו שפות מדברים?";
+        let keys = ChunkQuestions { chunk_id: chunk.id, questions: vec![(asked.into(), embedder.vector(asked))] };
+        kb.questions().replace(1, &[keys]).await.unwrap();
+        assert_eq!(search("שפות").await, [hebrew]);
+
+        // And back: English words again, on `text`.
+        assert!(kb.set_language(Language::English).await.unwrap());
+        assert!(search("עברית").await.is_empty());
+        assert_eq!(search("herons").await, ["herons stand still in shallow water"]);
+        assert!(kb.questions().all().await.unwrap().is_empty(), "questions made for Hebrew are dropped");
     }
 
     #[tokio::test]

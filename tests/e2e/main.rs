@@ -8,6 +8,7 @@ mod documents;
 mod engine;
 mod feedback;
 mod generated_questions;
+mod hebrew;
 mod hostile;
 mod hostile_http;
 mod http_api;

@@ -23,6 +23,10 @@ pub struct BotConfig {
     /// System message for chat models.
     #[serde(default)]
     pub system: Option<String>,
+    /// The language of its built-in prompts and "I don't know" (`en`, `he`); default: its
+    /// knowledge base's. A `system` or `abstain_text` of its own is used as written.
+    #[serde(default)]
+    pub language: Option<lore_knowledge::Language>,
     /// Retrieval settings for this bot, over the top-level `retrieval`.
     #[serde(default)]
     pub retrieval: RetrievalOverride,
@@ -58,6 +62,7 @@ impl BotConfig {
             knowledge_base: kb.to_string(),
             prompt: None,
             system: None,
+            language: None,
             retrieval: RetrievalOverride::default(),
             channels: BTreeMap::new(),
             allow: Allow::default(),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub use lore_knowledge::store::valid_kb_name;
+use lore_knowledge::LanguageChoice;
 use serde::Deserialize;
 
 use super::{Config, ConfigError, Source};
@@ -51,6 +52,13 @@ pub struct KnowledgeBaseConfig {
     /// question asked.
     #[serde(default)]
     pub generated_questions: u32,
+    /// The language its text is written in: `en`, `he`, or `auto` (the default: detected
+    /// from what is first ingested, and kept). It chooses how passages and questions are
+    /// matched by words (Hebrew: prefixes, final letters and points), and the prompts and
+    /// "I don't know" of the bots answering from it. Stored with the knowledge base;
+    /// changing it re-indexes the knowledge base at its next ingest.
+    #[serde(default)]
+    pub language: LanguageChoice,
 }
 
 /// More questions per chunk add little: they start to repeat each other.
@@ -139,6 +147,15 @@ impl Config {
         self.knowledge_bases.get(kb).and_then(|k| k.chunking.as_ref()).unwrap_or(&self.chunking)
     }
 
+    /// The language knowledge base `kb` is configured in; `None` for `auto` (or a
+    /// knowledge base the config does not list): the one stored at ingest.
+    pub fn kb_language(&self, kb: &str) -> Option<lore_knowledge::Language> {
+        match self.knowledge_bases.get(kb)?.language {
+            LanguageChoice::Fixed(language) => Some(language),
+            LanguageChoice::Auto => None,
+        }
+    }
+
     /// A `chunking` section (at `key`) the chunker can follow.
     pub(super) fn check_chunking(&self, key: &str, c: &Chunking) -> Result<(), ConfigError> {
         if c.max_tokens < 16 {
@@ -211,6 +228,8 @@ pub fn parse_url(source: &str) -> Result<url::Url, String> {
 
 #[cfg(test)]
 mod tests {
+    use lore_knowledge::{Language, LanguageChoice};
+
     use super::super::testing::{parse, OK};
 
     #[test]
@@ -221,5 +240,32 @@ mod tests {
         let text = OK.replace("    sources: [notes]\n", "    watch: true\n");
         let e = parse(&text).unwrap_err();
         assert_eq!((e.key.as_str(), e.line), ("knowledge_bases.docs.watch", Some(8)), "{e}");
+    }
+    #[test]
+    fn language_is_auto_unless_set_and_a_bot_may_speak_another() {
+        let cfg = parse(OK).unwrap();
+        assert_eq!(cfg.knowledge_bases["docs"].language, LanguageChoice::Auto);
+        assert_eq!(cfg.kb_language("docs"), None, "auto: the language stored at ingest");
+        let text = OK.replace("    sources: [notes]\n", "    sources: [notes]\n    language: he\n");
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg.kb_language("docs"), Some(Language::Hebrew));
+        assert_eq!(cfg.bots["helper"].language, None, "a bot speaks its knowledge base's language");
+        let text = text.replace("    knowledge_base: docs\n", "    knowledge_base: docs\n    language: en\n");
+        assert_eq!(parse(&text).unwrap().bots["helper"].language, Some(Language::English), "or its own");
+    }
+
+    #[test]
+    fn a_wrong_language_names_file_line_and_key() {
+        let text = OK.replace("    sources: [notes]\n", "    sources: [notes]\n    language: hebrew\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("knowledge_bases.docs.language", Some(9)), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "lore.yaml:9: knowledge_bases.docs.language: unknown language \"hebrew\": use en or he, or auto (detected at ingest)"
+        );
+        let text = OK.replace("    knowledge_base: docs\n", "    knowledge_base: docs\n    language: auto\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("bots.helper.language", Some(13)), "{e}");
+        assert!(e.message.contains("use en or he"), "{e}");
     }
 }

@@ -215,7 +215,15 @@ impl Config {
                     };
                     (locate(text, &key), key, message.to_string())
                 }
-                None => (inner.location().map(|l| l.line()).or_else(|| locate(text, &key)), key, message),
+                None => {
+                    // A value's own check (`language: hebrew`) fails inside its map: serde_yaml
+                    // names the map and points at it, so the key is looked up instead.
+                    let map = key.rsplit_once('.').map(|(map, _)| format!("{map}: "));
+                    match map.as_deref().and_then(|m| message.strip_prefix(m)) {
+                        Some(own) => (locate(text, &key), key.clone(), own.to_string()),
+                        None => (inner.location().map(|l| l.line()).or_else(|| locate(text, &key)), key, message),
+                    }
+                }
             };
             ConfigError { file: file.to_path_buf(), line, key, message }
         })?;

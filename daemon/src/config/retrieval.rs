@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use lore_knowledge::{RerankerConfig, RetrieverConfig};
+use lore_knowledge::{Language, RerankerConfig, RetrieverConfig};
 use serde::Deserialize;
 
 use super::{Config, ConfigError, Source};
@@ -34,7 +34,8 @@ pub struct Retrieval {
     /// (`lore calibrate`) instead of `min_score` alone.
     #[serde(default)]
     pub abstain: Abstain,
-    /// What the bot says when it abstains.
+    /// What the bot says when it abstains. Left out, the built-in one in the bot's
+    /// language (`bots.NAME.language`, else its knowledge base's).
     #[serde(default = "default_abstain_text")]
     pub abstain_text: String,
     /// Said after `abstain_text`, pointing to the nearest thing the knowledge base covers
@@ -140,11 +141,43 @@ fn default_passages() -> usize {
 fn default_min_score() -> f32 {
     0.30
 }
+/// The built-in "I don't know" and its hint, each as (English, Hebrew).
+const ABSTAIN_TEXTS: (&str, &str) =
+    ("I don't know: the knowledge base does not seem to cover that.", include_str!("../../../prompts/he/abstain.txt"));
+const ABSTAIN_HINTS: (&str, &str) = (
+    "The nearest it comes is {topic} ({source}); try asking about that.",
+    include_str!("../../../prompts/he/abstain-hint.txt"),
+);
+
 fn default_abstain_text() -> String {
-    "I don't know: the knowledge base does not seem to cover that.".into()
+    ABSTAIN_TEXTS.0.into()
 }
 fn default_abstain_hint() -> String {
-    "The nearest it comes is {topic} ({source}); try asking about that.".into()
+    ABSTAIN_HINTS.0.into()
+}
+
+/// `text` for a bot speaking `language`: a built-in text becomes that language's; one
+/// written in the config stays as written.
+fn built_in_in(text: &str, pair: (&str, &str), language: Language) -> String {
+    if text.trim() != pair.0.trim() && text.trim() != pair.1.trim() {
+        return text.to_string();
+    }
+    match language {
+        Language::English => pair.0.trim().to_string(),
+        Language::Hebrew => pair.1.trim().to_string(),
+    }
+}
+
+impl Retrieval {
+    /// These settings for a bot speaking `language`: the built-in `abstain_text` and
+    /// `abstain_hint` in that language (those written in the config stay as written).
+    pub fn in_language(&self, language: Language) -> Retrieval {
+        Retrieval {
+            abstain_text: built_in_in(&self.abstain_text, ABSTAIN_TEXTS, language),
+            abstain_hint: built_in_in(&self.abstain_hint, ABSTAIN_HINTS, language),
+            ..self.clone()
+        }
+    }
 }
 
 /// Retrieval settings a bot or channel may override; unset keys inherit.

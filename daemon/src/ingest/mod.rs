@@ -26,7 +26,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lore_core::{Chunk, Embedder};
 use lore_documents::Block;
-use lore_knowledge::{ChunkPlace, KnowledgeBase};
+use lore_knowledge::{ChunkPlace, KnowledgeBase, Language, LanguageChoice};
 
 use crate::config::{Chunking, Config};
 pub use files::{collect_files, SkipReason, Skipped};
@@ -46,6 +46,9 @@ pub struct Settings {
     pub generated_questions: u32,
     /// What one document's parse may take (the config's `parsing:`).
     pub parsing: crate::config::ParsingLimits,
+    /// The knowledge base's language, or `auto`: detected from the first chunks written
+    /// when none is stored yet.
+    pub language: LanguageChoice,
 }
 
 impl Settings {
@@ -57,6 +60,7 @@ impl Settings {
             web: web::WebSettings::default(),
             generated_questions: 0,
             parsing: crate::config::ParsingLimits::default(),
+            language: LanguageChoice::Auto,
         }
     }
 
@@ -72,6 +76,7 @@ impl Settings {
             settings.web.delay = std::time::Duration::from_millis(k.crawl_delay_ms);
             settings.web.guard.allow_private = k.allow_private_addresses;
             settings.generated_questions = k.generated_questions;
+            settings.language = k.language;
         }
         settings.web.cache = Some(config.state_dir.join("web").join(format!("{kb}.json")));
         settings
@@ -152,8 +157,7 @@ pub async fn ingest(
         .map(|r| std::fs::canonicalize(r).with_context(|| format!("cannot read {}", r.display())))
         .collect::<anyhow::Result<_>>()?;
     let found = collect_files(&roots)?;
-    let mut run =
-        Run::start(kb, embedder, &settings.chunking, progress_bar(progress, found.files.len(), "files")).await?;
+    let mut run = Run::start(kb, embedder, settings, progress_bar(progress, found.files.len(), "files")).await?;
     run.report.files = found.files.len();
     for skipped in found.skipped {
         run.skip(skipped);
@@ -181,7 +185,7 @@ pub async fn ingest_web(
     progress: Progress,
 ) -> anyhow::Result<IngestReport> {
     let sandbox = sandbox::Sandbox::locate(&settings.parsing)?;
-    let mut run = Run::start(kb, embedder, &settings.chunking, progress_bar(progress, pages.len(), "pages")).await?;
+    let mut run = Run::start(kb, embedder, settings, progress_bar(progress, pages.len(), "pages")).await?;
     run.report.web = true;
     let mut cache = web::PageCache::load(settings.web.cache.as_deref(), format!("{:?}", settings.chunking));
     let stored: BTreeSet<String> = run.stored.keys().cloned().collect();
@@ -254,15 +258,26 @@ impl<'a> Run<'a> {
     async fn start(
         kb: &'a KnowledgeBase,
         embedder: &'a dyn Embedder,
-        chunking: &'a Chunking,
+        settings: &'a Settings,
         bar: ProgressBar,
     ) -> anyhow::Result<Run<'a>> {
+        // Before anything is written: a changed language re-indexes what is stored, and the
+        // chunks written next get their words in it.
+        let detect = match settings.language {
+            LanguageChoice::Fixed(language) => {
+                if kb.set_language(language).await? {
+                    tracing::info!(kb = kb.name(), %language, "knowledge base language set");
+                }
+                false
+            }
+            LanguageChoice::Auto => kb.language().await?.is_none(),
+        };
         Ok(Run {
             kb,
             embedder,
-            chunking,
+            chunking: &settings.chunking,
             stored: kb.stored_places().await?,
-            writer: Writer { kb, embedder, pending: Vec::new(), embedded: 0, wrote: false },
+            writer: Writer { kb, embedder, pending: Vec::new(), embedded: 0, wrote: false, detect },
             stale: Vec::new(),
             report: IngestReport::default(),
             bar,
@@ -399,7 +414,12 @@ struct Writer<'a> {
     pending: Vec<(Chunk, bool)>,
     embedded: usize,
     wrote: bool,
+    /// `language: auto` and no language stored yet: it is detected from the first write.
+    detect: bool,
 }
+
+/// Characters of text the language is detected from: a few chunks' worth.
+const DETECT_CHARS: usize = 4_000;
 
 impl Writer<'_> {
     async fn add(&mut self, new: Vec<Chunk>, moved: Vec<Chunk>) -> anyhow::Result<()> {
@@ -432,6 +452,13 @@ impl Writer<'_> {
                 (c, vector)
             })
             .collect();
+        if std::mem::take(&mut self.detect) {
+            let sample: String =
+                rows.iter().flat_map(|(c, _)| c.text.chars().chain([' '])).take(DETECT_CHARS).collect();
+            let language = Language::detect(&sample);
+            self.kb.set_language(language).await?;
+            tracing::info!(kb = self.kb.name(), %language, "knowledge base language detected");
+        }
         self.kb.upsert(&rows).await?;
         self.kb.ensure_fulltext_index().await?;
         self.wrote = true;

@@ -89,6 +89,10 @@ pub struct GoldCase {
     /// Where the answer is (a file name or address, matched as a suffix), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The lines of `source` (from 1) that answer it: a passage holds the answer only when
+    /// it covers one of them. Empty: any passage of `source`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }
@@ -114,6 +118,7 @@ impl StoredGold {
             question: self.question.clone(),
             answer: self.answer.clone(),
             source: self.source.clone(),
+            lines: Vec::new(),
             id: Some(self.key.clone()),
         }
     }
@@ -456,6 +461,7 @@ mod tests {
                 question: "Where do bees sleep?".into(),
                 answer: Some("In the honeycomb cells".into()),
                 source: Some("bees.md".into()),
+                lines: vec![],
                 id: Some("a1".into()),
             }
         );

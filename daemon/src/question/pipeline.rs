@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use lore_core::{ChatModel, Event, GenerateRequest, Generation, Hit, PluginContext, ReplySink, Reranker, Retriever};
 use lore_core::{SourceRef, StopReason};
-use lore_knowledge::{KbHandle, RerankerConfig};
+use lore_knowledge::language::LANGUAGES;
+use lore_knowledge::{KbHandle, Language, RerankerConfig};
 
 use crate::config::{AnswerStyle, Instead, Retrieval, Sampling};
 use crate::question::answer_text::{content_words, stands_in, words_found};
@@ -36,6 +37,12 @@ pub struct Chain {
     pub calibration: Option<Arc<Calibration>>,
     /// How its sources are named to people.
     pub names: SourceNames,
+    /// The language it answers in, when the config says (the bot's, else its knowledge
+    /// base's); `None`: its knowledge base's as stored at ingest (`language: auto`).
+    pub speaks: Option<Language>,
+    /// `settings` and `template` in each language: built-in prompts and "I don't know"
+    /// in that language (see [`Chain::voice`]).
+    voices: Vec<(Language, Retrieval, Template)>,
 }
 
 /// Passages found for a question, best first, with the retrieval signals.
@@ -55,6 +62,7 @@ impl Chain {
             Some(file) => Some(Arc::new(Calibration::load(file)?)),
             None => None,
         };
+        let voices = LANGUAGES.iter().map(|&l| (l, settings.in_language(l), template.in_language(l))).collect();
         Ok(Self {
             kb,
             retriever,
@@ -64,7 +72,29 @@ impl Chain {
             lora: None,
             calibration,
             names: SourceNames::default(),
+            speaks: None,
+            voices,
         })
+    }
+
+    /// The language it answers in: the configured one, else its knowledge base's as
+    /// stored (English for one not yet ingested, or ingested before languages were kept).
+    pub async fn language(&self) -> Language {
+        if let Some(language) = self.speaks {
+            return language;
+        }
+        match self.kb.get().await {
+            Ok(Some(kb)) => kb.language().await.ok().flatten().unwrap_or_default(),
+            _ => Language::default(),
+        }
+    }
+
+    /// Its settings and template in `language`.
+    pub fn voice(&self, language: Language) -> (&Retrieval, &Template) {
+        self.voices
+            .iter()
+            .find(|(l, _, _)| *l == language)
+            .map_or((&self.settings, &self.template), |(_, settings, template)| (settings, template))
     }
 
     /// The retriever's top `top_k` for `question`, then each reranker in order.
@@ -238,9 +268,10 @@ impl Pipeline {
         // A question that cannot fit costs no retrieval.
         prompt::check_question(self.model.as_ref(), question, self.max_answer_tokens).await?;
         let retrieved = chain.retrieve_with(question, reranking).await?;
-        let voice = Voice { template: &chain.template, lora: chain.lora.as_ref() };
+        let (settings, template) = chain.voice(chain.language().await);
+        let voice = Voice { template, lora: chain.lora.as_ref() };
         let judging = chain.judging(reranking);
-        self.answer_from(&chain.settings, voice, question, history, retrieved, judging, started.elapsed()).await
+        self.answer_from(settings, voice, question, history, retrieved, judging, started.elapsed()).await
     }
 
     /// Abstains or starts generating from passages already retrieved and reranked.

@@ -4,10 +4,27 @@
 use std::path::Path;
 
 use lore_core::{ChatModel, Hit, PromptText};
+use lore_knowledge::Language;
 
 const SYSTEM: &str = include_str!("../../../prompts/system.txt");
 const CHAT: &str = include_str!("../../../prompts/chat.txt");
 const PLAIN: &str = include_str!("../../../prompts/plain.txt");
+const SYSTEM_HE: &str = include_str!("../../../prompts/he/system.txt");
+const CHAT_HE: &str = include_str!("../../../prompts/he/chat.txt");
+/// The system message of short answers (`lore eval`, `question::single`), by language.
+pub const SHORT_ANSWER_SYSTEM: &str = include_str!("../../../prompts/eval-system.txt");
+const SHORT_ANSWER_SYSTEM_HE: &str = include_str!("../../../prompts/he/eval-system.txt");
+
+/// The built-in system messages, each in every language: (English, Hebrew).
+const BUILT_IN_SYSTEMS: [(&str, &str); 2] = [(SYSTEM, SYSTEM_HE), (SHORT_ANSWER_SYSTEM, SHORT_ANSWER_SYSTEM_HE)];
+
+/// A built-in text in `language`, from its (English, Hebrew) pair.
+fn in_language<'a>(pair: (&'a str, &'a str), language: Language) -> &'a str {
+    match language {
+        Language::English => pair.0,
+        Language::Hebrew => pair.1,
+    }
+}
 
 /// Stop strings for the plain template: a base model would go on to invent the next question.
 pub const PLAIN_STOPS: [&str; 2] = ["\nQuestion:", "\n\n\n"];
@@ -26,6 +43,8 @@ pub struct Template {
     /// The user message (chat models) or whole prompt (base models); `None` = the built-in
     /// for whatever the model supports.
     pub body: Option<String>,
+    /// The language of the built-in chat message (`chat.txt`, `he/chat.txt`).
+    pub language: Language,
 }
 
 impl Template {
@@ -45,13 +64,28 @@ impl Template {
                 Some(text)
             }
         };
-        Ok(Self { system: system.unwrap_or(SYSTEM).trim().to_string(), body })
+        Ok(Self { system: system.unwrap_or(SYSTEM).trim().to_string(), body, language: Language::English })
+    }
+
+    /// The short-answer template of `lore eval` and one-off answers.
+    pub fn short_answer() -> Self {
+        Self { system: SHORT_ANSWER_SYSTEM.trim().to_string(), body: None, language: Language::English }
+    }
+
+    /// This template for answers in `language`: a built-in system message becomes that
+    /// language's, and so does the built-in chat message; one written in the config stays.
+    pub fn in_language(&self, language: Language) -> Self {
+        let system = BUILT_IN_SYSTEMS
+            .iter()
+            .find(|(en, he)| [en, he].iter().any(|s| s.trim() == self.system))
+            .map_or_else(|| self.system.clone(), |pair| in_language(*pair, language).trim().to_string());
+        Self { system, body: self.body.clone(), language }
     }
 }
 
 impl Default for Template {
     fn default() -> Self {
-        Self { system: SYSTEM.trim().to_string(), body: None }
+        Self { system: SYSTEM.trim().to_string(), body: None, language: Language::English }
     }
 }
 
@@ -202,7 +236,7 @@ fn render(
     history: &[Turn],
 ) -> (PromptText, Vec<String>) {
     let passages_text = format_passages(passages);
-    let chat_body = t.body.as_deref().unwrap_or(CHAT);
+    let chat_body = t.body.as_deref().unwrap_or(in_language((CHAT, CHAT_HE), t.language));
     // A template with a {system} slot asks for the plain format even on a chat model.
     if !chat_body.contains("{system}") {
         let user = fill(chat_body, &[("passages", &passages_text), ("question", question)]);

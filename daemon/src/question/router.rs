@@ -29,6 +29,9 @@ pub struct Place {
     pub template: Template,
     /// The bot's LoRA adapter, applied to its answers.
     pub lora: Option<lore_core::LoraAdapter>,
+    /// The language it answers in when the config says: the bot's `language`, else its
+    /// knowledge base's unless `auto` (then the one stored at ingest).
+    pub language: Option<lore_knowledge::Language>,
 }
 
 /// Where bot `name` answers outside its configured channels.
@@ -40,6 +43,7 @@ pub fn bot_place(config: &Config, name: &str) -> anyhow::Result<Place> {
         retrieval: config.retrieval.with(&b.retrieval),
         template: Template::load(b.prompt.as_deref(), b.system.as_deref(), &base)?,
         lora: b.adapters.first().cloned(),
+        language: b.language.or_else(|| config.kb_language(&b.knowledge_base)),
     })
 }
 
@@ -49,6 +53,7 @@ pub fn channel_place(config: &Config, name: &str, id: &str) -> anyhow::Result<Pl
     let mut place = bot_place(config, name)?;
     if let Some(c) = config.bots[name].channels.get(id) {
         place.kb = c.knowledge_base.clone().unwrap_or(place.kb);
+        place.language = config.bots[name].language.or_else(|| config.kb_language(&place.kb));
         place.retrieval = place.retrieval.with(&c.retrieval);
     }
     Ok(place)

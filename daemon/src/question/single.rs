@@ -12,9 +12,6 @@ use crate::question::prompt::{self, fill, Template};
 /// Asks for a question a passage answers, with a `{passage}` slot.
 const QUESTION_PROMPT: &str = include_str!("../../../prompts/synth.txt");
 
-/// The system message that asks for the shortest answer phrase (SQuAD-style).
-pub const SHORT_ANSWER_SYSTEM: &str = include_str!("../../../prompts/eval-system.txt");
-
 /// How long a reply to an instruction may be: a question, or a reworded one.
 pub const INSTRUCTION_TOKENS: usize = 96;
 
@@ -87,7 +84,7 @@ pub async fn short_answer(
     sampling: Sampling,
     lora: Option<&lore_core::LoraAdapter>,
 ) -> anyhow::Result<String> {
-    let template = Template { system: SHORT_ANSWER_SYSTEM.trim().to_string(), body: None };
+    let template = Template::short_answer();
     let built = prompt::build(model, &template, question, passages, &[], max_tokens).await?;
     let generated = model
         .generate(GenerateRequest {
@@ -106,7 +103,9 @@ pub async fn short_answer(
 /// "I don't know", "I do not know the answer.", "Unknown" and the like.
 pub fn says_dont_know(text: &str) -> bool {
     let n = normalize_answer(text);
-    ["i dont know", "i do not know", "unknown", "not mentioned", "no answer"].iter().any(|p| n.starts_with(p))
+    ["i dont know", "i do not know", "unknown", "not mentioned", "no answer", "אני לא יודע", "לא ידוע"]
+        .iter()
+        .any(|p| n.starts_with(p))
 }
 
 #[cfg(test)]

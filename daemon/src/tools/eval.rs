@@ -26,7 +26,7 @@ use crate::question::answer_text::{clean_answer, normalize_answer, stands_in};
 use crate::question::confidence::{Calibration, Signals, Stage};
 use crate::question::pipeline::{best_similarity, respond, Chain, Judging, Pipeline};
 use crate::question::prompt::Template;
-use crate::question::single::{says_dont_know, short_answer, SHORT_ANSWER_SYSTEM};
+use crate::question::single::{says_dont_know, short_answer};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
@@ -177,7 +177,11 @@ struct GoldPlace {
 #[derive(Debug, Clone)]
 enum Gold {
     Place(GoldPlace),
-    Source(String),
+    /// A passage of this source, covering one of these lines when there are some.
+    Source {
+        source: String,
+        lines: Vec<u32>,
+    },
     Unknown,
 }
 
@@ -185,7 +189,10 @@ impl Gold {
     fn holds(&self, chunk: &lore_core::Chunk) -> bool {
         match self {
             Gold::Place(place) => place.holds(chunk),
-            Gold::Source(source) => chunk.source.ends_with(source.as_str()),
+            Gold::Source { source, lines } => {
+                chunk.source.ends_with(source.as_str())
+                    && (lines.is_empty() || lines.iter().any(|l| (chunk.line_start..=chunk.line_end).contains(l)))
+            }
             Gold::Unknown => false,
         }
     }
@@ -440,9 +447,7 @@ impl<'a> Evaluation<'a> {
                 let place = crate::question::router::bot_place(&app.config, bot)?;
                 (place.retrieval, place.template)
             }
-            None => {
-                (app.config.retrieval.clone(), Template { system: SHORT_ANSWER_SYSTEM.trim().to_string(), body: None })
-            }
+            None => (app.config.retrieval.clone(), Template::short_answer()),
         };
         if let Some(r) = &args.retriever {
             retrieval.retriever = match r.as_str() {
@@ -487,6 +492,11 @@ impl<'a> Evaluation<'a> {
             question_seconds: Default::default(),
             lora: args.adapter.clone().map(|path| lore_core::LoraAdapter { path, scale: args.adapter_scale }),
         })
+    }
+
+    /// The retrieval settings questions are asked with.
+    pub(crate) fn retrieval(&self) -> &Retrieval {
+        &self.retrieval
     }
 
     /// Passages put in front of each question (at most).
@@ -614,6 +624,7 @@ impl<'a> Evaluation<'a> {
         kind: Kind,
         golds: Vec<String>,
         source: Option<&str>,
+        lines: &[u32],
     ) -> anyhow::Result<Asked> {
         let qa = Qa {
             id,
@@ -621,7 +632,7 @@ impl<'a> Evaluation<'a> {
             answers: golds.iter().map(|g| AnswerSpan { text: g.clone() }).collect(),
             is_impossible: kind != Kind::Answerable,
         };
-        let gold = source.map_or(Gold::Unknown, |s| Gold::Source(s.to_string()));
+        let gold = source.map_or(Gold::Unknown, |s| Gold::Source { source: s.to_string(), lines: lines.to_vec() });
         self.ask(chain, gold, kind, &qa).await
     }
 
@@ -647,7 +658,7 @@ impl<'a> Evaluation<'a> {
         let ranked = &retrieved.hits;
         let gold_rank = ranked.iter().position(|h| gold.holds(&h.chunk)).map(|r| r + 1);
         let source = match &gold {
-            Gold::Source(source) => Some(source.clone()),
+            Gold::Source { source, .. } => Some(source.clone()),
             _ => None,
         };
         let top_score = ranked.first().map(|h| h.score);
@@ -669,11 +680,15 @@ impl<'a> Evaluation<'a> {
             Some(p) => {
                 // No evidence at all is as weak as it gets.
                 let evidence = best_similarity(ranked).unwrap_or(f32::MIN);
+                // In the knowledge base's language, as its bots answer.
+                let language = chain.language().await;
+                let (settings, template) =
+                    (self.generate_always.in_language(language), self.template.in_language(language));
                 let judging = Judging { calibration: None, costly: true, observe: true, names: chain.names.clone() };
                 let answer = p
                     .answer_from(
-                        &self.generate_always,
-                        crate::question::pipeline::Voice { template: &self.template, lora: self.lora.as_ref() },
+                        &settings,
+                        crate::question::pipeline::Voice { template: &template, lora: self.lora.as_ref() },
                         &qa.question,
                         &[],
                         retrieved,

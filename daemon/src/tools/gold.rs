@@ -4,10 +4,12 @@
 //! (`--baseline`, `--max-drop`).
 //!
 //! The format is JSON Lines, one case a line:
-//! `{"question": "…", "answer": "…" or null, "source": "file.md" (optional), "id": "…" (optional)}`.
+//! `{"question": "…", "answer": "…" or null, "source": "file.md" (optional), "lines": [12, 13]
+//! (optional), "id": "…" (optional)}`.
 //! `answer: null` means the documents do not cover the question: the bot should abstain.
 //! `source` names where the answer is (a file name or address, matched as the end of a
-//! passage's source).
+//! passage's source); `lines`, the lines of it that answer (a passage must cover one of
+//! them to count). With sources, the report adds retrieval recall@1/5/20 and MRR.
 
 use std::path::{Path, PathBuf};
 
@@ -46,14 +48,19 @@ pub(crate) async fn ask_gold_files(
     bot: &str,
     files: &[PathBuf],
 ) -> anyhow::Result<Vec<Asked>> {
-    let chain = app.chain(crate::question::router::bot_place(&app.config, bot)?)?;
+    let mut place = crate::question::router::bot_place(&app.config, bot)?;
+    // The run's retrieval: the bot's, with what the command line changed (`--retriever`,
+    // `--no-rerank`, the top 20 for recall@20).
+    place.retrieval = eval.retrieval().clone();
+    let chain = app.chain(place)?;
     let mut asked = Vec::new();
     for file in files {
         for (line, case) in read_gold(file)?.into_iter().enumerate() {
             let kind = if case.answer.is_some() { Kind::Answerable } else { Kind::Unanswerable };
             let id = case.id.clone().unwrap_or_else(|| format!("{}:{}", file.display(), line + 1));
             let golds: Vec<String> = case.answer.into_iter().collect();
-            asked.push(eval.ask_gold(&chain, id, &case.question, kind, golds, case.source.as_deref()).await?);
+            let (source, lines) = (case.source.as_deref(), &case.lines);
+            asked.push(eval.ask_gold(&chain, id, &case.question, kind, golds, source, lines).await?);
         }
     }
     Ok(asked)
@@ -77,6 +84,10 @@ pub fn gold_report(asked: &[Asked], abstention: &Abstention, passages: usize) ->
         .filter(|(a, s)| a.source.is_some() && !s.abstained)
         .map(|(a, _)| if a.gold_rank.is_some_and(|r| r <= passages) { 1.0 } else { 0.0 })
         .collect();
+    // Retrieval of the named source (its lines, when the case names them), best first.
+    let located: Vec<&Asked> = answerable.iter().filter(|(a, _)| a.source.is_some()).map(|(a, _)| *a).collect();
+    let recall_at =
+        |k: usize| mean(located.iter().map(|a| if a.gold_rank.is_some_and(|r| r <= k) { 1.0 } else { 0.0 }).collect());
     json!({
         "questions": asked.len(),
         "answerable": answerable.len(),
@@ -87,6 +98,10 @@ pub fn gold_report(asked: &[Asked], abstention: &Abstention, passages: usize) ->
         "abstention_accuracy": mean(no_answer.iter().map(|a| if abstention.declines(a) { 1.0 } else { 0.0 }).collect()),
         "with_source": cited.len(),
         "citation_accuracy": mean(cited),
+        "recall@1": recall_at(1),
+        "recall@5": recall_at(5),
+        "recall@20": recall_at(20),
+        "mrr": mean(located.iter().map(|a| a.gold_rank.map_or(0.0, |r| 1.0 / r as f64)).collect()),
     })
 }
 
@@ -135,6 +150,13 @@ pub fn print_gold_report(r: &Value) {
     );
     println!("  not covered         {}  (abstained on {})", r["no_answer"], figure("abstention_accuracy"));
     println!("  naming a source     {}  (source among the passages {})", r["with_source"], figure("citation_accuracy"));
+    println!(
+        "  source retrieved    recall@1 {}, recall@5 {}, recall@20 {}, MRR {}",
+        figure("recall@1"),
+        figure("recall@5"),
+        figure("recall@20"),
+        figure("mrr")
+    );
 }
 
 /// `lore gold`: the gold cases kept beside the knowledge bases, made by admins with
