@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::bidi::isolate_ltr_runs;
 use crate::stream::{retry_after_secs, with_retries, Failure, Platform, PostKey, StreamingReply};
 use crate::text::{escape_discord, split_message};
 use crate::throttle::EditThrottle;
@@ -706,7 +707,7 @@ impl Handler {
     /// Responds to an interaction with a note only its user sees.
     async fn tell(&self, ctx: &Context, to: &Interacted, note: &str) {
         let note = CreateInteractionResponseMessage::new()
-            .content(escape_discord(note))
+            .content(escape_discord(&isolate_ltr_runs(note)))
             .ephemeral(true)
             .allowed_mentions(no_mentions());
         self.respond(ctx, to, CreateInteractionResponse::Message(note)).await;
@@ -1128,5 +1129,16 @@ mod tests {
             id: String::new(),
         }]);
         assert_eq!(s, "\n\n**Sources**\n\\[1\\] my\\_notes\\*.md (lines 1-2)");
+    }
+
+    #[test]
+    fn a_hebrew_heading_in_a_source_is_isolated_then_escaped() {
+        let s = sources_block::<DiscordReply>(&[SourceRef {
+            number: 1,
+            source: "my_notes.md".into(),
+            location: "§ מבוא, lines 207-208".into(),
+            id: String::new(),
+        }]);
+        assert_eq!(s, "\n\n**Sources**\n\\[1\\] my\\_notes.md (§ \u{2068}מבוא\u{2069}, lines 207-208)");
     }
 }

@@ -4,6 +4,8 @@
 //! Nothing platform-specific crosses its API: the daemon sees [`Incoming`] messages and
 //! answers through a [`ReplySink`]. It knows nothing about models, retrieval or LanceDB.
 
+#[cfg(any(feature = "discord", feature = "telegram"))]
+mod bidi;
 pub mod console;
 #[cfg(feature = "discord")]
 pub mod discord;

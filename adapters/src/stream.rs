@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::warn;
 
+use crate::bidi::{isolate_ltr_runs, isolate_rtl_spans};
 use crate::throttle::EditThrottle;
 use crate::{ReplySink, SourceRef};
 
@@ -276,9 +277,18 @@ impl<P: Platform> StreamingReply<P> {
     }
 }
 
+/// `text` as the platform's messages, right-to-left lines given their isolates first: on
+/// plain text (escaping comes after, so no isolate lands in an escape, entity or tag), before
+/// splitting (isolates count against the limit), and alike for streamed edits and the final
+/// text: a line's isolates depend on that line alone, so the final edit does not reshuffle
+/// what was streamed.
+fn pieces<P: Platform>(text: &str) -> Vec<String> {
+    P::pieces(&isolate_ltr_runs(text))
+}
+
 /// The final answer as messages: the text split at the limit, then the sources.
 fn final_pieces<P: Platform>(text: &str, sources: &[SourceRef]) -> Vec<String> {
-    let mut pieces = P::pieces(text.trim_end());
+    let mut pieces = pieces::<P>(text.trim_end());
     place_sources::<P>(&mut pieces, sources);
     // Platforms refuse empty messages.
     pieces.retain(|piece| !piece.trim().is_empty());
@@ -304,7 +314,17 @@ pub(crate) fn sources_block<P: Platform>(sources: &[SourceRef]) -> String {
 }
 
 fn source_lines<P: Platform>(sources: &[SourceRef]) -> Vec<String> {
-    std::iter::once(P::sources_heading()).chain(sources.iter().map(P::source_line)).collect()
+    std::iter::once(P::sources_heading()).chain(sources.iter().map(|s| P::source_line(&isolated(s)))).collect()
+}
+
+/// A source whose file name or heading is right-to-left, those parts isolated: the line then
+/// reads in the order of its fields (number, file, heading, lines) whatever their script.
+fn isolated(source: &SourceRef) -> SourceRef {
+    SourceRef {
+        source: isolate_rtl_spans(&source.source).into_owned(),
+        location: isolate_rtl_spans(&source.location).into_owned(),
+        ..source.clone()
+    }
 }
 
 fn fits<P: Platform>(message: &str, addition: &str) -> bool {
@@ -340,7 +360,7 @@ impl<P: Platform> ReplySink for StreamingReply<P> {
         if text_so_far.trim().is_empty() || !self.throttle.try_acquire(&self.place) {
             return Ok(());
         }
-        let Some(first) = P::pieces(text_so_far).into_iter().next() else { return Ok(()) };
+        let Some(first) = pieces::<P>(text_so_far).into_iter().next() else { return Ok(()) };
         if first != self.shown {
             self.stream(&first).await;
         }
@@ -780,6 +800,23 @@ mod tests {
         let chat = FakeChat::default().failing(Op::Post, Failure::Permanent, 1);
         assert!(reply_in(&chat, 0).say("Hi.").await.is_err());
         assert_eq!(chat.calls().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_hebrew_answer_is_isolated_alike_streamed_and_final_and_so_are_its_sources() {
+        let chat = FakeChat::default();
+        let mut reply = reply_in(&chat, 0);
+        let answer = "אימון mT5 עם C++";
+        reply.update(answer).await.unwrap();
+        let source =
+            SourceRef { number: 1, source: "מדריך.md".into(), location: String::new(), id: String::new() };
+        reply.finish(answer, &[source]).await.unwrap();
+
+        let isolated = "אימון \u{2066}mT5\u{2069} עם \u{2066}C++\u{2069}";
+        // The final text is what the stream showed: no edit, nothing moves.
+        assert_eq!(ops(&chat), vec![(Op::Post, false), (Op::Post, false)]);
+        // Isolates count against the limit: with them the sources no longer fit beside the text.
+        assert_eq!(chat.shown(), [isolated, "Sources\n[1] \u{2068}מדריך\u{2069}.md"]);
     }
 
     #[tokio::test]

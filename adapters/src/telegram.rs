@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::bidi::isolate_ltr_runs;
 use crate::stream::{with_retries, Failure, Platform, PostKey, StreamingReply, LONGEST_RETRY_AFTER};
 use crate::text::{escape_html, split_message, telegram_html};
 use crate::throttle::EditThrottle;
@@ -315,7 +316,7 @@ fn answer_of(msg: &Message) -> Option<String> {
 /// Answers a callback query, which stops the spinner on the clicked button and shows
 /// `text` (cut to Telegram's 200 characters), if any, as a notice.
 async fn answer_click(bot: Bot, query: CallbackQueryId, text: Option<String>) -> Result<(), RequestError> {
-    let text = text.map(|t| cut(&t, CLICK_ANSWER_LIMIT));
+    let text = text.map(|t| cut(&isolate_ltr_runs(&t), CLICK_ANSWER_LIMIT));
     let answering = || {
         let mut request = bot.answer_callback_query(query.clone());
         if let Some(text) = &text {
@@ -750,6 +751,17 @@ mod tests {
     fn visible_length_ignores_tags_and_counts_entities_once() {
         assert_eq!(visible_len("<b>a&lt;b</b>"), 3);
         assert_eq!(visible_len("<pre>x</pre>😀"), 3);
+    }
+
+    #[test]
+    fn a_hebrew_file_name_in_a_source_is_isolated_then_escaped() {
+        let s = crate::stream::sources_block::<TelegramChat>(&[SourceRef {
+            number: 2,
+            source: "מדריך & הערות.txt".into(),
+            location: "lines 3-4".into(),
+            id: String::new(),
+        }]);
+        assert_eq!(s, "\n\n<b>Sources</b>\n[2] \u{2068}מדריך &amp; הערות\u{2069}.txt (lines 3-4)");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::config::{Config, DataDir, EmbedderPool, EmbedderSettings, GeneratorPo
 use crate::question::pipeline::{respond, Chain, Outcome, Pipeline, Reranking};
 use crate::question::prompt::Turn;
 use crate::question::router::{Answerer, Place};
+use crate::question::speaks::{self, ModelLanguages, Speaks};
 
 /// Which models a command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub struct App {
     pub remote_generator: Option<RemoteGenerator>,
     /// The `cross-encoder` reranker's model (`models.reranker`), when configured.
     pub cross_encoder: Option<LlamaCrossEncoder>,
+    /// What the generator (when loaded) and the embedder speak.
+    pub languages: ModelLanguages,
 }
 
 impl App {
@@ -83,6 +86,10 @@ impl App {
             (Load::WithoutGenerator, _) => {}
         }
         let cross_encoder = config.models.reranker.as_ref().map(LlamaCrossEncoder::load).transpose()?;
+        let languages = ModelLanguages {
+            generator: generator_languages(&config, generator.as_ref(), remote.as_ref()).await,
+            embedder: embedder_languages(&config, local_embedder.as_ref(), remote_embedder.as_ref(), embedder.as_ref()),
+        };
         Ok(Self {
             config,
             store,
@@ -92,6 +99,7 @@ impl App {
             local_generator: generator,
             remote_generator: remote,
             cross_encoder,
+            languages,
         })
     }
 
@@ -170,7 +178,7 @@ impl App {
 
     /// `place` resolved: its knowledge base, retriever and rerankers.
     pub fn chain(&self, place: Place) -> anyhow::Result<Chain> {
-        chain(&self.store, place, &self.plugin_context(), &self.config)
+        chain(&self.store, place, &self.plugin_context(), &self.config, &self.languages)
     }
 
     /// The answerer the router uses. Panics unless loaded with [`Load::All`].
@@ -180,6 +188,7 @@ impl App {
             store: self.store.clone(),
             plugins: self.plugin_context(),
             config: Arc::new(self.config.clone()),
+            languages: self.languages.clone(),
         }
     }
 
@@ -227,6 +236,8 @@ pub struct Answering {
     pub plugins: PluginContext,
     /// For each knowledge base's source folders (how sources are named).
     pub config: Arc<Config>,
+    /// What the generator and the embedder speak.
+    pub languages: ModelLanguages,
 }
 
 #[async_trait]
@@ -234,7 +245,7 @@ impl Answerer for Answering {
     type Route = Chain;
 
     fn route(&self, place: Place) -> anyhow::Result<Chain> {
-        chain(&self.store, place, &self.plugins, &self.config)
+        chain(&self.store, place, &self.plugins, &self.config, &self.languages)
     }
 
     async fn answer(
@@ -263,12 +274,57 @@ impl Answerer for Answering {
 
 /// The chain that answers in `place`: its knowledge base in `store`, searched and
 /// reranked with the models in `cx`.
-fn chain(store: &KbStore, place: Place, cx: &PluginContext, config: &Config) -> anyhow::Result<Chain> {
-    let mut chain = Chain::build(KbHandle::new(store.clone(), &place.kb)?, place.retrieval, place.template, cx)?;
+fn chain(
+    store: &KbStore,
+    place: Place,
+    cx: &PluginContext,
+    config: &Config,
+    languages: &ModelLanguages,
+) -> anyhow::Result<Chain> {
+    let kb = KbHandle::new(store.clone(), &place.kb)?;
+    let mut chain = Chain::build(kb, place.retrieval, place.template, cx, languages)?;
     chain.lora = place.lora;
-    chain.speaks = place.language;
+    chain.answers_in = place.language;
     chain.names = crate::question::pipeline::SourceNames::of_kb(config, &place.kb);
     Ok(chain)
+}
+
+/// What the generator speaks: as the config or its GGUF says, else by its tokenizer
+/// (unknown for one not loaded, or servers whose token counts are estimates).
+async fn generator_languages(config: &Config, local: Option<&Generator>, remote: Option<&RemoteGenerator>) -> Speaks {
+    let said = config.models.generator.languages();
+    if let Some(speaks) = Speaks::from_lists(said, local.and_then(Generator::languages)) {
+        return speaks;
+    }
+    let model: Arc<dyn ChatModel> = match (local, remote) {
+        (Some(local), _) => Arc::new(local.clone()),
+        (None, Some(remote)) if remote.counted_by() != lore_remote::CountedBy::Estimate => Arc::new(remote.clone()),
+        _ => return Speaks::unknown(),
+    };
+    let mut counts = Vec::new();
+    for (language, sample) in speaks::samples() {
+        counts.push((language, model.count_tokens(sample).await));
+    }
+    Speaks::from_token_counts(&counts)
+}
+
+/// What the embedder speaks: as the config or its GGUF says, else by its tokenizer.
+fn embedder_languages(
+    config: &Config,
+    local: Option<&LlamaEmbedder>,
+    remote: Option<&RemoteEmbedder>,
+    embedder: &dyn Embedder,
+) -> Speaks {
+    let said = config.models.embedder.languages();
+    if let Some(speaks) = Speaks::from_lists(said, local.and_then(LlamaEmbedder::languages)) {
+        return speaks;
+    }
+    if remote.is_some_and(|r| r.counted_by() == lore_remote::CountedBy::Estimate) {
+        return Speaks::unknown();
+    }
+    let counts: Vec<_> =
+        speaks::samples().map(|(language, sample)| (language, embedder.count_tokens(sample))).collect();
+    Speaks::from_token_counts(&counts)
 }
 
 /// The pool of servers `models.generator` names (`type: openai`). An `llm` reranker is

@@ -407,6 +407,7 @@ async fn check_generator(app: &App) -> usize {
                 lore_core::ChatModel::context_tokens(g),
                 g.parallel()
             );
+            println!("  languages: {}", app.languages.generator.describe("models.generator"));
             for (name, bot) in &app.config.bots {
                 for lora in &bot.adapters {
                     println!(
@@ -434,6 +435,7 @@ async fn check_generator(app: &App) -> usize {
             problems += print_endpoints(pool.check_endpoints().await);
             lore_core::ChatModel::count_tokens(pool, "How many tokens is this?").await;
             println!("  prompt tokens counted by {}", counted_by(pool.counted_by()));
+            println!("  languages: {}", app.languages.generator.describe("models.generator"));
             if app.config.most_llm_candidates() > 0 {
                 match pool.check_scoring().await {
                     Ok(()) => println!("  the llm reranker: the servers return prompt log-probabilities"),
@@ -461,6 +463,7 @@ async fn check_embedder(app: &App) -> usize {
             println!("  chunk tokens counted by {}", counted_by(pool.counted_by()));
         }
     }
+    println!("  languages: {}", app.languages.embedder.describe("models.embedder"));
     problems
 }
 
@@ -490,6 +493,37 @@ fn check_calibrations(app: &App) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a bot answering in `language` does about models that do not speak it.
+fn language_notes(app: &App, bot: &str, language: lore_knowledge::Language) -> Vec<String> {
+    let name = language.name();
+    let mut notes = vec![format!("in {name}")];
+    let languages = &app.languages;
+    if !languages.generator.speaks(language) {
+        notes.push(format!(
+            "the generator does not speak {name} ({}): answers quote the passage that answers (answer_style: quote) and the llm reranker is left out; a generator that speaks {name} answers in words",
+            languages.generator.describe("models.generator")
+        ));
+    }
+    if !languages.embedder.speaks(language) {
+        let retriever = crate::question::router::bot_place(&app.config, bot).map(|p| p.retrieval.retriever);
+        let what = match retriever {
+            Ok(lore_knowledge::RetrieverConfig::Vector) => {
+                "warning: its retriever is `vector` alone, whose rankings mean little here: use `hybrid` or `fulltext`"
+                    .to_string()
+            }
+            Ok(lore_knowledge::RetrieverConfig::Hybrid { .. }) => {
+                "hybrid retrieval leans on full text (its words order the passages; vector search fills the places it leaves empty)".to_string()
+            }
+            _ => "it is searched by words".to_string(),
+        };
+        notes.push(format!(
+            "the embedder does not speak {name} ({}): {what}",
+            languages.embedder.describe("models.embedder")
+        ));
+    }
+    notes
+}
+
 /// Each bot's knowledge bases (its own and its channels'). Returns the missing ones.
 async fn check_knowledge_bases(app: &App) -> anyhow::Result<usize> {
     let mut problems = 0;
@@ -498,7 +532,15 @@ async fn check_knowledge_bases(app: &App) -> anyhow::Result<usize> {
         kbs.extend(bot.channels.values().filter_map(|c| c.knowledge_base.clone()));
         for kb in kbs {
             match app.kb(&kb)?.require().await {
-                Ok(k) => println!("bot {name}: knowledge base {kb}: {} chunks", k.count().await?),
+                Ok(k) => {
+                    println!("bot {name}: knowledge base {kb}: {} chunks", k.count().await?);
+                    let language = bot.language.or(app.config.kb_language(&kb)).or(k.language().await?);
+                    if let Some(language) = language {
+                        for line in language_notes(app, name, language) {
+                            println!("  {line}");
+                        }
+                    }
+                }
                 Err(e) => {
                     problems += 1;
                     println!("bot {name}: knowledge base {kb}: {e}");

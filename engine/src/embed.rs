@@ -25,6 +25,8 @@ pub struct LlamaEmbedder {
     dim: usize,
     /// Most tokens one text may have; longer texts are cut (and chunking avoids that).
     max_tokens: usize,
+    /// The languages its GGUF says it was trained on (`general.languages`).
+    languages: Option<Vec<String>>,
 }
 
 impl LlamaEmbedder {
@@ -33,6 +35,8 @@ impl LlamaEmbedder {
         let dim = model.n_embd() as usize;
         // Non-causal models must see a whole text in one micro-batch.
         let max_tokens = (model.n_ctx_train() as usize).clamp(8, cfg.batch_tokens);
+        let pooling = pooling(&model);
+        let languages = crate::model_file::languages(&cfg.path);
         let (tx, rx) = std_mpsc::channel::<Job<(Vec<String>, Reply)>>();
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let died = CancellationToken::new();
@@ -44,7 +48,7 @@ impl LlamaEmbedder {
             std::thread::Builder::new()
                 .name("lore-embedder".into())
                 .spawn(move || {
-                    let params = super::encoder_params(LlamaPoolingType::Mean, max_tokens, MAX_SEQS, threads);
+                    let params = super::encoder_params(pooling, max_tokens, MAX_SEQS, threads);
                     let mut ctx = match super::worker_context(&model, params, &path, &ready_tx) {
                         Some(ctx) => ctx,
                         None => return,
@@ -69,8 +73,13 @@ impl LlamaEmbedder {
                 .map_err(|e| EngineError::Backend(format!("cannot start the embedder thread: {e}")))?;
         }
         ready_rx.recv().map_err(|_| EngineError::Stopped("embedder"))??;
-        tracing::info!(model = %cfg.path.display(), dim, "embedder ready");
-        Ok(Self { model, jobs: tx, died, dim, max_tokens })
+        tracing::info!(model = %cfg.path.display(), dim, ?pooling, ?languages, "embedder ready");
+        Ok(Self { model, jobs: tx, died, dim, max_tokens, languages })
+    }
+
+    /// The languages its GGUF says it was trained on; `None` when it does not say.
+    pub fn languages(&self) -> Option<&[String]> {
+        self.languages.as_deref()
     }
 
     /// Fires if the embedder's thread dies (a panic inside it): every waiting and new
@@ -87,6 +96,20 @@ impl LlamaEmbedder {
         let _ = self.jobs.send(Job::CrashForTests);
     }
 }
+
+/// How the model was trained to pool its tokens into one vector, as its GGUF says: the
+/// first token's state for CLS-pooled models (bge-m3), the mean otherwise (MiniLM,
+/// multilingual-e5, and any file that does not say).
+fn pooling(model: &LlamaModel) -> LlamaPoolingType {
+    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+    match model.meta_val_str(&format!("{arch}.pooling_type")).ok().as_deref() {
+        Some(CLS_POOLING) => LlamaPoolingType::Cls,
+        _ => LlamaPoolingType::Mean,
+    }
+}
+
+/// llama.cpp's `LLAMA_POOLING_TYPE_CLS`, as GGUF metadata.
+const CLS_POOLING: &str = "2";
 
 /// Sequences packed into one decode (llama.cpp allows up to 256).
 const MAX_SEQS: usize = 64;

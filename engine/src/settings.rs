@@ -42,6 +42,11 @@ pub struct GeneratorConfig {
     /// again), so it is not decoded again. 0 = keep none.
     #[serde(default = "default_prompt_cache_mib")]
     pub prompt_cache_mib: usize,
+    /// The languages the model was trained on (ISO 639-1 codes: `en`, `he`, ...), for a
+    /// GGUF that does not say (`general.languages`) or says wrong. Lore reads it to decide
+    /// whether the model can answer (or embed) a knowledge base's language.
+    #[serde(default)]
+    pub languages: Option<Vec<String>>,
 }
 
 impl GeneratorConfig {
@@ -58,6 +63,7 @@ impl GeneratorConfig {
             max_answer_tokens: default_max_answer_tokens(),
             sampling: Sampling::default(),
             prompt_cache_mib: default_prompt_cache_mib(),
+            languages: None,
         }
     }
 }
@@ -78,12 +84,17 @@ pub struct EmbedderConfig {
     /// Most tokens per text (longer ones are cut) and per decode.
     #[serde(default = "default_embed_batch")]
     pub batch_tokens: usize,
+    /// The languages the model was trained on (ISO 639-1 codes: `en`, `he`, ...), for a
+    /// GGUF that does not say (`general.languages`) or says wrong. Lore reads it to decide
+    /// whether the model can answer (or embed) a knowledge base's language.
+    #[serde(default)]
+    pub languages: Option<Vec<String>>,
 }
 
 impl EmbedderConfig {
     /// Default settings for the model at `path`.
     pub fn new(path: PathBuf) -> Self {
-        Self { path, gpu_layers: 0, threads: None, batch_tokens: default_embed_batch() }
+        Self { path, gpu_layers: 0, threads: None, batch_tokens: default_embed_batch(), languages: None }
     }
 }
 

@@ -20,6 +20,65 @@ const TO: [&str; 7] = ["", "ה", "ב", "כ", "ל", "מ", "מה"];
 /// shorter rest would mostly be a root letter taken for a prefix ("מלך" is not "מ" + "לך").
 const MIN_STEM_LETTERS: usize = 3;
 
+/// Hebrew words that say nothing of what a sentence is about: pronouns, question words,
+/// prepositions, "is"/"was", "not", "all". A sentence that shares only these with a
+/// question does not answer it. Written plain (no final letters), as [`search_words`]
+/// writes words.
+pub const FUNCTION_WORDS: [&str; 52] = [
+    "של",
+    "את",
+    "אתכ",
+    "אותו",
+    "אותה",
+    "על",
+    "עמ",
+    "אל",
+    "מנ",
+    "כי",
+    "גמ",
+    "אמ",
+    "או",
+    "לא",
+    "כנ",
+    "זה",
+    "זו",
+    "זאת",
+    "אלה",
+    "הוא",
+    "היא",
+    "המ",
+    "הנ",
+    "אני",
+    "אתה",
+    "אנחנו",
+    "מה",
+    "מי",
+    "איכ",
+    "למה",
+    "מתי",
+    "איפה",
+    "כמה",
+    "איזה",
+    "איזו",
+    "אילו",
+    "יש",
+    "אינ",
+    "היה",
+    "היתה",
+    "הייתה",
+    "היו",
+    "כל",
+    "רק",
+    "עוד",
+    "אבל",
+    "כמו",
+    "אחרי",
+    "לפני",
+    "בינ",
+    "עד",
+    "אשר",
+];
+
 /// The words `text` is indexed or searched under, joined by spaces: lower case, Hebrew
 /// marks dropped, final letters normalised, every Hebrew word also without its prefix
 /// letters; Latin words and numbers as they are (lowered).

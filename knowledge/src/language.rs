@@ -27,6 +27,14 @@ impl Language {
         }
     }
 
+    /// Its name in English, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::English => "English",
+            Language::Hebrew => "Hebrew",
+        }
+    }
+
     pub fn from_code(code: &str) -> Option<Self> {
         LANGUAGES.into_iter().find(|l| l.code() == code)
     }

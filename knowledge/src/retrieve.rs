@@ -52,7 +52,29 @@ impl Default for RetrieverConfig {
     }
 }
 
+/// How much a hybrid's vector ranking counts in a language its embedder was not trained
+/// on, as a share of its configured weight: none, so full text orders the passages and the
+/// vector search only fills the places full text leaves empty. Fitted on the Hebrew tuning
+/// questions with MiniLM (docs/EVAL.md, "Hebrew"), where every share above 0 (1, 0.5,
+/// 0.25, 0.1, 0.05) ranked the answer's passage first less often.
+pub const UNTRAINED_VECTOR_SHARE: f32 = 0.0;
+
 impl RetrieverConfig {
+    /// This retriever for a knowledge base in a language its embedder was not trained on:
+    /// a hybrid's vector ranking counts for [`UNTRAINED_VECTOR_SHARE`] of its weight (it
+    /// still fills places full text leaves empty). `vector` and `fulltext` stay as chosen.
+    pub fn leaning_on_full_text(&self) -> Self {
+        match self.clone() {
+            Self::Hybrid { vector_weight, fulltext_weight, rrf_k, candidates_factor } => Self::Hybrid {
+                vector_weight: vector_weight * UNTRAINED_VECTOR_SHARE,
+                fulltext_weight,
+                rrf_k,
+                candidates_factor,
+            },
+            other => other,
+        }
+    }
+
     /// The retriever for one knowledge base.
     pub fn build(&self, kb: KbHandle, embedder: Arc<dyn Embedder>) -> Arc<dyn Retriever> {
         let source = Source { kb, embedder };

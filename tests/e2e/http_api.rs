@@ -154,7 +154,7 @@ async fn health_is_up_and_ready_names_an_empty_knowledge_base() {
 /// Runs the browser script `script` (in `tests/python/`) on `url` with `question`, saving
 /// its screenshot as `name`.png in the cache's screenshots; what the page showed, as the
 /// script prints it, and the screenshot's path.
-async fn in_chromium(script: &str, url: &str, question: &str, name: &str) -> (Value, std::path::PathBuf) {
+pub(crate) async fn in_chromium(script: &str, url: &str, question: &str, name: &str) -> (Value, std::path::PathBuf) {
     let screenshots = cache_dir().join("screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
     let screenshot = screenshots.join(format!("{name}.png"));

@@ -265,7 +265,7 @@ mod tests {
         );
         let text = OK.replace("    knowledge_base: docs\n", "    knowledge_base: docs\n    language: auto\n");
         let e = parse(&text).unwrap_err();
-        assert_eq!((e.key.as_str(), e.line), ("bots.helper.language", Some(13)), "{e}");
+        assert_eq!((e.key.as_str(), e.line), ("bots.helper.language", Some(12)), "{e}");
         assert!(e.message.contains("use en or he"), "{e}");
     }
 }

@@ -102,6 +102,11 @@ pub struct GeneratorPool {
     /// How tokens are chosen (sent with every request).
     #[serde(default)]
     pub sampling: Sampling,
+    /// The languages the model was trained on (ISO 639-1 codes: `en`, `he`, ...): whether
+    /// it can answer (or embed) a knowledge base's language. Left out, the servers'
+    /// tokenizer is tried on a sentence of each language.
+    #[serde(default)]
+    pub languages: Option<Vec<String>>,
 }
 
 /// Which OpenAI endpoint a pool of servers is asked through.
@@ -145,6 +150,11 @@ pub struct EmbedderPool {
     /// a token, which makes chunks smaller than they could be).
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
+    /// The languages the model was trained on (ISO 639-1 codes: `en`, `he`, ...): whether
+    /// it can answer (or embed) a knowledge base's language. Left out, the servers'
+    /// tokenizer is tried on a sentence of each language.
+    #[serde(default)]
+    pub languages: Option<Vec<String>>,
 }
 
 /// What a local model without a file is told.
@@ -216,6 +226,14 @@ impl GeneratorSettings {
             Self::Openai(pool) => &pool.sampling,
         }
     }
+
+    /// The languages the config says the model was trained on.
+    pub fn languages(&self) -> Option<&[String]> {
+        match self {
+            Self::Llama(local) => local.languages.as_deref(),
+            Self::Openai(pool) => pool.languages.as_deref(),
+        }
+    }
 }
 
 impl EmbedderSettings {
@@ -224,6 +242,14 @@ impl EmbedderSettings {
         match self {
             Self::Llama(local) => file_model_name(&local.path),
             Self::Openai(pool) => pool.model.clone(),
+        }
+    }
+
+    /// The languages the config says the model was trained on.
+    pub fn languages(&self) -> Option<&[String]> {
+        match self {
+            Self::Llama(local) => local.languages.as_deref(),
+            Self::Openai(pool) => pool.languages.as_deref(),
         }
     }
 }
@@ -385,6 +411,20 @@ impl Config {
         }
         if matches!(generator, GeneratorSettings::Llama(local) if local.batch_tokens < 32) {
             return Err(self.error("models.generator.batch_tokens", "must be at least 32"));
+        }
+        self.check_languages("models.generator.languages", generator.languages())?;
+        self.check_languages("models.embedder.languages", embedder.languages())
+    }
+
+    /// A model's `languages` are language codes, as a GGUF's `general.languages` are.
+    fn check_languages(&self, key: &str, languages: Option<&[String]>) -> Result<(), ConfigError> {
+        for code in languages.unwrap_or_default() {
+            if !(2..=3).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_lowercase()) {
+                return Err(self.error(
+                    key,
+                    format!("{code:?} is not a language code: use ISO 639-1 codes such as en, he, ar, ru"),
+                ));
+            }
         }
         Ok(())
     }
@@ -556,12 +596,24 @@ mod tests {
     }
 
     #[test]
+    fn a_models_languages_are_language_codes() {
+        let cfg = parse(&with_generator("    path: /m/gen.gguf\n    languages: [en, he]\n", "")).unwrap();
+        assert_eq!(cfg.models.generator.languages(), Some(["en".to_string(), "he".to_string()].as_slice()));
+        assert_eq!(cfg.models.embedder.languages(), None, "left out: the GGUF or the tokenizer says");
+        let servers = "    type: openai\n    endpoints: [http://gpu1:8000/v1]\n    model: m\n    languages: [ar]\n";
+        assert_eq!(parse(&with_generator(servers, "")).unwrap().models.generator.languages().map(<[_]>::len), Some(1));
+        let e = parse(&with_generator("    path: /m/gen.gguf\n    languages: [Hebrew]\n", "")).unwrap_err();
+        assert_eq!(e.key, "models.generator.languages", "{e}");
+        assert!(e.message.contains("\"Hebrew\" is not a language code"), "{e}");
+    }
+
+    #[test]
     fn a_local_model_takes_the_engines_keys_and_defaults() {
         let cfg = parse(OK).unwrap();
         let GeneratorSettings::Llama(local) = &cfg.models.generator else { panic!("a local generator") };
         assert_eq!((local.path.as_path(), local.parallel, local.max_queue), (Path::new("/m/gen.gguf"), 4, 64));
         let EmbedderSettings::Llama(local) = &cfg.models.embedder else { panic!("a local embedder") };
         assert_eq!(local.batch_tokens, 512);
-        assert_eq!(keys_of::<EmbedderConfig>(), ["path", "gpu_layers", "threads", "batch_tokens"]);
+        assert_eq!(keys_of::<EmbedderConfig>(), ["path", "gpu_layers", "threads", "batch_tokens", "languages"]);
     }
 }

@@ -33,7 +33,7 @@ pub fn clean_answer(text: &str) -> String {
 
 /// Words that carry no claim of their own: an answer is supported by a passage when the
 /// passage holds its other words.
-const STOPWORDS: [&str; 64] = [
+pub(crate) const STOPWORDS: [&str; 64] = [
     "is", "are", "was", "were", "be", "been", "being", "am", "of", "in", "on", "at", "to", "for", "from", "by", "with",
     "and", "or", "but", "as", "it", "its", "this", "that", "these", "those", "they", "them", "their", "he", "she",
     "his", "her", "we", "you", "i", "my", "our", "which", "who", "whom", "what", "when", "where", "why", "how", "not",

@@ -4,16 +4,21 @@
 //! models too small to answer well), or required before an answer is shown
 //! (`answer_style: verified`). Sentences are scored against the question (and the answer,
 //! when there is one) by the cross-encoder when `models.reranker` is loaded, else by the
-//! embedder's cosine similarity.
+//! embedder's cosine similarity, or, in a language the embedder does not speak, by the
+//! question's words they hold.
 //!
 //! A quote is shown only once it is found again, word for word (whitespace and case
 //! aside), in the stored passage it claims to come from; it then carries its own place
 //! (page, section, lines) there.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use lore_core::{cosine, Chunk, Embedder, Hit, PairScorer, PluginContext};
+use lore_knowledge::hebrew::{search_words, FUNCTION_WORDS};
 use unicode_segmentation::UnicodeSegmentation;
+
+use crate::question::answer_text::STOPWORDS;
 
 /// A sentence quoted from passage `passage` (numbered from 1, as in the prompt and the
 /// sources), verified to stand in it.
@@ -50,11 +55,7 @@ impl EvidenceFinder {
     /// `question`, when `answer` is `None`); `None` when the passages hold no sentence
     /// that can be verified.
     pub async fn best(&self, question: &str, answer: Option<&str>, passages: &[Hit]) -> anyhow::Result<Option<Quote>> {
-        let candidates: Vec<(usize, String)> = passages
-            .iter()
-            .enumerate()
-            .flat_map(|(i, h)| sentences(&h.chunk.text).into_iter().map(move |s| (i, s)))
-            .collect();
+        let candidates = candidates(passages);
         if candidates.is_empty() {
             return Ok(None);
         }
@@ -72,15 +73,54 @@ impl EvidenceFinder {
                 vectors[1..].iter().map(|v| cosine(&vectors[0], v)).collect()
             }
         };
-        let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        // The best sentence that verifies: one that does not is never shown.
-        Ok(ranked.into_iter().find_map(|(i, score)| {
-            let (passage, sentence) = &candidates[i];
-            let location = verify(sentence, &passages[*passage].chunk)?;
-            Some(Quote { sentence: sentence.clone(), passage: passage + 1, location, score })
-        }))
+        Ok(best_verified(&candidates, scores, passages))
     }
+
+    /// The sentence of `passages` that shares the most of `question`'s content words
+    /// (read as full text reads them: in Hebrew with and without prefixes), for a language
+    /// the embedder was not trained on, whose cosine similarities would choose at random.
+    /// `None` when no sentence shares any: it does not answer the question.
+    pub fn best_by_words(question: &str, passages: &[Hit]) -> Option<Quote> {
+        let candidates = candidates(passages);
+        let asked = content_forms(question);
+        let scores: Vec<f32> = candidates
+            .iter()
+            .map(|(_, sentence)| {
+                let found = content_forms(sentence).intersection(&asked).count();
+                found as f32 / asked.len().max(1) as f32
+            })
+            .collect();
+        let (candidates, scores): (Vec<_>, Vec<_>) =
+            candidates.into_iter().zip(scores).filter(|(_, score)| *score > 0.0).unzip();
+        best_verified(&candidates, scores, passages)
+    }
+}
+
+/// The forms of `text`'s words full text searches by, without function words.
+fn content_forms(text: &str) -> BTreeSet<String> {
+    let words = search_words(text);
+    words
+        .split_whitespace()
+        .filter(|w| !FUNCTION_WORDS.contains(w) && !STOPWORDS.contains(w))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every sentence of `passages`, with the index of its passage.
+fn candidates(passages: &[Hit]) -> Vec<(usize, String)> {
+    passages.iter().enumerate().flat_map(|(i, h)| sentences(&h.chunk.text).into_iter().map(move |s| (i, s))).collect()
+}
+
+/// The best-scored sentence that verifies: one that does not is never shown. Ties go to
+/// the earlier passage, which retrieval ranked higher.
+fn best_verified(candidates: &[(usize, String)], scores: Vec<f32>, passages: &[Hit]) -> Option<Quote> {
+    let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked.into_iter().find_map(|(i, score)| {
+        let (passage, sentence) = &candidates[i];
+        let location = verify(sentence, &passages[*passage].chunk)?;
+        Some(Quote { sentence: sentence.clone(), passage: passage + 1, location, score })
+    })
 }
 
 /// Where `quote` stands in `chunk`, if it does word for word (whitespace and case aside):
@@ -167,6 +207,27 @@ mod tests {
 
     fn chunk(text: &str) -> Chunk {
         Chunk::new("lighthouse.txt", 0, 20, 23, text.into())
+    }
+
+    fn hits(texts: &[&str]) -> Vec<Hit> {
+        let hit = |(i, text): (usize, &&str)| Hit {
+            chunk: Chunk::new(&format!("n{i}.txt"), 0, 1, 1, text.to_string()),
+            score: 0.5,
+            similarity: None,
+            lexical: None,
+        };
+        texts.iter().enumerate().map(hit).collect()
+    }
+
+    #[test]
+    fn by_words_the_sentence_holding_the_questions_words_is_quoted_and_none_without_one() {
+        let passages = hits(&["לחם טרי נאפה בתנור חם מוקדם בבוקר.", "עברית היא שפה שמית. היא נכתבת מימין לשמאל."]);
+        // "In which direction does one write in Hebrew?": "בעברית" meets "עברית".
+        let quote = EvidenceFinder::best_by_words("באיזה כיוון כותבים בעברית? ובאיזה כתב?", &passages).unwrap();
+        assert_eq!((quote.sentence.as_str(), quote.passage), ("עברית היא שפה שמית.", 2));
+        // "Who won the 1986 World Cup?" shares only "of" and "who" with them, if anything.
+        assert_eq!(EvidenceFinder::best_by_words("מי זכה במונדיאל של 1986?", &passages), None);
+        assert_eq!(EvidenceFinder::best_by_words("מה זה היה?", &passages), None, "function words say nothing");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! [`pipeline`] (passages chosen, the prompt built, tokens streamed, the answer judged),
 //! [`prompt`], [`evidence`] (quotes checked against their passage), [`confidence`] (the
 //! signals and the fitted combiner), [`memory`] (conversations), [`single`] (one
-//! generation outside a conversation), [`answer_text`] (reading an answer's words).
+//! generation outside a conversation), [`answer_text`] (reading an answer's words),
+//! [`speaks`] (which languages the models speak).
 //!
 //! Floor 1: imports the config and the floor-0 helpers, never ingest, the wiring, the
 //! service or the tools.
@@ -18,3 +19,4 @@ pub mod pipeline;
 pub mod prompt;
 pub mod router;
 pub mod single;
+pub mod speaks;

@@ -22,6 +22,7 @@ use crate::question::answer_text::{content_words, stands_in, words_found};
 use crate::question::confidence::{signal, Calibration, Judgement, Signals, Stage};
 use crate::question::evidence::{EvidenceFinder, Quote};
 use crate::question::prompt::{self, Template, Turn};
+use crate::question::speaks::ModelLanguages;
 
 /// One bot's or channel's retrieval, resolved once: the knowledge base, the retriever and
 /// rerankers built for it, the thresholds and calibration, and the prompt template.
@@ -39,10 +40,25 @@ pub struct Chain {
     pub names: SourceNames,
     /// The language it answers in, when the config says (the bot's, else its knowledge
     /// base's); `None`: its knowledge base's as stored at ingest (`language: auto`).
-    pub speaks: Option<Language>,
-    /// `settings` and `template` in each language: built-in prompts and "I don't know"
-    /// in that language (see [`Chain::voice`]).
-    voices: Vec<(Language, Retrieval, Template)>,
+    pub answers_in: Option<Language>,
+    /// How it answers in each language (see [`Chain::voice`]).
+    languages: Vec<InLanguage>,
+}
+
+/// How a chain answers in one language: the built-in prompts and "I don't know" in it,
+/// and what the models can do in it.
+struct InLanguage {
+    language: Language,
+    /// `answer_style: quote` where the generator does not speak the language.
+    settings: Retrieval,
+    template: Template,
+    /// Leaning on full text where the embedder does not speak the language.
+    retriever: Arc<dyn Retriever>,
+    /// The `llm` reranker's scores are the generator's reading of the passage: where it
+    /// does not speak the language, they are noise.
+    llm_reranks: bool,
+    /// Quotes are chosen by the question's words where the embedder does not speak it.
+    quote_by_words: bool,
 }
 
 /// Passages found for a question, best first, with the retrieval signals.
@@ -55,14 +71,40 @@ impl Chain {
     /// Builds the plugins `settings` name for `kb` and reads its calibration; fails when a
     /// plugin needs a model that is not loaded (the `llm` reranker without the generator,
     /// say) or the calibration cannot be read.
-    pub fn build(kb: KbHandle, settings: Retrieval, template: Template, cx: &PluginContext) -> anyhow::Result<Self> {
+    ///
+    /// In a language the generator does not speak (`models`), answers quote the passage;
+    /// in one the embedder does not speak, hybrid retrieval leans on full text.
+    pub fn build(
+        kb: KbHandle,
+        settings: Retrieval,
+        template: Template,
+        cx: &PluginContext,
+        models: &ModelLanguages,
+    ) -> anyhow::Result<Self> {
         let retriever = settings.retriever.build(kb.clone(), cx.embedder.clone());
         let rerankers = settings.rerankers.iter().map(|r| r.build(cx)).collect::<anyhow::Result<_>>()?;
         let calibration = match &settings.abstain.calibration {
             Some(file) => Some(Arc::new(Calibration::load(file)?)),
             None => None,
         };
-        let voices = LANGUAGES.iter().map(|&l| (l, settings.in_language(l), template.in_language(l))).collect();
+        let languages = LANGUAGES
+            .iter()
+            .map(|&language| {
+                let mut settings = settings.in_language(language);
+                let generator_speaks = models.generator.speaks(language);
+                if !generator_speaks {
+                    settings.answer_style = AnswerStyle::Quote;
+                }
+                let embedder_speaks = models.embedder.speaks(language);
+                if !embedder_speaks {
+                    settings.retriever = settings.retriever.leaning_on_full_text();
+                }
+                let retriever = settings.retriever.build(kb.clone(), cx.embedder.clone());
+                let template = template.in_language(language);
+                let (llm_reranks, quote_by_words) = (generator_speaks, !embedder_speaks);
+                InLanguage { language, settings, template, retriever, llm_reranks, quote_by_words }
+            })
+            .collect();
         Ok(Self {
             kb,
             retriever,
@@ -72,15 +114,15 @@ impl Chain {
             lora: None,
             calibration,
             names: SourceNames::default(),
-            speaks: None,
-            voices,
+            answers_in: None,
+            languages,
         })
     }
 
     /// The language it answers in: the configured one, else its knowledge base's as
     /// stored (English for one not yet ingested, or ingested before languages were kept).
     pub async fn language(&self) -> Language {
-        if let Some(language) = self.speaks {
+        if let Some(language) = self.answers_in {
             return language;
         }
         match self.kb.get().await {
@@ -89,12 +131,17 @@ impl Chain {
         }
     }
 
-    /// Its settings and template in `language`.
-    pub fn voice(&self, language: Language) -> (&Retrieval, &Template) {
-        self.voices
-            .iter()
-            .find(|(l, _, _)| *l == language)
-            .map_or((&self.settings, &self.template), |(_, settings, template)| (settings, template))
+    /// Its settings and voice in `language`.
+    pub fn voice(&self, language: Language) -> (&Retrieval, Voice<'_>) {
+        let lora = self.lora.as_ref();
+        match self.in_language(language) {
+            Some(l) => (&l.settings, Voice { template: &l.template, lora, quote_by_words: l.quote_by_words }),
+            None => (&self.settings, Voice { template: &self.template, lora, quote_by_words: false }),
+        }
+    }
+
+    fn in_language(&self, language: Language) -> Option<&InLanguage> {
+        self.languages.iter().find(|l| l.language == language)
     }
 
     /// The retriever's top `top_k` for `question`, then each reranker in order.
@@ -105,11 +152,18 @@ impl Chain {
     /// Like [`Chain::retrieve`], leaving out the `llm` reranker when asked to, with the
     /// retrieval signals.
     pub async fn retrieve_with(&self, question: &str, reranking: Reranking) -> anyhow::Result<Retrieved> {
-        let mut hits = self.retriever.retrieve(question, self.settings.top_k).await?;
+        let language = self.in_language(self.language().await);
+        let retriever = language.map_or(&self.retriever, |l| &l.retriever);
+        let llm_reranks = language.is_none_or(|l| l.llm_reranks);
+        let mut hits = retriever.retrieve(question, self.settings.top_k).await?;
         let retriever_top = hits.first().map(|h| h.score);
         // Whether the first passage's score is now a model's judgement of the pair.
         let mut scored_by_model = false;
         for (r, config) in self.rerankers.iter().zip(&self.settings.rerankers) {
+            if matches!(config, RerankerConfig::Llm { .. }) && !llm_reranks {
+                tracing::debug!("the generator does not speak the knowledge base's language: no llm reranker");
+                continue;
+            }
             if reranking == Reranking::WithoutLlm && matches!(config, RerankerConfig::Llm { .. }) {
                 tracing::info!("others are waiting: skipping the llm reranker for this question");
                 continue;
@@ -268,8 +322,7 @@ impl Pipeline {
         // A question that cannot fit costs no retrieval.
         prompt::check_question(self.model.as_ref(), question, self.max_answer_tokens).await?;
         let retrieved = chain.retrieve_with(question, reranking).await?;
-        let (settings, template) = chain.voice(chain.language().await);
-        let voice = Voice { template, lora: chain.lora.as_ref() };
+        let (settings, voice) = chain.voice(chain.language().await);
         let judging = chain.judging(reranking);
         self.answer_from(settings, voice, question, history, retrieved, judging, started.elapsed()).await
     }
@@ -310,7 +363,11 @@ impl Pipeline {
         if settings.answer_style == AnswerStyle::Quote {
             let judged = Judged { signals, judgement: before, time: Duration::ZERO };
             let names = judging.names.clone();
-            return Ok(match self.evidence.best(question, None, &passages).await? {
+            let quote = match voice.quote_by_words {
+                true => EvidenceFinder::best_by_words(question, &passages),
+                false => self.evidence.best(question, None, &passages).await?,
+            };
+            return Ok(match quote {
                 Some(quote) => Answer::Quoted { quote, passages, retrieval_time, judged, names },
                 None => {
                     let text = abstention(settings, &passages, &names);
@@ -360,12 +417,15 @@ impl Pipeline {
 pub struct Voice<'a> {
     pub template: &'a Template,
     pub lora: Option<&'a lore_core::LoraAdapter>,
+    /// `answer_style: quote` chooses its sentence by the question's words (a language the
+    /// embedder does not speak).
+    pub quote_by_words: bool,
 }
 
 impl<'a> Voice<'a> {
     /// The template, with the base model.
     pub fn of(template: &'a Template) -> Self {
-        Self { template, lora: None }
+        Self { template, lora: None, quote_by_words: false }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::config::Retrieval;
 use crate::question::evidence::EvidenceFinder;
 use crate::question::pipeline::{Answer, Chain, Pipeline};
 use crate::question::prompt::Template;
+use crate::question::speaks::ModelLanguages;
 
 /// `lore bench`'s flags: the engine's, and the daemon's tests' own.
 #[derive(Debug, Clone, clap::Args)]
@@ -197,6 +198,8 @@ async fn load_run(
         store: store.clone(),
         plugins: models.plugins.clone(),
         config: Arc::new(config.clone()),
+        // English questions: whatever the models speak, nothing changes.
+        languages: ModelLanguages::default(),
     };
     let router = Arc::new(crate::question::router::Router::new(config, answering, None)?);
     if let Some(generator) = &models.local {
@@ -382,7 +385,7 @@ async fn ttft_test(generator: &Generator, embedder: &LlamaEmbedder, n_chunks: us
             top_k: 8,
             ..Retrieval::default()
         };
-        let chain = Chain::build(handle.clone(), retrieval, Template::default(), &plugins)?;
+        let chain = Chain::build(handle.clone(), retrieval, Template::default(), &plugins, &ModelLanguages::default())?;
         let mut retrieval_ms = Vec::new();
         let mut embed_ms = Vec::new();
         let mut ttft_ms = Vec::new();
@@ -487,6 +490,7 @@ impl ExtraTest for HttpHopTest {
             store: store.clone(),
             plugins,
             config: Arc::new(config.clone()),
+            languages: ModelLanguages::default(),
         };
         let router = Arc::new(crate::question::router::Router::new(&config, answering, None)?);
         let app = Arc::new(crate::app::App {
@@ -498,6 +502,7 @@ impl ExtraTest for HttpHopTest {
             local_generator: Some(generator.clone()),
             remote_generator: None,
             cross_encoder: None,
+            languages: ModelLanguages::default(),
         });
         let stop = tokio_util::sync::CancellationToken::new();
         let server = config.server.as_ref().expect("configured above");

@@ -611,7 +611,13 @@ impl<'a> Evaluation<'a> {
         let mut retrieval = self.retrieval.clone();
         // Read by `abstention()`; the chain itself answers everything.
         retrieval.abstain.calibration = None;
-        Chain::build(KbHandle::new(store.clone(), &name)?, retrieval, self.template.clone(), &plugins)
+        Chain::build(
+            KbHandle::new(store.clone(), &name)?,
+            retrieval,
+            self.template.clone(),
+            &plugins,
+            &self.app.languages,
+        )
     }
 
     /// Asks one of a bot's gold questions of `chain` (its own knowledge base): the answer,
@@ -620,19 +626,19 @@ impl<'a> Evaluation<'a> {
         &self,
         chain: &Chain,
         id: String,
-        question: &str,
-        kind: Kind,
-        golds: Vec<String>,
-        source: Option<&str>,
-        lines: &[u32],
+        case: &crate::question::feedback::GoldCase,
     ) -> anyhow::Result<Asked> {
+        let kind = if case.answer.is_some() { Kind::Answerable } else { Kind::Unanswerable };
         let qa = Qa {
             id,
-            question: question.to_string(),
-            answers: golds.iter().map(|g| AnswerSpan { text: g.clone() }).collect(),
+            question: case.question.clone(),
+            answers: case.answer.iter().map(|g| AnswerSpan { text: g.clone() }).collect(),
             is_impossible: kind != Kind::Answerable,
         };
-        let gold = source.map_or(Gold::Unknown, |s| Gold::Source { source: s.to_string(), lines: lines.to_vec() });
+        let gold = match &case.source {
+            Some(source) => Gold::Source { source: source.clone(), lines: case.lines.clone() },
+            None => Gold::Unknown,
+        };
         self.ask(chain, gold, kind, &qa).await
     }
 
@@ -688,7 +694,11 @@ impl<'a> Evaluation<'a> {
                 let answer = p
                     .answer_from(
                         &settings,
-                        crate::question::pipeline::Voice { template: &template, lora: self.lora.as_ref() },
+                        crate::question::pipeline::Voice {
+                            template: &template,
+                            lora: self.lora.as_ref(),
+                            quote_by_words: false,
+                        },
                         &qa.question,
                         &[],
                         retrieved,

@@ -56,11 +56,8 @@ pub(crate) async fn ask_gold_files(
     let mut asked = Vec::new();
     for file in files {
         for (line, case) in read_gold(file)?.into_iter().enumerate() {
-            let kind = if case.answer.is_some() { Kind::Answerable } else { Kind::Unanswerable };
             let id = case.id.clone().unwrap_or_else(|| format!("{}:{}", file.display(), line + 1));
-            let golds: Vec<String> = case.answer.into_iter().collect();
-            let (source, lines) = (case.source.as_deref(), &case.lines);
-            asked.push(eval.ask_gold(&chain, id, &case.question, kind, golds, source, lines).await?);
+            asked.push(eval.ask_gold(&chain, id, &case).await?);
         }
     }
     Ok(asked)

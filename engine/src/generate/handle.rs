@@ -34,6 +34,8 @@ struct Inner {
     adapters: Vec<PathBuf>,
     /// A text-to-text (encoder-decoder) model such as T5.
     encoder_decoder: bool,
+    /// The languages its GGUF says it was trained on (`general.languages`).
+    languages: Option<Vec<String>>,
     sizes: Sizes,
     max_queue: usize,
     kv_cache_bytes: u64,
@@ -63,6 +65,7 @@ impl Generator {
         let path = cfg.path.clone();
         let arch = generator_architecture(&path)?;
         let encoder_decoder = arch == "t5";
+        let languages = crate::model_file::languages(&path);
         let (model, loras) = crate::load_model_with_adapters(&path, cfg.gpu_layers, adapters)?;
         let sizes = Sizes::new(cfg, &model, encoder_decoder);
         let kv_cache_bytes = kv_cache_bytes(&model, sizes);
@@ -86,6 +89,7 @@ impl Generator {
             context_tokens = sizes.context_tokens,
             adapters = adapters.len(),
             chat_template = chat_template.is_some(),
+            ?languages,
             "generator ready"
         );
         let inner = Inner {
@@ -95,6 +99,7 @@ impl Generator {
             arch,
             adapters: adapters.to_vec(),
             encoder_decoder,
+            languages,
             sizes,
             max_queue: cfg.max_queue,
             kv_cache_bytes,
@@ -112,6 +117,11 @@ impl Generator {
     /// The GGUF architecture (`llama`, `gptneox`, `t5`, ...).
     pub fn architecture(&self) -> &str {
         &self.inner.arch
+    }
+
+    /// The languages its GGUF says it was trained on; `None` when it does not say.
+    pub fn languages(&self) -> Option<&[String]> {
+        self.inner.languages.as_deref()
     }
 
     /// A text-to-text model (T5 family): the prompt goes through an encoder, one

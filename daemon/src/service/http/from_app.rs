@@ -255,7 +255,8 @@ mod tests {
             let pipeline =
                 Pipeline { model: model.clone(), max_answer_tokens: 64, sampling: Sampling::greedy(), evidence };
             let config_arc = Arc::new(config.clone());
-            let answering = Answering { pipeline, store: store.clone(), plugins, config: config_arc };
+            let languages = crate::question::speaks::ModelLanguages::default();
+            let answering = Answering { pipeline, store: store.clone(), plugins, config: config_arc, languages };
             let router = Arc::new(Router::new(&config, answering, None).unwrap());
             let cfg = config.server.clone().unwrap();
             let app = Arc::new(App {
@@ -267,6 +268,7 @@ mod tests {
                 local_generator: None,
                 remote_generator: None,
                 cross_encoder: None,
+                languages: Default::default(),
             });
             let keys = keys.iter().map(|k| Key { value: k.to_string(), bots: Vec::new() }).collect();
             let mut api = ApiState::of_app(&app, model, router, AdapterStates::default(), keys);
