@@ -174,6 +174,15 @@ fn a_multilingual_embedder_and_generator_run_through_check_ingest_and_ask() {
         "{check}"
     );
     assert!(check.contains("the embedder does not speak Hebrew") && check.contains("leans on full text"), "{check}");
+    // `lore eval --gold` answers as the bot does: with the quote.
+    let gold = english.path().join("gold.jsonl");
+    let case = serde_json::json!({"question": QUESTION, "answer": "מימין לשמאל", "source": "script.txt"});
+    std::fs::write(&gold, format!("{case}\n")).unwrap();
+    let details = english.path().join("details.jsonl");
+    let (gold, details) = (gold.to_str().unwrap(), details.to_str().unwrap());
+    lore(&default_models.file, &["eval", "--gold", gold, "--bot", "he", "--json", "--details", details]);
+    let asked: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(details).unwrap()).unwrap();
+    assert_eq!(asked["answer"], "עברית היא שפה שמית, והיא נכתבת מימין לשמאל.", "{asked}");
 }
 
 /// The chat page in Chromium with a Hebrew bot: the answer (the passage's own sentence, as

@@ -686,10 +686,13 @@ impl<'a> Evaluation<'a> {
             Some(p) => {
                 // No evidence at all is as weak as it gets.
                 let evidence = best_similarity(ranked).unwrap_or(f32::MIN);
-                // In the knowledge base's language, as its bots answer.
+                // In the knowledge base's language, as its bots answer: quoting where the
+                // generator does not speak it.
                 let language = chain.language().await;
-                let (settings, template) =
-                    (self.generate_always.in_language(language), self.template.in_language(language));
+                let (bots, voice) = chain.voice(language);
+                let mut settings = self.generate_always.in_language(language);
+                settings.answer_style = bots.answer_style;
+                let template = self.template.in_language(language);
                 let judging = Judging { calibration: None, costly: true, observe: true, names: chain.names.clone() };
                 let answer = p
                     .answer_from(
@@ -697,7 +700,7 @@ impl<'a> Evaluation<'a> {
                         crate::question::pipeline::Voice {
                             template: &template,
                             lora: self.lora.as_ref(),
-                            quote_by_words: false,
+                            quote_by_words: voice.quote_by_words,
                         },
                         &qa.question,
                         &[],
@@ -710,7 +713,7 @@ impl<'a> Evaluation<'a> {
                 signals = outcome.judged.signals.clone();
                 judge_ms = outcome.judged.time.as_secs_f64() * 1e3;
                 let quote = outcome.quote.map(|q| q.sentence);
-                let answer = match self.retrieval.answer_style {
+                let answer = match settings.answer_style {
                     AnswerStyle::Quote => outcome.text, // a sentence as it stands in the passage
                     AnswerStyle::Generate | AnswerStyle::Verified => clean_answer(&outcome.text),
                 };
