@@ -305,6 +305,10 @@ async fn generator_languages(config: &Config, local: Option<&Generator>, remote:
     for (language, sample) in speaks::samples() {
         counts.push((language, model.count_tokens(sample).await));
     }
+    // Servers that stopped answering `/tokenize` meanwhile were counted by estimate.
+    if local.is_none() && remote.is_some_and(|r| r.counted_by() == lore_remote::CountedBy::Estimate) {
+        return Speaks::unknown();
+    }
     Speaks::from_token_counts(&counts)
 }
 

@@ -534,8 +534,10 @@ async fn check_knowledge_bases(app: &App) -> anyhow::Result<usize> {
             match app.kb(&kb)?.require().await {
                 Ok(k) => {
                     println!("bot {name}: knowledge base {kb}: {} chunks", k.count().await?);
-                    let language = bot.language.or(app.config.kb_language(&kb)).or(k.language().await?);
-                    if let Some(language) = language {
+                    // The models read the knowledge base's language, whatever the bot answers in.
+                    let stored = k.language().await.ok().flatten();
+                    let language = app.config.kb_language(&kb).or(stored).unwrap_or_default();
+                    if language != lore_knowledge::Language::English {
                         for line in language_notes(app, name, language) {
                             println!("  {line}");
                         }

@@ -35,7 +35,6 @@ impl LlamaEmbedder {
         let dim = model.n_embd() as usize;
         // Non-causal models must see a whole text in one micro-batch.
         let max_tokens = (model.n_ctx_train() as usize).clamp(8, cfg.batch_tokens);
-        let pooling = pooling(&model);
         let languages = crate::model_file::languages(&cfg.path);
         let (tx, rx) = std_mpsc::channel::<Job<(Vec<String>, Reply)>>();
         let (ready_tx, ready_rx) = std_mpsc::channel();
@@ -48,7 +47,7 @@ impl LlamaEmbedder {
             std::thread::Builder::new()
                 .name("lore-embedder".into())
                 .spawn(move || {
-                    let params = super::encoder_params(pooling, max_tokens, MAX_SEQS, threads);
+                    let params = super::encoder_params(LlamaPoolingType::Mean, max_tokens, MAX_SEQS, threads);
                     let mut ctx = match super::worker_context(&model, params, &path, &ready_tx) {
                         Some(ctx) => ctx,
                         None => return,
@@ -73,7 +72,7 @@ impl LlamaEmbedder {
                 .map_err(|e| EngineError::Backend(format!("cannot start the embedder thread: {e}")))?;
         }
         ready_rx.recv().map_err(|_| EngineError::Stopped("embedder"))??;
-        tracing::info!(model = %cfg.path.display(), dim, ?pooling, ?languages, "embedder ready");
+        tracing::info!(model = %cfg.path.display(), dim, ?languages, "embedder ready");
         Ok(Self { model, jobs: tx, died, dim, max_tokens, languages })
     }
 
@@ -96,20 +95,6 @@ impl LlamaEmbedder {
         let _ = self.jobs.send(Job::CrashForTests);
     }
 }
-
-/// How the model was trained to pool its tokens into one vector, as its GGUF says: the
-/// first token's state for CLS-pooled models (bge-m3), the mean otherwise (MiniLM,
-/// multilingual-e5, and any file that does not say).
-fn pooling(model: &LlamaModel) -> LlamaPoolingType {
-    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
-    match model.meta_val_str(&format!("{arch}.pooling_type")).ok().as_deref() {
-        Some(CLS_POOLING) => LlamaPoolingType::Cls,
-        _ => LlamaPoolingType::Mean,
-    }
-}
-
-/// llama.cpp's `LLAMA_POOLING_TYPE_CLS`, as GGUF metadata.
-const CLS_POOLING: &str = "2";
 
 /// Sequences packed into one decode (llama.cpp allows up to 256).
 const MAX_SEQS: usize = 64;

@@ -23,23 +23,44 @@ const MIN_STEM_LETTERS: usize = 3;
 /// Hebrew words that say nothing of what a sentence is about: pronouns, question words,
 /// prepositions, "is"/"was", "not", "all". A sentence that shares only these with a
 /// question does not answer it. Written plain (no final letters), as [`search_words`]
-/// writes words.
-pub const FUNCTION_WORDS: [&str; 52] = [
+/// writes words; with a prefix ("ולא", "שהוא") they are still these words
+/// ([`is_function_word`]).
+pub const FUNCTION_WORDS: [&str; 72] = [
     "של",
+    "שלו",
+    "שלה",
     "את",
     "אתכ",
     "אותו",
     "אותה",
+    "אותמ",
+    "אותנ",
+    "אותי",
+    "אותנו",
     "על",
+    "עליו",
+    "עליה",
     "עמ",
     "אל",
     "מנ",
+    "ממנו",
+    "לו",
+    "לה",
+    "להמ",
+    "להנ",
+    "אצל",
     "כי",
     "גמ",
     "אמ",
+    "האמ",
     "או",
     "לא",
     "כנ",
+    "לכנ",
+    "ככ",
+    "אכ",
+    "אז",
+    "כדי",
     "זה",
     "זו",
     "זאת",
@@ -78,6 +99,25 @@ pub const FUNCTION_WORDS: [&str; 52] = [
     "עד",
     "אשר",
 ];
+
+/// Whether `word` (as [`search_words`] writes it) is a function word, bare or behind any
+/// chain of prefixes ("ולא", "שהוא", "בכל").
+pub fn is_function_word(word: &str) -> bool {
+    FUNCTION_WORDS.contains(&word)
+        || prefix_chains().any(|chain| {
+            !chain.is_empty() && word.strip_prefix(chain.as_str()).is_some_and(|rest| FUNCTION_WORDS.contains(&rest))
+        })
+}
+
+/// Each word of `text` with its forms, as [`search_words`] makes them.
+pub fn word_forms(text: &str) -> Vec<Vec<String>> {
+    words(text).iter().map(|w| forms(w)).collect()
+}
+
+/// Every chain of prefix letters, the empty one included.
+fn prefix_chains() -> impl Iterator<Item = String> {
+    AND.iter().flat_map(|a| THAT.iter().flat_map(move |t| TO.iter().map(move |p| format!("{a}{t}{p}"))))
+}
 
 /// The words `text` is indexed or searched under, joined by spaces: lower case, Hebrew
 /// marks dropped, final letters normalised, every Hebrew word also without its prefix
@@ -133,9 +173,7 @@ fn forms(word: &str) -> Vec<String> {
     if !word.chars().next().is_some_and(is_hebrew_letter) {
         return out;
     }
-    let mut cuts: Vec<usize> = AND
-        .iter()
-        .flat_map(|a| THAT.iter().flat_map(move |t| TO.iter().map(move |p| format!("{a}{t}{p}"))))
+    let mut cuts: Vec<usize> = prefix_chains()
         .filter(|chain| !chain.is_empty() && word.starts_with(chain.as_str()))
         .map(|chain| chain.len())
         .filter(|&bytes| word[bytes..].chars().count() >= MIN_STEM_LETTERS)

@@ -76,7 +76,7 @@ async fn a_hebrew_question_with_a_prefix_finds_the_passage_without_it() {
     assert_eq!(hybrid.first().map(String::as_str), Some("script.txt"), "{hybrid:?}");
     // Its answers are in Hebrew: the built-in system message and "I don't know".
     let chain = app.chain(place(&app, "notes", RetrieverConfig::default())).unwrap();
-    let (settings, voice) = chain.voice(chain.language().await);
+    let (settings, voice) = chain.voice(chain.language().await, chain.kb_language().await);
     assert!(voice.template.system.starts_with("ענה על השאלה"), "{}", voice.template.system);
     assert!(settings.abstain_text.starts_with("אני לא יודע"), "{}", settings.abstain_text);
 }
@@ -101,6 +101,20 @@ async fn on_telegram_a_generator_that_does_not_speak_hebrew_answers_with_the_pas
     let languages = &asker.app.languages;
     assert!(!languages.generator.speaks(Language::Hebrew) && languages.generator.speaks(Language::English));
     assert!(!languages.embedder.speaks(Language::Hebrew) && languages.embedder.speaks(Language::English));
+    let chain = asker.app.chain(place(&asker.app, "notes", RetrieverConfig::default())).unwrap();
+    let (settings, voice) = chain.voice(Language::Hebrew, Language::Hebrew);
+    assert_eq!((settings.answer_style, voice.quote_by_words), (lore::config::AnswerStyle::Quote, true));
+    // A bot answering in English from it: English prompts, but SmolLM2 still cannot read
+    // the Hebrew passages, so it quotes them, chosen by words.
+    let (settings, voice) = chain.voice(Language::English, Language::Hebrew);
+    assert!(!voice.template.system.starts_with("ענה"), "{}", voice.template.system);
+    assert_eq!((settings.answer_style, voice.quote_by_words), (lore::config::AnswerStyle::Quote, true));
+    let (settings, voice) = chain.voice(Language::English, Language::English);
+    assert_eq!(
+        (settings.answer_style, voice.quote_by_words),
+        (lore::config::AnswerStyle::Generate, false),
+        "as before"
+    );
 
     asker.fake.push_message(Chat::Private(7), 7, QUESTION);
     let shown = || asker.fake.shown_in(7).iter().map(|m| strip_tags(m)).collect::<Vec<_>>();

@@ -270,6 +270,12 @@ impl<'a> Run<'a> {
                 }
                 false
             }
+            // A knowledge base that holds chunks but no language was made before languages
+            // were kept: it was searched as English, and one new file must not turn it.
+            LanguageChoice::Auto if kb.language().await?.is_none() && kb.count().await? > 0 => {
+                kb.set_language(Language::English).await?;
+                false
+            }
             LanguageChoice::Auto => kb.language().await?.is_none(),
         };
         Ok(Run {

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use lore_core::{cosine, Chunk, Embedder, Hit, PairScorer, PluginContext};
-use lore_knowledge::hebrew::{search_words, FUNCTION_WORDS};
+use lore_knowledge::hebrew::{is_function_word, word_forms};
 use unicode_segmentation::UnicodeSegmentation;
 
 use crate::question::answer_text::STOPWORDS;
@@ -96,13 +96,13 @@ impl EvidenceFinder {
     }
 }
 
-/// The forms of `text`'s words full text searches by, without function words.
+/// The forms of `text`'s words full text searches by, without function words (Hebrew,
+/// with or without prefixes, and English).
 fn content_forms(text: &str) -> BTreeSet<String> {
-    let words = search_words(text);
-    words
-        .split_whitespace()
-        .filter(|w| !FUNCTION_WORDS.contains(w) && !STOPWORDS.contains(w))
-        .map(str::to_string)
+    word_forms(text)
+        .into_iter()
+        .filter(|forms| !is_function_word(&forms[0]) && !STOPWORDS.contains(&forms[0].as_str()))
+        .flatten()
         .collect()
 }
 
@@ -228,6 +228,9 @@ mod tests {
         // "Who won the 1986 World Cup?" shares only "of" and "who" with them, if anything.
         assert_eq!(EvidenceFinder::best_by_words("מי זכה במונדיאל של 1986?", &passages), None);
         assert_eq!(EvidenceFinder::best_by_words("מה זה היה?", &passages), None, "function words say nothing");
+        // With prefixes they are still function words: "and not", "that it is", "in all".
+        let passages = hits(&["ולא שהוא בכל מקום.", "ספר טוב על ים."]);
+        assert_eq!(EvidenceFinder::best_by_words("ולא שהוא בכל?", &passages), None);
     }
 
     #[test]

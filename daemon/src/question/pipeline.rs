@@ -45,20 +45,21 @@ pub struct Chain {
     languages: Vec<InLanguage>,
 }
 
-/// How a chain answers in one language: the built-in prompts and "I don't know" in it,
-/// and what the models can do in it.
+/// How a chain works in one language: as the language of its answers, the built-in
+/// prompts and "I don't know" in it; as its knowledge base's, what the models can do there.
 struct InLanguage {
     language: Language,
-    /// `answer_style: quote` where the generator does not speak the language.
     settings: Retrieval,
     template: Template,
     /// Leaning on full text where the embedder does not speak the language.
     retriever: Arc<dyn Retriever>,
-    /// The `llm` reranker's scores are the generator's reading of the passage: where it
-    /// does not speak the language, they are noise.
-    llm_reranks: bool,
-    /// Quotes are chosen by the question's words where the embedder does not speak it.
-    quote_by_words: bool,
+    /// Whether the generator speaks it: where it does not, answers quote the passage, and
+    /// the `llm` reranker, whose scores are the generator's reading of the passage, is
+    /// left out.
+    generator_speaks: bool,
+    /// Whether the embedder speaks it: where it does not, quotes are chosen by the
+    /// question's words, not by cosine similarity.
+    embedder_speaks: bool,
 }
 
 /// Passages found for a question, best first, with the retrieval signals.
@@ -91,18 +92,14 @@ impl Chain {
             .iter()
             .map(|&language| {
                 let mut settings = settings.in_language(language);
-                let generator_speaks = models.generator.speaks(language);
-                if !generator_speaks {
-                    settings.answer_style = AnswerStyle::Quote;
-                }
-                let embedder_speaks = models.embedder.speaks(language);
+                let (generator_speaks, embedder_speaks) =
+                    (models.generator.speaks(language), models.embedder.speaks(language));
                 if !embedder_speaks {
                     settings.retriever = settings.retriever.leaning_on_full_text();
                 }
                 let retriever = settings.retriever.build(kb.clone(), cx.embedder.clone());
                 let template = template.in_language(language);
-                let (llm_reranks, quote_by_words) = (generator_speaks, !embedder_speaks);
-                InLanguage { language, settings, template, retriever, llm_reranks, quote_by_words }
+                InLanguage { language, settings, template, retriever, generator_speaks, embedder_speaks }
             })
             .collect();
         Ok(Self {
@@ -119,25 +116,37 @@ impl Chain {
         })
     }
 
-    /// The language it answers in: the configured one, else its knowledge base's as
-    /// stored (English for one not yet ingested, or ingested before languages were kept).
+    /// The language it answers in: the configured one, else its knowledge base's.
     pub async fn language(&self) -> Language {
-        if let Some(language) = self.answers_in {
-            return language;
+        match self.answers_in {
+            Some(language) => language,
+            None => self.kb_language().await,
         }
+    }
+
+    /// Its knowledge base's language as stored (English for one not yet ingested, or
+    /// ingested before languages were kept): what the models must read.
+    pub async fn kb_language(&self) -> Language {
         match self.kb.get().await {
             Ok(Some(kb)) => kb.language().await.ok().flatten().unwrap_or_default(),
             _ => Language::default(),
         }
     }
 
-    /// Its settings and voice in `language`.
-    pub fn voice(&self, language: Language) -> (&Retrieval, Voice<'_>) {
+    /// Its settings and voice answering in `answer` from passages in `kb`: the prompts and
+    /// "I don't know" of `answer`; quotes, not generated answers, when the generator does
+    /// not speak one of them.
+    pub fn voice(&self, answer: Language, kb: Language) -> (Retrieval, Voice<'_>) {
         let lora = self.lora.as_ref();
-        match self.in_language(language) {
-            Some(l) => (&l.settings, Voice { template: &l.template, lora, quote_by_words: l.quote_by_words }),
-            None => (&self.settings, Voice { template: &self.template, lora, quote_by_words: false }),
+        let Some(text) = self.in_language(answer) else {
+            return (self.settings.clone(), Voice { template: &self.template, lora, quote_by_words: false });
+        };
+        let passages = self.in_language(kb).unwrap_or(text);
+        let mut settings = text.settings.clone();
+        if !(text.generator_speaks && passages.generator_speaks) {
+            settings.answer_style = AnswerStyle::Quote;
         }
+        (settings, Voice { template: &text.template, lora, quote_by_words: !passages.embedder_speaks })
     }
 
     fn in_language(&self, language: Language) -> Option<&InLanguage> {
@@ -152,9 +161,10 @@ impl Chain {
     /// Like [`Chain::retrieve`], leaving out the `llm` reranker when asked to, with the
     /// retrieval signals.
     pub async fn retrieve_with(&self, question: &str, reranking: Reranking) -> anyhow::Result<Retrieved> {
-        let language = self.in_language(self.language().await);
-        let retriever = language.map_or(&self.retriever, |l| &l.retriever);
-        let llm_reranks = language.is_none_or(|l| l.llm_reranks);
+        // Searched, and read by the generator, in the knowledge base's language.
+        let passages = self.in_language(self.kb_language().await);
+        let retriever = passages.map_or(&self.retriever, |l| &l.retriever);
+        let llm_reranks = passages.is_none_or(|l| l.generator_speaks);
         let mut hits = retriever.retrieve(question, self.settings.top_k).await?;
         let retriever_top = hits.first().map(|h| h.score);
         // Whether the first passage's score is now a model's judgement of the pair.
@@ -322,9 +332,9 @@ impl Pipeline {
         // A question that cannot fit costs no retrieval.
         prompt::check_question(self.model.as_ref(), question, self.max_answer_tokens).await?;
         let retrieved = chain.retrieve_with(question, reranking).await?;
-        let (settings, voice) = chain.voice(chain.language().await);
+        let (settings, voice) = chain.voice(chain.language().await, chain.kb_language().await);
         let judging = chain.judging(reranking);
-        self.answer_from(settings, voice, question, history, retrieved, judging, started.elapsed()).await
+        self.answer_from(&settings, voice, question, history, retrieved, judging, started.elapsed()).await
     }
 
     /// Abstains or starts generating from passages already retrieved and reranked.

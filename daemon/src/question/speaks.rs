@@ -72,9 +72,13 @@ impl Speaks {
         Self { codes: Some(codes), by: SaidBy::Tokenizer }
     }
 
-    /// Whether it speaks `language` (a model nobody said anything about does).
+    /// Whether it speaks `language` (a model nobody said anything about does). Lore's
+    /// English is every language it has no words of its own for (French, Arabic, ...,
+    /// searched as before), so nothing is held back for it whatever a model's list says;
+    /// a list that says `multilingual` holds every language.
     pub fn speaks(&self, language: Language) -> bool {
-        self.codes.as_ref().is_none_or(|codes| codes.iter().any(|c| c == language.code()))
+        language == Language::English
+            || self.codes.as_ref().is_none_or(|codes| codes.iter().any(|c| c == language.code() || c == "multilingual"))
     }
 
     /// For `lore check`: "en, he (the GGUF's general.languages)".
@@ -136,10 +140,13 @@ mod tests {
         let (config, gguf) = (vec!["he".to_string()], vec!["en".to_string()]);
         let speaks = Speaks::from_lists(Some(&config), Some(&gguf)).unwrap();
         assert_eq!(speaks.by, SaidBy::Config);
-        assert!(speaks.speaks(Language::Hebrew) && !speaks.speaks(Language::English));
+        assert!(speaks.speaks(Language::Hebrew));
         let speaks = Speaks::from_lists(None, Some(&gguf)).unwrap();
         assert_eq!(speaks.by, SaidBy::Gguf);
         assert!(!speaks.speaks(Language::Hebrew) && speaks.speaks(Language::English));
+        let french = Speaks::said(&["fr".to_string()], SaidBy::Gguf);
+        assert!(french.speaks(Language::English), "Lore's English holds French: nothing is held back");
+        assert!(Speaks::said(&["multilingual".to_string()], SaidBy::Gguf).speaks(Language::Hebrew));
         assert_eq!(Speaks::from_lists(None, None), None);
         assert!(Speaks::unknown().speaks(Language::Hebrew), "nobody said: nothing is held back");
     }

@@ -689,7 +689,7 @@ impl<'a> Evaluation<'a> {
                 // In the knowledge base's language, as its bots answer: quoting where the
                 // generator does not speak it.
                 let language = chain.language().await;
-                let (bots, voice) = chain.voice(language);
+                let (bots, voice) = chain.voice(language, chain.kb_language().await);
                 let mut settings = self.generate_always.in_language(language);
                 settings.answer_style = bots.answer_style;
                 let template = self.template.in_language(language);
