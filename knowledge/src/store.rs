@@ -424,11 +424,16 @@ impl KnowledgeBase {
     /// (the next ingest writes them again). Whether anything changed.
     pub async fn set_language(&self, language: Language) -> Result<bool> {
         let stored = self.language().await?;
-        if stored == Some(language) && full_text(&self.table, &self.name).await?.language == language {
-            return Ok(false);
-        }
         let searched_as = full_text(&self.table, &self.name).await?;
         let wanted = FullText { language };
+        // Rows without their words: a re-index stopped part way (the language is stored
+        // first, so the rows rewritten get its words); this call finishes it.
+        let unfinished = wanted.has_words()
+            && searched_as == wanted
+            && self.table.count_rows(Some(format!("{SEARCH_TEXT} IS NULL"))).await? > 0;
+        if stored == Some(language) && searched_as == wanted && !unfinished {
+            return Ok(false);
+        }
         if wanted.has_words() && self.table.schema().await?.field_with_name(SEARCH_TEXT).is_err() {
             let column = Arc::new(Schema::new(vec![Field::new(SEARCH_TEXT, DataType::Utf8, true)]));
             self.table.add_columns().transform(NewColumnTransform::AllNulls(column)).execute().await?;
@@ -436,11 +441,11 @@ impl KnowledgeBase {
         if let Some(native) = self.table.as_native() {
             native.update_config([(LANGUAGE_KEY.to_string(), language.code().to_string())]).await?;
         }
-        if searched_as != wanted && self.count().await? > 0 {
+        if (searched_as != wanted || unfinished) && self.count().await? > 0 {
             let ids: Vec<String> = self.chunk_ids().await?.into_iter().collect();
-            let rows = self.chunks_by_id(&ids).await?;
-            for group in rows.chunks(IDS_PER_STATEMENT) {
-                self.upsert(group).await?;
+            // A group at a time: memory stays bounded by the group, not the knowledge base.
+            for group in ids.chunks(IDS_PER_STATEMENT) {
+                self.upsert(&self.chunks_by_id(group).await?).await?;
             }
             if let Some(old) = index_on(&self.table, searched_as.column()).await? {
                 self.table.drop_index(&old).await?;
@@ -1048,6 +1053,15 @@ mod tests {
         assert_eq!(search("עברית").await, [hebrew]);
         assert_eq!(search("וכשהמודל עונה").await.first().map(String::as_str), Some(hebrew), "prefixes either side");
         assert_eq!(search("herons").await, ["herons stand still in shallow water"], "Latin words still");
+
+        // A re-index stopped part way leaves rows without their words: the next call
+        // (the next ingest's) finishes it.
+        kb.table.update().column(SEARCH_TEXT, "NULL").execute().await.unwrap();
+        kb.refresh_indexes(true).await.unwrap();
+        assert!(search("עברית").await.is_empty(), "words lost");
+        assert!(kb.set_language(Language::Hebrew).await.unwrap(), "finished");
+        assert_eq!(search("עברית").await, [hebrew]);
+        assert!(!kb.set_language(Language::Hebrew).await.unwrap(), "then nothing to do");
 
         // Kept through later writes, and read by another process opening it.
         kb.upsert(&rows(&embedder, "b.md", &["הכלב נובח"])).await.unwrap();
