@@ -298,14 +298,15 @@ async fn generator_languages(config: &Config, local: Option<&Generator>, remote:
     }
     let model: Arc<dyn ChatModel> = match (local, remote) {
         (Some(local), _) => Arc::new(local.clone()),
-        (None, Some(remote)) if remote.counted_by() != lore_remote::CountedBy::Estimate => Arc::new(remote.clone()),
-        _ => return Speaks::unknown(),
+        (None, Some(remote)) => Arc::new(remote.clone()),
+        (None, None) => return Speaks::unknown(),
     };
     let mut counts = Vec::new();
     for (language, sample) in speaks::samples() {
         counts.push((language, model.count_tokens(sample).await));
     }
-    // Servers that stopped answering `/tokenize` meanwhile were counted by estimate.
+    // Servers without `/tokenize` (or that stopped answering it meanwhile) were counted by
+    // estimate, which says nothing of their tokenizer.
     if local.is_none() && remote.is_some_and(|r| r.counted_by() == lore_remote::CountedBy::Estimate) {
         return Speaks::unknown();
     }

@@ -28,10 +28,8 @@ use crate::question::speaks::ModelLanguages;
 /// rerankers built for it, the thresholds and calibration, and the prompt template.
 pub struct Chain {
     pub kb: KbHandle,
-    retriever: Arc<dyn Retriever>,
     rerankers: Vec<Arc<dyn Reranker>>,
     pub settings: Retrieval,
-    pub template: Template,
     /// The LoRA adapter answers are generated with (the bot's).
     pub lora: Option<lore_core::LoraAdapter>,
     /// `settings.abstain.calibration`, read.
@@ -41,7 +39,7 @@ pub struct Chain {
     /// The language it answers in, when the config says (the bot's, else its knowledge
     /// base's); `None`: its knowledge base's as stored at ingest (`language: auto`).
     pub answers_in: Option<Language>,
-    /// How it answers in each language (see [`Chain::voice`]).
+    /// How it answers in each language, in the order of `LANGUAGES` (see [`Chain::voice`]).
     languages: Vec<InLanguage>,
 }
 
@@ -82,7 +80,6 @@ impl Chain {
         cx: &PluginContext,
         models: &ModelLanguages,
     ) -> anyhow::Result<Self> {
-        let retriever = settings.retriever.build(kb.clone(), cx.embedder.clone());
         let rerankers = settings.rerankers.iter().map(|r| r.build(cx)).collect::<anyhow::Result<_>>()?;
         let calibration = match &settings.abstain.calibration {
             Some(file) => Some(Arc::new(Calibration::load(file)?)),
@@ -104,10 +101,8 @@ impl Chain {
             .collect();
         Ok(Self {
             kb,
-            retriever,
             rerankers,
             settings,
-            template,
             lora: None,
             calibration,
             names: SourceNames::default(),
@@ -138,10 +133,7 @@ impl Chain {
     /// not speak one of them.
     pub fn voice(&self, answer: Language, kb: Language) -> (Retrieval, Voice<'_>) {
         let lora = self.lora.as_ref();
-        let Some(text) = self.in_language(answer) else {
-            return (self.settings.clone(), Voice { template: &self.template, lora, quote_by_words: false });
-        };
-        let passages = self.in_language(kb).unwrap_or(text);
+        let (text, passages) = (self.in_language(answer), self.in_language(kb));
         let mut settings = text.settings.clone();
         if !(text.generator_speaks && passages.generator_speaks) {
             settings.answer_style = AnswerStyle::Quote;
@@ -149,8 +141,8 @@ impl Chain {
         (settings, Voice { template: &text.template, lora, quote_by_words: !passages.embedder_speaks })
     }
 
-    fn in_language(&self, language: Language) -> Option<&InLanguage> {
-        self.languages.iter().find(|l| l.language == language)
+    fn in_language(&self, language: Language) -> &InLanguage {
+        self.languages.iter().find(|l| l.language == language).expect("a chain is built for every language")
     }
 
     /// The retriever's top `top_k` for `question`, then each reranker in order.
@@ -161,11 +153,15 @@ impl Chain {
     /// Like [`Chain::retrieve`], leaving out the `llm` reranker when asked to, with the
     /// retrieval signals.
     pub async fn retrieve_with(&self, question: &str, reranking: Reranking) -> anyhow::Result<Retrieved> {
+        self.retrieve_in(question, reranking, self.kb_language().await).await
+    }
+
+    /// Like [`Chain::retrieve_with`], for a knowledge base whose language is already read.
+    async fn retrieve_in(&self, question: &str, reranking: Reranking, kb: Language) -> anyhow::Result<Retrieved> {
         // Searched, and read by the generator, in the knowledge base's language.
-        let passages = self.in_language(self.kb_language().await);
-        let retriever = passages.map_or(&self.retriever, |l| &l.retriever);
-        let llm_reranks = passages.is_none_or(|l| l.generator_speaks);
-        let mut hits = retriever.retrieve(question, self.settings.top_k).await?;
+        let passages = self.in_language(kb);
+        let llm_reranks = passages.generator_speaks;
+        let mut hits = passages.retriever.retrieve(question, self.settings.top_k).await?;
         let retriever_top = hits.first().map(|h| h.score);
         // Whether the first passage's score is now a model's judgement of the pair.
         let mut scored_by_model = false;
@@ -331,8 +327,10 @@ impl Pipeline {
         let started = Instant::now();
         // A question that cannot fit costs no retrieval.
         prompt::check_question(self.model.as_ref(), question, self.max_answer_tokens).await?;
-        let retrieved = chain.retrieve_with(question, reranking).await?;
-        let (settings, voice) = chain.voice(chain.language().await, chain.kb_language().await);
+        // Read once: it is a look at the knowledge base's stored config.
+        let kb = chain.kb_language().await;
+        let retrieved = chain.retrieve_in(question, reranking, kb).await?;
+        let (settings, voice) = chain.voice(chain.answers_in.unwrap_or(kb), kb);
         let judging = chain.judging(reranking);
         self.answer_from(&settings, voice, question, history, retrieved, judging, started.elapsed()).await
     }
